@@ -1,0 +1,85 @@
+#include "runtime/engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/backend_factory.h"
+
+namespace tandem {
+
+engine::engine(const model& m, const engine_options& opt) : m_(m) {
+  const hparams& hp = m.hp();
+  n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min(hp.n_ctx_train, 4096);
+  if (n_ctx_ > (1 << 20))
+    throw error(fmt::format("context size {} is too large (at most {})", n_ctx_, 1 << 20));
+  n_batch_ = std::max(1, std::min(opt.n_batch, n_ctx_));
+
+  backend_options bo;
+  bo.n_ctx = n_ctx_;
+  bo.n_batch = n_batch_;
+  for (int il = 0; il < hp.n_layer; ++il) bo.layers.push_back(il);
+  bo.output = true;
+  bo.n_threads = opt.n_threads;
+  backends_.push_back(make_cpu_backend(m, bo));
+  cpu_ = backends_.back().get();
+  layer_backend_.assign(static_cast<size_t>(hp.n_layer), cpu_);
+  output_backend_ = cpu_;
+  hidden_.resize(static_cast<size_t>(n_batch_) * hp.n_embd);
+}
+
+engine::~engine() = default;
+
+std::string engine::describe() const {
+  std::string s;
+  for (auto& b : backends_) {
+    int n = 0;
+    for (backend* lb : layer_backend_) n += lb == b.get();
+    if (!s.empty()) s += ", ";
+    s += fmt::format("{}: {} layers{}", b->name(), n, output_backend_ == b.get() ? " + output" : "");
+  }
+  return s;
+}
+
+const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool all_logits) {
+  const hparams& hp = m_.hp();
+  const int n_total = static_cast<int>(tokens.size());
+  if (n_total == 0) throw error("eval: no tokens to evaluate");
+  if (n_past_ + n_total > n_ctx_)
+    throw error(fmt::format("{} tokens do not fit in the context: {} already used of {}; raise "
+                            "the context size with -c or use a shorter prompt",
+                            n_total, n_past_, n_ctx_));
+  const size_t nv = static_cast<size_t>(hp.n_vocab);
+  logits_.assign(all_logits ? nv * n_total : nv, 0.0f);
+
+  for (int start = 0; start < n_total; start += n_batch_) {
+    const int n = std::min(n_batch_, n_total - start);
+    const bool last_chunk = start + n == n_total;
+    cpu_->embed(tokens.data() + start, n, hidden_.data());
+    backend* cur = nullptr;
+    for (int il = 0; il < hp.n_layer; ++il) {
+      backend* b = layer_backend_[static_cast<size_t>(il)];
+      if (b != cur) {
+        if (cur) cur->download_hidden(hidden_.data(), n);
+        b->upload_hidden(hidden_.data(), n);
+        cur = b;
+      }
+      if (il + 1 < hp.n_layer) layer_backend_[static_cast<size_t>(il + 1)]->prepare_layer(il + 1);
+      b->forward_layer(il, n, n_past_);
+    }
+    if (output_backend_ != cur) {
+      cur->download_hidden(hidden_.data(), n);
+      output_backend_->upload_hidden(hidden_.data(), n);
+    }
+    if (all_logits) {
+      output_backend_->forward_output(n, true, logits_.data() + nv * static_cast<size_t>(start));
+    } else if (last_chunk) {
+      output_backend_->forward_output(n, false, logits_.data());
+    }
+    n_past_ += n;
+  }
+  return logits_;
+}
+
+}  // namespace tandem

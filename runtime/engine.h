@@ -1,0 +1,49 @@
+// The engine: runs batches of tokens through the layers on their backends, walking the plan.
+// Embedding on the CPU, layers 0..n-1 on their backends with the hidden state handed across at
+// device boundaries, then norm + output head where the plan puts it.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/model.h"
+
+namespace tandem {
+
+struct engine_options {
+  int n_ctx = 0;      // 0: the model's training context, capped at 4096
+  int n_batch = 512;  // prompt tokens per forward pass
+  int n_threads = 0;  // CPU threads (0 = physical cores)
+};
+
+class engine {
+ public:
+  engine(const model& m, const engine_options& opt);
+  ~engine();
+
+  // Evaluates tokens at positions n_past() .. and advances n_past(). Returns the logits of the
+  // last token (n_vocab floats), or with all_logits those of every token (tokens.size() x n_vocab).
+  // Throws tandem::error when the tokens do not fit in the context.
+  const std::vector<float>& eval(const std::vector<int32_t>& tokens, bool all_logits = false);
+
+  void reset() { n_past_ = 0; }
+  int n_past() const { return n_past_; }
+  int n_ctx() const { return n_ctx_; }
+  const model& get_model() const { return m_; }
+  // Where the layers run, e.g. "CPU (2 threads): 5 layers + output".
+  std::string describe() const;
+
+ private:
+  const model& m_;
+  int n_ctx_ = 0;
+  int n_batch_ = 0;
+  int n_past_ = 0;
+  std::vector<std::unique_ptr<backend>> backends_;
+  backend* cpu_ = nullptr;                 // embedding
+  std::vector<backend*> layer_backend_;    // one per layer
+  backend* output_backend_ = nullptr;
+  std::vector<float> hidden_, logits_, chunk_logits_;
+};
+
+}  // namespace tandem

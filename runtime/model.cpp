@@ -1,0 +1,154 @@
+#include "runtime/model.h"
+
+#include <fmt/format.h>
+
+namespace tandem {
+
+uint64_t layer_weights::nbytes() const {
+  uint64_t n = 0;
+  for (const weight* w : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &ffn_norm, &ffn_gate,
+                          &ffn_up, &ffn_down})
+    if (*w) n += w->nbytes();
+  return n;
+}
+
+uint64_t model::weight_bytes() const {
+  uint64_t n = tok_embd_.nbytes() + output_norm_.nbytes() + (output_tied_ ? 0 : output_.nbytes());
+  for (auto& l : layers_) n += l.nbytes();
+  return n;
+}
+
+namespace {
+
+struct loader {
+  const gguf_file& f;
+  const hparams& hp;
+
+  // A required tensor with the expected shape (ne[0], ne[1]); ne1 == 0 means a vector.
+  weight get(const std::string& name, int64_t ne0, int64_t ne1, bool required = true) const {
+    const gguf_tensor* t = f.tensor(name);
+    if (!t) {
+      if (!required) return {};
+      throw error(fmt::format("{}: missing tensor '{}'; the file is not a complete {} model",
+                              f.path(), name, hp.arch));
+    }
+    const int64_t want_dims = ne1 == 0 ? 1 : 2;
+    bool ok = t->ne[0] == ne0 && (ne1 == 0 ? t->ne[1] == 1 : t->ne[1] == ne1) && t->ne[2] == 1 &&
+              t->ne[3] == 1;
+    if (!ok) {
+      std::string want = ne1 == 0 ? fmt::format("[{}]", ne0) : fmt::format("[{}, {}]", ne0, ne1);
+      throw error(fmt::format("{}: tensor '{}' has shape {}, expected {} ({}D)", f.path(), name,
+                              t->shape_string(), want, want_dims));
+    }
+    if (!traits(t->type).computable)
+      throw error(fmt::format("{}: tensor '{}' has type {}, which Tandem cannot compute with; "
+                              "re-quantize the model to f16, q8_0, q4_0, q4_k, q5_k or q6_k",
+                              f.path(), name, dtype_name(t->type)));
+    if (ne1 == 0 && t->type != dtype::f32)
+      throw error(fmt::format("{}: norm/bias tensor '{}' has type {}, expected f32", f.path(), name,
+                              dtype_name(t->type)));
+    return weight{t};
+  }
+};
+
+int positive(const gguf_file& f, const std::string& key, int64_t v, int64_t max) {
+  if (v <= 0 || v > max)
+    throw error(fmt::format("{}: metadata '{}' = {} is out of range (1 .. {})", f.path(), key, v,
+                            max));
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+std::unique_ptr<model> model::load(const std::string& path) {
+  std::unique_ptr<model> m(new model());
+  m->file_ = gguf_file::open(path);
+  const gguf_file& f = *m->file_;
+  hparams& hp = m->hp_;
+
+  hp.arch = f.get_string("general.architecture", "");
+  if (hp.arch.empty())
+    throw error(fmt::format("{}: metadata 'general.architecture' is missing; is this a model "
+                            "(not a vocab-only file)?",
+                            path));
+  if (hp.arch != "llama" && hp.arch != "mistral" && hp.arch != "qwen2")
+    throw error(fmt::format("{}: architecture '{}' is not supported (Tandem runs llama, mistral, "
+                            "qwen2)",
+                            path, hp.arch));
+  const std::string a = hp.arch + ".";
+  auto req = [&](const std::string& k, int64_t max) { return positive(f, a + k, f.get_int(a + k), max); };
+  hp.n_embd = req("embedding_length", 1 << 16);
+  hp.n_layer = req("block_count", 1024);
+  hp.n_ff = req("feed_forward_length", 1 << 18);
+  hp.n_head = req("attention.head_count", 1024);
+  hp.n_head_kv = positive(f, a + "attention.head_count_kv",
+                          f.get_int(a + "attention.head_count_kv", hp.n_head), 1024);
+  hp.n_ctx_train = positive(f, a + "context_length", f.get_int(a + "context_length", 2048), 1 << 24);
+  if (hp.n_head % hp.n_head_kv != 0)
+    throw error(fmt::format("{}: head_count {} is not a multiple of head_count_kv {}", path,
+                            hp.n_head, hp.n_head_kv));
+  hp.head_dim = static_cast<int>(f.get_int(a + "attention.key_length", hp.n_embd / hp.n_head));
+  if (hp.head_dim <= 0 || hp.head_dim % 2 != 0 || hp.head_dim > 1024)
+    throw error(fmt::format("{}: head dimension {} is not a positive even number", path,
+                            hp.head_dim));
+  hp.n_rot = static_cast<int>(f.get_int(a + "rope.dimension_count", hp.head_dim));
+  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
+    throw error(fmt::format("{}: rope.dimension_count {} must be even and at most the head "
+                            "dimension {}",
+                            path, hp.n_rot, hp.head_dim));
+  hp.rope_freq_base = static_cast<float>(
+      f.get_float(a + "rope.freq_base", hp.arch == "qwen2" ? 1000000.0 : 10000.0));
+  const std::string scaling = f.get_string(a + "rope.scaling.type", "none");
+  double factor = f.get_float(a + "rope.scaling.factor", 0.0);
+  if (factor == 0.0) factor = f.get_float(a + "rope.scale_linear", 1.0);
+  if (scaling == "linear" || (scaling == "none" && factor != 1.0)) {
+    if (factor <= 0) throw error(fmt::format("{}: rope scaling factor {} must be > 0", path, factor));
+    hp.rope_freq_scale = static_cast<float>(1.0 / factor);
+  } else if (scaling != "none") {
+    throw error(fmt::format("{}: rope scaling type '{}' is not supported (none, linear)", path,
+                            scaling));
+  }
+  hp.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  hp.rope = hp.arch == "qwen2" ? rope_style::neox : rope_style::adjacent;
+
+  const gguf_tensor* emb = f.tensor("token_embd.weight");
+  if (!emb)
+    throw error(fmt::format("{}: missing tensor 'token_embd.weight'; the file is not a complete "
+                            "model",
+                            path));
+  hp.n_vocab = static_cast<int>(emb->ne[1]);
+  if (const gguf_value* toks = f.find("tokenizer.ggml.tokens");
+      toks && toks->type == gguf_type::array && static_cast<int64_t>(toks->arr.size()) != hp.n_vocab)
+    throw error(fmt::format("{}: the vocabulary has {} tokens but token_embd.weight has {} rows",
+                            path, toks->arr.size(), hp.n_vocab));
+
+  loader ld{f, hp};
+  m->tok_embd_ = ld.get("token_embd.weight", hp.n_embd, hp.n_vocab);
+  m->output_norm_ = ld.get("output_norm.weight", hp.n_embd, 0);
+  m->output_ = ld.get("output.weight", hp.n_embd, hp.n_vocab, false);
+  if (!m->output_) {
+    m->output_ = m->tok_embd_;
+    m->output_tied_ = true;
+  }
+  const bool bias = hp.arch == "qwen2";
+  for (int il = 0; il < hp.n_layer; ++il) {
+    const std::string p = fmt::format("blk.{}.", il);
+    layer_weights l;
+    l.attn_norm = ld.get(p + "attn_norm.weight", hp.n_embd, 0);
+    l.wq = ld.get(p + "attn_q.weight", hp.n_embd, hp.n_embd_q());
+    l.wk = ld.get(p + "attn_k.weight", hp.n_embd, hp.n_embd_kv());
+    l.wv = ld.get(p + "attn_v.weight", hp.n_embd, hp.n_embd_kv());
+    l.bq = ld.get(p + "attn_q.bias", hp.n_embd_q(), 0, bias);
+    l.bk = ld.get(p + "attn_k.bias", hp.n_embd_kv(), 0, bias);
+    l.bv = ld.get(p + "attn_v.bias", hp.n_embd_kv(), 0, bias);
+    l.wo = ld.get(p + "attn_output.weight", hp.n_embd_q(), hp.n_embd);
+    l.ffn_norm = ld.get(p + "ffn_norm.weight", hp.n_embd, 0);
+    l.ffn_gate = ld.get(p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
+    l.ffn_up = ld.get(p + "ffn_up.weight", hp.n_embd, hp.n_ff);
+    l.ffn_down = ld.get(p + "ffn_down.weight", hp.n_ff, hp.n_embd);
+    m->layers_.push_back(l);
+  }
+  return m;
+}
+
+}  // namespace tandem

@@ -1,0 +1,49 @@
+// Helpers shared by the test suites: model paths, temporary files, running the CLI.
+#pragma once
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <sys/wait.h>
+
+namespace tandem::test {
+
+inline std::string models_dir() { return TANDEM_MODELS_DIR; }
+inline std::string model_path(const std::string& rel) { return models_dir() + "/" + rel; }
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A fresh temporary directory per test binary run.
+inline std::string temp_dir() {
+  static std::string dir = [] {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "tandem-test-XXXXXX").string();
+    char* d = mkdtemp(tmpl.data());
+    return std::string(d ? d : "/tmp");
+  }();
+  return dir;
+}
+
+struct run_result {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs the tandem CLI with args (a shell-quoted string), capturing stdout and stderr.
+inline run_result run_cli(const std::string& args) {
+  static int counter = 0;
+  const std::string base = temp_dir() + "/cli" + std::to_string(counter++);
+  const std::string cmd = std::string(TANDEM_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  int rc = std::system(cmd.c_str());
+  run_result r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = read_file(base + ".out");
+  r.err = read_file(base + ".err");
+  return r;
+}
+
+}  // namespace tandem::test

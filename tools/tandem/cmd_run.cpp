@@ -1,0 +1,122 @@
+// `tandem run`: generate text from a prompt, streamed to stdout; timings to stderr.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+#include "runtime/tokenizer.h"
+#include "tools/tandem/commands.h"
+
+namespace tandem::cli {
+namespace {
+
+struct run_opts {
+  std::string model;
+  std::string prompt;
+  int n_predict = 128;
+  sampler_params sp;
+  int n_ctx = 0;
+  int n_threads = 0;
+  int n_batch = 512;
+  std::string offload = "0";
+};
+
+using clock = std::chrono::steady_clock;
+double ms_since(clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(clock::now() - t).count();
+}
+
+}  // namespace
+
+command add_run(CLI::App& app) {
+  auto o = std::make_shared<run_opts>();
+  app.add_option("-m,--model", o->model, "GGUF model file")->required();
+  app.add_option("-p,--prompt", o->prompt, "prompt text (printed, then continued)");
+  app.add_option("-n,--n-predict", o->n_predict, "number of tokens to generate (-1: until end of text or context)")
+      ->capture_default_str();
+  app.add_option("--temp", o->sp.temp, "temperature; 0 = greedy")->capture_default_str();
+  app.add_option("--top-k", o->sp.top_k, "keep the K most likely tokens (0 = off)")->capture_default_str();
+  app.add_option("--top-p", o->sp.top_p, "keep the smallest set with probability >= P (1 = off)")
+      ->capture_default_str();
+  app.add_option("--min-p", o->sp.min_p, "drop tokens less likely than P x the most likely (0 = off)")
+      ->capture_default_str();
+  app.add_option("--repeat-penalty", o->sp.repeat_penalty,
+                 "penalise tokens seen in the last 64 (1 = off)")->capture_default_str();
+  app.add_option("--repeat-last-n", o->sp.repeat_last_n, "window of the repetition penalty")
+      ->capture_default_str();
+  app.add_option("-s,--seed", o->sp.seed, "random seed for sampling (same seed, same text)");
+  app.add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (0 = the model's, at most 4096)")
+      ->capture_default_str();
+  app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass")->capture_default_str();
+  app.add_option("-t,--threads", o->n_threads, "CPU threads (0 = number of physical cores)")
+      ->capture_default_str();
+  app.add_option("--offload,-ngl,--n-gpu-layers", o->offload,
+                 "layers to run on the GPU: N (the last N), all, or auto")->capture_default_str();
+
+  return [o] {
+    if (o->offload != "0")
+      fmt::print(stderr, "tandem: this build has no GPU backend; running every layer on the CPU "
+                         "(--offload {} ignored)\n", o->offload);
+    if (o->n_batch < 1) throw error("--batch-size must be at least 1");
+    auto t0 = clock::now();
+    auto m = model::load(o->model);
+    auto tok = tokenizer::from_gguf(m->file());
+    engine_options eo;
+    eo.n_ctx = o->n_ctx;
+    eo.n_batch = o->n_batch;
+    eo.n_threads = o->n_threads;
+    engine eng(*m, eo);
+    const double load_ms = ms_since(t0);
+
+    std::vector<int32_t> ids = tok->encode(o->prompt, tok->add_bos_default());
+    if (ids.empty())
+      throw error("the prompt is empty and the vocabulary has no BOS token to start from; give -p");
+    if (static_cast<int>(ids.size()) >= eng.n_ctx())
+      throw error(fmt::format("the prompt has {} tokens but the context holds {}; raise -c or "
+                              "shorten the prompt",
+                              ids.size(), eng.n_ctx()));
+    sampler smp(o->sp);
+    for (int32_t id : ids) smp.accept(id);
+
+    std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
+    std::fflush(stdout);
+
+    auto t1 = clock::now();
+    std::vector<float> logits = eng.eval(ids);
+    const double prompt_ms = ms_since(t1);
+    int32_t prev = ids.back();
+    int n_gen = 0;
+    const int limit = o->n_predict < 0 ? eng.n_ctx() - static_cast<int>(ids.size()) : o->n_predict;
+    auto t2 = clock::now();
+    while (n_gen < limit) {
+      int32_t next = smp.sample(logits.data(), m->hp().n_vocab);
+      if (tok->is_eog(next)) break;
+      std::string piece = tok->piece(next, prev);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+      ++n_gen;
+      prev = next;
+      if (n_gen == limit) break;
+      if (eng.n_past() >= eng.n_ctx()) {
+        fmt::print(stderr, "\ntandem: context full ({} tokens); stopping\n", eng.n_ctx());
+        break;
+      }
+      logits = eng.eval({next});
+    }
+    const double gen_ms = ms_since(t2);
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    fmt::print(stderr,
+               "\nload: {:.1f} ms | prompt: {} tokens in {:.1f} ms ({:.1f} tokens/s) | "
+               "generation: {} tokens in {:.1f} ms ({:.1f} tokens/s) | {} | seed {}\n",
+               load_ms, ids.size(), prompt_ms, ids.size() * 1000.0 / std::max(prompt_ms, 1e-9),
+               n_gen, gen_ms, n_gen * 1000.0 / std::max(gen_ms, 1e-9), eng.describe(),
+               smp.seed());
+    return 0;
+  };
+}
+
+}  // namespace tandem::cli

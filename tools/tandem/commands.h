@@ -1,0 +1,18 @@
+// Sub-commands of the tandem CLI. Each registers its flags on a CLI11 sub-app and returns the
+// function that runs it (exit status).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace tandem::cli {
+
+using command = std::function<int()>;
+
+command add_run(CLI::App& app);
+command add_info(CLI::App& app);
+
+// "512M", "4G", "1.5GiB", "1000000" -> bytes; throws tandem::error naming the text.
+uint64_t parse_size(const std::string& s);
+std::string format_bytes(uint64_t n);
+
+}  // namespace tandem::cli

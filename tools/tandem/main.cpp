@@ -1,0 +1,38 @@
+// tandem: run, inspect and measure GGUF language models on the CPU and a Vulkan GPU.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <map>
+
+#include "runtime/error.h"
+#include "tools/tandem/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tandem: run GGUF language models split between the CPU and a Vulkan GPU"};
+  app.require_subcommand(1);
+  std::map<CLI::App*, tandem::cli::command> commands;
+  auto add = [&](auto fn, const char* name, const char* desc) {
+    CLI::App* sub = app.add_subcommand(name, desc);
+    commands[sub] = fn(*sub);
+  };
+  add(tandem::cli::add_run, "run", "generate text from a prompt");
+  add(tandem::cli::add_info, "info", "print a model's metadata, tensors and the GPU devices");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, fn] : commands)
+      if (sub->parsed()) return fn();
+  } catch (const tandem::error& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    fmt::print(stderr, "error: out of memory; use a smaller context (-c) or a smaller model\n");
+    return 1;
+  }
+  return 0;
+}
