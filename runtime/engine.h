@@ -15,6 +15,7 @@ struct engine_options {
   int n_ctx = 0;      // 0: the model's training context, capped at 4096
   int n_batch = 512;  // prompt tokens per forward pass
   int n_threads = 0;  // CPU threads (0 = physical cores)
+  std::string offload = "0";  // layers on the GPU: N (the last N), "all" or "auto"
 };
 
 class engine {

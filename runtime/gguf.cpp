@@ -112,9 +112,9 @@ class gguf_parser {
     uint64_t n_kv = read<uint64_t>("metadata count");
     // Every tensor info takes at least 8+4+8+4+8 bytes and every key-value at least 8+4+1.
     if (n_tensors > (f_.size_ - p_) / 32)
-      fail(fmt::format("tensor count {} cannot fit in a file of {} bytes", n_tensors, f_.size_), 8);
+      fail(fmt::format("tensor count {} cannot fit in a file of {} bytes; the file is truncated or corrupt", n_tensors, f_.size_), 8);
     if (n_kv > (f_.size_ - p_) / 13)
-      fail(fmt::format("metadata count {} cannot fit in a file of {} bytes", n_kv, f_.size_), 16);
+      fail(fmt::format("metadata count {} cannot fit in a file of {} bytes; the file is truncated or corrupt", n_kv, f_.size_), 16);
 
     for (uint64_t k = 0; k < n_kv; ++k) {
       uint64_t at = p_;
@@ -395,7 +395,20 @@ void gguf_writer::add_tensor(const std::string& name, dtype type, std::vector<in
   if (ne.empty() || ne[0] % tr.block_size != 0 || data.size() != n / tr.block_size * tr.type_size)
     throw error(fmt::format("gguf_writer: tensor '{}' has {} bytes, its {} shape needs {}", name,
                             data.size(), tr.name, n / tr.block_size * tr.type_size));
-  tensors_.push_back({name, type, std::move(ne), std::move(data)});
+  const uint64_t nb = data.size();
+  tensors_.push_back({name, type, std::move(ne), std::move(data), nullptr, nb});
+}
+
+void gguf_writer::add_tensor(const std::string& name, dtype type, std::vector<int64_t> ne,
+                             std::function<std::vector<uint8_t>()> producer) {
+  uint64_t n = 1;
+  for (auto d : ne) n *= static_cast<uint64_t>(d);
+  const auto& tr = traits(type);
+  if (ne.empty() || ne[0] % tr.block_size != 0)
+    throw error(fmt::format("gguf_writer: tensor '{}' row of {} does not fit {} blocks of {}", name,
+                            ne.empty() ? 0 : ne[0], tr.name, tr.block_size));
+  tensors_.push_back({name, type, std::move(ne), {}, std::move(producer),
+                      n / tr.block_size * tr.type_size});
 }
 
 namespace {
@@ -463,7 +476,7 @@ void gguf_writer::write(const std::string& path, uint32_t alignment) const {
     for (auto d : t.ne) s.put<uint64_t>(static_cast<uint64_t>(d));
     s.put<uint32_t>(static_cast<uint32_t>(t.type));
     s.put<uint64_t>(off);
-    off = pad(off + t.data.size());
+    off = pad(off + t.nbytes);
   }
   s.b.resize(pad(s.b.size()), 0);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -471,8 +484,16 @@ void gguf_writer::write(const std::string& path, uint32_t alignment) const {
   out.write(reinterpret_cast<const char*>(s.b.data()), static_cast<std::streamsize>(s.b.size()));
   static const std::vector<char> zeros(4096, 0);
   for (auto& t : tensors_) {
-    out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
-    uint64_t padn = pad(t.data.size()) - t.data.size();
+    std::vector<uint8_t> produced;
+    if (t.producer) {
+      produced = t.producer();
+      if (produced.size() != t.nbytes)
+        throw error(fmt::format("gguf_writer: tensor '{}' produced {} bytes, expected {}", t.name,
+                                produced.size(), t.nbytes));
+    }
+    const std::vector<uint8_t>& d = t.producer ? produced : t.data;
+    out.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
+    uint64_t padn = pad(d.size()) - d.size();
     out.write(zeros.data(), static_cast<std::streamsize>(padn));
   }
   if (!out) throw error(fmt::format("{}: write failed (disk full?)", path));

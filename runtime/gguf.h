@@ -4,6 +4,7 @@
 // where it is.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -108,6 +109,10 @@ class gguf_writer {
   // ne[0] is the row length; data must hold the tensor's bytes for its type.
   void add_tensor(const std::string& name, dtype type, std::vector<int64_t> ne,
                   std::vector<uint8_t> data);
+  // A tensor whose bytes are produced at write() time, one tensor at a time, so that files larger
+  // than memory can be written. The producer must return exactly the tensor's byte size.
+  void add_tensor(const std::string& name, dtype type, std::vector<int64_t> ne,
+                  std::function<std::vector<uint8_t>()> producer);
   void write(const std::string& path, uint32_t alignment = 32) const;
 
  private:
@@ -120,6 +125,8 @@ class gguf_writer {
     dtype type;
     std::vector<int64_t> ne;
     std::vector<uint8_t> data;
+    std::function<std::vector<uint8_t>()> producer;
+    uint64_t nbytes = 0;
   };
   void set(const std::string& key, gguf_value v);
   std::vector<kv> kvs_;

@@ -51,7 +51,7 @@ TEST(EndToEnd, Stories260KGoldenIds) {
 }
 
 TEST(EndToEnd, Stories260KGoldenFromBos) {
-  auto r = test::run_cli("run -m " + k_stories + " -p '' -n 255 --temp 0");
+  auto r = test::run_cli("run -m " + k_stories + " -p '' -n 256 --temp 0");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, test::read_file(test::model_path("golden/stories260K_t0_n256_noprompt.txt")));
 }

@@ -53,7 +53,7 @@ command add_run(CLI::App& app) {
   app.add_option("-b,--batch-size", o->n_batch, "prompt tokens per forward pass")->capture_default_str();
   app.add_option("-t,--threads", o->n_threads, "CPU threads (0 = number of physical cores)")
       ->capture_default_str();
-  app.add_option("--offload,-ngl,--n-gpu-layers", o->offload,
+  app.add_option("--offload,--ngl,--n-gpu-layers", o->offload,
                  "layers to run on the GPU: N (the last N), all, or auto")->capture_default_str();
 
   return [o] {

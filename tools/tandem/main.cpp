@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   };
   add(tandem::cli::add_run, "run", "generate text from a prompt");
   add(tandem::cli::add_info, "info", "print a model's metadata, tensors and the GPU devices");
+  add(tandem::cli::add_bench, "bench", "measure prompt and generation speed (like llama-bench)");
+  add(tandem::cli::add_perplexity, "perplexity", "perplexity of a text, as llama-perplexity computes it");
+  add(tandem::cli::add_quantize, "quantize", "re-encode a model's weights: IN.gguf OUT.gguf TYPE");
+  add(tandem::cli::add_make_model, "make-model", "write a random-weight model with a real shape");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,169 @@
+// Weight decoding for the matrix kernels, one variant per type (the build defines one of
+// TYPE_F32, TYPE_F16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K). Weights stay in
+// their GGUF block layout (bit-exact with ggml), read as 32-bit words: blocks of 18, 34 or 210
+// bytes are only 2-byte aligned, so multi-byte loads go through ld_u32_a2. The includer declares
+//   layout(binding = 0) readonly buffer w_buf { uint w[]; };
+// and binds one piece of a weight (whole rows, padded past the end to 16 bytes).
+//
+// dequant8(row, g, cols, v) decodes elements 8g .. 8g+7 of a row; for F32/F16 elements at or
+// past cols read as 0 (the caller zeroes its x there too). All block sizes are multiples of 8,
+// and 8 aligned elements always share one scale.
+#ifndef TANDEM_DEQUANT_GLSL
+#define TANDEM_DEQUANT_GLSL
+
+uint ld_u8(uint b) { return (w[b >> 2] >> ((b & 3u) * 8u)) & 0xffu; }
+// Half at an even byte offset.
+float ld_f16(uint b) {
+  const uint word = w[b >> 2];
+  return unpackHalf2x16((b & 2u) != 0u ? word >> 16 : word).x;
+}
+// Four bytes at an even byte offset.
+uint ld_u32_a2(uint b) {
+  const uint i = b >> 2;
+  if ((b & 2u) == 0u) return w[i];
+  return (w[i] >> 16) | (w[i + 1] << 16);
+}
+
+#if defined(TYPE_F32)
+#define WEIGHT_IS_FLOAT 1
+#define QK 1u
+#define BLOCK_BYTES 4u
+void dequant8(uint row, uint g, uint cols, out float v[8]) {
+  const uint e0 = 8u * g;
+  const uint base = row * cols + e0;
+  for (uint k = 0; k < 8u; ++k) v[k] = e0 + k < cols ? uintBitsToFloat(w[base + k]) : 0.0;
+}
+
+#elif defined(TYPE_F16)
+#define WEIGHT_IS_FLOAT 1
+#define QK 1u
+#define BLOCK_BYTES 2u
+void dequant8(uint row, uint g, uint cols, out float v[8]) {
+  const uint e0 = 8u * g;
+  const uint base = row * cols + e0;  // in halves
+  if ((base & 1u) == 0u && e0 + 8u <= cols) {
+    for (uint k = 0; k < 4u; ++k) {
+      const vec2 f = unpackHalf2x16(w[base / 2u + k]);
+      v[2u * k] = f.x;
+      v[2u * k + 1u] = f.y;
+    }
+  } else {
+    for (uint k = 0; k < 8u; ++k) {
+      const uint h = base + k;
+      v[k] = e0 + k < cols ? unpackHalf2x16(w[h >> 1] >> ((h & 1u) * 16u)).x : 0.0;
+    }
+  }
+}
+
+#elif defined(TYPE_Q8_0)
+// block_q8_0 { half d; int8 qs[32]; }: x = d * qs[i].
+#define QK 32u
+#define BLOCK_BYTES 34u
+void dequant8(uint row, uint g, uint cols, out float v[8]) {
+  const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 2) * BLOCK_BYTES;
+  const float d = ld_f16(b);
+  const uint q = b + 2u + (g & 3u) * 8u;
+  const int q0 = int(ld_u32_a2(q)), q1 = int(ld_u32_a2(q + 4u));
+  for (int k = 0; k < 4; ++k) {
+    v[k] = float(bitfieldExtract(q0, 8 * k, 8)) * d;
+    v[4 + k] = float(bitfieldExtract(q1, 8 * k, 8)) * d;
+  }
+}
+
+#elif defined(TYPE_Q4_0)
+// block_q4_0 { half d; uint8 qs[16]; }: x[j] = d * ((qs[j] & 15) - 8), x[j + 16] from the high
+// nibble.
+#define QK 32u
+#define BLOCK_BYTES 18u
+void dequant8(uint row, uint g, uint cols, out float v[8]) {
+  const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 2) * BLOCK_BYTES;
+  const float d = ld_f16(b);
+  const uint sub = g & 3u;
+  const uint q = b + 2u + (sub & 1u) * 8u;
+  const uint shift = (sub >> 1) * 4u;
+  const uint q0 = ld_u32_a2(q), q1 = ld_u32_a2(q + 4u);
+  for (uint k = 0; k < 4u; ++k) {
+    v[k] = float(int((q0 >> (8u * k + shift)) & 15u) - 8) * d;
+    v[4u + k] = float(int((q1 >> (8u * k + shift)) & 15u) - 8) * d;
+  }
+}
+
+#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+// block_q4_K { half d; half dmin; uint8 scales[12]; uint8 qs[128]; } (144 bytes)
+// block_q5_K { half d; half dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128]; } (176 bytes)
+// 8 sub-blocks of 32 with 6-bit scales and mins; element e of chunk c = e / 64 is the low (e % 64
+// < 32) or high nibble of qs[32c + e % 32]; Q5_K adds bit (2c + high) of qh[e % 32] as 16.
+#define QK 256u
+#if defined(TYPE_Q4_K)
+#define BLOCK_BYTES 144u
+#define QS_OFFSET 16u
+#else
+#define BLOCK_BYTES 176u
+#define QS_OFFSET 48u
+#endif
+void scale_min_k4(uint j, uint sb, out uint sc, out uint m) {
+  if (j < 4u) {
+    sc = ld_u8(sb + j) & 63u;
+    m = ld_u8(sb + j + 4u) & 63u;
+  } else {
+    sc = (ld_u8(sb + j + 4u) & 15u) | ((ld_u8(sb + j - 4u) >> 6) << 4);
+    m = (ld_u8(sb + j + 4u) >> 4) | ((ld_u8(sb + j) >> 6) << 4);
+  }
+}
+void dequant8(uint row, uint g, uint cols, out float v[8]) {
+  const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 5) * BLOCK_BYTES;
+  const uint gi = g & 31u;
+  const uint c = gi >> 3, hi = (gi >> 2) & 1u, l0 = 8u * (gi & 3u);
+  const float d = ld_f16(b), dmin = ld_f16(b + 2u);
+  uint sc, m;
+  scale_min_k4(2u * c + hi, b + 4u, sc, m);
+  const float d1 = d * float(sc), m1 = dmin * float(m);
+  const uint q = b + QS_OFFSET + 32u * c + l0;
+  const uint q0 = ld_u32_a2(q), q1 = ld_u32_a2(q + 4u);
+#if defined(TYPE_Q5_K)
+  const uint h0 = ld_u32_a2(b + 16u + l0), h1 = ld_u32_a2(b + 20u + l0);
+  const uint hb = 2u * c + hi;
+#endif
+  for (uint k = 0; k < 4u; ++k) {
+    uint n0 = (q0 >> (8u * k + 4u * hi)) & 15u;
+    uint n1 = (q1 >> (8u * k + 4u * hi)) & 15u;
+#if defined(TYPE_Q5_K)
+    n0 += ((h0 >> (8u * k + hb)) & 1u) << 4;
+    n1 += ((h1 >> (8u * k + hb)) & 1u) << 4;
+#endif
+    v[k] = d1 * float(n0) - m1;
+    v[4u + k] = d1 * float(n1) - m1;
+  }
+}
+
+#elif defined(TYPE_Q6_K)
+// block_q6_K { uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d; } (210 bytes): two halves
+// of 128; in half n, quarter k of 32 takes the low (k < 2) or high nibble of
+// ql[64n + 32(k & 1) + l] and bits 2k of qh[32n + l], minus 32, scaled by scales[8n + l/16 + 2k].
+#define QK 256u
+#define BLOCK_BYTES 210u
+void dequant8(uint row, uint g, uint cols, out float v[8]) {
+  const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 5) * BLOCK_BYTES;
+  const uint gi = g & 31u;
+  const uint n = gi >> 4, k4 = (gi >> 2) & 3u, l0 = 8u * (gi & 3u);
+  const float d = ld_f16(b + 208u);
+  const int sc = bitfieldExtract(int(ld_u8(b + 192u + 8u * n + l0 / 16u + 2u * k4)), 0, 8);
+  const float ds = d * float(sc);
+  const uint ql = b + 64u * n + l0 + (k4 & 1u) * 32u;
+  const uint qh = b + 128u + 32u * n + l0;
+  const uint l_0 = ld_u32_a2(ql), l_1 = ld_u32_a2(ql + 4u);
+  const uint h_0 = ld_u32_a2(qh), h_1 = ld_u32_a2(qh + 4u);
+  const uint ls = 4u * (k4 >> 1), hs = 2u * k4;
+  for (uint k = 0; k < 4u; ++k) {
+    const uint a0 = ((l_0 >> (8u * k + ls)) & 15u) | (((h_0 >> (8u * k + hs)) & 3u) << 4);
+    const uint a1 = ((l_1 >> (8u * k + ls)) & 15u) | (((h_1 >> (8u * k + hs)) & 3u) << 4);
+    v[k] = ds * float(int(a0) - 32);
+    v[4u + k] = ds * float(int(a1) - 32);
+  }
+}
+
+#else
+#error "dequant.glsl: define one TYPE_*"
+#endif
+
+#endif

@@ -1,0 +1,78 @@
+// Push-constant structs, included by the GLSL shaders and by vulkan/ (C++), so that the two
+// layouts cannot drift. Only 4-byte scalars: std430 push-constant packing then equals the C++
+// layout, which vulkan/ops.cpp static_asserts. Sizes and offsets are in elements, not bytes.
+#ifndef TANDEM_SHADERS_PUSH_CONSTANTS_H
+#define TANDEM_SHADERS_PUSH_CONSTANTS_H
+
+#ifdef __cplusplus
+#include <cstdint>
+namespace tandem::vk {
+using uint = uint32_t;
+#endif
+
+// y[r] = x[x_row0 + r] / sqrt(mean(x^2) + eps) * w, one workgroup per row.
+struct rms_norm_push {
+  uint n;       // row length
+  uint x_row0;  // first input row
+  uint ldx;     // input row stride
+  uint ldy;     // output row stride
+  float eps;
+};
+
+// In-place rotation of the first n_rot dims of each head; cos/sin from a table per position.
+struct rope_push {
+  uint n_tok;
+  uint n_heads;
+  uint head_dim;
+  uint n_rot;
+  uint pos0;  // position of token 0
+  uint ld;    // row stride (floats)
+};
+
+// y[t, y_off + r] (+)= sum_c W[r, c] x[t, c] for the rows of one weight piece.
+struct matmul_push {
+  uint cols;   // row length of W and x
+  uint rows;   // rows of this piece of W
+  uint n_tok;
+  uint ldx;    // x row stride
+  uint ldy;    // y row stride
+  uint y_off;  // first output column (the piece's first row)
+};
+
+// Causal attention with grouped KV heads over an F16 cache (one row of kv_stride halves per
+// position); one workgroup per (head, token).
+struct attention_push {
+  uint n_tok;
+  uint pos0;
+  uint n_head;
+  uint n_head_kv;
+  uint head_dim;
+  uint ldq;        // q / out row stride
+  uint kv_stride;  // halves per cache position
+  float scale;
+};
+
+// Appends n_tok rows of n floats (stride ldx) as F16 at cache positions pos0.. (row length n).
+struct kv_store_push {
+  uint n;
+  uint n_tok;
+  uint pos0;
+  uint ldx;
+};
+
+// y[i] = silu(g[i]) * u[i].
+struct swiglu_push {
+  uint n;
+};
+
+// y[i] += b[i % nb], i < n: residual adds (nb = n) and biases (nb = row length).
+struct add_push {
+  uint n;
+  uint nb;
+};
+
+#ifdef __cplusplus
+}  // namespace tandem::vk
+#endif
+
+#endif

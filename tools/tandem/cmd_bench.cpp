@@ -1,0 +1,164 @@
+// `tandem bench`: llama-bench-style prompt (pp) and generation (tg) speed, mean +- stddev over
+// repetitions, with the weight bytes read per generated token and the achieved bandwidth.
+// `--memory` measures the machine's read bandwidth, the limit tg is compared against.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "cpu/bandwidth.h"
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "tools/tandem/commands.h"
+
+namespace tandem::cli {
+namespace {
+
+struct bench_opts {
+  std::string model;
+  int n_prompt = 512;
+  int n_gen = 128;
+  int reps = 5;
+  std::vector<int> threads;
+  std::string offload = "0";
+  std::string output = "md";
+  bool memory = false;
+};
+
+struct stats {
+  double mean = 0, sd = 0;
+};
+stats summarize(const std::vector<double>& v) {
+  stats s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+using clock = std::chrono::steady_clock;
+
+}  // namespace
+
+command add_bench(CLI::App& app) {
+  auto o = std::make_shared<bench_opts>();
+  app.add_option("-m,--model", o->model, "GGUF model file");
+  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for pp (0 = skip)")->capture_default_str();
+  app.add_option("-n,--n-gen", o->n_gen, "generated tokens for tg (0 = skip)")->capture_default_str();
+  app.add_option("-r,--repetitions", o->reps, "repetitions of each test")->capture_default_str();
+  app.add_option("-t,--threads", o->threads, "CPU threads, several allowed (default: physical cores)")
+      ->delimiter(',');
+  app.add_option("--offload,--ngl", o->offload, "comma-separated offload values (N, all, auto)")
+      ->capture_default_str();
+  app.add_option("-o,--output", o->output, "md or json")->capture_default_str();
+  app.add_flag("--memory", o->memory, "measure the machine's memory read bandwidth");
+  return [o] {
+    if (o->output != "md" && o->output != "json")
+      throw error(fmt::format("-o {}: choose md or json", o->output));
+    if (o->reps < 1) throw error("-r must be at least 1");
+    nlohmann::json out = nlohmann::json::object();
+    double bw = 0;
+    if (o->memory) {
+      bw = cpu::measure_read_bandwidth();
+      out["memory_read_GBps"] = bw / 1e9;
+      if (o->output == "md") fmt::print("memory read bandwidth: {:.2f} GB/s\n\n", bw / 1e9);
+    }
+    if (o->model.empty()) {
+      if (!o->memory) throw error("give a model with -m (or --memory to measure bandwidth)");
+      if (o->output == "json") fmt::print("{}\n", out.dump(2));
+      return 0;
+    }
+    auto m = model::load(o->model);
+    const hparams& hp = m->hp();
+    // Bytes of weights read per generated token: every layer, the output head, one embedding row.
+    uint64_t per_token = m->output().nbytes() + m->output_norm().nbytes() +
+                         m->tok_embd().nbytes() / static_cast<uint64_t>(hp.n_vocab);
+    for (int il = 0; il < hp.n_layer; ++il) per_token += m->layer(il).nbytes();
+    std::vector<int> threads = o->threads.empty() ? std::vector<int>{0} : o->threads;
+    std::mt19937 rng(1234);
+    std::uniform_int_distribution<int32_t> tok(0, hp.n_vocab - 1);
+
+    if (o->output == "md") {
+      fmt::print("| model | size | backend | threads | offload | test | t/s | GB/s |{}\n",
+                 bw > 0 ? " % of bw |" : "");
+      fmt::print("|---|---:|---|---:|---|---|---:|---:|{}\n", bw > 0 ? "---:|" : "");
+    }
+    nlohmann::json rows = nlohmann::json::array();
+    for (const std::string& off : split(o->offload)) {
+      for (int t : threads) {
+        engine_options eo;
+        eo.n_threads = t;
+        eo.n_ctx = std::max(o->n_prompt, o->n_gen) + 1;
+        eo.n_batch = std::max(1, o->n_prompt);
+        eo.offload = off;
+        engine eng(*m, eo);
+        auto run_test = [&](const char* kind, int n) {
+          if (n <= 0) return;
+          std::vector<double> tps;
+          for (int r = -1; r < o->reps; ++r) {  // r = -1 is a warm-up
+            eng.reset();
+            auto t0 = clock::now();
+            if (kind[0] == 'p') {
+              std::vector<int32_t> ids(static_cast<size_t>(n));
+              for (auto& id : ids) id = tok(rng);
+              eng.eval(ids);
+            } else {
+              for (int i = 0; i < n; ++i) eng.eval({tok(rng)});
+            }
+            const double s = std::chrono::duration<double>(clock::now() - t0).count();
+            if (r >= 0) tps.push_back(n / s);
+          }
+          const stats st = summarize(tps);
+          const std::string test = fmt::format("{}{}", kind, n);
+          const double gbps = kind[0] == 't' ? st.mean * static_cast<double>(per_token) / 1e9 : 0.0;
+          nlohmann::json row = {{"model", m->file().get_string("general.name", o->model)},
+                                {"size_bytes", m->weight_bytes()},
+                                {"backend", eng.describe()},
+                                {"threads", t},
+                                {"offload", off},
+                                {"test", test},
+                                {"tokens_per_s_mean", st.mean},
+                                {"tokens_per_s_stddev", st.sd},
+                                {"samples_tokens_per_s", tps}};
+          if (kind[0] == 't') {
+            row["weight_bytes_per_token"] = per_token;
+            row["GBps"] = gbps;
+            if (bw > 0) row["fraction_of_memory_bw"] = gbps * 1e9 / bw;
+          }
+          rows.push_back(row);
+          if (o->output == "md") {
+            std::string extra = kind[0] == 't' && bw > 0 ? fmt::format(" {:.1f}% |", 100.0 * gbps * 1e9 / bw)
+                                : bw > 0                 ? " |"
+                                                         : "";
+            fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} |{}\n", o->model,
+                       format_bytes(m->weight_bytes()), eng.describe(), t == 0 ? "auto" : std::to_string(t),
+                       off, test, st.mean, st.sd, kind[0] == 't' ? fmt::format("{:.2f}", gbps) : "",
+                       extra);
+            std::fflush(stdout);
+          }
+        };
+        run_test("pp", o->n_prompt);
+        run_test("tg", o->n_gen);
+      }
+    }
+    if (o->output == "json") {
+      out["results"] = rows;
+      fmt::print("{}\n", out.dump(2));
+    }
+    return 0;
+  };
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,138 @@
+// `tandem make-model`: a valid GGUF with random weights and the shape of a real model, for
+// benchmarks (no larger real model can be downloaded). The vocabulary comes from a vocab GGUF.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "cpu/convert.h"
+#include "runtime/gguf.h"
+#include "tools/tandem/commands.h"
+
+namespace tandem::cli {
+namespace {
+
+struct shape {
+  int n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
+  float rope_base;
+};
+
+const std::map<std::string, shape>& shapes() {
+  static const std::map<std::string, shape> s = {
+      {"stories15M", {288, 6, 6, 6, 768, 256, 10000.0f}},
+      {"stories110M", {768, 12, 12, 12, 2048, 1024, 10000.0f}},
+      {"tinyllama-1.1b", {2048, 22, 32, 4, 5632, 2048, 10000.0f}},
+      {"llama2-7b", {4096, 32, 32, 32, 11008, 4096, 10000.0f}},
+  };
+  return s;
+}
+
+struct make_opts {
+  std::string shape_name, out, type = "f16", vocab = "../shared/models/vocab/ggml-vocab-llama-spm.gguf";
+  uint64_t seed = 1;
+};
+
+// Deterministic per (tensor, row) so the file does not depend on the thread count.
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+command add_make_model(CLI::App& app) {
+  auto o = std::make_shared<make_opts>();
+  std::string names;
+  for (auto& [n, _] : shapes()) names += (names.empty() ? "" : ", ") + n;
+  app.add_option("--shape", o->shape_name, "model shape: " + names)->required();
+  app.add_option("-o,--output", o->out, "output GGUF file")->required();
+  app.add_option("--type", o->type, "weight type: f32, f16, q8_0, q4_0, q4_k, q5_k, q6_k")
+      ->capture_default_str();
+  app.add_option("--seed", o->seed, "random seed")->capture_default_str();
+  app.add_option("--vocab", o->vocab, "vocab-only GGUF whose tokenizer the model gets")
+      ->capture_default_str();
+  return [o] {
+    auto it = shapes().find(o->shape_name);
+    if (it == shapes().end())
+      throw error(fmt::format("unknown shape '{}'; see tandem make-model --help", o->shape_name));
+    const shape& s = it->second;
+    auto t = parse_dtype(o->type);
+    if (!t || !traits(*t).computable)
+      throw error(fmt::format("unknown or unsupported type '{}' (f32, f16, q8_0, q4_0, q4_k, q5_k, "
+                              "q6_k)",
+                              o->type));
+    std::unique_ptr<gguf_file> vocab;
+    try {
+      vocab = gguf_file::open(o->vocab);
+    } catch (const error& e) {
+      throw error(fmt::format("{} (give the vocabulary with --vocab VOCAB.gguf)", e.what()));
+    }
+    const gguf_value* toks = vocab->find("tokenizer.ggml.tokens");
+    if (!toks || toks->type != gguf_type::array || toks->arr.empty())
+      throw error(fmt::format("{}: has no tokenizer.ggml.tokens; not a vocab file", o->vocab));
+    const int n_vocab = static_cast<int>(toks->arr.size());
+
+    gguf_writer w;
+    w.set_string("general.architecture", "llama");
+    w.set_string("general.name", fmt::format("{} (random weights, {})", o->shape_name, o->type));
+    w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
+    w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
+    w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
+    w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
+    w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
+    w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+    w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(s.n_embd / s.n_head));
+    w.set_f32("llama.rope.freq_base", s.rope_base);
+    w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    for (auto& [k, v] : vocab->metadata())
+      if (k.rfind("tokenizer.", 0) == 0) w.set_value(k, v);
+
+    uint64_t tensor_id = 0;
+    // Uniform weights with standard deviation std (uniform in [-a, a], a = std * sqrt(3)).
+    auto mat = [&](const std::string& name, int cols, int rows, dtype type, float stddev) {
+      dtype tt = type;
+      const uint64_t id = o->seed * 1000003ull + tensor_id++;
+      w.add_tensor(name, tt, {cols, rows}, [=] {
+        const float a = stddev * std::sqrt(3.0f);
+        return cpu::quantize_rows(tt, rows, cols, [&](int64_t r, float* out) {
+          uint64_t st = id * 0x100000001b3ull + static_cast<uint64_t>(r);
+          for (int c = 0; c < cols; ++c)
+            out[c] = a * (static_cast<float>(splitmix(st) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+        });
+      });
+    };
+    auto ones = [&](const std::string& name, int n) {
+      std::vector<uint8_t> b(static_cast<size_t>(n) * 4);
+      const float one = 1.0f;
+      for (int i = 0; i < n; ++i) std::memcpy(b.data() + 4 * i, &one, 4);
+      w.add_tensor(name, dtype::f32, {n}, std::move(b));
+    };
+    const int hd = s.n_embd / s.n_head;
+    const float sd_in = 1.0f / std::sqrt(static_cast<float>(s.n_embd));
+    const float sd_ff = 1.0f / std::sqrt(static_cast<float>(s.n_ff));
+    mat("token_embd.weight", s.n_embd, n_vocab, *t, 1.0f);
+    for (int il = 0; il < s.n_layer; ++il) {
+      const std::string p = fmt::format("blk.{}.", il);
+      ones(p + "attn_norm.weight", s.n_embd);
+      mat(p + "attn_q.weight", s.n_embd, s.n_head * hd, *t, sd_in);
+      mat(p + "attn_k.weight", s.n_embd, s.n_head_kv * hd, *t, sd_in);
+      mat(p + "attn_v.weight", s.n_embd, s.n_head_kv * hd, *t, sd_in);
+      mat(p + "attn_output.weight", s.n_head * hd, s.n_embd, *t, sd_in);
+      ones(p + "ffn_norm.weight", s.n_embd);
+      mat(p + "ffn_gate.weight", s.n_embd, s.n_ff, *t, sd_in);
+      mat(p + "ffn_up.weight", s.n_embd, s.n_ff, *t, sd_in);
+      mat(p + "ffn_down.weight", s.n_ff, s.n_embd, *t, sd_ff);
+    }
+    ones("output_norm.weight", s.n_embd);
+    mat("output.weight", s.n_embd, n_vocab, *t, sd_in * 4.0f);
+    w.write(o->out);
+    fmt::print(stderr, "wrote {}: {} shape, {} weights, vocab of {} tokens from {}\n", o->out,
+               o->shape_name, o->type, n_vocab, o->vocab);
+    return 0;
+  };
+}
+
+}  // namespace tandem::cli

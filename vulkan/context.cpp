@@ -1,0 +1,515 @@
+#include "vulkan/context.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "runtime/error.h"
+#include "vulkan/check.h"
+
+namespace tandem::vk {
+
+namespace {
+
+std::atomic<int> g_validation_errors{0};
+
+constexpr const char* k_validation_layer = "VK_LAYER_KHRONOS_validation";
+
+VKAPI_ATTR VkBool32 VKAPI_CALL debug_callback(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                              VkDebugUtilsMessageTypeFlagsEXT,
+                                              const VkDebugUtilsMessengerCallbackDataEXT* data,
+                                              void*) {
+  const bool is_error = severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+  if (is_error) g_validation_errors.fetch_add(1);
+  std::fprintf(stderr, "vulkan validation %s: %s\n", is_error ? "error" : "warning",
+               data && data->pMessage ? data->pMessage : "(no message)");
+  return VK_FALSE;
+}
+
+VkDebugUtilsMessengerCreateInfoEXT messenger_info() {
+  VkDebugUtilsMessengerCreateInfoEXT ci{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
+  ci.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                       VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+  ci.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                   VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                   VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
+  ci.pfnUserCallback = debug_callback;
+  return ci;
+}
+
+bool has_instance_layer(const char* name) {
+  uint32_t n = 0;
+  VK_CHECK(fn.vkEnumerateInstanceLayerProperties(&n, nullptr));
+  std::vector<VkLayerProperties> layers(n);
+  VK_CHECK(fn.vkEnumerateInstanceLayerProperties(&n, layers.data()));
+  for (const auto& l : layers)
+    if (std::strcmp(l.layerName, name) == 0) return true;
+  return false;
+}
+
+bool has_instance_extension(const char* name, const char* layer = nullptr) {
+  uint32_t n = 0;
+  VK_CHECK(fn.vkEnumerateInstanceExtensionProperties(layer, &n, nullptr));
+  std::vector<VkExtensionProperties> exts(n);
+  VK_CHECK(fn.vkEnumerateInstanceExtensionProperties(layer, &n, exts.data()));
+  for (const auto& e : exts)
+    if (std::strcmp(e.extensionName, name) == 0) return true;
+  return false;
+}
+
+std::vector<std::string> device_extensions(VkPhysicalDevice pd) {
+  uint32_t n = 0;
+  VK_CHECK(fn.vkEnumerateDeviceExtensionProperties(pd, nullptr, &n, nullptr));
+  std::vector<VkExtensionProperties> exts(n);
+  VK_CHECK(fn.vkEnumerateDeviceExtensionProperties(pd, nullptr, &n, exts.data()));
+  std::vector<std::string> out;
+  for (const auto& e : exts) out.emplace_back(e.extensionName);
+  return out;
+}
+
+bool contains(const std::vector<std::string>& v, const char* s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+// An instance for enumeration or for a context. With validation, the messenger is chained so
+// that instance creation itself is checked.
+VkInstance create_instance(bool validation, bool* debug_utils, std::string* why) {
+  VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
+  app.pApplicationName = "tandem";
+  app.pEngineName = "tandem";
+  app.apiVersion = VK_API_VERSION_1_2;
+
+  std::vector<const char*> layers, exts;
+  VkDebugUtilsMessengerCreateInfoEXT dbg = messenger_info();
+  VkInstanceCreateInfo ci{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
+  *debug_utils = false;
+  if (validation) {
+    if (!has_instance_layer(k_validation_layer))
+      throw error("TANDEM_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation is not installed "
+                  "(Debian/Ubuntu: apt install vulkan-validationlayers)");
+    layers.push_back(k_validation_layer);
+    if (has_instance_extension(VK_EXT_DEBUG_UTILS_EXTENSION_NAME) ||
+        has_instance_extension(VK_EXT_DEBUG_UTILS_EXTENSION_NAME, k_validation_layer)) {
+      exts.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+      ci.pNext = &dbg;
+      *debug_utils = true;
+    }
+  }
+  // Portability drivers (MoltenVK) are listed only when asked for.
+  if (has_instance_extension(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
+    exts.push_back(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
+    ci.flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
+  }
+  ci.pApplicationInfo = &app;
+  ci.enabledLayerCount = static_cast<uint32_t>(layers.size());
+  ci.ppEnabledLayerNames = layers.data();
+  ci.enabledExtensionCount = static_cast<uint32_t>(exts.size());
+  ci.ppEnabledExtensionNames = exts.data();
+  VkInstance instance = VK_NULL_HANDLE;
+  op_scope scope("create instance");
+  const VkResult r = fn.vkCreateInstance(&ci, nullptr, &instance);
+  if (r == VK_ERROR_INCOMPATIBLE_DRIVER) {  // a loader without any driver (ICD)
+    *why = "no Vulkan driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER); install "
+           "the GPU's Vulkan driver";
+    return VK_NULL_HANDLE;
+  }
+  VK_CHECK(r);
+  load_instance_functions(instance);
+  return instance;
+}
+
+const char* type_name(VkPhysicalDeviceType t) {
+  switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
+    default: return "other";
+  }
+}
+
+// Lower is better; CPU devices last.
+int type_rank(VkPhysicalDeviceType t) {
+  switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 1;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_OTHER: return 3;
+    default: return 4;
+  }
+}
+
+std::string gib(uint64_t b) { return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1ull << 30)); }
+
+// Everything we learn about one physical device before creating it.
+struct candidate {
+  VkPhysicalDevice pd = VK_NULL_HANDLE;
+  device_caps caps;
+  gpu_device_info info;
+  bool usable = false;
+  std::string unusable_why;
+  int compute_family = -1;
+  int transfer_family = -1;  // a dedicated transfer family, or -1
+};
+
+candidate describe(VkPhysicalDevice pd, int index) {
+  candidate c;
+  c.pd = pd;
+  auto& caps = c.caps;
+  fn.vkGetPhysicalDeviceProperties(pd, &caps.props);
+  const auto exts = device_extensions(pd);
+  caps.memory_budget = contains(exts, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  caps.portability_subset = contains(exts, "VK_KHR_portability_subset");
+
+  VkPhysicalDeviceSubgroupProperties sg{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+  VkPhysicalDeviceMaintenance3Properties m3{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+  VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+  p2.pNext = &sg;
+  sg.pNext = &m3;
+  fn.vkGetPhysicalDeviceProperties2(pd, &p2);
+  caps.subgroup_size = std::max(1u, sg.subgroupSize);
+  caps.subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                             (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
+                             (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+  const auto& lim = caps.props.limits;
+  caps.max_storage_range = lim.maxStorageBufferRange;
+  caps.max_allocation = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : (1ull << 30);
+  caps.storage_align = std::max<uint64_t>(16, lim.minStorageBufferOffsetAlignment);
+  for (int i = 0; i < 3; ++i) caps.max_groups[i] = lim.maxComputeWorkGroupCount[i];
+  caps.max_shared = lim.maxComputeSharedMemorySize;
+
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+  VkPhysicalDeviceMemoryProperties2 mp2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2};
+  if (caps.memory_budget) mp2.pNext = &budget;
+  fn.vkGetPhysicalDeviceMemoryProperties2(pd, &mp2);
+  caps.mem = mp2.memoryProperties;
+
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  f2.pNext = &f12;
+  fn.vkGetPhysicalDeviceFeatures2(pd, &f2);
+
+  uint32_t nq = 0;
+  fn.vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, nullptr);
+  std::vector<VkQueueFamilyProperties> qf(nq);
+  fn.vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, qf.data());
+  for (uint32_t i = 0; i < nq; ++i) {
+    const auto f = qf[i].queueFlags;
+    // A compute family, preferring one without graphics (async compute) only when it is the
+    // sole compute family would be wrong: the graphics+compute family is usually the fastest.
+    if ((f & VK_QUEUE_COMPUTE_BIT) && c.compute_family < 0) c.compute_family = static_cast<int>(i);
+    if ((f & VK_QUEUE_TRANSFER_BIT) && !(f & VK_QUEUE_COMPUTE_BIT) &&
+        !(f & VK_QUEUE_GRAPHICS_BIT) && c.transfer_family < 0)
+      c.transfer_family = static_cast<int>(i);
+  }
+
+  auto& info = c.info;
+  info.index = index;
+  info.name = caps.props.deviceName;
+  info.type = type_name(caps.props.deviceType);
+  std::string heaps;
+  for (uint32_t h = 0; h < caps.mem.memoryHeapCount; ++h) {
+    const auto& heap = caps.mem.memoryHeaps[h];
+    const bool local = heap.flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT;
+    const uint64_t b = caps.memory_budget ? budget.heapBudget[h] : heap.size;
+    if (local) {
+      info.device_local_bytes += heap.size;
+      info.budget_bytes += b;
+    }
+    heaps += fmt::format("{}{}: {}{}{}", h ? ", " : "", h, gib(heap.size),
+                         local ? " device-local" : "",
+                         caps.memory_budget ? " (budget " + gib(b) + ")" : "");
+  }
+  const uint32_t api = caps.props.apiVersion;
+  info.details = fmt::format(
+      "Vulkan {}.{}.{}; heaps: {}; queues: compute family {}{}; subgroup {}{}; "
+      "maxStorageBufferRange {} MiB; maxMemoryAllocationSize {} MiB",
+      VK_API_VERSION_MAJOR(api), VK_API_VERSION_MINOR(api), VK_API_VERSION_PATCH(api), heaps,
+      c.compute_family,
+      c.transfer_family >= 0 ? fmt::format(", transfer family {}", c.transfer_family) : "",
+      caps.subgroup_size, caps.subgroup_arithmetic ? " (arithmetic)" : " (no arithmetic)",
+      caps.max_storage_range >> 20, caps.max_allocation >> 20);
+
+  if (api < VK_API_VERSION_1_2)
+    c.unusable_why = "Vulkan 1.2 needed";
+  else if (!f12.timelineSemaphore)
+    c.unusable_why = "no timeline semaphores";
+  else if (c.compute_family < 0)
+    c.unusable_why = "no compute queue";
+  else
+    c.usable = true;
+  if (!c.usable) info.details += "; unusable: " + c.unusable_why;
+  return c;
+}
+
+std::vector<candidate> enumerate(VkInstance instance) {
+  uint32_t n = 0;
+  VK_CHECK(fn.vkEnumeratePhysicalDevices(instance, &n, nullptr));
+  std::vector<VkPhysicalDevice> pds(n);
+  if (n) VK_CHECK(fn.vkEnumeratePhysicalDevices(instance, &n, pds.data()));
+  std::vector<candidate> out;
+  for (uint32_t i = 0; i < n; ++i) out.push_back(describe(pds[i], static_cast<int>(i)));
+  return out;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  return s;
+}
+
+std::string device_list(const std::vector<candidate>& cs) {
+  std::string s;
+  for (const auto& c : cs)
+    s += fmt::format("{}{}: {} ({})", s.empty() ? "" : ", ", c.info.index, c.info.name, c.info.type);
+  return s.empty() ? "none" : s;
+}
+
+// The device index to use, or -1 with *why set.
+int choose(const std::vector<candidate>& cs, const std::string& selector, bool allow_cpu,
+           std::string* why) {
+  if (!selector.empty()) {
+    const bool numeric = std::all_of(selector.begin(), selector.end(),
+                                     [](unsigned char ch) { return std::isdigit(ch); });
+    for (size_t i = 0; i < cs.size(); ++i) {
+      const bool match = numeric ? std::to_string(cs[i].info.index) == selector
+                                 : lower(cs[i].info.name).find(lower(selector)) != std::string::npos;
+      if (!match) continue;
+      if (!cs[i].usable) {
+        *why = fmt::format("Vulkan device {} ({}) is not usable: {}", cs[i].info.index,
+                           cs[i].info.name, cs[i].unusable_why);
+        return -1;
+      }
+      return static_cast<int>(i);
+    }
+    *why = fmt::format("TANDEM_VK_DEVICE={} names no Vulkan device (devices: {})", selector,
+                       device_list(cs));
+    return -1;
+  }
+  int best = -1;
+  for (size_t i = 0; i < cs.size(); ++i) {
+    const auto& c = cs[i];
+    if (!c.usable) continue;
+    if (c.caps.props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU && !allow_cpu) continue;
+    if (best < 0 || type_rank(c.caps.props.deviceType) <
+                        type_rank(cs[static_cast<size_t>(best)].caps.props.deviceType))
+      best = static_cast<int>(i);
+  }
+  if (best < 0) {
+    if (cs.empty())
+      *why = "no Vulkan device found (the loader reports none; is a GPU driver installed?)";
+    else
+      *why = fmt::format("no usable Vulkan GPU (devices: {}); a CPU device is used only when "
+                         "asked for, e.g. TANDEM_VK_DEVICE=0",
+                         device_list(cs));
+  }
+  return best;
+}
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+}  // namespace
+
+int validation_error_count() { return g_validation_errors.load(); }
+
+bool validation_requested() { return env("TANDEM_VK_VALIDATION") == "1"; }
+
+// ---- context --------------------------------------------------------------------------------
+
+std::unique_ptr<context> context::create(const context_options& opt, std::string* why) {
+  std::string local_why;
+  if (!why) why = &local_why;
+  if (!load_loader(why)) return nullptr;
+  std::unique_ptr<context> ctx(new context());
+  const bool validation = opt.validation || validation_requested();
+  bool debug_utils = false;
+  ctx->instance_ = create_instance(validation, &debug_utils, why);
+  if (!ctx->instance_) return nullptr;
+  if (debug_utils && fn.vkCreateDebugUtilsMessengerEXT) {
+    const auto ci = messenger_info();
+    VK_CHECK(fn.vkCreateDebugUtilsMessengerEXT(ctx->instance_, &ci, nullptr, &ctx->messenger_));
+    ctx->destroy_messenger_ = fn.vkDestroyDebugUtilsMessengerEXT;
+  }
+
+  const auto cs = enumerate(ctx->instance_);
+  const std::string selector = opt.device.empty() ? env("TANDEM_VK_DEVICE") : opt.device;
+  const int pick = choose(cs, selector, opt.allow_cpu_device, why);
+  if (pick < 0) return nullptr;
+  const candidate& c = cs[static_cast<size_t>(pick)];
+  ctx->phys_ = c.pd;
+  ctx->caps_ = c.caps;
+  ctx->info_ = c.info;
+  ctx->has_transfer_ = c.transfer_family >= 0;
+
+  // One queue per family we use.
+  const float priority = 1.0f;
+  std::vector<VkDeviceQueueCreateInfo> qci;
+  auto add_queue = [&](uint32_t family) {
+    VkDeviceQueueCreateInfo q{VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO};
+    q.queueFamilyIndex = family;
+    q.queueCount = 1;
+    q.pQueuePriorities = &priority;
+    qci.push_back(q);
+  };
+  add_queue(static_cast<uint32_t>(c.compute_family));
+  ctx->families_.push_back(static_cast<uint32_t>(c.compute_family));
+  if (ctx->has_transfer_) {
+    add_queue(static_cast<uint32_t>(c.transfer_family));
+    ctx->families_.push_back(static_cast<uint32_t>(c.transfer_family));
+  }
+
+  std::vector<const char*> exts;
+  if (c.caps.memory_budget) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
+  if (c.caps.portability_subset) exts.push_back("VK_KHR_portability_subset");
+
+  VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
+  f12.timelineSemaphore = VK_TRUE;
+  VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+  f2.pNext = &f12;
+
+  VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
+  dci.pNext = &f2;
+  dci.queueCreateInfoCount = static_cast<uint32_t>(qci.size());
+  dci.pQueueCreateInfos = qci.data();
+  dci.enabledExtensionCount = static_cast<uint32_t>(exts.size());
+  dci.ppEnabledExtensionNames = exts.data();
+  {
+    op_scope scope("create device " + c.info.name);
+    VK_CHECK(fn.vkCreateDevice(ctx->phys_, &dci, nullptr, &ctx->device_));
+  }
+
+  auto init_queue = [&](queue& q, uint32_t family) {
+    q.family = family;
+    fn.vkGetDeviceQueue(ctx->device_, family, 0, &q.handle);
+    VkSemaphoreTypeCreateInfo tci{VK_STRUCTURE_TYPE_SEMAPHORE_TYPE_CREATE_INFO};
+    tci.semaphoreType = VK_SEMAPHORE_TYPE_TIMELINE;
+    tci.initialValue = 0;
+    VkSemaphoreCreateInfo sci{VK_STRUCTURE_TYPE_SEMAPHORE_CREATE_INFO};
+    sci.pNext = &tci;
+    VK_CHECK(fn.vkCreateSemaphore(ctx->device_, &sci, nullptr, &q.timeline));
+  };
+  init_queue(ctx->compute_, static_cast<uint32_t>(c.compute_family));
+  if (ctx->has_transfer_) init_queue(ctx->transfer_, static_cast<uint32_t>(c.transfer_family));
+  return ctx;
+}
+
+context::~context() {
+  if (device_) {
+    fn.vkDeviceWaitIdle(device_);
+    if (compute_.timeline) fn.vkDestroySemaphore(device_, compute_.timeline, nullptr);
+    if (transfer_.timeline) fn.vkDestroySemaphore(device_, transfer_.timeline, nullptr);
+    fn.vkDestroyDevice(device_, nullptr);
+  }
+  if (messenger_ && destroy_messenger_) destroy_messenger_(instance_, messenger_, nullptr);
+  if (instance_) fn.vkDestroyInstance(instance_, nullptr);
+}
+
+uint64_t context::submit(queue& q, VkCommandBuffer cb) {
+  queue* other = has_transfer_ ? (&q == &compute_ ? &transfer_ : &compute_) : nullptr;
+  const uint64_t signal = q.last_value + 1;
+  uint64_t wait_value = other ? other->last_value : 0;
+  const bool do_wait = other && wait_value > 0;
+  VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
+
+  VkTimelineSemaphoreSubmitInfo tsi{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
+  tsi.waitSemaphoreValueCount = do_wait ? 1 : 0;
+  tsi.pWaitSemaphoreValues = &wait_value;
+  tsi.signalSemaphoreValueCount = 1;
+  tsi.pSignalSemaphoreValues = &signal;
+  VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
+  si.pNext = &tsi;
+  si.waitSemaphoreCount = do_wait ? 1 : 0;
+  si.pWaitSemaphores = do_wait ? &other->timeline : nullptr;
+  si.pWaitDstStageMask = &wait_stage;
+  si.commandBufferCount = 1;
+  si.pCommandBuffers = &cb;
+  si.signalSemaphoreCount = 1;
+  si.pSignalSemaphores = &q.timeline;
+  VK_CHECK(fn.vkQueueSubmit(q.handle, 1, &si, VK_NULL_HANDLE));
+  q.last_value = signal;
+  return signal;
+}
+
+void context::wait(queue& q, uint64_t value) {
+  if (value == 0) return;
+  VkSemaphoreWaitInfo wi{VK_STRUCTURE_TYPE_SEMAPHORE_WAIT_INFO};
+  wi.semaphoreCount = 1;
+  wi.pSemaphores = &q.timeline;
+  wi.pValues = &value;
+  VK_CHECK(fn.vkWaitSemaphores(device_, &wi, UINT64_MAX));
+}
+
+void context::wait_idle() {
+  wait(compute_, compute_.last_value);
+  if (has_transfer_) wait(transfer_, transfer_.last_value);
+}
+
+uint32_t context::memory_type(uint32_t type_bits, VkMemoryPropertyFlags required,
+                              VkMemoryPropertyFlags preferred) const {
+  int fallback = -1;
+  for (uint32_t i = 0; i < caps_.mem.memoryTypeCount; ++i) {
+    if (!(type_bits & (1u << i))) continue;
+    const auto f = caps_.mem.memoryTypes[i].propertyFlags;
+    if ((f & required) != required) continue;
+    if ((f & preferred) == preferred) return i;
+    if (fallback < 0) fallback = static_cast<int>(i);
+  }
+  if (fallback < 0)
+    throw error(fmt::format("vulkan: no memory type with flags {:#x} on {}", required, info_.name));
+  return static_cast<uint32_t>(fallback);
+}
+
+uint64_t context::device_local_budget() const {
+  VkPhysicalDeviceMemoryBudgetPropertiesEXT budget{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+  VkPhysicalDeviceMemoryProperties2 mp2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2};
+  if (caps_.memory_budget) mp2.pNext = &budget;
+  fn.vkGetPhysicalDeviceMemoryProperties2(phys_, &mp2);
+  uint64_t total = 0;
+  for (uint32_t h = 0; h < mp2.memoryProperties.memoryHeapCount; ++h) {
+    const auto& heap = mp2.memoryProperties.memoryHeaps[h];
+    if (!(heap.flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)) continue;
+    total += caps_.memory_budget ? budget.heapBudget[h] - std::min(budget.heapBudget[h],
+                                                                   budget.heapUsage[h])
+                                 : heap.size;
+  }
+  return total;
+}
+
+}  // namespace tandem::vk
+
+// ---- the factory's device listing -----------------------------------------------------------
+
+namespace tandem {
+
+std::vector<gpu_device_info> list_gpu_devices(std::string* why) {
+  using namespace tandem::vk;
+  std::string local_why;
+  if (!why) why = &local_why;
+  if (!load_loader(why)) return {};
+  std::vector<gpu_device_info> out;
+  bool debug_utils = false;
+  VkInstance instance = VK_NULL_HANDLE;
+  try {
+    instance = create_instance(validation_requested(), &debug_utils, why);
+    if (instance)
+      for (auto& c : enumerate(instance)) out.push_back(c.info);
+  } catch (const error& e) {
+    *why = e.what();
+    out.clear();
+  }
+  if (instance) fn.vkDestroyInstance(instance, nullptr);
+  if (out.empty() && why->empty())
+    *why = "no Vulkan device found (the loader reports none; is a GPU driver installed?)";
+  return out;
+}
+
+}  // namespace tandem

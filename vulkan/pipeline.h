@@ -1,0 +1,128 @@
+// Compute pipelines and command recording. The op table (pipeline.cpp) has one row per shader;
+// pipelines are built on first use per (op, weight type, specialization constants) and cached.
+// recorder::dispatch is the one-line call site of every op: it checks the push-constant size,
+// allocates and writes the descriptor set, binds and dispatches.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "runtime/dtype.h"
+#include "vulkan/context.h"
+#include "vulkan/memory.h"
+
+namespace tandem::vk {
+
+enum class kernel : uint32_t { rms_norm, rope, swiglu, add, kv_store, attention, matvec, matmul };
+
+struct pipeline {
+  VkPipeline pipe = VK_NULL_HANDLE;
+  VkPipelineLayout layout = VK_NULL_HANDLE;
+  VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
+  uint32_t bindings = 0;
+  uint32_t push_size = 0;
+  uint32_t wg = 0;  // workgroup size (x)
+  const char* name = "";
+};
+
+class pipeline_cache {
+ public:
+  explicit pipeline_cache(context& ctx);
+  ~pipeline_cache();
+  pipeline_cache(const pipeline_cache&) = delete;
+  pipeline_cache& operator=(const pipeline_cache&) = delete;
+
+  // The pipeline of op k; typed ops (matvec, matmul) take the weight type, others ignore it.
+  // spec holds the values of specialization constants 1, 2, ... (constant 0 is the workgroup
+  // size, from the op table).
+  const pipeline& get(kernel k, dtype t = dtype::f32, std::initializer_list<uint32_t> spec = {});
+  // Whether the reduction kernels use their subgroup variant on this device.
+  bool subgroups() const { return subgroups_; }
+  context& ctx() { return ctx_; }
+
+ private:
+  context& ctx_;
+  bool subgroups_ = false;
+  std::map<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>>, std::unique_ptr<pipeline>> cache_;
+  std::map<uint32_t, VkDescriptorSetLayout> set_layouts_;  // by binding count
+};
+
+// Descriptor sets for one frame of recording: pools are added as needed and reset together.
+class descriptor_allocator {
+ public:
+  explicit descriptor_allocator(context& ctx) : ctx_(ctx) {}
+  ~descriptor_allocator();
+  descriptor_allocator(const descriptor_allocator&) = delete;
+  descriptor_allocator& operator=(const descriptor_allocator&) = delete;
+  VkDescriptorSet allocate(VkDescriptorSetLayout layout);
+  void reset();
+
+ private:
+  VkDescriptorPool new_pool();
+  context& ctx_;
+  std::vector<VkDescriptorPool> pools_;
+  size_t current_ = 0;
+};
+
+class recorder {
+ public:
+  recorder(pipeline_cache& pipes, descriptor_allocator& desc, VkCommandBuffer cb)
+      : pipes_(pipes), desc_(desc), cb_(cb) {}
+
+  template <class Push>
+  void dispatch(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz, const Push& push,
+                std::initializer_list<buffer_range> bufs) {
+    dispatch_raw(p, gx, gy, gz, &push, sizeof(Push), bufs);
+  }
+  // All earlier compute and transfer writes become visible to later compute and transfer work
+  // (also across command buffers on the queue).
+  void barrier();
+  void copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n);
+  pipeline_cache& pipes() { return pipes_; }
+  context& ctx() { return pipes_.ctx(); }
+  VkCommandBuffer cb() const { return cb_; }
+  // Splits n workgroups into an (x, y) grid within the device's limits.
+  void split_groups(uint64_t n, uint32_t* gx, uint32_t* gy) const;
+
+ private:
+  void dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz, const void* push,
+                    size_t push_size, std::initializer_list<buffer_range> bufs);
+  pipeline_cache& pipes_;
+  descriptor_allocator& desc_;
+  VkCommandBuffer cb_;
+};
+
+// Command buffers on the compute queue, a small ring of frames so that recording the next one
+// overlaps the GPU running the last. begin() waits only for the frame it reuses.
+class command_stream {
+ public:
+  command_stream(pipeline_cache& pipes, int n_frames = 3);
+  ~command_stream();
+  command_stream(const command_stream&) = delete;
+  command_stream& operator=(const command_stream&) = delete;
+
+  recorder& begin();
+  // Ends and submits the frame begun last; returns the compute timeline value of its completion.
+  uint64_t submit();
+  void wait(uint64_t value);
+  void finish();  // waits for everything submitted
+
+ private:
+  struct frame {
+    VkCommandBuffer cb = VK_NULL_HANDLE;
+    std::unique_ptr<descriptor_allocator> desc;
+    std::unique_ptr<recorder> rec;
+    uint64_t value = 0;
+  };
+  pipeline_cache& pipes_;
+  context& ctx_;
+  VkCommandPool pool_ = VK_NULL_HANDLE;
+  std::vector<frame> frames_;
+  size_t next_ = 0;
+  int open_ = -1;
+};
+
+}  // namespace tandem::vk
