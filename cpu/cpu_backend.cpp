@@ -2,7 +2,9 @@
 // products go through cpu::matmul (kernel table + threads); the KV cache is F16.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
 #include "runtime/backend_factory.h"
+#include "runtime/layer_cache.h"
 
 namespace tandem {
 namespace {
@@ -36,6 +39,7 @@ class cpu_backend final : public backend {
       kv_[static_cast<size_t>(il)].k.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
       kv_[static_cast<size_t>(il)].v.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
     }
+    setup_weights();
   }
 
   std::string name() const override { return fmt::format("CPU ({} threads)", cpu::num_threads()); }
@@ -59,8 +63,16 @@ class cpu_backend final : public backend {
     std::memcpy(x, x_.data(), sizeof(float) * static_cast<size_t>(n) * hp_.n_embd);
   }
 
+  void prepare_layer(int il) override {
+    if (cache_ && prefetch_distance_ > 0 && il >= 0 && il < hp_.n_layer &&
+        slot_of_[static_cast<size_t>(il)] >= 0)
+      cache_->prefetch(slot_of_[static_cast<size_t>(il)]);
+  }
+
   void forward_layer(int il, int n, int pos0) override {
-    const layer_weights& L = m_.layer(il);
+    layer_cache::handle pin;  // keeps a cached layer's buffer resident until the layer is done
+    const layer_weights& L = layer(il, pin);
+    const auto t0 = std::chrono::steady_clock::now();
     kv_cache& kv = kv_[static_cast<size_t>(il)];
     if (kv.k.empty()) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
@@ -99,9 +111,11 @@ class cpu_backend final : public backend {
     cpu::ref::swiglu(gate_.data(), gate_.data(), up_.data(), n * hp_.n_ff);
     cpu::matmul(L.ffn_down, gate_.data(), n, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
+    add_compute(t0);
   }
 
   void forward_output(int n, bool all_tokens, float* logits) override {
+    const auto t0 = std::chrono::steady_clock::now();
     const int first = all_tokens ? 0 : n - 1;
     const int count = n - first;
     const int d = hp_.n_embd;
@@ -109,6 +123,7 @@ class cpu_backend final : public backend {
       cpu::ref::rmsnorm(&h_[static_cast<size_t>(t) * d], &x_[static_cast<size_t>(first + t) * d],
                         static_cast<const float*>(m_.output_norm().data()), d, hp_.rms_eps);
     cpu::matmul(m_.output(), h_.data(), count, logits);
+    add_compute(t0);
   }
 
   void truncate_kv(int) override {}  // positions past n_past are overwritten before use
@@ -132,11 +147,142 @@ class cpu_backend final : public backend {
       for (int i = 0; i < dim; ++i) y[static_cast<size_t>(t) * dim + i] += bias[i];
   }
 
+  // ---- weights: views into the mapping, or through the layer cache under --mem-budget ----
+
+  static constexpr weight layer_weights::*k_fields[] = {
+      &layer_weights::attn_norm, &layer_weights::wq,       &layer_weights::wk,
+      &layer_weights::wv,        &layer_weights::bq,       &layer_weights::bk,
+      &layer_weights::bv,        &layer_weights::wo,       &layer_weights::ffn_norm,
+      &layer_weights::ffn_gate,  &layer_weights::ffn_up,   &layer_weights::ffn_down};
+
+  // A size as a user would write it: "1M", "1536M", "300K", or bytes.
+  static std::string size_arg(uint64_t n) {
+    if (n && n % (1ull << 30) == 0) return fmt::format("{}G", n >> 30);
+    if (n && n % (1ull << 20) == 0) return fmt::format("{}M", n >> 20);
+    if (n && n % (1ull << 10) == 0) return fmt::format("{}K", n >> 10);
+    return std::to_string(n);
+  }
+  static std::string size_str(uint64_t n) {
+    if (n >= (1ull << 30)) return fmt::format("{:.2f} GiB", n / 1073741824.0);
+    if (n >= (1ull << 20)) return fmt::format("{:.2f} MiB", n / 1048576.0);
+    if (n >= (1ull << 10)) return fmt::format("{:.2f} KiB", n / 1024.0);
+    return fmt::format("{} B", n);
+  }
+  // Rounded up to a tenth of its unit, in a form --mem-budget accepts ("1.3M").
+  static std::string size_at_least(uint64_t n) {
+    const char* units = "KMGT";
+    double v = static_cast<double>(n) / 1024.0;
+    int u = 0;
+    while (v >= 1024.0 && u < 3) v /= 1024.0, ++u;
+    return fmt::format("{:.1f}{}", std::ceil(v * 10.0) / 10.0, units[u]);
+  }
+
+  void setup_weights() {
+    const size_t n_layers = static_cast<size_t>(hp_.n_layer);
+    slot_of_.assign(n_layers, -1);
+    uint64_t kv_bytes = 0, layer_bytes = 0;
+    for (int il : opt_.layers) {
+      kv_bytes += sizeof(f16) * (kv_[static_cast<size_t>(il)].k.size() + kv_[static_cast<size_t>(il)].v.size());
+      layer_bytes += m_.layer(il).nbytes();
+    }
+    uint64_t scratch = 0;
+    for (const auto* v : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_}) scratch += sizeof(float) * v->size();
+    mapped_.budget_bytes = opt_.mem_budget;
+    if (opt_.mem_budget == 0 || layer_bytes + kv_bytes + scratch <= opt_.mem_budget) {
+      // Everything fits: the weights stay views into the mapping; ask the kernel to read ahead.
+      for (int il : opt_.layers)
+        for (auto f : k_fields)
+          if (const weight& w = m_.layer(il).*f) advise_willneed(w.data(), w.nbytes());
+      if (opt_.output) {
+        advise_willneed(m_.output_norm().data(), m_.output_norm().nbytes());
+        advise_willneed(m_.output().data(), m_.output().nbytes());
+      }
+      return;
+    }
+    // The layers go through the cache: per layer, copies of its tensors whose data pointers are
+    // redirected into the cache buffer while the layer is pinned. Embeddings and the output head
+    // stay mapped.
+    const gguf_file& f = m_.file();
+    cached_.resize(n_layers);
+    std::vector<std::vector<layer_extent>> slots;
+    uint64_t one_layer = 0;
+    for (int il : opt_.layers) {
+      cached_layer& c = cached_[static_cast<size_t>(il)];
+      c.tensors.reserve(std::size(k_fields));
+      std::vector<layer_extent> ext;
+      for (auto fld : k_fields) {
+        const weight& w = m_.layer(il).*fld;
+        if (!w) continue;
+        c.tensors.push_back(*w.t);
+        c.fields.push_back(fld);
+        ext.push_back({f.data_offset() + w.t->offset, w.t->nbytes});
+      }
+      for (size_t k = 0; k < c.fields.size(); ++k) c.lw.*(c.fields[k]) = weight{&c.tensors[k]};
+      one_layer = std::max(one_layer, layer_cache::buffer_bytes(ext));
+      slot_of_[static_cast<size_t>(il)] = static_cast<int>(slots.size());
+      slots.push_back(std::move(ext));
+    }
+    const uint64_t need = one_layer + kv_bytes + scratch;
+    if (need > opt_.mem_budget)
+      throw error(fmt::format("--mem-budget {} is too small: one layer needs {} + KV cache {} + "
+                              "scratch {}; use at least {}",
+                              size_arg(opt_.mem_budget), size_str(one_layer), size_str(kv_bytes),
+                              size_str(scratch), size_at_least(need)));
+    layer_cache_config cfg;
+    cfg.path = f.path();
+    cfg.capacity_bytes = opt_.mem_budget - kv_bytes - scratch;
+    const int cap_layers = static_cast<int>(cfg.capacity_bytes / one_layer);
+    const int max_d = std::max(0, std::min(cap_layers, static_cast<int>(slots.size())) - 1);
+    prefetch_distance_ = opt_.prefetch_distance < 0 ? std::min(max_d, 4)
+                                                    : std::min(max_d, opt_.prefetch_distance);
+    cfg.prefetch_distance = prefetch_distance_;
+    cfg.queue_capacity = static_cast<size_t>(std::max(4, 2 * prefetch_distance_));
+    const char* env = std::getenv("TANDEM_DIRECT_IO");
+    cfg.direct_io = opt_.direct_io || (env && *env && std::string(env) != "0");
+    cfg.layer_ids = opt_.layers;
+    cache_ = std::make_unique<layer_cache>(std::move(cfg), std::move(slots));
+  }
+
+  // Layer il's weights: the model's views, or the cached copy pinned by `pin` (acquired here,
+  // with the next layers queued for prefetch).
+  const layer_weights& layer(int il, layer_cache::handle& pin) {
+    if (!cache_) return m_.layer(il);
+    const int slot = il >= 0 && il < hp_.n_layer ? slot_of_[static_cast<size_t>(il)] : -1;
+    if (slot < 0) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
+    pin = cache_->acquire(slot);
+    cached_layer& c = cached_[static_cast<size_t>(il)];
+    for (size_t k = 0; k < c.tensors.size(); ++k) c.tensors[k].data = pin.data(k);
+    const int n_slots = cache_->n_slots();
+    for (int d = 1; d <= prefetch_distance_; ++d) cache_->prefetch((slot + d) % n_slots);
+    return c.lw;
+  }
+
+  void add_compute(std::chrono::steady_clock::time_point t0) {
+    compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!opt_.metrics) return;
+    layer_cache_metrics m = cache_ ? cache_->metrics() : mapped_;
+    m.budget_bytes = opt_.mem_budget;
+    m.compute_s = compute_s_;
+    *opt_.metrics = m;
+  }
+
+  struct cached_layer {
+    std::vector<gguf_tensor> tensors;            // copies; data points into the cache buffer
+    std::vector<weight layer_weights::*> fields;  // which field each tensor is
+    layer_weights lw;
+  };
+
   const model& m_;
   const hparams& hp_;
   backend_options opt_;
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
   std::vector<kv_cache> kv_;
+  std::vector<cached_layer> cached_;
+  std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)
+  int prefetch_distance_ = 0;
+  double compute_s_ = 0;
+  layer_cache_metrics mapped_;
+  std::unique_ptr<layer_cache> cache_;  // null: weights are views into the mapping
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 // runtime never includes a backend's headers.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,12 +11,21 @@
 
 namespace tandem {
 
+struct layer_cache_metrics;  // runtime/layer_cache.h
+
 struct backend_options {
   int n_ctx = 0;                 // KV cache positions
   int n_batch = 512;             // largest batch forward_layer will see
   std::vector<int> layers;       // the layers placed on this backend (it owns their KV cache)
   bool output = true;            // whether forward_output runs here
   int n_threads = 0;             // CPU threads (0 = physical cores)
+  std::vector<int> streamed_layers;  // of `layers`: kept in host memory, uploaded when used
+  // CPU layer cache (runtime/layer_cache.h): with a budget smaller than the layers' weights + KV
+  // cache + scratch, layers are read into a bounded cache instead of used from the mapping.
+  uint64_t mem_budget = 0;       // bytes; 0 = no limit
+  int prefetch_distance = -1;    // layers loaded ahead (-1: chosen from the budget, 0: off)
+  bool direct_io = false;        // cache reads with O_DIRECT (also TANDEM_DIRECT_IO=1)
+  layer_cache_metrics* metrics = nullptr;  // when set, kept up to date by the CPU backend
 };
 
 // Defined in cpu/cpu_backend.cpp.
@@ -33,6 +43,10 @@ struct gpu_device_info {
 // Defined in vulkan/. The devices a Vulkan loader reports; empty (and *why set) when there is no
 // loader or no device.
 std::vector<gpu_device_info> list_gpu_devices(std::string* why);
+
+// Defined in vulkan/. The device make_vulkan_backend would pick with the same arguments (same
+// rules as below), or nullopt with *why set. Lets the scheduler plan before anything is uploaded.
+std::optional<gpu_device_info> select_gpu_device(bool allow_cpu_device, std::string* why);
 
 // Defined in vulkan/. Picks the device (TANDEM_VK_DEVICE=<index or name substring>, else discrete
 // before integrated; a CPU-type device such as lavapipe only when allow_cpu_device). Returns

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "runtime/backend_factory.h"
+#include "runtime/scheduler.h"
 
 namespace tandem {
 
@@ -16,16 +17,70 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
     throw error(fmt::format("context size {} is too large (at most {})", n_ctx_, 1 << 20));
   n_batch_ = std::max(1, std::min(opt.n_batch, n_ctx_));
 
+  // Plan: which layers (and the output head) go to the GPU.
+  plan_request req;
+  req.offload = opt.offload;
+  req.n_ctx = n_ctx_;
+  req.n_batch = n_batch_;
+  req.vram_budget = opt.vram_budget;
+  const offload_spec spec = parse_offload(opt.offload);
+  const bool explicit_gpu =
+      spec.kind == offload_spec::all || (spec.kind == offload_spec::count && spec.n > 0);
+  std::optional<gpu_device_info> dev;
+  std::string why;
+  if (explicit_gpu || spec.kind == offload_spec::automatic) {
+    dev = select_gpu_device(explicit_gpu, &why);
+    if (!dev && explicit_gpu)
+      notes_.push_back(fmt::format("no GPU for --offload {}: {}; running every layer on the CPU",
+                                   opt.offload, why));
+  }
+  plan p = make_plan(m, req, dev ? &*dev : nullptr);
+
+  backend* gpu = nullptr;
+  if (p.uses_gpu()) {
+    backend_options gpu_opt;
+    gpu_opt.n_ctx = n_ctx_;
+    gpu_opt.n_batch = n_batch_;
+    for (int il = 0; il < hp.n_layer; ++il) {
+      const placement pl = p.layers[static_cast<size_t>(il)];
+      if (pl != placement::cpu) gpu_opt.layers.push_back(il);
+      if (pl == placement::gpu_streamed) gpu_opt.streamed_layers.push_back(il);
+    }
+    gpu_opt.output = p.output != placement::cpu;
+    std::string gwhy;
+    try {
+      auto b = make_vulkan_backend(m, gpu_opt, explicit_gpu, &gwhy);
+      if (b) {
+        gpu = b.get();
+        backends_.push_back(std::move(b));
+      } else {
+        notes_.push_back(fmt::format("no GPU: {}; running every layer on the CPU", gwhy));
+      }
+    } catch (const error& e) {
+      // Out of device memory or device loss at load: the CPU can still run the model.
+      notes_.push_back(
+          fmt::format("GPU backend failed ({}); running every layer on the CPU", e.what()));
+    }
+    if (!gpu) p = make_plan(m, plan_request{"0", n_ctx_, n_batch_, 0}, nullptr);
+  }
+  plan_text_ = format_plan(p, m);
+
   backend_options bo;
   bo.n_ctx = n_ctx_;
   bo.n_batch = n_batch_;
-  for (int il = 0; il < hp.n_layer; ++il) bo.layers.push_back(il);
-  bo.output = true;
+  for (int il = 0; il < hp.n_layer; ++il)
+    if (p.layers[static_cast<size_t>(il)] == placement::cpu) bo.layers.push_back(il);
+  bo.output = p.output == placement::cpu;
   bo.n_threads = opt.n_threads;
-  backends_.push_back(make_cpu_backend(m, bo));
-  cpu_ = backends_.back().get();
-  layer_backend_.assign(static_cast<size_t>(hp.n_layer), cpu_);
-  output_backend_ = cpu_;
+  bo.mem_budget = opt.mem_budget;
+  bo.prefetch_distance = opt.prefetch_distance;
+  bo.direct_io = opt.direct_io;
+  bo.metrics = opt.metrics;
+  backends_.insert(backends_.begin(), make_cpu_backend(m, bo));
+  cpu_ = backends_.front().get();
+  for (int il = 0; il < hp.n_layer; ++il)
+    layer_backend_.push_back(p.layers[static_cast<size_t>(il)] == placement::cpu ? cpu_ : gpu);
+  output_backend_ = p.output == placement::cpu ? cpu_ : gpu;
   hidden_.resize(static_cast<size_t>(n_batch_) * hp.n_embd);
 }
 

@@ -11,11 +11,18 @@
 
 namespace tandem {
 
+struct layer_cache_metrics;  // runtime/layer_cache.h
+
 struct engine_options {
   int n_ctx = 0;      // 0: the model's training context, capped at 4096
   int n_batch = 512;  // prompt tokens per forward pass
   int n_threads = 0;  // CPU threads (0 = physical cores)
   std::string offload = "0";  // layers on the GPU: N (the last N), "all" or "auto"
+  uint64_t vram_budget = 0;   // bytes of device memory to plan with (0: the device's budget)
+  uint64_t mem_budget = 0;     // CPU layer cache budget in bytes (0 = no limit; --mem-budget)
+  int prefetch_distance = -1;  // layers the cache loads ahead (-1: from the budget, 0: off)
+  bool direct_io = false;      // layer cache reads bypass the page cache (O_DIRECT)
+  layer_cache_metrics* metrics = nullptr;  // filled with the CPU layer cache's counters
 };
 
 class engine {
@@ -34,6 +41,10 @@ class engine {
   const model& get_model() const { return m_; }
   // Where the layers run, e.g. "CPU (2 threads): 5 layers + output".
   std::string describe() const;
+  // The placement plan (see runtime/scheduler.h) as a printable table.
+  const std::string& plan_text() const { return plan_text_; }
+  // Things the user should know about how the request was met (e.g. no GPU: running on the CPU).
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
   const model& m_;
@@ -44,7 +55,9 @@ class engine {
   backend* cpu_ = nullptr;                 // embedding
   std::vector<backend*> layer_backend_;    // one per layer
   backend* output_backend_ = nullptr;
-  std::vector<float> hidden_, logits_, chunk_logits_;
+  std::vector<float> hidden_, logits_;
+  std::string plan_text_;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace tandem

@@ -130,8 +130,9 @@ vocab_data load_vocab(const gguf_file& f, bool spm) {
     }
     if (v.type[i] == token_type::byte) {
       const std::string& s = v.text[i];
-      const int hi = s.size() == 6 ? hex_digit(s[3]) : -1, lo = s.size() == 6 ? hex_digit(s[4]) : -1;
-      if (s.size() != 6 || s.compare(0, 3, "<0x") != 0 || s[5] != '>' || hi < 0 || lo < 0)
+      const bool shaped = s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>';
+      const int hi = shaped ? hex_digit(s[3]) : -1, lo = shaped ? hex_digit(s[4]) : -1;
+      if (hi < 0 || lo < 0)
         throw error(fmt::format("{}: token {} ('{}') is marked a byte token in "
                                 "tokenizer.ggml.token_type but is not of the form <0xNN>",
                                 f.path(), i, s));
@@ -297,7 +298,8 @@ class spm_tokenizer final : public detail::vocab_tokenizer {
         out.push_back(id);
         continue;
       }
-      for (size_t j = 0; j < sym.n; ++j) out.push_back(byte_token(static_cast<uint8_t>(s[sym.off + j])));
+      for (size_t j = 0; j < sym.n; ++j)
+        out.push_back(byte_token(static_cast<uint8_t>(s[sym.off + j])));
     }
   }
 

@@ -5,6 +5,7 @@
 // are matched verbatim, as llama.cpp does with parse_special off.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,7 +26,8 @@ class tokenizer {
   // Token ids of text, with BOS first when add_bos (and the vocab has one).
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos) const = 0;
   // The bytes token id stands for ("▁" -> " ", "<0x0A>" -> "\n", control tokens -> ""). After
-  // BOS (prev == bos()) a leading space is dropped, as SentencePiece's decoder does.
+  // BOS (prev == bos()) a leading space is dropped, as SentencePiece's decoder does (only for
+  // vocabularies that add a space prefix, i.e. not byte-level BPE). Throws on an id out of range.
   virtual std::string piece(int32_t id, int32_t prev = -1) const = 0;
   // Whole text of a sequence of ids (BOS/EOS and other control tokens dropped).
   std::string decode(const std::vector<int32_t>& ids) const;

@@ -385,7 +385,8 @@ const char* ascii_members(uint8_t cat) {
   switch (cat) {
     case cat_number: return "\x30-\x39";
     case cat_letter: return "\x41-\x5A\x61-\x7A";
-    case cat_punct: return "\x21-\x23\x25-\x2A\x2C-\x2F\x3A-\x3B\x3F-\x40\\\x5B-\\\x5D\x5F\\\x7B\\\x7D";
+    case cat_punct:
+      return "\x21-\x23\x25-\x2A\x2C-\x2F\x3A-\x3B\x3F-\x40\\\x5B-\\\x5D\x5F\\\x7B\\\x7D";
     case cat_symbol: return "\\\x24\\\x2B\x3C-\x3E\x5E\x60\\\x7C";
     default: return "";
   }
@@ -986,7 +987,8 @@ constexpr uint32_t k_category_runs[] = {
 uint8_t category_of(uint32_t cpt) {
   if (cpt > 0x10FFFF) return cat_undefined;
   const uint32_t key = (cpt << 3) | 7;
-  const uint32_t* it = std::upper_bound(std::begin(k_category_runs), std::end(k_category_runs), key);
+  const uint32_t* it =
+      std::upper_bound(std::begin(k_category_runs), std::end(k_category_runs), key);
   return static_cast<uint8_t>(*(it - 1) & 7);
 }
 

@@ -8,6 +8,7 @@
 #include "common.glsl"
 
 layout(local_size_x = 128) in;
+#include "reduce.glsl"
 layout(push_constant) uniform push_block { attention_push p; };
 layout(binding = 0) readonly buffer q_buf { float q[]; };
 layout(binding = 1) readonly buffer k_buf { uint kc[]; };

@@ -1,6 +1,5 @@
-// Shared by the compute shaders: workgroup reductions (subgroup operations where the device has
-// them, a shared-memory tree otherwise; the build compiles both variants, USE_SUBGROUP = 1 / 0)
-// and F16 helpers. The including shader declares `layout(local_size_x_id = 0) in;`.
+// Shared by the compute shaders: extensions, the push-constant structs and F16 helpers. Include
+// it first; reductions are in reduce.glsl.
 #ifndef TANDEM_COMMON_GLSL
 #define TANDEM_COMMON_GLSL
 
@@ -11,59 +10,6 @@
 #endif
 
 #include "push_constants.h"
-
-// Workgroups are at most this large (and a power of two, for the tree).
-#define MAX_WG 256
-
-shared float red_buf[MAX_WG];
-
-// Sum of v over the workgroup, returned to every invocation. Uniform control flow only.
-float wg_sum(float v) {
-#if USE_SUBGROUP
-  v = subgroupAdd(v);
-  if (gl_NumSubgroups == 1) return v;
-  barrier();
-  if (subgroupElect()) red_buf[gl_SubgroupID] = v;
-  barrier();
-  float s = 0.0;
-  for (uint i = 0; i < gl_NumSubgroups; ++i) s += red_buf[i];
-  return s;
-#else
-  const uint tid = gl_LocalInvocationIndex;
-  barrier();
-  red_buf[tid] = v;
-  barrier();
-  for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-    if (tid < s) red_buf[tid] += red_buf[tid + s];
-    barrier();
-  }
-  return red_buf[0];
-#endif
-}
-
-// Maximum of v over the workgroup, returned to every invocation. Uniform control flow only.
-float wg_max(float v) {
-#if USE_SUBGROUP
-  v = subgroupMax(v);
-  if (gl_NumSubgroups == 1) return v;
-  barrier();
-  if (subgroupElect()) red_buf[gl_SubgroupID] = v;
-  barrier();
-  float s = red_buf[0];
-  for (uint i = 1; i < gl_NumSubgroups; ++i) s = max(s, red_buf[i]);
-  return s;
-#else
-  const uint tid = gl_LocalInvocationIndex;
-  barrier();
-  red_buf[tid] = v;
-  barrier();
-  for (uint s = gl_WorkGroupSize.x / 2; s > 0; s >>= 1) {
-    if (tid < s) red_buf[tid] = max(red_buf[tid], red_buf[tid + s]);
-    barrier();
-  }
-  return red_buf[0];
-#endif
-}
 
 // float -> IEEE half bits, round to nearest even: bit-exact with cpu::fp32_to_fp16, so the KV
 // cache holds the same halves on both paths.

@@ -6,6 +6,7 @@
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
+#include "reduce.glsl"
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(push_constant) uniform push_block { matmul_push p; };
 layout(binding = 0) readonly buffer w_buf { uint w[]; };

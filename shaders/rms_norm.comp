@@ -4,6 +4,7 @@
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
+#include "reduce.glsl"
 layout(push_constant) uniform push_block { rms_norm_push p; };
 layout(binding = 0) readonly buffer x_buf { float x[]; };
 layout(binding = 1) readonly buffer w_buf { float w[]; };

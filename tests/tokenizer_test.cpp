@@ -47,7 +47,10 @@ std::unique_ptr<tokenizer> load(const std::string& rel) {
 
 std::string show(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t id : ids) s += " " + std::to_string(id);
+  for (int32_t id : ids) {
+    s += ' ';
+    s += std::to_string(id);
+  }
   return s;
 }
 
@@ -61,7 +64,7 @@ void check_golden(const std::string& vocab) {
         << vocab << " string " << i << ": '" << g.texts[i] << "'";
 }
 
-// ---- SentencePiece (llama) ---------------------------------------------------------------------
+// ---- SentencePiece (llama) ---------------------------------------------------------------
 
 TEST(TokenizerSpm, GoldenLlamaSpm) { check_golden("llama-spm"); }
 
@@ -150,27 +153,34 @@ std::unique_ptr<tokenizer> load_path(const std::string& path) {
 
 TEST(TokenizerSpm, MergeOrder) {
   // ids:                   0        1      2       3    4    5    6     7     8      9
-  const std::vector<std::string> toks = {"<unk>", "<s>", "</s>", "▁", "a", "b", "ab", "ba", "▁a", "aba"};
+  const std::vector<std::string> toks = {"<unk>", "<s>", "</s>", "▁",  "a",
+                                         "b",     "ab",  "ba",   "▁a", "aba"};
   const std::vector<int32_t> types = {2, 3, 3, 1, 1, 1, 1, 1, 1, 1};
   {
     // "▁aba": ▁a (-1) beats ab (-2) and ba (-3); then "aba" needs "a"+"ba" which never forms.
-    auto tok = load_path(write_vocab("m1.gguf", toks, {0, 0, 0, -5, -5, -5, -2, -3, -1, -4}, types));
+    auto tok =
+        load_path(write_vocab("m1.gguf", toks, {0, 0, 0, -5, -5, -5, -2, -3, -1, -4}, types));
     EXPECT_EQ(tok->encode("aba", false), (std::vector<int32_t>{8, 7}));
   }
   {
     // ab (-1) first: "▁" "ab" "a" -> ab+a = aba (-4).
-    auto tok = load_path(write_vocab("m2.gguf", toks, {0, 0, 0, -5, -5, -5, -1, -3, -2, -4}, types));
+    auto tok =
+        load_path(write_vocab("m2.gguf", toks, {0, 0, 0, -5, -5, -5, -1, -3, -2, -4}, types));
     EXPECT_EQ(tok->encode("aba", false), (std::vector<int32_t>{3, 9}));
   }
   {
-    // ab and ba tie: the leftmost pair (a,b) wins, leaving "▁" "ab" "a" -> "▁" "aba" (had
-    // (b,a) won, "▁" "a" "ba" -> "▁a" "ba").
-    auto tok = load_path(write_vocab("m3.gguf", toks, {0, 0, 0, -5, -5, -5, -2, -2, -9, -4}, types));
-    EXPECT_EQ(tok->encode("aba", false), (std::vector<int32_t>{3, 9}));
+    // ab and ba tie (and no "aba"): the leftmost pair (a,b) wins, leaving "▁" "ab" "a"; had
+    // (b,a) won, "▁" "a" "ba" -> "▁a" "ba".
+    std::vector<std::string> t3 = toks;
+    t3[9] = "zzz";
+    auto tok =
+        load_path(write_vocab("m3.gguf", t3, {0, 0, 0, -5, -5, -5, -2, -2, -9, -4}, types));
+    EXPECT_EQ(tok->encode("aba", false), (std::vector<int32_t>{3, 6, 4}));
   }
   {
     // No byte tokens and a character outside the vocabulary: the unknown token.
-    auto tok = load_path(write_vocab("m4.gguf", toks, {0, 0, 0, -5, -5, -5, -2, -3, -1, -4}, types));
+    auto tok =
+        load_path(write_vocab("m4.gguf", toks, {0, 0, 0, -5, -5, -5, -2, -3, -1, -4}, types));
     EXPECT_EQ(tok->encode("ac", false), (std::vector<int32_t>{8, 0}));
   }
 }
@@ -217,7 +227,7 @@ TEST(TokenizerSpm, Errors) {
   }
 }
 
-// ---- byte-level BPE (gpt2) -----------------------------------------------------------------------
+// ---- byte-level BPE (gpt2) ---------------------------------------------------------------
 
 TEST(TokenizerBpe, GoldenGpt2) { check_golden("gpt-2"); }
 TEST(TokenizerBpe, GoldenStarcoder) { check_golden("starcoder"); }
@@ -305,7 +315,8 @@ TEST(TokenizerBpe, TinyMerges) {
   w.set_string("tokenizer.ggml.model", "gpt2");
   w.set_string("tokenizer.ggml.pre", "gpt-2");
   // "Ġ" stands for the space byte. Ranks: (Ġ,a) before (a,b) before (Ġa,b).
-  w.set_array_string("tokenizer.ggml.tokens", {"a", "b", "Ġ", "Ġa", "ab", "Ġab", "<|endoftext|>"});
+  w.set_array_string("tokenizer.ggml.tokens",
+                     {"a", "b", "Ġ", "Ġa", "ab", "Ġab", "<|endoftext|>"});
   w.set_array_i32("tokenizer.ggml.token_type", {1, 1, 1, 1, 1, 1, 3});
   w.set_array_string("tokenizer.ggml.merges", {"Ġ a", "a b", "Ġa b"});
   const std::string path = test::temp_dir() + "/b3.gguf";

@@ -512,4 +512,27 @@ std::vector<gpu_device_info> list_gpu_devices(std::string* why) {
   return out;
 }
 
+std::optional<gpu_device_info> select_gpu_device(bool allow_cpu_device, std::string* why) {
+  using namespace tandem::vk;
+  std::string local_why;
+  if (!why) why = &local_why;
+  if (!load_loader(why)) return std::nullopt;
+  VkInstance instance = VK_NULL_HANDLE;
+  bool debug_utils = false;
+  std::optional<gpu_device_info> out;
+  try {
+    instance = create_instance(false, &debug_utils, why);
+    if (instance) {
+      auto cs = enumerate(instance);
+      const int pick = choose(cs, env("TANDEM_VK_DEVICE"), allow_cpu_device, why);
+      if (pick >= 0) out = cs[static_cast<size_t>(pick)].info;
+    }
+  } catch (const error& e) {
+    *why = e.what();
+    out.reset();
+  }
+  if (instance) fn.vkDestroyInstance(instance, nullptr);
+  return out;
+}
+
 }  // namespace tandem

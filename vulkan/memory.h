@@ -53,6 +53,7 @@ class arena {
   buffer_range alloc(VkDeviceSize size);
   // The largest single allocation this arena can make.
   VkDeviceSize max_alloc() const { return max_block_; }
+  context& ctx() const { return ctx_; }
   VkDeviceSize bytes_reserved() const;
 
  private:

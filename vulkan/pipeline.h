@@ -30,7 +30,9 @@ struct pipeline {
 
 class pipeline_cache {
  public:
-  explicit pipeline_cache(context& ctx);
+  // allow_subgroups = false forces the shared-memory reductions (tests run both variants; so does
+  // TANDEM_VK_NO_SUBGROUPS=1).
+  explicit pipeline_cache(context& ctx, bool allow_subgroups = true);
   ~pipeline_cache();
   pipeline_cache(const pipeline_cache&) = delete;
   pipeline_cache& operator=(const pipeline_cache&) = delete;

@@ -11,6 +11,7 @@
 
 #include "cpu/bandwidth.h"
 #include "runtime/engine.h"
+#include "runtime/layer_cache.h"
 #include "runtime/model.h"
 #include "tools/tandem/commands.h"
 
@@ -26,7 +27,24 @@ struct bench_opts {
   std::string offload = "0";
   std::string output = "md";
   bool memory = false;
+  std::string mem_budget;      // --mem-budget (empty: no limit)
+  int prefetch_distance = -1;  // -1: chosen from the budget
+  bool direct_io = false;
 };
+
+// The layer cache's counters over the measured repetitions.
+nlohmann::json cache_json(const layer_cache_metrics& c) {
+  return {{"active", c.active},           {"budget_bytes", c.budget_bytes},
+          {"capacity_bytes", c.capacity_bytes}, {"capacity_layers", c.capacity_layers},
+          {"prefetch_distance", c.prefetch_distance}, {"direct_io", c.direct_io},
+          {"hits", c.hits},               {"misses", c.misses},
+          {"late_prefetches", c.late_prefetches}, {"loads", c.loads},
+          {"bytes_read", c.bytes_read},   {"evictions", c.evictions},
+          {"prefetch_requests", c.prefetch_requests}, {"prefetch_dropped", c.prefetch_dropped},
+          {"load_errors", c.load_errors}, {"blocked_s", c.blocked_s},
+          {"load_s", c.load_s},           {"compute_s", c.compute_s},
+          {"bound", c.bound()}};
+}
 
 struct stats {
   double mean = 0, sd = 0;
@@ -64,6 +82,12 @@ command add_bench(CLI::App& app) {
       ->capture_default_str();
   app.add_option("-o,--output", o->output, "md or json")->capture_default_str();
   app.add_flag("--memory", o->memory, "measure the machine's memory read bandwidth");
+  app.add_option("--mem-budget", o->mem_budget,
+                 "memory for layer weights + KV cache + scratch (e.g. 512M); the rest is read "
+                 "through the layer cache");
+  app.add_option("--prefetch-distance", o->prefetch_distance,
+                 "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
+  app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
   return [o] {
     if (o->output != "md" && o->output != "json")
       throw error(fmt::format("-o {}: choose md or json", o->output));
@@ -103,11 +127,18 @@ command add_bench(CLI::App& app) {
         eo.n_ctx = std::max(o->n_prompt, o->n_gen) + 1;
         eo.n_batch = std::max(1, o->n_prompt);
         eo.offload = off;
+        layer_cache_metrics cm;
+        if (!o->mem_budget.empty()) eo.mem_budget = parse_size(o->mem_budget);
+        eo.prefetch_distance = o->prefetch_distance;
+        eo.direct_io = o->direct_io;
+        eo.metrics = &cm;
         engine eng(*m, eo);
         auto run_test = [&](const char* kind, int n) {
           if (n <= 0) return;
           std::vector<double> tps;
+          layer_cache_metrics cm0;
           for (int r = -1; r < o->reps; ++r) {  // r = -1 is a warm-up
+            if (r == 0) cm0 = cm;
             eng.reset();
             auto t0 = clock::now();
             if (kind[0] == 'p') {
@@ -132,6 +163,7 @@ command add_bench(CLI::App& app) {
                                 {"tokens_per_s_mean", st.mean},
                                 {"tokens_per_s_stddev", st.sd},
                                 {"samples_tokens_per_s", tps}};
+          row["layer_cache"] = cache_json(cm - cm0);
           if (kind[0] == 't') {
             row["weight_bytes_per_token"] = per_token;
             row["GBps"] = gbps;

@@ -5,8 +5,10 @@
 #include <cstdio>
 
 #include "runtime/engine.h"
+#include "runtime/layer_cache.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
+#include "runtime/scheduler.h"
 #include "runtime/tokenizer.h"
 #include "tools/tandem/commands.h"
 
@@ -21,7 +23,12 @@ struct run_opts {
   int n_ctx = 0;
   int n_threads = 0;
   int n_batch = 512;
-  std::string offload = "0";
+  std::string offload = "auto";
+  std::string vram_budget;
+  std::string mem_budget;       // --mem-budget (empty: no limit)
+  int prefetch_distance = -1;   // -1: chosen from the budget
+  bool direct_io = false;
+  bool verbose = false;
 };
 
 using clock = std::chrono::steady_clock;
@@ -54,12 +61,20 @@ command add_run(CLI::App& app) {
   app.add_option("-t,--threads", o->n_threads, "CPU threads (0 = number of physical cores)")
       ->capture_default_str();
   app.add_option("--offload,--ngl,--n-gpu-layers", o->offload,
-                 "layers to run on the GPU: N (the last N), all, or auto")->capture_default_str();
+                 "layers on the GPU: N (the last N, with the output head), all, or auto (fit "
+                 "the VRAM; never a CPU-type Vulkan device)")->capture_default_str();
+  app.add_option("--vram-budget", o->vram_budget,
+                 "device memory to plan with (e.g. 2G), instead of the device's budget");
+  app.add_option("--mem-budget", o->mem_budget,
+                 "memory for layer weights + KV cache + scratch (e.g. 512M, 4G); layers that do "
+                 "not fit are read from the file into a bounded cache");
+  app.add_option("--prefetch-distance", o->prefetch_distance,
+                 "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
+  app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
+  app.add_flag("-v,--verbose", o->verbose, "print the layer cache's metrics on stderr");
 
   return [o] {
-    if (o->offload != "0")
-      fmt::print(stderr, "tandem: this build has no GPU backend; running every layer on the CPU "
-                         "(--offload {} ignored)\n", o->offload);
+    parse_offload(o->offload);  // a bad value is refused before the model is loaded
     if (o->n_batch < 1) throw error("--batch-size must be at least 1");
     auto t0 = clock::now();
     auto m = model::load(o->model);
@@ -68,7 +83,18 @@ command add_run(CLI::App& app) {
     eo.n_ctx = o->n_ctx;
     eo.n_batch = o->n_batch;
     eo.n_threads = o->n_threads;
+    eo.offload = o->offload;
+    if (!o->vram_budget.empty()) eo.vram_budget = parse_size(o->vram_budget);
+    layer_cache_metrics cache_metrics;
+    if (!o->mem_budget.empty()) eo.mem_budget = parse_size(o->mem_budget);
+    if (!o->mem_budget.empty() && eo.mem_budget == 0) throw error("--mem-budget must be above 0");
+    eo.prefetch_distance = o->prefetch_distance;
+    eo.direct_io = o->direct_io;
+    eo.metrics = &cache_metrics;
     engine eng(*m, eo);
+    for (const std::string& note : eng.notes()) fmt::print(stderr, "tandem: {}\n", note);
+    if (eng.plan_text().find("GPU") != std::string::npos || o->verbose)
+      fmt::print(stderr, "{}", eng.plan_text());
     const double load_ms = ms_since(t0);
 
     std::vector<int32_t> ids = tok->encode(o->prompt, tok->add_bos_default());
@@ -115,6 +141,7 @@ command add_run(CLI::App& app) {
                load_ms, ids.size(), prompt_ms, ids.size() * 1000.0 / std::max(prompt_ms, 1e-9),
                n_gen, gen_ms, n_gen * 1000.0 / std::max(gen_ms, 1e-9), eng.describe(),
                smp.seed());
+    if (o->verbose) fmt::print(stderr, "{}", cache_metrics.summary());
     return 0;
   };
 }

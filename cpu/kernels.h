@@ -1,0 +1,147 @@
+// The CPU kernel table: one set of matrix kernels per instruction-set level (scalar reference,
+// AVX2, AVX-512), chosen once at start-up from CPUID and overridable for tests and benchmarks.
+//
+// Kernels take plain pointers, sizes and a row range, and know nothing of threads: cpu::matmul
+// (cpu/matmul.cpp) quantizes the activations once per call, then splits rows across threads.
+//
+// Activations for quantized weights are 8-bit with a float scale per block:
+//  * q8_32  (Q4_0, Q8_0 matrix-vector): scale per 32, plus the integer sum of each block;
+//  * q8_256 (K-quant matrix-vector): scale per 256 (as ggml's Q8_K), integer sums per 16;
+//  * gemm groups (every quantized type, n_tok >= gemm_min_tokens): tokens in groups of 8,
+//    interleaved 4 bytes at a time so that one broadcast feeds a vector of weight rows; scale
+//    per 32 and the float sum (scale * integer sum) per weight sub-block (32, or 16 for Q6_K).
+// Every level uses the same quantized activations (the quantizers are part of the table but must
+// agree bit for bit), so levels differ only in float summation order.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/dtype.h"
+
+namespace tandem::cpu {
+
+// ---- levels ---------------------------------------------------------------------------------
+
+enum class kernel_level { scalar = 0, avx2 = 1, avx512 = 2 };
+
+const char* kernel_level_name(kernel_level l);
+// The best level this CPU and OS support (AVX-512 needs F, BW, VL, DQ and VNNI).
+kernel_level best_kernel_level();
+bool cpu_supports(kernel_level l);
+// The level matmul uses. At start-up: TANDEM_KERNELS=scalar|avx2|avx512 if set (and supported),
+// otherwise best_kernel_level().
+kernel_level active_kernel_level();
+// Throws tandem::error when the CPU lacks the level.
+void set_kernel_level(kernel_level l);
+
+// Software prefetch of the weight stream, in bytes ahead of the current block (0 = off). Read
+// once per kernel call.
+void set_prefetch_distance(int bytes);
+int prefetch_distance();
+inline constexpr int default_prefetch_distance = 0;  // fastest measured; see kernels_bench
+
+// ---- activations ------------------------------------------------------------------------------
+
+inline constexpr int gemm_group = 8;   // tokens per interleaved activation group
+inline constexpr int gemm_rows = 16;   // weight rows per repacked tile
+
+// One token's activations in q8_32 or q8_256 form.
+struct q8_row {
+  const int8_t* q;     // cols
+  const float* d;      // cols / 32 (q8_32) or cols / 256 (q8_256)
+  const int32_t* sum;  // q8_32: sum of q per 32
+  const int16_t* bsums;  // q8_256: sum of q per 16
+};
+
+// All tokens' activations in gemm form. Group g holds tokens 8g .. 8g + 7 (zero padded):
+// q + g * cols * 8:  [cols / 4][8 tokens][4 bytes]
+// d + g * cols / 32 * 8: [cols / 32][8 tokens]
+// s + g * cols / sb * 8: [cols / sb][8 tokens], s = d * sum(q over the sub-block)
+struct q8_groups {
+  const int8_t* q;
+  const float* d;
+  const float* s;
+  int64_t cols;
+  int sb;     // sub-block of the sums: 32, or 16 for Q6_K
+  int n_tok;  // valid tokens
+};
+
+// ---- kernel signatures ------------------------------------------------------------------------
+// w points at row 0 of a rows x cols matrix with rb bytes per row; kernels compute rows [r0, r1).
+
+// y[r] = dot(W row r, x) for a float activation row.
+using mv_f32_fn = void (*)(const void* w, size_t rb, int64_t cols, const float* x, float* y,
+                           int64_t r0, int64_t r1);
+// y[t * ldy + r] for n_tok float activation rows x (n_tok x cols).
+using mm_f32_fn = void (*)(const void* w, size_t rb, int64_t cols, const float* x, int n_tok,
+                           float* y, int64_t ldy, int64_t r0, int64_t r1);
+// y[r] = dot(W row r, x) for one quantized activation row.
+using mv_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y,
+                          int64_t r0, int64_t r1);
+// y[t * ldy + r] for all tokens of x. r0 is a multiple of gemm_rows. scratch holds
+// gemm_scratch_bytes(cols) bytes, 64-byte aligned, private to the caller's thread.
+using mm_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
+                          int64_t ldy, int64_t r0, int64_t r1, void* scratch);
+
+enum class act_format : uint8_t { f32, q8_32, q8_256 };
+
+struct type_kernels {
+  act_format mv_act = act_format::f32;  // activations of mv_q8 (f32 for float weights)
+  mv_f32_fn mv_f32 = nullptr;           // float weights
+  mm_f32_fn mm_f32 = nullptr;
+  mv_q8_fn mv_q8 = nullptr;             // quantized weights
+  mm_q8_fn mm_q8 = nullptr;
+  int gemm_sb = 32;                     // sub-block of q8_groups::s for mm_q8
+};
+
+// Activation quantizers (same results at every level).
+using quant_q8_32_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
+using quant_q8_256_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d,
+                                 int16_t* bsums);
+// Quantizes n (<= 8) tokens x (n x cols) into group layout, zero padding to 8.
+using quant_group_fn = void (*)(const float* x, int n, int64_t cols, int sb, int8_t* q, float* d,
+                                float* s);
+
+struct kernel_table {
+  kernel_level level = kernel_level::scalar;
+  type_kernels f32, f16, q4_0, q8_0, q4_k, q5_k, q6_k;
+  quant_q8_32_fn quant_q8_32 = nullptr;
+  quant_q8_256_fn quant_q8_256 = nullptr;
+  quant_group_fn quant_group = nullptr;
+  // n_tok from which mm_q8 beats mv_q8 per token.
+  int gemm_min_tokens = 4;
+
+  // Kernels for t, or nullptr when the table has none.
+  const type_kernels* find(dtype t) const;
+};
+
+// The table of a level (which must be supported) and the active one.
+const kernel_table& kernels(kernel_level l);
+const kernel_table& kernels();
+
+// Bytes of per-thread scratch an mm_q8 kernel needs for rows of cols elements.
+size_t gemm_scratch_bytes(int64_t cols);
+
+// ---- shared helpers for the gemm kernels ---------------------------------------------------------
+
+// Decodes sub-block sb (32 elements, or 16 for Q6_K) of a row of a quantized type into levels
+// q (0..255) with w = dw * q + mw (Q8_0: q = qs + 128).
+void decode_gemm_sub_block(dtype t, const void* row, int64_t sb, uint8_t* q, float* dw, float* mw);
+
+// Repacks rows [r0, r0 + nr) (nr <= 16) of a quantized matrix into the gemm tile layout, padding
+// to 16 rows with zeros. Per sub-block of B elements: [B / 4][16 rows][4 levels], dw[16], mw[16]
+// (B * 16 + 128 bytes). q8_signed: Q8_0 levels stay signed (qs) with mw = 0 (for maddubs).
+void repack_gemm_tile(dtype t, const void* w, size_t rb, int64_t r0, int nr, int64_t cols,
+                      bool q8_signed, uint8_t* tile);
+// The same with AVX2 (defined in kernels_avx2.cpp; only when cpu_supports(avx2)).
+void repack_gemm_tile_avx2(dtype t, const void* w, size_t rb, int64_t r0, int nr, int64_t cols,
+                           bool q8_signed, uint8_t* tile);
+inline constexpr int gemm_sub_block(dtype t) { return t == dtype::q6_k ? 16 : 32; }
+
+// Per-level tables, defined in kernels.cpp, kernels_avx2.cpp and kernels_avx512.cpp. The SIMD
+// ones may only be called when cpu_supports() says so.
+const kernel_table& scalar_kernel_table();
+const kernel_table& avx2_kernel_table();
+const kernel_table& avx512_kernel_table();
+
+}  // namespace tandem::cpu

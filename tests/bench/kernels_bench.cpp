@@ -1,0 +1,246 @@
+// Micro-benchmarks of cpu::matmul per weight type, kernel level and prefetch distance.
+//
+//   matvec (decode, n_tok = 1): weights cycle through a pool of copies much larger than the L3
+//     cache, so every call streams its weights from DRAM; GB/s = weight bytes / time, to compare
+//     with BM_read_bandwidth (the same threads summing a large array).
+//   matmul (prompt, n_tok = 64 / 512): one matrix, compute-bound; GFLOP/s = 2 rows cols n_tok /
+//     time (integer multiply-adds for quantized types).
+//   stories110M_prompt: every weight product of one stories110M-shaped forward pass (12 layers
+//     of Q4_0 + a Q6_K output head) for 512 tokens: an upper bound on prompt tokens/s.
+//
+// Arguments: level (1 = avx2, 2 = avx512), prefetch distance in bytes (0 = off).
+// TANDEM_BENCH_THREADS=n sets the thread count (default: physical cores).
+//   tandem_kernel_bench --benchmark_filter='matvec/q4_0' --benchmark_min_time=0.5
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/matmul.h"
+#include "cpu/parallel.h"
+#include "cpu/quant.h"
+
+namespace tandem::cpu {
+namespace {
+
+constexpr size_t pool_target = 384u << 20;  // >> 32 MiB of L3
+
+struct matrix_pool {
+  dtype type;
+  int64_t rows, cols;
+  size_t bytes;  // of one matrix
+  std::vector<std::unique_ptr<uint8_t[]>> copies;
+  std::vector<gguf_tensor> tensors;
+
+  matrix_pool(dtype t, int64_t r, int64_t c, size_t min_total) : type(t), rows(r), cols(c) {
+    const size_t rb = row_bytes(t, static_cast<uint64_t>(c));
+    bytes = rb * static_cast<size_t>(r);
+    std::mt19937 rng(1);
+    std::normal_distribution<float> dist(0.0f, 0.05f);
+    std::vector<float> f(static_cast<size_t>(c));
+    auto first = std::make_unique<uint8_t[]>(bytes);
+    for (int64_t i = 0; i < r; ++i) {
+      for (auto& v : f) v = dist(rng);
+      quantize_row(t, f.data(), first.get() + static_cast<size_t>(i) * rb, c);
+    }
+    const size_t n = std::max<size_t>(1, (min_total + bytes - 1) / bytes);
+    copies.push_back(std::move(first));
+    for (size_t i = 1; i < n; ++i) {
+      copies.push_back(std::make_unique<uint8_t[]>(bytes));
+      std::memcpy(copies.back().get(), copies[0].get(), bytes);
+    }
+    tensors.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      tensors[i].type = t;
+      tensors[i].n_dims = 2;
+      tensors[i].ne[0] = c;
+      tensors[i].ne[1] = r;
+      tensors[i].nbytes = bytes;
+      tensors[i].data = copies[i].get();
+    }
+  }
+  weight at(size_t i) const { return weight{&tensors[i % tensors.size()]}; }
+};
+
+std::vector<float> activations(int64_t n) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = dist(rng);
+  return x;
+}
+
+bool setup(benchmark::State& state, kernel_level l, int pf) {
+  if (!cpu_supports(l)) {
+    state.SkipWithError("kernel level not supported by this CPU");
+    return false;
+  }
+  set_kernel_level(l);
+  set_prefetch_distance(pf);
+  static const int threads = [] {
+    const char* e = std::getenv("TANDEM_BENCH_THREADS");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (threads > 0 && num_threads() != threads) set_num_threads(threads);
+  return true;
+}
+
+void label(benchmark::State& state, dtype t, int64_t rows, int64_t cols, kernel_level l, int pf) {
+  state.SetLabel(std::string(dtype_name(t)) + " " + std::to_string(cols) + "->" +
+                 std::to_string(rows) + " " + kernel_level_name(l) + " pf=" + std::to_string(pf));
+}
+
+void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows) {
+  const auto l = static_cast<kernel_level>(state.range(0));
+  const int pf = static_cast<int>(state.range(1));
+  if (!setup(state, l, pf)) return;
+  static std::map<std::string, std::unique_ptr<matrix_pool>> pools;
+  auto& pool = pools[std::string(dtype_name(t)) + std::to_string(rows) + "x" + std::to_string(cols)];
+  if (!pool) pool = std::make_unique<matrix_pool>(t, rows, cols, pool_target);
+  const auto x = activations(cols);
+  std::vector<float> y(static_cast<size_t>(rows));
+  size_t i = 0;
+  for (auto _ : state) {
+    matmul(pool->at(i++), x.data(), 1, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(pool->bytes) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols / 1e9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  label(state, t, rows, cols, l, pf);
+}
+
+void bm_matmul(benchmark::State& state, dtype t, int64_t cols, int64_t rows) {
+  const auto l = static_cast<kernel_level>(state.range(0));
+  const int n_tok = static_cast<int>(state.range(1));
+  if (!setup(state, l, prefetch_distance())) return;
+  matrix_pool pool(t, rows, cols, 0);
+  const auto x = activations(cols * n_tok);
+  std::vector<float> y(static_cast<size_t>(rows * n_tok));
+  for (auto _ : state) {
+    matmul(pool.at(0), x.data(), n_tok, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * n_tok / 1e9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tok/s"] =
+      benchmark::Counter(n_tok, benchmark::Counter::kIsIterationInvariantRate);
+  label(state, t, rows, cols, l, prefetch_distance());
+  state.SetLabel(std::string(dtype_name(t)) + " " + std::to_string(cols) + "->" +
+                 std::to_string(rows) + " " + kernel_level_name(l) + " n_tok=" +
+                 std::to_string(n_tok));
+}
+
+// Every weight product of a stories110M forward pass (dim 768, ffn 2048, 12 layers, vocab 32000)
+// over n_tok tokens.
+void bm_stories110m(benchmark::State& state) {
+  const auto l = static_cast<kernel_level>(state.range(0));
+  const int n_tok = static_cast<int>(state.range(1));
+  if (!setup(state, l, prefetch_distance())) return;
+  constexpr int64_t dim = 768, ffn = 2048, vocab = 32000, layers = 12;
+  matrix_pool wqkvo(dtype::q4_0, dim, dim, 0), w13(dtype::q4_0, ffn, dim, 0),
+      w2(dtype::q4_0, dim, ffn, 0), out(dtype::q6_k, vocab, dim, 0);
+  const auto x = activations(ffn * n_tok);
+  std::vector<float> y(static_cast<size_t>(vocab * n_tok));
+  for (auto _ : state) {
+    for (int il = 0; il < layers; ++il) {
+      for (int i = 0; i < 4; ++i) matmul(wqkvo.at(0), x.data(), n_tok, y.data());
+      for (int i = 0; i < 2; ++i) matmul(w13.at(0), x.data(), n_tok, y.data());
+      matmul(w2.at(0), x.data(), n_tok, y.data());
+    }
+    matmul(out.at(0), x.data(), n_tok, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * n_tok * (layers * (4 * dim * dim + 3 * dim * ffn) + dim * vocab);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tok/s"] =
+      benchmark::Counter(n_tok, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(kernel_level_name(l)) + " n_tok=" + std::to_string(n_tok));
+}
+
+// The DRAM read bandwidth the same threads reach summing a large array.
+void bm_read_bandwidth(benchmark::State& state) {
+  const size_t n = pool_target / sizeof(uint64_t);
+  static std::vector<uint64_t> a(n, 1);
+  for (auto _ : state) {
+    std::atomic<uint64_t> total{0};
+    parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t r0, int64_t r1) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (int64_t i = r0; i + 4 <= r1; i += 4) {
+        s0 += a[static_cast<size_t>(i)];
+        s1 += a[static_cast<size_t>(i + 1)];
+        s2 += a[static_cast<size_t>(i + 2)];
+        s3 += a[static_cast<size_t>(i + 3)];
+      }
+      total += s0 + s1 + s2 + s3;
+    });
+    benchmark::DoNotOptimize(total.load());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(uint64_t)) / 1e9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void matvec_args(benchmark::internal::Benchmark* b) {
+  for (int l : {1, 2})
+    for (int pf : {0, 256, 512, 1024, 2048, 4096}) b->Args({l, pf});
+  b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+void matmul_args(benchmark::internal::Benchmark* b) {
+  for (int l : {1, 2})
+    for (int n : {64, 512}) b->Args({l, n});
+  b->ArgNames({"level", "n_tok"})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+struct shape {
+  const char* name;
+  int64_t cols, rows;
+};
+constexpr shape k_shapes[] = {
+    {"tinyllama_up", 2048, 5632},   // 2048 -> 5632
+    {"tinyllama_down", 5632, 2048},  // 5632 -> 2048
+    {"stories110m_up", 768, 2048},
+    {"stories110m_down", 2048, 768},
+};
+constexpr dtype k_types[] = {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0,
+                             dtype::q4_k, dtype::q5_k, dtype::q6_k};
+
+int register_all() {
+  benchmark::RegisterBenchmark("read_bandwidth", bm_read_bandwidth)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  for (dtype t : k_types) {
+    for (const shape& s : k_shapes) {
+      const std::string suffix = std::string(dtype_name(t)) + "/" + s.name;
+      benchmark::RegisterBenchmark(("matvec/" + suffix).c_str(),
+                                   [t, s](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows); })
+          ->Apply(matvec_args);
+      benchmark::RegisterBenchmark(("matmul/" + suffix).c_str(),
+                                   [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows); })
+          ->Apply(matmul_args);
+    }
+  }
+  benchmark::RegisterBenchmark("stories110m_prompt", bm_stories110m)
+      ->Args({1, 512})
+      ->Args({2, 512})
+      ->ArgNames({"level", "n_tok"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  return 0;
+}
+const int registered = register_all();
+
+}  // namespace
+}  // namespace tandem::cpu
+
+BENCHMARK_MAIN();

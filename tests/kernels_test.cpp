@@ -1,0 +1,331 @@
+// The kernel table: every weight type at every level this CPU has, on odd shapes, against
+// (1) the float reference (ref::matmul on the dequantized weights), within the error that 8-bit
+// activations bring, and (2) the scalar table on the same quantized activations, within float
+// summation-order error. Also: the activation quantizers agree bit for bit across levels, and
+// prefetch distance and thread count do not change results.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/matmul.h"
+#include "cpu/ops_ref.h"
+#include "cpu/parallel.h"
+#include "cpu/quant.h"
+#include "runtime/error.h"
+
+namespace tandem::cpu {
+namespace {
+
+std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// A rows x cols matrix of type t, quantized from Gaussian values, as a weight view.
+struct test_matrix {
+  std::vector<uint8_t> data;
+  gguf_tensor t;
+  test_matrix(dtype type, int64_t rows, int64_t cols, uint32_t seed) {
+    const auto f = gaussian(static_cast<size_t>(rows * cols), seed, 0.05f);
+    const size_t rb = row_bytes(type, static_cast<uint64_t>(cols));
+    data.resize(rb * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      quantize_row(type, f.data() + r * cols, data.data() + r * rb, cols);
+    t.type = type;
+    t.n_dims = 2;
+    t.ne[0] = cols;
+    t.ne[1] = rows;
+    t.nbytes = data.size();
+    t.data = data.data();
+  }
+  weight w() const { return weight{&t}; }
+};
+
+// Restores the kernel level, prefetch distance and thread count a test changes.
+struct state_guard {
+  kernel_level level = active_kernel_level();
+  int pf = prefetch_distance();
+  int threads = num_threads();
+  ~state_guard() {
+    set_kernel_level(level);
+    set_prefetch_distance(pf);
+    set_num_threads(threads);
+  }
+};
+
+std::vector<float> run(kernel_level l, const test_matrix& m, const std::vector<float>& x,
+                       int n_tok) {
+  set_kernel_level(l);
+  std::vector<float> y(static_cast<size_t>(m.t.ne[1] * n_tok), NAN);
+  matmul(m.w(), x.data(), n_tok, y.data());
+  return y;
+}
+
+std::vector<float> reference(const test_matrix& m, const std::vector<float>& x, int n_tok) {
+  const int64_t rows = m.t.ne[1], cols = m.t.ne[0];
+  std::vector<float> y(static_cast<size_t>(rows * n_tok));
+  ref::matmul(m.t.type, m.t.data, cols, rows, x.data(), n_tok, y.data(), 0, rows);
+  return y;
+}
+
+// For every output y[t * rows + r]: sum_k (w_rk x_tk)^2, the expected y^2 of random data and the
+// scale of its rounding errors. Errors are measured against it rather than against y, which can
+// cancel to near zero.
+std::vector<double> term_squares(const test_matrix& m, const std::vector<float>& x, int n_tok) {
+  const int64_t rows = m.t.ne[1], cols = m.t.ne[0];
+  const size_t rb = row_bytes(m.t.type, static_cast<uint64_t>(cols));
+  std::vector<float> wr(static_cast<size_t>(cols));
+  std::vector<double> out(static_cast<size_t>(rows * n_tok));
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(m.t.type, m.t.data + r * rb, wr.data(), cols);
+    for (int t = 0; t < n_tok; ++t) {
+      double den = 0;
+      for (int64_t k = 0; k < cols; ++k) {
+        const double p = double(wr[static_cast<size_t>(k)]) * x[static_cast<size_t>(t * cols + k)];
+        den += p * p;
+      }
+      out[static_cast<size_t>(t * rows + r)] = den;
+    }
+  }
+  return out;
+}
+
+// Squared error over the sum of term_squares.
+double normalized_error(const test_matrix& m, const std::vector<float>& x, int n_tok,
+                        const std::vector<float>& got, const std::vector<float>& want) {
+  const auto sq = term_squares(m, x, n_tok);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    den += sq[i];
+  }
+  return num / den;
+}
+
+bool is_float(dtype t) { return t == dtype::f32 || t == dtype::f16; }
+
+std::vector<kernel_level> levels() {
+  std::vector<kernel_level> v;
+  for (auto l : {kernel_level::scalar, kernel_level::avx2, kernel_level::avx512})
+    if (cpu_supports(l)) v.push_back(l);
+  return v;
+}
+
+struct shape {
+  int64_t rows, cols;
+  int n_tok;
+};
+
+std::vector<shape> shapes(dtype t) {
+  std::vector<shape> v;
+  std::vector<int64_t> cols = {256, 512, 2304};
+  if (is_float(t)) cols.push_back(172);  // not a multiple of the vector width (stories260K's FFN)
+  for (int64_t r : {1, 7, 33, 257})
+    for (int64_t c : cols)
+      for (int n : {1, 3, 17}) v.push_back({r, c, n});
+  return v;
+}
+
+class KernelTypes : public ::testing::TestWithParam<dtype> {};
+
+// 8-bit activations: quantization noise of ~ (amax / 127)^2 / 12 per element gives a normalized
+// error of ~3e-5 (blocks of 32) to ~5e-5 (blocks of 256) on Gaussian data; float weights are
+// exact but for summation order.
+TEST_P(KernelTypes, MatchesFloatReference) {
+  const dtype t = GetParam();
+  state_guard guard;
+  double worst_large = 0;  // over shapes with at least 1000 outputs
+  for (kernel_level l : levels()) {
+    for (const shape& s : shapes(t)) {
+      test_matrix m(t, s.rows, s.cols, static_cast<uint32_t>(s.rows * 131 + s.cols));
+      const auto x = gaussian(static_cast<size_t>(s.cols * s.n_tok), 99);
+      const auto want = reference(m, x, s.n_tok);
+      const auto got = run(l, m, x, s.n_tok);
+      const double e = normalized_error(m, x, s.n_tok, got, want);
+      // A mean-square over k outputs scatters like chi-square / k: allow for few outputs.
+      const double k = static_cast<double>(s.rows * s.n_tok);
+      const double bound = (is_float(t) ? 1e-10 : 1e-4) * (1 + 10 / std::sqrt(k));
+      if (k >= 1000) worst_large = std::max(worst_large, e);
+      EXPECT_LT(e, bound) << dtype_name(t) << " " << kernel_level_name(l) << " rows " << s.rows
+                          << " cols " << s.cols << " n_tok " << s.n_tok;
+    }
+  }
+  std::printf("  %s: worst normalized error on large shapes %.3g\n", std::string(dtype_name(t)).c_str(),
+              worst_large);
+}
+
+// The same quantized activations through SIMD and scalar kernels: only the float summation order
+// differs. Bound per output: 1e-5 of sqrt(sum_k (w_rk x_tk)^2).
+TEST_P(KernelTypes, SimdMatchesScalarTable) {
+  const dtype t = GetParam();
+  state_guard guard;
+  for (kernel_level l : levels()) {
+    if (l == kernel_level::scalar) continue;
+    for (const shape& s : shapes(t)) {
+      test_matrix m(t, s.rows, s.cols, static_cast<uint32_t>(s.rows * 7 + s.cols));
+      const auto x = gaussian(static_cast<size_t>(s.cols * s.n_tok), 5);
+      const auto want = run(kernel_level::scalar, m, x, s.n_tok);
+      const auto got = run(l, m, x, s.n_tok);
+      const auto sq = term_squares(m, x, s.n_tok);
+      for (size_t i = 0; i < want.size(); ++i) {
+        ASSERT_LE(std::fabs(double(got[i]) - want[i]), 1e-5 * std::sqrt(sq[i]))
+            << dtype_name(t) << " " << kernel_level_name(l) << " rows " << s.rows << " cols "
+            << s.cols << " n_tok " << s.n_tok << ": mismatch at " << i << ": " << got[i] << " "
+            << want[i];
+      }
+    }
+  }
+}
+
+// Prefetch only touches caches; thread count only moves row boundaries. Neither changes a bit.
+TEST_P(KernelTypes, PrefetchAndThreadsDoNotChangeResults) {
+  const dtype t = GetParam();
+  state_guard guard;
+  test_matrix m(t, 257, 2304, 3);
+  const auto x = gaussian(2304 * 17, 4);
+  for (kernel_level l : levels()) {
+    for (int n_tok : {1, 17}) {
+      set_prefetch_distance(0);
+      set_num_threads(1);
+      const auto base = run(l, m, x, n_tok);
+      for (int pf : {256, 1024, 4096}) {
+        for (int threads : {2, 3}) {
+          set_prefetch_distance(pf);
+          set_num_threads(threads);
+          const auto y = run(l, m, x, n_tok);
+          ASSERT_EQ(std::memcmp(y.data(), base.data(), y.size() * sizeof(float)), 0)
+              << dtype_name(t) << " " << kernel_level_name(l) << " pf " << pf << " threads "
+              << threads << " n_tok " << n_tok;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernel, KernelTypes,
+                         ::testing::Values(dtype::f32, dtype::f16, dtype::q4_0, dtype::q8_0,
+                                           dtype::q4_k, dtype::q5_k, dtype::q6_k),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// ---- activation quantizers ----------------------------------------------------------------------
+
+TEST(KernelQuantizers, IdenticalAtEveryLevel) {
+  const int64_t cols = 2304;
+  auto x = gaussian(static_cast<size_t>(cols * 5), 11);
+  x[7] = 0;  // a few exact and tie values
+  x[100] = 3.0f;
+  for (int i = 256; i < 288; ++i) x[static_cast<size_t>(i)] = 0;  // an all-zero block
+  const kernel_table& ref = kernels(kernel_level::scalar);
+  std::vector<int8_t> q0(cols), q1(cols);
+  std::vector<float> d0(cols / 32), d1(cols / 32);
+  std::vector<int32_t> s0(cols / 32), s1(cols / 32);
+  std::vector<int16_t> b0(cols / 16), b1(cols / 16);
+  for (kernel_level l : levels()) {
+    const kernel_table& k = kernels(l);
+    ref.quant_q8_32(x.data(), cols, q0.data(), d0.data(), s0.data());
+    k.quant_q8_32(x.data(), cols, q1.data(), d1.data(), s1.data());
+    EXPECT_EQ(q0, q1) << kernel_level_name(l);
+    EXPECT_EQ(d0, d1) << kernel_level_name(l);
+    EXPECT_EQ(s0, s1) << kernel_level_name(l);
+    ref.quant_q8_256(x.data(), cols, q0.data(), d0.data(), b0.data());
+    k.quant_q8_256(x.data(), cols, q1.data(), d1.data(), b1.data());
+    EXPECT_EQ(q0, q1) << kernel_level_name(l);
+    EXPECT_EQ(std::vector<float>(d0.begin(), d0.begin() + cols / 256),
+              std::vector<float>(d1.begin(), d1.begin() + cols / 256));
+    EXPECT_EQ(b0, b1) << kernel_level_name(l);
+    for (int sb : {32, 16}) {
+      for (int n : {1, 5}) {
+        std::vector<int8_t> gq0(cols * 8), gq1(cols * 8, 1);
+        std::vector<float> gd0(cols / 32 * 8), gd1(gd0.size(), 1), gs0(cols / sb * 8),
+            gs1(gs0.size(), 1);
+        ref.quant_group(x.data(), n, cols, sb, gq0.data(), gd0.data(), gs0.data());
+        k.quant_group(x.data(), n, cols, sb, gq1.data(), gd1.data(), gs1.data());
+        EXPECT_EQ(gq0, gq1) << kernel_level_name(l) << " sb " << sb << " n " << n;
+        EXPECT_EQ(gd0, gd1) << kernel_level_name(l) << " sb " << sb << " n " << n;
+        EXPECT_EQ(gs0, gs1) << kernel_level_name(l) << " sb " << sb << " n " << n;
+      }
+    }
+  }
+}
+
+TEST(KernelQuantizers, Q8_32RoundTrip) {
+  const int64_t cols = 512;
+  const auto x = gaussian(cols, 12);
+  std::vector<int8_t> q(cols);
+  std::vector<float> d(cols / 32);
+  std::vector<int32_t> s(cols / 32);
+  kernels(kernel_level::scalar).quant_q8_32(x.data(), cols, q.data(), d.data(), s.data());
+  for (int64_t i = 0; i < cols; ++i) {
+    EXPECT_LE(std::fabs(q[i] * d[i / 32] - x[i]), 0.5f * d[i / 32] * 1.0001f) << i;
+    EXPECT_LE(std::abs(q[i]), 127);
+  }
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    int sum = 0;
+    for (int i = 0; i < 32; ++i) sum += q[b * 32 + i];
+    EXPECT_EQ(sum, s[b]);
+  }
+}
+
+// The SIMD repack of gemm tiles writes the same bytes as the scalar one.
+TEST(KernelRepack, Avx2MatchesScalar) {
+  if (!cpu_supports(kernel_level::avx2)) GTEST_SKIP() << "no AVX2";
+  for (dtype t : {dtype::q4_0, dtype::q8_0, dtype::q4_k, dtype::q5_k, dtype::q6_k}) {
+    test_matrix m(t, 21, 512, 17);
+    const size_t rb = row_bytes(t, 512);
+    for (int nr : {16, 5}) {
+      for (bool sgn : {false, true}) {
+        // Tiles are 64-byte aligned (kernels use aligned loads and stores).
+        std::vector<uint8_t> abuf(gemm_scratch_bytes(512) + 64, 1), bbuf(abuf.size(), 2);
+        auto align = [](uint8_t* p) {
+          return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+        };
+        uint8_t* a = align(abuf.data());
+        uint8_t* b = align(bbuf.data());
+        repack_gemm_tile(t, m.t.data, rb, 3, nr, 512, sgn, a);
+        repack_gemm_tile_avx2(t, m.t.data, rb, 3, nr, 512, sgn, b);
+        const size_t used = static_cast<size_t>(512 / gemm_sub_block(t)) *
+                            (gemm_sub_block(t) * 16 + 128);
+        for (size_t i = 0; i < used; ++i)
+          ASSERT_EQ(a[i], b[i]) << dtype_name(t) << " nr " << nr << " signed " << sgn << " byte " << i;
+      }
+    }
+  }
+}
+
+// ---- the table --------------------------------------------------------------------------------
+
+TEST(KernelTable, LevelsAndSelection) {
+  state_guard guard;
+  EXPECT_TRUE(cpu_supports(kernel_level::scalar));
+  EXPECT_TRUE(cpu_supports(best_kernel_level()));
+  for (kernel_level l : levels()) {
+    set_kernel_level(l);
+    EXPECT_EQ(active_kernel_level(), l);
+    EXPECT_EQ(kernels().level, l);
+    EXPECT_EQ(kernels(l).level, l);
+    for (dtype t : {dtype::f32, dtype::f16, dtype::q4_0, dtype::q8_0, dtype::q4_k, dtype::q5_k,
+                    dtype::q6_k})
+      EXPECT_NE(kernels(l).find(t), nullptr) << dtype_name(t);
+    EXPECT_EQ(kernels(l).find(dtype::q2_k), nullptr);
+  }
+  if (!cpu_supports(kernel_level::avx512)) {
+    EXPECT_THROW(set_kernel_level(kernel_level::avx512), error);
+  }
+  set_prefetch_distance(-5);
+  EXPECT_EQ(prefetch_distance(), 0);
+  set_prefetch_distance(512);
+  EXPECT_EQ(prefetch_distance(), 512);
+}
+
+}  // namespace
+}  // namespace tandem::cpu

@@ -1,0 +1,117 @@
+// The model tools end to end: make-model -> quantize -> run, perplexity against llama.cpp's
+// figures for the files it quantized, and bench's output.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "runtime/engine.h"
+#include "runtime/model.h"
+#include "runtime/tokenizer.h"
+#include "tests/test_util.h"
+
+namespace tandem {
+namespace {
+
+const std::string k_vocab = test::model_path("vocab/ggml-vocab-llama-spm.gguf");
+
+double ppl_of(const std::string& out) {
+  auto at = out.find("PPL = ");
+  return at == std::string::npos ? -1.0 : std::stod(out.substr(at + 6));
+}
+
+std::string generated(const std::string& shape, const std::string& type) {
+  const std::string p = test::temp_dir() + "/" + shape + "-" + type + ".gguf";
+  if (!std::filesystem::exists(p)) {
+    auto r = test::run_cli("make-model --shape " + shape + " --type " + type + " --vocab " + k_vocab +
+                           " -o " + p);
+    EXPECT_EQ(r.status, 0) << r.err;
+  }
+  return p;
+}
+
+TEST(Tools, QuantizeEveryTypeThenRun) {
+  const std::string f16 = generated("stories15M", "f16");
+  for (const char* t : {"f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}) {
+    const std::string out = test::temp_dir() + "/s15-" + t + ".gguf";
+    auto q = test::run_cli("quantize " + f16 + " " + out + " " + t);
+    ASSERT_EQ(q.status, 0) << q.err;
+    auto r = test::run_cli("run -m " + out + " -p 'Once upon a time' -n 8 --temp 0");
+    ASSERT_EQ(r.status, 0) << t << ": " << r.err;
+    EXPECT_GT(r.out.size(), std::string("Once upon a time\n").size()) << t;
+    EXPECT_NE(r.err.find("generation: 8 tokens"), std::string::npos) << t << ": " << r.err;
+  }
+}
+
+TEST(Tools, QuantizeSaysWhatItKeeps) {
+  const std::string out = test::temp_dir() + "/stories260K-q4_0.gguf";
+  auto q = test::run_cli("quantize " + test::model_path("stories260K.gguf") + " " + out + " q4_0");
+  ASSERT_EQ(q.status, 0) << q.err;
+  EXPECT_NE(q.err.find("tensor 'blk.0.ffn_down.weight' has rows of 172 elements, not a multiple of "
+                       "q4_0's block of 32; kept as f16"),
+            std::string::npos)
+      << q.err;
+  auto r = test::run_cli("run -m " + out + " -p 'Once upon a time' -n 20 --temp 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl", 0), 0u) << r.out;
+}
+
+TEST(Tools, UnknownQuantTypeIsRefused) {
+  auto q = test::run_cli("quantize " + test::model_path("stories260K.gguf") + " /tmp/x.gguf q3_xs");
+  EXPECT_EQ(q.status, 1);
+  EXPECT_NE(q.err.find("error: unknown quantization type 'q3_xs'"), std::string::npos) << q.err;
+}
+
+// Greedy ids of a generated stories110M: Q8_0 follows F16 for the first tokens.
+TEST(Tools, Q8MatchesF16OnGeneratedStories110M) {
+  const std::string f16 = generated("stories110M", "f16");
+  const std::string q8 = test::temp_dir() + "/s110-q8_0.gguf";
+  ASSERT_EQ(test::run_cli("quantize " + f16 + " " + q8 + " q8_0").status, 0);
+  auto greedy = [](const std::string& path) {
+    auto m = model::load(path);
+    auto tok = tokenizer::from_gguf(m->file());
+    engine_options eo;
+    eo.n_ctx = 64;
+    engine eng(*m, eo);
+    std::vector<float> logits = eng.eval(tok->encode("Once upon a time", true));
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 6; ++i) {
+      ids.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+      logits = eng.eval({ids.back()});
+    }
+    return ids;
+  };
+  const auto a = greedy(f16), b = greedy(q8);
+  EXPECT_EQ(std::vector<int32_t>(a.begin(), a.begin() + 4), std::vector<int32_t>(b.begin(), b.begin() + 4));
+}
+
+// The files llama.cpp quantized load, and their perplexity lands within 0.5% of llama-perplexity's.
+TEST(Tools, PerplexityOfLlamaCppQuantFiles) {
+  const std::pair<const char*, double> files[] = {
+      {"F16", 1870.6107},  {"Q8_0", 1880.3237},   {"Q6_K", 1854.7812},
+      {"Q5_K_M", 1843.7490}, {"Q4_K_M", 1917.3289}, {"Q4_0", 1844.6598}};
+  for (auto [name, want] : files) {
+    auto r = test::run_cli("perplexity -m " + test::model_path(std::string("quant/tiny-") + name + ".gguf") +
+                           " -f " + test::model_path("quant/ppl-sample.txt") + " -c 128");
+    ASSERT_EQ(r.status, 0) << r.err;
+    const double got = ppl_of(r.out);
+    EXPECT_LT(std::abs(got - want) / want, 0.005) << name << ": " << got << " vs llama.cpp " << want;
+  }
+  auto r = test::run_cli("perplexity -m " + test::model_path("stories260K.gguf") + " -f " +
+                         test::model_path("quant/ppl-sample.txt") + " -c 128");
+  EXPECT_LT(std::abs(ppl_of(r.out) - 4.3515) / 4.3515, 0.005) << r.out;
+}
+
+TEST(Tools, BenchJson) {
+  auto r = test::run_cli("bench -m " + test::model_path("stories260K.gguf") + " -p 16 -n 8 -r 2 -o json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["results"].size(), 2u);
+  EXPECT_EQ(j["results"][0]["test"], "pp16");
+  EXPECT_EQ(j["results"][1]["test"], "tg8");
+  EXPECT_GT(j["results"][1]["tokens_per_s_mean"].get<double>(), 0.0);
+  EXPECT_GT(j["results"][1]["weight_bytes_per_token"].get<double>(), 1e6);
+}
+
+}  // namespace
+}  // namespace tandem

@@ -1,0 +1,163 @@
+#include "vulkan/ops.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "runtime/error.h"
+#include "shaders/push_constants.h"
+
+namespace tandem::vk {
+
+namespace {
+
+uint32_t u32(int64_t v) { return static_cast<uint32_t>(v); }
+uint32_t div_up(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
+
+}  // namespace
+
+std::string weight_unsupported(dtype t, int64_t cols) {
+  switch (t) {
+    case dtype::f32:
+    case dtype::f16:
+    case dtype::q8_0:
+    case dtype::q4_0:
+    case dtype::q4_k:
+    case dtype::q5_k:
+    case dtype::q6_k:
+      break;
+    default:
+      return fmt::format("the Vulkan backend has no kernel for type {}", dtype_name(t));
+  }
+  const uint32_t bs = traits(t).block_size;
+  if (cols % bs != 0)
+    return fmt::format("rows of {} elements are not a multiple of the {} block size {}", cols,
+                       dtype_name(t), bs);
+  return {};
+}
+
+device_weight upload_weight(arena& a, uploader& up, dtype t, int64_t cols, int64_t rows,
+                            const void* data, uint64_t max_piece_bytes) {
+  if (auto why = weight_unsupported(t, cols); !why.empty()) throw error("vulkan: " + why);
+  device_weight w;
+  w.type = t;
+  w.cols = cols;
+  w.rows = rows;
+  w.row_bytes = row_bytes(t, static_cast<uint64_t>(cols));
+  // Headroom for the arena's padding; a piece is bound whole.
+  uint64_t limit = std::min<uint64_t>(a.ctx().caps().max_storage_range, a.max_alloc()) - 256;
+  if (max_piece_bytes) limit = std::min(limit, max_piece_bytes);
+  if (w.row_bytes > limit)
+    throw error(fmt::format("vulkan: one row of {} bytes exceeds the device's buffer limits",
+                            w.row_bytes));
+  const int64_t rows_per_piece = static_cast<int64_t>(limit / w.row_bytes);
+  const auto* src = static_cast<const uint8_t*>(data);
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_piece) {
+    device_weight::piece p;
+    p.row0 = r0;
+    p.rows = std::min(rows_per_piece, rows - r0);
+    const uint64_t n = w.row_bytes * static_cast<uint64_t>(p.rows);
+    p.range = a.alloc(n);
+    up.upload(p.range, 0, src + w.row_bytes * static_cast<uint64_t>(r0), n);
+    w.pieces.push_back(p);
+  }
+  return w;
+}
+
+std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_scale) {
+  const int half = n_rot / 2;
+  std::vector<float> t(static_cast<size_t>(n_pos) * static_cast<size_t>(half) * 2);
+  for (int pos = 0; pos < n_pos; ++pos)
+    for (int i = 0; i < half; ++i) {
+      // The same expression as cpu::ref::rope, so that both paths rotate by the same angle.
+      const float theta =
+          static_cast<float>(pos) * freq_scale * std::pow(freq_base, -2.0f * i / n_rot);
+      const size_t k = 2 * (static_cast<size_t>(pos) * static_cast<size_t>(half) + static_cast<size_t>(i));
+      t[k] = std::cos(theta);
+      t[k + 1] = std::sin(theta);
+    }
+  return t;
+}
+
+namespace ops {
+
+void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
+              int n, int n_rows, int x_row0, int ldx, int ldy, float eps) {
+  const auto& p = rec.pipes().get(kernel::rms_norm);
+  rec.dispatch(p, u32(n_rows), 1, 1, rms_norm_push{u32(n), u32(x_row0), u32(ldx), u32(ldy), eps},
+               {x, w, y});
+}
+
+void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n_tok, int n_heads,
+          int head_dim, int n_rot, int pos0, int ld, rope_style style) {
+  const auto& p = rec.pipes().get(kernel::rope, dtype::f32, {style == rope_style::neox ? 1u : 0u});
+  rec.dispatch(p, div_up(static_cast<uint64_t>(n_rot / 2), p.wg), u32(n_heads), u32(n_tok),
+               rope_push{u32(n_tok), u32(n_heads), u32(head_dim), u32(n_rot), u32(pos0), u32(ld)},
+               {x, table});
+}
+
+void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
+            int n_tok, int ldx, int ldy, bool accumulate, matmul_kernel kind) {
+  if (kind == matmul_kernel::automatic)
+    kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
+  const kernel k = kind == matmul_kernel::vector ? kernel::matvec : kernel::matmul;
+  const auto& p = rec.pipes().get(k, w.type, {accumulate ? 1u : 0u});
+  for (const auto& piece : w.pieces) {
+    const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx), u32(ldy),
+                           u32(piece.row0)};
+    if (k == kernel::matvec) {
+      uint32_t gx, gy;
+      rec.split_groups(static_cast<uint64_t>(piece.rows), &gx, &gy);
+      rec.dispatch(p, gx, gy, div_up(static_cast<uint64_t>(n_tok), 4), push, {piece.range, x, y});
+    } else {
+      rec.dispatch(p, div_up(static_cast<uint64_t>(piece.rows), 64),
+                   div_up(static_cast<uint64_t>(n_tok), 32), 1, push, {piece.range, x, y});
+    }
+  }
+}
+
+void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
+              int pos0, int ldx) {
+  const auto& p = rec.pipes().get(kernel::kv_store);
+  const uint64_t first = static_cast<uint64_t>(pos0) * static_cast<uint64_t>(n);
+  const uint64_t last = first + static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(n);
+  const uint64_t words = (last + 1) / 2 - first / 2;
+  uint32_t gx, gy;
+  rec.split_groups(div_up(words, p.wg), &gx, &gy);
+  rec.dispatch(p, gx, gy, 1, kv_store_push{u32(n), u32(n_tok), u32(pos0), u32(ldx)}, {x, cache});
+}
+
+void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache,
+               const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
+               int n_head, int n_head_kv, int head_dim) {
+  if (head_dim % 2 != 0 || head_dim > 256 || n_head % n_head_kv != 0)
+    throw error(fmt::format("vulkan: attention needs an even head_dim <= 256 and n_head a "
+                            "multiple of n_head_kv (head_dim {}, n_head {}, n_head_kv {})",
+                            head_dim, n_head, n_head_kv));
+  const auto& p = rec.pipes().get(kernel::attention);
+  const attention_push push{u32(n_tok),     u32(pos0),
+                            u32(n_head),    u32(n_head_kv),
+                            u32(head_dim),  u32(n_head * head_dim),
+                            u32(n_head_kv * head_dim),
+                            1.0f / std::sqrt(static_cast<float>(head_dim))};
+  rec.dispatch(p, u32(n_head), u32(n_tok), 1, push, {q, k_cache, v_cache, out});
+}
+
+void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,
+            int n) {
+  const auto& p = rec.pipes().get(kernel::swiglu);
+  uint32_t gx, gy;
+  rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
+  rec.dispatch(p, gx, gy, 1, swiglu_push{u32(n)}, {g, u, y});
+}
+
+void add(recorder& rec, const buffer_range& y, const buffer_range& b, int n, int nb) {
+  const auto& p = rec.pipes().get(kernel::add);
+  uint32_t gx, gy;
+  rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
+  rec.dispatch(p, gx, gy, 1, add_push{u32(n), u32(nb)}, {y, b});
+}
+
+}  // namespace ops
+}  // namespace tandem::vk

@@ -1,0 +1,81 @@
+// The ops of a Llama layer on the Vulkan device, each a one-line dispatch of its shader. They
+// record into a recorder and never synchronise: the caller puts recorder::barrier() between
+// dependent ops. Activations are row-major float buffers (row r of a buffer with stride ld
+// starts at element r * ld); the KV cache is F16, one row of n_kv halves per position.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/dtype.h"
+#include "runtime/model.h"
+#include "vulkan/memory.h"
+#include "vulkan/pipeline.h"
+
+namespace tandem::vk {
+
+// A weight matrix in device memory, rows x cols of type in GGUF block layout, stored as pieces
+// of whole rows so that each piece fits maxStorageBufferRange and maxMemoryAllocationSize.
+struct device_weight {
+  struct piece {
+    buffer_range range;
+    int64_t row0 = 0;
+    int64_t rows = 0;
+  };
+  dtype type = dtype::f32;
+  int64_t cols = 0;
+  int64_t rows = 0;
+  uint64_t row_bytes = 0;
+  std::vector<piece> pieces;
+  uint64_t nbytes() const { return row_bytes * static_cast<uint64_t>(rows); }
+};
+
+// Empty when the matrix kernels handle type t with rows of cols elements, else the reason.
+std::string weight_unsupported(dtype t, int64_t cols);
+
+// Allocates a device weight from a and uploads rows x cols of type t from host memory at data.
+// max_piece_bytes (0: the device limits) caps the size of a piece; tests use it to force splits.
+device_weight upload_weight(arena& a, uploader& up, dtype t, int64_t cols, int64_t rows,
+                            const void* data, uint64_t max_piece_bytes = 0);
+
+// The RoPE cos/sin table read by the rope shader: for pos < n_pos and i < n_rot / 2,
+// [2 (pos n_rot/2 + i)] = cos(theta), [+1] = sin(theta), theta = pos freq_scale base^(-2i/n_rot),
+// computed exactly as cpu::ref::rope does.
+std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_scale);
+
+enum class matmul_kernel { automatic, vector, tiled };
+
+namespace ops {
+
+// y[r] = rmsnorm(x[x_row0 + r]) * w for n_rows rows of n elements.
+void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
+              int n, int n_rows, int x_row0, int ldx, int ldy, float eps);
+
+// In place on n_tok rows (stride ld) of n_heads heads; token t is at position pos0 + t.
+void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n_tok, int n_heads,
+          int head_dim, int n_rot, int pos0, int ld, rope_style style);
+
+// y[t, r] (+)= W[r, :] . x[t, :] for t < n_tok; vector kernel for small batches, tiled above.
+void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
+            int n_tok, int ldx, int ldy, bool accumulate,
+            matmul_kernel kind = matmul_kernel::automatic);
+
+// Writes n_tok rows of n floats (stride ldx) as F16 into cache positions pos0 .. pos0+n_tok-1.
+void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
+              int pos0, int ldx);
+
+// out = causal attention of q (n_tok x n_head*head_dim, token t at position pos0 + t) over the
+// cache positions 0 .. pos0 + t; query head h reads KV head h / (n_head / n_head_kv).
+void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache,
+               const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
+               int n_head, int n_head_kv, int head_dim);
+
+// y[i] = silu(g[i]) * u[i] for i < n (y may be g).
+void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,
+            int n);
+
+// y[i] += b[i % nb] for i < n.
+void add(recorder& rec, const buffer_range& y, const buffer_range& b, int n, int nb);
+
+}  // namespace ops
+}  // namespace tandem::vk

@@ -1,0 +1,314 @@
+#include "vulkan/pipeline.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "runtime/error.h"
+#include "shaders/push_constants.h"
+#include "tandem_shaders.h"  // generated: the SPIR-V of every shader variant
+#include "vulkan/check.h"
+
+namespace tandem::vk {
+
+namespace {
+
+// ---- the op table: adding an op is a .comp file, a row here and a test ---------------------
+
+struct op_row {
+  kernel k;
+  const char* name;    // shader file stem
+  uint32_t bindings;   // storage buffers 0 .. bindings-1
+  uint32_t push_size;
+  uint32_t wg;         // workgroup size, specialization constant 0 (or fixed in the shader)
+  bool typed;          // one variant per weight type
+  bool subgroup;       // has a subgroup variant (reductions)
+};
+
+constexpr op_row k_ops[] = {
+    {kernel::rms_norm, "rms_norm", 3, sizeof(rms_norm_push), 256, false, true},
+    {kernel::rope, "rope", 2, sizeof(rope_push), 64, false, false},
+    {kernel::swiglu, "swiglu", 3, sizeof(swiglu_push), 256, false, false},
+    {kernel::add, "add", 2, sizeof(add_push), 256, false, false},
+    {kernel::kv_store, "kv_store", 2, sizeof(kv_store_push), 256, false, false},
+    {kernel::attention, "attention", 4, sizeof(attention_push), 128, false, true},
+    {kernel::matvec, "matvec", 3, sizeof(matmul_push), 128, true, true},
+    {kernel::matmul, "matmul", 3, sizeof(matmul_push), 256, true, false},
+};
+
+static_assert(sizeof(rms_norm_push) == 20 && sizeof(rope_push) == 24 &&
+              sizeof(matmul_push) == 24 && sizeof(attention_push) == 32 &&
+              sizeof(kv_store_push) == 16 && sizeof(add_push) == 8);
+
+const op_row& row_of(kernel k) {
+  for (const auto& r : k_ops)
+    if (r.k == k) return r;
+  throw error("vulkan: unknown kernel");
+}
+
+const spv::blob* find_blob(const std::string& name) {
+  for (const auto& b : spv::all)
+    if (name == b.name) return &b;
+  return nullptr;
+}
+
+}  // namespace
+
+// ---- pipeline_cache -------------------------------------------------------------------------
+
+pipeline_cache::pipeline_cache(context& ctx, bool allow_subgroups) : ctx_(ctx) {
+  const char* no_sg = std::getenv("TANDEM_VK_NO_SUBGROUPS");
+  subgroups_ = allow_subgroups && ctx.caps().subgroup_arithmetic &&
+               !(no_sg && std::string(no_sg) == "1");
+}
+
+pipeline_cache::~pipeline_cache() {
+  const VkDevice dev = ctx_.device();
+  for (auto& [key, p] : cache_) {
+    fn.vkDestroyPipeline(dev, p->pipe, nullptr);
+    fn.vkDestroyPipelineLayout(dev, p->layout, nullptr);
+  }
+  for (auto& [n, l] : set_layouts_) fn.vkDestroyDescriptorSetLayout(dev, l, nullptr);
+}
+
+const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uint32_t> spec) {
+  const op_row& row = row_of(k);
+  const uint32_t type_key = row.typed ? static_cast<uint32_t>(t) : 0;
+  auto key = std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec));
+  if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
+
+  std::string name = row.name;
+  if (row.typed) name += "_" + std::string(dtype_name(t));
+  if (row.subgroup && subgroups_) name += "_sg";
+  op_scope scope("create pipeline " + name);
+  const spv::blob* blob = find_blob(name);
+  if (!blob) throw error(fmt::format("vulkan: no shader {} (type {} has no {} kernel)", name,
+                                     dtype_name(t), row.name));
+
+  auto p = std::make_unique<pipeline>();
+  p->bindings = row.bindings;
+  p->push_size = row.push_size;
+  p->wg = row.wg;
+  p->name = blob->name;
+  const VkDevice dev = ctx_.device();
+
+  VkDescriptorSetLayout& sl = set_layouts_[row.bindings];
+  if (!sl) {
+    std::vector<VkDescriptorSetLayoutBinding> b(row.bindings);
+    for (uint32_t i = 0; i < row.bindings; ++i)
+      b[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+    VkDescriptorSetLayoutCreateInfo ci{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
+    ci.bindingCount = row.bindings;
+    ci.pBindings = b.data();
+    VK_CHECK(fn.vkCreateDescriptorSetLayout(dev, &ci, nullptr, &sl));
+  }
+  p->set_layout = sl;
+
+  VkPushConstantRange pcr{VK_SHADER_STAGE_COMPUTE_BIT, 0, row.push_size};
+  VkPipelineLayoutCreateInfo lci{VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO};
+  lci.setLayoutCount = 1;
+  lci.pSetLayouts = &sl;
+  lci.pushConstantRangeCount = 1;
+  lci.pPushConstantRanges = &pcr;
+  VK_CHECK(fn.vkCreatePipelineLayout(dev, &lci, nullptr, &p->layout));
+
+  VkShaderModuleCreateInfo mci{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+  mci.codeSize = blob->bytes;
+  mci.pCode = blob->code;
+  VkShaderModule module = VK_NULL_HANDLE;
+  VK_CHECK(fn.vkCreateShaderModule(dev, &mci, nullptr, &module));
+
+  std::vector<uint32_t> values{row.wg};
+  values.insert(values.end(), spec.begin(), spec.end());
+  std::vector<VkSpecializationMapEntry> entries(values.size());
+  for (uint32_t i = 0; i < values.size(); ++i) entries[i] = {i, i * 4, 4};
+  VkSpecializationInfo si{static_cast<uint32_t>(entries.size()), entries.data(),
+                          values.size() * 4, values.data()};
+  VkComputePipelineCreateInfo pci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
+  pci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
+  pci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+  pci.stage.module = module;
+  pci.stage.pName = "main";
+  pci.stage.pSpecializationInfo = &si;
+  pci.layout = p->layout;
+  const VkResult r = fn.vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &pci, nullptr, &p->pipe);
+  fn.vkDestroyShaderModule(dev, module, nullptr);
+  VK_CHECK(r);
+  return *cache_.emplace(std::move(key), std::move(p)).first->second;
+}
+
+// ---- descriptor_allocator -------------------------------------------------------------------
+
+descriptor_allocator::~descriptor_allocator() {
+  for (auto p : pools_) fn.vkDestroyDescriptorPool(ctx_.device(), p, nullptr);
+}
+
+VkDescriptorPool descriptor_allocator::new_pool() {
+  constexpr uint32_t k_sets = 256;
+  VkDescriptorPoolSize size{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, k_sets * 4};
+  VkDescriptorPoolCreateInfo ci{VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO};
+  ci.maxSets = k_sets;
+  ci.poolSizeCount = 1;
+  ci.pPoolSizes = &size;
+  VkDescriptorPool pool = VK_NULL_HANDLE;
+  VK_CHECK(fn.vkCreateDescriptorPool(ctx_.device(), &ci, nullptr, &pool));
+  pools_.push_back(pool);
+  return pool;
+}
+
+VkDescriptorSet descriptor_allocator::allocate(VkDescriptorSetLayout layout) {
+  for (;;) {
+    if (current_ == pools_.size()) new_pool();
+    VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
+    ai.descriptorPool = pools_[current_];
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &layout;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    const VkResult r = fn.vkAllocateDescriptorSets(ctx_.device(), &ai, &set);
+    if (r == VK_SUCCESS) return set;
+    if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL) VK_CHECK(r);
+    ++current_;  // this pool is full: move on to the next
+  }
+}
+
+void descriptor_allocator::reset() {
+  for (auto p : pools_) VK_CHECK(fn.vkResetDescriptorPool(ctx_.device(), p, 0));
+  current_ = 0;
+}
+
+// ---- recorder -------------------------------------------------------------------------------
+
+void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz,
+                            const void* push, size_t push_size,
+                            std::initializer_list<buffer_range> bufs) {
+  if (push_size != p.push_size || bufs.size() != p.bindings)
+    throw error(fmt::format("vulkan: dispatch of {} with {} bytes of push constants and {} "
+                            "buffers (expects {} and {})",
+                            p.name, push_size, bufs.size(), p.push_size, p.bindings));
+  if (gx == 0 || gy == 0 || gz == 0) return;
+  const auto& caps = pipes_.ctx().caps();
+  if (gx > caps.max_groups[0] || gy > caps.max_groups[1] || gz > caps.max_groups[2])
+    throw error(fmt::format("vulkan: dispatch of {} with {}x{}x{} workgroups exceeds the device "
+                            "limit",
+                            p.name, gx, gy, gz));
+  const VkDescriptorSet set = desc_.allocate(p.set_layout);
+  VkDescriptorBufferInfo infos[8];
+  VkWriteDescriptorSet writes[8];
+  uint32_t i = 0;
+  for (const auto& b : bufs) {
+    if (b.size > caps.max_storage_range)
+      throw error(fmt::format("vulkan: {} binds {} MiB at binding {}, over the device's "
+                              "maxStorageBufferRange ({} MiB)",
+                              p.name, b.size >> 20, i, caps.max_storage_range >> 20));
+    // Bind whole words: shaders read F16 and block data as 32-bit words.
+    infos[i] = {b.buf, b.offset, std::max<VkDeviceSize>(4, (b.size + 3) / 4 * 4)};
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
+    writes[i].dstSet = set;
+    writes[i].dstBinding = i;
+    writes[i].descriptorCount = 1;
+    writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    writes[i].pBufferInfo = &infos[i];
+    ++i;
+  }
+  fn.vkUpdateDescriptorSets(pipes_.ctx().device(), i, writes, 0, nullptr);
+  fn.vkCmdBindPipeline(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipe);
+  fn.vkCmdBindDescriptorSets(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0,
+                             nullptr);
+  fn.vkCmdPushConstants(cb_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.push_size, push);
+  fn.vkCmdDispatch(cb_, gx, gy, gz);
+}
+
+void recorder::barrier() {
+  VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+  mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                     VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
+                     VK_ACCESS_HOST_READ_BIT;
+  const VkPipelineStageFlags stages =
+      VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
+  fn.vkCmdPipelineBarrier(cb_, stages, stages | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
+                          nullptr, 0, nullptr);
+}
+
+void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {
+  if (n == 0) return;
+  VkBufferCopy c{src.offset, dst.offset, n};
+  fn.vkCmdCopyBuffer(cb_, src.buf, dst.buf, 1, &c);
+}
+
+void recorder::split_groups(uint64_t n, uint32_t* gx, uint32_t* gy) const {
+  const uint64_t max_x = pipes_.ctx().caps().max_groups[0];
+  if (n <= max_x) {
+    *gx = static_cast<uint32_t>(std::max<uint64_t>(n, 1));
+    *gy = 1;
+    return;
+  }
+  *gy = static_cast<uint32_t>((n + max_x - 1) / max_x);
+  *gx = static_cast<uint32_t>((n + *gy - 1) / *gy);
+}
+
+// ---- command_stream -------------------------------------------------------------------------
+
+command_stream::command_stream(pipeline_cache& pipes, int n_frames)
+    : pipes_(pipes), ctx_(pipes.ctx()) {
+  VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+  pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+  pci.queueFamilyIndex = ctx_.compute().family;
+  VK_CHECK(fn.vkCreateCommandPool(ctx_.device(), &pci, nullptr, &pool_));
+  frames_.resize(static_cast<size_t>(std::max(1, n_frames)));
+  for (auto& f : frames_) {
+    VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    ai.commandPool = pool_;
+    ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    ai.commandBufferCount = 1;
+    VK_CHECK(fn.vkAllocateCommandBuffers(ctx_.device(), &ai, &f.cb));
+    f.desc = std::make_unique<descriptor_allocator>(ctx_);
+    f.rec = std::make_unique<recorder>(pipes_, *f.desc, f.cb);
+  }
+}
+
+command_stream::~command_stream() {
+  try {
+    finish();
+  } catch (...) {  // a destructor must not throw; the device is lost anyway
+  }
+  frames_.clear();
+  if (pool_) fn.vkDestroyCommandPool(ctx_.device(), pool_, nullptr);
+}
+
+recorder& command_stream::begin() {
+  if (open_ >= 0) throw error("vulkan: command_stream::begin while a frame is open");
+  frame& f = frames_[next_];
+  ctx_.wait(ctx_.compute(), f.value);
+  f.desc->reset();
+  VK_CHECK(fn.vkResetCommandBuffer(f.cb, 0));
+  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  VK_CHECK(fn.vkBeginCommandBuffer(f.cb, &bi));
+  // Orders this frame after everything submitted before it (scratch buffers are shared).
+  f.rec->barrier();
+  open_ = static_cast<int>(next_);
+  return *f.rec;
+}
+
+uint64_t command_stream::submit() {
+  if (open_ < 0) throw error("vulkan: command_stream::submit without begin");
+  frame& f = frames_[static_cast<size_t>(open_)];
+  open_ = -1;
+  f.rec->barrier();  // makes the results visible to the host and to the next frame
+  VK_CHECK(fn.vkEndCommandBuffer(f.cb));
+  f.value = ctx_.submit(ctx_.compute(), f.cb);
+  next_ = (next_ + 1) % frames_.size();
+  return f.value;
+}
+
+void command_stream::wait(uint64_t value) { ctx_.wait(ctx_.compute(), value); }
+
+void command_stream::finish() {
+  for (const auto& f : frames_) ctx_.wait(ctx_.compute(), f.value);
+}
+
+}  // namespace tandem::vk

@@ -1,0 +1,347 @@
+// The Vulkan backend: the weights of its layers (and the output head) resident in device memory,
+// uploaded once; per-layer F16 KV caches; scratch activations for n_batch tokens. A layer is one
+// command buffer, one submit; the host waits only when results come back (download_hidden,
+// forward_output), so recording layer i+1 overlaps the GPU running layer i.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/quant.h"
+#include "runtime/backend_factory.h"
+#include "runtime/error.h"
+#include "vulkan/check.h"
+#include "vulkan/context.h"
+#include "vulkan/memory.h"
+#include "vulkan/ops.h"
+#include "vulkan/pipeline.h"
+
+namespace tandem::vk {
+
+namespace {
+
+constexpr uint64_t k_mib = 1ull << 20;
+
+// One owned layer on the device; bq/bk/bv have no pieces when the model has no biases.
+struct device_layer {
+  bool present = false;
+  device_weight attn_norm;          // (n_embd) F32
+  device_weight wq, wk, wv;         // (n_embd -> n_embd_q / n_embd_kv)
+  device_weight bq, bk, bv;         // (n_embd_q / n_embd_kv) F32, optional
+  device_weight wo;                 // (n_embd_q -> n_embd)
+  device_weight ffn_norm;           // (n_embd) F32
+  device_weight gate, up, down;     // (n_embd -> n_ff), (n_ff -> n_embd)
+  buffer_range k_cache, v_cache;    // (n_ctx x n_embd_kv) F16
+};
+
+std::string tensor_name(const weight& w) { return w.t ? w.t->name : std::string("(missing)"); }
+
+class vulkan_backend final : public backend {
+ public:
+  vulkan_backend(const model& m, const backend_options& opt, std::unique_ptr<context> ctx);
+  ~vulkan_backend() override;
+
+  std::string name() const override { return "vulkan (" + ctx_->info().name + ")"; }
+  void upload_hidden(const float* x, int n_tokens) override;
+  void download_hidden(float* x, int n_tokens) override;
+  void forward_layer(int il, int n_tokens, int pos0) override;
+  void forward_output(int n_tokens, bool all_tokens, float* logits) override;
+  void truncate_kv(int n_past) override { n_past_ = std::min(n_past_, std::max(0, n_past)); }
+
+ private:
+  device_weight upload_matrix(const weight& w, int64_t cols, int64_t rows);
+  device_weight upload_vector(const weight& w, int64_t n);
+  void check_batch(int n_tokens, int pos0) const;
+
+  // Destroyed last (declared first): everything below lives on its device.
+  std::unique_ptr<context> ctx_;
+  hparams hp_;
+  backend_options opt_;
+  int n_ctx_ = 0;
+  int n_logit_rows_ = 1;  // tokens per output-head pass (bounded by the binding limit)
+  int n_past_ = 0;
+
+  std::unique_ptr<pipeline_cache> pipes_;
+  std::unique_ptr<arena> weights_, device_mem_;
+  std::unique_ptr<uploader> uploader_;
+  std::unique_ptr<command_stream> stream_;
+  buffer upload_staging_, readback_staging_;
+  uint64_t upload_busy_until_ = 0;  // compute timeline value of the last copy out of upload staging
+
+  std::vector<device_layer> layers_;
+  device_weight output_norm_, output_;
+  buffer_range rope_table_;
+  buffer_range x_, h_, q_, k_, v_, att_, g_, u_, logits_;  // scratch, n_batch rows
+};
+
+vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
+                               std::unique_ptr<context> ctx)
+    : ctx_(std::move(ctx)), hp_(m.hp()), opt_(opt) {
+  op_scope scope("load model onto " + ctx_->info().name);
+  const auto& hp = hp_;
+  n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : hp.n_ctx_train;
+  if (opt_.n_batch <= 0) opt_.n_batch = 512;
+  const uint64_t n_batch = static_cast<uint64_t>(opt_.n_batch);
+  const uint64_t f = sizeof(float);
+
+  // ---- what it takes: weights, KV cache, scratch; checked against the budget first ----------
+  uint64_t weight_bytes = 0, n_tensors = 0;
+  for (int il : opt.layers) {
+    if (il < 0 || il >= hp.n_layer) throw error(fmt::format("vulkan: no layer {}", il));
+    weight_bytes += m.layer(il).nbytes();
+    n_tensors += 12;
+  }
+  if (opt.output) {
+    weight_bytes += m.output_norm().nbytes() + m.output().nbytes();
+    n_tensors += 2;
+  }
+  const uint64_t kv_row = static_cast<uint64_t>(hp.n_embd_kv()) * 2;
+  const uint64_t kv_bytes = static_cast<uint64_t>(n_ctx_) * kv_row;
+  if (kv_bytes > ctx_->caps().max_storage_range)
+    throw error(fmt::format("vulkan: a KV cache of {} positions ({} MiB per layer) exceeds the "
+                            "device's maxStorageBufferRange ({} MiB); use a smaller --ctx",
+                            n_ctx_, kv_bytes / k_mib, ctx_->caps().max_storage_range / k_mib));
+  const uint64_t max_binding = std::min<uint64_t>(ctx_->caps().max_storage_range, 64 * k_mib);
+  n_logit_rows_ = static_cast<int>(std::clamp<uint64_t>(
+      max_binding / (static_cast<uint64_t>(hp.n_vocab) * f), 1, n_batch));
+  const uint64_t row_floats[] = {
+      static_cast<uint64_t>(hp.n_embd), static_cast<uint64_t>(hp.n_embd_q()),
+      static_cast<uint64_t>(hp.n_embd_kv()), static_cast<uint64_t>(hp.n_ff)};
+  uint64_t scratch_bytes = 0;
+  for (uint64_t r : row_floats) {
+    if (n_batch * r * f > ctx_->caps().max_storage_range)
+      throw error(fmt::format("vulkan: scratch for a batch of {} tokens exceeds the device's "
+                              "maxStorageBufferRange; use a smaller batch",
+                              n_batch));
+  }
+  scratch_bytes = n_batch * f * (2 * row_floats[0] + 2 * row_floats[1] + 2 * row_floats[2] +
+                                 2 * row_floats[3]);
+  if (opt.output) scratch_bytes += static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
+  const uint64_t rope_bytes = static_cast<uint64_t>(n_ctx_) * static_cast<uint64_t>(hp.n_rot) * f;
+  const uint64_t kv_total = 2 * kv_bytes * opt.layers.size();
+  const uint64_t need = weight_bytes + kv_total + scratch_bytes + rope_bytes;
+  const uint64_t budget = ctx_->device_local_budget();
+  if (budget > 0 && need > budget)
+    throw error(fmt::format("vulkan: {} layers need {} MiB of device memory (weights {}, KV "
+                            "cache {}, scratch {}), but {} has {} MiB free; offload fewer layers",
+                            opt.layers.size(), need / k_mib, weight_bytes / k_mib,
+                            kv_total / k_mib, scratch_bytes / k_mib, ctx_->info().name,
+                            budget / k_mib));
+
+  pipes_ = std::make_unique<pipeline_cache>(*ctx_);
+  const uint64_t slack = ctx_->caps().storage_align * 2 + 64;
+  weights_ = std::make_unique<arena>(
+      *ctx_, memory_kind::device,
+      std::clamp<uint64_t>(weight_bytes + n_tensors * slack, k_mib, 256 * k_mib));
+  device_mem_ = std::make_unique<arena>(
+      *ctx_, memory_kind::device,
+      std::clamp<uint64_t>(kv_total + scratch_bytes + rope_bytes + 32 * slack, k_mib,
+                           256 * k_mib));
+  uploader_ = std::make_unique<uploader>(
+      *ctx_, std::clamp<uint64_t>(weight_bytes + rope_bytes, k_mib, 64 * k_mib));
+
+  // ---- weights, uploaded once --------------------------------------------------------------
+  const int64_t n_embd = hp.n_embd, n_q = hp.n_embd_q(), n_kv = hp.n_embd_kv(), n_ff = hp.n_ff;
+  layers_.resize(static_cast<size_t>(hp.n_layer));
+  for (int il : opt.layers) {
+    const layer_weights& lw = m.layer(il);
+    device_layer& L = layers_[static_cast<size_t>(il)];
+    L.present = true;
+    L.attn_norm = upload_vector(lw.attn_norm, n_embd);
+    L.wq = upload_matrix(lw.wq, n_embd, n_q);
+    L.wk = upload_matrix(lw.wk, n_embd, n_kv);
+    L.wv = upload_matrix(lw.wv, n_embd, n_kv);
+    if (lw.bq) L.bq = upload_vector(lw.bq, n_q);
+    if (lw.bk) L.bk = upload_vector(lw.bk, n_kv);
+    if (lw.bv) L.bv = upload_vector(lw.bv, n_kv);
+    L.wo = upload_matrix(lw.wo, n_q, n_embd);
+    L.ffn_norm = upload_vector(lw.ffn_norm, n_embd);
+    L.gate = upload_matrix(lw.ffn_gate, n_embd, n_ff);
+    L.up = upload_matrix(lw.ffn_up, n_embd, n_ff);
+    L.down = upload_matrix(lw.ffn_down, n_ff, n_embd);
+    L.k_cache = device_mem_->alloc(kv_bytes);
+    L.v_cache = device_mem_->alloc(kv_bytes);
+  }
+  if (opt.output) {
+    output_norm_ = upload_vector(m.output_norm(), n_embd);
+    output_ = upload_matrix(m.output(), n_embd, hp.n_vocab);
+  }
+  const auto table = rope_table(n_ctx_, hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
+  rope_table_ = device_mem_->alloc(std::max<uint64_t>(rope_bytes, 16));
+  if (!table.empty()) uploader_->upload(rope_table_, 0, table.data(), table.size() * f);
+  uploader_->finish();
+
+  // ---- scratch and staging -----------------------------------------------------------------
+  auto scratch = [&](uint64_t row) { return device_mem_->alloc(n_batch * row * f); };
+  x_ = scratch(row_floats[0]);
+  h_ = scratch(row_floats[0]);
+  q_ = scratch(row_floats[1]);
+  att_ = scratch(row_floats[1]);
+  k_ = scratch(row_floats[2]);
+  v_ = scratch(row_floats[2]);
+  g_ = scratch(row_floats[3]);
+  u_ = scratch(row_floats[3]);
+  const uint64_t logit_bytes = static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
+  if (opt.output) logits_ = device_mem_->alloc(logit_bytes);
+  upload_staging_ = create_buffer(*ctx_, n_batch * row_floats[0] * f, memory_kind::upload);
+  readback_staging_ = create_buffer(*ctx_, std::max(n_batch * row_floats[0] * f, logit_bytes),
+                                    memory_kind::readback);
+  stream_ = std::make_unique<command_stream>(*pipes_);
+}
+
+vulkan_backend::~vulkan_backend() {
+  try {
+    if (stream_) stream_->finish();
+  } catch (...) {  // a lost device: nothing left to wait for
+  }
+  stream_.reset();
+  uploader_.reset();
+  destroy_buffer(*ctx_, upload_staging_);
+  destroy_buffer(*ctx_, readback_staging_);
+  weights_.reset();
+  device_mem_.reset();
+  pipes_.reset();
+}
+
+device_weight vulkan_backend::upload_matrix(const weight& w, int64_t cols, int64_t rows) {
+  if (!w) throw error(fmt::format("vulkan: missing weight of shape {} x {}", cols, rows));
+  if (w.cols() != cols || w.rows() != rows)
+    throw error(fmt::format("vulkan: tensor '{}' has shape {} x {}, expected {} x {}",
+                            tensor_name(w), w.cols(), w.rows(), cols, rows));
+  if (auto why = weight_unsupported(w.type(), cols); !why.empty())
+    throw error(fmt::format("vulkan: tensor '{}': {}", tensor_name(w), why));
+  return upload_weight(*weights_, *uploader_, w.type(), cols, rows, w.data());
+}
+
+// Norm weights and biases go up as F32 whatever their file type.
+device_weight vulkan_backend::upload_vector(const weight& w, int64_t n) {
+  if (!w) throw error(fmt::format("vulkan: missing vector of {} elements", n));
+  if (w.t->n_elements() != n)
+    throw error(fmt::format("vulkan: tensor '{}' has {} elements, expected {}", tensor_name(w),
+                            w.t->n_elements(), n));
+  std::vector<float> v(static_cast<size_t>(n));
+  cpu::dequantize_row(w.type(), w.data(), v.data(), n);
+  return upload_weight(*weights_, *uploader_, dtype::f32, n, 1, v.data());
+}
+
+void vulkan_backend::check_batch(int n_tokens, int pos0) const {
+  if (n_tokens <= 0 || n_tokens > opt_.n_batch)
+    throw error(fmt::format("vulkan: a batch of {} tokens (the backend was made for at most {})",
+                            n_tokens, opt_.n_batch));
+  if (pos0 < 0 || pos0 + n_tokens > n_ctx_)
+    throw error(fmt::format("vulkan: positions {}..{} do not fit the context of {}", pos0,
+                            pos0 + n_tokens - 1, n_ctx_));
+}
+
+void vulkan_backend::upload_hidden(const float* x, int n_tokens) {
+  op_scope scope("upload_hidden");
+  check_batch(n_tokens, 0);
+  const uint64_t n = static_cast<uint64_t>(n_tokens) * hp_.n_embd * sizeof(float);
+  stream_->wait(upload_busy_until_);
+  std::memcpy(upload_staging_.data, x, n);
+  recorder& r = stream_->begin();
+  r.copy(whole(upload_staging_), x_, n);
+  upload_busy_until_ = stream_->submit();
+}
+
+void vulkan_backend::download_hidden(float* x, int n_tokens) {
+  op_scope scope("download_hidden");
+  check_batch(n_tokens, 0);
+  const uint64_t n = static_cast<uint64_t>(n_tokens) * hp_.n_embd * sizeof(float);
+  recorder& r = stream_->begin();
+  r.copy(x_, whole(readback_staging_), n);
+  stream_->wait(stream_->submit());
+  std::memcpy(x, readback_staging_.data, n);
+}
+
+void vulkan_backend::forward_layer(int il, int n, int pos0) {
+  op_scope scope(fmt::format("forward_layer {}", il));
+  if (il < 0 || il >= hp_.n_layer || !layers_[static_cast<size_t>(il)].present)
+    throw error(fmt::format("vulkan: layer {} is not placed on this backend", il));
+  check_batch(n, pos0);
+  const device_layer& L = layers_[static_cast<size_t>(il)];
+  const int n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
+  const int hd = hp_.head_dim;
+
+  recorder& r = stream_->begin();
+  // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
+  ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd,
+                hp_.rms_eps);
+  r.barrier();
+  ops::matmul(r, L.wq, h_, q_, n, n_embd, n_q, false);
+  ops::matmul(r, L.wk, h_, k_, n, n_embd, n_kv, false);
+  ops::matmul(r, L.wv, h_, v_, n, n_embd, n_kv, false);
+  r.barrier();
+  if (!L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty()) {
+    if (!L.bq.pieces.empty()) ops::add(r, q_, L.bq.pieces[0].range, n * n_q, n_q);
+    if (!L.bk.pieces.empty()) ops::add(r, k_, L.bk.pieces[0].range, n * n_kv, n_kv);
+    if (!L.bv.pieces.empty()) ops::add(r, v_, L.bv.pieces[0].range, n * n_kv, n_kv);
+    r.barrier();
+  }
+  ops::rope(r, q_, rope_table_, n, hp_.n_head, hd, hp_.n_rot, pos0, n_q, hp_.rope);
+  ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
+  ops::kv_store(r, v_, L.v_cache, n_kv, n, pos0, n_kv);
+  r.barrier();
+  ops::kv_store(r, k_, L.k_cache, n_kv, n, pos0, n_kv);
+  r.barrier();
+  ops::attention(r, q_, L.k_cache, L.v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd);
+  r.barrier();
+  ops::matmul(r, L.wo, att_, x_, n, n_q, n_embd, true);
+  r.barrier();
+  // feed-forward block: h = norm(x); x += (silu(h Wg^T) * (h Wu^T)) Wd^T
+  ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd,
+                hp_.rms_eps);
+  r.barrier();
+  ops::matmul(r, L.gate, h_, g_, n, n_embd, n_ff, false);
+  ops::matmul(r, L.up, h_, u_, n, n_embd, n_ff, false);
+  r.barrier();
+  ops::swiglu(r, g_, u_, g_, n * n_ff);
+  r.barrier();
+  ops::matmul(r, L.down, g_, x_, n, n_ff, n_embd, true);
+  stream_->submit();
+  n_past_ = std::max(n_past_, pos0 + n);
+}
+
+void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits) {
+  op_scope scope("forward_output");
+  if (!opt_.output) throw error("vulkan: forward_output on a backend without the output head");
+  check_batch(n_tokens, 0);
+  const int n_embd = hp_.n_embd, n_vocab = hp_.n_vocab;
+  const int first = all_tokens ? 0 : n_tokens - 1;
+  for (int t0 = first; t0 < n_tokens; t0 += n_logit_rows_) {
+    const int cnt = std::min(n_logit_rows_, n_tokens - t0);
+    recorder& r = stream_->begin();
+    ops::rms_norm(r, x_, output_norm_.pieces[0].range, h_, n_embd, cnt, t0, n_embd, n_embd,
+                  hp_.rms_eps);
+    r.barrier();
+    ops::matmul(r, output_, h_, logits_, cnt, n_embd, n_vocab, false);
+    r.barrier();
+    const uint64_t bytes = static_cast<uint64_t>(cnt) * n_vocab * sizeof(float);
+    r.copy(logits_, whole(readback_staging_), bytes);
+    stream_->wait(stream_->submit());
+    std::memcpy(logits + static_cast<int64_t>(t0 - first) * n_vocab, readback_staging_.data,
+                bytes);
+  }
+}
+
+}  // namespace
+}  // namespace tandem::vk
+
+namespace tandem {
+
+std::unique_ptr<backend> make_vulkan_backend(const model& m, const backend_options& opt,
+                                             bool allow_cpu_device, std::string* why) {
+  vk::context_options co;
+  co.allow_cpu_device = allow_cpu_device;
+  auto ctx = vk::context::create(co, why);
+  if (!ctx) return nullptr;
+  const auto& hp = m.hp();
+  if (hp.head_dim % 2 != 0 || hp.head_dim > 256 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
+    throw error(fmt::format("vulkan: head_dim {} / n_rot {} unsupported (the attention kernel "
+                            "needs an even head_dim of at most 256)",
+                            hp.head_dim, hp.n_rot));
+  return std::make_unique<vk::vulkan_backend>(m, opt, std::move(ctx));
+}
+
+}  // namespace tandem
