@@ -147,7 +147,8 @@ TEST_F(VulkanDevice, CheckNamesCallResultPlaceAndOp) {
 TEST_F(VulkanDevice, ValidationLayerReportsErrors) {
   if (!validation_requested()) GTEST_SKIP() << "TANDEM_VK_VALIDATION is not 1";
   const int before = validation_error_count();
-  VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  VkBufferCreateInfo bci{};
+  bci.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
   bci.size = 0;  // VUID-VkBufferCreateInfo-size-00912
   bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
   VkBuffer b = VK_NULL_HANDLE;

@@ -3,6 +3,7 @@
 //   matvec (decode, n_tok = 1): weights cycle through a pool of copies much larger than the L3
 //     cache, so every call streams its weights from DRAM; GB/s = weight bytes / time, to compare
 //     with BM_read_bandwidth (the same threads summing a large array).
+//   matvec_hot: the same on one matrix that stays in cache: the kernels' compute speed.
 //   matmul (prompt, n_tok = 64 / 512): one matrix, compute-bound; GFLOP/s = 2 rows cols n_tok /
 //     time (integer multiply-adds for quantized types).
 //   stories110M_prompt: every weight product of one stories110M-shaped forward pass (12 layers
@@ -98,13 +99,14 @@ void label(benchmark::State& state, dtype t, int64_t rows, int64_t cols, kernel_
                  std::to_string(rows) + " " + kernel_level_name(l) + " pf=" + std::to_string(pf));
 }
 
-void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows) {
+void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, bool hot) {
   const auto l = static_cast<kernel_level>(state.range(0));
   const int pf = static_cast<int>(state.range(1));
   if (!setup(state, l, pf)) return;
   static std::map<std::string, std::unique_ptr<matrix_pool>> pools;
-  auto& pool = pools[std::string(dtype_name(t)) + std::to_string(rows) + "x" + std::to_string(cols)];
-  if (!pool) pool = std::make_unique<matrix_pool>(t, rows, cols, pool_target);
+  auto& pool = pools[std::string(dtype_name(t)) + std::to_string(rows) + "x" + std::to_string(cols) +
+                     (hot ? "hot" : "")];
+  if (!pool) pool = std::make_unique<matrix_pool>(t, rows, cols, hot ? 0 : pool_target);
   const auto x = activations(cols);
   std::vector<float> y(static_cast<size_t>(rows));
   size_t i = 0;
@@ -222,9 +224,18 @@ int register_all() {
   for (dtype t : k_types) {
     for (const shape& s : k_shapes) {
       const std::string suffix = std::string(dtype_name(t)) + "/" + s.name;
-      benchmark::RegisterBenchmark(("matvec/" + suffix).c_str(),
-                                   [t, s](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows); })
+      benchmark::RegisterBenchmark(
+          ("matvec/" + suffix).c_str(),
+          [t, s](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, false); })
           ->Apply(matvec_args);
+      benchmark::RegisterBenchmark(
+          ("matvec_hot/" + suffix).c_str(),
+          [t, s](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, true); })
+          ->Args({1, 0})
+          ->Args({2, 0})
+          ->ArgNames({"level", "pf"})
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark(("matmul/" + suffix).c_str(),
                                    [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows); })
           ->Apply(matmul_args);
