@@ -6,15 +6,18 @@
 // map every byte of a word to its GPT-2 stand-in character; merge adjacent symbols by lowest
 // merge rank (tokenizer.ggml.merges order), leftmost first.
 //
-// The expressions use \p{L}, \p{N}, ... which std::regex lacks. Like llama.cpp, the common GPT-2
-// and Llama-3 expressions have hand-written splitters; the others run through std::regex on a
-// "collapsed" copy of the text where each non-ASCII code point is replaced by one byte naming
-// its category (and \p{X} by a class of that byte), or through std::wregex when the expression
-// uses no categories. Categories come from a range table generated from Unicode 15.1 (bottom).
+// The expressions use \p{L}, \p{N}, ... which std::regex lacks. llama.cpp hand-writes splitters
+// for the GPT-2 and Llama-3 expressions and runs the others through std::regex, on a "collapsed"
+// copy of the text where each non-ASCII code point is replaced by one byte naming its category
+// (and \p{X} by a class of that byte), or through std::wregex when the expression uses no
+// categories. libstdc++'s matcher recurses once per repeated character and overflows the stack
+// on runs of some 50k characters, so here every supported expression has a hand-written
+// splitter (Qwen2's is Llama-3's with single digits; DeepSeek's are character-class runs) and
+// the std::regex path is kept only as the reference the tests compare them with.
+// Categories come from a range table generated from Unicode 15.1 (bottom of the file).
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <map>
 #include <queue>
 #include <regex>
 
@@ -169,6 +172,10 @@ const std::string k_llama3_expr =
 const std::string k_llama3_expr_i =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+// Qwen2's: Llama-3's with one digit per number word (llama.cpp runs it through std::regex).
+const std::string k_qwen2_expr =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 constexpr uint32_t k_out_of_range = 0xFFFFFFFF;
 
@@ -266,9 +273,9 @@ std::vector<size_t> split_gpt2(const std::vector<uint32_t>& cpts,
 }
 
 // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
-// \s*[\r\n]+|\s+(?!\S)|\s+
+// \s*[\r\n]+|\s+(?!\S)|\s+   (max_digits 3; Qwen2's has \p{N}, max_digits 1)
 std::vector<size_t> split_llama3(const std::vector<uint32_t>& cpts,
-                                 const std::vector<size_t>& offsets) {
+                                 const std::vector<size_t>& offsets, size_t max_digits) {
   std::vector<size_t> out;
   size_t start = 0;
   for (size_t offset : offsets) {
@@ -294,7 +301,7 @@ std::vector<size_t> split_llama3(const std::vector<uint32_t>& cpts,
       if (f.number()) {
         size_t ini = pos;
         while (p.flags(pos).number()) {
-          if (++pos - ini >= 3) {
+          if (++pos - ini >= max_digits) {
             w.add(pos);
             ini = pos;
           }
@@ -334,6 +341,111 @@ std::vector<size_t> split_llama3(const std::vector<uint32_t>& cpts,
       }
       w.add(++pos);
     }
+  }
+  return out;
+}
+
+// The expression forms DeepSeek's pre-tokenizers use, matched directly:
+//   [set]   [set]+   \s?[set]+   \p{N}   \p{N}+   \s+$
+// where set is literal characters and ranges. Membership is decided as std::wregex would see the
+// code point in llama.cpp (non-ASCII whitespace turned into a vertical tab), and \s is Unicode
+// White_Space, which is what that substitution amounts to.
+struct class_expr {
+  enum { one, run, ws_run, trailing_ws } kind = one;
+  bool number = false;  // \p{N} instead of a set
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;
+
+  bool contains(uint32_t c) const {
+    if (number) return flags_of(c).number();
+    if (c > 0x7F && is_whitespace(c)) c = 0x0B;
+    for (const auto& [lo, hi] : ranges)
+      if (c >= lo && c <= hi) return true;
+    return false;
+  }
+};
+
+// Recognizes the forms above; false for anything else.
+bool parse_class_expr(const std::string& e, class_expr& out) {
+  class_expr x;
+  std::string_view rest = e;
+  if (rest == "\\s+$") {
+    x.kind = class_expr::trailing_ws;
+    out = x;
+    return true;
+  }
+  const bool ws = rest.substr(0, 3) == "\\s?";
+  if (ws) rest.remove_prefix(3);
+  if (rest.substr(0, 5) == "\\p{N}") {
+    x.number = true;
+    rest.remove_prefix(5);
+  } else {
+    if (rest.empty() || rest[0] != '[') return false;
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos) return false;
+    const std::vector<uint32_t> c = cpts_from_utf8(rest.substr(1, close - 1));
+    if (c.empty() || c[0] == '^') return false;
+    for (uint32_t ch : c)
+      if (ch == '\\' || ch == '[') return false;  // escapes, nested classes: not this form
+    for (size_t i = 0; i < c.size();) {
+      if (i + 2 < c.size() && c[i + 1] == '-') {
+        if (c[i + 2] < c[i]) return false;
+        x.ranges.push_back({c[i], c[i + 2]});
+        i += 3;
+      } else {
+        if (c[i] == '-') return false;
+        x.ranges.push_back({c[i], c[i]});
+        i += 1;
+      }
+    }
+    rest.remove_prefix(close + 1);
+  }
+  if (rest == "+") {
+    x.kind = ws ? class_expr::ws_run : class_expr::run;
+  } else if (rest.empty() && !ws) {
+    x.kind = class_expr::one;
+  } else {
+    return false;
+  }
+  out = x;
+  return true;
+}
+
+// Leftmost-first matching of x over each piece, as std::regex_iterator would do it.
+std::vector<size_t> split_class(const std::vector<uint32_t>& cpts, const class_expr& x,
+                                const std::vector<size_t>& offsets) {
+  std::vector<size_t> out;
+  size_t start = 0;
+  for (size_t offset : offsets) {
+    const size_t ini = start, end = start + offset;
+    start = end;
+    word_sink w{out, ini};
+    auto in = [&](size_t i) { return i < end && x.contains(cpts[i]); };
+    auto ws = [&](size_t i) { return i < end && is_whitespace(cpts[i]); };
+    if (x.kind == class_expr::trailing_ws) {
+      size_t i = end;
+      while (i > ini && is_whitespace(cpts[i - 1])) --i;
+      w.add(i);
+      w.add(end);
+      continue;
+    }
+    for (size_t i = ini; i < end;) {
+      size_t m_end = i;  // end of a match starting at i, if > i
+      if (x.kind == class_expr::one) {
+        if (in(i)) m_end = i + 1;
+      } else if (x.kind == class_expr::ws_run && ws(i) && in(i + 1)) {
+        for (m_end = i + 1; in(m_end);) ++m_end;
+      } else if (in(i)) {
+        for (m_end = i; in(m_end);) ++m_end;
+      }
+      if (m_end == i) {
+        ++i;
+        continue;
+      }
+      w.add(i);  // the gap before the match, if any
+      w.add(m_end);
+      i = m_end;
+    }
+    w.add(end);
   }
   return out;
 }
@@ -451,6 +563,12 @@ class pre_tokenizer {
           s.kind = step::gpt2;
         } else if (use_custom && (e == k_llama3_expr || e == k_llama3_expr_i)) {
           s.kind = step::llama3;
+          s.max_digits = 3;
+        } else if (use_custom && e == k_qwen2_expr) {
+          s.kind = step::llama3;
+          s.max_digits = 1;
+        } else if (use_custom && parse_class_expr(e, s.cls)) {
+          s.kind = step::classes;
         } else if (uses_categories(e)) {
           s.kind = step::collapsed;
           s.narrow_re = std::regex(collapse_expr(e), flags);
@@ -493,7 +611,8 @@ class pre_tokenizer {
     for (const step& s : steps_) {
       switch (s.kind) {
         case step::gpt2: offsets = split_gpt2(cpts, offsets); break;
-        case step::llama3: offsets = split_llama3(cpts, offsets); break;
+        case step::llama3: offsets = split_llama3(cpts, offsets, s.max_digits); break;
+        case step::classes: offsets = split_class(cpts, s.cls, offsets); break;
         case step::collapsed: offsets = split_stl(collapsed, s.narrow_re, offsets); break;
         case step::wide: offsets = split_stl(wide, s.wide_re, offsets); break;
       }
@@ -511,7 +630,9 @@ class pre_tokenizer {
 
  private:
   struct step {
-    enum { gpt2, llama3, collapsed, wide } kind = gpt2;
+    enum { gpt2, llama3, classes, collapsed, wide } kind = gpt2;
+    size_t max_digits = 3;
+    class_expr cls;
     std::regex narrow_re;
     std::wregex wide_re;
   };
@@ -559,9 +680,7 @@ const std::vector<std::pair<std::vector<std::string>, pre_spec>>& pre_specs() {
        }}},
       {{"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"},
        {{k_llama3_expr}, true, true}},
-      {{"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"},
-       {{"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
-         "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+      {{"qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"}, {{k_qwen2_expr}}},
   };
   return specs;
 }

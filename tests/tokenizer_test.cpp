@@ -262,30 +262,45 @@ TEST(TokenizerBpe, Specials) {
   EXPECT_EQ(ds->piece(100014), "\xC3\xBC");
 }
 
-// The hand-written Llama-3 splitter must agree with the expression it replaces run through the
-// generic std::regex path (the check llama.cpp relied on when it was written).
-TEST(TokenizerBpe, Llama3SplitterMatchesRegex) {
-  const std::vector<std::string> exprs = detail::pre_tokenizer_exprs("llama-bpe");
-  ASSERT_EQ(exprs.size(), 1u);
+// Every pre-tokenizer runs on hand-written splitters; each must agree with its expressions run
+// through the generic std::regex path (llama.cpp's reference), and lose no text.
+TEST(TokenizerBpe, SplittersMatchRegex) {
   std::vector<std::string> texts = read_golden("gpt-2").texts;
-  for (const char* extra : {"I'M 'S 'Re don'T", "1234567 x12 ab3", "a\r\n\r\n b  \n\tc ",
-                            "\xC2\xA0\xC2\xA0x\xE3\x80\x80y", "!!\n\n?? ", "\xCC\x81\xCC\x81"})
+  for (const char* extra :
+       {"I'M 'S 'Re don'T", "1234567 x12 ab3 \xD9\xA3\xD9\xA4", "a\r\n\r\n b  \n\tc ",
+        "\xC2\xA0\xC2\xA0x\xE3\x80\x80y\xE3\x80\x80", "!!\n\n?? ", "\xCC\x81\xCC\x81 x",
+        "\xEF\xBC\x81\xEF\xBC\xA1\xE2\x80\x9Chi\xE2\x80\x9D\xE3\x80\x82 \xCE\xA9\xE2\x84\xA6 "
+        "\xE1\xBE\xBE\xE1\xBD\xBD \xEA\xB0\x80\xED\x9E\xA3 \xE0\xA0\x80   ",
+        "tab\t\x0B\x0C\x1C end\xC2\x85", "\xFF\xFE bad \xC3 utf8 \xE2\x82"})
     texts.push_back(extra);
-  for (const std::string& s : texts) {
-    const auto custom = detail::pre_tokenize(s, exprs, true);
-    const auto generic = detail::pre_tokenize(s, exprs, false);
-    EXPECT_EQ(custom, generic) << "'" << s << "'";
-    std::string joined;
-    for (const auto& w : custom) joined += w;
-    EXPECT_EQ(joined, s);
+  for (const char* pre : {"gpt-2", "starcoder", "deepseek-llm", "llama-bpe", "qwen2"}) {
+    const std::vector<std::string> exprs = detail::pre_tokenizer_exprs(pre);
+    ASSERT_FALSE(exprs.empty()) << pre;
+    for (const std::string& s : texts) {
+      const auto custom = detail::pre_tokenize(s, exprs, true);
+      EXPECT_EQ(custom, detail::pre_tokenize(s, exprs, false)) << pre << ": '" << s << "'";
+      if (s.find('\xFF') != std::string::npos) continue;  // malformed UTF-8 becomes U+FFFD
+      std::string joined;
+      for (const auto& w : custom) joined += w;
+      EXPECT_EQ(joined, s) << pre;
+    }
   }
 }
 
-TEST(TokenizerBpe, Gpt2SplitterMatchesRegex) {
-  const std::vector<std::string> exprs = detail::pre_tokenizer_exprs("gpt-2");
-  for (const std::string& s : read_golden("gpt-2").texts)
-    EXPECT_EQ(detail::pre_tokenize(s, exprs, true), detail::pre_tokenize(s, exprs, false))
-        << "'" << s << "'";
+// std::regex recurses per repeated character and overflows the stack on long runs; the
+// hand-written splitters must not.
+TEST(TokenizerBpe, LongRuns) {
+  const std::vector<std::string> runs = {std::string(100000, 'a'), std::string(100000, '7'),
+                                         std::string(100000, ' '), std::string(100000, '!')};
+  for (const char* pre : {"gpt-2", "starcoder", "deepseek-llm", "llama-bpe", "qwen2"})
+    for (const std::string& s : runs) {
+      size_t total = 0;
+      for (const auto& w : detail::pre_tokenize(s, detail::pre_tokenizer_exprs(pre)))
+        total += w.size();
+      EXPECT_EQ(total, s.size()) << pre;
+    }
+  auto ds = load("vocab/ggml-vocab-deepseek-llm.gguf");
+  for (const std::string& s : runs) EXPECT_EQ(ds->decode(ds->encode(s, false)), s);
 }
 
 TEST(TokenizerBpe, Errors) {
