@@ -77,14 +77,22 @@ class cpu_backend final : public backend {
     if (kv.k.empty()) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
 
+    const size_t nt = static_cast<size_t>(n);
     // Attention block.
     norm(L.attn_norm, n);
+    cap(il, "rms_norm:attn_norm", h_.data(), nt * d);
     cpu::matmul(L.wq, h_.data(), n, q_.data());
     cpu::matmul(L.wk, h_.data(), n, k_.data());
     cpu::matmul(L.wv, h_.data(), n, v_.data());
+    cap(il, "matmul:wq", q_.data(), nt * dq);
+    cap(il, "matmul:wk", k_.data(), nt * dkv);
+    cap(il, "matmul:wv", v_.data(), nt * dkv);
     add_bias(L.bq, q_.data(), n, dq);
     add_bias(L.bk, k_.data(), n, dkv);
     add_bias(L.bv, v_.data(), n, dkv);
+    if (L.bq) cap(il, "add:bq", q_.data(), nt * dq);
+    if (L.bk) cap(il, "add:bk", k_.data(), nt * dkv);
+    if (L.bv) cap(il, "add:bv", v_.data(), nt * dkv);
     for (int t = 0; t < n; ++t) {
       cpu::ref::rope(&q_[static_cast<size_t>(t) * dq], hp_.n_head, hp_.head_dim, hp_.n_rot,
                      pos0 + t, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
@@ -97,20 +105,37 @@ class cpu_backend final : public backend {
         vd[i] = cpu::fp32_to_fp16(v_[static_cast<size_t>(t) * dkv + i]);
       }
     }
+    if (capture_) {
+      cap(il, "rope:q", q_.data(), nt * dq);
+      cap(il, "rope:k", k_.data(), nt * dkv);
+      std::vector<float> rows(nt * dkv);
+      for (const auto& [name, cache] : {std::pair{"kv_store:v", &kv.v}, std::pair{"kv_store:k", &kv.k}}) {
+        for (size_t i = 0; i < rows.size(); ++i)
+          rows[i] = cpu::fp16_to_fp32((*cache)[static_cast<size_t>(pos0) * dkv + i]);
+        cap(il, name, rows.data(), rows.size());
+      }
+    }
     cpu::parallel_for(hp_.n_head, 1, [&](int64_t h0, int64_t h1) {
       cpu::ref::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), n, pos0, hp_.n_head,
                           hp_.n_head_kv, hp_.head_dim, static_cast<int>(h0), static_cast<int>(h1));
     });
+    cap(il, "attention", att_.data(), nt * dq);
     cpu::matmul(L.wo, att_.data(), n, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
+    cap(il, "matmul:wo", x_.data(), nt * d);
 
     // Feed-forward block (SwiGLU).
     norm(L.ffn_norm, n);
+    cap(il, "rms_norm:ffn_norm", h_.data(), nt * d);
     cpu::matmul(L.ffn_gate, h_.data(), n, gate_.data());
     cpu::matmul(L.ffn_up, h_.data(), n, up_.data());
+    cap(il, "matmul:ffn_gate", gate_.data(), nt * hp_.n_ff);
+    cap(il, "matmul:ffn_up", up_.data(), nt * hp_.n_ff);
     cpu::ref::swiglu(gate_.data(), gate_.data(), up_.data(), n * hp_.n_ff);
+    cap(il, "swiglu", gate_.data(), nt * hp_.n_ff);
     cpu::matmul(L.ffn_down, gate_.data(), n, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
+    cap(il, "matmul:ffn_down", x_.data(), nt * d);
     add_compute(t0);
   }
 
@@ -128,10 +153,16 @@ class cpu_backend final : public backend {
 
   void truncate_kv(int) override {}  // positions past n_past are overwritten before use
 
+  void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
+
  private:
   struct kv_cache {
     std::vector<f16> k, v;  // n_ctx x n_embd_kv
   };
+
+  void cap(int il, const char* op, const float* data, size_t n) const {
+    if (capture_) capture_(il, op, data, n);
+  }
 
   void norm(const weight& w, int n) {
     const int d = hp_.n_embd;
@@ -188,15 +219,15 @@ class cpu_backend final : public backend {
     uint64_t scratch = 0;
     for (const auto* v : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_}) scratch += sizeof(float) * v->size();
     mapped_.budget_bytes = opt_.mem_budget;
+    if (opt_.output) {  // the output head stays mapped either way: ask the kernel to read ahead
+      advise_willneed(m_.output_norm().data(), m_.output_norm().nbytes());
+      advise_willneed(m_.output().data(), m_.output().nbytes());
+    }
     if (opt_.mem_budget == 0 || layer_bytes + kv_bytes + scratch <= opt_.mem_budget) {
-      // Everything fits: the weights stay views into the mapping; ask the kernel to read ahead.
+      // Everything fits: the weights stay views into the mapping, read ahead too.
       for (int il : opt_.layers)
         for (auto f : k_fields)
           if (const weight& w = m_.layer(il).*f) advise_willneed(w.data(), w.nbytes());
-      if (opt_.output) {
-        advise_willneed(m_.output_norm().data(), m_.output_norm().nbytes());
-        advise_willneed(m_.output().data(), m_.output().nbytes());
-      }
       return;
     }
     // The layers go through the cache: per layer, copies of its tensors whose data pointers are
@@ -231,7 +262,7 @@ class cpu_backend final : public backend {
     layer_cache_config cfg;
     cfg.path = f.path();
     cfg.capacity_bytes = opt_.mem_budget - kv_bytes - scratch;
-    const int cap_layers = static_cast<int>(cfg.capacity_bytes / one_layer);
+    const int cap_layers = static_cast<int>(cfg.capacity_bytes / std::max<uint64_t>(one_layer, 1));
     const int max_d = std::max(0, std::min(cap_layers, static_cast<int>(slots.size())) - 1);
     prefetch_distance_ = opt_.prefetch_distance < 0 ? std::min(max_d, 4)
                                                     : std::min(max_d, opt_.prefetch_distance);
@@ -283,6 +314,7 @@ class cpu_backend final : public backend {
   double compute_s_ = 0;
   layer_cache_metrics mapped_;
   std::unique_ptr<layer_cache> cache_;  // null: weights are views into the mapping
+  capture_fn capture_;                  // gpu-cpu-parity's per-op hook (empty: off)
 };
 
 }  // namespace

@@ -63,10 +63,14 @@ const kernel_table* initial_table() {
     const std::string_view v(env);
     bool known = true;
     kernel_level want = l;
-    if (v == "scalar") want = kernel_level::scalar;
-    else if (v == "avx2") want = kernel_level::avx2;
-    else if (v == "avx512") want = kernel_level::avx512;
-    else known = false;
+    if (v == "scalar")
+      want = kernel_level::scalar;
+    else if (v == "avx2")
+      want = kernel_level::avx2;
+    else if (v == "avx512")
+      want = kernel_level::avx512;
+    else
+      known = false;
     if (!known)
       std::fprintf(stderr, "warning: TANDEM_KERNELS=%s is not scalar, avx2 or avx512; using %s\n",
                    env, kernel_level_name(l));
@@ -90,18 +94,24 @@ std::atomic<int> g_prefetch{default_prefetch_distance};
 
 const char* kernel_level_name(kernel_level l) {
   switch (l) {
-    case kernel_level::scalar: return "scalar";
-    case kernel_level::avx2: return "avx2";
-    case kernel_level::avx512: return "avx512";
+    case kernel_level::scalar:
+      return "scalar";
+    case kernel_level::avx2:
+      return "avx2";
+    case kernel_level::avx512:
+      return "avx512";
   }
   return "?";
 }
 
 bool cpu_supports(kernel_level l) {
   switch (l) {
-    case kernel_level::scalar: return true;
-    case kernel_level::avx2: return features().avx2;
-    case kernel_level::avx512: return features().avx512;
+    case kernel_level::scalar:
+      return true;
+    case kernel_level::avx2:
+      return features().avx2;
+    case kernel_level::avx512:
+      return features().avx512;
   }
   return false;
 }
@@ -112,7 +122,9 @@ kernel_level best_kernel_level() {
   return kernel_level::scalar;
 }
 
-kernel_level active_kernel_level() { return active_table().load()->level; }
+kernel_level active_kernel_level() {
+  return active_table().load()->level;
+}
 
 void set_kernel_level(kernel_level l) {
   if (!cpu_supports(l))
@@ -120,32 +132,68 @@ void set_kernel_level(kernel_level l) {
   active_table().store(&kernels(l));
 }
 
-void set_prefetch_distance(int bytes) { g_prefetch.store(std::max(0, bytes)); }
-int prefetch_distance() { return g_prefetch.load(std::memory_order_relaxed); }
+void set_prefetch_distance(int bytes) {
+  g_prefetch.store(std::max(0, bytes));
+}
+int prefetch_distance() {
+  return g_prefetch.load(std::memory_order_relaxed);
+}
 
 const kernel_table& kernels(kernel_level l) {
   switch (l) {
-    case kernel_level::avx512: return avx512_kernel_table();
-    case kernel_level::avx2: return avx2_kernel_table();
-    default: return scalar_kernel_table();
+    case kernel_level::avx512:
+      return avx512_kernel_table();
+    case kernel_level::avx2:
+      return avx2_kernel_table();
+    default:
+      return scalar_kernel_table();
   }
 }
 
-const kernel_table& kernels() { return *active_table().load(std::memory_order_relaxed); }
+const kernel_table& kernels() {
+  return *active_table().load(std::memory_order_relaxed);
+}
 
 const type_kernels* kernel_table::find(dtype t) const {
   const type_kernels* k = nullptr;
   switch (t) {
-    case dtype::f32: k = &f32; break;
-    case dtype::f16: k = &f16; break;
-    case dtype::q4_0: k = &q4_0; break;
-    case dtype::q8_0: k = &q8_0; break;
-    case dtype::q4_k: k = &q4_k; break;
-    case dtype::q5_k: k = &q5_k; break;
-    case dtype::q6_k: k = &q6_k; break;
-    default: return nullptr;
+    case dtype::f32:
+      k = &f32;
+      break;
+    case dtype::f16:
+      k = &f16;
+      break;
+    case dtype::q4_0:
+      k = &q4_0;
+      break;
+    case dtype::q8_0:
+      k = &q8_0;
+      break;
+    case dtype::q4_k:
+      k = &q4_k;
+      break;
+    case dtype::q5_k:
+      k = &q5_k;
+      break;
+    case dtype::q6_k:
+      k = &q6_k;
+      break;
+    default:
+      return nullptr;
   }
   return (k->mv_f32 || k->mv_q8) ? k : nullptr;
+}
+
+void interleave_q8_32_pairs(int8_t* q, int64_t cols) {
+  int8_t tmp[64];
+  for (int64_t p = 0; p + 1 < cols / 32; p += 2) {
+    int8_t* b = q + 32 * p;
+    std::memcpy(tmp, b, 16);
+    std::memcpy(tmp + 16, b + 32, 16);
+    std::memcpy(tmp + 32, b + 16, 16);
+    std::memcpy(tmp + 48, b + 48, 16);
+    std::memcpy(b, tmp, 64);
+  }
 }
 
 size_t gemm_scratch_bytes(int64_t cols) {
@@ -251,10 +299,12 @@ void mv_q4_0_ref(const void* w, size_t rb, int64_t cols, const q8_row& x, float*
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block_q4_0*>(row_ptr(w, rb, r));
     float acc = 0;
-    for (int64_t i = 0; i < cols / 32; ++i) {
-      const int8_t* xq = x.q + 32 * i;
+    const int64_t nb = cols / 32;
+    for (int64_t i = 0; i < nb; ++i) {
       int isum = 0;
-      for (int j = 0; j < 16; ++j) isum += (b[i].qs[j] & 15) * xq[j] + (b[i].qs[j] >> 4) * xq[j + 16];
+      for (int j = 0; j < 16; ++j)
+        isum += (b[i].qs[j] & 15) * x.q[q8_32p_index(i, j, nb)] +
+                (b[i].qs[j] >> 4) * x.q[q8_32p_index(i, j + 16, nb)];
       acc += fp16_to_fp32(b[i].d) * x.d[i] * static_cast<float>(isum - 8 * x.sum[i]);
     }
     y[r] = acc;
@@ -428,7 +478,7 @@ kernel_table make_scalar_table() {
   k.level = kernel_level::scalar;
   k.f32 = {act_format::f32, mv_f32_ref, mm_f32_ref<mv_f32_ref>, nullptr, nullptr, 32};
   k.f16 = {act_format::f32, mv_f16_ref, mm_f32_ref<mv_f16_ref>, nullptr, nullptr, 32};
-  k.q4_0 = {act_format::q8_32, nullptr, nullptr, mv_q4_0_ref, mm_q8_ref<dtype::q4_0>, 32};
+  k.q4_0 = {act_format::q8_32p, nullptr, nullptr, mv_q4_0_ref, mm_q8_ref<dtype::q4_0>, 32};
   k.q8_0 = {act_format::q8_32, nullptr, nullptr, mv_q8_0_ref, mm_q8_ref<dtype::q8_0>, 32};
   k.q4_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k_ref<false>, mm_q8_ref<dtype::q4_k>, 32};
   k.q5_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k_ref<true>, mm_q8_ref<dtype::q5_k>, 32};
@@ -441,11 +491,6 @@ kernel_table make_scalar_table() {
 }
 
 }  // namespace
-
-void decode_gemm_sub_block(dtype t, const void* row, int64_t sb, uint8_t* q, float* dw,
-                           float* mw) {
-  decode_sub_block(t, static_cast<const uint8_t*>(row), sb, q, dw, mw);
-}
 
 void repack_gemm_tile(dtype t, const void* w, size_t rb, int64_t r0, int nr, int64_t cols,
                       bool q8_signed, uint8_t* tile) {

@@ -5,7 +5,9 @@
 // (cpu/matmul.cpp) quantizes the activations once per call, then splits rows across threads.
 //
 // Activations for quantized weights are 8-bit with a float scale per block:
-//  * q8_32  (Q4_0, Q8_0 matrix-vector): scale per 32, plus the integer sum of each block;
+//  * q8_32  (Q4_0, Q8_0 matrix-vector): scale per 32, plus the integer sum of each block; for
+//    Q4_0 the bytes of each pair of blocks are interleaved by halves (q8_32p, see
+//    interleave_q8_32_pairs) so that one vector of nibbles meets one vector of activations;
 //  * q8_256 (K-quant matrix-vector): scale per 256 (as ggml's Q8_K), integer sums per 16;
 //  * gemm groups (every quantized type, n_tok >= gemm_min_tokens): tokens in groups of 8,
 //    interleaved 4 bytes at a time so that one broadcast feeds a vector of weight rows; scale
@@ -38,18 +40,20 @@ void set_kernel_level(kernel_level l);
 // once per kernel call.
 void set_prefetch_distance(int bytes);
 int prefetch_distance();
-inline constexpr int default_prefetch_distance = 0;  // fastest measured; see kernels_bench
+// Off: on the development machine (2-core Zen 4 VM) no distance measured faster than none; see
+// tests/bench/kernels_bench.cpp (matvec/<type>/<shape>/level:L/pf:D).
+inline constexpr int default_prefetch_distance = 0;
 
 // ---- activations ------------------------------------------------------------------------------
 
-inline constexpr int gemm_group = 8;   // tokens per interleaved activation group
-inline constexpr int gemm_rows = 16;   // weight rows per repacked tile
+inline constexpr int gemm_group = 8;  // tokens per interleaved activation group
+inline constexpr int gemm_rows = 16;  // weight rows per repacked tile
 
-// One token's activations in q8_32 or q8_256 form.
+// One token's activations in q8_32 (q8_32p) or q8_256 form.
 struct q8_row {
-  const int8_t* q;     // cols
-  const float* d;      // cols / 32 (q8_32) or cols / 256 (q8_256)
-  const int32_t* sum;  // q8_32: sum of q per 32
+  const int8_t* q;       // cols
+  const float* d;        // cols / 32 (q8_32) or cols / 256 (q8_256)
+  const int32_t* sum;    // q8_32: sum of q per 32
   const int16_t* bsums;  // q8_256: sum of q per 16
 };
 
@@ -83,21 +87,29 @@ using mv_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_row& 
 using mm_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
                           int64_t ldy, int64_t r0, int64_t r1, void* scratch);
 
-enum class act_format : uint8_t { f32, q8_32, q8_256 };
+enum class act_format : uint8_t { f32, q8_32, q8_32p, q8_256 };
+
+// Turns q8_32 bytes into q8_32p: blocks 2p and 2p + 1 become [2p: 0-15, 2p+1: 0-15, 2p: 16-31,
+// 2p+1: 16-31] (Q4_0 keeps elements j and j + 16 in one byte). An odd last block stays as it is.
+void interleave_q8_32_pairs(int8_t* q, int64_t cols);
+// Index of element e of block i (cols / 32 blocks in all) in q8_32p bytes.
+inline int64_t q8_32p_index(int64_t i, int e, int64_t nb) {
+  if (i == nb - 1 && nb % 2) return 32 * i + e;
+  return 64 * (i / 2) + (e < 16 ? 0 : 32) + (i % 2) * 16 + e % 16;
+}
 
 struct type_kernels {
   act_format mv_act = act_format::f32;  // activations of mv_q8 (f32 for float weights)
   mv_f32_fn mv_f32 = nullptr;           // float weights
   mm_f32_fn mm_f32 = nullptr;
-  mv_q8_fn mv_q8 = nullptr;             // quantized weights
+  mv_q8_fn mv_q8 = nullptr;  // quantized weights
   mm_q8_fn mm_q8 = nullptr;
-  int gemm_sb = 32;                     // sub-block of q8_groups::s for mm_q8
+  int gemm_sb = 32;  // sub-block of q8_groups::s for mm_q8
 };
 
 // Activation quantizers (same results at every level).
 using quant_q8_32_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
-using quant_q8_256_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d,
-                                 int16_t* bsums);
+using quant_q8_256_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums);
 // Quantizes n (<= 8) tokens x (n x cols) into group layout, zero padding to 8.
 using quant_group_fn = void (*)(const float* x, int n, int64_t cols, int sb, int8_t* q, float* d,
                                 float* s);
@@ -122,11 +134,8 @@ const kernel_table& kernels();
 // Bytes of per-thread scratch an mm_q8 kernel needs for rows of cols elements.
 size_t gemm_scratch_bytes(int64_t cols);
 
-// ---- shared helpers for the gemm kernels ---------------------------------------------------------
-
-// Decodes sub-block sb (32 elements, or 16 for Q6_K) of a row of a quantized type into levels
-// q (0..255) with w = dw * q + mw (Q8_0: q = qs + 128).
-void decode_gemm_sub_block(dtype t, const void* row, int64_t sb, uint8_t* q, float* dw, float* mw);
+// ---- shared helpers for the gemm kernels
+// ---------------------------------------------------------
 
 // Repacks rows [r0, r0 + nr) (nr <= 16) of a quantized matrix into the gemm tile layout, padding
 // to 16 rows with zeros. Per sub-block of B elements: [B / 4][16 rows][4 levels], dw[16], mw[16]
@@ -136,7 +145,9 @@ void repack_gemm_tile(dtype t, const void* w, size_t rb, int64_t r0, int nr, int
 // The same with AVX2 (defined in kernels_avx2.cpp; only when cpu_supports(avx2)).
 void repack_gemm_tile_avx2(dtype t, const void* w, size_t rb, int64_t r0, int nr, int64_t cols,
                            bool q8_signed, uint8_t* tile);
-inline constexpr int gemm_sub_block(dtype t) { return t == dtype::q6_k ? 16 : 32; }
+inline constexpr int gemm_sub_block(dtype t) {
+  return t == dtype::q6_k ? 16 : 32;
+}
 
 // Per-level tables, defined in kernels.cpp, kernels_avx2.cpp and kernels_avx512.cpp. The SIMD
 // ones may only be called when cpu_supports() says so.

@@ -31,7 +31,9 @@ inline float hsum128(__m128 r) {
   return _mm_cvtss_f32(r);
 }
 
-inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+inline float h2f(uint16_t h) {
+  return _cvtsh_ss(h);
+}
 
 // 8 x s32: sums of 4 products of unsigned u and signed s bytes.
 inline __m256i dot_u8s8(__m256i u, __m256i s) {
@@ -53,7 +55,9 @@ inline void prefetch(const void* p, int dist) {
 
 // ---- activation quantizers (bit-identical to the scalar ones) -----------------------------------
 
-inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+inline __m256 abs_ps(__m256 v) {
+  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
 
 inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -77,7 +81,7 @@ inline __m256i round_clamp(__m256 v) {
 // Quantizes 32 floats with inverse scale id into 32 bytes (in order); returns the 4 x 8 s32 levels.
 inline __m256i quant32(const float* x, float id, __m256i* lv) {
   const __m256 vid = _mm256_set1_ps(id);
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int k = 0; k < 4; ++k) lv[k] = round_clamp(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid));
   const __m256i a = _mm256_packs_epi32(lv[0], lv[1]), b = _mm256_packs_epi32(lv[2], lv[3]);
   return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a, b),
@@ -97,7 +101,8 @@ void quant_q8_32(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum
     const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b), quant32(x + 32 * b, id, lv));
     d[b] = dd;
-    sum[b] = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]), _mm256_add_epi32(lv[2], lv[3])));
+    sum[b] =
+        hsum_i32(_mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]), _mm256_add_epi32(lv[2], lv[3])));
   }
 }
 
@@ -132,8 +137,8 @@ void quant_group(const float* x, int n, int64_t cols, int sb, int8_t* q, float* 
       for (int k = 0; k < 8; ++k) std::memcpy(q + (b * 8 + k) * 4 * g + t * 4, tmp + 4 * k, 4);
       d[b * g + t] = dd;
       if (sb == 32) {
-        const __m256i a = _mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]),
-                                           _mm256_add_epi32(lv[2], lv[3]));
+        const __m256i a =
+            _mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]), _mm256_add_epi32(lv[2], lv[3]));
         s[b * g + t] = dd * static_cast<float>(hsum_i32(a));
       } else {
         s[(2 * b) * g + t] = dd * static_cast<float>(hsum_i32(_mm256_add_epi32(lv[0], lv[1])));
@@ -145,12 +150,18 @@ void quant_group(const float* x, int n, int64_t cols, int sb, int8_t* q, float* 
 
 // ---- float weights ------------------------------------------------------------------------------
 
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline float load1(const float* p) { return *p; }
-inline float load1(const uint16_t* p) { return h2f(*p); }
+inline float load1(const float* p) {
+  return *p;
+}
+inline float load1(const uint16_t* p) {
+  return h2f(*p);
+}
 
 template <typename W>
 void mv_float(const void* w, size_t rb, int64_t cols, const float* x, float* y, int64_t r0,
@@ -179,31 +190,31 @@ template <typename W, int R, int T>
 void mm_float_tile(const void* w, size_t rb, int64_t cols, const float* x, float* y, int64_t ldy,
                    int64_t r, int t0) {
   const W* wr[R];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i) wr[i] = reinterpret_cast<const W*>(row_at(w, rb, r + i));
   const float* xt[T];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int j = 0; j < T; ++j) xt[j] = x + (t0 + j) * cols;
   __m256 acc[R][T];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) acc[i][j] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= cols; k += 8) {
     __m256 wv[R];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = load8(wr[i] + k);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       const __m256 xv = _mm256_loadu_ps(xt[j] + k);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       float s = hsum(acc[i][j]);
       for (int64_t kk = k; kk < cols; ++kk) s += load1(wr[i] + kk) * xt[j][kk];
@@ -218,10 +229,17 @@ void mm_float_rows(const void* w, size_t rb, int64_t cols, const float* x, int n
   int t = 0;
   for (; t + 4 <= n_tok; t += 4) mm_float_tile<W, R, 4>(w, rb, cols, x, y, ldy, r, t);
   switch (n_tok - t) {
-    case 3: mm_float_tile<W, R, 3>(w, rb, cols, x, y, ldy, r, t); break;
-    case 2: mm_float_tile<W, R, 2>(w, rb, cols, x, y, ldy, r, t); break;
-    case 1: mm_float_tile<W, R, 1>(w, rb, cols, x, y, ldy, r, t); break;
-    default: break;
+    case 3:
+      mm_float_tile<W, R, 3>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    case 2:
+      mm_float_tile<W, R, 2>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    case 1:
+      mm_float_tile<W, R, 1>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    default:
+      break;
   }
 }
 
@@ -234,35 +252,102 @@ void mm_float(const void* w, size_t rb, int64_t cols, const float* x, int n_tok,
 }
 
 // ---- Q4_0 / Q8_0 x q8_32 ------------------------------------------------------------------------
+// These loops are bound by vector instructions per block (Zen 4 issues at most ~4 per cycle, and
+// integer multiplies share two pipes with FMA), so everything per block that is not the dot
+// product itself is moved out: eight blocks' fp16 scales are gathered with scalar loads into one
+// vector and multiplied by the activation scales once; Q4_0's -8 offset is one multiply-add per
+// eight blocks against the activation block sums; Q4_0 pairs blocks (q8_32p activations) so one
+// madd / convert / multiply-add serves two blocks. Four accumulators: the multiply-add latency
+// must not bound the loop.
+
+// fp16 scales d of 8 consecutive blocks (block size bs bytes, d first) as floats.
+inline __m256 scales8(const uint8_t* p, size_t bs) {
+  uint64_t lo = 0, hi = 0;
+  for (int j = 0; j < 4; ++j) {
+    uint16_t a, b;
+    std::memcpy(&a, p + j * bs, 2);
+    std::memcpy(&b, p + (j + 4) * bs, 2);
+    lo |= static_cast<uint64_t>(a) << (16 * j);
+    hi |= static_cast<uint64_t>(b) << (16 * j);
+  }
+  return _mm256_cvtph_ps(_mm_set_epi64x(static_cast<int64_t>(hi), static_cast<int64_t>(lo)));
+}
+
+// The 32 levels (0..15) of a Q4_0 block: low nibbles, then high nibbles.
+inline __m256i q4_0_levels(const block_q4_0& b) {
+  const __m256i raw =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)));
+  return _mm256_and_si256(_mm256_srlv_epi32(raw, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                          _mm256_set1_epi8(0x0F));
+}
+
+// Two Q4_0 blocks against q8_32p activations: the low nibbles of both blocks meet the first
+// halves of both activation blocks in one vector, the high nibbles the second halves, so one
+// madd / convert / multiply-add serves two blocks. Lanes 0-3 hold block i, 4-7 block i + 1.
+inline __m256i q4_0_pair(const block_q4_0* b, const int8_t* xq) {
+  const __m256i raw = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), 1);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i lo = _mm256_and_si256(raw, m4),
+                hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+  const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+  const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32));
+  // s16 sums of two products of levels <= 15 and |x| <= 127, twice: <= 7620, no saturation.
+  const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
 
 inline __m256 q4_0_block(const block_q4_0& b, const int8_t* xq, float xd, int32_t xsum,
                          __m256 acc) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
-  const __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw),
-                                      _mm256_set1_epi8(0x0F));
   const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
   // Sum over the 8 lanes of (p - xsum) is dot(q, x) - 8 * sum(x): the -8 offset of Q4_0.
-  const __m256i p = _mm256_sub_epi32(dot_u8s8(wq, x), _mm256_set1_epi32(xsum));
+  const __m256i p = _mm256_sub_epi32(dot_u8s8(q4_0_levels(b), x), _mm256_set1_epi32(xsum));
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(h2f(b.d) * xd), acc);
 }
 
+// Activations in q8_32p layout.
 void mv_q4_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
              int64_t r1) {
   const int64_t nb = cols / 32;
   const int pf = prefetch_distance();
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block_q4_0*>(row_at(w, rb, r));
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+    __m256 off = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 4 <= nb; i += 4) {
-      if (pf) prefetch(b + i, pf);
-      a0 = q4_0_block(b[i], x.q + 32 * i, x.d[i], x.sum[i], a0);
-      a1 = q4_0_block(b[i + 1], x.q + 32 * i + 32, x.d[i + 1], x.sum[i + 1], a1);
-      a0 = q4_0_block(b[i + 2], x.q + 32 * i + 64, x.d[i + 2], x.sum[i + 2], a0);
-      a1 = q4_0_block(b[i + 3], x.q + 32 * i + 96, x.d[i + 3], x.sum[i + 3], a1);
+    for (; i + 8 <= nb; i += 8) {
+      if (pf) {
+        prefetch(b + i, pf);
+        prefetch(b + i, pf + 64);
+        prefetch(b + i, pf + 128);
+      }
+      // dw * dx of the 8 blocks; the -8 offset against their activation sums.
+      const __m256 s =
+          _mm256_mul_ps(scales8(reinterpret_cast<const uint8_t*>(b + i), sizeof(block_q4_0)),
+                        _mm256_loadu_ps(x.d + i));
+      off = _mm256_fmadd_ps(
+          s, _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sum + i))),
+          off);
+#pragma GCC unroll 4
+      for (int j = 0; j < 8; j += 2) {
+        const __m256 sc =
+            _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(j, j, j, j, j + 1, j + 1, j + 1, j + 1));
+        a[j / 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_0_pair(b + i + j, x.q + 32 * (i + j))), sc,
+                                   a[j / 2]);
+      }
     }
-    for (; i < nb; ++i) a0 = q4_0_block(b[i], x.q + 32 * i, x.d[i], x.sum[i], a0);
-    y[r] = hsum(_mm256_add_ps(a0, a1));
+    float tail = 0;
+    for (; i + 2 <= nb; i += 2) {
+      const float s0 = h2f(b[i].d) * x.d[i], s1 = h2f(b[i + 1].d) * x.d[i + 1];
+      const __m256 sc = _mm256_set_m128(_mm_set1_ps(s1), _mm_set1_ps(s0));
+      a[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_0_pair(b + i, x.q + 32 * i)), sc, a[0]);
+      tail -= 8.0f * (s0 * static_cast<float>(x.sum[i]) + s1 * static_cast<float>(x.sum[i + 1]));
+    }
+    if (i < nb) a[1] = q4_0_block(b[i], x.q + 32 * i, x.d[i], x.sum[i], a[1]);  // odd last block
+    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))) -
+           8.0f * hsum(off) + tail;
   }
 }
 
@@ -276,17 +361,29 @@ void mv_q8_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
              int64_t r1) {
   const int64_t nb = cols / 32;
   const int pf = prefetch_distance();
+  alignas(32) float sc[8];
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block_q8_0*>(row_at(w, rb, r));
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
     int64_t i = 0;
-    for (; i + 2 <= nb; i += 2) {
-      if (pf) prefetch(b + i, pf);
-      a0 = q8_0_block(b[i], x.q + 32 * i, x.d[i], a0);
-      a1 = q8_0_block(b[i + 1], x.q + 32 * i + 32, x.d[i + 1], a1);
+    for (; i + 8 <= nb; i += 8) {
+      if (pf) {
+        for (int l = 0; l < 5; ++l) prefetch(b + i, pf + 64 * l);
+      }
+      _mm256_store_ps(
+          sc, _mm256_mul_ps(scales8(reinterpret_cast<const uint8_t*>(b + i), sizeof(block_q8_0)),
+                            _mm256_loadu_ps(x.d + i)));
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + j].qs));
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * (i + j)));
+        a[j % 4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8s8(wv, xv)),
+                                   _mm256_broadcast_ss(sc + j), a[j % 4]);
+      }
     }
-    for (; i < nb; ++i) a0 = q8_0_block(b[i], x.q + 32 * i, x.d[i], a0);
-    y[r] = hsum(_mm256_add_ps(a0, a1));
+    for (; i < nb; ++i) a[0] = q8_0_block(b[i], x.q + 32 * i, x.d[i], a[0]);
+    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
   }
 }
 
@@ -336,7 +433,8 @@ void mv_q45_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y,
       const float dmin = -h2f(b[i].dmin) * x.d[i];
       const __m256i mins_scales = _mm256_cvtepu8_epi16(scales_mins_k4(b[i].scales));
       const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
-      const __m128i bs32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      const __m128i bs32 =
+          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
       const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_scales, 1), bs32);
       acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
       const __m128i sc128 = _mm256_castsi256_si128(mins_scales);
@@ -346,7 +444,7 @@ void mv_q45_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y,
       __m256i hbits = _mm256_setzero_si256();
       if constexpr (five) hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
       __m256i sumi = _mm256_setzero_si256();
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int j = 0; j < 4; ++j) {
         const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j));
         __m256i ql = _mm256_and_si256(bits, m4);
@@ -398,9 +496,9 @@ void mv_q6_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
       const float d = h2f(b[i].d) * x.d[i];
       const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales));
       // -32 offset: sum_j sc_j * (sum of x over sub-block j).
-      const __m256i off = _mm256_madd_epi16(
-          _mm256_cvtepi8_epi16(sc8),
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i)));
+      const __m256i off =
+          _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i)));
       const uint8_t* ql = b[i].ql;
       const uint8_t* qh = b[i].qh;
       const int8_t* xq = x.q + qk_k * i;
@@ -410,12 +508,15 @@ void mv_q6_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
         const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h + 32));
         const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * h));
         __m256i q[4];
-        q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m48));
-        q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m48));
-        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hb, m48));
+        q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                               _mm256_and_si256(_mm256_slli_epi16(hb, 4), m48));
+        q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                               _mm256_and_si256(_mm256_slli_epi16(hb, 2), m48));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                               _mm256_and_si256(hb, m48));
         q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                _mm256_and_si256(_mm256_srli_epi16(hb, 2), m48));
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int k = 0; k < 4; ++k) {
           const __m256i xv =
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * h + 32 * k));
@@ -430,10 +531,11 @@ void mv_q6_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
   }
 }
 
-// ---- repacking weight tiles for the gemm ----------------------------------------------------------
-// Same bytes as repack_gemm_tile (kernels.cpp), which the tests hold it to. Levels: one 32-element
-// chunk of a row decoded into a ymm of bytes, 8 rows at a time transposed 4 bytes at a time (an
-// 8 x 8 dword transpose) so each store is one k-step of 8 rows. Scales: a scalar pass per row.
+// ---- repacking weight tiles for the gemm
+// ---------------------------------------------------------- Same bytes as repack_gemm_tile
+// (kernels.cpp), which the tests hold it to. Levels: one 32-element chunk of a row decoded into a
+// ymm of bytes, 8 rows at a time transposed 4 bytes at a time (an 8 x 8 dword transpose) so each
+// store is one k-step of 8 rows. Scales: a scalar pass per row.
 
 template <dtype T>
 inline __m256i decode_chunk(const uint8_t* row, int64_t c, bool q8_signed) {
@@ -462,8 +564,8 @@ inline __m256i decode_chunk(const uint8_t* row, int64_t c, bool q8_signed) {
   } else {  // q6_k
     const auto& b = reinterpret_cast<const block_q6_k*>(row)[c / 8];
     const int h = static_cast<int>(c % 8) / 4, quarter = static_cast<int>(c % 4);
-    const __m256i l = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32 * (quarter & 1)));
+    const __m256i l =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.ql + 64 * h + 32 * (quarter & 1)));
     const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qh + 32 * h));
     const __m256i lo = _mm256_and_si256(quarter < 2 ? l : _mm256_srli_epi16(l, 4), m4);
     // High bits 2q, 2q + 1 of each qh byte go to bits 4, 5.
@@ -558,7 +660,8 @@ void repack_tile(const void* w, size_t rb, int64_t r0, int nr, int64_t cols, boo
       transpose8x8(v);
       for (int k = 0; k < 8; ++k) {
         // k-step k of chunk c: sub-block c (B = 32) or 2c + k / 4 (B = 16).
-        uint8_t* dst = B == 32 ? tile + c * sbs + k * 64 : tile + (2 * c + k / 4) * sbs + (k % 4) * 64;
+        uint8_t* dst =
+            B == 32 ? tile + c * sbs + k * 64 : tile + (2 * c + k / 4) * sbs + (k % 4) * 64;
         _mm256_store_si256(reinterpret_cast<__m256i*>(dst + half * 32), v[k]);
       }
     }
@@ -585,7 +688,7 @@ void gemm_half(const uint8_t* tile, int64_t nsb, int half, const int8_t* xq, con
     __m256i i32[NT];
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) i32[t] = _mm256_setzero_si256();
-    // The k loops stay rolled: unrolled, GCC re-associates the s16 sums into trees that spill.
+      // The k loops stay rolled: unrolled, GCC re-associates the s16 sums into trees that spill.
 #pragma GCC unroll 1
     for (int kk = 0; kk < ksteps; kk += ACC16) {
       [[maybe_unused]] __m256i i16[NT];
@@ -601,7 +704,8 @@ void gemm_half(const uint8_t* tile, int64_t nsb, int half, const int8_t* xq, con
             int32_t xv;
             std::memcpy(&xv, xk + k * 4 * g + t * 4, 4);
             const __m256i sx = _mm256_sign_epi8(_mm256_set1_epi32(xv), wv);
-            i32[t] = _mm256_add_epi32(i32[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
+            i32[t] =
+                _mm256_add_epi32(i32[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones));
           }
         } else {
 #pragma GCC unroll 16
@@ -614,7 +718,8 @@ void gemm_half(const uint8_t* tile, int64_t nsb, int half, const int8_t* xq, con
       }
       if constexpr (!SIGNED) {
 #pragma GCC unroll 16
-        for (int t = 0; t < NT; ++t) i32[t] = _mm256_add_epi32(i32[t], _mm256_madd_epi16(i16[t], ones));
+        for (int t = 0; t < NT; ++t)
+          i32[t] = _mm256_add_epi32(i32[t], _mm256_madd_epi16(i16[t], ones));
       }
     }
     const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(tp + B * 16));
@@ -655,10 +760,18 @@ void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
         for (int tok0 = 0; tok0 < nt_group; tok0 += 4) {
           const int nt = nt_group - tok0 < 4 ? nt_group - tok0 : 4;
           switch (nt) {
-            case 4: gemm_half<4, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out); break;
-            case 3: gemm_half<3, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out); break;
-            case 2: gemm_half<2, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out); break;
-            default: gemm_half<1, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out); break;
+            case 4:
+              gemm_half<4, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              break;
+            case 3:
+              gemm_half<3, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              break;
+            case 2:
+              gemm_half<2, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              break;
+            default:
+              gemm_half<1, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              break;
           }
           const int rows_here = nr - half * 8 < 8 ? nr - half * 8 : 8;
           for (int t = 0; t < nt; ++t) {
@@ -676,7 +789,7 @@ kernel_table make_table() {
   k.level = kernel_level::avx2;
   k.f32 = {act_format::f32, mv_float<float>, mm_float<float>, nullptr, nullptr, 32};
   k.f16 = {act_format::f32, mv_float<uint16_t>, mm_float<uint16_t>, nullptr, nullptr, 32};
-  k.q4_0 = {act_format::q8_32, nullptr, nullptr, mv_q4_0, mm_q8<dtype::q4_0>, 32};
+  k.q4_0 = {act_format::q8_32p, nullptr, nullptr, mv_q4_0, mm_q8<dtype::q4_0>, 32};
   k.q8_0 = {act_format::q8_32, nullptr, nullptr, mv_q8_0, mm_q8<dtype::q8_0>, 32};
   k.q4_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k<false>, mm_q8<dtype::q4_k>, 32};
   k.q5_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k<true>, mm_q8<dtype::q5_k>, 32};
@@ -693,12 +806,18 @@ kernel_table make_table() {
 void repack_gemm_tile_avx2(dtype t, const void* w, size_t rb, int64_t r0, int nr, int64_t cols,
                            bool q8_signed, uint8_t* tile) {
   switch (t) {
-    case dtype::q4_0: return repack_tile<dtype::q4_0>(w, rb, r0, nr, cols, q8_signed, tile);
-    case dtype::q8_0: return repack_tile<dtype::q8_0>(w, rb, r0, nr, cols, q8_signed, tile);
-    case dtype::q4_k: return repack_tile<dtype::q4_k>(w, rb, r0, nr, cols, q8_signed, tile);
-    case dtype::q5_k: return repack_tile<dtype::q5_k>(w, rb, r0, nr, cols, q8_signed, tile);
-    case dtype::q6_k: return repack_tile<dtype::q6_k>(w, rb, r0, nr, cols, q8_signed, tile);
-    default: return repack_gemm_tile(t, w, rb, r0, nr, cols, q8_signed, tile);
+    case dtype::q4_0:
+      return repack_tile<dtype::q4_0>(w, rb, r0, nr, cols, q8_signed, tile);
+    case dtype::q8_0:
+      return repack_tile<dtype::q8_0>(w, rb, r0, nr, cols, q8_signed, tile);
+    case dtype::q4_k:
+      return repack_tile<dtype::q4_k>(w, rb, r0, nr, cols, q8_signed, tile);
+    case dtype::q5_k:
+      return repack_tile<dtype::q5_k>(w, rb, r0, nr, cols, q8_signed, tile);
+    case dtype::q6_k:
+      return repack_tile<dtype::q6_k>(w, rb, r0, nr, cols, q8_signed, tile);
+    default:
+      return repack_gemm_tile(t, w, rb, r0, nr, cols, q8_signed, tile);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/kernels.h"
 #include "cpu/quant.h"
@@ -28,11 +29,15 @@ inline void prefetch(const void* p, int dist) {
 
 // ---- float weights ------------------------------------------------------------------------------
 
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load16(const float* p) {
+  return _mm512_loadu_ps(p);
+}
 inline __m512 load16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
-inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const float* p, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
 inline __m512 load16(const uint16_t* p, __mmask16 m) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
 }
@@ -68,43 +73,43 @@ template <typename W, int R, int T>
 void mm_float_tile(const void* w, size_t rb, int64_t cols, const float* x, float* y, int64_t ldy,
                    int64_t r, int t0) {
   const W* wr[R];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i) wr[i] = reinterpret_cast<const W*>(row_at(w, rb, r + i));
   const float* xt[T];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int j = 0; j < T; ++j) xt[j] = x + (t0 + j) * cols;
   __m512 acc[R][T];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) acc[i][j] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= cols; k += 16) {
     __m512 wv[R];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = load16(wr[i] + k);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       const __m512 xv = _mm512_loadu_ps(xt[j] + k);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
   if (k < cols) {
     const __mmask16 m = static_cast<__mmask16>((1u << (cols - k)) - 1);
     __m512 wv[R];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) wv[i] = load16(wr[i] + k, m);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, xt[j] + k);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < T; ++j) y[(t0 + j) * ldy + r + i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
@@ -114,12 +119,23 @@ void mm_float_rows(const void* w, size_t rb, int64_t cols, const float* x, int n
   int t = 0;
   for (; t + 6 <= n_tok; t += 6) mm_float_tile<W, R, 6>(w, rb, cols, x, y, ldy, r, t);
   switch (n_tok - t) {
-    case 5: mm_float_tile<W, R, 5>(w, rb, cols, x, y, ldy, r, t); break;
-    case 4: mm_float_tile<W, R, 4>(w, rb, cols, x, y, ldy, r, t); break;
-    case 3: mm_float_tile<W, R, 3>(w, rb, cols, x, y, ldy, r, t); break;
-    case 2: mm_float_tile<W, R, 2>(w, rb, cols, x, y, ldy, r, t); break;
-    case 1: mm_float_tile<W, R, 1>(w, rb, cols, x, y, ldy, r, t); break;
-    default: break;
+    case 5:
+      mm_float_tile<W, R, 5>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    case 4:
+      mm_float_tile<W, R, 4>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    case 3:
+      mm_float_tile<W, R, 3>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    case 2:
+      mm_float_tile<W, R, 2>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    case 1:
+      mm_float_tile<W, R, 1>(w, rb, cols, x, y, ldy, r, t);
+      break;
+    default:
+      break;
   }
 }
 
@@ -131,28 +147,305 @@ void mm_float(const void* w, size_t rb, int64_t cols, const float* x, int n_tok,
   for (; r < r1; ++r) mm_float_rows<W, 1>(w, rb, cols, x, n_tok, y, ldy, r);
 }
 
+// ---- quantized matrix-vector kernels (ymm + VNNI)
+// ------------------------------------------------ The AVX2 kernels' structure (see
+// kernels_avx2.cpp) with vpdpbusd for u8 x s8 dot products and vpdpwssd for the scaled s16 sums of
+// the K-quants: fewer multiply-pipe instructions per block, which is what bounds these loops on
+// Zen 4. zmm would not help: the limit is execution ports, not instruction count.
+
+inline float hsum(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+inline float hsum128(__m128 r) {
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+inline float h2f(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+inline __m256 scales8(const uint8_t* p, size_t bs) {
+  uint64_t lo = 0, hi = 0;
+  for (int j = 0; j < 4; ++j) {
+    uint16_t a, b;
+    std::memcpy(&a, p + j * bs, 2);
+    std::memcpy(&b, p + (j + 4) * bs, 2);
+    lo |= static_cast<uint64_t>(a) << (16 * j);
+    hi |= static_cast<uint64_t>(b) << (16 * j);
+  }
+  return _mm256_cvtph_ps(_mm_set_epi64x(static_cast<int64_t>(hi), static_cast<int64_t>(lo)));
+}
+
+inline __m256i pair_index(int j) {
+  return _mm256_setr_epi32(j, j, j, j, j + 1, j + 1, j + 1, j + 1);
+}
+
+// Two Q4_0 blocks against q8_32p activations (lanes 0-3: block 0, 4-7: block 1).
+inline __m256i q4_0_pair(const block_q4_0* b, const int8_t* xq) {
+  const __m256i raw = _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), 1);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i lo = _mm256_and_si256(raw, m4),
+                hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+  const __m256i p = dot_u8s8(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)));
+  return _mm256_dpbusd_epi32(p, hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)));
+}
+
+void mv_q4_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
+             int64_t r1) {
+  const int64_t nb = cols / 32;
+  const int pf = prefetch_distance();
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* b = reinterpret_cast<const block_q4_0*>(row_at(w, rb, r));
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+    __m256 off = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= nb; i += 8) {
+      if (pf) {
+        prefetch(b + i, pf);
+        prefetch(b + i, pf + 64);
+        prefetch(b + i, pf + 128);
+      }
+      const __m256 s =
+          _mm256_mul_ps(scales8(reinterpret_cast<const uint8_t*>(b + i), sizeof(block_q4_0)),
+                        _mm256_loadu_ps(x.d + i));
+      off = _mm256_fmadd_ps(
+          s, _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sum + i))),
+          off);
+#pragma GCC unroll 4
+      for (int j = 0; j < 8; j += 2) {
+        const __m256 sc = _mm256_permutevar8x32_ps(s, pair_index(j));
+        a[j / 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_0_pair(b + i + j, x.q + 32 * (i + j))), sc,
+                                   a[j / 2]);
+      }
+    }
+    float tail = 0;
+    for (; i + 2 <= nb; i += 2) {
+      const float s0 = h2f(b[i].d) * x.d[i], s1 = h2f(b[i + 1].d) * x.d[i + 1];
+      const __m256 sc = _mm256_set_m128(_mm_set1_ps(s1), _mm_set1_ps(s0));
+      a[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_0_pair(b + i, x.q + 32 * i)), sc, a[0]);
+      tail -= 8.0f * (s0 * static_cast<float>(x.sum[i]) + s1 * static_cast<float>(x.sum[i + 1]));
+    }
+    if (i < nb) {  // an odd last block, in natural order
+      const __m256i raw =
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs)));
+      const __m256i lv =
+          _mm256_and_si256(_mm256_srlv_epi32(raw, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                           _mm256_set1_epi8(0x0F));
+      const __m256i p =
+          dot_u8s8(lv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * i)));
+      const float s0 = h2f(b[i].d) * x.d[i];
+      a[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s0), a[1]);
+      tail -= 8.0f * s0 * static_cast<float>(x.sum[i]);
+    }
+    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))) -
+           8.0f * hsum(off) + tail;
+  }
+}
+
+void mv_q8_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
+             int64_t r1) {
+  const int64_t nb = cols / 32;
+  const int pf = prefetch_distance();
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* b = reinterpret_cast<const block_q8_0*>(row_at(w, rb, r));
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 8 <= nb; i += 8) {
+      if (pf) {
+        for (int l = 0; l < 5; ++l) prefetch(b + i, pf + 64 * l);
+      }
+      const __m256 s =
+          _mm256_mul_ps(scales8(reinterpret_cast<const uint8_t*>(b + i), sizeof(block_q8_0)),
+                        _mm256_loadu_ps(x.d + i));
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + j].qs));
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * (i + j)));
+        const __m256i p = dot_u8s8(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+        a[j % 4] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                   _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(j)), a[j % 4]);
+      }
+    }
+    for (; i < nb; ++i) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs));
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + 32 * i));
+      const __m256i p = dot_u8s8(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+      a[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(h2f(b[i].d) * x.d[i]), a[0]);
+    }
+    y[r] = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+  }
+}
+
+inline __m256i shuffle_k(int k) {
+  const int lo = 2 * k, hi = 2 * k + 1;
+  return _mm256_set1_epi32(lo | hi << 8 | lo << 16 | hi << 24);
+}
+
+inline __m128i scales_mins_k4(const uint8_t* s) {
+  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  uint32_t u[4];
+  std::memcpy(u, s, 12);
+  u[3] = ((u[2] >> 4) & kmask2) | (((u[1] >> 6) & kmask3) << 4);
+  const uint32_t uaux = u[1] & kmask1;
+  u[1] = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+  u[2] = uaux;
+  u[0] &= kmask1;
+  return _mm_set_epi32(static_cast<int>(u[3]), static_cast<int>(u[2]), static_cast<int>(u[1]),
+                       static_cast<int>(u[0]));
+}
+
+template <bool five>
+void mv_q45_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
+              int64_t r1) {
+  using block = std::conditional_t<five, block_q5_k, block_q4_k>;
+  const int64_t nb = cols / qk_k;
+  const int pf = prefetch_distance();
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m16 = _mm256_set1_epi8(0x10);
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* b = reinterpret_cast<const block*>(row_at(w, rb, r));
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      if (pf) {
+        prefetch(b + i, pf);
+        prefetch(b + i, pf + 64);
+        prefetch(b + i, pf + 128);
+      }
+      const float d = h2f(b[i].d) * x.d[i];
+      const float dmin = -h2f(b[i].dmin) * x.d[i];
+      const __m256i mins_scales = _mm256_cvtepu8_epi16(scales_mins_k4(b[i].scales));
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
+      const __m128i bs32 =
+          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_scales, 1), bs32);
+      acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+      const __m128i sc128 = _mm256_castsi256_si128(mins_scales);
+      const __m256i scales = _mm256_set_m128i(sc128, sc128);
+      const uint8_t* q = b[i].qs;
+      const int8_t* xq = x.q + qk_k * i;
+      __m256i hbits = _mm256_setzero_si256();
+      if constexpr (five) hbits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh));
+      __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * j));
+        __m256i ql = _mm256_and_si256(bits, m4);
+        __m256i qh = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+        if constexpr (five) {
+          const __m256i h0 = 2 * j <= 4 ? _mm256_slli_epi16(hbits, 4 - 2 * j)
+                                        : _mm256_srli_epi16(hbits, 2 * j - 4);
+          const __m256i h1 = 2 * j + 1 <= 4 ? _mm256_slli_epi16(hbits, 3 - 2 * j)
+                                            : _mm256_srli_epi16(hbits, 2 * j - 3);
+          ql = _mm256_or_si256(ql, _mm256_and_si256(h0, m16));
+          qh = _mm256_or_si256(qh, _mm256_and_si256(h1, m16));
+        }
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * j));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * j + 32));
+        s0 = _mm256_dpwssd_epi32(s0, _mm256_shuffle_epi8(scales, shuffle_k(2 * j)),
+                                 _mm256_maddubs_epi16(ql, x0));
+        s1 = _mm256_dpwssd_epi32(s1, _mm256_shuffle_epi8(scales, shuffle_k(2 * j + 1)),
+                                 _mm256_maddubs_epi16(qh, x1));
+      }
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc);
+    }
+    y[r] = hsum(acc) + hsum128(acc_m);
+  }
+}
+
+inline __m128i scale_pair(__m128i s, int a) {
+  const __m128i m = _mm_set_epi64x(0x0101010101010101LL * (a + 1), 0x0101010101010101LL * a);
+  return _mm_shuffle_epi8(s, m);
+}
+
+void mv_q6_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
+             int64_t r1) {
+  const int64_t nb = cols / qk_k;
+  const int pf = prefetch_distance();
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m48 = _mm256_set1_epi8(0x30);
+  for (int64_t r = r0; r < r1; ++r) {
+    const auto* b = reinterpret_cast<const block_q6_k*>(row_at(w, rb, r));
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      if (pf) {
+        for (int l = 0; l < 4; ++l) prefetch(b + i, pf + 64 * l);
+      }
+      const float d = h2f(b[i].d) * x.d[i];
+      const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].scales));
+      const __m256i off =
+          _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i)));
+      const uint8_t* ql = b[i].ql;
+      const uint8_t* qh = b[i].qh;
+      const int8_t* xq = x.q + qk_k * i;
+      __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * h + 32));
+        const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * h));
+        __m256i q[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                               _mm256_and_si256(_mm256_slli_epi16(hb, 4), m48));
+        q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                               _mm256_and_si256(_mm256_slli_epi16(hb, 2), m48));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                               _mm256_and_si256(hb, m48));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(hb, 2), m48));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i xv =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * h + 32 * k));
+          const __m256i sc = _mm256_cvtepi8_epi16(scale_pair(sc8, 8 * h + 2 * k));
+          if (k % 2 == 0)
+            s0 = _mm256_dpwssd_epi32(s0, _mm256_maddubs_epi16(q[k], xv), sc);
+          else
+            s1 = _mm256_dpwssd_epi32(s1, _mm256_maddubs_epi16(q[k], xv), sc);
+        }
+      }
+      const __m256i sumi = _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_slli_epi32(off, 5));
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    y[r] = hsum(acc);
+  }
+}
+
 // ---- gemm on repacked tiles ---------------------------------------------------------------------
 // A 16-row tile against NT tokens of one activation group: zmm lanes are the 16 rows; vpdpbusd
 // multiplies 4 unsigned levels per row by 4 broadcast activation bytes of a token.
 
 template <int NT, int B>
-void gemm_tile(const uint8_t* tile, int64_t nsb, const int8_t* xq, const float* xd,
-               const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+void gemm_tile(const uint8_t* tile, int64_t nsb, const int8_t* xq, const float* xd, const float* xs,
+               float* y, int64_t ldy, __mmask16 rows) {
   constexpr int g = gemm_group, ksteps = B / 4;
   constexpr size_t sbs = B * 16 + 128;
   __m512 acc[NT];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t s = 0; s < nsb; ++s) {
     const uint8_t* tp = tile + s * sbs;
     const int8_t* xk = xq + s * ksteps * 4 * g;
     __m512i isum[NT];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int k = 0; k < ksteps; ++k) {
       const __m512i wv = _mm512_load_si512(tp + k * 64);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int t = 0; t < NT; ++t) {
         int32_t xv;
         std::memcpy(&xv, xk + k * 4 * g + t * 4, 4);
@@ -163,14 +456,14 @@ void gemm_tile(const uint8_t* tile, int64_t nsb, const int8_t* xq, const float* 
     const __m512 mw = _mm512_load_ps(tp + B * 16 + 64);
     const float* xds = xd + (s * B / 32) * g;
     const float* xss = xs + s * g;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
       const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(xds[t]));
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), sc, acc[t]);
       acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(xss[t]), acc[t]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
 }
 
@@ -192,14 +485,30 @@ void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
       const float* xs = x.s + gi * nsb * g;
       float* yt = y + gi * g * ldy + tr;
       switch (x.n_tok - gi * g < g ? x.n_tok - gi * g : g) {
-        case 8: gemm_tile<8, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        case 7: gemm_tile<7, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        case 6: gemm_tile<6, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        case 5: gemm_tile<5, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        case 4: gemm_tile<4, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        case 3: gemm_tile<3, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        case 2: gemm_tile<2, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
-        default: gemm_tile<1, B>(tile, nsb, xq, xd, xs, yt, ldy, rows); break;
+        case 8:
+          gemm_tile<8, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        case 7:
+          gemm_tile<7, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        case 6:
+          gemm_tile<6, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        case 5:
+          gemm_tile<5, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        case 4:
+          gemm_tile<4, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        case 3:
+          gemm_tile<3, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        case 2:
+          gemm_tile<2, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
+        default:
+          gemm_tile<1, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          break;
       }
     }
   }
@@ -212,6 +521,11 @@ kernel_table make_table() {
   k.f32.mm_f32 = mm_float<float>;
   k.f16.mv_f32 = mv_float<uint16_t>;
   k.f16.mm_f32 = mm_float<uint16_t>;
+  k.q4_0.mv_q8 = mv_q4_0;
+  k.q8_0.mv_q8 = mv_q8_0;
+  k.q4_k.mv_q8 = mv_q45_k<false>;
+  k.q5_k.mv_q8 = mv_q45_k<true>;
+  k.q6_k.mv_q8 = mv_q6_k;
   k.q4_0.mm_q8 = mm_q8<dtype::q4_0>;
   k.q8_0.mm_q8 = mm_q8<dtype::q8_0>;
   k.q4_k.mm_q8 = mm_q8<dtype::q4_k>;

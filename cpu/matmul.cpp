@@ -33,7 +33,9 @@ class scratch {
 thread_local scratch t_acts;  // the caller's quantized activations (read by every worker)
 thread_local scratch t_tile;  // a worker's repacked weight tile
 
-size_t align64(size_t n) { return (n + 63) & ~size_t{63}; }
+size_t align64(size_t n) {
+  return (n + 63) & ~size_t{63};
+}
 
 // Rows per task for the matrix-vector kernels: enough weight bytes that a task outweighs its
 // scheduling (a few microseconds), few enough that both cores get work on small matrices.
@@ -46,21 +48,19 @@ void matmul_float(const type_kernels& k, const weight& w, const float* x, int n_
   const int64_t rows = w.rows(), cols = w.cols();
   const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
   if (n_tok == 1) {
-    parallel_for(rows, mv_grain(rb), [&](int64_t r0, int64_t r1) {
-      k.mv_f32(w.data(), rb, cols, x, y, r0, r1);
-    });
+    parallel_for(rows, mv_grain(rb),
+                 [&](int64_t r0, int64_t r1) { k.mv_f32(w.data(), rb, cols, x, y, r0, r1); });
     return;
   }
   // Row blocks small enough to stay in L2 while every token passes over them.
   const int64_t grain = std::max<int64_t>(4, static_cast<int64_t>(256 * 1024 / rb) / 4 * 4);
-  parallel_for(rows, std::min<int64_t>(grain, std::max<int64_t>(4, rows / 8)),
-               [&](int64_t r0, int64_t r1) {
-                 k.mm_f32(w.data(), rb, cols, x, n_tok, y, rows, r0, r1);
-               });
+  parallel_for(
+      rows, std::min<int64_t>(grain, std::max<int64_t>(4, rows / 8)),
+      [&](int64_t r0, int64_t r1) { k.mm_f32(w.data(), rb, cols, x, n_tok, y, rows, r0, r1); });
 }
 
-void matmul_q8_rows(const kernel_table& kt, const type_kernels& k, const weight& w,
-                    const float* x, int n_tok, float* y) {
+void matmul_q8_rows(const kernel_table& kt, const type_kernels& k, const weight& w, const float* x,
+                    int n_tok, float* y) {
   const int64_t rows = w.rows(), cols = w.cols();
   const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
   const bool k256 = k.mv_act == act_format::q8_256;
@@ -79,6 +79,7 @@ void matmul_q8_rows(const kernel_table& kt, const type_kernels& k, const weight&
       kt.quant_q8_256(x + t * cols, cols, q, d, reinterpret_cast<int16_t*>(p + q_bytes + d_bytes));
     else
       kt.quant_q8_32(x + t * cols, cols, q, d, reinterpret_cast<int32_t*>(p + q_bytes + d_bytes));
+    if (k.mv_act == act_format::q8_32p) interleave_q8_32_pairs(q, cols);
   }
   auto row_of = [&](int t) {
     const uint8_t* p = buf + per_tok * static_cast<size_t>(t);
@@ -102,8 +103,8 @@ void matmul_q8_rows(const kernel_table& kt, const type_kernels& k, const weight&
   });
 }
 
-void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight& w,
-                    const float* x, int n_tok, float* y) {
+void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight& w, const float* x,
+                    int n_tok, float* y) {
   constexpr int g = gemm_group;
   const int64_t rows = w.rows(), cols = w.cols();
   const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
@@ -121,8 +122,8 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
   parallel_for(n_groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t gi = g0; gi < g1; ++gi) {
       const int nt = static_cast<int>(std::min<int64_t>(g, n_tok - gi * g));
-      kt.quant_group(x + gi * g * cols, nt, cols, sb, q + gi * cols * g,
-                     d + gi * (cols / 32) * g, s + gi * (cols / sb) * g);
+      kt.quant_group(x + gi * g * cols, nt, cols, sb, q + gi * cols * g, d + gi * (cols / 32) * g,
+                     s + gi * (cols / sb) * g);
     }
   });
   const q8_groups groups{q, d, s, cols, sb, n_tok};

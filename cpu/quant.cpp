@@ -139,8 +139,10 @@ void quantize_row_q4_0(const float* x, block_q4_0* y, int64_t n) {
     for (int j = 0; j < qk4_0 / 2; ++j) {
       const float x0 = xb[j] * id;
       const float x1 = xb[qk4_0 / 2 + j] * id;
-      const uint8_t q0 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 8.5f))));
-      const uint8_t q1 = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 8.5f))));
+      const uint8_t q0 =
+          static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x0 + 8.5f))));
+      const uint8_t q1 =
+          static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(x1 + 8.5f))));
       y[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
     }
   }
@@ -460,12 +462,18 @@ void dequantize_row(dtype t, const void* src, float* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(h[i]);
       return;
     }
-    case dtype::q4_0: return dequantize_row_q4_0(static_cast<const block_q4_0*>(src), dst, n);
-    case dtype::q8_0: return dequantize_row_q8_0(static_cast<const block_q8_0*>(src), dst, n);
-    case dtype::q4_k: return dequantize_row_q4_k(static_cast<const block_q4_k*>(src), dst, n);
-    case dtype::q5_k: return dequantize_row_q5_k(static_cast<const block_q5_k*>(src), dst, n);
-    case dtype::q6_k: return dequantize_row_q6_k(static_cast<const block_q6_k*>(src), dst, n);
-    default: break;
+    case dtype::q4_0:
+      return dequantize_row_q4_0(static_cast<const block_q4_0*>(src), dst, n);
+    case dtype::q8_0:
+      return dequantize_row_q8_0(static_cast<const block_q8_0*>(src), dst, n);
+    case dtype::q4_k:
+      return dequantize_row_q4_k(static_cast<const block_q4_k*>(src), dst, n);
+    case dtype::q5_k:
+      return dequantize_row_q5_k(static_cast<const block_q5_k*>(src), dst, n);
+    case dtype::q6_k:
+      return dequantize_row_q6_k(static_cast<const block_q6_k*>(src), dst, n);
+    default:
+      break;
   }
 }
 
@@ -480,12 +488,18 @@ void quantize_row(dtype t, const float* src, void* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(src[i]);
       return;
     }
-    case dtype::q4_0: return quantize_row_q4_0(src, static_cast<block_q4_0*>(dst), n);
-    case dtype::q8_0: return quantize_row_q8_0(src, static_cast<block_q8_0*>(dst), n);
-    case dtype::q4_k: return quantize_row_q4_k(src, static_cast<block_q4_k*>(dst), n);
-    case dtype::q5_k: return quantize_row_q5_k(src, static_cast<block_q5_k*>(dst), n);
-    case dtype::q6_k: return quantize_row_q6_k(src, static_cast<block_q6_k*>(dst), n);
-    default: break;
+    case dtype::q4_0:
+      return quantize_row_q4_0(src, static_cast<block_q4_0*>(dst), n);
+    case dtype::q8_0:
+      return quantize_row_q8_0(src, static_cast<block_q8_0*>(dst), n);
+    case dtype::q4_k:
+      return quantize_row_q4_k(src, static_cast<block_q4_k*>(dst), n);
+    case dtype::q5_k:
+      return quantize_row_q5_k(src, static_cast<block_q5_k*>(dst), n);
+    case dtype::q6_k:
+      return quantize_row_q6_k(src, static_cast<block_q6_k*>(dst), n);
+    default:
+      break;
   }
 }
 

@@ -2,11 +2,22 @@
 // plan and never branches on the kind of backend. Each backend owns the KV cache of the layers
 // placed on it and a hidden-state buffer (n_tokens x n_embd floats) on its own device.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
 namespace tandem {
+
+// Called with the output of one op of a layer, n floats (n_tokens rows of that op's width),
+// for gpu-cpu-parity. The names ("kernel:tensor") are shared by every backend, in this order:
+//   rms_norm:attn_norm, matmul:wq, matmul:wk, matmul:wv, add:bq, add:bk, add:bv (biases, when
+//   the model has them), rope:q, rope:k, kv_store:v, kv_store:k (the rows written to the F16
+//   cache, as floats), attention, matmul:wo (the hidden state after the residual add),
+//   rms_norm:ffn_norm, matmul:ffn_gate, matmul:ffn_up, swiglu, matmul:ffn_down (after the
+//   residual add: the layer's output).
+using capture_fn = std::function<void(int layer, const char* op, const float* data, size_t n)>;
 
 class backend {
  public:
@@ -30,6 +41,9 @@ class backend {
   virtual void forward_output(int n_tokens, bool all_tokens, float* logits) = 0;
   // Forget KV entries at positions >= n_past.
   virtual void truncate_kv(int n_past) = 0;
+  // Optional per-op capture (see capture_fn); an empty fn turns it off. Costs nothing when off;
+  // on a GPU it downloads every intermediate, so it is for checking, not for speed.
+  virtual void set_capture(capture_fn /*fn*/) {}
 };
 
 inline void backend::embed(const int32_t*, int, float*) {

@@ -97,6 +97,15 @@ std::string engine::describe() const {
   return s;
 }
 
+const backend* engine::layer_backend(int il) const {
+  if (il == m_.hp().n_layer) return output_backend_;
+  return il >= 0 && il < m_.hp().n_layer ? layer_backend_[static_cast<size_t>(il)] : nullptr;
+}
+
+void engine::set_op_capture(const capture_fn& fn) {
+  for (auto& b : backends_) b->set_capture(fn);
+}
+
 const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool all_logits) {
   const hparams& hp = m_.hp();
   const int n_total = static_cast<int>(tokens.size());
@@ -122,6 +131,11 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
       }
       if (il + 1 < hp.n_layer) layer_backend_[static_cast<size_t>(il + 1)]->prepare_layer(il + 1);
       b->forward_layer(il, n, n_past_);
+      if (layer_capture_) {
+        std::vector<float> h(static_cast<size_t>(n) * hp.n_embd);
+        b->download_hidden(h.data(), n);
+        layer_capture_(il, "hidden", h.data(), h.size());
+      }
     }
     if (output_backend_ != cur) {
       cur->download_hidden(hidden_.data(), n);

@@ -45,6 +45,14 @@ class engine {
   const std::string& plan_text() const { return plan_text_; }
   // Things the user should know about how the request was met (e.g. no GPU: running on the CPU).
   const std::vector<std::string>& notes() const { return notes_; }
+  // The backend running layer il (nullptr for il = n_layer: the output head's), for reports.
+  const backend* layer_backend(int il) const;
+
+  // Checking hooks (gpu-cpu-parity); empty functions turn them off. The layer capture gets the
+  // hidden state after each layer (op "hidden", n_tokens x n_embd floats, downloaded from the
+  // layer's device); the op capture is handed to every backend (backend::set_capture).
+  void set_layer_capture(capture_fn fn) { layer_capture_ = std::move(fn); }
+  void set_op_capture(const capture_fn& fn);
 
  private:
   const model& m_;
@@ -56,6 +64,7 @@ class engine {
   std::vector<backend*> layer_backend_;    // one per layer
   backend* output_backend_ = nullptr;
   std::vector<float> hidden_, logits_;
+  capture_fn layer_capture_;
   std::string plan_text_;
   std::vector<std::string> notes_;
 };

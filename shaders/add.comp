@@ -1,4 +1,5 @@
 // y[i] += b[i % nb]: the residual add (nb = n) and bias rows broadcast over tokens (nb = row).
+// tandem-variants: none  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

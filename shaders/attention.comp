@@ -3,6 +3,7 @@
 // position per invocation for the scores, then one head dimension per invocation for the
 // weighted sum of V, rescaling the running sum whenever the running maximum grows.
 // head_dim must be even and at most 256.
+// tandem-variants: subgroup  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

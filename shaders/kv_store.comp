@@ -1,6 +1,7 @@
 // KV cache append: rows of n floats (token t at x[t * ldx]) become F16 at cache positions
 // pos0 + t (row length n halves, two per word). One invocation per destination word; a word
 // shared with a neighbouring position keeps that half (read-modify-write, no other writer).
+// tandem-variants: none  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

@@ -37,6 +37,7 @@ struct matmul_push {
   uint ldx;    // x row stride
   uint ldy;    // y row stride
   uint y_off;  // first output column (the piece's first row)
+  uint row_threads;  // matvec: invocations per row (a power of two dividing the workgroup)
 };
 
 // Causal attention with grouped KV heads over an F16 cache (one row of kv_stride halves per

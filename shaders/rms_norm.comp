@@ -1,4 +1,5 @@
 // RMS norm: y = x / sqrt(mean(x^2) + eps) * w. One workgroup per row.
+// tandem-variants: subgroup  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

@@ -2,6 +2,7 @@
 // rotates adjacent pairs (x[2i], x[2i+1]) (llama), NEOX = 1 the halves (x[i], x[i + n_rot/2]).
 // cos/sin come from a table (cs[2 * (pos * n_rot/2 + i)] = cos, + 1 = sin) built on the host
 // with the CPU's formula, so both paths rotate by identical angles.
+// tandem-variants: none  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

@@ -1,4 +1,5 @@
 // SwiGLU: y = silu(g) * u, silu(v) = v / (1 + exp(-v)). y may alias g.
+// tandem-variants: none  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"

@@ -3,6 +3,8 @@
 // activations bring, and (2) the scalar table on the same quantized activations, within float
 // summation-order error. Also: the activation quantizers agree bit for bit across levels, and
 // prefetch distance and thread count do not change results.
+#include "cpu/kernels.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "cpu/ops_ref.h"
 #include "cpu/parallel.h"
@@ -112,7 +113,9 @@ double normalized_error(const test_matrix& m, const std::vector<float>& x, int n
   return num / den;
 }
 
-bool is_float(dtype t) { return t == dtype::f32 || t == dtype::f16; }
+bool is_float(dtype t) {
+  return t == dtype::f32 || t == dtype::f16;
+}
 
 std::vector<kernel_level> levels() {
   std::vector<kernel_level> v;
@@ -130,6 +133,10 @@ std::vector<shape> shapes(dtype t) {
   std::vector<shape> v;
   std::vector<int64_t> cols = {256, 512, 2304};
   if (is_float(t)) cols.push_back(172);  // not a multiple of the vector width (stories260K's FFN)
+  if (t == dtype::q4_0 || t == dtype::q8_0) {
+    cols.push_back(96);   // 3 blocks: a pair and an odd block, no group of 8
+    cols.push_back(352);  // 11 blocks: a group of 8, a pair and an odd block
+  }
   for (int64_t r : {1, 7, 33, 257})
     for (int64_t c : cols)
       for (int n : {1, 3, 17}) v.push_back({r, c, n});
@@ -160,8 +167,8 @@ TEST_P(KernelTypes, MatchesFloatReference) {
                           << " cols " << s.cols << " n_tok " << s.n_tok;
     }
   }
-  std::printf("  %s: worst normalized error on large shapes %.3g\n", std::string(dtype_name(t)).c_str(),
-              worst_large);
+  std::printf("  %s: worst normalized error on large shapes %.3g\n",
+              std::string(dtype_name(t)).c_str(), worst_large);
 }
 
 // The same quantized activations through SIMD and scalar kernels: only the float summation order
@@ -293,10 +300,11 @@ TEST(KernelRepack, Avx2MatchesScalar) {
         uint8_t* b = align(bbuf.data());
         repack_gemm_tile(t, m.t.data, rb, 3, nr, 512, sgn, a);
         repack_gemm_tile_avx2(t, m.t.data, rb, 3, nr, 512, sgn, b);
-        const size_t used = static_cast<size_t>(512 / gemm_sub_block(t)) *
-                            (gemm_sub_block(t) * 16 + 128);
+        const size_t used =
+            static_cast<size_t>(512 / gemm_sub_block(t)) * (gemm_sub_block(t) * 16 + 128);
         for (size_t i = 0; i < used; ++i)
-          ASSERT_EQ(a[i], b[i]) << dtype_name(t) << " nr " << nr << " signed " << sgn << " byte " << i;
+          ASSERT_EQ(a[i], b[i]) << dtype_name(t) << " nr " << nr << " signed " << sgn << " byte "
+                                << i;
       }
     }
   }
@@ -313,8 +321,8 @@ TEST(KernelTable, LevelsAndSelection) {
     EXPECT_EQ(active_kernel_level(), l);
     EXPECT_EQ(kernels().level, l);
     EXPECT_EQ(kernels(l).level, l);
-    for (dtype t : {dtype::f32, dtype::f16, dtype::q4_0, dtype::q8_0, dtype::q4_k, dtype::q5_k,
-                    dtype::q6_k})
+    for (dtype t :
+         {dtype::f32, dtype::f16, dtype::q4_0, dtype::q8_0, dtype::q4_k, dtype::q5_k, dtype::q6_k})
       EXPECT_NE(kernels(l).find(t), nullptr) << dtype_name(t);
     EXPECT_EQ(kernels(l).find(dtype::q2_k), nullptr);
   }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <mutex>
@@ -460,6 +461,23 @@ TEST(LayerCacheEndToEnd, GreedyOutputUnderABudgetEqualsTheGolden) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, golden);
   EXPECT_NE(r.err.find("layer cache: off"), std::string::npos) << r.err;
+}
+
+TEST(LayerCacheEndToEnd, GeneratedStories110MQ4_0UnderAQuarterBudgetMatchesInMemory) {
+  const std::string path = test::temp_dir() + "/layer-cache-stories110M-q4_0.gguf";
+  auto mk = test::run_cli("make-model --shape stories110M --type q4_0 --vocab " +
+                          test::model_path("vocab/ggml-vocab-llama-spm.gguf") + " -o " + path);
+  ASSERT_EQ(mk.status, 0) << mk.err;
+  const uint64_t quarter_k = std::filesystem::file_size(path) / 4 / 1024;
+  const std::string args = "run -m " + path + " -p 'Once upon a time' -n 24 --temp 0 -c 128 -b 16";
+  auto whole = test::run_cli(args);
+  ASSERT_EQ(whole.status, 0) << whole.err;
+  for (const std::string& extra : {std::string(""), std::string(" --prefetch-distance 0")}) {
+    auto r = test::run_cli(args + " --mem-budget " + std::to_string(quarter_k) + "K --verbose" + extra);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, whole.out) << extra;
+    EXPECT_NE(r.err.find(" misses"), std::string::npos) << r.err;  // the cache was in use
+  }
 }
 
 TEST(LayerCacheEndToEnd, BenchJsonReportsTheCacheMetrics) {

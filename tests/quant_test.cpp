@@ -1,6 +1,8 @@
 // Block layouts and reference (de)quantization. The dequantizers must reproduce llama.cpp's own
 // dequantization of files written by llama-quantize bit for bit; the quantizers are checked by
 // round trips (error relative to the signal, per type) and idempotence.
+#include "cpu/quant.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <vector>
 
 #include "cpu/fp16.h"
-#include "cpu/quant.h"
 #include "runtime/gguf.h"
 #include "test_util.h"
 
@@ -70,7 +71,8 @@ TEST_P(QuantFile, QuantizeMatchesLlamaQuantize) {
   dequantize_row(dtype::f16, s->data, x.data(), n);
   std::vector<uint8_t> q(d->nbytes);
   const uint64_t rb = row_bytes(c.type, static_cast<uint64_t>(cols));
-  for (int64_t r = 0; r < n / cols; ++r) quantize_row(c.type, x.data() + r * cols, q.data() + r * rb, cols);
+  for (int64_t r = 0; r < n / cols; ++r)
+    quantize_row(c.type, x.data() + r * cols, q.data() + r * rb, cols);
   for (size_t i = 0; i < q.size(); ++i)
     ASSERT_EQ(q[i], d->data[i]) << c.file << ": first differing byte " << i << " (block "
                                 << i / traits(c.type).type_size << ")";

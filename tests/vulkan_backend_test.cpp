@@ -4,8 +4,14 @@
 //     on the GPU and split CPU -> GPU, and the greedy continuation equal to the golden ids;
 //   * small random models of every weight type, llama and qwen2 (biases, NeoX RoPE, partial
 //     rotation, GQA), prompt and decode.
-// Thresholds (NMSE of the logits): F32 / F16 weights 1e-8 (only summation order differs);
-// quantized weights 2e-3 (the CPU path rounds activations to 8 bits, the GPU keeps them F32).
+// Thresholds (NMSE of the logits):
+//   * F32 / F16 weights 2e-6. Summation order alone gives ~1e-13, but the KV cache is F16: where
+//     a K or V value lies within rounding noise of a half-way point, the two paths round it to
+//     neighbouring halves (a 5e-4 relative step), which the trained model amplifies to ~4e-7 at
+//     a few decode steps; the CPU's own scalar and AVX2 kernels part the same way (7e-8).
+//     Top-1 agreement at every position is required as well.
+//   * quantized weights 2e-3: the CPU path rounds activations to 8 bits, the GPU keeps them F32
+//     (measured 1.2e-4 .. 2.9e-4). Random weights have near-tied logits, so no top-1 check.
 #include <gtest/gtest.h>
 
 #ifdef TANDEM_HAVE_VULKAN  // the build has a Vulkan backend
@@ -38,7 +44,7 @@ struct pair_of_backends {
 };
 
 pair_of_backends make_backends(const model& m, int split, bool with_gpu, int n_ctx, int n_batch,
-                               std::string* why) {
+                               std::string* why, std::vector<int> streamed = {}) {
   pair_of_backends p{m, nullptr, nullptr, with_gpu ? split : m.hp().n_layer};
   backend_options co;
   co.n_ctx = n_ctx;
@@ -51,6 +57,7 @@ pair_of_backends make_backends(const model& m, int split, bool with_gpu, int n_c
     backend_options go = co;
     go.layers.clear();
     go.output = true;
+    go.streamed_layers = streamed;
     for (int il = p.split; il < m.hp().n_layer; ++il) go.layers.push_back(il);
     p.gpu = make_vulkan_backend(m, go, /*allow_cpu_device=*/true, why);
   }
@@ -58,8 +65,9 @@ pair_of_backends make_backends(const model& m, int split, bool with_gpu, int n_c
 }
 
 // Logits of tokens at positions pos0.. (all tokens, or the last only).
+// As the engine does it: prepare_layer(il + 1) before forward_layer(il) (unless prepare is off).
 std::vector<float> forward(pair_of_backends& p, const std::vector<int32_t>& tokens, int pos0,
-                           bool all_tokens) {
+                           bool all_tokens, bool prepare = true) {
   const auto& hp = p.m.hp();
   const int n = static_cast<int>(tokens.size());
   std::vector<float> x(static_cast<size_t>(n) * hp.n_embd);
@@ -70,7 +78,10 @@ std::vector<float> forward(pair_of_backends& p, const std::vector<int32_t>& toke
   if (p.gpu) {
     p.cpu->download_hidden(x.data(), n);
     p.gpu->upload_hidden(x.data(), n);
-    for (int il = p.split; il < hp.n_layer; ++il) p.gpu->forward_layer(il, n, pos0);
+    for (int il = p.split; il < hp.n_layer; ++il) {
+      if (prepare && il + 1 < hp.n_layer) p.gpu->prepare_layer(il + 1);
+      p.gpu->forward_layer(il, n, pos0);
+    }
     last = p.gpu.get();
   }
   std::vector<float> logits(static_cast<size_t>(all_tokens ? n : 1) * hp.n_vocab);
@@ -78,23 +89,26 @@ std::vector<float> forward(pair_of_backends& p, const std::vector<int32_t>& toke
   return logits;
 }
 
-int argmax(const float* v, int n) { return static_cast<int>(std::max_element(v, v + n) - v); }
+int argmax(const float* v, int n) {
+  return static_cast<int>(std::max_element(v, v + n) - v);
+}
 
 // Prompt (all-token logits) then greedy decode steps, GPU plan against the all-CPU plan; the
 // continuation is fed from the CPU's choices so that both see the same tokens.
 void compare_plans(const model& m, int split, const std::vector<int32_t>& prompt, int n_decode,
-                   double threshold) {
+                   double threshold, bool check_top1 = true, std::vector<int> streamed = {}) {
   std::string why;
   auto ref = make_backends(m, 0, false, 128, 32, &why);
-  auto gpu = make_backends(m, split, true, 128, 32, &why);
+  auto gpu = make_backends(m, split, true, 128, 32, &why, streamed);
   ASSERT_NE(gpu.gpu, nullptr) << why;
   const int n_vocab = m.hp().n_vocab;
 
   const auto lr = forward(ref, prompt, 0, true);
   const auto lg = forward(gpu, prompt, 0, true);
   EXPECT_LE(nmse(lr, lg), threshold) << "prompt logits";
-  for (size_t t = 0; t < prompt.size(); ++t)
-    EXPECT_EQ(argmax(&lr[t * n_vocab], n_vocab), argmax(&lg[t * n_vocab], n_vocab)) << "token " << t;
+  for (size_t t = 0; t < prompt.size() && check_top1; ++t)
+    EXPECT_EQ(argmax(&lr[t * n_vocab], n_vocab), argmax(&lg[t * n_vocab], n_vocab))
+        << "token " << t;
 
   int tok = argmax(&lr[(prompt.size() - 1) * n_vocab], n_vocab);
   double worst = 0;
@@ -103,14 +117,18 @@ void compare_plans(const model& m, int split, const std::vector<int32_t>& prompt
     const auto dr = forward(ref, {tok}, pos, false);
     const auto dg = forward(gpu, {tok}, pos, false);
     worst = std::max(worst, nmse(dr, dg));
-    EXPECT_EQ(argmax(dr.data(), n_vocab), argmax(dg.data(), n_vocab)) << "decode step " << i;
+    if (check_top1) {
+      EXPECT_EQ(argmax(dr.data(), n_vocab), argmax(dg.data(), n_vocab)) << "decode step " << i;
+    }
     tok = argmax(dr.data(), n_vocab);
   }
   EXPECT_LE(worst, threshold) << "decode logits";
   std::printf("split %d: prompt NMSE %.3g, worst decode NMSE %.3g\n", split, nmse(lr, lg), worst);
 }
 
-std::string stories_path() { return tandem::test::model_path("stories260K.gguf"); }
+std::string stories_path() {
+  return tandem::test::model_path("stories260K.gguf");
+}
 
 class VulkanBackend : public vulkan_test {
  protected:
@@ -125,13 +143,13 @@ const std::vector<int32_t> k_once = {1, 403, 407, 261, 378};  // BOS "Once upon 
 
 TEST_F(VulkanBackend, Stories260KAllLayersMatchCpu) {
   auto m = model::load(stories_path());
-  compare_plans(*m, 0, k_once, 24, 1e-8);
+  compare_plans(*m, 0, k_once, 24, 2e-6);
 }
 
 TEST_F(VulkanBackend, Stories260KSplitCpuThenGpuMatchesCpu) {
   auto m = model::load(stories_path());
-  compare_plans(*m, 2, k_once, 8, 1e-8);
-  compare_plans(*m, m->hp().n_layer, k_once, 4, 1e-8);  // only the output head on the GPU
+  compare_plans(*m, 2, k_once, 8, 2e-6);
+  compare_plans(*m, m->hp().n_layer, k_once, 4, 2e-6);  // only the output head on the GPU
 }
 
 // Greedy continuation of "Once upon a time" with every layer on the GPU equals the output of
@@ -163,7 +181,8 @@ TEST_F(VulkanBackend, Stories260KGreedyMatchesGolden) {
 }
 
 // truncate_kv then re-running the same positions gives the same logits; a batch split into
-// single tokens gives the same logits as one batch (vector vs tiled kernels).
+// single tokens gives the same logits as one batch (vector vs tiled kernels; the F16 KV cache
+// makes this 1e-6 rather than 1e-12, see the top of the file).
 TEST_F(VulkanBackend, TruncateAndReplayAndBatchSplit) {
   auto m = model::load(stories_path());
   std::string why;
@@ -174,12 +193,40 @@ TEST_F(VulkanBackend, TruncateAndReplayAndBatchSplit) {
   const auto all = forward(p, toks, 0, true);
   p.gpu->truncate_kv(3);
   const auto tail = forward(p, {toks.begin() + 3, toks.end()}, 3, true);
-  EXPECT_LE(nmse(&all[3 * static_cast<size_t>(n_vocab)], tail.data(), tail.size()), 1e-10);
+  EXPECT_LE(nmse(&all[3 * static_cast<size_t>(n_vocab)], tail.data(), tail.size()), 1e-6);
   p.gpu->truncate_kv(0);
   for (size_t t = 0; t < toks.size(); ++t) {
     const auto one = forward(p, {toks[t]}, static_cast<int>(t), false);
-    EXPECT_LE(nmse(&all[t * n_vocab], one.data(), one.size()), 1e-10) << "token " << t;
+    EXPECT_LE(nmse(&all[t * n_vocab], one.data(), one.size()), 1e-6) << "token " << t;
+    EXPECT_EQ(argmax(&all[t * n_vocab], n_vocab), argmax(one.data(), n_vocab)) << "token " << t;
   }
+}
+
+// Streamed layers (matrices in host memory, copied into two device slots on the transfer queue
+// ahead of use) give exactly the logits of resident ones: same kernels, same bytes. Three
+// streamed layers between resident ones make the two slots take turns; without prepare_layer
+// the copy happens inside forward_layer.
+TEST_F(VulkanBackend, StreamedLayersEqualResidentOnes) {
+  auto m = model::load(stories_path());
+  std::string why;
+  auto resident = make_backends(*m, 0, true, 64, 16, &why);
+  ASSERT_NE(resident.gpu, nullptr) << why;
+  for (bool prepare : {true, false}) {
+    SCOPED_TRACE(prepare ? "with prepare_layer" : "without prepare_layer");
+    auto streamed = make_backends(*m, 0, true, 64, 16, &why, {1, 2, 4});
+    ASSERT_NE(streamed.gpu, nullptr) << why;
+    resident.gpu->truncate_kv(0);
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 432};
+    EXPECT_EQ(forward(resident, prompt, 0, true), forward(streamed, prompt, 0, true, prepare));
+    for (int i = 0; i < 4; ++i) {
+      const int32_t tok = 383 + i;
+      const int pos = static_cast<int>(prompt.size()) + i;
+      EXPECT_EQ(forward(resident, {tok}, pos, false), forward(streamed, {tok}, pos, false, prepare))
+          << "decode step " << i;
+    }
+  }
+  // And every GPU layer streamed, after two on the CPU.
+  compare_plans(*m, 2, k_once, 4, 2e-6, true, {2, 3, 4});
 }
 
 TEST_F(VulkanBackend, RejectsOversizedBatchWithAMessage) {
@@ -256,7 +303,8 @@ void write_model(const std::string& path, const model_spec& s, uint32_t seed) {
     vec(p + "ffn_norm.weight", s.n_embd, 1.0f, 0.1f);
     mat(p + "ffn_gate.weight", s.n_embd, s.n_ff, s.type, sc);
     mat(p + "ffn_up.weight", s.n_embd, s.n_ff, s.type, sc);
-    mat(p + "ffn_down.weight", s.n_ff, s.n_embd, s.type, 1.0f / std::sqrt(static_cast<float>(s.n_ff)));
+    mat(p + "ffn_down.weight", s.n_ff, s.n_embd, s.type,
+        1.0f / std::sqrt(static_cast<float>(s.n_ff)));
   }
   vec("output_norm.weight", s.n_embd, 1.0f, 0.1f);
   if (!s.tied) mat("output.weight", s.n_embd, s.n_vocab, s.type, sc);
@@ -265,38 +313,38 @@ void write_model(const std::string& path, const model_spec& s, uint32_t seed) {
 
 class VulkanModels : public vulkan_test {};
 
-void check_random_model(const model_spec& s, double threshold) {
+void check_random_model(const model_spec& s, double threshold, bool check_top1) {
   SCOPED_TRACE(testing::Message() << s.arch << " " << dtype_name(s.type));
-  const std::string path = tandem::test::temp_dir() + "/vk_" + s.arch + "_" +
-                           std::string(dtype_name(s.type)) + ".gguf";
+  const std::string path =
+      tandem::test::temp_dir() + "/vk_" + s.arch + "_" + std::string(dtype_name(s.type)) + ".gguf";
   write_model(path, s, 42);
   auto m = model::load(path);
   const std::vector<int32_t> prompt = {1, 17, 5, 60, 33, 2, 90, 44, 11};  // 9: the tiled kernel
-  compare_plans(*m, 0, prompt, 3, threshold);
+  compare_plans(*m, 0, prompt, 3, threshold, check_top1);
 }
 
 TEST_F(VulkanModels, FloatWeightsMatchCpu) {
   for (dtype t : {dtype::f32, dtype::f16}) {
     model_spec s;
     s.type = t;
-    check_random_model(s, 1e-8);
+    check_random_model(s, 2e-6, true);
   }
 }
 
 TEST_F(VulkanModels, Qwen2BiasesNeoxPartialRopeMatchCpu) {
   model_spec s;
   s.arch = "qwen2";
-  s.n_rot = 16;  // rotate half of each head
+  s.n_rot = 16;     // rotate half of each head
   s.n_head_kv = 1;  // GQA 8
   s.tied = true;
-  check_random_model(s, 1e-8);
+  check_random_model(s, 2e-6, true);
 }
 
 TEST_F(VulkanModels, QuantizedWeightsMatchCpu) {
   for (dtype t : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q5_k, dtype::q6_k}) {
     model_spec s;
     s.type = t;
-    check_random_model(s, 2e-3);
+    check_random_model(s, 2e-3, false);
   }
 }
 

@@ -190,11 +190,12 @@ TEST_F(VulkanOps, RmsNorm) {
           by(ctx(), static_cast<size_t>(s.n) * s.rows * 4);
       bx.set(x);
       bw.set(w);
-      run.run([&](recorder& r) { ops::rms_norm(r, bx, bw, by, s.n, s.rows, s.row0, ldx, s.n, 1e-5f); });
+      run.run(
+          [&](recorder& r) { ops::rms_norm(r, bx, bw, by, s.n, s.rows, s.row0, ldx, s.n, 1e-5f); });
       std::vector<float> ref(static_cast<size_t>(s.n) * s.rows);
       for (int t = 0; t < s.rows; ++t)
-        cpu::ref::rmsnorm(&ref[static_cast<size_t>(t) * s.n], &x[static_cast<size_t>(t + s.row0) * ldx],
-                          w.data(), s.n, 1e-5f);
+        cpu::ref::rmsnorm(&ref[static_cast<size_t>(t) * s.n],
+                          &x[static_cast<size_t>(t + s.row0) * ldx], w.data(), s.n, 1e-5f);
       EXPECT_LE(nmse(ref, by.floats(ref.size())), 1e-10);
     }
   }
@@ -207,9 +208,9 @@ TEST_F(VulkanOps, Rope) {
   };
   runner run(ctx(), true);
   for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
-    for (const shape s : {shape{1, 1, 2, 2, 0, 10000.f, 1.f}, shape{5, 3, 10, 10, 17, 10000.f, 1.f},
-                          shape{7, 4, 64, 32, 100, 500000.f, 0.25f},
-                          shape{3, 5, 128, 128, 1000, 10000.f, 1.f}}) {
+    for (const shape s :
+         {shape{1, 1, 2, 2, 0, 10000.f, 1.f}, shape{5, 3, 10, 10, 17, 10000.f, 1.f},
+          shape{7, 4, 64, 32, 100, 500000.f, 0.25f}, shape{3, 5, 128, 128, 1000, 10000.f, 1.f}}) {
       SCOPED_TRACE(testing::Message() << "style " << static_cast<int>(style) << " head_dim "
                                       << s.head_dim << " n_rot " << s.n_rot);
       const int ld = s.heads * s.head_dim;
@@ -254,7 +255,10 @@ TEST_F(VulkanOps, AddResidualAndBias) {
     bb.set(b);
     run.run([&](recorder& r) { ops::add(r, by, bb, n, nb); });
     const auto got = by.floats(y.size());
-    for (int i = 0; i < n; ++i) ASSERT_EQ(got[static_cast<size_t>(i)], y[static_cast<size_t>(i)] + b[static_cast<size_t>(i % nb)]) << i;
+    for (int i = 0; i < n; ++i)
+      ASSERT_EQ(got[static_cast<size_t>(i)],
+                y[static_cast<size_t>(i)] + b[static_cast<size_t>(i % nb)])
+          << i;
   }
 }
 
@@ -263,7 +267,8 @@ TEST_F(VulkanOps, KvStoreIsBitExactAndKeepsNeighbours) {
   struct shape {
     int n, n_tok, pos0;
   };
-  for (const shape s : {shape{7, 1, 0}, shape{7, 4, 3}, shape{16, 5, 2}, shape{9, 3, 5}, shape{1, 1, 1}}) {
+  for (const shape s :
+       {shape{7, 1, 0}, shape{7, 4, 3}, shape{16, 5, 2}, shape{9, 3, 5}, shape{1, 1, 1}}) {
     SCOPED_TRACE(testing::Message() << "n " << s.n << " n_tok " << s.n_tok << " pos0 " << s.pos0);
     const int ldx = s.n + 2;
     auto x = random_floats(static_cast<size_t>(ldx) * s.n_tok, 8, 2.0f);
@@ -280,8 +285,7 @@ TEST_F(VulkanOps, KvStoreIsBitExactAndKeepsNeighbours) {
       for (int i = 0; i < s.n; ++i)
         cache[static_cast<size_t>(s.pos0 + t) * s.n + i] =
             cpu::fp32_to_fp16(x[static_cast<size_t>(t) * ldx + i]);
-    for (size_t i = 0; i < cache.size(); ++i)
-      ASSERT_EQ(bc.h()[i], cache[i]) << "half " << i;
+    for (size_t i = 0; i < cache.size(); ++i) ASSERT_EQ(bc.h()[i], cache[i]) << "half " << i;
   }
 }
 
@@ -292,15 +296,15 @@ TEST_F(VulkanOps, AttentionGqaDecodeAndPrompt) {
     int n_head, n_head_kv, head_dim, n_tok, pos0;
   };
   const shape shapes[] = {
-      {4, 4, 8, 1, 0},     {4, 2, 8, 1, 200},   {8, 2, 64, 9, 0},   {8, 1, 64, 9, 130},
-      {6, 3, 130, 3, 40},  {4, 4, 256, 2, 127}, {2, 1, 2, 37, 0},   {16, 2, 32, 1, 300},
+      {4, 4, 8, 1, 0},    {4, 2, 8, 1, 200},   {8, 2, 64, 9, 0}, {8, 1, 64, 9, 130},
+      {6, 3, 130, 3, 40}, {4, 4, 256, 2, 127}, {2, 1, 2, 37, 0}, {16, 2, 32, 1, 300},
   };
   for (bool sg : reduction_variants(ctx())) {
     runner run(ctx(), sg);
     for (const shape s : shapes) {
-      SCOPED_TRACE(testing::Message() << "heads " << s.n_head << "/" << s.n_head_kv << " hd "
-                                      << s.head_dim << " n_tok " << s.n_tok << " pos0 " << s.pos0
-                                      << " sg " << sg);
+      SCOPED_TRACE(testing::Message()
+                   << "heads " << s.n_head << "/" << s.n_head_kv << " hd " << s.head_dim
+                   << " n_tok " << s.n_tok << " pos0 " << s.pos0 << " sg " << sg);
       const int ldq = s.n_head * s.head_dim, kvs = s.n_head_kv * s.head_dim;
       const int n_pos = s.pos0 + s.n_tok;
       const auto q = random_floats(static_cast<size_t>(ldq) * s.n_tok, 9);
@@ -347,9 +351,8 @@ struct matmul_case {
 
 void check_matmul(context& ctx, runner& run, dtype t, const matmul_case& c, double threshold) {
   SCOPED_TRACE(testing::Message() << dtype_name(t) << " cols " << c.cols << " rows " << c.rows
-                                  << " n_tok " << c.n_tok << " kernel "
-                                  << static_cast<int>(c.kind) << " acc " << c.accumulate
-                                  << " max_piece " << c.max_piece);
+                                  << " n_tok " << c.n_tok << " kernel " << static_cast<int>(c.kind)
+                                  << " acc " << c.accumulate << " max_piece " << c.max_piece);
   const auto wf = random_floats(static_cast<size_t>(c.cols * c.rows), 12);
   const auto wq = quantize(t, wf, c.cols, c.rows);
   const auto x = random_floats(static_cast<size_t>(c.cols) * c.n_tok, 13);
@@ -398,13 +401,27 @@ void matmul_suite(context& ctx, dtype t, std::vector<int64_t> cols_list) {
   }
 }
 
-TEST_F(VulkanOps, MatmulF32) { matmul_suite(ctx(), dtype::f32, {1, 33, 100, 256}); }
-TEST_F(VulkanOps, MatmulF16) { matmul_suite(ctx(), dtype::f16, {1, 33, 100, 256}); }
-TEST_F(VulkanOps, MatmulQ8_0) { matmul_suite(ctx(), dtype::q8_0, {32, 96, 256}); }
-TEST_F(VulkanOps, MatmulQ4_0) { matmul_suite(ctx(), dtype::q4_0, {32, 96, 256}); }
-TEST_F(VulkanOps, MatmulQ4_K) { matmul_suite(ctx(), dtype::q4_k, {256, 768}); }
-TEST_F(VulkanOps, MatmulQ5_K) { matmul_suite(ctx(), dtype::q5_k, {256, 768}); }
-TEST_F(VulkanOps, MatmulQ6_K) { matmul_suite(ctx(), dtype::q6_k, {256, 768}); }
+TEST_F(VulkanOps, MatmulF32) {
+  matmul_suite(ctx(), dtype::f32, {1, 33, 100, 256});
+}
+TEST_F(VulkanOps, MatmulF16) {
+  matmul_suite(ctx(), dtype::f16, {1, 33, 100, 256});
+}
+TEST_F(VulkanOps, MatmulQ8_0) {
+  matmul_suite(ctx(), dtype::q8_0, {32, 96, 256});
+}
+TEST_F(VulkanOps, MatmulQ4_0) {
+  matmul_suite(ctx(), dtype::q4_0, {32, 96, 256});
+}
+TEST_F(VulkanOps, MatmulQ4_K) {
+  matmul_suite(ctx(), dtype::q4_k, {256, 768});
+}
+TEST_F(VulkanOps, MatmulQ5_K) {
+  matmul_suite(ctx(), dtype::q5_k, {256, 768});
+}
+TEST_F(VulkanOps, MatmulQ6_K) {
+  matmul_suite(ctx(), dtype::q6_k, {256, 768});
+}
 
 TEST_F(VulkanOps, UnsupportedWeightTypeIsNamed) {
   EXPECT_NE(weight_unsupported(dtype::q4_1, 32).find("q4_1"), std::string::npos);
@@ -416,9 +433,11 @@ TEST_F(VulkanOps, UnsupportedWeightTypeIsNamed) {
 // ../shared/models/quant, dequantized by llama.cpp's gguf-py into .f32 (an independent
 // reference), times random activations.
 TEST_F(VulkanOps, MatmulMatchesLlamaCppDequantization) {
-  const std::pair<const char*, dtype> files[] = {
-      {"Q8_0", dtype::q8_0}, {"Q4_0", dtype::q4_0}, {"Q4_K_M", dtype::q4_k},
-      {"Q5_K_M", dtype::q5_k}, {"Q6_K", dtype::q6_k}};
+  const std::pair<const char*, dtype> files[] = {{"Q8_0", dtype::q8_0},
+                                                 {"Q4_0", dtype::q4_0},
+                                                 {"Q4_K_M", dtype::q4_k},
+                                                 {"Q5_K_M", dtype::q5_k},
+                                                 {"Q6_K", dtype::q6_k}};
   runner run(ctx(), true);
   for (const auto& [tag, type] : files) {
     SCOPED_TRACE(tag);
@@ -431,7 +450,8 @@ TEST_F(VulkanOps, MatmulMatchesLlamaCppDequantization) {
     ASSERT_EQ(t->type, type);
     const int64_t cols = t->ne[0], rows = t->ne[1];
     std::vector<float> wref(static_cast<size_t>(cols * rows));
-    ref_in.read(reinterpret_cast<char*>(wref.data()), static_cast<std::streamsize>(wref.size() * 4));
+    ref_in.read(reinterpret_cast<char*>(wref.data()),
+                static_cast<std::streamsize>(wref.size() * 4));
     ASSERT_TRUE(ref_in.good());
 
     arena a(ctx(), memory_kind::device, 1 << 20);

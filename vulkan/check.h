@@ -29,9 +29,9 @@ class op_scope {
 
 }  // namespace tandem::vk
 
-#define VK_CHECK(expr)                                                      \
-  do {                                                                      \
-    const VkResult vk_check_result_ = (expr);                               \
-    if (vk_check_result_ != VK_SUCCESS)                                     \
+#define VK_CHECK(expr)                                                         \
+  do {                                                                         \
+    const VkResult vk_check_result_ = (expr);                                  \
+    if (vk_check_result_ != VK_SUCCESS)                                        \
       ::tandem::vk::check_failed(vk_check_result_, #expr, __FILE__, __LINE__); \
   } while (0)

@@ -85,18 +85,31 @@ VkInstance create_instance(bool validation, bool* debug_utils, std::string* why)
 
   std::vector<const char*> layers, exts;
   VkDebugUtilsMessengerCreateInfoEXT dbg = messenger_info();
+  const VkValidationFeatureEnableEXT enables[] = {
+      VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT};
+  VkValidationFeaturesEXT features{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
+  features.enabledValidationFeatureCount = 1;
+  features.pEnabledValidationFeatures = enables;
   VkInstanceCreateInfo ci{VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
   *debug_utils = false;
   if (validation) {
     if (!has_instance_layer(k_validation_layer))
-      throw error("TANDEM_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation is not installed "
-                  "(Debian/Ubuntu: apt install vulkan-validationlayers)");
+      throw error(
+          "TANDEM_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation is not installed "
+          "(Debian/Ubuntu: apt install vulkan-validationlayers)");
     layers.push_back(k_validation_layer);
     if (has_instance_extension(VK_EXT_DEBUG_UTILS_EXTENSION_NAME) ||
         has_instance_extension(VK_EXT_DEBUG_UTILS_EXTENSION_NAME, k_validation_layer)) {
       exts.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
       ci.pNext = &dbg;
       *debug_utils = true;
+    }
+    // Synchronization validation too: a missing barrier between dependent dispatches is exactly
+    // the bug that passes on one driver and corrupts results on another.
+    if (has_instance_extension(VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME, k_validation_layer)) {
+      exts.push_back(VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME);
+      features.pNext = ci.pNext;
+      ci.pNext = &features;
     }
   }
   // Portability drivers (MoltenVK) are listed only when asked for.
@@ -113,8 +126,9 @@ VkInstance create_instance(bool validation, bool* debug_utils, std::string* why)
   op_scope scope("create instance");
   const VkResult r = fn.vkCreateInstance(&ci, nullptr, &instance);
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER) {  // a loader without any driver (ICD)
-    *why = "no Vulkan driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER); install "
-           "the GPU's Vulkan driver";
+    *why =
+        "no Vulkan driver found (vkCreateInstance: VK_ERROR_INCOMPATIBLE_DRIVER); install "
+        "the GPU's Vulkan driver";
     return VK_NULL_HANDLE;
   }
   VK_CHECK(r);
@@ -124,26 +138,38 @@ VkInstance create_instance(bool validation, bool* debug_utils, std::string* why)
 
 const char* type_name(VkPhysicalDeviceType t) {
   switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return "discrete";
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return "integrated";
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return "virtual";
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: return "cpu";
-    default: return "other";
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return "discrete";
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return "integrated";
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return "virtual";
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+      return "cpu";
+    default:
+      return "other";
   }
 }
 
 // Lower is better; CPU devices last.
 int type_rank(VkPhysicalDeviceType t) {
   switch (t) {
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 0;
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 1;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
-    case VK_PHYSICAL_DEVICE_TYPE_OTHER: return 3;
-    default: return 4;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+      return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+      return 1;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+      return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_OTHER:
+      return 3;
+    default:
+      return 4;
   }
 }
 
-std::string gib(uint64_t b) { return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1ull << 30)); }
+std::string gib(uint64_t b) {
+  return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1ull << 30));
+}
 
 // Everything we learn about one physical device before creating it.
 struct candidate {
@@ -222,9 +248,9 @@ candidate describe(VkPhysicalDevice pd, int index) {
       info.device_local_bytes += heap.size;
       info.budget_bytes += b;
     }
-    heaps += fmt::format("{}{}: {}{}{}", h ? ", " : "", h, gib(heap.size),
-                         local ? " device-local" : "",
-                         caps.memory_budget ? " (budget " + gib(b) + ")" : "");
+    heaps +=
+        fmt::format("{}{}: {}{}{}", h ? ", " : "", h, gib(heap.size), local ? " device-local" : "",
+                    caps.memory_budget ? " (budget " + gib(b) + ")" : "");
   }
   const uint32_t api = caps.props.apiVersion;
   info.details = fmt::format(
@@ -266,7 +292,8 @@ std::string lower(std::string s) {
 std::string device_list(const std::vector<candidate>& cs) {
   std::string s;
   for (const auto& c : cs)
-    s += fmt::format("{}{}: {} ({})", s.empty() ? "" : ", ", c.info.index, c.info.name, c.info.type);
+    s +=
+        fmt::format("{}{}: {} ({})", s.empty() ? "" : ", ", c.info.index, c.info.name, c.info.type);
   return s.empty() ? "none" : s;
 }
 
@@ -277,8 +304,9 @@ int choose(const std::vector<candidate>& cs, const std::string& selector, bool a
     const bool numeric = std::all_of(selector.begin(), selector.end(),
                                      [](unsigned char ch) { return std::isdigit(ch); });
     for (size_t i = 0; i < cs.size(); ++i) {
-      const bool match = numeric ? std::to_string(cs[i].info.index) == selector
-                                 : lower(cs[i].info.name).find(lower(selector)) != std::string::npos;
+      const bool match = numeric
+                             ? std::to_string(cs[i].info.index) == selector
+                             : lower(cs[i].info.name).find(lower(selector)) != std::string::npos;
       if (!match) continue;
       if (!cs[i].usable) {
         *why = fmt::format("Vulkan device {} ({}) is not usable: {}", cs[i].info.index,
@@ -304,9 +332,10 @@ int choose(const std::vector<candidate>& cs, const std::string& selector, bool a
     if (cs.empty())
       *why = "no Vulkan device found (the loader reports none; is a GPU driver installed?)";
     else
-      *why = fmt::format("no usable Vulkan GPU (devices: {}); a CPU device is used only when "
-                         "asked for, e.g. TANDEM_VK_DEVICE=0",
-                         device_list(cs));
+      *why = fmt::format(
+          "no usable Vulkan GPU (devices: {}); a CPU device is used only when "
+          "asked for, e.g. TANDEM_VK_DEVICE=0",
+          device_list(cs));
   }
   return best;
 }
@@ -318,9 +347,13 @@ std::string env(const char* name) {
 
 }  // namespace
 
-int validation_error_count() { return g_validation_errors.load(); }
+int validation_error_count() {
+  return g_validation_errors.load();
+}
 
-bool validation_requested() { return env("TANDEM_VK_VALIDATION") == "1"; }
+bool validation_requested() {
+  return env("TANDEM_VK_VALIDATION") == "1";
+}
 
 // ---- context --------------------------------------------------------------------------------
 
@@ -412,11 +445,14 @@ context::~context() {
   if (instance_) fn.vkDestroyInstance(instance_, nullptr);
 }
 
-uint64_t context::submit(queue& q, VkCommandBuffer cb) {
+uint64_t context::submit(queue& q, VkCommandBuffer cb, std::initializer_list<timeline_wait> waits) {
+  // At most one wait per other queue: the largest value asked for.
   queue* other = has_transfer_ ? (&q == &compute_ ? &transfer_ : &compute_) : nullptr;
-  const uint64_t signal = q.last_value + 1;
-  uint64_t wait_value = other ? other->last_value : 0;
+  uint64_t wait_value = other ? q.pending : 0;
+  for (const auto& w : waits)
+    if (w.q && w.q != &q) wait_value = std::max(wait_value, w.value);
   const bool do_wait = other && wait_value > 0;
+  const uint64_t signal = q.last_value + 1;
   VkPipelineStageFlags wait_stage = VK_PIPELINE_STAGE_ALL_COMMANDS_BIT;
 
   VkTimelineSemaphoreSubmitInfo tsi{VK_STRUCTURE_TYPE_TIMELINE_SEMAPHORE_SUBMIT_INFO};
@@ -435,7 +471,13 @@ uint64_t context::submit(queue& q, VkCommandBuffer cb) {
   si.pSignalSemaphores = &q.timeline;
   VK_CHECK(fn.vkQueueSubmit(q.handle, 1, &si, VK_NULL_HANDLE));
   q.last_value = signal;
+  q.pending = 0;
   return signal;
+}
+
+void context::depend(queue& waiter, queue& signaler, uint64_t value) {
+  if (&waiter == &signaler) return;
+  waiter.pending = std::max(waiter.pending, value);
 }
 
 void context::wait(queue& q, uint64_t value) {
@@ -477,9 +519,9 @@ uint64_t context::device_local_budget() const {
   for (uint32_t h = 0; h < mp2.memoryProperties.memoryHeapCount; ++h) {
     const auto& heap = mp2.memoryProperties.memoryHeaps[h];
     if (!(heap.flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT)) continue;
-    total += caps_.memory_budget ? budget.heapBudget[h] - std::min(budget.heapBudget[h],
-                                                                   budget.heapUsage[h])
-                                 : heap.size;
+    total += caps_.memory_budget
+                 ? budget.heapBudget[h] - std::min(budget.heapBudget[h], budget.heapUsage[h])
+                 : heap.size;
   }
   return total;
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,6 +29,13 @@ struct queue {
   uint32_t family = 0;
   VkSemaphore timeline = VK_NULL_HANDLE;
   uint64_t last_value = 0;  // the value the latest submit will signal
+  uint64_t pending = 0;     // the next submit waits for the other queue to reach this value
+};
+
+// "Wait (on the GPU) until q's timeline reaches value".
+struct timeline_wait {
+  queue* q = nullptr;
+  uint64_t value = 0;
 };
 
 struct device_caps {
@@ -37,9 +45,9 @@ struct device_caps {
   bool subgroup_arithmetic = false;  // subgroupAdd/Max in compute shaders
   bool memory_budget = false;        // VK_EXT_memory_budget
   bool portability_subset = false;
-  uint64_t max_storage_range = 0;    // maxStorageBufferRange
-  uint64_t max_allocation = 0;       // maxMemoryAllocationSize
-  uint64_t storage_align = 16;       // minStorageBufferOffsetAlignment
+  uint64_t max_storage_range = 0;  // maxStorageBufferRange
+  uint64_t max_allocation = 0;     // maxMemoryAllocationSize
+  uint64_t storage_align = 16;     // minStorageBufferOffsetAlignment
   uint32_t max_groups[3] = {65535, 65535, 65535};
   uint32_t max_shared = 16384;
 };
@@ -66,10 +74,14 @@ class context {
   // Queue family indices for VK_SHARING_MODE_CONCURRENT buffers (1 or 2 entries).
   const std::vector<uint32_t>& families() const { return families_; }
 
-  // Submits one command buffer to q, after waiting (on the GPU) for the other queue's latest
-  // submission so that uploads on the transfer queue are visible to compute. Returns the
-  // timeline value that signals its completion.
-  uint64_t submit(queue& q, VkCommandBuffer cb);
+  // Submits one command buffer to q. It first waits (on the GPU) for the dependencies noted
+  // with depend() and for the waits given; waits on q itself are implied by submission order
+  // and the barrier each command buffer begins with. Returns the timeline value that signals
+  // its completion.
+  uint64_t submit(queue& q, VkCommandBuffer cb, std::initializer_list<timeline_wait> waits = {});
+  // The next submit to waiter waits until signaler's timeline reaches value (no-op when both are
+  // the same queue). Used for work whose consumer is not known yet, such as weight uploads.
+  void depend(queue& waiter, queue& signaler, uint64_t value);
   // Blocks until q's timeline reaches value.
   void wait(queue& q, uint64_t value);
   void wait_idle();

@@ -33,9 +33,10 @@ void load_globals() {
     last = e ? e : n;
   }
   if (!lib) {
-    g_load_error = fmt::format("no Vulkan loader (libvulkan.so.1 not found: {}); install the "
-                               "GPU driver's Vulkan ICD and loader, or run on the CPU",
-                               last);
+    g_load_error = fmt::format(
+        "no Vulkan loader (libvulkan.so.1 not found: {}); install the "
+        "GPU driver's Vulkan ICD and loader, or run on the CPU",
+        last);
     return;
   }
   fn.vkGetInstanceProcAddr =
@@ -119,9 +120,13 @@ op_scope::op_scope(std::string op) : saved_(std::move(t_current_op)) {
   t_current_op = saved_.empty() ? std::move(op) : saved_ + " / " + op;
 }
 
-op_scope::~op_scope() { t_current_op = std::move(saved_); }
+op_scope::~op_scope() {
+  t_current_op = std::move(saved_);
+}
 
-const std::string& op_scope::current() { return t_current_op; }
+const std::string& op_scope::current() {
+  return t_current_op;
+}
 
 void check_failed(VkResult r, const char* expr, const char* file, int line) {
   const std::string& op = op_scope::current();

@@ -12,13 +12,18 @@ namespace tandem::vk {
 
 namespace {
 
-VkDeviceSize align_up(VkDeviceSize x, VkDeviceSize a) { return (x + a - 1) / a * a; }
+VkDeviceSize align_up(VkDeviceSize x, VkDeviceSize a) {
+  return (x + a - 1) / a * a;
+}
 
 const char* kind_name(memory_kind k) {
   switch (k) {
-    case memory_kind::device: return "device-local";
-    case memory_kind::upload: return "upload staging";
-    default: return "readback staging";
+    case memory_kind::device:
+      return "device-local";
+    case memory_kind::upload:
+      return "upload staging";
+    default:
+      return "readback staging";
   }
 }
 
@@ -67,7 +72,8 @@ buffer create_buffer(context& ctx, VkDeviceSize size, memory_kind kind) {
     check_failed(r, "vkAllocateMemory(...)", __FILE__, __LINE__);
   }
   VK_CHECK(fn.vkBindBufferMemory(ctx.device(), b.buf, b.mem, 0));
-  if (kind != memory_kind::device) VK_CHECK(fn.vkMapMemory(ctx.device(), b.mem, 0, VK_WHOLE_SIZE, 0, &b.data));
+  if (kind != memory_kind::device)
+    VK_CHECK(fn.vkMapMemory(ctx.device(), b.mem, 0, VK_WHOLE_SIZE, 0, &b.data));
   return b;
 }
 
@@ -93,9 +99,10 @@ buffer_range arena::alloc(VkDeviceSize size) {
   const VkDeviceSize align = ctx_.caps().storage_align;
   const VkDeviceSize padded = align_up(std::max<VkDeviceSize>(size, 16), 16);
   if (padded > max_block_)
-    throw error(fmt::format("vulkan: a single allocation of {} MiB exceeds the device's "
-                            "maxMemoryAllocationSize ({} MiB)",
-                            padded >> 20, max_block_ >> 20));
+    throw error(
+        fmt::format("vulkan: a single allocation of {} MiB exceeds the device's "
+                    "maxMemoryAllocationSize ({} MiB)",
+                    padded >> 20, max_block_ >> 20));
   for (auto& b : blocks_) {
     const VkDeviceSize off = align_up(b.used, align);
     if (off + padded <= b.b.size) {
@@ -168,7 +175,13 @@ void uploader::upload(const buffer_range& dst, VkDeviceSize dst_offset, const vo
 }
 
 void uploader::finish() {
-  for (auto& s : slots_) ctx_.wait(ctx_.transfer(), s.value);
+  uint64_t last = 0;
+  for (auto& s : slots_) {
+    ctx_.wait(ctx_.transfer(), s.value);
+    last = std::max(last, s.value);
+  }
+  // The host has seen the copies complete; the compute queue must also see their writes.
+  if (last) ctx_.depend(ctx_.compute(), ctx_.transfer(), last);
 }
 
 }  // namespace tandem::vk

@@ -37,7 +37,9 @@ struct buffer_range {
   }
 };
 
-inline buffer_range whole(const buffer& b) { return {b.buf, 0, b.size, b.data}; }
+inline buffer_range whole(const buffer& b) {
+  return {b.buf, 0, b.size, b.data};
+}
 
 // Sub-allocates aligned ranges from blocks of block_size bytes (a larger request gets a block of
 // its own). Ranges live as long as the arena; nothing is freed one by one.

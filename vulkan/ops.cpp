@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "runtime/error.h"
 #include "shaders/push_constants.h"
@@ -12,8 +14,33 @@ namespace tandem::vk {
 
 namespace {
 
-uint32_t u32(int64_t v) { return static_cast<uint32_t>(v); }
-uint32_t div_up(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
+uint32_t u32(int64_t v) {
+  return static_cast<uint32_t>(v);
+}
+uint32_t div_up(uint64_t a, uint64_t b) {
+  return static_cast<uint32_t>((a + b - 1) / b);
+}
+
+// A test hook of gpu-cpu-parity, never set in normal use: TANDEM_PARITY_BREAK=<kernel> (or
+// <kernel>_<type> for matvec/matmul, e.g. matvec_q4_k) doubles that kernel's output after it
+// runs (kv_store: its input rows, before), so that the checks can be shown to catch a wrong
+// shader and to name it.
+bool parity_break(const char* name, const dtype* t = nullptr) {
+  const char* b = std::getenv("TANDEM_PARITY_BREAK");
+  if (!b || !*b) return false;
+  const std::string s(b);
+  return s == name || (t && s == std::string(name) + "_" + std::string(dtype_name(*t)));
+}
+void parity_double(recorder& rec, const buffer_range& y, uint64_t n) {
+  n = std::min<uint64_t>(n, y.size / sizeof(float));
+  const auto& p = rec.pipes().get(kernel::add);
+  uint32_t gx, gy;
+  rec.split_groups(div_up(n, p.wg), &gx, &gy);
+  rec.barrier();
+  rec.dispatch(p, gx, gy, 1, add_push{u32(static_cast<int64_t>(n)), u32(static_cast<int64_t>(n))},
+               {y, y});
+  rec.barrier();
+}
 
 }  // namespace
 
@@ -38,7 +65,7 @@ std::string weight_unsupported(dtype t, int64_t cols) {
 }
 
 device_weight upload_weight(arena& a, uploader& up, dtype t, int64_t cols, int64_t rows,
-                            const void* data, uint64_t max_piece_bytes) {
+                            const void* data, uint64_t piece_cap) {
   if (auto why = weight_unsupported(t, cols); !why.empty()) throw error("vulkan: " + why);
   device_weight w;
   w.type = t;
@@ -46,11 +73,11 @@ device_weight upload_weight(arena& a, uploader& up, dtype t, int64_t cols, int64
   w.rows = rows;
   w.row_bytes = row_bytes(t, static_cast<uint64_t>(cols));
   // Headroom for the arena's padding; a piece is bound whole.
-  uint64_t limit = std::min<uint64_t>(a.ctx().caps().max_storage_range, a.max_alloc()) - 256;
-  if (max_piece_bytes) limit = std::min(limit, max_piece_bytes);
+  uint64_t limit = std::min<uint64_t>(max_piece_bytes(a.ctx()), a.max_alloc() - 256);
+  if (piece_cap) limit = std::min(limit, piece_cap);
   if (w.row_bytes > limit)
-    throw error(fmt::format("vulkan: one row of {} bytes exceeds the device's buffer limits",
-                            w.row_bytes));
+    throw error(
+        fmt::format("vulkan: one row of {} bytes exceeds the device's buffer limits", w.row_bytes));
   const int64_t rows_per_piece = static_cast<int64_t>(limit / w.row_bytes);
   const auto* src = static_cast<const uint8_t*>(data);
   for (int64_t r0 = 0; r0 < rows; r0 += rows_per_piece) {
@@ -65,6 +92,45 @@ device_weight upload_weight(arena& a, uploader& up, dtype t, int64_t cols, int64
   return w;
 }
 
+uint64_t max_piece_bytes(const context& ctx) {
+  return std::min<uint64_t>(ctx.caps().max_storage_range, ctx.caps().max_allocation) - 256;
+}
+
+device_weight layout_weight(dtype t, int64_t cols, int64_t rows, uint64_t limit, uint64_t align,
+                            uint64_t* cursor) {
+  if (auto why = weight_unsupported(t, cols); !why.empty()) throw error("vulkan: " + why);
+  device_weight w;
+  w.type = t;
+  w.cols = cols;
+  w.rows = rows;
+  w.row_bytes = row_bytes(t, static_cast<uint64_t>(cols));
+  if (w.row_bytes > limit)
+    throw error(
+        fmt::format("vulkan: one row of {} bytes exceeds the device's buffer limits", w.row_bytes));
+  const int64_t rows_per_piece = static_cast<int64_t>(limit / w.row_bytes);
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per_piece) {
+    device_weight::piece p;
+    p.row0 = r0;
+    p.rows = std::min(rows_per_piece, rows - r0);
+    *cursor = (*cursor + align - 1) / align * align;
+    p.range.offset = *cursor;
+    p.range.size = w.row_bytes * static_cast<uint64_t>(p.rows);
+    *cursor += (p.range.size + 15) / 16 * 16 + 16;  // shaders may read a word past the end
+    w.pieces.push_back(p);
+  }
+  return w;
+}
+
+device_weight rebase(const device_weight& w, const buffer_range& region) {
+  device_weight r = w;
+  for (auto& p : r.pieces) {
+    p.range.buf = region.buf;
+    p.range.data = region.data ? static_cast<char*>(region.data) + p.range.offset : nullptr;
+    p.range.offset += region.offset;
+  }
+  return r;
+}
+
 std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_scale) {
   const int half = n_rot / 2;
   std::vector<float> t(static_cast<size_t>(n_pos) * static_cast<size_t>(half) * 2);
@@ -73,7 +139,8 @@ std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_
       // The same expression as cpu::ref::rope, so that both paths rotate by the same angle.
       const float theta =
           static_cast<float>(pos) * freq_scale * std::pow(freq_base, -2.0f * i / n_rot);
-      const size_t k = 2 * (static_cast<size_t>(pos) * static_cast<size_t>(half) + static_cast<size_t>(i));
+      const size_t k =
+          2 * (static_cast<size_t>(pos) * static_cast<size_t>(half) + static_cast<size_t>(i));
       t[k] = std::cos(theta);
       t[k + 1] = std::sin(theta);
     }
@@ -87,6 +154,7 @@ void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const
   const auto& p = rec.pipes().get(kernel::rms_norm);
   rec.dispatch(p, u32(n_rows), 1, 1, rms_norm_push{u32(n), u32(x_row0), u32(ldx), u32(ldy), eps},
                {x, w, y});
+  if (parity_break("rms_norm")) parity_double(rec, y, static_cast<uint64_t>(n_rows) * ldy);
 }
 
 void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n_tok, int n_heads,
@@ -95,6 +163,7 @@ void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n
   rec.dispatch(p, div_up(static_cast<uint64_t>(n_rot / 2), p.wg), u32(n_heads), u32(n_tok),
                rope_push{u32(n_tok), u32(n_heads), u32(head_dim), u32(n_rot), u32(pos0), u32(ld)},
                {x, table});
+  if (parity_break("rope")) parity_double(rec, x, static_cast<uint64_t>(n_tok) * ld);
 }
 
 void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
@@ -102,19 +171,26 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
   if (kind == matmul_kernel::automatic)
     kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
   const kernel k = kind == matmul_kernel::vector ? kernel::matvec : kernel::matmul;
+  const bool broken = parity_break(k == kernel::matvec ? "matvec" : "matmul", &w.type);
   const auto& p = rec.pipes().get(k, w.type, {accumulate ? 1u : 0u});
+  // matvec: invocations per row, enough for the row's groups of 8 columns (short rows share a
+  // workgroup instead of leaving most of it idle).
+  uint32_t row_threads = 1;
+  while (row_threads < p.wg && row_threads * 8 < w.cols) row_threads *= 2;
+  const uint32_t rows_per_wg = p.wg / row_threads;
   for (const auto& piece : w.pieces) {
-    const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx), u32(ldy),
-                           u32(piece.row0)};
+    const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx),
+                           u32(ldy),    u32(piece.row0), row_threads};
     if (k == kernel::matvec) {
       uint32_t gx, gy;
-      rec.split_groups(static_cast<uint64_t>(piece.rows), &gx, &gy);
+      rec.split_groups(div_up(static_cast<uint64_t>(piece.rows), rows_per_wg), &gx, &gy);
       rec.dispatch(p, gx, gy, div_up(static_cast<uint64_t>(n_tok), 4), push, {piece.range, x, y});
     } else {
       rec.dispatch(p, div_up(static_cast<uint64_t>(piece.rows), 64),
                    div_up(static_cast<uint64_t>(n_tok), 32), 1, push, {piece.range, x, y});
     }
   }
+  if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
 }
 
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
@@ -125,6 +201,7 @@ void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, i
   const uint64_t words = (last + 1) / 2 - first / 2;
   uint32_t gx, gy;
   rec.split_groups(div_up(words, p.wg), &gx, &gy);
+  if (parity_break("kv_store")) parity_double(rec, x, static_cast<uint64_t>(n_tok) * ldx);
   rec.dispatch(p, gx, gy, 1, kv_store_push{u32(n), u32(n_tok), u32(pos0), u32(ldx)}, {x, cache});
 }
 
@@ -132,16 +209,22 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
                const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
                int n_head, int n_head_kv, int head_dim) {
   if (head_dim % 2 != 0 || head_dim > 256 || n_head % n_head_kv != 0)
-    throw error(fmt::format("vulkan: attention needs an even head_dim <= 256 and n_head a "
-                            "multiple of n_head_kv (head_dim {}, n_head {}, n_head_kv {})",
-                            head_dim, n_head, n_head_kv));
+    throw error(
+        fmt::format("vulkan: attention needs an even head_dim <= 256 and n_head a "
+                    "multiple of n_head_kv (head_dim {}, n_head {}, n_head_kv {})",
+                    head_dim, n_head, n_head_kv));
   const auto& p = rec.pipes().get(kernel::attention);
-  const attention_push push{u32(n_tok),     u32(pos0),
-                            u32(n_head),    u32(n_head_kv),
-                            u32(head_dim),  u32(n_head * head_dim),
+  const attention_push push{u32(n_tok),
+                            u32(pos0),
+                            u32(n_head),
+                            u32(n_head_kv),
+                            u32(head_dim),
+                            u32(n_head * head_dim),
                             u32(n_head_kv * head_dim),
                             1.0f / std::sqrt(static_cast<float>(head_dim))};
   rec.dispatch(p, u32(n_head), u32(n_tok), 1, push, {q, k_cache, v_cache, out});
+  if (parity_break("attention"))
+    parity_double(rec, out, static_cast<uint64_t>(n_tok) * n_head * head_dim);
 }
 
 void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,
@@ -150,6 +233,7 @@ void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const b
   uint32_t gx, gy;
   rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
   rec.dispatch(p, gx, gy, 1, swiglu_push{u32(n)}, {g, u, y});
+  if (parity_break("swiglu")) parity_double(rec, y, static_cast<uint64_t>(n));
 }
 
 void add(recorder& rec, const buffer_range& y, const buffer_range& b, int n, int nb) {
@@ -157,6 +241,7 @@ void add(recorder& rec, const buffer_range& y, const buffer_range& b, int n, int
   uint32_t gx, gy;
   rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
   rec.dispatch(p, gx, gy, 1, add_push{u32(n), u32(nb)}, {y, b});
+  if (parity_break("add")) parity_double(rec, y, static_cast<uint64_t>(n));
 }
 
 }  // namespace ops

@@ -34,9 +34,21 @@ struct device_weight {
 std::string weight_unsupported(dtype t, int64_t cols);
 
 // Allocates a device weight from a and uploads rows x cols of type t from host memory at data.
-// max_piece_bytes (0: the device limits) caps the size of a piece; tests use it to force splits.
+// piece_cap (0: the device limits) caps the size of a piece; tests use it to force splits.
 device_weight upload_weight(arena& a, uploader& up, dtype t, int64_t cols, int64_t rows,
-                            const void* data, uint64_t max_piece_bytes = 0);
+                            const void* data, uint64_t piece_cap = 0);
+
+// The most bytes one piece of a weight may have on this device (binding and allocation limits,
+// less room for the arena's padding).
+uint64_t max_piece_bytes(const context& ctx);
+
+// Lays out a weight of rows x cols of type t as pieces of at most limit bytes at offsets from
+// *cursor (each aligned to align), advancing *cursor; the pieces have no buffer yet (see
+// rebase). Used to pack a streamed layer into one region that a single copy moves.
+device_weight layout_weight(dtype t, int64_t cols, int64_t rows, uint64_t limit, uint64_t align,
+                            uint64_t* cursor);
+// w with every piece moved into region: buffer region.buf, offset region.offset + its offset.
+device_weight rebase(const device_weight& w, const buffer_range& region);
 
 // The RoPE cos/sin table read by the rope shader: for pos < n_pos and i < n_rot / 2,
 // [2 (pos n_rot/2 + i)] = cos(theta), [+1] = sin(theta), theta = pos freq_scale base^(-2i/n_rot),

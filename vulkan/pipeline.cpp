@@ -20,28 +20,28 @@ namespace {
 
 struct op_row {
   kernel k;
-  const char* name;    // shader file stem
-  uint32_t bindings;   // storage buffers 0 .. bindings-1
+  const char* name;   // shader file stem
+  uint32_t bindings;  // storage buffers 0 .. bindings-1
   uint32_t push_size;
-  uint32_t wg;         // workgroup size, specialization constant 0 (or fixed in the shader)
-  bool typed;          // one variant per weight type
-  bool subgroup;       // has a subgroup variant (reductions)
+  uint32_t wg;  // workgroup size, specialization constant 0 (or fixed in the shader)
+  bool typed;   // one variant per weight type (<op>_<type>)
 };
+// A shader built with a subgroup variant (<name>_sg, see `tandem-variants` in the .comp) runs
+// that variant where the device has subgroup arithmetic.
 
 constexpr op_row k_ops[] = {
-    {kernel::rms_norm, "rms_norm", 3, sizeof(rms_norm_push), 256, false, true},
-    {kernel::rope, "rope", 2, sizeof(rope_push), 64, false, false},
-    {kernel::swiglu, "swiglu", 3, sizeof(swiglu_push), 256, false, false},
-    {kernel::add, "add", 2, sizeof(add_push), 256, false, false},
-    {kernel::kv_store, "kv_store", 2, sizeof(kv_store_push), 256, false, false},
-    {kernel::attention, "attention", 4, sizeof(attention_push), 128, false, true},
-    {kernel::matvec, "matvec", 3, sizeof(matmul_push), 128, true, true},
-    {kernel::matmul, "matmul", 3, sizeof(matmul_push), 256, true, false},
+    {kernel::rms_norm, "rms_norm", 3, sizeof(rms_norm_push), 256, false},
+    {kernel::rope, "rope", 2, sizeof(rope_push), 64, false},
+    {kernel::swiglu, "swiglu", 3, sizeof(swiglu_push), 256, false},
+    {kernel::add, "add", 2, sizeof(add_push), 256, false},
+    {kernel::kv_store, "kv_store", 2, sizeof(kv_store_push), 256, false},
+    {kernel::attention, "attention", 4, sizeof(attention_push), 128, false},
+    {kernel::matvec, "matvec", 3, sizeof(matmul_push), 128, true},
+    {kernel::matmul, "matmul", 3, sizeof(matmul_push), 256, true},
 };
 
-static_assert(sizeof(rms_norm_push) == 20 && sizeof(rope_push) == 24 &&
-              sizeof(matmul_push) == 24 && sizeof(attention_push) == 32 &&
-              sizeof(kv_store_push) == 16 && sizeof(add_push) == 8);
+static_assert(sizeof(rms_norm_push) == 20 && sizeof(rope_push) == 24 && sizeof(matmul_push) == 28 &&
+              sizeof(attention_push) == 32 && sizeof(kv_store_push) == 16 && sizeof(add_push) == 8);
 
 const op_row& row_of(kernel k) {
   for (const auto& r : k_ops)
@@ -61,8 +61,8 @@ const spv::blob* find_blob(const std::string& name) {
 
 pipeline_cache::pipeline_cache(context& ctx, bool allow_subgroups) : ctx_(ctx) {
   const char* no_sg = std::getenv("TANDEM_VK_NO_SUBGROUPS");
-  subgroups_ = allow_subgroups && ctx.caps().subgroup_arithmetic &&
-               !(no_sg && std::string(no_sg) == "1");
+  subgroups_ =
+      allow_subgroups && ctx.caps().subgroup_arithmetic && !(no_sg && std::string(no_sg) == "1");
 }
 
 pipeline_cache::~pipeline_cache() {
@@ -82,11 +82,12 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
 
   std::string name = row.name;
   if (row.typed) name += "_" + std::string(dtype_name(t));
-  if (row.subgroup && subgroups_) name += "_sg";
+  const spv::blob* blob = subgroups_ ? find_blob(name + "_sg") : nullptr;
+  if (!blob) blob = find_blob(name);
   op_scope scope("create pipeline " + name);
-  const spv::blob* blob = find_blob(name);
-  if (!blob) throw error(fmt::format("vulkan: no shader {} (type {} has no {} kernel)", name,
-                                     dtype_name(t), row.name));
+  if (!blob)
+    throw error(fmt::format("vulkan: no shader {} (type {} has no {} kernel)", name, dtype_name(t),
+                            row.name));
 
   auto p = std::make_unique<pipeline>();
   p->bindings = row.bindings;
@@ -125,8 +126,8 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
   values.insert(values.end(), spec.begin(), spec.end());
   std::vector<VkSpecializationMapEntry> entries(values.size());
   for (uint32_t i = 0; i < values.size(); ++i) entries[i] = {i, i * 4, 4};
-  VkSpecializationInfo si{static_cast<uint32_t>(entries.size()), entries.data(),
-                          values.size() * 4, values.data()};
+  VkSpecializationInfo si{static_cast<uint32_t>(entries.size()), entries.data(), values.size() * 4,
+                          values.data()};
   VkComputePipelineCreateInfo pci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
   pci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO};
   pci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
@@ -185,24 +186,27 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
                             const void* push, size_t push_size,
                             std::initializer_list<buffer_range> bufs) {
   if (push_size != p.push_size || bufs.size() != p.bindings)
-    throw error(fmt::format("vulkan: dispatch of {} with {} bytes of push constants and {} "
-                            "buffers (expects {} and {})",
-                            p.name, push_size, bufs.size(), p.push_size, p.bindings));
+    throw error(
+        fmt::format("vulkan: dispatch of {} with {} bytes of push constants and {} "
+                    "buffers (expects {} and {})",
+                    p.name, push_size, bufs.size(), p.push_size, p.bindings));
   if (gx == 0 || gy == 0 || gz == 0) return;
   const auto& caps = pipes_.ctx().caps();
   if (gx > caps.max_groups[0] || gy > caps.max_groups[1] || gz > caps.max_groups[2])
-    throw error(fmt::format("vulkan: dispatch of {} with {}x{}x{} workgroups exceeds the device "
-                            "limit",
-                            p.name, gx, gy, gz));
+    throw error(
+        fmt::format("vulkan: dispatch of {} with {}x{}x{} workgroups exceeds the device "
+                    "limit",
+                    p.name, gx, gy, gz));
   const VkDescriptorSet set = desc_.allocate(p.set_layout);
   VkDescriptorBufferInfo infos[8];
   VkWriteDescriptorSet writes[8];
   uint32_t i = 0;
   for (const auto& b : bufs) {
     if (b.size > caps.max_storage_range)
-      throw error(fmt::format("vulkan: {} binds {} MiB at binding {}, over the device's "
-                              "maxStorageBufferRange ({} MiB)",
-                              p.name, b.size >> 20, i, caps.max_storage_range >> 20));
+      throw error(
+          fmt::format("vulkan: {} binds {} MiB at binding {}, over the device's "
+                      "maxStorageBufferRange ({} MiB)",
+                      p.name, b.size >> 20, i, caps.max_storage_range >> 20));
     // Bind whole words: shaders read F16 and block data as 32-bit words.
     infos[i] = {b.buf, b.offset, std::max<VkDeviceSize>(4, (b.size + 3) / 4 * 4)};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
@@ -215,8 +219,7 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
   }
   fn.vkUpdateDescriptorSets(pipes_.ctx().device(), i, writes, 0, nullptr);
   fn.vkCmdBindPipeline(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipe);
-  fn.vkCmdBindDescriptorSets(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0,
-                             nullptr);
+  fn.vkCmdBindDescriptorSets(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0, nullptr);
   fn.vkCmdPushConstants(cb_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.push_size, push);
   fn.vkCmdDispatch(cb_, gx, gy, gz);
 }
@@ -229,8 +232,8 @@ void recorder::barrier() {
                      VK_ACCESS_HOST_READ_BIT;
   const VkPipelineStageFlags stages =
       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  fn.vkCmdPipelineBarrier(cb_, stages, stages | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
-                          nullptr, 0, nullptr);
+  fn.vkCmdPipelineBarrier(cb_, stages, stages | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr,
+                          0, nullptr);
 }
 
 void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {
@@ -294,18 +297,20 @@ recorder& command_stream::begin() {
   return *f.rec;
 }
 
-uint64_t command_stream::submit() {
+uint64_t command_stream::submit(std::initializer_list<timeline_wait> waits) {
   if (open_ < 0) throw error("vulkan: command_stream::submit without begin");
   frame& f = frames_[static_cast<size_t>(open_)];
   open_ = -1;
   f.rec->barrier();  // makes the results visible to the host and to the next frame
   VK_CHECK(fn.vkEndCommandBuffer(f.cb));
-  f.value = ctx_.submit(ctx_.compute(), f.cb);
+  f.value = ctx_.submit(ctx_.compute(), f.cb, waits);
   next_ = (next_ + 1) % frames_.size();
   return f.value;
 }
 
-void command_stream::wait(uint64_t value) { ctx_.wait(ctx_.compute(), value); }
+void command_stream::wait(uint64_t value) {
+  ctx_.wait(ctx_.compute(), value);
+}
 
 void command_stream::finish() {
   for (const auto& f : frames_) ctx_.wait(ctx_.compute(), f.value);

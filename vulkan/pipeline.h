@@ -107,8 +107,9 @@ class command_stream {
   command_stream& operator=(const command_stream&) = delete;
 
   recorder& begin();
-  // Ends and submits the frame begun last; returns the compute timeline value of its completion.
-  uint64_t submit();
+  // Ends and submits the frame begun last, after the given waits on the transfer queue;
+  // returns the compute timeline value of its completion.
+  uint64_t submit(std::initializer_list<timeline_wait> waits = {});
   void wait(uint64_t value);
   void finish();  // waits for everything submitted
 

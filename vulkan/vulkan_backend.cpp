@@ -2,12 +2,19 @@
 // uploaded once; per-layer F16 KV caches; scratch activations for n_batch tokens. A layer is one
 // command buffer, one submit; the host waits only when results come back (download_hidden,
 // forward_output), so recording layer i+1 overlaps the GPU running layer i.
+//
+// Streamed layers (backend_options::streamed_layers) keep their matrices in pinned host memory,
+// packed into one region per layer, and run from one of two device slots: prepare_layer(i+1)
+// copies layer i+1 into the free slot on the transfer queue while the compute queue runs layer
+// i. Timeline semaphores order the two: a copy waits for the compute work that last read its
+// slot, a layer's compute waits for its copy. Norms, biases and the KV cache stay resident.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "cpu/fp16.h"
 #include "cpu/quant.h"
 #include "runtime/backend_factory.h"
 #include "runtime/error.h"
@@ -26,16 +33,32 @@ constexpr uint64_t k_mib = 1ull << 20;
 // One owned layer on the device; bq/bk/bv have no pieces when the model has no biases.
 struct device_layer {
   bool present = false;
-  device_weight attn_norm;          // (n_embd) F32
-  device_weight wq, wk, wv;         // (n_embd -> n_embd_q / n_embd_kv)
-  device_weight bq, bk, bv;         // (n_embd_q / n_embd_kv) F32, optional
-  device_weight wo;                 // (n_embd_q -> n_embd)
-  device_weight ffn_norm;           // (n_embd) F32
-  device_weight gate, up, down;     // (n_embd -> n_ff), (n_ff -> n_embd)
-  buffer_range k_cache, v_cache;    // (n_ctx x n_embd_kv) F16
+  device_weight attn_norm;        // (n_embd) F32
+  device_weight wq, wk, wv;       // (n_embd -> n_embd_q / n_embd_kv)
+  device_weight bq, bk, bv;       // (n_embd_q / n_embd_kv) F32, optional
+  device_weight wo;               // (n_embd_q -> n_embd)
+  device_weight ffn_norm;         // (n_embd) F32
+  device_weight gate, up, down;   // (n_embd -> n_ff), (n_ff -> n_embd)
+  buffer_range k_cache, v_cache;  // (n_ctx x n_embd_kv) F16
+  bool streamed = false;          // matrices above live in host_region, run from a slot
+  buffer_range host_region;       // streamed: the packed matrices in pinned host memory
 };
 
-std::string tensor_name(const weight& w) { return w.t ? w.t->name : std::string("(missing)"); }
+// A device region that holds one streamed layer's matrices at a time.
+struct stream_slot {
+  buffer_range range;
+  int layer = -1;
+  bool used = true;       // the layer it holds has run since it was copied (it may be evicted)
+  uint64_t stamp = 0;     // last prepare or use, for least-recently-used eviction
+  uint64_t ready = 0;     // transfer timeline value of its copy
+  uint64_t released = 0;  // compute timeline value of the last layer that read it
+  VkCommandBuffer cb = VK_NULL_HANDLE;
+  device_weight wq, wk, wv, wo, gate, up, down;  // the layer's matrices in this slot
+};
+
+std::string tensor_name(const weight& w) {
+  return w.t ? w.t->name : std::string("(missing)");
+}
 
 class vulkan_backend final : public backend {
  public:
@@ -48,11 +71,16 @@ class vulkan_backend final : public backend {
   void forward_layer(int il, int n_tokens, int pos0) override;
   void forward_output(int n_tokens, bool all_tokens, float* logits) override;
   void truncate_kv(int n_past) override { n_past_ = std::min(n_past_, std::max(0, n_past)); }
+  void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
+  void prepare_layer(int il) override;
 
  private:
   device_weight upload_matrix(const weight& w, int64_t cols, int64_t rows);
   device_weight upload_vector(const weight& w, int64_t n);
+  void pack_streamed(const layer_weights& lw, device_layer& L);
+  int slot_of(int il) const;
   void check_batch(int n_tokens, int pos0) const;
+  void warm_up();
 
   // Destroyed last (declared first): everything below lives on its device.
   std::unique_ptr<context> ctx_;
@@ -70,10 +98,86 @@ class vulkan_backend final : public backend {
   uint64_t upload_busy_until_ = 0;  // compute timeline value of the last copy out of upload staging
 
   std::vector<device_layer> layers_;
+  std::unique_ptr<arena> host_weights_;  // streamed layers' matrices, pinned host memory
+  std::vector<stream_slot> slots_;
+  VkCommandPool stream_pool_ = VK_NULL_HANDLE;  // transfer-queue copies into the slots
+  uint64_t clock_ = 0;
   device_weight output_norm_, output_;
   buffer_range rope_table_;
   buffer_range x_, h_, q_, k_, v_, att_, g_, u_, logits_;  // scratch, n_batch rows
+
+  // gpu-cpu-parity's per-op capture (backend::set_capture), off unless set: each op's output is
+  // copied into a readback buffer as the layer runs and handed over once the layer has finished.
+  struct captured_op {
+    const char* op;
+    uint64_t offset, n;  // bytes into the buffer, elements
+    bool f16;
+  };
+  struct owned_buffer {
+    context* ctx = nullptr;
+    buffer b;
+    ~owned_buffer() { if (ctx) destroy_buffer(*ctx, b); }
+  };
+  void cap(recorder& r, const char* op, const buffer_range& src, int n_tokens, int width,
+           bool f16 = false);
+  void deliver_capture(int il);
+  capture_fn capture_;
+  std::unique_ptr<owned_buffer> capture_buf_;
+  std::vector<captured_op> captured_;
+  uint64_t capture_used_ = 0;
 };
+
+// Records a copy of n_tokens rows of width elements (F32, or F16 cache rows) into the capture
+// buffer, between barriers. Sized at the layer's first capture for the largest layer.
+void vulkan_backend::cap(recorder& r, const char* op, const buffer_range& src, int n_tokens,
+                         int width, bool f16) {
+  if (!capture_) return;
+  if (captured_.empty()) {
+    const uint64_t per_token = 4ull * hp_.n_embd + 4ull * hp_.n_embd_q() +
+                               7ull * hp_.n_embd_kv() + 3ull * hp_.n_ff;
+    const uint64_t need = (static_cast<uint64_t>(n_tokens) * per_token + 32) * sizeof(float);
+    if (!capture_buf_ || capture_buf_->b.size < need) {
+      stream_->finish();
+      capture_buf_.reset();
+      auto nb = std::make_unique<owned_buffer>();
+      nb->b = create_buffer(*ctx_, need, memory_kind::readback);
+      nb->ctx = ctx_.get();
+      capture_buf_ = std::move(nb);
+    }
+  }
+  const uint64_t n = static_cast<uint64_t>(n_tokens) * static_cast<uint64_t>(width);
+  const uint64_t bytes = n * (f16 ? 2 : 4);
+  if (capture_used_ + bytes > capture_buf_->b.size)
+    throw std::logic_error("vulkan: capture buffer too small");
+  r.barrier();
+  r.copy(src, whole(capture_buf_->b).sub(capture_used_, bytes), bytes);
+  r.barrier();
+  captured_.push_back({op, capture_used_, n, f16});
+  capture_used_ += (bytes + 3) / 4 * 4;
+}
+
+void vulkan_backend::deliver_capture(int il) {
+  if (!capture_) return;
+  stream_->finish();
+  std::vector<float> tmp;
+  for (const captured_op& c : captured_) {
+    const auto* p = static_cast<const uint8_t*>(capture_buf_->b.data) + c.offset;
+    if (c.f16) {
+      tmp.resize(c.n);
+      for (uint64_t i = 0; i < c.n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        tmp[i] = cpu::fp16_to_fp32(h);
+      }
+      capture_(il, c.op, tmp.data(), c.n);
+    } else {
+      tmp.assign(reinterpret_cast<const float*>(p), reinterpret_cast<const float*>(p) + c.n);
+      capture_(il, c.op, tmp.data(), c.n);
+    }
+  }
+  captured_.clear();
+  capture_used_ = 0;
+}
 
 vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
                                std::unique_ptr<context> ctx)
@@ -86,12 +190,22 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
   const uint64_t f = sizeof(float);
 
   // ---- what it takes: weights, KV cache, scratch; checked against the budget first ----------
-  uint64_t weight_bytes = 0, n_tensors = 0;
+  auto streamed = [&](int il) {
+    return std::find(opt.streamed_layers.begin(), opt.streamed_layers.end(), il) !=
+           opt.streamed_layers.end();
+  };
+  uint64_t weight_bytes = 0, n_tensors = 0, stream_bytes = 0, n_streamed = 0;
   for (int il : opt.layers) {
     if (il < 0 || il >= hp.n_layer) throw error(fmt::format("vulkan: no layer {}", il));
-    weight_bytes += m.layer(il).nbytes();
     n_tensors += 12;
+    if (streamed(il)) {
+      stream_bytes = std::max(stream_bytes, m.layer(il).nbytes() + 64 * 1024);
+      ++n_streamed;
+    } else {
+      weight_bytes += m.layer(il).nbytes();
+    }
   }
+  const uint64_t n_slots = std::min<uint64_t>(2, n_streamed);
   if (opt.output) {
     weight_bytes += m.output_norm().nbytes() + m.output().nbytes();
     n_tensors += 2;
@@ -99,45 +213,53 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
   const uint64_t kv_row = static_cast<uint64_t>(hp.n_embd_kv()) * 2;
   const uint64_t kv_bytes = static_cast<uint64_t>(n_ctx_) * kv_row;
   if (kv_bytes > ctx_->caps().max_storage_range)
-    throw error(fmt::format("vulkan: a KV cache of {} positions ({} MiB per layer) exceeds the "
-                            "device's maxStorageBufferRange ({} MiB); use a smaller --ctx",
-                            n_ctx_, kv_bytes / k_mib, ctx_->caps().max_storage_range / k_mib));
+    throw error(
+        fmt::format("vulkan: a KV cache of {} positions ({} MiB per layer) exceeds the "
+                    "device's maxStorageBufferRange ({} MiB); use a smaller --ctx",
+                    n_ctx_, kv_bytes / k_mib, ctx_->caps().max_storage_range / k_mib));
   const uint64_t max_binding = std::min<uint64_t>(ctx_->caps().max_storage_range, 64 * k_mib);
-  n_logit_rows_ = static_cast<int>(std::clamp<uint64_t>(
-      max_binding / (static_cast<uint64_t>(hp.n_vocab) * f), 1, n_batch));
+  n_logit_rows_ = static_cast<int>(
+      std::clamp<uint64_t>(max_binding / (static_cast<uint64_t>(hp.n_vocab) * f), 1, n_batch));
   const uint64_t row_floats[] = {
       static_cast<uint64_t>(hp.n_embd), static_cast<uint64_t>(hp.n_embd_q()),
       static_cast<uint64_t>(hp.n_embd_kv()), static_cast<uint64_t>(hp.n_ff)};
   uint64_t scratch_bytes = 0;
   for (uint64_t r : row_floats) {
     if (n_batch * r * f > ctx_->caps().max_storage_range)
-      throw error(fmt::format("vulkan: scratch for a batch of {} tokens exceeds the device's "
-                              "maxStorageBufferRange; use a smaller batch",
-                              n_batch));
+      throw error(
+          fmt::format("vulkan: scratch for a batch of {} tokens exceeds the device's "
+                      "maxStorageBufferRange; use a smaller batch",
+                      n_batch));
   }
-  scratch_bytes = n_batch * f * (2 * row_floats[0] + 2 * row_floats[1] + 2 * row_floats[2] +
-                                 2 * row_floats[3]);
+  scratch_bytes =
+      n_batch * f * (2 * row_floats[0] + 2 * row_floats[1] + 2 * row_floats[2] + 2 * row_floats[3]);
   if (opt.output) scratch_bytes += static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
   const uint64_t rope_bytes = static_cast<uint64_t>(n_ctx_) * static_cast<uint64_t>(hp.n_rot) * f;
   const uint64_t kv_total = 2 * kv_bytes * opt.layers.size();
-  const uint64_t need = weight_bytes + kv_total + scratch_bytes + rope_bytes;
+  const uint64_t need =
+      weight_bytes + n_slots * stream_bytes + kv_total + scratch_bytes + rope_bytes;
   const uint64_t budget = ctx_->device_local_budget();
   if (budget > 0 && need > budget)
-    throw error(fmt::format("vulkan: {} layers need {} MiB of device memory (weights {}, KV "
-                            "cache {}, scratch {}), but {} has {} MiB free; offload fewer layers",
-                            opt.layers.size(), need / k_mib, weight_bytes / k_mib,
-                            kv_total / k_mib, scratch_bytes / k_mib, ctx_->info().name,
-                            budget / k_mib));
+    throw error(
+        fmt::format("vulkan: {} layers need {} MiB of device memory (weights {}, KV "
+                    "cache {}, scratch {}), but {} has {} MiB free; offload fewer layers",
+                    opt.layers.size(), need / k_mib, weight_bytes / k_mib, kv_total / k_mib,
+                    scratch_bytes / k_mib, ctx_->info().name, budget / k_mib));
 
   pipes_ = std::make_unique<pipeline_cache>(*ctx_);
   const uint64_t slack = ctx_->caps().storage_align * 2 + 64;
   weights_ = std::make_unique<arena>(
       *ctx_, memory_kind::device,
       std::clamp<uint64_t>(weight_bytes + n_tensors * slack, k_mib, 256 * k_mib));
-  device_mem_ = std::make_unique<arena>(
-      *ctx_, memory_kind::device,
-      std::clamp<uint64_t>(kv_total + scratch_bytes + rope_bytes + 32 * slack, k_mib,
-                           256 * k_mib));
+  device_mem_ =
+      std::make_unique<arena>(*ctx_, memory_kind::device,
+                              std::clamp<uint64_t>(kv_total + scratch_bytes + rope_bytes +
+                                                       n_slots * stream_bytes + 32 * slack,
+                                                   k_mib, 256 * k_mib));
+  if (n_streamed)
+    host_weights_ = std::make_unique<arena>(
+        *ctx_, memory_kind::upload,
+        std::clamp<uint64_t>(n_streamed * stream_bytes, k_mib, 1024 * k_mib));
   uploader_ = std::make_unique<uploader>(
       *ctx_, std::clamp<uint64_t>(weight_bytes + rope_bytes, k_mib, 64 * k_mib));
 
@@ -149,17 +271,21 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
     device_layer& L = layers_[static_cast<size_t>(il)];
     L.present = true;
     L.attn_norm = upload_vector(lw.attn_norm, n_embd);
-    L.wq = upload_matrix(lw.wq, n_embd, n_q);
-    L.wk = upload_matrix(lw.wk, n_embd, n_kv);
-    L.wv = upload_matrix(lw.wv, n_embd, n_kv);
     if (lw.bq) L.bq = upload_vector(lw.bq, n_q);
     if (lw.bk) L.bk = upload_vector(lw.bk, n_kv);
     if (lw.bv) L.bv = upload_vector(lw.bv, n_kv);
-    L.wo = upload_matrix(lw.wo, n_q, n_embd);
     L.ffn_norm = upload_vector(lw.ffn_norm, n_embd);
-    L.gate = upload_matrix(lw.ffn_gate, n_embd, n_ff);
-    L.up = upload_matrix(lw.ffn_up, n_embd, n_ff);
-    L.down = upload_matrix(lw.ffn_down, n_ff, n_embd);
+    if (streamed(il)) {
+      pack_streamed(lw, L);
+    } else {
+      L.wq = upload_matrix(lw.wq, n_embd, n_q);
+      L.wk = upload_matrix(lw.wk, n_embd, n_kv);
+      L.wv = upload_matrix(lw.wv, n_embd, n_kv);
+      L.wo = upload_matrix(lw.wo, n_q, n_embd);
+      L.gate = upload_matrix(lw.ffn_gate, n_embd, n_ff);
+      L.up = upload_matrix(lw.ffn_up, n_embd, n_ff);
+      L.down = upload_matrix(lw.ffn_down, n_ff, n_embd);
+    }
     L.k_cache = device_mem_->alloc(kv_bytes);
     L.v_cache = device_mem_->alloc(kv_bytes);
   }
@@ -188,6 +314,149 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
   readback_staging_ = create_buffer(*ctx_, std::max(n_batch * row_floats[0] * f, logit_bytes),
                                     memory_kind::readback);
   stream_ = std::make_unique<command_stream>(*pipes_);
+
+  // ---- the streaming slots -------------------------------------------------------------------
+  if (n_slots) {
+    VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
+    pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    pci.queueFamilyIndex = ctx_->transfer().family;
+    VK_CHECK(fn.vkCreateCommandPool(ctx_->device(), &pci, nullptr, &stream_pool_));
+    uint64_t region = 0;
+    for (const auto& L : layers_)
+      if (L.streamed) region = std::max<uint64_t>(region, L.host_region.size);
+    slots_.resize(n_slots);
+    for (auto& sl : slots_) {
+      sl.range = device_mem_->alloc(region);
+      VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+      ai.commandPool = stream_pool_;
+      ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+      ai.commandBufferCount = 1;
+      VK_CHECK(fn.vkAllocateCommandBuffers(ctx_->device(), &ai, &sl.cb));
+    }
+  }
+  warm_up();
+}
+
+// Packs a streamed layer's matrices into one region of pinned host memory, laid out exactly as
+// they will sit in a device slot, so that one copy moves the whole layer.
+void vulkan_backend::pack_streamed(const layer_weights& lw, device_layer& L) {
+  const hparams& hp = hp_;
+  const int64_t n_embd = hp.n_embd, n_q = hp.n_embd_q(), n_kv = hp.n_embd_kv(), n_ff = hp.n_ff;
+  const uint64_t limit = max_piece_bytes(*ctx_), align = ctx_->caps().storage_align;
+  struct item {
+    const weight* w;
+    int64_t cols, rows;
+    device_weight* out;
+  };
+  const item items[] = {{&lw.wq, n_embd, n_q, &L.wq},          {&lw.wk, n_embd, n_kv, &L.wk},
+                        {&lw.wv, n_embd, n_kv, &L.wv},         {&lw.wo, n_q, n_embd, &L.wo},
+                        {&lw.ffn_gate, n_embd, n_ff, &L.gate}, {&lw.ffn_up, n_embd, n_ff, &L.up},
+                        {&lw.ffn_down, n_ff, n_embd, &L.down}};
+  uint64_t cursor = 0;
+  for (const item& it : items) {
+    const weight& w = *it.w;
+    if (!w || w.cols() != it.cols || w.rows() != it.rows)
+      throw error(
+          fmt::format("vulkan: tensor '{}' is missing or has the wrong shape", tensor_name(w)));
+    *it.out = layout_weight(w.type(), it.cols, it.rows, limit, align, &cursor);
+  }
+  if (cursor > host_weights_->max_alloc())
+    throw error(
+        fmt::format("vulkan: a streamed layer of {} MiB exceeds the device's "
+                    "maxMemoryAllocationSize; keep it resident or on the CPU",
+                    cursor / k_mib));
+  L.host_region = host_weights_->alloc(cursor);
+  L.streamed = true;
+  for (const item& it : items) {
+    *it.out = rebase(*it.out, L.host_region);
+    const auto* src = static_cast<const uint8_t*>(it.w->data());
+    for (const auto& p : it.out->pieces)
+      std::memcpy(p.range.data, src + it.out->row_bytes * static_cast<uint64_t>(p.row0),
+                  p.range.size);
+  }
+}
+
+int vulkan_backend::slot_of(int il) const {
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].layer == il) return static_cast<int>(i);
+  return -1;
+}
+
+void vulkan_backend::prepare_layer(int il) {
+  if (il < 0 || il >= hp_.n_layer || !layers_[static_cast<size_t>(il)].streamed) return;
+  if (slot_of(il) >= 0) return;
+  op_scope scope(fmt::format("stream layer {}", il));
+  const device_layer& L = layers_[static_cast<size_t>(il)];
+  // Evict the least recently used slot whose layer has run; a slot prepared but not yet used
+  // holds the layer about to run.
+  stream_slot* victim = nullptr;
+  for (auto& sl : slots_)
+    if (sl.used && (!victim || sl.stamp < victim->stamp)) victim = &sl;
+  if (!victim)
+    for (auto& sl : slots_)
+      if (!victim || sl.stamp < victim->stamp) victim = &sl;
+  stream_slot& sl = *victim;
+
+  ctx_->wait(ctx_->transfer(), sl.ready);  // its command buffer is free again
+  VK_CHECK(fn.vkResetCommandBuffer(sl.cb, 0));
+  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+  VK_CHECK(fn.vkBeginCommandBuffer(sl.cb, &bi));
+  if (!ctx_->has_transfer_queue()) {
+    // One queue: the copy must not overwrite the slot while earlier layers still read it.
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_SHADER_READ_BIT;
+    mb.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    fn.vkCmdPipelineBarrier(sl.cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                            VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+  }
+  VkBufferCopy copy{L.host_region.offset, sl.range.offset, L.host_region.size};
+  fn.vkCmdCopyBuffer(sl.cb, L.host_region.buf, sl.range.buf, 1, &copy);
+  VK_CHECK(fn.vkEndCommandBuffer(sl.cb));
+  sl.ready = ctx_->submit(ctx_->transfer(), sl.cb, {{&ctx_->compute(), sl.released}});
+
+  sl.layer = il;
+  sl.used = false;
+  sl.stamp = ++clock_;
+  const buffer_range base{sl.range.buf, sl.range.offset - L.host_region.offset, 0, nullptr};
+  sl.wq = rebase(L.wq, base);
+  sl.wk = rebase(L.wk, base);
+  sl.wv = rebase(L.wv, base);
+  sl.wo = rebase(L.wo, base);
+  sl.gate = rebase(L.gate, base);
+  sl.up = rebase(L.up, base);
+  sl.down = rebase(L.down, base);
+}
+
+// Builds every pipeline the forward pass will use now, at load time, instead of in the first
+// token's latency (drivers compile SPIR-V to machine code here).
+void vulkan_backend::warm_up() {
+  op_scope scope("build pipelines");
+  std::vector<dtype> types;
+  auto note = [&](const device_weight& w) {
+    if (!w.pieces.empty() && std::find(types.begin(), types.end(), w.type) == types.end())
+      types.push_back(w.type);
+  };
+  bool bias = false;
+  for (const auto& L : layers_) {
+    if (!L.present) continue;
+    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) note(*w);
+    bias |= !L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty();
+  }
+  note(output_);
+  for (dtype t : types)
+    for (uint32_t acc : {0u, 1u}) {
+      pipes_->get(kernel::matvec, t, {acc});
+      pipes_->get(kernel::matmul, t, {acc});
+    }
+  pipes_->get(kernel::rms_norm);
+  if (!opt_.layers.empty()) {
+    pipes_->get(kernel::rope, dtype::f32, {hp_.rope == rope_style::neox ? 1u : 0u});
+    pipes_->get(kernel::kv_store);
+    pipes_->get(kernel::attention);
+    pipes_->get(kernel::swiglu);
+    if (bias) pipes_->get(kernel::add);
+  }
 }
 
 vulkan_backend::~vulkan_backend() {
@@ -196,6 +465,12 @@ vulkan_backend::~vulkan_backend() {
   } catch (...) {  // a lost device: nothing left to wait for
   }
   stream_.reset();
+  try {
+    for (const auto& sl : slots_) ctx_->wait(ctx_->transfer(), sl.ready);
+  } catch (...) {
+  }
+  if (stream_pool_) fn.vkDestroyCommandPool(ctx_->device(), stream_pool_, nullptr);
+  host_weights_.reset();
   uploader_.reset();
   destroy_buffer(*ctx_, upload_staging_);
   destroy_buffer(*ctx_, readback_staging_);
@@ -263,43 +538,79 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   const device_layer& L = layers_[static_cast<size_t>(il)];
   const int n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
   const int hd = hp_.head_dim;
+  // The matrices: resident, or in the slot the layer was streamed into.
+  stream_slot* sl = nullptr;
+  if (L.streamed) {
+    prepare_layer(il);  // at once, if the engine did not ask ahead
+    sl = &slots_[static_cast<size_t>(slot_of(il))];
+  }
+  const device_weight& wq = sl ? sl->wq : L.wq;
+  const device_weight& wk = sl ? sl->wk : L.wk;
+  const device_weight& wv = sl ? sl->wv : L.wv;
+  const device_weight& wo = sl ? sl->wo : L.wo;
+  const device_weight& gate = sl ? sl->gate : L.gate;
+  const device_weight& up = sl ? sl->up : L.up;
+  const device_weight& down = sl ? sl->down : L.down;
 
   recorder& r = stream_->begin();
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
-  ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd,
-                hp_.rms_eps);
+  ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
+  cap(r, "rms_norm:attn_norm", h_, n, n_embd);
   r.barrier();
-  ops::matmul(r, L.wq, h_, q_, n, n_embd, n_q, false);
-  ops::matmul(r, L.wk, h_, k_, n, n_embd, n_kv, false);
-  ops::matmul(r, L.wv, h_, v_, n, n_embd, n_kv, false);
+  ops::matmul(r, wq, h_, q_, n, n_embd, n_q, false);
+  ops::matmul(r, wk, h_, k_, n, n_embd, n_kv, false);
+  ops::matmul(r, wv, h_, v_, n, n_embd, n_kv, false);
+  cap(r, "matmul:wq", q_, n, n_q);
+  cap(r, "matmul:wk", k_, n, n_kv);
+  cap(r, "matmul:wv", v_, n, n_kv);
   r.barrier();
   if (!L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty()) {
     if (!L.bq.pieces.empty()) ops::add(r, q_, L.bq.pieces[0].range, n * n_q, n_q);
     if (!L.bk.pieces.empty()) ops::add(r, k_, L.bk.pieces[0].range, n * n_kv, n_kv);
     if (!L.bv.pieces.empty()) ops::add(r, v_, L.bv.pieces[0].range, n * n_kv, n_kv);
+    if (!L.bq.pieces.empty()) cap(r, "add:bq", q_, n, n_q);
+    if (!L.bk.pieces.empty()) cap(r, "add:bk", k_, n, n_kv);
+    if (!L.bv.pieces.empty()) cap(r, "add:bv", v_, n, n_kv);
     r.barrier();
   }
   ops::rope(r, q_, rope_table_, n, hp_.n_head, hd, hp_.n_rot, pos0, n_q, hp_.rope);
   ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
+  cap(r, "rope:q", q_, n, n_q);
+  cap(r, "rope:k", k_, n, n_kv);
   ops::kv_store(r, v_, L.v_cache, n_kv, n, pos0, n_kv);
+  cap(r, "kv_store:v", L.v_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
   r.barrier();
   ops::kv_store(r, k_, L.k_cache, n_kv, n, pos0, n_kv);
+  cap(r, "kv_store:k", L.k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
   r.barrier();
   ops::attention(r, q_, L.k_cache, L.v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd);
+  cap(r, "attention", att_, n, n_q);
   r.barrier();
-  ops::matmul(r, L.wo, att_, x_, n, n_q, n_embd, true);
+  ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true);
+  cap(r, "matmul:wo", x_, n, n_embd);
   r.barrier();
   // feed-forward block: h = norm(x); x += (silu(h Wg^T) * (h Wu^T)) Wd^T
-  ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd,
-                hp_.rms_eps);
+  ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
+  cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
   r.barrier();
-  ops::matmul(r, L.gate, h_, g_, n, n_embd, n_ff, false);
-  ops::matmul(r, L.up, h_, u_, n, n_embd, n_ff, false);
+  ops::matmul(r, gate, h_, g_, n, n_embd, n_ff, false);
+  ops::matmul(r, up, h_, u_, n, n_embd, n_ff, false);
+  cap(r, "matmul:ffn_gate", g_, n, n_ff);
+  cap(r, "matmul:ffn_up", u_, n, n_ff);
   r.barrier();
   ops::swiglu(r, g_, u_, g_, n * n_ff);
+  cap(r, "swiglu", g_, n, n_ff);
   r.barrier();
-  ops::matmul(r, L.down, g_, x_, n, n_ff, n_embd, true);
-  stream_->submit();
+  ops::matmul(r, down, g_, x_, n, n_ff, n_embd, true);
+  cap(r, "matmul:ffn_down", x_, n, n_embd);
+  if (sl) {
+    sl->released = stream_->submit({{&ctx_->transfer(), sl->ready}});
+    sl->used = true;
+    sl->stamp = ++clock_;
+  } else {
+    stream_->submit();
+  }
+  deliver_capture(il);
   n_past_ = std::max(n_past_, pos0 + n);
 }
 
@@ -320,8 +631,7 @@ void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits
     const uint64_t bytes = static_cast<uint64_t>(cnt) * n_vocab * sizeof(float);
     r.copy(logits_, whole(readback_staging_), bytes);
     stream_->wait(stream_->submit());
-    std::memcpy(logits + static_cast<int64_t>(t0 - first) * n_vocab, readback_staging_.data,
-                bytes);
+    std::memcpy(logits + static_cast<int64_t>(t0 - first) * n_vocab, readback_staging_.data, bytes);
   }
 }
 
@@ -338,9 +648,10 @@ std::unique_ptr<backend> make_vulkan_backend(const model& m, const backend_optio
   if (!ctx) return nullptr;
   const auto& hp = m.hp();
   if (hp.head_dim % 2 != 0 || hp.head_dim > 256 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
-    throw error(fmt::format("vulkan: head_dim {} / n_rot {} unsupported (the attention kernel "
-                            "needs an even head_dim of at most 256)",
-                            hp.head_dim, hp.n_rot));
+    throw error(
+        fmt::format("vulkan: head_dim {} / n_rot {} unsupported (the attention kernel "
+                    "needs an even head_dim of at most 256)",
+                    hp.head_dim, hp.n_rot));
   return std::make_unique<vk::vulkan_backend>(m, opt, std::move(ctx));
 }
 

@@ -104,8 +104,8 @@ void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, boo
   const int pf = static_cast<int>(state.range(1));
   if (!setup(state, l, pf)) return;
   static std::map<std::string, std::unique_ptr<matrix_pool>> pools;
-  auto& pool = pools[std::string(dtype_name(t)) + std::to_string(rows) + "x" + std::to_string(cols) +
-                     (hot ? "hot" : "")];
+  auto& pool = pools[std::string(dtype_name(t)) + std::to_string(rows) + "x" +
+                     std::to_string(cols) + (hot ? "hot" : "")];
   if (!pool) pool = std::make_unique<matrix_pool>(t, rows, cols, hot ? 0 : pool_target);
   const auto x = activations(cols);
   std::vector<float> y(static_cast<size_t>(rows));
@@ -116,8 +116,8 @@ void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, boo
   }
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(pool->bytes) / 1e9,
                                               benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols / 1e9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * rows * cols / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   label(state, t, rows, cols, l, pf);
 }
 
@@ -138,8 +138,8 @@ void bm_matmul(benchmark::State& state, dtype t, int64_t cols, int64_t rows) {
       benchmark::Counter(n_tok, benchmark::Counter::kIsIterationInvariantRate);
   label(state, t, rows, cols, l, prefetch_distance());
   state.SetLabel(std::string(dtype_name(t)) + " " + std::to_string(cols) + "->" +
-                 std::to_string(rows) + " " + kernel_level_name(l) + " n_tok=" +
-                 std::to_string(n_tok));
+                 std::to_string(rows) + " " + kernel_level_name(l) +
+                 " n_tok=" + std::to_string(n_tok));
 }
 
 // Every weight product of a stories110M forward pass (dim 768, ffn 2048, 12 layers, vocab 32000)
@@ -209,12 +209,12 @@ struct shape {
   int64_t cols, rows;
 };
 constexpr shape k_shapes[] = {
-    {"tinyllama_up", 2048, 5632},   // 2048 -> 5632
+    {"tinyllama_up", 2048, 5632},    // 2048 -> 5632
     {"tinyllama_down", 5632, 2048},  // 5632 -> 2048
     {"stories110m_up", 768, 2048},
     {"stories110m_down", 2048, 768},
 };
-constexpr dtype k_types[] = {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0,
+constexpr dtype k_types[] = {dtype::f32,  dtype::f16,  dtype::q8_0, dtype::q4_0,
                              dtype::q4_k, dtype::q5_k, dtype::q6_k};
 
 int register_all() {
@@ -224,10 +224,9 @@ int register_all() {
   for (dtype t : k_types) {
     for (const shape& s : k_shapes) {
       const std::string suffix = std::string(dtype_name(t)) + "/" + s.name;
-      benchmark::RegisterBenchmark(
-          ("matvec/" + suffix).c_str(),
-          [t, s](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, false); })
-          ->Apply(matvec_args);
+      benchmark::RegisterBenchmark(("matvec/" + suffix).c_str(), [t, s](benchmark::State& st) {
+        bm_matvec(st, t, s.cols, s.rows, false);
+      })->Apply(matvec_args);
       benchmark::RegisterBenchmark(
           ("matvec_hot/" + suffix).c_str(),
           [t, s](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, true); })
@@ -236,9 +235,9 @@ int register_all() {
           ->ArgNames({"level", "pf"})
           ->UseRealTime()
           ->Unit(benchmark::kMicrosecond);
-      benchmark::RegisterBenchmark(("matmul/" + suffix).c_str(),
-                                   [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows); })
-          ->Apply(matmul_args);
+      benchmark::RegisterBenchmark(("matmul/" + suffix).c_str(), [t, s](benchmark::State& st) {
+        bm_matmul(st, t, s.cols, s.rows);
+      })->Apply(matmul_args);
     }
   }
   benchmark::RegisterBenchmark("stories110m_prompt", bm_stories110m)

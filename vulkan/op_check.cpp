@@ -1,0 +1,393 @@
+// check_gpu_ops (runtime/backend_factory.h): the op level of gpu-cpu-parity. Every shader of the
+// op table against the scalar CPU reference (cpu/ops_ref.h) on random data, for every weight type
+// the matrix kernels read, on odd shapes (sizes that are not multiples of the workgroup, GQA
+// ratios 1, 2, 4 and 8, weights split into pieces), each reduction kernel in both its subgroup
+// and its shared-memory variant. The same checks as tests/vulkan_test.cpp, as a library call the
+// gpu-cpu-parity tool prints as a table.
+//
+// Thresholds (NMSE = sum (ref - gpu)^2 / sum ref^2):
+//   rms_norm, swiglu, attention  1e-10  float vs double sums, the device's exp, online softmax
+//   rope                         1e-12  the same cos/sin table; only fma contraction differs
+//   add, kv_store                0      one IEEE add; the same round-to-nearest-even to F16
+//   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
+//                                       order of summation differs
+// Measured on lavapipe: every case is at least 100x under its threshold (most at 1e-14 .. 1e-16),
+// while any real bug (a wrong scale, index or block layout) gives 1e-4 or far more.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "cpu/fp16.h"
+#include "cpu/ops_ref.h"
+#include "cpu/quant.h"
+#include "runtime/backend_factory.h"
+#include "runtime/error.h"
+#include "vulkan/check.h"
+#include "vulkan/context.h"
+#include "vulkan/memory.h"
+#include "vulkan/ops.h"
+#include "vulkan/pipeline.h"
+
+namespace tandem::vk {
+namespace {
+
+// A host-visible buffer that shaders bind directly (checks only: the backend uses device memory).
+class host_buffer {
+ public:
+  host_buffer(context& ctx, size_t bytes) : ctx_(ctx), bytes_(bytes) {
+    b_ = create_buffer(ctx, (bytes + 64 + 15) / 16 * 16, memory_kind::readback);
+    std::memset(b_.data, 0, b_.size);
+  }
+  ~host_buffer() { destroy_buffer(ctx_, b_); }
+  host_buffer(const host_buffer&) = delete;
+  host_buffer& operator=(const host_buffer&) = delete;
+
+  buffer_range range() const { return {b_.buf, 0, std::max<size_t>(bytes_, 4), b_.data}; }
+  operator buffer_range() const { return range(); }
+  template <class T>
+  void set(const std::vector<T>& v) {
+    std::memcpy(b_.data, v.data(), v.size() * sizeof(T));
+  }
+  std::vector<float> floats(size_t n) const {
+    const float* p = static_cast<const float*>(b_.data);
+    return {p, p + n};
+  }
+  const uint16_t* halves() const { return static_cast<const uint16_t*>(b_.data); }
+
+ private:
+  context& ctx_;
+  buffer b_;
+  size_t bytes_ = 0;
+};
+
+// One pipeline cache (subgroup or shared-memory reductions) and a stream to run ops on.
+class runner {
+ public:
+  runner(context& ctx, bool subgroups) : pipes_(ctx, subgroups), stream_(pipes_, 1) {}
+  template <class F>
+  void run(F&& record) {
+    recorder& r = stream_.begin();
+    record(r);
+    stream_.wait(stream_.submit());
+  }
+  bool subgroups() const { return pipes_.subgroups(); }
+
+ private:
+  pipeline_cache pipes_;
+  command_stream stream_;
+};
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+class checker {
+ public:
+  checker(context& ctx, const op_check_options& opt) : ctx_(ctx), opt_(opt) {}
+
+  std::vector<op_check> run() {
+    std::vector<bool> variants{false};
+    if (ctx_.caps().subgroup_arithmetic) variants.insert(variants.begin(), true);
+    for (bool sg : variants) {
+      runner r(ctx_, sg);
+      const std::string v = r.subgroups() ? "subgroup" : "shared";
+      rms_norm(r, v);
+      attention(r, v);
+      for (dtype t : k_types) matrix(r, v, t, /*tiled=*/false);
+      if (sg == variants.front()) {  // kernels without a reduction variant: once
+        rope(r);
+        swiglu(r);
+        add(r);
+        kv_store(r);
+        for (dtype t : k_types) matrix(r, "-", t, /*tiled=*/true);
+      }
+    }
+    return std::move(out_);
+  }
+
+ private:
+  static constexpr dtype k_types[] = {dtype::f32,  dtype::f16,  dtype::q8_0, dtype::q4_0,
+                                      dtype::q4_k, dtype::q5_k, dtype::q6_k};
+
+  bool wanted(const std::string& op, const std::string& type) const {
+    if (opt_.filter.empty()) return true;
+    return op.find(opt_.filter) != std::string::npos ||
+           (op + "_" + type).find(opt_.filter) != std::string::npos;
+  }
+  uint32_t seed(uint32_t k) const { return opt_.seed * 7919u + k; }
+
+  void record(std::string op, std::string type, std::string variant, std::string shape,
+              const std::vector<float>& ref, const std::vector<float>& got, double threshold) {
+    double num = 0, den = 0, max_abs = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double d = static_cast<double>(ref[i]) - static_cast<double>(got[i]);
+      num += d * d;
+      den += static_cast<double>(ref[i]) * ref[i];
+      max_abs = std::max(max_abs, std::fabs(d));
+    }
+    op_check c;
+    c.op = std::move(op);
+    c.type = std::move(type);
+    c.variant = std::move(variant);
+    c.shape = std::move(shape);
+    c.nmse = den > 0 ? num / den : num;
+    if (!std::isfinite(c.nmse)) c.nmse = INFINITY;
+    c.max_abs_err = max_abs;
+    c.threshold = threshold;
+    c.pass = c.nmse <= threshold && ref.size() == got.size();
+    out_.push_back(std::move(c));
+  }
+
+  void rms_norm(runner& run, const std::string& v) {
+    if (!wanted("rms_norm", "f32")) return;
+    struct shape {
+      int n, rows, row0, pad;
+    };
+    for (const shape s : {shape{1, 1, 0, 0}, shape{7, 3, 0, 0}, shape{100, 2, 1, 3},
+                          shape{257, 5, 0, 0}, shape{1000, 4, 2, 1}, shape{4097, 2, 0, 0}}) {
+      const int ldx = s.n + s.pad;
+      const auto x = random_floats(static_cast<size_t>(ldx) * (s.rows + s.row0), seed(1), 3.0f);
+      const auto w = random_floats(static_cast<size_t>(s.n), seed(2));
+      host_buffer bx(ctx_, x.size() * 4), bw(ctx_, w.size() * 4),
+          by(ctx_, static_cast<size_t>(s.n) * s.rows * 4);
+      bx.set(x);
+      bw.set(w);
+      run.run([&](recorder& r) {
+        ops::rms_norm(r, bx, bw, by, s.n, s.rows, s.row0, ldx, s.n, 1e-5f);
+      });
+      std::vector<float> ref(static_cast<size_t>(s.n) * s.rows);
+      for (int t = 0; t < s.rows; ++t)
+        cpu::ref::rmsnorm(&ref[static_cast<size_t>(t) * s.n],
+                          &x[static_cast<size_t>(t + s.row0) * ldx], w.data(), s.n, 1e-5f);
+      record("rms_norm", "f32", v,
+             fmt::format("n={} rows={} row0={} ldx={}", s.n, s.rows, s.row0, ldx), ref,
+             by.floats(ref.size()), 1e-10);
+    }
+  }
+
+  void rope(runner& run) {
+    if (!wanted("rope", "f32")) return;
+    struct shape {
+      int n_tok, heads, head_dim, n_rot, pos0;
+      float base, scale;
+    };
+    for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
+      for (const shape s :
+           {shape{1, 1, 2, 2, 0, 10000.f, 1.f}, shape{5, 3, 10, 10, 17, 10000.f, 1.f},
+            shape{7, 4, 64, 32, 100, 500000.f, 0.25f}, shape{3, 5, 130, 130, 1000, 10000.f, 1.f}}) {
+        const int ld = s.heads * s.head_dim;
+        auto x = random_floats(static_cast<size_t>(ld) * s.n_tok, seed(3));
+        const auto table = rope_table(s.pos0 + s.n_tok, s.n_rot, s.base, s.scale);
+        host_buffer bx(ctx_, x.size() * 4), bt(ctx_, std::max<size_t>(table.size() * 4, 16));
+        bx.set(x);
+        bt.set(table);
+        run.run([&](recorder& r) {
+          ops::rope(r, bx, bt, s.n_tok, s.heads, s.head_dim, s.n_rot, s.pos0, ld, style);
+        });
+        for (int t = 0; t < s.n_tok; ++t)
+          cpu::ref::rope(&x[static_cast<size_t>(t) * ld], s.heads, s.head_dim, s.n_rot,
+                         s.pos0 + t, s.base, s.scale, style);
+        record("rope", "f32", "-",
+               fmt::format("{} n_tok={} heads={} head_dim={} n_rot={} pos0={}",
+                           style == rope_style::neox ? "neox" : "adjacent", s.n_tok, s.heads,
+                           s.head_dim, s.n_rot, s.pos0),
+               x, bx.floats(x.size()), 1e-12);
+      }
+    }
+  }
+
+  void swiglu(runner& run) {
+    if (!wanted("swiglu", "f32")) return;
+    for (int n : {1, 1000, 12345}) {
+      const auto g = random_floats(static_cast<size_t>(n), seed(4), 4.0f);
+      const auto u = random_floats(static_cast<size_t>(n), seed(5));
+      host_buffer bg(ctx_, g.size() * 4), bu(ctx_, u.size() * 4);
+      bg.set(g);
+      bu.set(u);
+      run.run([&](recorder& r) { ops::swiglu(r, bg, bu, bg, n); });  // in place, as the backend
+      std::vector<float> ref(g.size());
+      cpu::ref::swiglu(ref.data(), g.data(), u.data(), n);
+      record("swiglu", "f32", "-", fmt::format("n={}", n), ref, bg.floats(ref.size()), 1e-10);
+    }
+  }
+
+  void add(runner& run) {
+    if (!wanted("add", "f32")) return;
+    for (const auto& [n, nb] : {std::pair{999, 999}, std::pair{7 * 13, 13}, std::pair{1, 1}}) {
+      const auto y = random_floats(static_cast<size_t>(n), seed(6));
+      const auto b = random_floats(static_cast<size_t>(nb), seed(7));
+      host_buffer by(ctx_, y.size() * 4), bb(ctx_, b.size() * 4);
+      by.set(y);
+      bb.set(b);
+      run.run([&](recorder& r) { ops::add(r, by, bb, n, nb); });
+      std::vector<float> ref(y);
+      for (int i = 0; i < n; ++i) ref[static_cast<size_t>(i)] += b[static_cast<size_t>(i % nb)];
+      record("add", "f32", "-", fmt::format("n={} nb={}", n, nb), ref, by.floats(ref.size()), 0);
+    }
+  }
+
+  // The whole cache is compared (as floats): the rows written and their neighbours, which must
+  // keep their contents.
+  void kv_store(runner& run) {
+    if (!wanted("kv_store", "f16")) return;
+    struct shape {
+      int n, n_tok, pos0;
+    };
+    for (const shape s : {shape{7, 1, 0}, shape{7, 4, 3}, shape{16, 5, 2}, shape{9, 3, 5},
+                          shape{1, 1, 1}, shape{257, 3, 4}}) {
+      const int ldx = s.n + 2;
+      auto x = random_floats(static_cast<size_t>(ldx) * s.n_tok, seed(8), 2.0f);
+      // Values that exercise the F16 rounding: subnormal, halfway, overflow, negative zero.
+      const float special[] = {3e-6f, -1e-7f, 1.00048828125f, 70000.f, -0.0f, 65519.f, 6.1e-5f};
+      for (size_t i = 0; i < std::size(special) && i < x.size(); ++i) x[i] = special[i];
+      const int n_pos = s.pos0 + s.n_tok + 2;
+      std::vector<uint16_t> cache(static_cast<size_t>(n_pos) * s.n, 0x3abc);
+      host_buffer bx(ctx_, x.size() * 4), bc(ctx_, cache.size() * 2);
+      bx.set(x);
+      bc.set(cache);
+      run.run([&](recorder& r) { ops::kv_store(r, bx, bc, s.n, s.n_tok, s.pos0, ldx); });
+      for (int t = 0; t < s.n_tok; ++t)
+        for (int i = 0; i < s.n; ++i)
+          cache[static_cast<size_t>(s.pos0 + t) * s.n + i] =
+              cpu::fp32_to_fp16(x[static_cast<size_t>(t) * ldx + i]);
+      std::vector<float> ref(cache.size()), got(cache.size());
+      for (size_t i = 0; i < cache.size(); ++i) {
+        ref[i] = cpu::fp16_to_fp32(cache[i]);
+        got[i] = cpu::fp16_to_fp32(bc.halves()[i]);
+        // inf == inf is a match (70000 overflows); the NMSE of two equal infinities is not 0.
+        if (std::isinf(ref[i]) && ref[i] == got[i]) ref[i] = got[i] = 65504.f;
+      }
+      record("kv_store", "f16", "-",
+             fmt::format("n={} n_tok={} pos0={} ldx={}", s.n, s.n_tok, s.pos0, ldx), ref, got, 0);
+    }
+  }
+
+  void attention(runner& run, const std::string& v) {
+    if (!wanted("attention", "f32")) return;
+    struct shape {
+      int n_head, n_head_kv, head_dim, n_tok, pos0;
+    };
+    // GQA ratios 1, 2, 4, 8; odd head_dims; decode (n_tok 1) and prompt batches.
+    const shape shapes[] = {
+        {4, 4, 8, 1, 0},    {4, 2, 8, 1, 200},  {8, 2, 64, 9, 0},  {8, 1, 64, 9, 130},
+        {6, 3, 130, 3, 40}, {4, 4, 256, 2, 127}, {2, 1, 2, 37, 0}, {16, 2, 32, 1, 300},
+        {12, 3, 6, 5, 7},   {32, 4, 128, 1, 63},
+    };
+    for (const shape s : shapes) {
+      const int ldq = s.n_head * s.head_dim, kvs = s.n_head_kv * s.head_dim;
+      const int n_pos = s.pos0 + s.n_tok;
+      const auto q = random_floats(static_cast<size_t>(ldq) * s.n_tok, seed(9));
+      const auto kf = random_floats(static_cast<size_t>(kvs) * n_pos, seed(10));
+      const auto vf = random_floats(static_cast<size_t>(kvs) * n_pos, seed(11));
+      std::vector<uint16_t> k(kf.size()), vv(vf.size());
+      for (size_t i = 0; i < kf.size(); ++i) {
+        k[i] = cpu::fp32_to_fp16(kf[i]);
+        vv[i] = cpu::fp32_to_fp16(vf[i]);
+      }
+      host_buffer bq(ctx_, q.size() * 4), bk(ctx_, k.size() * 2), bv(ctx_, vv.size() * 2),
+          bo(ctx_, q.size() * 4);
+      bq.set(q);
+      bk.set(k);
+      bv.set(vv);
+      run.run([&](recorder& r) {
+        ops::attention(r, bq, bk, bv, bo, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim);
+      });
+      std::vector<float> ref(q.size());
+      cpu::ref::attention(ref.data(), q.data(), k.data(), vv.data(), s.n_tok, s.pos0, s.n_head,
+                          s.n_head_kv, s.head_dim, 0, s.n_head);
+      record("attention", "f32", v,
+             fmt::format("heads={}/{} (gqa {}) head_dim={} n_tok={} pos0={}", s.n_head,
+                         s.n_head_kv, s.n_head / s.n_head_kv, s.head_dim, s.n_tok, s.pos0),
+             ref, bo.floats(ref.size()), 1e-10);
+    }
+  }
+
+  // matvec (the vector kernel, tiled = false) or matmul (the tiled kernel) on type t.
+  void matrix(runner& run, const std::string& v, dtype t, bool tiled) {
+    const std::string op = tiled ? "matmul" : "matvec";
+    const std::string type(dtype_name(t));
+    if (!wanted(op, type)) return;
+    std::vector<int64_t> cols_list;
+    switch (t) {
+      case dtype::f32:
+      case dtype::f16: cols_list = {1, 33, 100, 256}; break;
+      case dtype::q8_0:
+      case dtype::q4_0: cols_list = {32, 96, 544}; break;
+      default: cols_list = {256, 768}; break;
+    }
+    struct mcase {
+      int64_t rows;
+      int n_tok;
+      bool acc;
+      uint64_t piece_rows;  // 0: one piece; else the weight is split into pieces of that many rows
+    };
+    const mcase vec[] = {{1, 1, false, 0}, {67, 1, false, 0}, {130, 3, true, 0},
+                         {67, 4, false, 0}, {67, 2, true, 20}};
+    const mcase til[] = {{67, 5, false, 0}, {130, 33, true, 0}, {200, 70, false, 0},
+                         {130, 40, false, 33}};
+    for (int64_t cols : cols_list) {
+      const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
+      for (const mcase& c : tiled ? std::vector<mcase>(std::begin(til), std::end(til))
+                                  : std::vector<mcase>(std::begin(vec), std::end(vec))) {
+        const uint32_t s0 = seed(12 + static_cast<uint32_t>(cols + c.rows * 3 + c.n_tok));
+        const auto wf = random_floats(static_cast<size_t>(cols * c.rows), s0);
+        std::vector<uint8_t> wq(rb * static_cast<uint64_t>(c.rows));
+        for (int64_t r = 0; r < c.rows; ++r)
+          cpu::quantize_row(t, wf.data() + r * cols, wq.data() + rb * static_cast<uint64_t>(r),
+                            cols);
+        const auto x = random_floats(static_cast<size_t>(cols) * c.n_tok, s0 + 1);
+        const auto y0 = random_floats(static_cast<size_t>(c.rows) * c.n_tok, s0 + 2);
+        arena a(ctx_, memory_kind::device, 1 << 20);
+        uploader up(ctx_, 1 << 16);
+        const device_weight w =
+            upload_weight(a, up, t, cols, c.rows, wq.data(), c.piece_rows * rb);
+        up.finish();
+        host_buffer bx(ctx_, x.size() * 4), by(ctx_, y0.size() * 4);
+        bx.set(x);
+        by.set(y0);
+        run.run([&](recorder& r) {
+          ops::matmul(r, w, bx, by, c.n_tok, static_cast<int>(cols), static_cast<int>(c.rows),
+                      c.acc, tiled ? matmul_kernel::tiled : matmul_kernel::vector);
+        });
+        std::vector<float> ref(y0.size());
+        cpu::ref::matmul(t, wq.data(), cols, c.rows, x.data(), c.n_tok, ref.data(), 0, c.rows);
+        if (c.acc)
+          for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+        record(op, type, v,
+               fmt::format("cols={} rows={} n_tok={}{}{}", cols, c.rows, c.n_tok,
+                           c.acc ? " acc" : "",
+                           w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : ""),
+               ref, by.floats(ref.size()), 1e-9);
+      }
+    }
+  }
+
+  context& ctx_;
+  const op_check_options& opt_;
+  std::vector<op_check> out_;
+};
+
+}  // namespace
+}  // namespace tandem::vk
+
+namespace tandem {
+
+std::vector<op_check> check_gpu_ops(const op_check_options& opt, std::string* why) {
+  vk::context_options co;
+  co.allow_cpu_device = opt.allow_cpu_device;
+  auto ctx = vk::context::create(co, why);
+  if (!ctx) return {};
+  vk::op_scope scope("gpu-cpu-parity ops");
+  return vk::checker(*ctx, opt).run();
+}
+
+}  // namespace tandem
