@@ -202,7 +202,11 @@ size_t gemm_scratch_bytes(int64_t cols) {
 }
 
 // ---- activation quantizers ----------------------------------------------------------------------
-// Round to nearest even (the SIMD versions use cvtps2dq under the default rounding mode).
+// llama.cpp's rules, so that logits (and perplexity) track llama.cpp's as closely as rounding
+// allows: blocks of 32 as ggml's x86 quantize_row_q8_0 (d = amax / 127 rounded to fp16, levels
+// round(x * 127 / amax)), blocks of 256 as quantize_row_q8_K_ref (iscale = -127 / max with max
+// the signed value of largest magnitude, d = 1 / iscale). Rounding is to nearest even (the SIMD
+// versions use cvtps2dq under the default rounding mode).
 
 namespace {
 
@@ -211,19 +215,37 @@ inline int8_t q8_round(float v) {
   return static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, r)));
 }
 
-// Quantizes n elements with one scale; returns the scale.
-inline float quant_block(const float* x, int n, int8_t* q) {
+// Quantizes 32 elements (Q8_0 rule); returns the scale.
+inline float quant_block32(const float* x, int8_t* q) {
   float amax = 0;
-  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int i = 0; i < n; ++i) q[i] = q8_round(x[i] * id);
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = fp16_to_fp32(fp32_to_fp16(amax / 127.0f));
+  const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  for (int i = 0; i < 32; ++i) q[i] = q8_round(x[i] * id);
   return d;
+}
+
+// Quantizes 256 elements (Q8_K rule); returns the scale.
+inline float quant_block256(const float* x, int8_t* q) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < 256; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  }
+  if (amax == 0.0f) {
+    std::memset(q, 0, 256);
+    return 0.0f;
+  }
+  const float iscale = -127.0f / max;
+  for (int i = 0; i < 256; ++i) q[i] = q8_round(iscale * x[i]);
+  return 1 / iscale;
 }
 
 void quant_q8_32_ref(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum) {
   for (int64_t b = 0; b < cols / 32; ++b) {
-    d[b] = quant_block(x + 32 * b, 32, q + 32 * b);
+    d[b] = quant_block32(x + 32 * b, q + 32 * b);
     int32_t s = 0;
     for (int i = 0; i < 32; ++i) s += q[32 * b + i];
     sum[b] = s;
@@ -232,7 +254,7 @@ void quant_q8_32_ref(const float* x, int64_t cols, int8_t* q, float* d, int32_t*
 
 void quant_q8_256_ref(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums) {
   for (int64_t b = 0; b < cols / 256; ++b) {
-    d[b] = quant_block(x + 256 * b, 256, q + 256 * b);
+    d[b] = quant_block256(x + 256 * b, q + 256 * b);
     for (int j = 0; j < 16; ++j) {
       int s = 0;
       for (int i = 0; i < 16; ++i) s += q[256 * b + 16 * j + i];
@@ -241,22 +263,27 @@ void quant_q8_256_ref(const float* x, int64_t cols, int8_t* q, float* d, int16_t
   }
 }
 
-void quant_group_ref(const float* x, int n, int64_t cols, int sb, int8_t* q, float* d, float* s) {
+void quant_group_ref(const float* x, int n, int64_t cols, int sb, int db, int8_t* q, float* d,
+                     float* s) {
   constexpr int g = gemm_group;
   std::memset(q, 0, static_cast<size_t>(cols) * g);
-  std::fill(d, d + cols / 32 * g, 0.0f);
+  std::fill(d, d + cols / db * g, 0.0f);
   std::fill(s, s + cols / sb * g, 0.0f);
-  int8_t tmp[32];
+  int8_t tmp[256];
   for (int t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
-    for (int64_t b = 0; b < cols / 32; ++b) {
-      const float dd = quant_block(xt + 32 * b, 32, tmp);
+    for (int64_t b = 0; b < cols / db; ++b) {
+      const float dd =
+          db == 32 ? quant_block32(xt + 32 * b, tmp) : quant_block256(xt + 256 * b, tmp);
       d[b * g + t] = dd;
-      for (int i = 0; i < 32; ++i) q[(b * 8 + i / 4) * 4 * g + t * 4 + i % 4] = tmp[i];
-      for (int h = 0; h < 32 / sb; ++h) {
+      for (int i = 0; i < db; ++i) {
+        const int64_t e = b * db + i;
+        q[(e / 4) * 4 * g + t * 4 + e % 4] = tmp[i];
+      }
+      for (int h = 0; h < db / sb; ++h) {
         int sum = 0;
         for (int i = 0; i < sb; ++i) sum += tmp[h * sb + i];
-        s[(b * (32 / sb) + h) * g + t] = dd * static_cast<float>(sum);
+        s[(b * (db / sb) + h) * g + t] = dd * static_cast<float>(sum);
       }
     }
   }
@@ -453,7 +480,7 @@ void mm_q8_ref(const void* w, size_t rb, int64_t cols, const q8_groups& x, float
     const uint8_t* row = row_ptr(w, rb, r);
     for (int gi = 0; gi < n_groups; ++gi) {
       const int8_t* xq = x.q + gi * cols * g;
-      const float* xd = x.d + gi * (cols / 32) * g;
+      const float* xd = x.d + gi * (cols / x.db) * g;
       const float* xs = x.s + gi * nsb * g;
       float acc[g] = {};
       for (int64_t s = 0; s < nsb; ++s) {
@@ -465,7 +492,8 @@ void mm_q8_ref(const void* w, size_t rb, int64_t cols, const q8_groups& x, float
             const int64_t e = s * sb + i;
             isum += q[i] * xq[(e / 4) * 4 * g + t * 4 + e % 4];
           }
-          acc[t] += dw * xd[(s * sb / 32) * g + t] * static_cast<float>(isum) + mw * xs[s * g + t];
+          acc[t] +=
+              dw * xd[(s * sb / x.db) * g + t] * static_cast<float>(isum) + mw * xs[s * g + t];
         }
       }
       for (int t = 0; t < g && gi * g + t < x.n_tok; ++t) y[(gi * g + t) * ldy + r] = acc[t];
@@ -478,11 +506,13 @@ kernel_table make_scalar_table() {
   k.level = kernel_level::scalar;
   k.f32 = {act_format::f32, mv_f32_ref, mm_f32_ref<mv_f32_ref>, nullptr, nullptr, 32};
   k.f16 = {act_format::f32, mv_f16_ref, mm_f32_ref<mv_f16_ref>, nullptr, nullptr, 32};
-  k.q4_0 = {act_format::q8_32p, nullptr, nullptr, mv_q4_0_ref, mm_q8_ref<dtype::q4_0>, 32};
-  k.q8_0 = {act_format::q8_32, nullptr, nullptr, mv_q8_0_ref, mm_q8_ref<dtype::q8_0>, 32};
-  k.q4_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k_ref<false>, mm_q8_ref<dtype::q4_k>, 32};
-  k.q5_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k_ref<true>, mm_q8_ref<dtype::q5_k>, 32};
-  k.q6_k = {act_format::q8_256, nullptr, nullptr, mv_q6_k_ref, mm_q8_ref<dtype::q6_k>, 16};
+  k.q4_0 = {act_format::q8_32p, nullptr, nullptr, mv_q4_0_ref, mm_q8_ref<dtype::q4_0>, 32, 32};
+  k.q8_0 = {act_format::q8_32, nullptr, nullptr, mv_q8_0_ref, mm_q8_ref<dtype::q8_0>, 32, 32};
+  k.q4_k = {act_format::q8_256,     nullptr, nullptr, mv_q45_k_ref<false>,
+            mm_q8_ref<dtype::q4_k>, 32,      256};
+  k.q5_k = {act_format::q8_256,     nullptr, nullptr, mv_q45_k_ref<true>,
+            mm_q8_ref<dtype::q5_k>, 32,      256};
+  k.q6_k = {act_format::q8_256, nullptr, nullptr, mv_q6_k_ref, mm_q8_ref<dtype::q6_k>, 16, 256};
   k.quant_q8_32 = quant_q8_32_ref;
   k.quant_q8_256 = quant_q8_256_ref;
   k.quant_group = quant_group_ref;

@@ -11,9 +11,11 @@
 //  * q8_256 (K-quant matrix-vector): scale per 256 (as ggml's Q8_K), integer sums per 16;
 //  * gemm groups (every quantized type, n_tok >= gemm_min_tokens): tokens in groups of 8,
 //    interleaved 4 bytes at a time so that one broadcast feeds a vector of weight rows; scale
-//    per 32 and the float sum (scale * integer sum) per weight sub-block (32, or 16 for Q6_K).
-// Every level uses the same quantized activations (the quantizers are part of the table but must
-// agree bit for bit), so levels differ only in float summation order.
+//    per 32 (Q4_0, Q8_0) or 256 (K-quants) and the float sum (scale * integer sum) per weight
+//    sub-block (32, or 16 for Q6_K).
+// Blocks of 32 and 256 follow llama.cpp's Q8_0 and Q8_K rounding exactly (kernels.cpp), so that
+// results track llama.cpp's. Every level uses the same quantized activations (the quantizers are
+// part of the table but must agree bit for bit), so levels differ only in float summation order.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -40,8 +42,9 @@ void set_kernel_level(kernel_level l);
 // once per kernel call.
 void set_prefetch_distance(int bytes);
 int prefetch_distance();
-// Off: on the development machine (2-core Zen 4 VM) no distance measured faster than none; see
-// tests/bench/kernels_bench.cpp (matvec/<type>/<shape>/level:L/pf:D).
+// Off: on the 2-core Zen 4 development VM no distance (256 .. 4096 bytes) was consistently faster
+// than none (the hardware prefetchers follow these linear streams); the machine was shared while
+// measured, so re-measure on a quiet one: tandem_kernel_bench --benchmark_filter='matvec/'.
 inline constexpr int default_prefetch_distance = 0;
 
 // ---- activations ------------------------------------------------------------------------------
@@ -59,7 +62,7 @@ struct q8_row {
 
 // All tokens' activations in gemm form. Group g holds tokens 8g .. 8g + 7 (zero padded):
 // q + g * cols * 8:  [cols / 4][8 tokens][4 bytes]
-// d + g * cols / 32 * 8: [cols / 32][8 tokens]
+// d + g * cols / db * 8: [cols / db][8 tokens]
 // s + g * cols / sb * 8: [cols / sb][8 tokens], s = d * sum(q over the sub-block)
 struct q8_groups {
   const int8_t* q;
@@ -67,6 +70,7 @@ struct q8_groups {
   const float* s;
   int64_t cols;
   int sb;     // sub-block of the sums: 32, or 16 for Q6_K
+  int db;     // block of the scales: 32 (Q8_0 rule) or 256 (Q8_K rule)
   int n_tok;  // valid tokens
 };
 
@@ -105,14 +109,16 @@ struct type_kernels {
   mv_q8_fn mv_q8 = nullptr;  // quantized weights
   mm_q8_fn mm_q8 = nullptr;
   int gemm_sb = 32;  // sub-block of q8_groups::s for mm_q8
+  int gemm_db = 32;  // block of q8_groups::d for mm_q8: 32 (Q8_0 rule) or 256 (Q8_K rule)
 };
 
 // Activation quantizers (same results at every level).
 using quant_q8_32_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum);
 using quant_q8_256_fn = void (*)(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums);
-// Quantizes n (<= 8) tokens x (n x cols) into group layout, zero padding to 8.
-using quant_group_fn = void (*)(const float* x, int n, int64_t cols, int sb, int8_t* q, float* d,
-                                float* s);
+// Quantizes n (<= 8) tokens x (n x cols) into group layout, zero padding to 8: scales per db
+// (32 or 256), sums per sb (16 or 32).
+using quant_group_fn = void (*)(const float* x, int n, int64_t cols, int sb, int db, int8_t* q,
+                                float* d, float* s);
 
 struct kernel_table {
   kernel_level level = kernel_level::scalar;

@@ -94,13 +94,38 @@ inline float amax_n(const float* x, int n) {
   return hmax(m);
 }
 
+// Q8_0 rule (32 elements): inverse scale 127 / amax, scale amax / 127 rounded to fp16.
+inline float scale32(const float* x, float* id) {
+  const float amax = amax_n(x, 32);
+  *id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  return _cvtsh_ss(_cvtss_sh(amax / 127.0f, 0));
+}
+
+// Q8_K rule (256 elements): inverse scale -127 / max, max the first element of largest
+// magnitude; scale 1 / inverse scale.
+inline float scale256(const float* x, float* id) {
+  const float amax = amax_n(x, 256);
+  *id = 0.0f;
+  if (amax == 0.0f) return 0.0f;
+  const __m256 va = _mm256_set1_ps(amax);
+  float max = amax;
+  for (int i = 0; i < 256; i += 8) {
+    const int m = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + i)), va, _CMP_EQ_OQ));
+    if (m) {
+      max = x[i + __builtin_ctz(static_cast<unsigned>(m))];
+      break;
+    }
+  }
+  *id = -127.0f / max;
+  return 1 / *id;
+}
+
 void quant_q8_32(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum) {
   __m256i lv[4];
   for (int64_t b = 0; b < cols / 32; ++b) {
-    const float dd = amax_n(x + 32 * b, 32) / 127.0f;
-    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    float id;
+    d[b] = scale32(x + 32 * b, &id);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * b), quant32(x + 32 * b, id, lv));
-    d[b] = dd;
     sum[b] =
         hsum_i32(_mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]), _mm256_add_epi32(lv[2], lv[3])));
   }
@@ -109,9 +134,8 @@ void quant_q8_32(const float* x, int64_t cols, int8_t* q, float* d, int32_t* sum
 void quant_q8_256(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums) {
   __m256i lv[4];
   for (int64_t b = 0; b < cols / 256; ++b) {
-    const float dd = amax_n(x + 256 * b, 256) / 127.0f;
-    const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    d[b] = dd;
+    float id;
+    d[b] = scale256(x + 256 * b, &id);
     for (int j = 0; j < 8; ++j) {
       const int64_t o = 256 * b + 32 * j;
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + o), quant32(x + o, id, lv));
@@ -121,28 +145,32 @@ void quant_q8_256(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bs
   }
 }
 
-void quant_group(const float* x, int n, int64_t cols, int sb, int8_t* q, float* d, float* s) {
+void quant_group(const float* x, int n, int64_t cols, int sb, int db, int8_t* q, float* d,
+                 float* s) {
   constexpr int g = gemm_group;
   std::memset(q, 0, static_cast<size_t>(cols) * g);
-  std::memset(d, 0, sizeof(float) * static_cast<size_t>(cols / 32 * g));
+  std::memset(d, 0, sizeof(float) * static_cast<size_t>(cols / db * g));
   std::memset(s, 0, sizeof(float) * static_cast<size_t>(cols / sb * g));
   __m256i lv[4];
   alignas(32) int8_t tmp[32];
   for (int t = 0; t < n; ++t) {
     const float* xt = x + t * cols;
-    for (int64_t b = 0; b < cols / 32; ++b) {
-      const float dd = amax_n(xt + 32 * b, 32) / 127.0f;
-      const float id = dd != 0.0f ? 1.0f / dd : 0.0f;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), quant32(xt + 32 * b, id, lv));
-      for (int k = 0; k < 8; ++k) std::memcpy(q + (b * 8 + k) * 4 * g + t * 4, tmp + 4 * k, 4);
+    for (int64_t b = 0; b < cols / db; ++b) {
+      float id;
+      const float dd = db == 32 ? scale32(xt + 32 * b, &id) : scale256(xt + 256 * b, &id);
       d[b * g + t] = dd;
-      if (sb == 32) {
-        const __m256i a =
-            _mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]), _mm256_add_epi32(lv[2], lv[3]));
-        s[b * g + t] = dd * static_cast<float>(hsum_i32(a));
-      } else {
-        s[(2 * b) * g + t] = dd * static_cast<float>(hsum_i32(_mm256_add_epi32(lv[0], lv[1])));
-        s[(2 * b + 1) * g + t] = dd * static_cast<float>(hsum_i32(_mm256_add_epi32(lv[2], lv[3])));
+      for (int64_t c = b * db / 32; c < (b + 1) * db / 32; ++c) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), quant32(xt + 32 * c, id, lv));
+        for (int k = 0; k < 8; ++k) std::memcpy(q + (c * 8 + k) * 4 * g + t * 4, tmp + 4 * k, 4);
+        if (sb == 32) {
+          const __m256i a =
+              _mm256_add_epi32(_mm256_add_epi32(lv[0], lv[1]), _mm256_add_epi32(lv[2], lv[3]));
+          s[c * g + t] = dd * static_cast<float>(hsum_i32(a));
+        } else {
+          s[(2 * c) * g + t] = dd * static_cast<float>(hsum_i32(_mm256_add_epi32(lv[0], lv[1])));
+          s[(2 * c + 1) * g + t] =
+              dd * static_cast<float>(hsum_i32(_mm256_add_epi32(lv[2], lv[3])));
+        }
       }
     }
   }
@@ -675,7 +703,7 @@ void repack_tile(const void* w, size_t rb, int64_t r0, int nr, int64_t cols, boo
 
 template <int NT, int B, int ACC16, bool SIGNED>
 void gemm_half(const uint8_t* tile, int64_t nsb, int half, const int8_t* xq, const float* xd,
-               const float* xs, int tok0, float* out /* NT x 8 */) {
+               const float* xs, int db, int tok0, float* out /* NT x 8 */) {
   constexpr int g = gemm_group, ksteps = B / 4;
   constexpr size_t sbs = B * 16 + 128;
   const __m256i ones = _mm256_set1_epi16(1);
@@ -724,7 +752,7 @@ void gemm_half(const uint8_t* tile, int64_t nsb, int half, const int8_t* xq, con
     }
     const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(tp + B * 16));
     const __m256 mw = _mm256_load_ps(reinterpret_cast<const float*>(tp + B * 16 + 64));
-    const float* xds = xd + (s * B / 32) * g + tok0;
+    const float* xds = xd + (s * B / db) * g + tok0;
     const float* xss = xs + s * g + tok0;
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
@@ -753,7 +781,7 @@ void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
     repack_tile<T>(w, rb, tr, nr, cols, sgn, tile);
     for (int gi = 0; gi < n_groups; ++gi) {
       const int8_t* xq = x.q + gi * cols * g;
-      const float* xd = x.d + gi * (cols / 32) * g;
+      const float* xd = x.d + gi * (cols / x.db) * g;
       const float* xs = x.s + gi * nsb * g;
       const int nt_group = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
       for (int half = 0; half * 8 < nr; ++half) {
@@ -761,16 +789,16 @@ void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
           const int nt = nt_group - tok0 < 4 ? nt_group - tok0 : 4;
           switch (nt) {
             case 4:
-              gemm_half<4, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              gemm_half<4, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
               break;
             case 3:
-              gemm_half<3, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              gemm_half<3, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
               break;
             case 2:
-              gemm_half<2, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              gemm_half<2, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
               break;
             default:
-              gemm_half<1, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, tok0, out);
+              gemm_half<1, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
               break;
           }
           const int rows_here = nr - half * 8 < 8 ? nr - half * 8 : 8;
@@ -789,11 +817,11 @@ kernel_table make_table() {
   k.level = kernel_level::avx2;
   k.f32 = {act_format::f32, mv_float<float>, mm_float<float>, nullptr, nullptr, 32};
   k.f16 = {act_format::f32, mv_float<uint16_t>, mm_float<uint16_t>, nullptr, nullptr, 32};
-  k.q4_0 = {act_format::q8_32p, nullptr, nullptr, mv_q4_0, mm_q8<dtype::q4_0>, 32};
-  k.q8_0 = {act_format::q8_32, nullptr, nullptr, mv_q8_0, mm_q8<dtype::q8_0>, 32};
-  k.q4_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k<false>, mm_q8<dtype::q4_k>, 32};
-  k.q5_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k<true>, mm_q8<dtype::q5_k>, 32};
-  k.q6_k = {act_format::q8_256, nullptr, nullptr, mv_q6_k, mm_q8<dtype::q6_k>, 16};
+  k.q4_0 = {act_format::q8_32p, nullptr, nullptr, mv_q4_0, mm_q8<dtype::q4_0>, 32, 32};
+  k.q8_0 = {act_format::q8_32, nullptr, nullptr, mv_q8_0, mm_q8<dtype::q8_0>, 32, 32};
+  k.q4_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k<false>, mm_q8<dtype::q4_k>, 32, 256};
+  k.q5_k = {act_format::q8_256, nullptr, nullptr, mv_q45_k<true>, mm_q8<dtype::q5_k>, 32, 256};
+  k.q6_k = {act_format::q8_256, nullptr, nullptr, mv_q6_k, mm_q8<dtype::q6_k>, 16, 256};
   k.quant_q8_32 = quant_q8_32;
   k.quant_q8_256 = quant_q8_256;
   k.quant_group = quant_group;

@@ -430,7 +430,7 @@ void mv_q6_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
 
 template <int NT, int B>
 void gemm_tile(const uint8_t* tile, int64_t nsb, const int8_t* xq, const float* xd, const float* xs,
-               float* y, int64_t ldy, __mmask16 rows) {
+               int db, float* y, int64_t ldy, __mmask16 rows) {
   constexpr int g = gemm_group, ksteps = B / 4;
   constexpr size_t sbs = B * 16 + 128;
   __m512 acc[NT];
@@ -454,7 +454,7 @@ void gemm_tile(const uint8_t* tile, int64_t nsb, const int8_t* xq, const float* 
     }
     const __m512 dw = _mm512_load_ps(tp + B * 16);
     const __m512 mw = _mm512_load_ps(tp + B * 16 + 64);
-    const float* xds = xd + (s * B / 32) * g;
+    const float* xds = xd + (s * B / db) * g;
     const float* xss = xs + s * g;
 #pragma GCC unroll 16
     for (int t = 0; t < NT; ++t) {
@@ -481,33 +481,33 @@ void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
     repack_gemm_tile_avx2(T, w, rb, tr, nr, cols, false, tile);
     for (int gi = 0; gi < n_groups; ++gi) {
       const int8_t* xq = x.q + gi * cols * g;
-      const float* xd = x.d + gi * (cols / 32) * g;
+      const float* xd = x.d + gi * (cols / x.db) * g;
       const float* xs = x.s + gi * nsb * g;
       float* yt = y + gi * g * ldy + tr;
       switch (x.n_tok - gi * g < g ? x.n_tok - gi * g : g) {
         case 8:
-          gemm_tile<8, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<8, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         case 7:
-          gemm_tile<7, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<7, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         case 6:
-          gemm_tile<6, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<6, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         case 5:
-          gemm_tile<5, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<5, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         case 4:
-          gemm_tile<4, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<4, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         case 3:
-          gemm_tile<3, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<3, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         case 2:
-          gemm_tile<2, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<2, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
         default:
-          gemm_tile<1, B>(tile, nsb, xq, xd, xs, yt, ldy, rows);
+          gemm_tile<1, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
           break;
       }
     }

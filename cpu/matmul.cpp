@@ -111,7 +111,8 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
   const int sb = k.gemm_sb;
   const int n_groups = (n_tok + g - 1) / g;
   const size_t q_bytes = align64(static_cast<size_t>(cols) * g);
-  const size_t d_bytes = align64(static_cast<size_t>(cols / 32) * g * sizeof(float));
+  const int db = k.gemm_db;
+  const size_t d_bytes = align64(static_cast<size_t>(cols / db) * g * sizeof(float));
   const size_t s_bytes = align64(static_cast<size_t>(cols / sb) * g * sizeof(float));
   const size_t per_group = q_bytes + d_bytes + s_bytes;
   uint8_t* buf = t_acts.get(per_group * static_cast<size_t>(n_groups));
@@ -122,11 +123,11 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
   parallel_for(n_groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t gi = g0; gi < g1; ++gi) {
       const int nt = static_cast<int>(std::min<int64_t>(g, n_tok - gi * g));
-      kt.quant_group(x + gi * g * cols, nt, cols, sb, q + gi * cols * g, d + gi * (cols / 32) * g,
-                     s + gi * (cols / sb) * g);
+      kt.quant_group(x + gi * g * cols, nt, cols, sb, db, q + gi * cols * g,
+                     d + gi * (cols / db) * g, s + gi * (cols / sb) * g);
     }
   });
-  const q8_groups groups{q, d, s, cols, sb, n_tok};
+  const q8_groups groups{q, d, s, cols, sb, db, n_tok};
   const int64_t tiles = (rows + gemm_rows - 1) / gemm_rows;
   const size_t tile_bytes = gemm_scratch_bytes(cols);
   parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {

@@ -12,6 +12,7 @@
 namespace tandem {
 
 struct layer_cache_metrics;  // runtime/layer_cache.h
+class trace_recorder;        // runtime/trace.h
 
 struct backend_options {
   int n_ctx = 0;                 // KV cache positions
@@ -26,6 +27,7 @@ struct backend_options {
   int prefetch_distance = -1;    // layers loaded ahead (-1: chosen from the budget, 0: off)
   bool direct_io = false;        // cache reads with O_DIRECT (also TANDEM_DIRECT_IO=1)
   layer_cache_metrics* metrics = nullptr;  // when set, kept up to date by the CPU backend
+  trace_recorder* trace = nullptr;  // --trace: per-layer upload/compute spans (runtime/trace.h)
 };
 
 // Defined in cpu/cpu_backend.cpp.

@@ -6,7 +6,9 @@
 #include <cstring>
 
 #include "runtime/backend_factory.h"
+#include "runtime/cost_model.h"
 #include "runtime/scheduler.h"
+#include "runtime/trace.h"
 
 namespace tandem {
 
@@ -35,6 +37,10 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
                                    opt.offload, why));
   }
   plan p = make_plan(m, req, dev ? &*dev : nullptr);
+  const std::string stream_text =
+      apply_stream_policy(m, opt.stream_policy, n_batch_, dev ? &*dev : nullptr, p);
+  if (spec.kind == offload_spec::automatic && !p.uses_gpu())
+    notes_.push_back(dev ? p.reason : fmt::format("no GPU ({}); running on the CPU", why));
 
   backend* gpu = nullptr;
   if (p.uses_gpu()) {
@@ -47,6 +53,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
       if (pl == placement::gpu_streamed) gpu_opt.streamed_layers.push_back(il);
     }
     gpu_opt.output = p.output != placement::cpu;
+    gpu_opt.trace = opt.trace;
     std::string gwhy;
     try {
       auto b = make_vulkan_backend(m, gpu_opt, explicit_gpu, &gwhy);
@@ -63,7 +70,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
     }
     if (!gpu) p = make_plan(m, plan_request{"0", n_ctx_, n_batch_, 0}, nullptr);
   }
-  plan_text_ = format_plan(p, m);
+  plan_text_ = format_plan(p, m) + (gpu ? stream_text : std::string());
 
   backend_options bo;
   bo.n_ctx = n_ctx_;
@@ -82,6 +89,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
     layer_backend_.push_back(p.layers[static_cast<size_t>(il)] == placement::cpu ? cpu_ : gpu);
   output_backend_ = p.output == placement::cpu ? cpu_ : gpu;
   hidden_.resize(static_cast<size_t>(n_batch_) * hp.n_embd);
+  trace_ = opt.trace;
 }
 
 engine::~engine() = default;
@@ -122,6 +130,7 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
     const bool last_chunk = start + n == n_total;
     cpu_->embed(tokens.data() + start, n, hidden_.data());
     backend* cur = nullptr;
+    if (hp.n_layer > 0) layer_backend_[0]->prepare_layer(0);  // streamed: start its upload now
     for (int il = 0; il < hp.n_layer; ++il) {
       backend* b = layer_backend_[static_cast<size_t>(il)];
       if (b != cur) {
@@ -130,7 +139,11 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
         cur = b;
       }
       if (il + 1 < hp.n_layer) layer_backend_[static_cast<size_t>(il + 1)]->prepare_layer(il + 1);
+      const double t_layer = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
       b->forward_layer(il, n, n_past_);
+      if (trace_ && b == cpu_)  // the CPU backend returns when the layer is done
+        trace_->add({fmt::format("layer {} (CPU)", il), trace_track::cpu_compute, t_layer,
+                     trace_recorder::now_us() - t_layer, il, "host"});
       if (layer_capture_) {
         std::vector<float> h(static_cast<size_t>(n) * hp.n_embd);
         b->download_hidden(h.data(), n);

@@ -12,6 +12,7 @@
 namespace tandem {
 
 struct layer_cache_metrics;  // runtime/layer_cache.h
+class trace_recorder;        // runtime/trace.h
 
 struct engine_options {
   int n_ctx = 0;      // 0: the model's training context, capped at 4096
@@ -23,6 +24,10 @@ struct engine_options {
   int prefetch_distance = -1;  // layers the cache loads ahead (-1: from the budget, 0: off)
   bool direct_io = false;      // layer cache reads bypass the page cache (O_DIRECT)
   layer_cache_metrics* metrics = nullptr;  // filled with the CPU layer cache's counters
+  trace_recorder* trace = nullptr;  // --trace: per-layer upload and compute spans
+  // Layers that do not fit the VRAM: "auto" (the cost model, runtime/cost_model.h), "gpu"
+  // (always streamed), "cpu" (run on the CPU).
+  std::string stream_policy = "auto";
 };
 
 class engine {
@@ -65,6 +70,7 @@ class engine {
   backend* output_backend_ = nullptr;
   std::vector<float> hidden_, logits_;
   capture_fn layer_capture_;
+  trace_recorder* trace_ = nullptr;
   std::string plan_text_;
   std::vector<std::string> notes_;
 };

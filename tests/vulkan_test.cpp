@@ -17,6 +17,7 @@
 #ifdef TANDEM_HAVE_VULKAN  // the build has a Vulkan backend
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -168,6 +169,19 @@ TEST_F(VulkanDevice, ArenaRespectsAlignmentAndLimits) {
   EXPECT_EQ(r2.size, 3u << 20);
   EXPECT_EQ(r1.buf, r3.buf);
   EXPECT_THROW(a.alloc(ctx().caps().max_allocation + 1), error);
+}
+
+// Without a Vulkan loader the binary still starts (nothing links libvulkan) and says why there is
+// no GPU in one line. A separate process: the loader is opened once per process.
+TEST(VulkanLoader, MissingLoaderIsOneClearLine) {
+  setenv("TANDEM_VK_LOADER", "/nonexistent/libvulkan.so.1", 1);
+  const auto r = tandem::test::run_cli("info");
+  unsetenv("TANDEM_VK_LOADER");
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  const std::string all = r.out + r.err;
+  const auto at = all.find("no Vulkan loader");
+  ASSERT_NE(at, std::string::npos) << all;
+  EXPECT_EQ(all.find("no Vulkan loader", at + 1), std::string::npos) << "said twice: " << all;
 }
 
 // ---- element-wise and normalisation ops -------------------------------------------------------

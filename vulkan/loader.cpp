@@ -20,9 +20,12 @@ bool g_loaded = false;
 std::string g_load_error;
 
 void load_globals() {
-  // TANDEM_VK_LOADER lets tests and odd installs point at another loader library.
+  // TANDEM_VK_LOADER names the loader library to use instead (odd installs; tests point it at
+  // nothing to see the no-loader path).
   const char* override_path = std::getenv("TANDEM_VK_LOADER");
-  const char* names[] = {override_path, "libvulkan.so.1", "libvulkan.so"};
+  const bool overridden = override_path && *override_path;
+  const char* names[] = {overridden ? override_path : "libvulkan.so.1",
+                         overridden ? nullptr : "libvulkan.so"};
   void* lib = nullptr;
   std::string last;
   for (const char* n : names) {
@@ -34,8 +37,7 @@ void load_globals() {
   }
   if (!lib) {
     g_load_error = fmt::format(
-        "no Vulkan loader (libvulkan.so.1 not found: {}); install the "
-        "GPU driver's Vulkan ICD and loader, or run on the CPU",
+        "no Vulkan loader ({}); install the GPU driver's Vulkan ICD and loader, or run on the CPU",
         last);
     return;
   }

@@ -1,6 +1,7 @@
 // Built instead of the Vulkan backend when the build machine lacks glslangValidator or the Vulkan
 // headers: the factory functions exist and say why there is no GPU path.
 #include "runtime/backend_factory.h"
+#include "runtime/cost_model.h"
 
 namespace tandem {
 
@@ -23,6 +24,11 @@ std::unique_ptr<backend> make_vulkan_backend(const model&, const backend_options
 std::vector<op_check> check_gpu_ops(const op_check_options&, std::string* why) {
   if (why) *why = "this build has no Vulkan backend (glslangValidator or Vulkan headers missing)";
   return {};
+}
+
+double measure_host_to_device_bandwidth(bool, std::string* why) {
+  if (why) *why = "this build has no Vulkan backend (glslangValidator or Vulkan headers missing)";
+  return 0;
 }
 
 }  // namespace tandem

@@ -8,6 +8,10 @@
 // copies layer i+1 into the free slot on the transfer queue while the compute queue runs layer
 // i. Timeline semaphores order the two: a copy waits for the compute work that last read its
 // slot, a layer's compute waits for its copy. Norms, biases and the KV cache stay resident.
+// vulkan/staging_ring.h owns the slots and the copies (on a device with a single queue and
+// host-visible device memory, such as lavapipe, a worker thread memcpys into mapped slots, so
+// the copy really runs beside the compute). With backend_options::trace, each layer's command
+// buffer and each copy is timed (vulkan/gpu_timer.h) for `--trace`.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -23,6 +27,9 @@
 #include "vulkan/memory.h"
 #include "vulkan/ops.h"
 #include "vulkan/pipeline.h"
+#include "runtime/trace.h"
+#include "vulkan/gpu_timer.h"
+#include "vulkan/staging_ring.h"
 
 namespace tandem::vk {
 
@@ -44,15 +51,10 @@ struct device_layer {
   buffer_range host_region;       // streamed: the packed matrices in pinned host memory
 };
 
-// A device region that holds one streamed layer's matrices at a time.
+// A device region that holds one streamed layer's matrices at a time (vulkan/staging_ring.h
+// owns the regions and orders the copies into them).
 struct stream_slot {
-  buffer_range range;
   int layer = -1;
-  bool used = true;       // the layer it holds has run since it was copied (it may be evicted)
-  uint64_t stamp = 0;     // last prepare or use, for least-recently-used eviction
-  uint64_t ready = 0;     // transfer timeline value of its copy
-  uint64_t released = 0;  // compute timeline value of the last layer that read it
-  VkCommandBuffer cb = VK_NULL_HANDLE;
   device_weight wq, wk, wv, wo, gate, up, down;  // the layer's matrices in this slot
 };
 
@@ -100,8 +102,8 @@ class vulkan_backend final : public backend {
   std::vector<device_layer> layers_;
   std::unique_ptr<arena> host_weights_;  // streamed layers' matrices, pinned host memory
   std::vector<stream_slot> slots_;
-  VkCommandPool stream_pool_ = VK_NULL_HANDLE;  // transfer-queue copies into the slots
-  uint64_t clock_ = 0;
+  std::unique_ptr<gpu_timer> timer_;  // --trace: GPU timestamps of uploads and layers
+  std::unique_ptr<staging_ring> ring_;  // the streaming slots and the copies into them
   device_weight output_norm_, output_;
   buffer_range rope_table_;
   buffer_range x_, h_, q_, k_, v_, att_, g_, u_, logits_;  // scratch, n_batch rows
@@ -316,23 +318,14 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
   stream_ = std::make_unique<command_stream>(*pipes_);
 
   // ---- the streaming slots -------------------------------------------------------------------
+  if (opt.trace) timer_ = std::make_unique<gpu_timer>(*ctx_, *opt.trace);
   if (n_slots) {
-    VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
-    pci.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
-    pci.queueFamilyIndex = ctx_->transfer().family;
-    VK_CHECK(fn.vkCreateCommandPool(ctx_->device(), &pci, nullptr, &stream_pool_));
     uint64_t region = 0;
     for (const auto& L : layers_)
       if (L.streamed) region = std::max<uint64_t>(region, L.host_region.size);
+    ring_ = std::make_unique<staging_ring>(*ctx_, *device_mem_, region, static_cast<int>(n_slots),
+                                           opt.trace, timer_.get());
     slots_.resize(n_slots);
-    for (auto& sl : slots_) {
-      sl.range = device_mem_->alloc(region);
-      VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
-      ai.commandPool = stream_pool_;
-      ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
-      ai.commandBufferCount = 1;
-      VK_CHECK(fn.vkAllocateCommandBuffers(ctx_->device(), &ai, &sl.cb));
-    }
   }
   warm_up();
 }
@@ -377,9 +370,7 @@ void vulkan_backend::pack_streamed(const layer_weights& lw, device_layer& L) {
 }
 
 int vulkan_backend::slot_of(int il) const {
-  for (size_t i = 0; i < slots_.size(); ++i)
-    if (slots_[i].layer == il) return static_cast<int>(i);
-  return -1;
+  return ring_ ? ring_->find(il) : -1;
 }
 
 void vulkan_backend::prepare_layer(int il) {
@@ -387,38 +378,11 @@ void vulkan_backend::prepare_layer(int il) {
   if (slot_of(il) >= 0) return;
   op_scope scope(fmt::format("stream layer {}", il));
   const device_layer& L = layers_[static_cast<size_t>(il)];
-  // Evict the least recently used slot whose layer has run; a slot prepared but not yet used
-  // holds the layer about to run.
-  stream_slot* victim = nullptr;
-  for (auto& sl : slots_)
-    if (sl.used && (!victim || sl.stamp < victim->stamp)) victim = &sl;
-  if (!victim)
-    for (auto& sl : slots_)
-      if (!victim || sl.stamp < victim->stamp) victim = &sl;
-  stream_slot& sl = *victim;
-
-  ctx_->wait(ctx_->transfer(), sl.ready);  // its command buffer is free again
-  VK_CHECK(fn.vkResetCommandBuffer(sl.cb, 0));
-  VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-  bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-  VK_CHECK(fn.vkBeginCommandBuffer(sl.cb, &bi));
-  if (!ctx_->has_transfer_queue()) {
-    // One queue: the copy must not overwrite the slot while earlier layers still read it.
-    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = VK_ACCESS_SHADER_READ_BIT;
-    mb.dstAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    fn.vkCmdPipelineBarrier(sl.cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                            VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
-  }
-  VkBufferCopy copy{L.host_region.offset, sl.range.offset, L.host_region.size};
-  fn.vkCmdCopyBuffer(sl.cb, L.host_region.buf, sl.range.buf, 1, &copy);
-  VK_CHECK(fn.vkEndCommandBuffer(sl.cb));
-  sl.ready = ctx_->submit(ctx_->transfer(), sl.cb, {{&ctx_->compute(), sl.released}});
-
+  const int index = ring_->prepare(il, L.host_region);
+  stream_slot& sl = slots_[static_cast<size_t>(index)];
+  const buffer_range& range = ring_->range(index);
   sl.layer = il;
-  sl.used = false;
-  sl.stamp = ++clock_;
-  const buffer_range base{sl.range.buf, sl.range.offset - L.host_region.offset, 0, nullptr};
+  const buffer_range base{range.buf, range.offset - L.host_region.offset, 0, nullptr};
   sl.wq = rebase(L.wq, base);
   sl.wk = rebase(L.wk, base);
   sl.wv = rebase(L.wv, base);
@@ -465,11 +429,12 @@ vulkan_backend::~vulkan_backend() {
   } catch (...) {  // a lost device: nothing left to wait for
   }
   stream_.reset();
+  ring_.reset();
   try {
-    for (const auto& sl : slots_) ctx_->wait(ctx_->transfer(), sl.ready);
+    if (timer_) timer_->collect();
   } catch (...) {
   }
-  if (stream_pool_) fn.vkDestroyCommandPool(ctx_->device(), stream_pool_, nullptr);
+  timer_.reset();
   host_weights_.reset();
   uploader_.reset();
   destroy_buffer(*ctx_, upload_staging_);
@@ -528,6 +493,7 @@ void vulkan_backend::download_hidden(float* x, int n_tokens) {
   r.copy(x_, whole(readback_staging_), n);
   stream_->wait(stream_->submit());
   std::memcpy(x, readback_staging_.data, n);
+  if (timer_) timer_->collect();
 }
 
 void vulkan_backend::forward_layer(int il, int n, int pos0) {
@@ -540,9 +506,11 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   const int hd = hp_.head_dim;
   // The matrices: resident, or in the slot the layer was streamed into.
   stream_slot* sl = nullptr;
+  int slot = -1;
   if (L.streamed) {
     prepare_layer(il);  // at once, if the engine did not ask ahead
-    sl = &slots_[static_cast<size_t>(slot_of(il))];
+    slot = slot_of(il);
+    sl = &slots_[static_cast<size_t>(slot)];
   }
   const device_weight& wq = sl ? sl->wq : L.wq;
   const device_weight& wk = sl ? sl->wk : L.wk;
@@ -553,6 +521,7 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   const device_weight& down = sl ? sl->down : L.down;
 
   recorder& r = stream_->begin();
+  const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
   ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:attn_norm", h_, n, n_embd);
@@ -603,13 +572,18 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   r.barrier();
   ops::matmul(r, down, g_, x_, n, n_ff, n_embd, true);
   cap(r, "matmul:ffn_down", x_, n, n_embd);
+  if (timer_)
+    timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),
+                trace_track::gpu_compute, il);
+  const double t_submit = opt_.trace && tq < 0 ? trace_recorder::now_us() : 0.0;
   if (sl) {
-    sl->released = stream_->submit({{&ctx_->transfer(), sl->ready}});
-    sl->used = true;
-    sl->stamp = ++clock_;
+    ring_->release(slot, stream_->submit({ring_->acquire(slot)}));
   } else {
     stream_->submit();
   }
+  if (opt_.trace && tq < 0)  // no timestamps on this device: the host-side submit time only
+    opt_.trace->add({fmt::format("layer {} (submitted)", il), trace_track::gpu_compute, t_submit,
+                     trace_recorder::now_us() - t_submit, il, "host"});
   deliver_capture(il);
   n_past_ = std::max(n_past_, pos0 + n);
 }
@@ -623,6 +597,7 @@ void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits
   for (int t0 = first; t0 < n_tokens; t0 += n_logit_rows_) {
     const int cnt = std::min(n_logit_rows_, n_tokens - t0);
     recorder& r = stream_->begin();
+    const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
     ops::rms_norm(r, x_, output_norm_.pieces[0].range, h_, n_embd, cnt, t0, n_embd, n_embd,
                   hp_.rms_eps);
     r.barrier();
@@ -630,9 +605,11 @@ void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits
     r.barrier();
     const uint64_t bytes = static_cast<uint64_t>(cnt) * n_vocab * sizeof(float);
     r.copy(logits_, whole(readback_staging_), bytes);
+    if (timer_) timer_->end(r.cb(), tq, "output head", trace_track::gpu_compute, hp_.n_layer);
     stream_->wait(stream_->submit());
     std::memcpy(logits + static_cast<int64_t>(t0 - first) * n_vocab, readback_staging_.data, bytes);
   }
+  if (timer_) timer_->collect();
 }
 
 }  // namespace

@@ -18,7 +18,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -103,10 +102,16 @@ void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, boo
   const auto l = static_cast<kernel_level>(state.range(0));
   const int pf = static_cast<int>(state.range(1));
   if (!setup(state, l, pf)) return;
-  static std::map<std::string, std::unique_ptr<matrix_pool>> pools;
-  auto& pool = pools[std::string(dtype_name(t)) + std::to_string(rows) + "x" +
-                     std::to_string(cols) + (hot ? "hot" : "")];
-  if (!pool) pool = std::make_unique<matrix_pool>(t, rows, cols, hot ? 0 : pool_target);
+  // One pool alive at a time (each is hundreds of MB); the arguments of one shape run in a row.
+  static std::unique_ptr<matrix_pool> pool;
+  static std::string pool_key;
+  const std::string key = std::string(dtype_name(t)) + std::to_string(rows) + "x" +
+                          std::to_string(cols) + (hot ? "hot" : "");
+  if (!pool || key != pool_key) {
+    pool.reset();
+    pool = std::make_unique<matrix_pool>(t, rows, cols, hot ? 0 : pool_target);
+    pool_key = key;
+  }
   const auto x = activations(cols);
   std::vector<float> y(static_cast<size_t>(rows));
   size_t i = 0;

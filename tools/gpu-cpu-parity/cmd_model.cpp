@@ -26,14 +26,22 @@
 namespace tandem::parity {
 namespace {
 
-// ---- thresholds (see the help text of the command and tools/gpu-cpu-parity/README.md) -------
+// ---- thresholds (the help text of the tool says the same, with the measurements) ------------
 struct thresholds {
-  double nmse_float = 1e-5;   // per position, each op and layer output, F32/F16 weights
-  double nmse_quant = 5e-3;   // the same with quantized weights
-  double kl_float = 1e-4;     // per position, KL(p_cpu || p_gpu), F32/F16 weights
-  double kl_quant = 5e-3;     // the same with quantized weights
+  // Isolated: each GPU layer fed the CPU's input to that layer; per position, every op's output
+  // and the layer's output. This is the error one layer adds, and names the op that diverges.
+  double iso_float = 1e-5;  // F32/F16 weights
+  double iso_quant = 5e-3;  // quantized weights (the CPU rounds activations to 8 bits)
+  // End to end (the engine runs the plan): per position, each layer's output, with the error of
+  // every layer before it compounded.
+  double e2e_float = 1e-4;
+  double e2e_quant = 5e-2;
+  // Logits, per position: KL(p_cpu || p_gpu).
+  double kl_float = 1e-5;
+  double kl_quant = 2e-2;
   double top1_random = 0.90;  // fraction of positions whose argmax agrees (random weights)
   double top1_trained = 1.0;  // the same for a trained model
+  double decisive = 0.05;     // trained (auto): the CPU's top-1 logit leads by more, everywhere
 };
 constexpr thresholds k_thr;
 
@@ -46,7 +54,13 @@ bool layer_quantized(const model& m, int il) {
   return false;
 }
 
-// ---- one run of the tokens through an engine, with everything captured ---------------------
+bool model_quantized(const model& m) {
+  bool q = is_quantized(m.output().type());
+  for (int il = 0; il < m.hp().n_layer; ++il) q |= layer_quantized(m, il);
+  return q;
+}
+
+// ---- runs of the tokens, with everything captured --------------------------------------------
 
 struct captured_layer {
   std::vector<std::pair<std::string, std::vector<float>>> ops;  // in the order the backend ran them
@@ -55,20 +69,31 @@ struct captured_layer {
 
 struct step {  // one eval call: the prompt batch, or one continuation token
   int pos0 = 0, n = 0;
+  std::vector<int32_t> tokens;
   std::vector<float> logits;  // n x n_vocab
   std::vector<captured_layer> layers;
 };
 
 struct run_data {
-  std::string plan;                       // engine::describe()
+  std::string plan;                       // where the layers ran
   std::vector<std::string> layer_device;  // per layer, then the output head
   std::vector<step> steps;
 };
 
-// Runs the prompt and the continuation through eng with capture on. With reference set, the
-// continuation is made here (greedy on this engine's logits) and stored in *cont.
+capture_fn op_recorder(step** cur) {
+  return [cur](int il, const char* op, const float* d, size_t n) {
+    if (*cur && il >= 0 && static_cast<size_t>(il) < (*cur)->layers.size())
+      (*cur)->layers[static_cast<size_t>(il)].ops.emplace_back(op, std::vector<float>(d, d + n));
+  };
+}
+
+int argmax(const float* v, size_t n) { return static_cast<int>(std::max_element(v, v + n) - v); }
+
+// Runs the prompt and the continuation through eng, capturing each layer's output (and with
+// ops, every op's). With reference set, the continuation is made here (greedy on this engine's
+// logits) and stored in *cont.
 run_data run_forced(engine& eng, const model& m, const std::vector<int32_t>& prompt,
-                    std::vector<int32_t>* cont, int n_tokens, bool reference) {
+                    std::vector<int32_t>* cont, int n_tokens, bool reference, bool ops) {
   const auto& hp = m.hp();
   run_data r;
   r.plan = eng.describe();
@@ -77,10 +102,7 @@ run_data run_forced(engine& eng, const model& m, const std::vector<int32_t>& pro
     r.layer_device.push_back(b ? b->name() : "?");
   }
   step* cur = nullptr;
-  eng.set_op_capture([&cur](int il, const char* op, const float* d, size_t n) {
-    if (cur && il >= 0 && static_cast<size_t>(il) < cur->layers.size())
-      cur->layers[static_cast<size_t>(il)].ops.emplace_back(op, std::vector<float>(d, d + n));
-  });
+  if (ops) eng.set_op_capture(op_recorder(&cur));
   eng.set_layer_capture([&cur](int il, const char*, const float* d, size_t n) {
     if (cur && il >= 0 && static_cast<size_t>(il) < cur->layers.size())
       cur->layers[static_cast<size_t>(il)].hidden.assign(d, d + n);
@@ -92,21 +114,63 @@ run_data run_forced(engine& eng, const model& m, const std::vector<int32_t>& pro
     step& s = r.steps.back();
     s.pos0 = eng.n_past();
     s.n = static_cast<int>(toks.size());
+    s.tokens = toks;
     s.layers.resize(static_cast<size_t>(hp.n_layer));
     cur = &s;
     s.logits = eng.eval(toks, /*all_logits=*/true);
     cur = nullptr;
-    return std::max_element(s.logits.end() - static_cast<std::ptrdiff_t>(nv), s.logits.end()) -
-           (s.logits.end() - static_cast<std::ptrdiff_t>(nv));
+    return static_cast<int32_t>(argmax(s.logits.data() + nv * static_cast<size_t>(s.n - 1), nv));
   };
-  int32_t next = static_cast<int32_t>(eval(prompt));
+  int32_t next = eval(prompt);
   if (reference) cont->clear();
   for (int i = 0; i < n_tokens; ++i) {
     if (reference) cont->push_back(next);
-    next = static_cast<int32_t>(eval({(*cont)[static_cast<size_t>(i)]}));
+    next = eval({(*cont)[static_cast<size_t>(i)]});
   }
   eng.set_op_capture({});
   eng.set_layer_capture({});
+  return r;
+}
+
+// Every layer on gpu (and the output head), each fed the reference's input to that layer: the
+// embedding for layer 0, else the reference's output of the layer before; the head gets the
+// reference's last layer output. The KV caches fill from those inputs, so every position is
+// isolated too.
+run_data run_isolated(const model& m, const run_data& ref, backend& embedder, backend& gpu) {
+  const auto& hp = m.hp();
+  run_data r;
+  r.plan = gpu.name() + ": each layer and the output head, fed the CPU's input";
+  r.layer_device.assign(static_cast<size_t>(hp.n_layer) + 1, gpu.name());
+  step* cur = nullptr;
+  gpu.set_capture(op_recorder(&cur));
+  const size_t d = static_cast<size_t>(hp.n_embd);
+  for (const step& rs : ref.steps) {
+    r.steps.emplace_back();
+    step& s = r.steps.back();
+    s.pos0 = rs.pos0;
+    s.n = rs.n;
+    s.tokens = rs.tokens;
+    s.layers.resize(static_cast<size_t>(hp.n_layer));
+    std::vector<float> x(static_cast<size_t>(s.n) * d);
+    embedder.embed(s.tokens.data(), s.n, x.data());
+    for (int il = 0; il < hp.n_layer; ++il) {
+      const std::vector<float>& in = il == 0 ? x : rs.layers[static_cast<size_t>(il) - 1].hidden;
+      if (in.size() != x.size()) throw error(fmt::format("no reference input for layer {}", il));
+      gpu.upload_hidden(in.data(), s.n);
+      cur = &s;
+      gpu.forward_layer(il, s.n, s.pos0);
+      cur = nullptr;
+      captured_layer& c = s.layers[static_cast<size_t>(il)];
+      c.hidden.resize(x.size());
+      gpu.download_hidden(c.hidden.data(), s.n);
+    }
+    const std::vector<float>& last = rs.layers.back().hidden;
+    if (last.size() != x.size()) throw error("no reference output of the last layer");
+    gpu.upload_hidden(last.data(), s.n);
+    s.logits.resize(static_cast<size_t>(s.n) * static_cast<size_t>(hp.n_vocab));
+    gpu.forward_output(s.n, /*all_tokens=*/true, s.logits.data());
+  }
+  gpu.set_capture({});
   return r;
 }
 
@@ -118,9 +182,7 @@ std::vector<int32_t> free_run(engine& eng, const model& m, const std::vector<int
   std::vector<int32_t> out;
   std::vector<float> logits = eng.eval(prompt);
   for (int i = 0; i < n; ++i) {
-    const int32_t t = static_cast<int32_t>(
-        std::max_element(logits.begin(), logits.begin() + static_cast<std::ptrdiff_t>(nv)) -
-        logits.begin());
+    const int32_t t = static_cast<int32_t>(argmax(logits.data(), nv));
     out.push_back(t);
     if (i + 1 < n) logits = eng.eval({t});
   }
@@ -174,21 +236,25 @@ struct logit_pos {
   int pos = 0;
   int top_ref = 0, top_got = 0;
   double kl = 0, nmse = 0, max_abs = 0;
-  double margin = 0;  // the reference's top-1 minus top-2 logit
 };
 
 struct divergence {
-  int pos = -1, layer = -1;
-  std::string op;  // an op name, "hidden" (the layer output), or "logits"
-  double nmse = 0, threshold = 0;
+  int pos = -1, layer = -1;  // layer n_layer: the output head
+  std::string op;            // an op, "output" (the layer's output) or "logits"
+  double value = 0, threshold = 0;
+  std::string what() const {
+    return fmt::format("layer {}, op {}, position {} ({} {} > {})", layer, op, pos,
+                       op == "logits" ? "KL" : "NMSE", sci(value), sci(threshold));
+  }
 };
 
 struct config_result {
   std::string name, offload, plan;
   std::vector<layer_result> layers;
   std::vector<logit_pos> logits;
-  double kl_threshold = 0;
+  double kl_threshold = 0, top1_need = 0;
   double top1 = 0, kl_max = 0, kl_mean = 0, logit_nmse_max = 0;
+  bool has_greedy = false;
   std::vector<int32_t> greedy;
   int greedy_agree = 0;  // leading tokens equal to the CPU's
   std::optional<divergence> first;
@@ -214,9 +280,12 @@ double kl_divergence(const float* p_logits, const float* q_logits, size_t n) {
   return std::isfinite(kl) ? std::max(0.0, kl) : INFINITY;
 }
 
-int argmax(const float* v, size_t n) { return static_cast<int>(std::max_element(v, v + n) - v); }
-
-void compare(const model& m, const run_data& ref, const run_data& got, config_result& res) {
+// Compares got against the reference position by position: every op (when got has them), each
+// layer's output against layer_threshold(il), the logits against res.kl_threshold; notes the
+// first divergence in the order the model computes (position batch, layer, op).
+template <class Threshold>
+void compare(const model& m, const run_data& ref, const run_data& got, bool with_ops,
+             Threshold layer_threshold, config_result& res) {
   const auto& hp = m.hp();
   const size_t nv = static_cast<size_t>(hp.n_vocab);
   res.layers.resize(static_cast<size_t>(hp.n_layer));
@@ -224,55 +293,48 @@ void compare(const model& m, const run_data& ref, const run_data& got, config_re
     layer_result& L = res.layers[static_cast<size_t>(il)];
     L.layer = il;
     L.device = got.layer_device[static_cast<size_t>(il)];
-    L.threshold = layer_quantized(m, il) ? k_thr.nmse_quant : k_thr.nmse_float;
+    L.threshold = layer_threshold(il);
   }
-  bool quant_any = is_quantized(m.output().type());
-  for (int il = 0; il < hp.n_layer; ++il) quant_any |= layer_quantized(m, il);
-  res.kl_threshold = quant_any ? k_thr.kl_quant : k_thr.kl_float;
-
-  auto note_divergence = [&](int pos, int il, const std::string& op, double e, double thr) {
-    if (!res.first) res.first = divergence{pos, il, op, e, thr};
+  auto diverge = [&](int pos, int il, const std::string& op, double v, double thr) {
+    if (!res.first) res.first = divergence{pos, il, op, v, thr};
   };
-  for (size_t si = 0; si < ref.steps.size(); ++si) {
+  for (size_t si = 0; si < ref.steps.size() && si < got.steps.size(); ++si) {
     const step& a = ref.steps[si];
     const step& b = got.steps[si];
     for (int il = 0; il < hp.n_layer; ++il) {
       layer_result& L = res.layers[static_cast<size_t>(il)];
       const captured_layer& ca = a.layers[static_cast<size_t>(il)];
       const captured_layer& cb = b.layers[static_cast<size_t>(il)];
-      // Every op in the reference's order; then the layer output.
+      // The ops in the reference's order (with_ops), then the layer output.
       std::vector<std::pair<std::string, const std::vector<float>*>> items;
-      for (const auto& [op, data] : ca.ops) items.emplace_back(op, &data);
-      items.emplace_back("hidden", &ca.hidden);
+      if (with_ops)
+        for (const auto& [op, data] : ca.ops) items.emplace_back(op, &data);
+      items.emplace_back("output", &ca.hidden);
       for (const auto& [op, data_a] : items) {
-        const std::vector<float>* data_b = nullptr;
-        if (op == "hidden") {
-          data_b = &cb.hidden;
-        } else {
-          for (const auto& [opb, d] : cb.ops)
-            if (opb == op) data_b = &d;
-        }
+        const bool is_output = op == "output";
+        const std::vector<float>* data_b = is_output ? &cb.hidden : nullptr;
+        if (!is_output)
+          for (const auto& [opb, dat] : cb.ops)
+            if (opb == op) data_b = &dat;
         op_result* orr = nullptr;
-        if (op != "hidden") {
+        if (!is_output) {
           auto it = std::find_if(L.ops.begin(), L.ops.end(),
                                  [&](const op_result& x) { return x.op == op; });
-          if (it == L.ops.end()) {
-            L.ops.push_back({op, {}, true});
-            orr = &L.ops.back();
-          } else {
-            orr = &*it;
-          }
+          if (it == L.ops.end()) it = L.ops.insert(L.ops.end(), op_result{op, {}, true});
+          orr = &*it;
         }
-        if (!data_b || data_b->size() != data_a->size() || data_a->empty()) {
-          const std::string why =
-              fmt::format("layer {} op {}: {} on {} ({} vs {} floats)", il, op,
-                          data_b ? "size differs" : "not captured", L.device, data_a->size(),
-                          data_b ? data_b->size() : 0);
-          if (std::find(res.problems.begin(), res.problems.end(), why) == res.problems.end())
+        if (!data_b || data_b->size() != data_a->size() || data_a->empty() || a.n <= 0 ||
+            data_a->size() % static_cast<size_t>(a.n) != 0) {
+          const std::string why = fmt::format(
+              "layer {} op {}: {} on {} ({} floats, the reference {})", il, op,
+              data_b ? "a different size" : "not captured", L.device, data_b ? data_b->size() : 0,
+              data_a->size());
+          if (res.problems.size() < 8 &&
+              std::find(res.problems.begin(), res.problems.end(), why) == res.problems.end())
             res.problems.push_back(why);
           L.pass = false;
           if (orr) orr->pass = false;
-          note_divergence(a.pos0, il, op, INFINITY, L.threshold);
+          diverge(a.pos0, il, op, INFINITY, L.threshold);
           continue;
         }
         const size_t width = data_a->size() / static_cast<size_t>(a.n);
@@ -284,7 +346,7 @@ void compare(const model& m, const run_data& ref, const run_data& got, config_re
           if (e.nmse > L.threshold) {
             L.pass = false;
             if (orr) orr->pass = false;
-            note_divergence(pos, il, op, e.nmse, L.threshold);
+            diverge(pos, il, op, e.nmse, L.threshold);
           }
         }
       }
@@ -300,11 +362,8 @@ void compare(const model& m, const run_data& ref, const run_data& got, config_re
       const row_err e = compare_rows(la, lb, nv);
       lp.nmse = e.nmse;
       lp.max_abs = e.max_abs;
-      float second = -INFINITY;
-      for (size_t i = 0; i < nv; ++i)
-        if (static_cast<int>(i) != lp.top_ref) second = std::max(second, la[i]);
-      lp.margin = nv > 1 ? static_cast<double>(la[lp.top_ref]) - second : 0.0;
       res.logits.push_back(lp);
+      if (lp.kl > res.kl_threshold) diverge(lp.pos, hp.n_layer, "logits", lp.kl, res.kl_threshold);
     }
   }
   int agree = 0;
@@ -317,6 +376,20 @@ void compare(const model& m, const run_data& ref, const run_data& got, config_re
   }
   res.top1 = res.logits.empty() ? 0 : static_cast<double>(agree) / res.logits.size();
   res.kl_mean = res.logits.empty() ? 0 : kl_sum / res.logits.size();
+
+  for (const layer_result& L : res.layers) res.pass &= L.pass;
+  if (res.first && res.first->op != "logits")
+    res.problems.push_back("diverges at " + res.first->what());
+  if (res.kl_max > res.kl_threshold) {
+    res.pass = false;
+    res.problems.push_back(
+        fmt::format("logits: KL divergence {} > {}", sci(res.kl_max), sci(res.kl_threshold)));
+  }
+  if (res.top1 + 1e-12 < res.top1_need) {
+    res.pass = false;
+    res.problems.push_back(fmt::format("logits: top-1 agreement {:.1f}% < {:.0f}%",
+                                       100 * res.top1, 100 * res.top1_need));
+  }
 }
 
 std::string short_device(const std::string& name) {
@@ -329,10 +402,14 @@ std::string short_device(const std::string& name) {
 std::string printable(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {
-    if (c == '\n') out += "\\n";
-    else if (c == '"') out += "\\\"";
-    else if (c < 0x20) out += fmt::format("\\x{:02x}", c);
-    else out += static_cast<char>(c);
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c < 0x20)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += static_cast<char>(c);
   }
   return out;
 }
@@ -341,6 +418,109 @@ std::string join_tokens(const std::vector<int32_t>& v) {
   std::string s;
   for (int32_t t : v) s += (s.empty() ? "" : " ") + std::to_string(t);
   return s;
+}
+
+nlohmann::json to_json(const config_result& r, const tokenizer& tok) {
+  nlohmann::json c;
+  c["name"] = r.name;
+  if (!r.offload.empty()) c["offload"] = r.offload;
+  c["plan"] = r.plan;
+  c["pass"] = r.pass;
+  c["problems"] = r.problems;
+  c["layers"] = nlohmann::json::array();
+  for (const layer_result& L : r.layers) {
+    nlohmann::json l{{"layer", L.layer},         {"device", L.device},
+                     {"threshold", L.threshold}, {"nmse", L.hidden.nmse},
+                     {"worst_pos", L.hidden.pos}, {"max_abs_err", L.hidden.max_abs},
+                     {"pass", L.pass}};
+    if (!L.ops.empty()) {
+      l["ops"] = nlohmann::json::array();
+      for (const op_result& op : L.ops)
+        l["ops"].push_back({{"op", op.op},
+                            {"nmse", op.w.nmse},
+                            {"worst_pos", op.w.pos},
+                            {"max_abs_err", op.w.max_abs},
+                            {"pass", op.pass}});
+    }
+    c["layers"].push_back(l);
+  }
+  nlohmann::json lg;
+  lg["top1_agreement"] = r.top1;
+  lg["top1_needed"] = r.top1_need;
+  lg["kl_max"] = r.kl_max;
+  lg["kl_mean"] = r.kl_mean;
+  lg["kl_threshold"] = r.kl_threshold;
+  lg["nmse_max"] = r.logit_nmse_max;
+  lg["positions"] = nlohmann::json::array();
+  for (const logit_pos& lp : r.logits)
+    lg["positions"].push_back({{"pos", lp.pos},
+                               {"top1_cpu", lp.top_ref},
+                               {"top1_gpu", lp.top_got},
+                               {"kl", lp.kl},
+                               {"nmse", lp.nmse},
+                               {"max_abs_err", lp.max_abs}});
+  c["logits"] = lg;
+  if (r.has_greedy)
+    c["greedy"] = {{"tokens", r.greedy}, {"text", tok.decode(r.greedy)}, {"agree", r.greedy_agree}};
+  if (r.first)
+    c["first_divergence"] = {{"layer", r.first->layer},
+                             {"op", r.first->op},
+                             {"pos", r.first->pos},
+                             {"value", r.first->value},
+                             {"threshold", r.first->threshold}};
+  else
+    c["first_divergence"] = nullptr;
+  return c;
+}
+
+void print(const config_result& r, const tokenizer& tok, const std::vector<int32_t>& cpu_greedy,
+           bool trained, bool verbose) {
+  if (r.offload.empty())
+    fmt::print("\n[{}] {}\n", r.name, r.plan);
+  else
+    fmt::print("\n[{}] --offload {}: {}\n", r.name, r.offload, r.plan);
+  const bool ops = std::any_of(r.layers.begin(), r.layers.end(),
+                               [](const layer_result& L) { return !L.ops.empty(); });
+  fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<38}{:>9}  {}\n", "layer", "dev",
+             "out NMSE", "pos", "max abs", ops ? "worst op (NMSE, pos)" : "", "threshold",
+             "result");
+  for (const layer_result& L : r.layers) {
+    const op_result* w = nullptr;
+    for (const op_result& op : L.ops)
+      if (!w || op.w.nmse > w->w.nmse) w = &op;
+    const std::string wop = w ? fmt::format("{} ({}, {})", w->op, sci(w->w.nmse), w->w.pos) : "";
+    fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<38}{:>9}  {}\n", L.layer,
+               short_device(L.device), sci(L.hidden.nmse), L.hidden.pos, sci(L.hidden.max_abs),
+               wop, sci(L.threshold), L.pass ? "ok" : "FAIL");
+    if (verbose)
+      for (const op_result& op : L.ops)
+        fmt::print("        {:<20} {:>10} {:>5} {:>10}  {}\n", op.op, sci(op.w.nmse), op.w.pos,
+                   sci(op.w.max_abs), op.pass ? "ok" : "FAIL");
+  }
+  int agree = 0;
+  for (const logit_pos& lp : r.logits) agree += lp.top_ref == lp.top_got;
+  fmt::print("  logits: top-1 {}/{} ({:.1f}%, need {:.0f}%), KL max {} mean {} (<= {}), NMSE max "
+             "{}\n",
+             agree, r.logits.size(), 100 * r.top1, 100 * r.top1_need, sci(r.kl_max),
+             sci(r.kl_mean), sci(r.kl_threshold), sci(r.logit_nmse_max));
+  if (verbose)
+    for (const logit_pos& lp : r.logits)
+      fmt::print("        pos {:>3}: top-1 {:>6} / {:>6}  KL {:>10}  NMSE {:>10}\n", lp.pos,
+                 lp.top_ref, lp.top_got, sci(lp.kl), sci(lp.nmse));
+  if (r.has_greedy) {
+    fmt::print("  greedy ({} tokens, free-running): {}{}\n", r.greedy.size(),
+               r.greedy_agree == static_cast<int>(r.greedy.size())
+                   ? std::string("identical to the CPU's")
+                   : fmt::format("differs from the CPU's at token {}", r.greedy_agree),
+               trained ? "" : " (not required: random weights)");
+    if (r.greedy_agree < static_cast<int>(r.greedy.size()) || verbose) {
+      fmt::print("    cpu: \"{}\"\n", printable(tok.decode(cpu_greedy)));
+      fmt::print("    {}: \"{}\"\n", r.name, printable(tok.decode(r.greedy)));
+    }
+  }
+  fmt::print("  first divergence: {}\n", r.first ? r.first->what() : std::string("none"));
+  for (const std::string& p : r.problems) fmt::print("  problem: {}\n", p);
+  fmt::print("  {}\n", r.pass ? "PASS" : "FAIL");
 }
 
 }  // namespace
@@ -358,24 +538,25 @@ command add_model(CLI::App& app) {
   };
   auto o = std::make_shared<opts>();
   app.add_option("-m,--model", o->model, "GGUF model file")->required();
-  app.add_option("-p,--prompt", o->prompt, "prompt (one batch)")->capture_default_str();
+  app.add_option("-p,--prompt", o->prompt, "prompt (evaluated as one batch)")
+      ->capture_default_str();
   app.add_option("-n,--tokens", o->n_tokens,
-                 "continuation tokens fed after the prompt (the CPU's greedy choices), also the "
-                 "length of the free-running greedy comparison")
+                 "continuation tokens fed one at a time after the prompt (the CPU's greedy "
+                 "choices); also the length of the free-running greedy comparison")
       ->capture_default_str();
   app.add_option("--split", o->split,
-                 "layers on the GPU in the split plan (the last K, with the output head; default "
+                 "layers on the GPU in the split plan: the last K, with the output head (default: "
                  "half of them, at least 1)");
   app.add_option("-t,--threads", o->threads, "CPU threads (0 = physical cores)")
       ->capture_default_str();
   app.add_option("--expect", o->expect,
-                 "trained: top-1 must agree everywhere and the greedy text must be identical; "
-                 "random: top-1 >= 90% and the greedy text is only reported; auto: trained when "
-                 "the CPU's top-1 is decisive at every position (see --help of the tool)")
+                 "trained: top-1 must agree at every position and the greedy text must be "
+                 "identical; random: top-1 >= 90%, greedy text only reported; auto: trained when "
+                 "the CPU's top-1 logit leads the runner-up by more than 0.05 at every position")
       ->check(CLI::IsMember({"auto", "trained", "random"}))
       ->capture_default_str();
   app.add_flag("--json", o->json, "print the results as JSON");
-  app.add_flag("-v,--verbose", o->verbose, "print every op of every layer");
+  app.add_flag("-v,--verbose", o->verbose, "print every op of every layer and every position");
 
   return [o]() -> int {
     if (o->n_tokens < 0) throw error("--tokens must be at least 0");
@@ -386,24 +567,80 @@ command add_model(CLI::App& app) {
     if (prompt.empty() && tok->bos() >= 0) prompt.push_back(tok->bos());
     if (prompt.empty()) throw error("the prompt is empty and the vocabulary has no BOS token");
     const int n_prompt = static_cast<int>(prompt.size());
+    const bool quant = model_quantized(*m);
 
     engine_options eo;
     eo.n_ctx = (n_prompt + o->n_tokens + 1 + 15) / 16 * 16;
     eo.n_batch = n_prompt;
     eo.n_threads = o->threads;
 
-    // The reference: every layer on the CPU.
+    // The reference: every layer on the CPU, every op captured.
     eo.offload = "0";
-    engine cpu_eng(*m, eo);
     std::vector<int32_t> cont;
-    const run_data ref = run_forced(cpu_eng, *m, prompt, &cont, o->n_tokens, true);
-    const std::vector<int32_t> cpu_greedy = free_run(cpu_eng, *m, prompt, o->n_tokens);
+    run_data ref;
+    std::vector<int32_t> cpu_greedy;
+    {
+      engine cpu_eng(*m, eo);
+      ref = run_forced(cpu_eng, *m, prompt, &cont, o->n_tokens, /*reference=*/true, /*ops=*/true);
+      cpu_greedy = free_run(cpu_eng, *m, prompt, o->n_tokens);
+    }
 
-    // The plans to check.
+    // Trained or random weights: whether the reference's top-1 is decisive at every position.
+    double min_margin = INFINITY, top1_prob_sum = 0;
+    int n_pos = 0;
+    const size_t nv = static_cast<size_t>(hp.n_vocab);
+    for (const step& s : ref.steps)
+      for (int t = 0; t < s.n; ++t) {
+        const float* l = s.logits.data() + static_cast<size_t>(t) * nv;
+        const int top = argmax(l, nv);
+        float second = -INFINITY;
+        for (size_t i = 0; i < nv; ++i)
+          if (static_cast<int>(i) != top) second = std::max(second, l[i]);
+        if (nv > 1) min_margin = std::min(min_margin, static_cast<double>(l[top]) - second);
+        double z = 0;
+        for (size_t i = 0; i < nv; ++i) z += std::exp(static_cast<double>(l[i]) - l[top]);
+        top1_prob_sum += 1.0 / z;
+        ++n_pos;
+      }
+    const bool trained =
+        o->expect == "trained" || (o->expect == "auto" && min_margin > k_thr.decisive);
+    const double top1_need = trained ? k_thr.top1_trained : k_thr.top1_random;
+    const double kl_thr = quant ? k_thr.kl_quant : k_thr.kl_float;
+
+    std::vector<config_result> results;
+    // Isolated: every layer on the GPU, each fed the CPU's input.
+    {
+      backend_options bo;
+      bo.n_ctx = eo.n_ctx;
+      bo.n_batch = eo.n_batch;
+      bo.n_threads = o->threads;
+      bo.output = false;
+      auto embedder = make_cpu_backend(*m, bo);
+      for (int il = 0; il < hp.n_layer; ++il) bo.layers.push_back(il);
+      bo.output = true;
+      std::string why;
+      auto gpu = make_vulkan_backend(*m, bo, /*allow_cpu_device=*/true, &why);
+      if (!gpu) {
+        fmt::print(stderr, "gpu-cpu-parity: no Vulkan device: {}\n", why);
+        return no_device_status();
+      }
+      const run_data iso = run_isolated(*m, ref, *embedder, *gpu);
+      config_result res;
+      res.name = "isolated";
+      res.plan = iso.plan;
+      res.kl_threshold = kl_thr;
+      res.top1_need = top1_need;
+      compare(
+          *m, ref, iso, /*with_ops=*/true,
+          [&](int il) { return layer_quantized(*m, il) ? k_thr.iso_quant : k_thr.iso_float; },
+          res);
+      results.push_back(std::move(res));
+    }
+
+    // End to end: the engine runs each plan.
     std::vector<std::pair<std::string, std::string>> plans = {{"gpu", "all"}};
     const int split = o->split >= 0 ? o->split : std::max(1, hp.n_layer / 2);
-    if (hp.n_layer >= 2 && split < hp.n_layer) plans.emplace_back("split", std::to_string(split));
-    std::vector<config_result> results;
+    if (split > 0 && split < hp.n_layer) plans.emplace_back("split", std::to_string(split));
     for (const auto& [name, offload] : plans) {
       eo.offload = offload;
       engine eng(*m, eo);
@@ -420,191 +657,84 @@ command add_model(CLI::App& app) {
       config_result res;
       res.name = name;
       res.offload = offload;
-      const run_data got = run_forced(eng, *m, prompt, &cont, o->n_tokens, false);
+      res.kl_threshold = kl_thr;
+      res.top1_need = top1_need;
+      const run_data got =
+          run_forced(eng, *m, prompt, &cont, o->n_tokens, /*reference=*/false, /*ops=*/false);
       res.plan = got.plan;
-      compare(*m, ref, got, res);
+      compare(
+          *m, ref, got, /*with_ops=*/false,
+          [&](int il) { return layer_quantized(*m, il) ? k_thr.e2e_quant : k_thr.e2e_float; },
+          res);
+      res.has_greedy = true;
       res.greedy = free_run(eng, *m, prompt, o->n_tokens);
       while (res.greedy_agree < static_cast<int>(res.greedy.size()) &&
              res.greedy[static_cast<size_t>(res.greedy_agree)] ==
                  cpu_greedy[static_cast<size_t>(res.greedy_agree)])
         ++res.greedy_agree;
+      if (trained && res.greedy_agree < static_cast<int>(res.greedy.size())) {
+        res.pass = false;
+        res.problems.push_back(
+            fmt::format("greedy text differs from the CPU's at token {}", res.greedy_agree));
+      }
       results.push_back(std::move(res));
     }
 
-    // Trained or random weights: whether the reference's choice is decisive everywhere, i.e. its
-    // top-1 logit leads the runner-up by more than k_decisive (in logits) at every position.
-    constexpr double k_decisive = 0.05;
-    double min_margin = INFINITY;
-    if (!results.empty())
-      for (const logit_pos& lp : results.front().logits) min_margin = std::min(min_margin, lp.margin);
-    const bool trained =
-        o->expect == "trained" || (o->expect == "auto" && min_margin > k_decisive);
-    const double top1_need = trained ? k_thr.top1_trained : k_thr.top1_random;
-
     bool all_pass = true;
-    for (config_result& r : results) {
-      for (const layer_result& L : r.layers) r.pass &= L.pass;
-      if (r.first)
-        r.problems.push_back(fmt::format("layer {} op {} diverges at position {} (NMSE {} > {})",
-                                         r.first->layer, r.first->op, r.first->pos,
-                                         sci(r.first->nmse), sci(r.first->threshold)));
-      if (r.kl_max > r.kl_threshold) {
-        r.pass = false;
-        r.problems.push_back(fmt::format("logits: KL divergence {} > {}", sci(r.kl_max),
-                                         sci(r.kl_threshold)));
-        if (!r.first) {
-          for (const logit_pos& lp : r.logits)
-            if (lp.kl > r.kl_threshold) {
-              r.first = divergence{lp.pos, hp.n_layer, "output head (logits)", lp.kl,
-                                   r.kl_threshold};
-              break;
-            }
-        }
-      }
-      if (r.top1 + 1e-12 < top1_need) {
-        r.pass = false;
-        r.problems.push_back(fmt::format("logits: top-1 agreement {:.1f}% < {:.0f}%",
-                                         100 * r.top1, 100 * top1_need));
-      }
-      if (trained && r.greedy_agree < static_cast<int>(r.greedy.size())) {
-        r.pass = false;
-        r.problems.push_back(fmt::format("greedy text differs from the CPU's at token {}",
-                                         r.greedy_agree));
-      }
-      all_pass &= r.pass;
-    }
+    for (const config_result& r : results) all_pass &= r.pass;
+    // The first divergence overall: the isolated run names the layer and op that adds the error;
+    // a plan that fails although every layer is right on its own points at the hand-off.
+    std::optional<std::pair<std::string, divergence>> first;
+    for (const config_result& r : results)
+      if (!first && r.first && !r.pass) first = std::pair{r.name, *r.first};
 
     if (o->json) {
       nlohmann::json j;
       j["mode"] = "model";
       j["model"] = o->model;
       j["n_layer"] = hp.n_layer;
+      j["quantized"] = quant;
       j["prompt_tokens"] = prompt;
       j["continuation"] = cont;
       j["cpu_greedy"] = cpu_greedy;
       j["cpu_greedy_text"] = tok->decode(cpu_greedy);
       j["expect"] = trained ? "trained" : "random";
       j["min_top1_margin"] = min_margin;
-      j["thresholds"] = {{"nmse_float", k_thr.nmse_float}, {"nmse_quant", k_thr.nmse_quant},
-                         {"kl_float", k_thr.kl_float},     {"kl_quant", k_thr.kl_quant},
+      j["mean_top1_prob"] = top1_prob_sum / std::max(1, n_pos);
+      j["thresholds"] = {{"isolated_nmse", quant ? k_thr.iso_quant : k_thr.iso_float},
+                         {"end_to_end_nmse", quant ? k_thr.e2e_quant : k_thr.e2e_float},
+                         {"kl", kl_thr},
                          {"top1", top1_need}};
       j["configs"] = nlohmann::json::array();
-      for (const config_result& r : results) {
-        nlohmann::json c;
-        c["name"] = r.name;
-        c["offload"] = r.offload;
-        c["plan"] = r.plan;
-        c["pass"] = r.pass;
-        c["problems"] = r.problems;
-        c["layers"] = nlohmann::json::array();
-        for (const layer_result& L : r.layers) {
-          nlohmann::json l{{"layer", L.layer},
-                           {"device", L.device},
-                           {"threshold", L.threshold},
-                           {"nmse", L.hidden.nmse},
-                           {"worst_pos", L.hidden.pos},
-                           {"max_abs_err", L.hidden.max_abs},
-                           {"pass", L.pass}};
-          l["ops"] = nlohmann::json::array();
-          for (const op_result& op : L.ops)
-            l["ops"].push_back({{"op", op.op},
-                                {"nmse", op.w.nmse},
-                                {"worst_pos", op.w.pos},
-                                {"max_abs_err", op.w.max_abs},
-                                {"pass", op.pass}});
-          c["layers"].push_back(l);
-        }
-        nlohmann::json lg;
-        lg["top1_agreement"] = r.top1;
-        lg["kl_max"] = r.kl_max;
-        lg["kl_mean"] = r.kl_mean;
-        lg["kl_threshold"] = r.kl_threshold;
-        lg["nmse_max"] = r.logit_nmse_max;
-        lg["positions"] = nlohmann::json::array();
-        for (const logit_pos& lp : r.logits)
-          lg["positions"].push_back({{"pos", lp.pos},
-                                     {"top1_cpu", lp.top_ref},
-                                     {"top1_gpu", lp.top_got},
-                                     {"kl", lp.kl},
-                                     {"nmse", lp.nmse},
-                                     {"max_abs_err", lp.max_abs},
-                                     {"cpu_margin", lp.margin}});
-        c["logits"] = lg;
-        c["greedy"] = {{"tokens", r.greedy},
-                       {"text", tok->decode(r.greedy)},
-                       {"agree", r.greedy_agree},
-                       {"required", trained}};
-        if (r.first)
-          c["first_divergence"] = {{"layer", r.first->layer},
-                                   {"op", r.first->op},
-                                   {"pos", r.first->pos},
-                                   {"nmse", r.first->nmse},
-                                   {"threshold", r.first->threshold}};
-        else
-          c["first_divergence"] = nullptr;
-        j["configs"].push_back(c);
-      }
+      for (const config_result& r : results) j["configs"].push_back(to_json(r, *tok));
+      if (first)
+        j["first_divergence"] = {{"config", first->first},
+                                 {"layer", first->second.layer},
+                                 {"op", first->second.op},
+                                 {"pos", first->second.pos},
+                                 {"value", first->second.value},
+                                 {"threshold", first->second.threshold}};
+      else
+        j["first_divergence"] = nullptr;
       j["pass"] = all_pass;
-      fmt::print("{}\n", j.dump(2));
+      fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
       return all_pass ? 0 : 1;
     }
 
     fmt::print("gpu-cpu-parity model: {}\n", o->model);
-    fmt::print("  {} layers, {} prompt tokens [{}] + {} continuation tokens (the CPU's greedy) "
-               "[{}]\n",
-               hp.n_layer, n_prompt, join_tokens(prompt), cont.size(), join_tokens(cont));
-    fmt::print("  weights {}: {}; min top-1 margin {:.3g}\n",
+    fmt::print("  {} layers ({} weights), {} prompt tokens [{}] + {} continuation tokens (the "
+               "CPU's greedy) [{}]\n",
+               hp.n_layer, quant ? "quantized" : "F32/F16", n_prompt, join_tokens(prompt),
+               cont.size(), join_tokens(cont));
+    fmt::print("  weights {} ({}; the CPU's smallest top-1 lead {:.3g})\n",
                trained ? "trained" : "random", o->expect == "auto" ? "auto-detected" : "--expect",
                min_margin);
     fmt::print("  reference: {}\n", ref.plan);
-    for (const config_result& r : results) {
-      fmt::print("\n[{}] --offload {}: {}\n", r.name, r.offload, r.plan);
-      fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<36} {:>9}  {}\n", "layer", "dev",
-                 "NMSE", "pos", "max abs", "worst op (NMSE, pos)", "threshold", "result");
-      for (const layer_result& L : r.layers) {
-        const op_result* w = nullptr;
-        for (const op_result& op : L.ops)
-          if (!w || op.w.nmse > w->w.nmse) w = &op;
-        const std::string wop =
-            w ? fmt::format("{} ({}, {})", w->op, sci(w->w.nmse), w->w.pos) : "-";
-        fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<36} {:>9}  {}\n", L.layer,
-                   short_device(L.device), sci(L.hidden.nmse), L.hidden.pos,
-                   sci(L.hidden.max_abs), wop, sci(L.threshold), L.pass ? "ok" : "FAIL");
-        if (o->verbose)
-          for (const op_result& op : L.ops)
-            fmt::print("        {:<20} {:>10} {:>5} {:>10}  {}\n", op.op, sci(op.w.nmse),
-                       op.w.pos, sci(op.w.max_abs), op.pass ? "ok" : "FAIL");
-      }
-      int agree = 0;
-      for (const logit_pos& lp : r.logits) agree += lp.top_ref == lp.top_got;
-      fmt::print("  logits: top-1 {}/{} ({:.1f}%, need {:.0f}%), KL max {} mean {} (<= {}), "
-                 "NMSE max {}\n",
-                 agree, r.logits.size(), 100 * r.top1, 100 * top1_need, sci(r.kl_max),
-                 sci(r.kl_mean), sci(r.kl_threshold), sci(r.logit_nmse_max));
-      if (o->verbose)
-        for (const logit_pos& lp : r.logits)
-          fmt::print("        pos {:>3}: top-1 {:>6} / {:>6}  KL {:>10}  NMSE {:>10}  margin "
-                     "{:.3g}\n",
-                     lp.pos, lp.top_ref, lp.top_got, sci(lp.kl), sci(lp.nmse), lp.margin);
-      fmt::print("  greedy ({} tokens, free-running): {}{}\n", r.greedy.size(),
-                 r.greedy_agree == static_cast<int>(r.greedy.size())
-                     ? std::string("identical to the CPU's")
-                     : fmt::format("differs from the CPU's at token {}", r.greedy_agree),
-                 trained ? "" : " (not required: random weights)");
-      if (r.greedy_agree < static_cast<int>(r.greedy.size()) || o->verbose) {
-        fmt::print("    cpu: \"{}\"\n", printable(tok->decode(cpu_greedy)));
-        fmt::print("    {}: \"{}\"\n", r.name, printable(tok->decode(r.greedy)));
-      }
-      if (r.first)
-        fmt::print("  first divergence: layer {}, op {}, position {} (NMSE {} > {})\n",
-                   r.first->layer, r.first->op, r.first->pos, sci(r.first->nmse),
-                   sci(r.first->threshold));
-      else
-        fmt::print("  first divergence: none\n");
-      for (const std::string& p : r.problems) fmt::print("  problem: {}\n", p);
-      fmt::print("  {}\n", r.pass ? "PASS" : "FAIL");
-    }
-    fmt::print("\n{}\n", all_pass ? "PASS" : "FAIL");
+    for (const config_result& r : results) print(r, *tok, cpu_greedy, trained, o->verbose);
+    if (first)
+      fmt::print("\nFAIL: first divergence [{}]: {}\n", first->first, first->second.what());
+    else
+      fmt::print("\n{}\n", all_pass ? "PASS" : "FAIL");
     return all_pass ? 0 : 1;
   };
 }

@@ -56,7 +56,7 @@ command add_ops(CLI::App& app) {
                               {"pass", c.pass}});
       j["failed_ops"] = nlohmann::json::array();
       for (const auto& [name, n] : failed_ops) j["failed_ops"].push_back(name);
-      fmt::print("{}\n", j.dump(2));
+      fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
       fmt::print("{:<10} {:<5} {:<9} {:<46} {:>10} {:>10} {:>9}  {}\n", "op", "type", "variant",
                  "shape", "NMSE", "max abs", "threshold", "result");

@@ -10,9 +10,11 @@
 #include <sstream>
 
 #include "cpu/bandwidth.h"
+#include "runtime/cost_model.h"
 #include "runtime/engine.h"
 #include "runtime/layer_cache.h"
 #include "runtime/model.h"
+#include "runtime/trace.h"
 #include "tools/tandem/commands.h"
 
 namespace tandem::cli {
@@ -30,6 +32,9 @@ struct bench_opts {
   std::string mem_budget;      // --mem-budget (empty: no limit)
   int prefetch_distance = -1;  // -1: chosen from the budget
   bool direct_io = false;
+  std::string trace;           // --trace FILE.json: spans of the last repetition
+  std::string vram_budget;     // --vram-budget: device memory to plan with
+  std::string stream = "auto";  // --stream auto|gpu|cpu
 };
 
 // The layer cache's counters over the measured repetitions.
@@ -88,6 +93,13 @@ command add_bench(CLI::App& app) {
   app.add_option("--prefetch-distance", o->prefetch_distance,
                  "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
   app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
+  app.add_option("--vram-budget", o->vram_budget,
+                 "device memory to plan with (e.g. 2G); layers that do not fit are streamed");
+  app.add_option("--stream", o->stream, "layers that do not fit the VRAM: auto, gpu (stream), cpu")
+      ->capture_default_str();
+  app.add_option("--trace", o->trace,
+                 "write the last repetition's per-layer upload and compute spans to FILE.json "
+                 "(Chrome trace-event format)");
   return [o] {
     if (o->output != "md" && o->output != "json")
       throw error(fmt::format("-o {}: choose md or json", o->output));
@@ -127,19 +139,25 @@ command add_bench(CLI::App& app) {
         eo.n_ctx = std::max(o->n_prompt, o->n_gen) + 1;
         eo.n_batch = std::max(1, o->n_prompt);
         eo.offload = off;
+        eo.stream_policy = o->stream;
+        if (!o->vram_budget.empty()) eo.vram_budget = parse_size(o->vram_budget);
         layer_cache_metrics cm;
         if (!o->mem_budget.empty()) eo.mem_budget = parse_size(o->mem_budget);
         eo.prefetch_distance = o->prefetch_distance;
         eo.direct_io = o->direct_io;
         eo.metrics = &cm;
+        trace_recorder trace;  // always on: streamed runs report their overlap
+        eo.trace = &trace;
         engine eng(*m, eo);
         auto run_test = [&](const char* kind, int n) {
           if (n <= 0) return;
-          std::vector<double> tps;
+          std::vector<double> tps, overlap;
+          double upload_ms = 0, compute_ms = 0;
           layer_cache_metrics cm0;
           for (int r = -1; r < o->reps; ++r) {  // r = -1 is a warm-up
             if (r == 0) cm0 = cm;
             eng.reset();
+            trace.clear();
             auto t0 = clock::now();
             if (kind[0] == 'p') {
               std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -150,6 +168,13 @@ command add_bench(CLI::App& app) {
             }
             const double s = std::chrono::duration<double>(clock::now() - t0).count();
             if (r >= 0) tps.push_back(n / s);
+            const auto ts = trace.summarize();
+            if (r >= 0 && ts.uploads > 0) {
+              // time of the run / max(upload, compute): 1.0 = uploads fully hidden (or compute)
+              overlap.push_back(s * 1e6 / std::max(ts.upload_us, ts.compute_us));
+              upload_ms += ts.upload_us / 1000 / o->reps;
+              compute_ms += ts.compute_us / 1000 / o->reps;
+            }
           }
           const stats st = summarize(tps);
           const std::string test = fmt::format("{}{}", kind, n);
@@ -164,6 +189,10 @@ command add_bench(CLI::App& app) {
                                 {"tokens_per_s_stddev", st.sd},
                                 {"samples_tokens_per_s", tps}};
           row["layer_cache"] = cache_json(cm - cm0);
+          if (!overlap.empty())
+            row["streaming"] = {{"overlap_efficiency", summarize(overlap).mean},
+                                {"upload_ms_per_run", upload_ms},
+                                {"gpu_compute_ms_per_run", compute_ms}};
           if (kind[0] == 't') {
             row["weight_bytes_per_token"] = per_token;
             row["GBps"] = gbps;
@@ -178,8 +207,13 @@ command add_bench(CLI::App& app) {
                        format_bytes(m->weight_bytes()), eng.describe(), t == 0 ? "auto" : std::to_string(t),
                        off, test, st.mean, st.sd, kind[0] == 't' ? fmt::format("{:.2f}", gbps) : "",
                        extra);
+            if (!overlap.empty())
+              fmt::print("|  |  | streamed layers: overlap efficiency {:.2f} (run time / max(upload "
+                         "{:.2f} ms, GPU compute {:.2f} ms)) |  |  |  |  |  |\n",
+                         summarize(overlap).mean, upload_ms, compute_ms);
             std::fflush(stdout);
           }
+          if (!o->trace.empty()) trace.write(o->trace);
         };
         run_test("pp", o->n_prompt);
         run_test("tg", o->n_gen);

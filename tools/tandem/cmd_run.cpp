@@ -4,12 +4,14 @@
 #include <chrono>
 #include <cstdio>
 
+#include "runtime/cost_model.h"
 #include "runtime/engine.h"
 #include "runtime/layer_cache.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
 #include "runtime/tokenizer.h"
+#include "runtime/trace.h"
 #include "tools/tandem/commands.h"
 
 namespace tandem::cli {
@@ -29,6 +31,8 @@ struct run_opts {
   int prefetch_distance = -1;   // -1: chosen from the budget
   bool direct_io = false;
   bool verbose = false;
+  std::string trace;            // --trace FILE.json
+  std::string stream = "auto";  // --stream auto|gpu|cpu
 };
 
 using clock = std::chrono::steady_clock;
@@ -72,9 +76,16 @@ command add_run(CLI::App& app) {
                  "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
   app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
   app.add_flag("-v,--verbose", o->verbose, "print the layer cache's metrics on stderr");
+  app.add_option("--stream", o->stream,
+                 "layers that do not fit the VRAM: auto (the cost model picks GPU streamed or CPU), "
+                 "gpu (always stream), cpu")->capture_default_str();
+  app.add_option("--trace", o->trace,
+                 "write per-layer upload and compute spans to FILE.json (Chrome trace-event "
+                 "format: open in ui.perfetto.dev)");
 
   return [o] {
     parse_offload(o->offload);  // a bad value is refused before the model is loaded
+    check_stream_policy(o->stream);
     if (o->n_batch < 1) throw error("--batch-size must be at least 1");
     auto t0 = clock::now();
     auto m = model::load(o->model);
@@ -84,6 +95,7 @@ command add_run(CLI::App& app) {
     eo.n_batch = o->n_batch;
     eo.n_threads = o->n_threads;
     eo.offload = o->offload;
+    eo.stream_policy = o->stream;
     if (!o->vram_budget.empty()) eo.vram_budget = parse_size(o->vram_budget);
     layer_cache_metrics cache_metrics;
     if (!o->mem_budget.empty()) eo.mem_budget = parse_size(o->mem_budget);
@@ -91,9 +103,12 @@ command add_run(CLI::App& app) {
     eo.prefetch_distance = o->prefetch_distance;
     eo.direct_io = o->direct_io;
     eo.metrics = &cache_metrics;
+    trace_recorder trace;
+    if (!o->trace.empty()) eo.trace = &trace;
     engine eng(*m, eo);
     for (const std::string& note : eng.notes()) fmt::print(stderr, "tandem: {}\n", note);
-    if (eng.plan_text().find("GPU") != std::string::npos || o->verbose)
+    if (eng.plan_text().find("GPU resident") != std::string::npos ||
+        eng.plan_text().find("GPU streamed") != std::string::npos || o->verbose)
       fmt::print(stderr, "{}", eng.plan_text());
     const double load_ms = ms_since(t0);
 
@@ -142,6 +157,12 @@ command add_run(CLI::App& app) {
                n_gen, gen_ms, n_gen * 1000.0 / std::max(gen_ms, 1e-9), eng.describe(),
                smp.seed());
     if (o->verbose) fmt::print(stderr, "{}", cache_metrics.summary());
+    if (!o->trace.empty()) {
+      trace.write(o->trace);
+      const auto s = trace.summarize();
+      fmt::print(stderr, "trace: {} ({} upload spans, {:.2f} ms; {} GPU compute spans, {:.2f} ms)\n",
+                 o->trace, s.uploads, s.upload_us / 1000, s.computes, s.compute_us / 1000);
+    }
     return 0;
   };
 }

@@ -1,0 +1,58 @@
+// GPU timestamps for the timeline trace (runtime/trace.h): a timestamp query pair around a
+// command buffer's work, read back once the host has waited for that work, converted to the
+// host's steady clock by a calibration taken at start-up (a timestamp written by an otherwise
+// empty submit, bracketed by host times; the narrowest of a few brackets wins). Queue families
+// with timestampValidBits == 0 get no queries: callers fall back to host-side times.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/trace.h"
+#include "vulkan/context.h"
+
+namespace tandem::vk {
+
+class gpu_timer {
+ public:
+  gpu_timer(context& ctx, trace_recorder& trace);
+  ~gpu_timer();
+  gpu_timer(const gpu_timer&) = delete;
+  gpu_timer& operator=(const gpu_timer&) = delete;
+
+  // Whether command buffers of queue family `family` can write timestamps.
+  bool supported(uint32_t family) const;
+  // Records the start of a span into cb (of queue family `family`); returns a handle for end(),
+  // or -1 when that family has no timestamps (nothing recorded).
+  int begin(VkCommandBuffer cb, uint32_t family);
+  // Records the end and names the span; it is read back by collect().
+  void end(VkCommandBuffer cb, int handle, std::string name, trace_track track, int layer);
+  // Reads every recorded span whose command buffer has been submitted (waiting for results that
+  // are not ready yet) and adds it to the trace. Call after the host waited, or it blocks.
+  void collect();
+
+ private:
+  void calibrate();
+  context& ctx_;
+  trace_recorder& trace_;
+  VkQueryPool pool_ = VK_NULL_HANDLE;
+  uint32_t capacity_ = 0;  // queries (pairs x 2)
+  uint32_t next_ = 0;
+  std::vector<uint32_t> valid_bits_;  // per queue family
+  double ns_per_tick_ = 1.0;
+  double offset_us_ = 0;  // host_us = ticks * ns_per_tick / 1000 + offset_us
+  struct pending {
+    uint32_t query;
+    std::string name;
+    trace_track track;
+    int layer;
+  };
+  std::vector<pending> pending_;
+  PFN_vkCreateQueryPool create_pool_ = nullptr;
+  PFN_vkDestroyQueryPool destroy_pool_ = nullptr;
+  PFN_vkCmdResetQueryPool cmd_reset_ = nullptr;
+  PFN_vkCmdWriteTimestamp cmd_write_ = nullptr;
+  PFN_vkGetQueryPoolResults get_results_ = nullptr;
+};
+
+}  // namespace tandem::vk
