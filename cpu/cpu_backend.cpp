@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/attention.h"
 #include "cpu/fp16.h"
 #include "cpu/matmul.h"
 #include "cpu/ops_ref.h"
@@ -116,7 +117,7 @@ class cpu_backend final : public backend {
       }
     }
     cpu::parallel_for(hp_.n_head, 1, [&](int64_t h0, int64_t h1) {
-      cpu::ref::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), n, pos0, hp_.n_head,
+      cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), n, pos0, hp_.n_head,
                           hp_.n_head_kv, hp_.head_dim, static_cast<int>(h0), static_cast<int>(h1));
     });
     cap(il, "attention", att_.data(), nt * dq);

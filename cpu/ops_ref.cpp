@@ -17,14 +17,14 @@ void rmsnorm(float* y, const float* x, const float* w, int n, float eps) {
 
 void rope(float* x, int n_heads, int head_dim, int n_rot, int pos, float freq_base,
           float freq_scale, rope_style style) {
-  for (int h = 0; h < n_heads; ++h) {
-    float* v = x + static_cast<int64_t>(h) * head_dim;
-    for (int i = 0; i < n_rot / 2; ++i) {
-      const float theta =
-          static_cast<float>(pos) * freq_scale * std::pow(freq_base, -2.0f * i / n_rot);
-      const float c = std::cos(theta), s = std::sin(theta);
-      const int a = style == rope_style::adjacent ? 2 * i : i;
-      const int b = style == rope_style::adjacent ? 2 * i + 1 : i + n_rot / 2;
+  for (int i = 0; i < n_rot / 2; ++i) {
+    const float theta =
+        static_cast<float>(pos) * freq_scale * std::pow(freq_base, -2.0f * i / n_rot);
+    const float c = std::cos(theta), s = std::sin(theta);
+    const int a = style == rope_style::adjacent ? 2 * i : i;
+    const int b = style == rope_style::adjacent ? 2 * i + 1 : i + n_rot / 2;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + static_cast<int64_t>(h) * head_dim;
       const float x0 = v[a], x1 = v[b];
       v[a] = x0 * c - x1 * s;
       v[b] = x0 * s + x1 * c;

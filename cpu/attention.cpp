@@ -1,0 +1,16 @@
+#include "cpu/attention.h"
+
+#include "cpu/kernels.h"
+#include "cpu/ops_ref.h"
+
+namespace tandem::cpu {
+
+void attention(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+               int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1) {
+  if (active_kernel_level() != kernel_level::scalar && head_dim % 8 == 0)
+    detail::attention_avx2(out, q, k_cache, v_cache, n_tok, pos0, n_head, n_head_kv, head_dim, h0, h1);
+  else
+    ref::attention(out, q, k_cache, v_cache, n_tok, pos0, n_head, n_head_kv, head_dim, h0, h1);
+}
+
+}  // namespace tandem::cpu

@@ -1,0 +1,17 @@
+// Causal attention over the F16 KV cache: the fast path of ref::attention (same contract, see
+// cpu/ops_ref.h), chosen by the active kernel level. The next K and V rows are prefetched.
+#pragma once
+#include <cstdint>
+
+namespace tandem::cpu {
+
+void attention(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+               int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1);
+
+namespace detail {
+// AVX2/F16C version (cpu/attention_avx2.cpp); head_dim must be a multiple of 8.
+void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
+                    int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1);
+}  // namespace detail
+
+}  // namespace tandem::cpu
