@@ -1,5 +1,6 @@
 #include "cpu/attention.h"
 
+#include "cpu/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
 
@@ -11,6 +12,14 @@ void attention(float* out, const float* q, const uint16_t* k_cache, const uint16
     detail::attention_avx2(out, q, k_cache, v_cache, n_tok, pos0, n_head, n_head_kv, head_dim, h0, h1);
   else
     ref::attention(out, q, k_cache, v_cache, n_tok, pos0, n_head, n_head_kv, head_dim, h0, h1);
+}
+
+void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n) {
+  if (active_kernel_level() != kernel_level::scalar) {
+    detail::fp32_to_fp16_row_avx2(x, y, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) y[i] = fp32_to_fp16(x[i]);
 }
 
 }  // namespace tandem::cpu

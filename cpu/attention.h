@@ -12,6 +12,10 @@ namespace detail {
 // AVX2/F16C version (cpu/attention_avx2.cpp); head_dim must be a multiple of 8.
 void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                     int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1);
+void fp32_to_fp16_row_avx2(const float* x, uint16_t* y, int64_t n);
 }  // namespace detail
+
+// y = x rounded to F16 (round to nearest even), n elements; F16C where the kernels allow.
+void fp32_to_fp16_row(const float* x, uint16_t* y, int64_t n);
 
 }  // namespace tandem::cpu

@@ -99,12 +99,10 @@ class cpu_backend final : public backend {
                      pos0 + t, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
       cpu::ref::rope(&k_[static_cast<size_t>(t) * dkv], hp_.n_head_kv, hp_.head_dim, hp_.n_rot,
                      pos0 + t, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
-      f16* kd = &kv.k[static_cast<size_t>(pos0 + t) * dkv];
-      f16* vd = &kv.v[static_cast<size_t>(pos0 + t) * dkv];
-      for (int i = 0; i < dkv; ++i) {
-        kd[i] = cpu::fp32_to_fp16(k_[static_cast<size_t>(t) * dkv + i]);
-        vd[i] = cpu::fp32_to_fp16(v_[static_cast<size_t>(t) * dkv + i]);
-      }
+      cpu::fp32_to_fp16_row(&k_[static_cast<size_t>(t) * dkv],
+                            &kv.k[static_cast<size_t>(pos0 + t) * dkv], dkv);
+      cpu::fp32_to_fp16_row(&v_[static_cast<size_t>(t) * dkv],
+                            &kv.v[static_cast<size_t>(pos0 + t) * dkv], dkv);
     }
     if (capture_) {
       cap(il, "rope:q", q_.data(), nt * dq);

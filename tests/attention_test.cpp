@@ -47,3 +47,22 @@ TEST(Attention, SimdMatchesReference) {
 
 }  // namespace
 }  // namespace tandem::cpu
+
+namespace tandem::cpu {
+namespace {
+
+TEST(Attention, F16RowConversionMatchesScalar) {
+  if (!cpu_supports(kernel_level::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> ud(-70000.0f, 70000.0f);
+  std::vector<float> x(1003);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = i % 3 == 0 ? ud(rng) : ud(rng) * 1e-6f;
+  x[0] = 65520.0f;  // rounds to infinity
+  x[1] = 1e-7f;     // subnormal
+  std::vector<uint16_t> y(x.size());
+  detail::fp32_to_fp16_row_avx2(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], fp32_to_fp16(x[i])) << x[i];
+}
+
+}  // namespace
+}  // namespace tandem::cpu
