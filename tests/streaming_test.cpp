@@ -61,10 +61,13 @@ struct span {
 };
 
 TEST(Streaming, TraceShowsUploadOverlappingCompute) {
+  // Every eval (the prompt, then each decoded token) streams the layers again; with two slots the
+  // upload of layer i+1 waits for the compute of layer i-1 and then runs beside that of layer i.
+  // (The first upload of an eval may land in the gap between two submits; some pair overlaps.)
   const std::string path = test::temp_dir() + "/stream-trace.json";
   auto r = test::run_cli("run -m " + k_stories +
                          " -p 'Once upon a time there was a little girl named Lily. She liked to "
-                         "play outside in the park with her friends every day.' -n 1 --temp 0 --trace " +
+                         "play outside in the park with her friends every day.' -n 4 --temp 0 --trace " +
                          path + k_stream_args);
   ASSERT_EQ(r.status, 0) << r.err;
   SKIP_WITHOUT_GPU(r);
@@ -173,6 +176,7 @@ TEST(Streaming, AutoPolicyMeasuresCachesAndPrintsItsChoice) {
   // lavapipe: streaming through a CPU-type device never beats the CPU, so the cost model moves the
   // streamed layers to the CPU; the text is still the golden one. The second run reads the cache.
   const std::string dir = test::temp_dir() + "/xdg-cache-cli";
+  std::filesystem::remove_all(dir);  // the first run measures
   const std::string args = "run -m " + k_stories +
                            " -p 'Once upon a time' -n 60 --temp 0 --offload all --vram-budget 4700K";
   ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
