@@ -33,11 +33,12 @@ struct run_result {
   std::string out, err;
 };
 
-// Runs the tandem CLI with args (a shell-quoted string), capturing stdout and stderr.
-inline run_result run_cli(const std::string& args) {
+// Runs the tandem CLI with args (a shell-quoted string), capturing stdout and stderr; env is
+// prefixed to the command line (e.g. "TANDEM_KERNELS=scalar").
+inline run_result run_cli_env(const std::string& env, const std::string& args) {
   static int counter = 0;
   const std::string base = temp_dir() + "/cli" + std::to_string(counter++);
-  const std::string cmd = std::string(TANDEM_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
+  const std::string cmd = env + " " + std::string(TANDEM_CLI) + " " + args + " >" + base + ".out 2>" + base + ".err";
   int rc = std::system(cmd.c_str());
   run_result r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -45,5 +46,7 @@ inline run_result run_cli(const std::string& args) {
   r.err = read_file(base + ".err");
   return r;
 }
+
+inline run_result run_cli(const std::string& args) { return run_cli_env("", args); }
 
 }  // namespace tandem::test

@@ -115,3 +115,21 @@ TEST(Tools, BenchJson) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// The scalar kernel table and the SIMD one give the same perplexity on the trained model.
+TEST(Tools, PerplexityScalarVsSimdKernels) {
+  const std::string args = "perplexity -m " + test::model_path("stories260K.gguf") + " -f " +
+                           test::model_path("quant/ppl-sample.txt") + " -c 128";
+  auto simd = test::run_cli(args);
+  auto sc = test::run_cli_env("TANDEM_KERNELS=scalar", args);
+  ASSERT_EQ(simd.status, 0) << simd.err;
+  ASSERT_EQ(sc.status, 0) << sc.err;
+  const double a = ppl_of(simd.out), b = ppl_of(sc.out);
+  EXPECT_LT(std::abs(a - b) / b, 0.001) << "SIMD " << a << " vs scalar " << b;
+}
+
+}  // namespace
+}  // namespace tandem
