@@ -108,7 +108,8 @@ class cpu_backend final : public backend {
       cap(il, "rope:q", q_.data(), nt * dq);
       cap(il, "rope:k", k_.data(), nt * dkv);
       std::vector<float> rows(nt * dkv);
-      for (const auto& [name, cache] : {std::pair{"kv_store:v", &kv.v}, std::pair{"kv_store:k", &kv.k}}) {
+      for (const auto& [name, cache] :
+           {std::pair{"kv_store:v", &kv.v}, std::pair{"kv_store:k", &kv.k}}) {
         for (size_t i = 0; i < rows.size(); ++i)
           rows[i] = cpu::fp16_to_fp32((*cache)[static_cast<size_t>(pos0) * dkv + i]);
         cap(il, name, rows.data(), rows.size());

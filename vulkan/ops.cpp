@@ -26,9 +26,11 @@ uint32_t div_up(uint64_t a, uint64_t b) {
 // runs (kv_store: its input rows, before), so that the checks can be shown to catch a wrong
 // shader and to name it.
 bool parity_break(const char* name, const dtype* t = nullptr) {
-  const char* b = std::getenv("TANDEM_PARITY_BREAK");
-  if (!b || !*b) return false;
-  const std::string s(b);
+  static const std::string s = [] {
+    const char* b = std::getenv("TANDEM_PARITY_BREAK");
+    return std::string(b ? b : "");
+  }();
+  if (s.empty()) return false;
   return s == name || (t && s == std::string(name) + "_" + std::string(dtype_name(*t)));
 }
 void parity_double(recorder& rec, const buffer_range& y, uint64_t n) {
