@@ -33,8 +33,8 @@ struct machine_speeds {
   bool from_cache = false;
 };
 
-// Defined in vulkan/ (vulkan/measure.cpp; the stub in vulkan/no_vulkan.cpp returns 0): the
-// host -> device copy bandwidth of the device select_gpu_device picks, in bytes per second; 0 and
+// Defined in vulkan/measure.cpp (vulkan/no_vulkan.cpp, built when there are no Vulkan headers,
+// returns 0): the host -> device copy bandwidth of the device select_gpu_device picks, in bytes per second; 0 and
 // *why set when there is none.
 double measure_host_to_device_bandwidth(bool allow_cpu_device, std::string* why);
 
