@@ -13,6 +13,8 @@ namespace detail {
 void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                     int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1);
 void fp32_to_fp16_row_avx2(const float* x, uint16_t* y, int64_t n);
+// x[i] = exp(x[i] - mx) for i < n (AVX2); returns the sum of the new x.
+float softmax_exp(float* x, int n, float mx);
 }  // namespace detail
 
 // y = x rounded to F16 (round to nearest even), n elements; F16C where the kernels allow.

@@ -1,25 +1,129 @@
-// AVX2 + F16C attention: q.K with K rows converted from F16 in registers, a scalar softmax, and
-// the weighted sum of V rows accumulated in place. The rows two positions ahead are prefetched.
+// AVX2 + F16C attention. Per query head and token: scores for four positions at a time (one
+// reduction tree for the four), a vectorized exp for the softmax, and the weighted sum of V rows
+// accumulated in registers, 64 dimensions per pass. A single decode token reads the F16 cache
+// directly with the rows two positions ahead prefetched; a batch converts its KV head to F32 once
+// (prefetching ahead), since every query token re-reads those rows.
 #include <immintrin.h>
 
 #include <cmath>
 #include <vector>
 
 #include "cpu/attention.h"
+#include "cpu/simd_math_avx2.h"
 
 namespace tandem::cpu::detail {
 
 namespace {
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+using simd::hsum;
+using simd::hsum4;
+
+// Rows are F16 in the cache (decode) or F32 after staging (batches).
+struct f16_rows {
+  const uint16_t* base;
+  int64_t stride;  // elements between positions
+  const uint16_t* row(int p) const { return base + stride * p; }
+  static __m256 load(const uint16_t* r, int d) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + d)));
+  }
+  void prefetch(int p) const {
+    _mm_prefetch(reinterpret_cast<const char*>(base + stride * p), _MM_HINT_T0);
+  }
+};
+struct f32_rows {
+  const float* base;
+  int64_t stride;
+  const float* row(int p) const { return base + stride * p; }
+  static __m256 load(const float* r, int d) { return _mm256_loadu_ps(r + d); }
+  void prefetch(int) const {}
+};
+
+// s[p] = scale * dot(q, K row p) for p < n; returns max s.
+template <typename R>
+float scores(const R& k, const float* q, int head_dim, float scale, int n, float* s) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  __m128 mx = _mm_set1_ps(-INFINITY);
+  int p = 0;
+  for (; p + 4 <= n; p += 4) {
+    k.prefetch(p + 6);
+    k.prefetch(p + 7);
+    const auto *k0 = k.row(p), *k1 = k.row(p + 1), *k2 = k.row(p + 2), *k3 = k.row(p + 3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int d = 0; d < head_dim; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(qv, R::load(k0, d), a0);
+      a1 = _mm256_fmadd_ps(qv, R::load(k1, d), a1);
+      a2 = _mm256_fmadd_ps(qv, R::load(k2, d), a2);
+      a3 = _mm256_fmadd_ps(qv, R::load(k3, d), a3);
+    }
+    const __m128 r = _mm_mul_ps(hsum4(a0, a1, a2, a3), _mm256_castps256_ps128(vs));
+    _mm_storeu_ps(s + p, r);
+    mx = _mm_max_ps(mx, r);
+  }
+  float m = simd::hmax(mx);
+  for (; p < n; ++p) {
+    const auto* kr = k.row(p);
+    __m256 a = _mm256_setzero_ps();
+    for (int d = 0; d < head_dim; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), R::load(kr, d), a);
+    s[p] = hsum(a) * scale;
+    m = s[p] > m ? s[p] : m;
+  }
+  return m;
 }
-inline __m256 load_h(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+
+// o[0 .. 8 * NV) = sum_p w[p] * V row p [d0 .. d0 + 8 * NV).
+template <int NV, typename R>
+void weighted_sum(const R& v, const float* w, int n, int d0, float* o) {
+  __m256 acc[NV];
+  for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
+  for (int p = 0; p < n; ++p) {
+    v.prefetch(p + 2);
+    const auto* vr = v.row(p);
+    const __m256 a = _mm256_broadcast_ss(w + p);
+    for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(a, R::load(vr, d0 + 8 * j), acc[j]);
+  }
+  for (int j = 0; j < NV; ++j) _mm256_storeu_ps(o + d0 + 8 * j, acc[j]);
+}
+
+// One query head, one token: o = softmax(scale * q.K) V over positions [0, n).
+template <typename R>
+void head(const R& k, const R& v, const float* q, int head_dim, float scale, int n, float* att,
+          float* o) {
+  const float mx = scores(k, q, head_dim, scale, n, att);
+  const float inv = 1.0f / softmax_exp(att, n, mx);
+  for (int p = 0; p < n; ++p) att[p] *= inv;
+  int d = 0;
+  for (; d + 64 <= head_dim; d += 64) weighted_sum<8>(v, att, n, d, o);
+  for (; d + 32 <= head_dim; d += 32) weighted_sum<4>(v, att, n, d, o);
+  for (; d < head_dim; d += 8) weighted_sum<1>(v, att, n, d, o);
 }
 }  // namespace
+
+float softmax_exp(float* x, int n, float mx) {
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 e0 = simd::exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    const __m256 e1 = simd::exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m));
+    _mm256_storeu_ps(x + i, e0);
+    _mm256_storeu_ps(x + i + 8, e1);
+    s0 = _mm256_add_ps(s0, e0);
+    s1 = _mm256_add_ps(s1, e1);
+  }
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = simd::exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    s0 = _mm256_add_ps(s0, e);
+  }
+  if (i < n) {
+    const __m256i mask = simd::first_lanes(n - i);
+    const __m256 e = _mm256_and_ps(
+        simd::exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m)), _mm256_castsi256_ps(mask));
+    _mm256_maskstore_ps(x + i, mask, e);
+    s1 = _mm256_add_ps(s1, e);
+  }
+  return hsum(_mm256_add_ps(s0, s1));
+}
 
 void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
                     int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1) {
@@ -29,9 +133,7 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   const int n_all = pos0 + n_tok;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   thread_local std::vector<float> att, kf, vf;
-  att.resize(static_cast<size_t>(n_all) + 4);
-  // A batch reads each K/V row once per query token: convert the KV head's rows to F32 once
-  // (prefetching ahead) when that pays, and read F16 directly for a single decode token.
+  att.resize(static_cast<size_t>(n_all) + 8);
   const bool stage = n_tok >= 4;
   if (stage) {
     kf.resize(static_cast<size_t>(n_all) * head_dim);
@@ -47,8 +149,8 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
         _mm_prefetch(reinterpret_cast<const char*>(k + 4 * kv_stride), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(v + 4 * kv_stride), _MM_HINT_T0);
         for (int d = 0; d < head_dim; d += 8) {
-          _mm256_storeu_ps(&kf[static_cast<size_t>(p) * head_dim + d], load_h(k + d));
-          _mm256_storeu_ps(&vf[static_cast<size_t>(p) * head_dim + d], load_h(v + d));
+          _mm256_storeu_ps(&kf[static_cast<size_t>(p) * head_dim + d], f16_rows::load(k, d));
+          _mm256_storeu_ps(&vf[static_cast<size_t>(p) * head_dim + d], f16_rows::load(v, d));
         }
       }
       staged_hk = hk;
@@ -56,78 +158,13 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
     for (int t = 0; t < n_tok; ++t) {
       const int n_pos = pos0 + t + 1;
       const float* qh = q + static_cast<int64_t>(t) * q_stride + h * head_dim;
-      float mx = -INFINITY;
-      if (stage) {
-        // Four positions at a time: independent accumulator chains.
-        int p = 0;
-        for (; p + 4 <= n_pos; p += 4) {
-          const float* k0 = &kf[static_cast<size_t>(p) * head_dim];
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-          for (int d = 0; d < head_dim; d += 8) {
-            const __m256 qv = _mm256_loadu_ps(qh + d);
-            a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
-            a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + head_dim + d), a1);
-            a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * head_dim + d), a2);
-            a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * head_dim + d), a3);
-          }
-          const float s[4] = {hsum(a0) * scale, hsum(a1) * scale, hsum(a2) * scale, hsum(a3) * scale};
-          for (int j = 0; j < 4; ++j) {
-            att[static_cast<size_t>(p + j)] = s[j];
-            mx = s[j] > mx ? s[j] : mx;
-          }
-        }
-        for (; p < n_pos; ++p) {
-          const float* k = &kf[static_cast<size_t>(p) * head_dim];
-          __m256 a = _mm256_setzero_ps();
-          for (int d = 0; d < head_dim; d += 8)
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(k + d), a);
-          const float sc = hsum(a) * scale;
-          att[static_cast<size_t>(p)] = sc;
-          mx = sc > mx ? sc : mx;
-        }
-      } else {
-        const uint16_t* kb = k_cache + hk * head_dim;
-        for (int p = 0; p < n_pos; ++p) {
-          const uint16_t* k = kb + static_cast<int64_t>(p) * kv_stride;
-          _mm_prefetch(reinterpret_cast<const char*>(k + 2 * kv_stride), _MM_HINT_T0);
-          __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-          int d = 0;
-          for (; d + 16 <= head_dim; d += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), load_h(k + d), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d + 8), load_h(k + d + 8), a1);
-          }
-          for (; d < head_dim; d += 8)
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), load_h(k + d), a0);
-          const float sc = hsum(_mm256_add_ps(a0, a1)) * scale;
-          att[static_cast<size_t>(p)] = sc;
-          mx = sc > mx ? sc : mx;
-        }
-      }
-      double sum = 0;
-      for (int p = 0; p < n_pos; ++p) {
-        const float e = std::exp(att[static_cast<size_t>(p)] - mx);
-        att[static_cast<size_t>(p)] = e;
-        sum += e;
-      }
-      const float inv = static_cast<float>(1.0 / sum);
       float* o = out + static_cast<int64_t>(t) * q_stride + h * head_dim;
-      for (int d = 0; d < head_dim; d += 8) _mm256_storeu_ps(o + d, _mm256_setzero_ps());
       if (stage) {
-        for (int p = 0; p < n_pos; ++p) {
-          const float* v = &vf[static_cast<size_t>(p) * head_dim];
-          const __m256 a = _mm256_set1_ps(att[static_cast<size_t>(p)] * inv);
-          for (int d = 0; d < head_dim; d += 8)
-            _mm256_storeu_ps(o + d, _mm256_fmadd_ps(a, _mm256_loadu_ps(v + d), _mm256_loadu_ps(o + d)));
-        }
+        const f32_rows k{kf.data(), head_dim}, v{vf.data(), head_dim};
+        head(k, v, qh, head_dim, scale, n_pos, att.data(), o);
       } else {
-        const uint16_t* vb = v_cache + hk * head_dim;
-        for (int p = 0; p < n_pos; ++p) {
-          const uint16_t* v = vb + static_cast<int64_t>(p) * kv_stride;
-          _mm_prefetch(reinterpret_cast<const char*>(v + 2 * kv_stride), _MM_HINT_T0);
-          const __m256 a = _mm256_set1_ps(att[static_cast<size_t>(p)] * inv);
-          for (int d = 0; d < head_dim; d += 8)
-            _mm256_storeu_ps(o + d, _mm256_fmadd_ps(a, load_h(v + d), _mm256_loadu_ps(o + d)));
-        }
+        const f16_rows k{k_cache + hk * head_dim, kv_stride}, v{v_cache + hk * head_dim, kv_stride};
+        head(k, v, qh, head_dim, scale, n_pos, att.data(), o);
       }
     }
   }

@@ -2,6 +2,7 @@
 // prompt batches and single-token decode at an offset.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -18,9 +19,10 @@ TEST(Attention, SimdMatchesReference) {
   if (!cpu_supports(kernel_level::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
-  for (int head_dim : {8, 24, 64, 128}) {
+  for (int head_dim : {8, 24, 64, 80, 128}) {
     for (int ratio : {1, 2, 4, 8}) {
-      for (auto [n_tok, pos0] : {std::pair{1, 0}, {7, 0}, {1, 36}, {13, 21}}) {
+      for (auto [n_tok, pos0] :
+           {std::pair{1, 0}, {7, 0}, {1, 36}, {13, 21}, {1, 301}, {3, 2}, {37, 95}}) {
         const int n_head_kv = 2, n_head = n_head_kv * ratio;
         const int n_pos = pos0 + n_tok;
         std::vector<uint16_t> k(static_cast<size_t>(n_pos) * n_head_kv * head_dim), v(k.size());
@@ -62,6 +64,43 @@ TEST(Attention, F16RowConversionMatchesScalar) {
   std::vector<uint16_t> y(x.size());
   detail::fp32_to_fp16_row_avx2(x.data(), y.data(), static_cast<int64_t>(x.size()));
   for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], fp32_to_fp16(x[i])) << x[i];
+}
+
+}  // namespace
+}  // namespace tandem::cpu
+
+namespace tandem::cpu {
+namespace {
+
+// The vectorized softmax numerator against std::exp: every length 0..40 (the masked tail), and
+// arguments from 0 down to far below exp's range (which must give 0 or tiny, never NaN).
+TEST(Attention, SoftmaxExpMatchesStdExp) {
+  if (!cpu_supports(kernel_level::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> ud(-100.0f, 5.0f);
+  for (int n = 0; n <= 40; ++n) {
+    std::vector<float> x(static_cast<size_t>(n) + 8, 123.0f);
+    for (int i = 0; i < n; ++i) x[static_cast<size_t>(i)] = ud(rng);
+    float mx = -1e30f;  // as softmax calls it: the largest argument becomes exp(0)
+    for (int i = 0; i < n; ++i) mx = std::max(mx, x[static_cast<size_t>(i)]);
+    std::vector<float> y = x;
+    const float sum = detail::softmax_exp(y.data(), n, mx);
+    double want_sum = 0;
+    for (int i = 0; i < n; ++i) {
+      const double want = std::exp(static_cast<double>(x[static_cast<size_t>(i)] - mx));
+      want_sum += want;
+      const double got = y[static_cast<size_t>(i)];
+      if (want > 1e-37) {
+        EXPECT_NEAR(got / want, 1.0, 4e-7) << x[static_cast<size_t>(i)];
+      } else {
+        EXPECT_LE(got, 2e-37);  // arguments below -87.3 are clamped there: about 1.2e-38
+      }
+    }
+    for (size_t i = static_cast<size_t>(n); i < y.size(); ++i) EXPECT_EQ(y[i], 123.0f);  // untouched
+    if (n > 0) {
+      EXPECT_NEAR(sum / want_sum, 1.0, 1e-6);
+    }
+  }
 }
 
 }  // namespace
