@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/attention.h"
+#include "cpu/elementwise.h"
 #include "cpu/fp16.h"
 #include "cpu/matmul.h"
 #include "cpu/ops_ref.h"
@@ -82,9 +83,8 @@ class cpu_backend final : public backend {
     // Attention block.
     norm(L.attn_norm, n);
     cap(il, "rms_norm:attn_norm", h_.data(), nt * d);
-    cpu::matmul(L.wq, h_.data(), n, q_.data());
-    cpu::matmul(L.wk, h_.data(), n, k_.data());
-    cpu::matmul(L.wv, h_.data(), n, v_.data());
+    const cpu::matmul_job qkv[] = {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}};
+    cpu::matmul_n(qkv, 3, h_.data(), n);
     cap(il, "matmul:wq", q_.data(), nt * dq);
     cap(il, "matmul:wk", k_.data(), nt * dkv);
     cap(il, "matmul:wv", v_.data(), nt * dkv);
@@ -95,10 +95,9 @@ class cpu_backend final : public backend {
     if (L.bk) cap(il, "add:bk", k_.data(), nt * dkv);
     if (L.bv) cap(il, "add:bv", v_.data(), nt * dkv);
     for (int t = 0; t < n; ++t) {
-      cpu::ref::rope(&q_[static_cast<size_t>(t) * dq], hp_.n_head, hp_.head_dim, hp_.n_rot,
-                     pos0 + t, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
-      cpu::ref::rope(&k_[static_cast<size_t>(t) * dkv], hp_.n_head_kv, hp_.head_dim, hp_.n_rot,
-                     pos0 + t, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
+      cpu::rope_qk(&q_[static_cast<size_t>(t) * dq], hp_.n_head, &k_[static_cast<size_t>(t) * dkv],
+                   hp_.n_head_kv, hp_.head_dim, hp_.n_rot, pos0 + t, hp_.rope_freq_base,
+                   hp_.rope_freq_scale, hp_.rope);
       cpu::fp32_to_fp16_row(&k_[static_cast<size_t>(t) * dkv],
                             &kv.k[static_cast<size_t>(pos0 + t) * dkv], dkv);
       cpu::fp32_to_fp16_row(&v_[static_cast<size_t>(t) * dkv],
@@ -127,11 +126,11 @@ class cpu_backend final : public backend {
     // Feed-forward block (SwiGLU).
     norm(L.ffn_norm, n);
     cap(il, "rms_norm:ffn_norm", h_.data(), nt * d);
-    cpu::matmul(L.ffn_gate, h_.data(), n, gate_.data());
-    cpu::matmul(L.ffn_up, h_.data(), n, up_.data());
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data()}, {&L.ffn_up, up_.data()}};
+    cpu::matmul_n(gate_up, 2, h_.data(), n);
     cap(il, "matmul:ffn_gate", gate_.data(), nt * hp_.n_ff);
     cap(il, "matmul:ffn_up", up_.data(), nt * hp_.n_ff);
-    cpu::ref::swiglu(gate_.data(), gate_.data(), up_.data(), n * hp_.n_ff);
+    cpu::swiglu(gate_.data(), gate_.data(), up_.data(), static_cast<int64_t>(n) * hp_.n_ff);
     cap(il, "swiglu", gate_.data(), nt * hp_.n_ff);
     cpu::matmul(L.ffn_down, gate_.data(), n, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
@@ -144,9 +143,8 @@ class cpu_backend final : public backend {
     const int first = all_tokens ? 0 : n - 1;
     const int count = n - first;
     const int d = hp_.n_embd;
-    for (int t = 0; t < count; ++t)
-      cpu::ref::rmsnorm(&h_[static_cast<size_t>(t) * d], &x_[static_cast<size_t>(first + t) * d],
-                        static_cast<const float*>(m_.output_norm().data()), d, hp_.rms_eps);
+    cpu::rmsnorm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
+                      static_cast<const float*>(m_.output_norm().data()), count, d, hp_.rms_eps);
     cpu::matmul(m_.output(), h_.data(), count, logits);
     add_compute(t0);
   }
@@ -165,10 +163,8 @@ class cpu_backend final : public backend {
   }
 
   void norm(const weight& w, int n) {
-    const int d = hp_.n_embd;
-    for (int t = 0; t < n; ++t)
-      cpu::ref::rmsnorm(&h_[static_cast<size_t>(t) * d], &x_[static_cast<size_t>(t) * d],
-                        static_cast<const float*>(w.data()), d, hp_.rms_eps);
+    cpu::rmsnorm_rows(h_.data(), x_.data(), static_cast<const float*>(w.data()), n, hp_.n_embd,
+                      hp_.rms_eps);
   }
 
   static void add_bias(const weight& b, float* y, int n, int dim) {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
+#include <vector>
 
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
@@ -44,14 +46,10 @@ int64_t mv_grain(size_t rb) {
   return std::max<int64_t>(1, static_cast<int64_t>(target / std::max<size_t>(rb, 1)));
 }
 
+// Float weights, several tokens (one token goes through matmul_rows).
 void matmul_float(const type_kernels& k, const weight& w, const float* x, int n_tok, float* y) {
   const int64_t rows = w.rows(), cols = w.cols();
   const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
-  if (n_tok == 1) {
-    parallel_for(rows, mv_grain(rb),
-                 [&](int64_t r0, int64_t r1) { k.mv_f32(w.data(), rb, cols, x, y, r0, r1); });
-    return;
-  }
   // Row blocks small enough to stay in L2 while every token passes over them.
   const int64_t grain = std::max<int64_t>(4, static_cast<int64_t>(256 * 1024 / rb) / 4 * 4);
   parallel_for(
@@ -59,46 +57,117 @@ void matmul_float(const type_kernels& k, const weight& w, const float* x, int n_
       [&](int64_t r0, int64_t r1) { k.mm_f32(w.data(), rb, cols, x, n_tok, y, rows, r0, r1); });
 }
 
-void matmul_q8_rows(const kernel_table& kt, const type_kernels& k, const weight& w, const float* x,
-                    int n_tok, float* y) {
-  const int64_t rows = w.rows(), cols = w.cols();
-  const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
-  const bool k256 = k.mv_act == act_format::q8_256;
-  const int64_t nb = cols / (k256 ? 256 : 32);
-  const size_t q_bytes = align64(static_cast<size_t>(cols));
-  const size_t d_bytes = align64(static_cast<size_t>(nb) * sizeof(float));
-  const size_t s_bytes = align64(k256 ? static_cast<size_t>(cols / 16) * sizeof(int16_t)
-                                      : static_cast<size_t>(nb) * sizeof(int32_t));
-  const size_t per_tok = q_bytes + d_bytes + s_bytes;
-  uint8_t* buf = t_acts.get(per_tok * static_cast<size_t>(n_tok));
-  for (int t = 0; t < n_tok; ++t) {
-    uint8_t* p = buf + per_tok * static_cast<size_t>(t);
-    auto* q = reinterpret_cast<int8_t*>(p);
-    auto* d = reinterpret_cast<float*>(p + q_bytes);
-    if (k256)
-      kt.quant_q8_256(x + t * cols, cols, q, d, reinterpret_cast<int16_t*>(p + q_bytes + d_bytes));
-    else
-      kt.quant_q8_32(x + t * cols, cols, q, d, reinterpret_cast<int32_t*>(p + q_bytes + d_bytes));
-    if (k.mv_act == act_format::q8_32p) interleave_q8_32_pairs(q, cols);
-  }
-  auto row_of = [&](int t) {
+// One weight's activations for mv_q8 / mv_f32: quantized rows (per token) or the float input.
+struct act_rows {
+  act_format fmt = act_format::f32;
+  const uint8_t* buf = nullptr;
+  size_t per_tok = 0, q_bytes = 0, d_bytes = 0;
+
+  q8_row row(int t) const {
     const uint8_t* p = buf + per_tok * static_cast<size_t>(t);
     q8_row r{};
     r.q = reinterpret_cast<const int8_t*>(p);
     r.d = reinterpret_cast<const float*>(p + q_bytes);
-    if (k256)
+    if (fmt == act_format::q8_256)
       r.bsums = reinterpret_cast<const int16_t*>(p + q_bytes + d_bytes);
     else
       r.sum = reinterpret_cast<const int32_t*>(p + q_bytes + d_bytes);
     return r;
+  }
+};
+
+size_t act_bytes(act_format fmt, int64_t cols, size_t* q_bytes, size_t* d_bytes) {
+  const bool k256 = fmt == act_format::q8_256;
+  const int64_t nb = cols / (k256 ? 256 : 32);
+  *q_bytes = align64(static_cast<size_t>(cols));
+  *d_bytes = align64(static_cast<size_t>(nb) * sizeof(float));
+  const size_t s_bytes = align64(k256 ? static_cast<size_t>(cols / 16) * sizeof(int16_t)
+                                      : static_cast<size_t>(nb) * sizeof(int32_t));
+  return *q_bytes + *d_bytes + s_bytes;
+}
+
+void quantize_acts(const kernel_table& kt, act_format fmt, const float* x, int64_t cols, int n_tok,
+                   uint8_t* buf, act_rows* a) {
+  a->fmt = fmt;
+  a->buf = buf;
+  a->per_tok = act_bytes(fmt, cols, &a->q_bytes, &a->d_bytes);
+  for (int t = 0; t < n_tok; ++t) {
+    uint8_t* p = buf + a->per_tok * static_cast<size_t>(t);
+    auto* q = reinterpret_cast<int8_t*>(p);
+    auto* d = reinterpret_cast<float*>(p + a->q_bytes);
+    if (fmt == act_format::q8_256)
+      kt.quant_q8_256(x + t * cols, cols, q, d,
+                      reinterpret_cast<int16_t*>(p + a->q_bytes + a->d_bytes));
+    else
+      kt.quant_q8_32(x + t * cols, cols, q, d,
+                     reinterpret_cast<int32_t*>(p + a->q_bytes + a->d_bytes));
+    if (fmt == act_format::q8_32p) interleave_q8_32_pairs(q, cols);
+  }
+}
+
+// Rows [r0, r1) of one weight for n_tok (few) tokens with the matrix-vector kernels. With several
+// tokens, passes over L2-sized row blocks so each token re-reads cached weights.
+void mv_rows(const type_kernels& k, const weight& w, const act_rows& a, const float* x, int n_tok,
+             float* y, int64_t r0, int64_t r1) {
+  const int64_t rows = w.rows(), cols = w.cols();
+  const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
+  const int64_t step = n_tok == 1 ? r1 - r0 : std::max<int64_t>(1, (256 * 1024) / rb);
+  for (int64_t lo = r0; lo < r1; lo += step) {
+    const int64_t hi = std::min(r1, lo + step);
+    for (int t = 0; t < n_tok; ++t) {
+      if (a.fmt == act_format::f32)
+        k.mv_f32(w.data(), rb, cols, x + t * cols, y + t * rows, lo, hi);
+      else
+        k.mv_q8(w.data(), rb, cols, a.row(t), y + t * rows, lo, hi);
+    }
+  }
+}
+
+// Several weights with the same input and few tokens: the activations are quantized once per
+// format, and one parallel loop covers the row chunks of every weight.
+void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, const float* x,
+                 int n_tok) {
+  constexpr int max_jobs = 8;
+  const type_kernels* ks[max_jobs];
+  act_rows acts[max_jobs];
+  const int64_t cols = jobs[0].w->cols();
+  size_t total = 0;
+  size_t offset[4] = {0, 0, 0, 0};  // per act_format: where its rows start (+1: 0 = none yet)
+  bool need[4] = {false, false, false, false};
+  for (int j = 0; j < n_jobs; ++j) {
+    ks[j] = kt.find(jobs[j].w->type());
+    need[static_cast<int>(ks[j]->mv_act)] = true;
+  }
+  for (int f = 1; f < 4; ++f) {
+    if (!need[f]) continue;
+    size_t qb, db;
+    offset[f] = total;
+    total += act_bytes(static_cast<act_format>(f), cols, &qb, &db) * static_cast<size_t>(n_tok);
+  }
+  uint8_t* buf = t_acts.get(total);
+  act_rows by_fmt[4];
+  for (int f = 1; f < 4; ++f)
+    if (need[f])
+      quantize_acts(kt, static_cast<act_format>(f), x, cols, n_tok, buf + offset[f], &by_fmt[f]);
+  for (int j = 0; j < n_jobs; ++j) acts[j] = by_fmt[static_cast<int>(ks[j]->mv_act)];
+
+  // Chunks of about 64 KiB of weights (enough to outweigh scheduling, small enough to balance).
+  struct chunk {
+    int job;
+    int64_t r0, r1;
   };
-  const int64_t grain = mv_grain(rb);
-  parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
-    // With several tokens, pass over L2-sized row blocks so each token re-reads cached weights.
-    const int64_t step = n_tok == 1 ? r1 - r0 : std::max<int64_t>(1, (256 * 1024) / rb);
-    for (int64_t a = r0; a < r1; a += step) {
-      const int64_t b = std::min(r1, a + step);
-      for (int t = 0; t < n_tok; ++t) k.mv_q8(w.data(), rb, cols, row_of(t), y + t * rows, a, b);
+  thread_local std::vector<chunk> chunks;
+  chunks.clear();
+  for (int j = 0; j < n_jobs; ++j) {
+    const weight& w = *jobs[j].w;
+    const int64_t g = mv_grain(row_bytes(w.type(), static_cast<uint64_t>(w.cols())));
+    for (int64_t r = 0; r < w.rows(); r += g) chunks.push_back({j, r, std::min(w.rows(), r + g)});
+  }
+  const chunk* c = chunks.data();
+  parallel_for(static_cast<int64_t>(chunks.size()), 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t i = c0; i < c1; ++i) {
+      const int j = c[i].job;
+      mv_rows(*ks[j], *jobs[j].w, acts[j], x, n_tok, jobs[j].y, c[i].r0, c[i].r1);
     }
   });
 }
@@ -140,20 +209,42 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
 }  // namespace
 
 void matmul(const weight& w, const float* x, int n_tok, float* y) {
-  if (n_tok <= 0) return;
+  const matmul_job job{&w, y};
+  matmul_n(&job, 1, x, n_tok);
+}
+
+void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
+  if (n_tok <= 0 || n_jobs <= 0) return;
   const kernel_table& kt = kernels();
-  const type_kernels* k = kt.find(w.type());
-  const int64_t rows = w.rows(), cols = w.cols();
-  if (k == nullptr) {  // a type without kernels: dequantize rows (slow but right)
-    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cols / 64));
-    parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
-      ref::matmul(w.type(), w.data(), cols, rows, x, n_tok, y, r0, r1);
-    });
-    return;
+  bool all_fast = n_jobs <= 8;
+  for (int j = 0; j < n_jobs; ++j) {
+    const weight& w = *jobs[j].w;
+    if (w.cols() != jobs[0].w->cols())
+      throw std::logic_error("matmul_n: the weights do not share an input width");
+    const type_kernels* k = kt.find(w.type());
+    // Float weights with several tokens, and quantized ones with many, use the tiled kernels.
+    if (k == nullptr || (k->mv_f32 ? n_tok > 1 : n_tok >= kt.gemm_min_tokens && k->mm_q8))
+      all_fast = false;
   }
-  if (k->mv_f32) return matmul_float(*k, w, x, n_tok, y);
-  if (n_tok >= kt.gemm_min_tokens && k->mm_q8) return matmul_q8_gemm(kt, *k, w, x, n_tok, y);
-  matmul_q8_rows(kt, *k, w, x, n_tok, y);
+  if (all_fast) return matmul_rows(kt, jobs, n_jobs, x, n_tok);
+  for (int j = 0; j < n_jobs; ++j) {
+    const weight& w = *jobs[j].w;
+    float* y = jobs[j].y;
+    const type_kernels* k = kt.find(w.type());
+    const int64_t rows = w.rows(), cols = w.cols();
+    if (k == nullptr) {  // a type without kernels: dequantize rows (slow but right)
+      const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cols / 64));
+      parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
+        ref::matmul(w.type(), w.data(), cols, rows, x, n_tok, y, r0, r1);
+      });
+    } else if (k->mv_f32) {
+      matmul_float(*k, w, x, n_tok, y);
+    } else if (n_tok >= kt.gemm_min_tokens && k->mm_q8) {
+      matmul_q8_gemm(kt, *k, w, x, n_tok, y);
+    } else {
+      matmul_rows(kt, &jobs[j], 1, x, n_tok);
+    }
+  }
 }
 
 }  // namespace tandem::cpu

@@ -10,4 +10,13 @@ namespace tandem::cpu {
 // y (n_tok x w.rows()) = x (n_tok x w.cols()) W^T.
 void matmul(const weight& w, const float* x, int n_tok, float* y);
 
+// Several products with the same input (Q, K and V; gate and up): jobs[j].y = x W_j^T. For
+// decode-sized n_tok the activations are quantized once and one parallel loop covers every
+// weight's rows (one fork-join instead of n_jobs); otherwise the same as calling matmul per job.
+struct matmul_job {
+  const weight* w;
+  float* y;
+};
+void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok);
+
 }  // namespace tandem::cpu

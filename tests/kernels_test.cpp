@@ -385,3 +385,40 @@ TEST(KernelTable, LevelsAndSelection) {
 
 }  // namespace
 }  // namespace tandem::cpu
+
+namespace tandem::cpu {
+namespace {
+
+// matmul_n (one activation quantization, one parallel loop over several weights) gives exactly
+// what one matmul per weight gives, with mixed types (so mixed activation formats: q8_32,
+// q8_32p, q8_256, f32) and decode-sized and prompt-sized token counts, at every level.
+TEST(MatmulN, EqualsSeparateMatmuls) {
+  state_guard guard;
+  const int64_t cols = 512;
+  const test_matrix a(dtype::q4_k, 37, cols, 1), b(dtype::q6_k, 300, cols, 2),
+      c(dtype::q8_0, 5, cols, 3), d(dtype::q4_0, 129, cols, 4), e(dtype::f16, 33, cols, 5);
+  const test_matrix* ms[] = {&a, &b, &c, &d, &e};
+  for (kernel_level l : {kernel_level::scalar, kernel_level::avx2, kernel_level::avx512}) {
+    if (!cpu_supports(l)) continue;
+    set_kernel_level(l);
+    for (int n_tok : {1, 2, 3, 9}) {
+      const auto x = gaussian(static_cast<size_t>(cols * n_tok), 10 + n_tok);
+      std::vector<std::vector<float>> want, got;
+      std::vector<matmul_job> jobs;
+      for (const test_matrix* m : ms) {
+        want.emplace_back(static_cast<size_t>(m->t.ne[1] * n_tok));
+        got.emplace_back(static_cast<size_t>(m->t.ne[1] * n_tok), NAN);
+        matmul(m->w(), x.data(), n_tok, want.back().data());
+      }
+      std::vector<weight> ws;
+      for (const test_matrix* m : ms) ws.push_back(m->w());
+      for (size_t j = 0; j < ws.size(); ++j) jobs.push_back({&ws[j], got[j].data()});
+      matmul_n(jobs.data(), static_cast<int>(jobs.size()), x.data(), n_tok);
+      for (size_t j = 0; j < ws.size(); ++j)
+        EXPECT_EQ(want[j], got[j]) << kernel_level_name(l) << " n_tok " << n_tok << " job " << j;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem::cpu

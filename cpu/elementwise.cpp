@@ -1,0 +1,66 @@
+#include "cpu/elementwise.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu/kernels.h"
+#include "cpu/ops_ref.h"
+#include "cpu/parallel.h"
+
+namespace tandem::cpu {
+
+void rmsnorm_rows(float* y, const float* x, const float* w, int n_tok, int n, float eps) {
+  const bool simd = active_kernel_level() != kernel_level::scalar;
+  auto rows = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      if (simd)
+        detail::rmsnorm_avx2(y + t * n, x + t * n, w, n, eps);
+      else
+        ref::rmsnorm(y + t * n, x + t * n, w, n, eps);
+    }
+  };
+  if (n_tok >= 16)
+    parallel_for(n_tok, 4, rows);
+  else
+    rows(0, n_tok);
+}
+
+void swiglu(float* out, const float* gate, const float* up, int64_t n) {
+  const bool simd = active_kernel_level() != kernel_level::scalar;
+  auto part = [&](int64_t a, int64_t b) {
+    if (simd)
+      detail::swiglu_avx2(out + a, gate + a, up + a, b - a);
+    else
+      ref::swiglu(out + a, gate + a, up + a, static_cast<int>(b - a));
+  };
+  constexpr int64_t chunk = 16384;  // elements; a decode row stays on the calling thread
+  if (n > 2 * chunk)
+    parallel_for((n + chunk - 1) / chunk, 1, [&](int64_t c0, int64_t c1) {
+      part(c0 * chunk, std::min(n, c1 * chunk));
+    });
+  else
+    part(0, n);
+}
+
+void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_rot, int pos,
+             float freq_base, float freq_scale, rope_style style) {
+  for (int i = 0; i < n_rot / 2; ++i) {
+    // The angle exactly as ref::rope computes it.
+    const float theta =
+        static_cast<float>(pos) * freq_scale * std::pow(freq_base, -2.0f * i / n_rot);
+    const float c = std::cos(theta), s = std::sin(theta);
+    const int a = style == rope_style::adjacent ? 2 * i : i;
+    const int b = style == rope_style::adjacent ? 2 * i + 1 : i + n_rot / 2;
+    for (float* x : {q, k}) {
+      const int nh = x == q ? n_head : n_head_kv;
+      for (int h = 0; h < nh; ++h) {
+        float* v = x + static_cast<int64_t>(h) * head_dim;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+}  // namespace tandem::cpu
