@@ -43,6 +43,27 @@ TEST(Tools, QuantizeEveryTypeThenRun) {
   }
 }
 
+// The qwen2.5-0.5b shape: a qwen2 model (Q/K/V biases, tied output head, NeoX RoPE) with
+// Qwen2.5-0.5B's layer shapes and GPT-2's BPE vocabulary by default; it loads and generates.
+TEST(Tools, MakeModelQwen25Shape) {
+  const std::string p = test::temp_dir() + "/qwen2.5-0.5b-q4_0.gguf";
+  auto r = test::run_cli("make-model --shape qwen2.5-0.5b --type q4_0 -o " + p);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto m = model::load(p);
+  EXPECT_EQ(m->hp().arch, "qwen2");
+  EXPECT_EQ(m->hp().n_embd, 896);
+  EXPECT_EQ(m->hp().n_layer, 24);
+  EXPECT_EQ(m->hp().n_head, 14);
+  EXPECT_EQ(m->hp().n_head_kv, 2);
+  EXPECT_EQ(m->hp().n_ff, 4864);
+  EXPECT_EQ(m->hp().n_vocab, 50257);
+  EXPECT_TRUE(m->layer(0).bq && m->layer(0).bk && m->layer(0).bv);
+  EXPECT_EQ(m->file().tensor("output.weight"), nullptr);  // tied to token_embd
+  auto g = test::run_cli("run -m " + p + " -p 'Hello world' -n 4 --temp 0 -c 64");
+  ASSERT_EQ(g.status, 0) << g.err;
+  EXPECT_NE(g.err.find("generation: 4 tokens"), std::string::npos) << g.err;
+}
+
 TEST(Tools, QuantizeSaysWhatItKeeps) {
   const std::string out = test::temp_dir() + "/stories260K-q4_0.gguf";
   auto q = test::run_cli("quantize " + test::model_path("stories260K.gguf") + " " + out + " q4_0");

@@ -16,6 +16,11 @@ namespace {
 struct shape {
   int n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
   float rope_base;
+  const char* arch = "llama";
+  float eps = 1e-5f;
+  bool qkv_bias = false;     // qwen2: biases on Q, K and V
+  bool tied_output = false;  // no output.weight: the head reuses token_embd
+  const char* vocab = "../shared/models/vocab/ggml-vocab-llama-spm.gguf";  // default --vocab
 };
 
 const std::map<std::string, shape>& shapes() {
@@ -24,12 +29,16 @@ const std::map<std::string, shape>& shapes() {
       {"stories110M", {768, 12, 12, 12, 2048, 1024, 10000.0f}},
       {"tinyllama-1.1b", {2048, 22, 32, 4, 5632, 2048, 10000.0f}},
       {"llama2-7b", {4096, 32, 32, 32, 11008, 4096, 10000.0f}},
+      // Qwen2.5-0.5B's layers (its 151936-token vocabulary is not available here: the model gets
+      // the --vocab file's, by default GPT-2's byte-level BPE).
+      {"qwen2.5-0.5b", {896, 24, 14, 2, 4864, 32768, 1000000.0f, "qwen2", 1e-6f, true, true,
+                        "../shared/models/vocab/ggml-vocab-gpt-2.gguf"}},
   };
   return s;
 }
 
 struct make_opts {
-  std::string shape_name, out, type = "f16", vocab = "../shared/models/vocab/ggml-vocab-llama-spm.gguf";
+  std::string shape_name, out, type = "f16", vocab;  // vocab: the shape's default when empty
   uint64_t seed = 1;
 };
 
@@ -52,13 +61,15 @@ command add_make_model(CLI::App& app) {
   app.add_option("--type", o->type, "weight type: f32, f16, q8_0, q4_0, q4_k, q5_k, q6_k")
       ->capture_default_str();
   app.add_option("--seed", o->seed, "random seed")->capture_default_str();
-  app.add_option("--vocab", o->vocab, "vocab-only GGUF whose tokenizer the model gets")
-      ->capture_default_str();
+  app.add_option("--vocab", o->vocab,
+                 "vocab-only GGUF whose tokenizer the model gets (default: "
+                 "../shared/models/vocab/ggml-vocab-llama-spm.gguf; gpt-2's for qwen2.5-0.5b)");
   return [o] {
     auto it = shapes().find(o->shape_name);
     if (it == shapes().end())
       throw error(fmt::format("unknown shape '{}'; see tandem make-model --help", o->shape_name));
     const shape& s = it->second;
+    if (o->vocab.empty()) o->vocab = s.vocab;
     auto t = parse_dtype(o->type);
     if (!t || !traits(*t).computable)
       throw error(fmt::format("unknown or unsupported type '{}' (f32, f16, q8_0, q4_0, q4_k, q5_k, "
@@ -76,24 +87,32 @@ command add_make_model(CLI::App& app) {
     const int n_vocab = static_cast<int>(toks->arr.size());
 
     gguf_writer w;
-    w.set_string("general.architecture", "llama");
+    const std::string a = std::string(s.arch) + ".";
+    w.set_string("general.architecture", s.arch);
     w.set_string("general.name", fmt::format("{} (random weights, {})", o->shape_name, o->type));
-    w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
-    w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
-    w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
-    w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-    w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
-    w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-    w.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(s.n_embd / s.n_head));
-    w.set_f32("llama.rope.freq_base", s.rope_base);
-    w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+    w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+    w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layer));
+    w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+    w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_head));
+    w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+    w.set_u32(a + "rope.dimension_count", static_cast<uint32_t>(s.n_embd / s.n_head));
+    w.set_f32(a + "rope.freq_base", s.rope_base);
+    w.set_f32(a + "attention.layer_norm_rms_epsilon", s.eps);
     for (auto& [k, v] : vocab->metadata())
       if (k.rfind("tokenizer.", 0) == 0) w.set_value(k, v);
 
     uint64_t tensor_id = 0;
-    // Uniform weights with standard deviation std (uniform in [-a, a], a = std * sqrt(3)).
+    int n_fallback = 0;
+    // Uniform weights with standard deviation std (uniform in [-a, a], a = std * sqrt(3)). Rows
+    // that do not fill whole blocks of the type (896 columns in K-quants) become Q8_0 (or F16),
+    // as `tandem quantize` and llama-quantize do.
     auto mat = [&](const std::string& name, int cols, int rows, dtype type, float stddev) {
       dtype tt = type;
+      if (cols % static_cast<int>(traits(tt).block_size) != 0) {
+        tt = cols % 32 == 0 ? dtype::q8_0 : dtype::f16;
+        ++n_fallback;
+      }
       const uint64_t id = o->seed * 1000003ull + tensor_id++;
       w.add_tensor(name, tt, {cols, rows}, [=] {
         const float a = stddev * std::sqrt(3.0f);
@@ -110,6 +129,15 @@ command add_make_model(CLI::App& app) {
       for (int i = 0; i < n; ++i) std::memcpy(b.data() + 4 * i, &one, 4);
       w.add_tensor(name, dtype::f32, {n}, std::move(b));
     };
+    auto bias = [&](const std::string& name, int n) {  // small uniform F32 values
+      std::vector<uint8_t> b(static_cast<size_t>(n) * 4);
+      uint64_t st = o->seed * 1000003ull + tensor_id++;
+      for (int i = 0; i < n; ++i) {
+        const float v = 0.02f * (static_cast<float>(splitmix(st) >> 40) * (2.0f / 16777216.0f) - 1.0f);
+        std::memcpy(b.data() + 4 * i, &v, 4);
+      }
+      w.add_tensor(name, dtype::f32, {n}, std::move(b));
+    };
     const int hd = s.n_embd / s.n_head;
     const float sd_in = 1.0f / std::sqrt(static_cast<float>(s.n_embd));
     const float sd_ff = 1.0f / std::sqrt(static_cast<float>(s.n_ff));
@@ -120,6 +148,11 @@ command add_make_model(CLI::App& app) {
       mat(p + "attn_q.weight", s.n_embd, s.n_head * hd, *t, sd_in);
       mat(p + "attn_k.weight", s.n_embd, s.n_head_kv * hd, *t, sd_in);
       mat(p + "attn_v.weight", s.n_embd, s.n_head_kv * hd, *t, sd_in);
+      if (s.qkv_bias) {
+        bias(p + "attn_q.bias", s.n_head * hd);
+        bias(p + "attn_k.bias", s.n_head_kv * hd);
+        bias(p + "attn_v.bias", s.n_head_kv * hd);
+      }
       mat(p + "attn_output.weight", s.n_head * hd, s.n_embd, *t, sd_in);
       ones(p + "ffn_norm.weight", s.n_embd);
       mat(p + "ffn_gate.weight", s.n_embd, s.n_ff, *t, sd_in);
@@ -127,10 +160,13 @@ command add_make_model(CLI::App& app) {
       mat(p + "ffn_down.weight", s.n_ff, s.n_embd, *t, sd_ff);
     }
     ones("output_norm.weight", s.n_embd);
-    mat("output.weight", s.n_embd, n_vocab, *t, sd_in * 4.0f);
+    if (!s.tied_output) mat("output.weight", s.n_embd, n_vocab, *t, sd_in * 4.0f);
     w.write(o->out);
     fmt::print(stderr, "wrote {}: {} shape, {} weights, vocab of {} tokens from {}\n", o->out,
                o->shape_name, o->type, n_vocab, o->vocab);
+    if (n_fallback > 0)
+      fmt::print(stderr, "{} tensors have rows that do not fill {} blocks; they are stored as "
+                 "q8_0 (or f16)\n", n_fallback, o->type);
     return 0;
   };
 }
