@@ -88,7 +88,20 @@ std::atomic<const kernel_table*>& active_table() {
   return t;
 }
 
-std::atomic<int> g_prefetch{default_prefetch_distance};
+// TANDEM_PREFETCH=<bytes> overrides the default (for measuring it end to end with tandem bench).
+int initial_prefetch() {
+  const char* env = std::getenv("TANDEM_PREFETCH");
+  if (!env || !*env) return default_prefetch_distance;
+  char* end = nullptr;
+  const long v = std::strtol(env, &end, 10);
+  if (*end != '\0' || v < 0 || v > (1 << 20)) {
+    std::fprintf(stderr, "warning: TANDEM_PREFETCH=%s is not a byte count (0 .. 1048576); using %d\n",
+                 env, default_prefetch_distance);
+    return default_prefetch_distance;
+  }
+  return static_cast<int>(v);
+}
+std::atomic<int> g_prefetch{initial_prefetch()};
 
 }  // namespace
 
