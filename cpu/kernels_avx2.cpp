@@ -213,6 +213,26 @@ void mv_float(const void* w, size_t rb, int64_t cols, const float* x, float* y, 
   }
 }
 
+// Lane sums of 8 vectors at once (21 instructions instead of 8 reductions of 7): lane p of the
+// result is the sum of v[tree_slot8(p)], each vector's lanes added in the order hsum uses, so the
+// results are those of hsum whatever the slot.
+constexpr int tree_slot8(int p) {
+  return (p % 4) * 2 + p / 4;
+}
+inline __m256 hsum8(const __m256* v) {
+  __m256 s[4], t[2];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    s[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+                         _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+#pragma GCC unroll 2
+  for (int i = 0; i < 2; ++i)
+    t[i] = _mm256_add_ps(_mm256_shuffle_ps(s[2 * i], s[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(s[2 * i], s[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm256_add_ps(_mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(t[0], t[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
 // R rows x T tokens: each weight vector is loaded (and converted) once for T tokens.
 template <typename W, int R, int T>
 void mm_float_tile(const void* w, size_t rb, int64_t cols, const float* x, float* y, int64_t ldy,
@@ -240,11 +260,24 @@ void mm_float_tile(const void* w, size_t rb, int64_t cols, const float* x, float
       for (int i = 0; i < R; ++i) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
     }
   }
+  // Outputs p = j * R + i, 8 per transpose-add tree (output b + q in slot tree_slot8(q)).
+  constexpr int n = R * T;
+  float out[(n + 7) / 8 * 8];
+#pragma GCC unroll 4
+  for (int b = 0; b < n; b += 8) {
+    __m256 v[8];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; ++q) {
+      const int p = b + q;
+      v[tree_slot8(q)] = p < n ? acc[p % R][p / R] : _mm256_setzero_ps();
+    }
+    _mm256_storeu_ps(out + b, hsum8(v));
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
 #pragma GCC unroll 16
     for (int j = 0; j < T; ++j) {
-      float s = hsum(acc[i][j]);
+      float s = out[j * R + i];
       for (int64_t kk = k; kk < cols; ++kk) s += load1(wr[i] + kk) * xt[j][kk];
       y[(t0 + j) * ldy + r + i] = s;
     }
@@ -274,9 +307,19 @@ void mm_float_rows(const void* w, size_t rb, int64_t cols, const float* x, int n
 template <typename W>
 void mm_float(const void* w, size_t rb, int64_t cols, const float* x, int n_tok, float* y,
               int64_t ldy, int64_t r0, int64_t r1) {
-  int64_t r = r0;
-  for (; r + 2 <= r1; r += 2) mm_float_rows<W, 2>(w, rb, cols, x, n_tok, y, ldy, r);
-  if (r < r1) mm_float_rows<W, 1>(w, rb, cols, x, n_tok, y, ldy, r);
+  // Blocks of tokens whose activations (~512 KiB) stay in L2 while every row of [r0, r1) passes
+  // over them; otherwise each group of 2 rows streams all n_tok activation rows from L3.
+  // Results do not depend on the blocking (each output is one tile's sum).
+  const int64_t per_block = 512 * 1024 / (cols * static_cast<int64_t>(sizeof(float))) / 4 * 4;
+  const int64_t tb = per_block > 4 ? per_block : 4;
+  for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
+    const int nt = static_cast<int>(n_tok - t0 < tb ? n_tok - t0 : tb);
+    const float* xb = x + t0 * cols;
+    float* yb = y + t0 * ldy;
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) mm_float_rows<W, 2>(w, rb, cols, xb, nt, yb, ldy, r);
+    if (r < r1) mm_float_rows<W, 1>(w, rb, cols, xb, nt, yb, ldy, r);
+  }
 }
 
 // ---- Q4_0 / Q8_0 x q8_32 ------------------------------------------------------------------------

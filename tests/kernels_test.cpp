@@ -420,5 +420,37 @@ TEST(MatmulN, EqualsSeparateMatmuls) {
   }
 }
 
+// Float weights on the prompt path (mm_f32): token counts around the register tiles (2, 5, 9),
+// cols that are not a multiple of the vector width, and cols large enough that the kernels split
+// the tokens into blocks (2600 floats: blocks of 48 tokens), against the scalar table.
+TEST(KernelFloatPrompt, OddTokenCountsAndColumns) {
+  state_guard guard;
+  for (dtype t : {dtype::f32, dtype::f16}) {
+    for (kernel_level l : levels()) {
+      if (l == kernel_level::scalar) continue;
+      for (int64_t rows : {7, 33}) {
+        for (int64_t cols : {40, 264, 2600}) {
+          test_matrix m(t, rows, cols, static_cast<uint32_t>(rows * 17 + cols));
+          for (int n_tok : {2, 5, 9, 31, 64}) {
+            const auto x = gaussian(static_cast<size_t>(cols * n_tok), 7 + n_tok);
+            const auto want = run(kernel_level::scalar, m, x, n_tok);
+            const auto got = run(l, m, x, n_tok);
+            const auto sq = term_squares(m, x, n_tok);
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_LE(std::fabs(double(got[i]) - want[i]), 1e-5 * std::sqrt(sq[i]))
+                  << dtype_name(t) << " " << kernel_level_name(l) << " rows " << rows << " cols "
+                  << cols << " n_tok " << n_tok << ": mismatch at " << i;
+            }
+            const double e = normalized_error(m, x, n_tok, got, reference(m, x, n_tok));
+            EXPECT_LT(e, 1e-10 * (1 + 10 / std::sqrt(static_cast<double>(rows * n_tok))))
+                << dtype_name(t) << " " << kernel_level_name(l) << " rows " << rows << " cols "
+                << cols << " n_tok " << n_tok;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tandem::cpu

@@ -245,6 +245,19 @@ int register_all() {
       })->Apply(matmul_args);
     }
   }
+  // Float weights at a tinyllama prompt of 128 tokens (attention projection and FFN up).
+  for (dtype t : {dtype::f16, dtype::f32}) {
+    for (const shape& s : {shape{"tinyllama_attn", 2048, 2048}, shape{"tinyllama_up", 2048, 5632}}) {
+      benchmark::RegisterBenchmark(
+          ("matmul/" + std::string(dtype_name(t)) + "/" + s.name).c_str(),
+          [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows); })
+          ->Args({1, 128})
+          ->Args({2, 128})
+          ->ArgNames({"level", "n_tok"})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
   benchmark::RegisterBenchmark("stories110m_prompt", bm_stories110m)
       ->Args({1, 512})
       ->Args({2, 512})
