@@ -96,6 +96,95 @@ void head(const R& k, const R& v, const float* q, int head_dim, float scale, int
   for (; d + 32 <= head_dim; d += 32) weighted_sum<4>(v, att, n, d, o);
   for (; d < head_dim; d += 8) weighted_sum<1>(v, att, n, d, o);
 }
+
+// Two consecutive query tokens of one head against the same F32 rows (prompt batches): each K and
+// V load feeds both tokens. Token 1 sees one more position (n + 1) than token 0 (n).
+void scores2(const f32_rows& k, const float* q0, const float* q1, int head_dim, float scale,
+             int n, float* s0, float* s1, float* m0, float* m1) {
+  const __m128 vs = _mm_set1_ps(scale);
+  __m128 mx0 = _mm_set1_ps(-INFINITY), mx1 = mx0;
+  int p = 0;
+  for (; p + 4 <= n; p += 4) {
+    const float *k0 = k.row(p), *k1 = k.row(p + 1), *k2 = k.row(p + 2), *k3 = k.row(p + 3);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int d = 0; d < head_dim; d += 8) {
+      const __m256 u = _mm256_loadu_ps(q0 + d), w = _mm256_loadu_ps(q1 + d);
+      __m256 kv = _mm256_loadu_ps(k0 + d);
+      a0 = _mm256_fmadd_ps(u, kv, a0);
+      b0 = _mm256_fmadd_ps(w, kv, b0);
+      kv = _mm256_loadu_ps(k1 + d);
+      a1 = _mm256_fmadd_ps(u, kv, a1);
+      b1 = _mm256_fmadd_ps(w, kv, b1);
+      kv = _mm256_loadu_ps(k2 + d);
+      a2 = _mm256_fmadd_ps(u, kv, a2);
+      b2 = _mm256_fmadd_ps(w, kv, b2);
+      kv = _mm256_loadu_ps(k3 + d);
+      a3 = _mm256_fmadd_ps(u, kv, a3);
+      b3 = _mm256_fmadd_ps(w, kv, b3);
+    }
+    const __m128 r0 = _mm_mul_ps(hsum4(a0, a1, a2, a3), vs);
+    const __m128 r1 = _mm_mul_ps(hsum4(b0, b1, b2, b3), vs);
+    _mm_storeu_ps(s0 + p, r0);
+    _mm_storeu_ps(s1 + p, r1);
+    mx0 = _mm_max_ps(mx0, r0);
+    mx1 = _mm_max_ps(mx1, r1);
+  }
+  *m0 = simd::hmax(mx0);
+  *m1 = simd::hmax(mx1);
+  for (; p <= n; ++p) {  // the tail, and token 1's extra position n
+    const float* kr = k.row(p);
+    __m256 a = _mm256_setzero_ps(), b = a;
+    for (int d = 0; d < head_dim; d += 8) {
+      const __m256 kv = _mm256_loadu_ps(kr + d);
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), kv, a);
+      b = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + d), kv, b);
+    }
+    if (p < n) {
+      s0[p] = hsum(a) * scale;
+      *m0 = s0[p] > *m0 ? s0[p] : *m0;
+    }
+    s1[p] = hsum(b) * scale;
+    *m1 = s1[p] > *m1 ? s1[p] : *m1;
+  }
+}
+
+// o0, o1 [d0 .. d0 + 8 * NV) = sum_p w0[p] (w1[p]) * V row p, over positions [0, n) (w0[n-1] may
+// be a zero weight standing for "token 0 does not see this position").
+template <int NV>
+void weighted_sum2(const f32_rows& v, const float* w0, const float* w1, int n, int d0, float* o0,
+                   float* o1) {
+  __m256 a[NV], b[NV];
+  for (int j = 0; j < NV; ++j) a[j] = b[j] = _mm256_setzero_ps();
+  for (int p = 0; p < n; ++p) {
+    const float* vr = v.row(p);
+    const __m256 x = _mm256_broadcast_ss(w0 + p), y = _mm256_broadcast_ss(w1 + p);
+    for (int j = 0; j < NV; ++j) {
+      const __m256 vv = _mm256_loadu_ps(vr + d0 + 8 * j);
+      a[j] = _mm256_fmadd_ps(x, vv, a[j]);
+      b[j] = _mm256_fmadd_ps(y, vv, b[j]);
+    }
+  }
+  for (int j = 0; j < NV; ++j) {
+    _mm256_storeu_ps(o0 + d0 + 8 * j, a[j]);
+    _mm256_storeu_ps(o1 + d0 + 8 * j, b[j]);
+  }
+}
+
+// Tokens t and t + 1 of one head (positions [0, n) and [0, n + 1)).
+void head2(const f32_rows& k, const f32_rows& v, const float* q0, const float* q1, int head_dim,
+           float scale, int n, float* att0, float* att1, float* o0, float* o1) {
+  float m0, m1;
+  scores2(k, q0, q1, head_dim, scale, n, att0, att1, &m0, &m1);
+  const float inv0 = 1.0f / softmax_exp(att0, n, m0);
+  const float inv1 = 1.0f / softmax_exp(att1, n + 1, m1);
+  for (int p = 0; p < n; ++p) att0[p] *= inv0;
+  att0[n] = 0.0f;
+  for (int p = 0; p <= n; ++p) att1[p] *= inv1;
+  int d = 0;
+  for (; d + 32 <= head_dim; d += 32) weighted_sum2<4>(v, att0, att1, n + 1, d, o0, o1);
+  for (; d < head_dim; d += 8) weighted_sum2<1>(v, att0, att1, n + 1, d, o0, o1);
+}
 }  // namespace
 
 float softmax_exp(float* x, int n, float mx) {
@@ -132,8 +221,9 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   const int q_stride = n_head * head_dim;
   const int n_all = pos0 + n_tok;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  thread_local std::vector<float> att, kf, vf;
+  thread_local std::vector<float> att, att1, kf, vf;
   att.resize(static_cast<size_t>(n_all) + 8);
+  att1.resize(att.size());
   const bool stage = n_tok >= 4;
   if (stage) {
     kf.resize(static_cast<size_t>(n_all) * head_dim);
@@ -157,6 +247,15 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
     }
     for (int t = 0; t < n_tok; ++t) {
       const int n_pos = pos0 + t + 1;
+      if (stage && t + 1 < n_tok) {  // two tokens share the K and V reads
+        const f32_rows k{kf.data(), head_dim}, v{vf.data(), head_dim};
+        const float* q0 = q + static_cast<int64_t>(t) * q_stride + h * head_dim;
+        float* o0 = out + static_cast<int64_t>(t) * q_stride + h * head_dim;
+        head2(k, v, q0, q0 + q_stride, head_dim, scale, n_pos, att.data(), att1.data(), o0,
+              o0 + q_stride);
+        ++t;
+        continue;
+      }
       const float* qh = q + static_cast<int64_t>(t) * q_stride + h * head_dim;
       float* o = out + static_cast<int64_t>(t) * q_stride + h * head_dim;
       if (stage) {
