@@ -42,9 +42,11 @@ void set_kernel_level(kernel_level l);
 // once per kernel call.
 void set_prefetch_distance(int bytes);
 int prefetch_distance();
-// Off: on the 2-core Zen 4 development VM no distance (256 .. 4096 bytes) was consistently faster
-// than none (the hardware prefetchers follow these linear streams); the machine was shared while
-// measured, so re-measure on a quiet one: tandem_kernel_bench --benchmark_filter='matvec/'.
+// Off: on the 2-core Zen 4 development VM no distance was consistently faster than none (the
+// hardware prefetchers follow these linear streams). Measured twice: with tandem_kernel_bench
+// (--benchmark_filter='matvec/', 256 .. 4096 bytes) and end to end with TANDEM_PREFETCH=0, 256,
+// 512, 1024, 2048 and `tandem bench -p 0 -n 32` on tinyllama Q4_K_M / Q6_K and stories110M Q4_0:
+// every distance within the run-to-run noise (about +-15% on that VM).
 inline constexpr int default_prefetch_distance = 0;
 
 // ---- activations ------------------------------------------------------------------------------
