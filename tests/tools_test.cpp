@@ -47,7 +47,8 @@ TEST(Tools, QuantizeEveryTypeThenRun) {
 // Qwen2.5-0.5B's layer shapes and GPT-2's BPE vocabulary by default; it loads and generates.
 TEST(Tools, MakeModelQwen25Shape) {
   const std::string p = test::temp_dir() + "/qwen2.5-0.5b-q4_0.gguf";
-  auto r = test::run_cli("make-model --shape qwen2.5-0.5b --type q4_0 -o " + p);
+  auto r = test::run_cli("make-model --shape qwen2.5-0.5b --type q4_0 --vocab " +
+                         test::model_path("vocab/ggml-vocab-gpt-2.gguf") + " -o " + p);
   ASSERT_EQ(r.status, 0) << r.err;
   auto m = model::load(p);
   EXPECT_EQ(m->hp().arch, "qwen2");
