@@ -11,17 +11,12 @@
 
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
+#include "tests/test_util.h"
 
 namespace tandem::cpu {
 namespace {
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test::gaussian;
 
 double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
   double m = 0;

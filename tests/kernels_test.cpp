@@ -21,17 +21,12 @@
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
 #include "runtime/error.h"
+#include "tests/test_util.h"
 
 namespace tandem::cpu {
 namespace {
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test::gaussian;
 
 // A rows x cols matrix of type t, quantized from Gaussian values, as a weight view.
 struct test_matrix {

@@ -14,6 +14,7 @@
 #include "cpu/fp16.h"
 #include "runtime/gguf.h"
 #include "test_util.h"
+#include "tests/test_util.h"
 
 namespace tandem::cpu {
 namespace {
@@ -88,13 +89,7 @@ INSTANTIATE_TEST_SUITE_P(QuantFiles, QuantFile,
 
 // ---- round trips ----------------------------------------------------------------------------
 
-std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test::gaussian;
 
 double rel_rmse(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 0;

@@ -5,13 +5,24 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
+#include <vector>
 #include <sys/wait.h>
 
 namespace tandem::test {
 
 inline std::string models_dir() { return TANDEM_MODELS_DIR; }
 inline std::string model_path(const std::string& rel) { return models_dir() + "/" + rel; }
+
+// n normal values with standard deviation sigma, the same for the same seed.
+inline std::vector<float> gaussian(size_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
 
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
