@@ -15,6 +15,8 @@
 #include "cpu/ops_ref.h"
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
+#include "cpu/kernels.h"
+#include "cpu/repack.h"
 #include "runtime/backend_factory.h"
 #include "runtime/layer_cache.h"
 
@@ -83,7 +85,10 @@ class cpu_backend final : public backend {
     // Attention block.
     norm(L.attn_norm, n);
     cap(il, "rms_norm:attn_norm", h_.data(), nt * d);
-    const cpu::matmul_job qkv[] = {{&L.wq, q_.data()}, {&L.wk, k_.data()}, {&L.wv, v_.data()}};
+    const packed_layer& P = packed(il);
+    const cpu::matmul_job qkv[] = {{&L.wq, q_.data(), pk(P.wq)},
+                                   {&L.wk, k_.data(), pk(P.wk)},
+                                   {&L.wv, v_.data(), pk(P.wv)}};
     cpu::matmul_n(qkv, 3, h_.data(), n);
     cap(il, "matmul:wq", q_.data(), nt * dq);
     cap(il, "matmul:wk", k_.data(), nt * dkv);
@@ -119,20 +124,21 @@ class cpu_backend final : public backend {
                           hp_.n_head_kv, hp_.head_dim, static_cast<int>(h0), static_cast<int>(h1));
     });
     cap(il, "attention", att_.data(), nt * dq);
-    cpu::matmul(L.wo, att_.data(), n, h_.data());
+    cpu::matmul(L.wo, att_.data(), n, h_.data(), pk(P.wo));
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
     cap(il, "matmul:wo", x_.data(), nt * d);
 
     // Feed-forward block (SwiGLU).
     norm(L.ffn_norm, n);
     cap(il, "rms_norm:ffn_norm", h_.data(), nt * d);
-    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data()}, {&L.ffn_up, up_.data()}};
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
+                                       {&L.ffn_up, up_.data(), pk(P.up)}};
     cpu::matmul_n(gate_up, 2, h_.data(), n);
     cap(il, "matmul:ffn_gate", gate_.data(), nt * hp_.n_ff);
     cap(il, "matmul:ffn_up", up_.data(), nt * hp_.n_ff);
     cpu::swiglu(gate_.data(), gate_.data(), up_.data(), static_cast<int64_t>(n) * hp_.n_ff);
     cap(il, "swiglu", gate_.data(), nt * hp_.n_ff);
-    cpu::matmul(L.ffn_down, gate_.data(), n, h_.data());
+    cpu::matmul(L.ffn_down, gate_.data(), n, h_.data(), pk(P.down));
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
     cap(il, "matmul:ffn_down", x_.data(), nt * d);
     add_compute(t0);
@@ -145,7 +151,7 @@ class cpu_backend final : public backend {
     const int d = hp_.n_embd;
     cpu::rmsnorm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
                       static_cast<const float*>(m_.output_norm().data()), count, d, hp_.rms_eps);
-    cpu::matmul(m_.output(), h_.data(), count, logits);
+    cpu::matmul(m_.output(), h_.data(), count, logits, pk(packed_output_));
     add_compute(t0);
   }
 
@@ -157,6 +163,27 @@ class cpu_backend final : public backend {
   struct kv_cache {
     std::vector<f16> k, v;  // n_ctx x n_embd_kv
   };
+
+  // Packed (x16, cpu/repack.h) copies of a layer's matrices; empty where not packed.
+  struct packed_layer {
+    cpu::packed_matrix wq, wk, wv, wo, gate, up, down;
+  };
+  static const cpu::packed_matrix* pk(const cpu::packed_matrix& m) { return m ? &m : nullptr; }
+  const packed_layer& packed(int il) const {
+    static const packed_layer none;
+    return il >= 0 && static_cast<size_t>(il) < packed_.size() ? packed_[static_cast<size_t>(il)]
+                                                               : none;
+  }
+
+  // Packs w when the active kernels have an x16 layout for it (TANDEM_REPACK=0 turns this off),
+  // then drops its pages of the mapping: from here on only the packed copy is read.
+  static void pack(const weight& w, cpu::packed_matrix* out) {
+    if (!w || !cpu::x16_supported(w.type(), w.cols())) return;
+    const cpu::type_kernels* k = cpu::kernels().find(w.type());
+    if (!k || !k->mv_x16) return;
+    *out = cpu::packed_matrix(w.type(), w.data(), w.rows(), w.cols());
+    advise_dontneed(w.data(), w.nbytes());
+  }
 
   void cap(int il, const char* op, const float* data, size_t n) const {
     if (capture_) capture_(il, op, data, n);
@@ -224,6 +251,21 @@ class cpu_backend final : public backend {
       for (int il : opt_.layers)
         for (auto f : k_fields)
           if (const weight& w = m_.layer(il).*f) advise_willneed(w.data(), w.nbytes());
+      const char* env = std::getenv("TANDEM_REPACK");
+      if (env && std::string(env) == "0") return;
+      packed_.resize(n_layers);
+      for (int il : opt_.layers) {
+        const layer_weights& L = m_.layer(il);
+        packed_layer& P = packed_[static_cast<size_t>(il)];
+        pack(L.wq, &P.wq);
+        pack(L.wk, &P.wk);
+        pack(L.wv, &P.wv);
+        pack(L.wo, &P.wo);
+        pack(L.ffn_gate, &P.gate);
+        pack(L.ffn_up, &P.up);
+        pack(L.ffn_down, &P.down);
+      }
+      if (opt_.output) pack(m_.output(), &packed_output_);
       return;
     }
     // The layers go through the cache: per layer, copies of its tensors whose data pointers are
@@ -305,6 +347,8 @@ class cpu_backend final : public backend {
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
   std::vector<kv_cache> kv_;
   std::vector<cached_layer> cached_;
+  std::vector<packed_layer> packed_;  // per layer, when weights are packed (no --mem-budget)
+  cpu::packed_matrix packed_output_;
   std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)
   int prefetch_distance_ = 0;
   double compute_s_ = 0;

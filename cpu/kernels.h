@@ -93,6 +93,13 @@ using mv_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_row& 
 using mm_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y,
                           int64_t ldy, int64_t r0, int64_t r1, void* scratch);
 
+// x16 (row-interleaved, repack.h) weights: p is the packed matrix of rows x cols; kernels compute
+// row groups [g0, g1) (16 rows each) and write only rows < rows. Activations as for mv_q8 / mm_q8.
+using mv_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                           int64_t g0, int64_t g1);
+using mm_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_groups& x,
+                           float* y, int64_t ldy, int64_t g0, int64_t g1);
+
 enum class act_format : uint8_t { f32, q8_32, q8_32p, q8_256 };
 
 // Turns q8_32 bytes into q8_32p: blocks 2p and 2p + 1 become [2p: 0-15, 2p+1: 0-15, 2p: 16-31,
@@ -112,6 +119,8 @@ struct type_kernels {
   mm_q8_fn mm_q8 = nullptr;
   int gemm_sb = 32;  // sub-block of q8_groups::s for mm_q8
   int gemm_db = 32;  // block of q8_groups::d for mm_q8: 32 (Q8_0 rule) or 256 (Q8_K rule)
+  mv_x16_fn mv_x16 = nullptr;  // on the packed layout, where this level has kernels for it
+  mm_x16_fn mm_x16 = nullptr;
 };
 
 // Activation quantizers (same results at every level).
@@ -156,6 +165,12 @@ void repack_gemm_tile_avx2(dtype t, const void* w, size_t rb, int64_t r0, int nr
 inline constexpr int gemm_sub_block(dtype t) {
   return t == dtype::q6_k ? 16 : 32;
 }
+
+// The AVX-512 level's x16 kernels (kernels_x16_avx512.cpp).
+void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1);
+void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1);
 
 // Per-level tables, defined in kernels.cpp, kernels_avx2.cpp and kernels_avx512.cpp. The SIMD
 // ones may only be called when cpu_supports() says so.

@@ -592,6 +592,8 @@ kernel_table make_table() {
   k.q4_k.mm_q8 = mm_q8<dtype::q4_k>;
   k.q5_k.mm_q8 = mm_q8<dtype::q5_k>;
   k.q6_k.mm_q8 = mm_q8<dtype::q6_k>;
+  k.q4_k.mv_x16 = mv_q4_k_x16_avx512;
+  k.q4_k.mm_x16 = mm_q4_k_x16_avx512;
   return k;
 }
 

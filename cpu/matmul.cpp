@@ -105,6 +105,12 @@ void quantize_acts(const kernel_table& kt, act_format fmt, const float* x, int64
   }
 }
 
+// The packed copy of a job's weight when the table has kernels for it, else null.
+const packed_matrix* usable_packed(const type_kernels* k, const matmul_job& j) {
+  return k && k->mv_x16 && j.packed && *j.packed && j.packed->type() == j.w->type() ? j.packed
+                                                                                    : nullptr;
+}
+
 // Rows [r0, r1) of one weight for n_tok (few) tokens with the matrix-vector kernels. With several
 // tokens, passes over L2-sized row blocks so each token re-reads cached weights.
 void mv_rows(const type_kernels& k, const weight& w, const act_rows& a, const float* x, int n_tok,
@@ -152,28 +158,42 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
   for (int j = 0; j < n_jobs; ++j) acts[j] = by_fmt[static_cast<int>(ks[j]->mv_act)];
 
   // Chunks of about 64 KiB of weights (enough to outweigh scheduling, small enough to balance).
+  // For packed weights, r0 and r1 count groups of x16_rows rows.
   struct chunk {
     int job;
     int64_t r0, r1;
   };
+  const packed_matrix* pk[max_jobs];
   thread_local std::vector<chunk> chunks;
   chunks.clear();
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;
-    const int64_t g = mv_grain(row_bytes(w.type(), static_cast<uint64_t>(w.cols())));
-    for (int64_t r = 0; r < w.rows(); r += g) chunks.push_back({j, r, std::min(w.rows(), r + g)});
+    pk[j] = usable_packed(ks[j], jobs[j]);
+    int64_t g = mv_grain(row_bytes(w.type(), static_cast<uint64_t>(w.cols())));
+    int64_t n = w.rows();
+    if (pk[j]) {
+      g = std::max<int64_t>(1, g / x16_rows);
+      n = (n + x16_rows - 1) / x16_rows;
+    }
+    for (int64_t r = 0; r < n; r += g) chunks.push_back({j, r, std::min(n, r + g)});
   }
   const chunk* c = chunks.data();
   parallel_for(static_cast<int64_t>(chunks.size()), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t i = c0; i < c1; ++i) {
       const int j = c[i].job;
-      mv_rows(*ks[j], *jobs[j].w, acts[j], x, n_tok, jobs[j].y, c[i].r0, c[i].r1);
+      if (const packed_matrix* p = pk[j]) {
+        for (int t = 0; t < n_tok; ++t)
+          ks[j]->mv_x16(p->data(), p->rows(), p->cols(), acts[j].row(t),
+                        jobs[j].y + t * p->rows(), c[i].r0, c[i].r1);
+      } else {
+        mv_rows(*ks[j], *jobs[j].w, acts[j], x, n_tok, jobs[j].y, c[i].r0, c[i].r1);
+      }
     }
   });
 }
 
 void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight& w, const float* x,
-                    int n_tok, float* y) {
+                    int n_tok, float* y, const packed_matrix* packed) {
   constexpr int g = gemm_group;
   const int64_t rows = w.rows(), cols = w.cols();
   const size_t rb = row_bytes(w.type(), static_cast<uint64_t>(cols));
@@ -197,6 +217,12 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
     }
   });
   const q8_groups groups{q, d, s, cols, sb, db, n_tok};
+  if (packed && k.mm_x16) {
+    parallel_for((rows + x16_rows - 1) / x16_rows, 1, [&](int64_t g0, int64_t g1) {
+      k.mm_x16(packed->data(), rows, cols, groups, y, rows, g0, g1);
+    });
+    return;
+  }
   const int64_t tiles = (rows + gemm_rows - 1) / gemm_rows;
   const size_t tile_bytes = gemm_scratch_bytes(cols);
   parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
@@ -208,8 +234,8 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
 
 }  // namespace
 
-void matmul(const weight& w, const float* x, int n_tok, float* y) {
-  const matmul_job job{&w, y};
+void matmul(const weight& w, const float* x, int n_tok, float* y, const packed_matrix* packed) {
+  const matmul_job job{&w, y, packed};
   matmul_n(&job, 1, x, n_tok);
 }
 
@@ -240,7 +266,7 @@ void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
     } else if (k->mv_f32) {
       matmul_float(*k, w, x, n_tok, y);
     } else if (n_tok >= kt.gemm_min_tokens && k->mm_q8) {
-      matmul_q8_gemm(kt, *k, w, x, n_tok, y);
+      matmul_q8_gemm(kt, *k, w, x, n_tok, y, usable_packed(k, jobs[j]));
     } else {
       matmul_rows(kt, &jobs[j], 1, x, n_tok);
     }

@@ -3,12 +3,15 @@
 #pragma once
 #include <cstdint>
 
+#include "cpu/repack.h"
 #include "runtime/model.h"
 
 namespace tandem::cpu {
 
-// y (n_tok x w.rows()) = x (n_tok x w.cols()) W^T.
-void matmul(const weight& w, const float* x, int n_tok, float* y);
+// y (n_tok x w.rows()) = x (n_tok x w.cols()) W^T. With `packed` (a packed copy of w, see
+// repack.h) the active level's x16 kernels read it instead of w, where the level has them.
+void matmul(const weight& w, const float* x, int n_tok, float* y,
+            const packed_matrix* packed = nullptr);
 
 // Several products with the same input (Q, K and V; gate and up): jobs[j].y = x W_j^T. For
 // decode-sized n_tok the activations are quantized once and one parallel loop covers every
@@ -16,6 +19,7 @@ void matmul(const weight& w, const float* x, int n_tok, float* y);
 struct matmul_job {
   const weight* w;
   float* y;
+  const packed_matrix* packed = nullptr;
 };
 void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok);
 

@@ -104,6 +104,15 @@ void advise_willneed(const void* p, uint64_t n) {
   (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_WILLNEED);
 }
 
+void advise_dontneed(const void* p, uint64_t n) {
+  if (!p || n == 0) return;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t start = (a + page - 1) / page * page;
+  const uintptr_t end = (a + n) / page * page;
+  if (end > start) (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+}
+
 // ---- layout -------------------------------------------------------------------------------
 
 uint64_t layer_cache::buffer_bytes(const std::vector<layer_extent>& extents) {

@@ -205,5 +205,8 @@ class layer_cache {
 
 // madvise(MADV_WILLNEED) over [p, p + n), widened to whole pages; ignores failures.
 void advise_willneed(const void* p, uint64_t n);
+// Tells the kernel the whole pages inside [p, p + n) of a read-only file mapping will not be read
+// soon (MADV_DONTNEED: dropped from this process, read again from the file if touched).
+void advise_dontneed(const void* p, uint64_t n);
 
 }  // namespace tandem

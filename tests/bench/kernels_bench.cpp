@@ -27,6 +27,7 @@
 #include "cpu/matmul.h"
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
+#include "cpu/repack.h"
 
 namespace tandem::cpu {
 namespace {
@@ -39,6 +40,7 @@ struct matrix_pool {
   size_t bytes;  // of one matrix
   std::vector<std::unique_ptr<uint8_t[]>> copies;
   std::vector<gguf_tensor> tensors;
+  std::vector<packed_matrix> packed;  // x16 copies, when asked for
 
   matrix_pool(dtype t, int64_t r, int64_t c, size_t min_total) : type(t), rows(r), cols(c) {
     const size_t rb = row_bytes(t, static_cast<uint64_t>(c));
@@ -68,6 +70,12 @@ struct matrix_pool {
     }
   }
   weight at(size_t i) const { return weight{&tensors[i % tensors.size()]}; }
+  const packed_matrix* packed_at(size_t i) const {
+    return packed.empty() ? nullptr : &packed[i % packed.size()];
+  }
+  void pack() {
+    for (const auto& t : tensors) packed.emplace_back(type, t.data, rows, cols);
+  }
 };
 
 std::vector<float> activations(int64_t n) {
@@ -98,7 +106,8 @@ void label(benchmark::State& state, dtype t, int64_t rows, int64_t cols, kernel_
                  std::to_string(rows) + " " + kernel_level_name(l) + " pf=" + std::to_string(pf));
 }
 
-void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, bool hot) {
+void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, bool hot,
+               bool x16 = false) {
   const auto l = static_cast<kernel_level>(state.range(0));
   const int pf = static_cast<int>(state.range(1));
   if (!setup(state, l, pf)) return;
@@ -106,17 +115,19 @@ void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, boo
   static std::unique_ptr<matrix_pool> pool;
   static std::string pool_key;
   const std::string key = std::string(dtype_name(t)) + std::to_string(rows) + "x" +
-                          std::to_string(cols) + (hot ? "hot" : "");
+                          std::to_string(cols) + (hot ? "hot" : "") + (x16 ? "x16" : "");
   if (!pool || key != pool_key) {
     pool.reset();
     pool = std::make_unique<matrix_pool>(t, rows, cols, hot ? 0 : pool_target);
+    if (x16) pool->pack();
     pool_key = key;
   }
   const auto x = activations(cols);
   std::vector<float> y(static_cast<size_t>(rows));
   size_t i = 0;
   for (auto _ : state) {
-    matmul(pool->at(i++), x.data(), 1, y.data());
+    matmul(pool->at(i), x.data(), 1, y.data(), pool->packed_at(i));
+    ++i;
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(pool->bytes) / 1e9,
@@ -243,6 +254,16 @@ int register_all() {
       benchmark::RegisterBenchmark(("matmul/" + suffix).c_str(), [t, s](benchmark::State& st) {
         bm_matmul(st, t, s.cols, s.rows);
       })->Apply(matmul_args);
+      if (x16_supported(t, s.cols)) {  // packed copies (cpu/repack.h), AVX-512 level
+        for (bool hot : {false, true})
+          benchmark::RegisterBenchmark(
+              ((hot ? "matvec_x16_hot/" : "matvec_x16/") + suffix).c_str(),
+              [t, s, hot](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, hot, true); })
+              ->Args({2, 0})
+              ->ArgNames({"level", "pf"})
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond);
+      }
     }
   }
   // Float weights at a tinyllama prompt of 128 tokens (attention projection and FFN up).

@@ -1,0 +1,187 @@
+// AVX-512 VNNI kernels on the x16 layouts of repack.h: zmm lanes are 16 weight rows, and every
+// vpdpbusd multiplies 4 levels of each row by one broadcast of 4 activation bytes.
+//
+// Q4_K: the low nibbles of a qs vector are sub-block 2p, the high nibbles (masked, not shifted:
+// 16x their level) sub-block 2p + 1. Per super-block and row, the integer sum
+// 16 * sum_even(sc * dot) + sum_odd(sc * dot) stays below 2^29, so it is exact in int32 and
+// scaled once (d * xd / 16); the mins term sum_j(min_j * bsum_j) is one vpdpwssd per pair.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "cpu/kernels.h"
+#include "cpu/quant.h"
+#include "cpu/repack.h"
+
+namespace tandem::cpu {
+namespace {
+
+inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+inline __m512i load_u8x16_epi32(const uint8_t* p) {
+  return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline __m512 load_f16x16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+inline __mmask16 row_mask(int64_t rows, int64_t g) {
+  const int64_t n = rows - g * x16_rows;
+  return n >= x16_rows ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+}  // namespace
+
+void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  const int64_t nb = cols / qk_k;
+  const auto* blocks = static_cast<const block_q4_k_x16*>(p);
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q4_k_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps(), acc_m = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q4_k_x16& B = b[i];
+      const int8_t* xq = x.q + qk_k * i;
+      __m512i sl[4], sh[4];
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) sl[q] = sh[q] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+          const __m512i w = _mm512_load_si512(B.qs[s][q]);
+          sl[q] = _mm512_dpbusd_epi32(sl[q], _mm512_and_si512(w, m_lo), bcast4(xq + 64 * q + 4 * s));
+          sh[q] = _mm512_dpbusd_epi32(sh[q], _mm512_and_si512(w, m_hi),
+                                      bcast4(xq + 64 * q + 32 + 4 * s));
+        }
+      }
+      __m512i lo = _mm512_setzero_si512(), hi = lo;
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        lo = _mm512_add_epi32(lo, _mm512_mullo_epi32(sl[q], load_u8x16_epi32(B.sc[2 * q])));
+        hi = _mm512_add_epi32(hi, _mm512_mullo_epi32(sh[q], load_u8x16_epi32(B.sc[2 * q + 1])));
+      }
+      const __m512i tot = _mm512_add_epi32(_mm512_slli_epi32(lo, 4), hi);
+      // Sums of the activations per sub-block of 32, as int16 pairs (2q, 2q + 1).
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
+      const __m128i bs32 =
+          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      alignas(16) int32_t pairs[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), bs32);
+      __m512i mins = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m512i mn =
+            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+        const __m512i pair = _mm512_set1_epi32(pairs[q]);
+        mins = _mm512_dpwssd_epi32(mins, mn, pair);
+      }
+      const __m512 xd = _mm512_set1_ps(x.d[i]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                            _mm512_mul_ps(load_f16x16(B.d), _mm512_mul_ps(xd, _mm512_set1_ps(0.0625f))),
+                            acc);
+      acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(load_f16x16(B.dmin), xd),
+                              acc_m);
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_sub_ps(acc, acc_m));
+  }
+}
+
+namespace {
+
+// 16 rows x NT tokens of one activation group (kernels.h: q8_groups, sb 32, db 256).
+template <int NT>
+void mm_q4_k_x16_tile(const block_q4_k_x16* b, int64_t nb, const int8_t* xq, const float* xd,
+                      const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+  constexpr int g = gemm_group;
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  const __m512i m_word = _mm512_set1_epi32(0xFFFF);
+  __m512 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q4_k_x16& B = b[i];
+    const int8_t* xi = xq + i * qk_k * g;
+    __m512i isum[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      const __m512i mask = (j & 1) ? m_hi : m_lo;
+      __m512i sj[NT];
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+        const __m512i w = _mm512_and_si512(_mm512_load_si512(B.qs[s][j / 2]), mask);
+        const int8_t* xk = xi + (8 * j + s) * 4 * g;
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
+      }
+      __m512i sc = load_u8x16_epi32(B.sc[j]);
+      if (!(j & 1)) sc = _mm512_slli_epi32(sc, 4);
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
+    }
+    const __m512 dv = _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(0.0625f));
+    const float* xdi = xd + i * g;
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])),
+                               acc[t]);
+    const __m512 dmin = load_f16x16(B.dmin);
+    const float* xsi = xs + i * 8 * g;
+    for (int q = 0; q < 4; ++q) {
+      const __m512i mn =
+          _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+      const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
+      const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        acc[t] = _mm512_fnmadd_ps(m0, _mm512_set1_ps(xsi[(2 * q) * g + t]), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(m1, _mm512_set1_ps(xsi[(2 * q + 1) * g + t]), acc[t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+}
+
+}  // namespace
+
+void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  constexpr int g = gemm_group;
+  const int64_t nb = cols / qk_k;
+  const auto* blocks = static_cast<const block_q4_k_x16*>(p);
+  const int n_groups = (x.n_tok + g - 1) / g;
+  for (int64_t rg = g0; rg < g1; ++rg) {
+    const block_q4_k_x16* b = blocks + rg * nb;
+    const __mmask16 rows_m = row_mask(rows, rg);
+    for (int gi = 0; gi < n_groups; ++gi) {
+      const int8_t* xq = x.q + gi * cols * g;
+      const float* xd = x.d + gi * (cols / x.db) * g;
+      const float* xs = x.s + gi * (cols / x.sb) * g;
+      float* yt = y + gi * g * ldy + rg * x16_rows;
+      switch (x.n_tok - gi * g < g ? x.n_tok - gi * g : g) {
+        case 8: mm_q4_k_x16_tile<8>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        case 7: mm_q4_k_x16_tile<7>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        case 6: mm_q4_k_x16_tile<6>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        case 5: mm_q4_k_x16_tile<5>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        case 4: mm_q4_k_x16_tile<4>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        case 3: mm_q4_k_x16_tile<3>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        case 2: mm_q4_k_x16_tile<2>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+        default: mm_q4_k_x16_tile<1>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
+      }
+    }
+  }
+}
+
+}  // namespace tandem::cpu

@@ -1,0 +1,111 @@
+// Packing GGUF rows into the x16 layouts of repack.h, and back (scalar; runs once at load).
+#include "cpu/repack.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "cpu/parallel.h"
+#include "cpu/quant.h"
+
+namespace tandem::cpu {
+
+bool x16_supported(dtype t, int64_t cols) {
+  return t == dtype::q4_k && cols > 0 && cols % qk_k == 0;
+}
+
+size_t x16_bytes(dtype t, int64_t rows, int64_t cols) {
+  if (!x16_supported(t, cols)) return 0;
+  const int64_t groups = (rows + x16_rows - 1) / x16_rows;
+  return static_cast<size_t>(groups * (cols / qk_k)) * sizeof(block_q4_k_x16);
+}
+
+namespace {
+
+void pack_q4_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g,
+                     block_q4_k_x16* out) {
+  for (int64_t i = 0; i < nb; ++i) {
+    block_q4_k_x16& o = out[i];
+    std::memset(&o, 0, sizeof(o));
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      const auto& b = reinterpret_cast<const block_q4_k*>(w + static_cast<size_t>(row) * rb)[i];
+      o.d[r] = b.d;
+      o.dmin[r] = b.dmin;
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        get_scale_min_k4(j, b.scales, &sc, &m);
+        o.sc[j][r] = sc;
+        o.mn[j / 2][r][j % 2] = m;
+      }
+      // GGUF: qs[32p + l] holds column l of sub-block 2p (low nibble) and of 2p + 1 (high).
+      for (int p = 0; p < 4; ++p)
+        for (int s = 0; s < 8; ++s)
+          for (int e = 0; e < 4; ++e) o.qs[s][p][r][e] = b.qs[32 * p + 4 * s + e];
+    }
+  }
+}
+
+void unpack_q4_k_group(const block_q4_k_x16* in, int64_t rows, int64_t nb, int64_t g, uint8_t* w,
+                       size_t rb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q4_k_x16& o = in[i];
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      auto& b = reinterpret_cast<block_q4_k*>(w + static_cast<size_t>(row) * rb)[i];
+      b.d = o.d[r];
+      b.dmin = o.dmin[r];
+      // The inverse of get_scale_min_k4.
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t sc_lo = o.sc[j][r], m_lo = o.mn[j / 2][r][j % 2];
+        const uint8_t sc_hi = o.sc[j + 4][r], m_hi = o.mn[(j + 4) / 2][r][j % 2];
+        b.scales[j] = static_cast<uint8_t>((sc_lo & 63) | ((sc_hi >> 4) << 6));
+        b.scales[j + 4] = static_cast<uint8_t>((m_lo & 63) | ((m_hi >> 4) << 6));
+        b.scales[j + 8] = static_cast<uint8_t>((sc_hi & 0xF) | ((m_hi & 0xF) << 4));
+      }
+      for (int p = 0; p < 4; ++p)
+        for (int s = 0; s < 8; ++s)
+          for (int e = 0; e < 4; ++e) b.qs[32 * p + 4 * s + e] = o.qs[s][p][r][e];
+    }
+  }
+}
+
+}  // namespace
+
+void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0,
+              int64_t g1, void* dst) {
+  if (!x16_supported(t, cols)) return;
+  const int64_t nb = cols / qk_k;
+  auto* out = static_cast<block_q4_k_x16*>(dst);
+  for (int64_t g = g0; g < g1; ++g)
+    pack_q4_k_group(static_cast<const uint8_t*>(w), rb, rows, nb, g, out + g * nb);
+}
+
+void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb) {
+  if (!x16_supported(t, cols)) return;
+  const int64_t nb = cols / qk_k;
+  const auto* in = static_cast<const block_q4_k_x16*>(src);
+  for (int64_t g = 0; g < (rows + x16_rows - 1) / x16_rows; ++g)
+    unpack_q4_k_group(in + g * nb, rows, nb, g, static_cast<uint8_t*>(w), rb);
+}
+
+void packed_matrix::free_aligned::operator()(void* p) const {
+  std::free(p);
+}
+
+packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)
+    : type_(t), rows_(rows), cols_(cols), bytes_(x16_bytes(t, rows, cols)) {
+  if (bytes_ == 0) return;
+  void* p = std::aligned_alloc(64, (bytes_ + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  buf_.reset(static_cast<uint8_t*>(p));
+  data_ = p;
+  const size_t rb = row_bytes(t, static_cast<uint64_t>(cols));
+  parallel_for((rows + x16_rows - 1) / x16_rows, 4, [&](int64_t g0, int64_t g1) {
+    pack_x16(t, w, rb, rows, cols, g0, g1, p);
+  });
+}
+
+}  // namespace tandem::cpu

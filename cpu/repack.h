@@ -1,0 +1,77 @@
+// Row-interleaved weight layouts ("x16"): 16 rows of a quantized matrix stored together, block
+// by block, so that one zmm register holds the same 4 columns of 16 rows. A matrix-vector
+// kernel then multiplies 16 rows by one broadcast of 4 activation bytes (vpdpbusd), and each
+// row's sub-block scale is a vector lane: scales are applied once per sub-block for 16 rows
+// instead of being broadcast lane by lane within each row. This is what lets decode run at the
+// memory limit on K-quants (llama.cpp's CPU "repack" buffers do the same for Q4_0 and Q4_K).
+//
+// The CPU backend packs a weight at load when the active kernel table has kernels for its packed
+// layout (type_kernels::mv_x16); the GGUF rows are then no longer read. Weights that go through
+// the layer cache (--mem-budget) stay in GGUF layout.
+//
+// Layouts are defined here, independent of the instruction set; packing is exact and reversible
+// (unpack_x16 restores the GGUF bytes, which the tests check).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "runtime/dtype.h"
+
+namespace tandem::cpu {
+
+inline constexpr int x16_rows = 16;
+
+// Q4_K, 16 rows x 256 columns (one super-block of each row).
+//  qs[s][p][r][e]: low nibble = level of column 4s + e of sub-block 2p of row r, high nibble =
+//                  the same column of sub-block 2p + 1 (as GGUF Q4_K pairs sub-blocks); step-major
+//                  so that the matrix-vector kernel (all pairs per step) reads memory in order;
+//  sc[j][r], mn[p][r][2]: the 6-bit scale of sub-block j and the mins of sub-blocks 2p, 2p + 1;
+//  d[r], dmin[r]: the rows' F16 super-block scales.
+// Rows past the matrix's end are zero (d = dmin = 0).
+struct block_q4_k_x16 {
+  uint8_t qs[8][4][x16_rows][4];
+  uint8_t sc[8][x16_rows];
+  uint8_t mn[4][x16_rows][2];
+  uint16_t d[x16_rows];
+  uint16_t dmin[x16_rows];
+};
+static_assert(sizeof(block_q4_k_x16) == 2368);
+
+// Whether t has an x16 layout and cols fit its blocks.
+bool x16_supported(dtype t, int64_t cols);
+// Bytes of the packed matrix: ceil(rows / 16) groups, each cols / 256 blocks, group-major.
+size_t x16_bytes(dtype t, int64_t rows, int64_t cols);
+// Packs row groups [g0, g1) of a rows x cols matrix (rb bytes per GGUF row) into dst (the whole
+// packed matrix). Groups are independent, so callers may split them across threads.
+void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0,
+              int64_t g1, void* dst);
+// The reverse, for tests: writes the GGUF rows of the matrix.
+void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb);
+
+// A packed copy of one weight matrix (64-byte aligned).
+class packed_matrix {
+ public:
+  packed_matrix() = default;
+  // Packs with the threads of cpu::parallel_for.
+  packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols);
+
+  explicit operator bool() const { return data_ != nullptr; }
+  dtype type() const { return type_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  const void* data() const { return data_; }
+  size_t nbytes() const { return bytes_; }
+
+ private:
+  struct free_aligned {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<uint8_t, free_aligned> buf_;
+  const void* data_ = nullptr;
+  dtype type_ = dtype::f32;
+  int64_t rows_ = 0, cols_ = 0;
+  size_t bytes_ = 0;
+};
+
+}  // namespace tandem::cpu
