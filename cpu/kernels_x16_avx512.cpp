@@ -37,6 +37,134 @@ inline __mmask16 row_mask(int64_t rows, int64_t g) {
   return n >= x16_rows ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
 
+// Q6_K: the 6-bit levels of group G (columns 32G + 4s .. + 3 of 16 rows) at step s.
+inline __m512i q6_levels(const block_q6_k_x16& B, int s, int G) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  const __m512i l = _mm512_loadu_si512(B.step[s].ql[G / 2]);
+  const __m512i h = _mm512_loadu_si512(B.step[s].qh[G / 4]);
+  const __m512i lo = _mm512_and_si512((G & 1) ? _mm512_srli_epi16(l, 4) : l, m4);
+  __m512i hi;
+  switch (G & 3) {
+    case 0: hi = _mm512_slli_epi16(h, 4); break;
+    case 1: hi = _mm512_slli_epi16(h, 2); break;
+    case 2: hi = h; break;
+    default: hi = _mm512_srli_epi16(h, 2); break;
+  }
+  // lo | (hi & 0x30): vpternlogd with truth table A | (B & C) = 0xF8.
+  return _mm512_ternarylogic_epi32(lo, hi, m30, 0xF8);
+}
+
+// The int8 scales of sub-blocks 2G and 2G + 1 as int16 pairs per row, and either one as int32.
+inline __m512i q6_scale_pairs(const block_q6_k_x16& B, int G) {
+  return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.sc[G])));
+}
+inline __m512i q6_scale(__m512i pairs, int odd) {
+  return odd ? _mm512_srai_epi32(pairs, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pairs, 16), 16);
+}
+
+}  // namespace
+
+void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  const int64_t nb = cols / qk_k;
+  const auto* blocks = static_cast<const block_q6_k_x16*>(p);
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q6_k_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q6_k_x16& B = b[i];
+      const int8_t* xq = x.q + qk_k * i;
+      // Levels are stored + 32: subtract 32 * sum(scale * activation sum) per sub-block of 16.
+      __m512i off = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int G = 0; G < 8; ++G) {
+        int32_t pair;
+        std::memcpy(&pair, x.bsums + 16 * i + 2 * G, 4);
+        off = _mm512_dpwssd_epi32(off, q6_scale_pairs(B, G), _mm512_set1_epi32(pair));
+      }
+      __m512i isum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(off, 5));
+#pragma GCC unroll 2
+      for (int hs = 0; hs < 2; ++hs) {  // sub-blocks 2G + hs: steps 4hs .. 4hs + 3
+        __m512i a[8];
+#pragma GCC unroll 8
+        for (int G = 0; G < 8; ++G) a[G] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int s = 4 * hs; s < 4 * hs + 4; ++s) {
+#pragma GCC unroll 8
+          for (int G = 0; G < 8; ++G)
+            a[G] = _mm512_dpbusd_epi32(a[G], q6_levels(B, s, G), bcast4(xq + 32 * G + 4 * s));
+        }
+#pragma GCC unroll 8
+        for (int G = 0; G < 8; ++G)
+          isum = _mm512_add_epi32(isum,
+                                  _mm512_mullo_epi32(a[G], q6_scale(q6_scale_pairs(B, G), hs)));
+      }
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
+                            _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(x.d[i])), acc);
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), acc);
+  }
+}
+
+namespace {
+
+// 16 rows x NT tokens of one activation group (sb 16, db 256).
+template <int NT>
+void mm_q6_k_x16_tile(const block_q6_k_x16* b, int64_t nb, const int8_t* xq, const float* xd,
+                      const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+  constexpr int g = gemm_group;
+  __m512 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q6_k_x16& B = b[i];
+    const int8_t* xi = xq + i * qk_k * g;
+    __m512i isum[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+    for (int G = 0; G < 8; ++G) {
+      const __m512i pairs = q6_scale_pairs(B, G);
+#pragma GCC unroll 2
+      for (int hs = 0; hs < 2; ++hs) {
+        __m512i a[NT];
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) a[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int s = 4 * hs; s < 4 * hs + 4; ++s) {
+          const __m512i v = q6_levels(B, s, G);
+          const int8_t* xk = xi + (8 * G + s) * 4 * g;
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t) a[t] = _mm512_dpbusd_epi32(a[t], v, bcast4(xk + 4 * t));
+        }
+        const __m512i sc = q6_scale(pairs, hs);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(a[t], sc));
+      }
+    }
+    const __m512 dv = load_f16x16(B.d);
+    const float* xdi = xd + i * g;
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])),
+                               acc[t]);
+    // - 32 d sum_sb(scale_sb * s_sb): s is the activations' float sum per sub-block of 16.
+    const __m512 d32 = _mm512_mul_ps(dv, _mm512_set1_ps(32.0f));
+    const float* xsi = xs + i * 16 * g;
+    for (int G = 0; G < 8; ++G) {
+      const __m512i pairs = q6_scale_pairs(B, G);
+      const __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 0)), d32);
+      const __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 1)), d32);
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        acc[t] = _mm512_fnmadd_ps(f0, _mm512_set1_ps(xsi[(2 * G) * g + t]), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(f1, _mm512_set1_ps(xsi[(2 * G + 1) * g + t]), acc[t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+}
+
 }  // namespace
 
 void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
@@ -57,7 +185,7 @@ void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
       for (int s = 0; s < 8; ++s) {
 #pragma GCC unroll 4
         for (int q = 0; q < 4; ++q) {
-          const __m512i w = _mm512_load_si512(B.qs[s][q]);
+          const __m512i w = _mm512_loadu_si512(B.qs[s][q]);
           sl[q] = _mm512_dpbusd_epi32(sl[q], _mm512_and_si512(w, m_lo), bcast4(xq + 64 * q + 4 * s));
           sh[q] = _mm512_dpbusd_epi32(sh[q], _mm512_and_si512(w, m_hi),
                                       bcast4(xq + 64 * q + 32 + 4 * s));
@@ -120,7 +248,7 @@ void mm_q4_k_x16_tile(const block_q4_k_x16* b, int64_t nb, const int8_t* xq, con
       for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
 #pragma GCC unroll 8
       for (int s = 0; s < 8; ++s) {
-        const __m512i w = _mm512_and_si512(_mm512_load_si512(B.qs[s][j / 2]), mask);
+        const __m512i w = _mm512_and_si512(_mm512_loadu_si512(B.qs[s][j / 2]), mask);
         const int8_t* xk = xi + (8 * j + s) * 4 * g;
 #pragma GCC unroll 8
         for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
@@ -156,32 +284,49 @@ void mm_q4_k_x16_tile(const block_q4_k_x16* b, int64_t nb, const int8_t* xq, con
 
 }  // namespace
 
-void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
-                        int64_t ldy, int64_t g0, int64_t g1) {
+namespace {
+
+template <typename Block>
+using tile_fn = void (*)(const Block*, int64_t, const int8_t*, const float*, const float*, float*,
+                         int64_t, __mmask16);
+
+// Row groups [g0, g1) against every activation group; tiles[n] handles n tokens (1..8).
+template <typename Block>
+void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
+            int64_t g0, int64_t g1, const tile_fn<Block>* tiles) {
   constexpr int g = gemm_group;
   const int64_t nb = cols / qk_k;
-  const auto* blocks = static_cast<const block_q4_k_x16*>(p);
+  const auto* blocks = static_cast<const Block*>(p);
   const int n_groups = (x.n_tok + g - 1) / g;
   for (int64_t rg = g0; rg < g1; ++rg) {
-    const block_q4_k_x16* b = blocks + rg * nb;
+    const Block* b = blocks + rg * nb;
     const __mmask16 rows_m = row_mask(rows, rg);
     for (int gi = 0; gi < n_groups; ++gi) {
-      const int8_t* xq = x.q + gi * cols * g;
-      const float* xd = x.d + gi * (cols / x.db) * g;
-      const float* xs = x.s + gi * (cols / x.sb) * g;
-      float* yt = y + gi * g * ldy + rg * x16_rows;
-      switch (x.n_tok - gi * g < g ? x.n_tok - gi * g : g) {
-        case 8: mm_q4_k_x16_tile<8>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        case 7: mm_q4_k_x16_tile<7>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        case 6: mm_q4_k_x16_tile<6>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        case 5: mm_q4_k_x16_tile<5>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        case 4: mm_q4_k_x16_tile<4>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        case 3: mm_q4_k_x16_tile<3>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        case 2: mm_q4_k_x16_tile<2>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-        default: mm_q4_k_x16_tile<1>(b, nb, xq, xd, xs, yt, ldy, rows_m); break;
-      }
+      const int nt = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
+      tiles[nt](b, nb, x.q + gi * cols * g, x.d + gi * (cols / x.db) * g,
+                x.s + gi * (cols / x.sb) * g, y + gi * g * ldy + rg * x16_rows, ldy, rows_m);
     }
   }
+}
+
+}  // namespace
+
+void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  static constexpr tile_fn<block_q4_k_x16> tiles[] = {
+      nullptr,               mm_q4_k_x16_tile<1>, mm_q4_k_x16_tile<2>, mm_q4_k_x16_tile<3>,
+      mm_q4_k_x16_tile<4>, mm_q4_k_x16_tile<5>, mm_q4_k_x16_tile<6>, mm_q4_k_x16_tile<7>,
+      mm_q4_k_x16_tile<8>};
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles);
+}
+
+void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  static constexpr tile_fn<block_q6_k_x16> tiles[] = {
+      nullptr,               mm_q6_k_x16_tile<1>, mm_q6_k_x16_tile<2>, mm_q6_k_x16_tile<3>,
+      mm_q6_k_x16_tile<4>, mm_q6_k_x16_tile<5>, mm_q6_k_x16_tile<6>, mm_q6_k_x16_tile<7>,
+      mm_q6_k_x16_tile<8>};
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles);
 }
 
 }  // namespace tandem::cpu

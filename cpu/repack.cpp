@@ -11,13 +11,19 @@
 namespace tandem::cpu {
 
 bool x16_supported(dtype t, int64_t cols) {
-  return t == dtype::q4_k && cols > 0 && cols % qk_k == 0;
+  return (t == dtype::q4_k || t == dtype::q6_k) && cols > 0 && cols % qk_k == 0;
 }
+
+namespace {
+size_t x16_block_bytes(dtype t) {
+  return t == dtype::q6_k ? sizeof(block_q6_k_x16) : sizeof(block_q4_k_x16);
+}
+}  // namespace
 
 size_t x16_bytes(dtype t, int64_t rows, int64_t cols) {
   if (!x16_supported(t, cols)) return 0;
   const int64_t groups = (rows + x16_rows - 1) / x16_rows;
-  return static_cast<size_t>(groups * (cols / qk_k)) * sizeof(block_q4_k_x16);
+  return static_cast<size_t>(groups * (cols / qk_k)) * x16_block_bytes(t);
 }
 
 namespace {
@@ -72,23 +78,86 @@ void unpack_q4_k_group(const block_q4_k_x16* in, int64_t rows, int64_t nb, int64
   }
 }
 
+// Q6_K element n = 128h + 32m + l (l < 32): low 4 bits in ql[64h + 32(m % 2) + l] (the high
+// nibble for m >= 2), top 2 bits at bit 2m of qh[32h + l].
+void pack_q6_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g,
+                     block_q6_k_x16* out) {
+  uint8_t lv[qk_k];
+  for (int64_t i = 0; i < nb; ++i) {
+    block_q6_k_x16& o = out[i];
+    std::memset(&o, 0, sizeof(o));
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      const auto& b = reinterpret_cast<const block_q6_k*>(w + static_cast<size_t>(row) * rb)[i];
+      for (int n = 0; n < qk_k; ++n) {
+        const int h = n / 128, m = n % 128 / 32, l = n % 32;
+        const uint8_t q = b.ql[64 * h + 32 * (m % 2) + l];
+        lv[n] = static_cast<uint8_t>(((m < 2 ? q : q >> 4) & 0xF) |
+                                     (((b.qh[32 * h + l] >> (2 * m)) & 3) << 4));
+      }
+      o.d[r] = b.d;
+      for (int sb = 0; sb < 16; ++sb) o.sc[sb / 2][r][sb % 2] = b.scales[sb];
+      for (int s = 0; s < 8; ++s)
+        for (int e = 0; e < 4; ++e)
+          for (int G = 0; G < 8; ++G) {
+            const uint8_t v = lv[32 * G + 4 * s + e];
+            o.step[s].ql[G / 2][r][e] |= static_cast<uint8_t>((v & 0xF) << (4 * (G % 2)));
+            o.step[s].qh[G / 4][r][e] |= static_cast<uint8_t>((v >> 4) << (2 * (G % 4)));
+          }
+    }
+  }
+}
+
+void unpack_q6_k_group(const block_q6_k_x16* in, int64_t rows, int64_t nb, int64_t g, uint8_t* w,
+                       size_t rb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q6_k_x16& o = in[i];
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      auto& b = reinterpret_cast<block_q6_k*>(w + static_cast<size_t>(row) * rb)[i];
+      std::memset(b.ql, 0, sizeof(b.ql));
+      std::memset(b.qh, 0, sizeof(b.qh));
+      b.d = o.d[r];
+      for (int sb = 0; sb < 16; ++sb) b.scales[sb] = o.sc[sb / 2][r][sb % 2];
+      for (int n = 0; n < qk_k; ++n) {
+        const int G = n / 32, s = n % 32 / 4, e = n % 4;
+        const int v = ((o.step[s].ql[G / 2][r][e] >> (4 * (G % 2))) & 0xF) |
+                      (((o.step[s].qh[G / 4][r][e] >> (2 * (G % 4))) & 3) << 4);
+        const int h = n / 128, m = n % 128 / 32, l = n % 32;
+        b.ql[64 * h + 32 * (m % 2) + l] |= static_cast<uint8_t>((v & 0xF) << (m < 2 ? 0 : 4));
+        b.qh[32 * h + l] |= static_cast<uint8_t>((v >> 4) << (2 * m));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0,
               int64_t g1, void* dst) {
   if (!x16_supported(t, cols)) return;
   const int64_t nb = cols / qk_k;
-  auto* out = static_cast<block_q4_k_x16*>(dst);
-  for (int64_t g = g0; g < g1; ++g)
-    pack_q4_k_group(static_cast<const uint8_t*>(w), rb, rows, nb, g, out + g * nb);
+  const auto* src = static_cast<const uint8_t*>(w);
+  for (int64_t g = g0; g < g1; ++g) {
+    if (t == dtype::q6_k)
+      pack_q6_k_group(src, rb, rows, nb, g, static_cast<block_q6_k_x16*>(dst) + g * nb);
+    else
+      pack_q4_k_group(src, rb, rows, nb, g, static_cast<block_q4_k_x16*>(dst) + g * nb);
+  }
 }
 
 void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb) {
   if (!x16_supported(t, cols)) return;
   const int64_t nb = cols / qk_k;
-  const auto* in = static_cast<const block_q4_k_x16*>(src);
-  for (int64_t g = 0; g < (rows + x16_rows - 1) / x16_rows; ++g)
-    unpack_q4_k_group(in + g * nb, rows, nb, g, static_cast<uint8_t*>(w), rb);
+  auto* out = static_cast<uint8_t*>(w);
+  for (int64_t g = 0; g < (rows + x16_rows - 1) / x16_rows; ++g) {
+    if (t == dtype::q6_k)
+      unpack_q6_k_group(static_cast<const block_q6_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
+    else
+      unpack_q4_k_group(static_cast<const block_q4_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
+  }
 }
 
 void packed_matrix::free_aligned::operator()(void* p) const {

@@ -38,6 +38,24 @@ struct block_q4_k_x16 {
 };
 static_assert(sizeof(block_q4_k_x16) == 2368);
 
+// Q6_K, 16 rows x 256 columns. Columns in 8 groups of 32 (group G = columns 32G .. 32G + 31,
+// sub-blocks of 16: 2G and 2G + 1); levels unsigned (0..63, the value is level - 32). Stored in
+// the order the matrix-vector kernel reads (scales first, then step by step), 1% larger than
+// GGUF so that blocks are whole cache lines:
+//  d[r]: F16 super-block scale;  sc[G][r][2]: the int8 scales of sub-blocks 2G, 2G + 1;
+//  step[s].ql[p][r][e]: low 4 bits of column 4s + e of group 2p (low nibble) and 2p + 1 (high);
+//  step[s].qh[p][r][e]: bits 2k, 2k + 1 = the top 2 bits of column 4s + e of group 4p + k.
+struct block_q6_k_x16 {
+  uint16_t d[x16_rows];
+  int8_t sc[8][x16_rows][2];
+  uint8_t pad[32];  // keeps every vector load of the steps within one cache line
+  struct {
+    uint8_t ql[4][x16_rows][4];
+    uint8_t qh[2][x16_rows][4];
+  } step[8];
+};
+static_assert(sizeof(block_q6_k_x16) == 3392);
+
 // Whether t has an x16 layout and cols fit its blocks.
 bool x16_supported(dtype t, int64_t cols);
 // Bytes of the packed matrix: ceil(rows / 16) groups, each cols / 256 blocks, group-major.

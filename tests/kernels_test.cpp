@@ -452,17 +452,19 @@ TEST(KernelFloatPrompt, OddTokenCountsAndColumns) {
 // that do and do not fill the 16-row groups. Random bytes, so every bit of the scales is used.
 TEST(KernelX16, PackUnpackRoundTrip) {
   std::mt19937 rng(5);
-  for (int64_t rows : {1, 7, 16, 33}) {
-    for (int64_t cols : {256, 768}) {
-      ASSERT_TRUE(x16_supported(dtype::q4_k, cols));
-      const size_t rb = row_bytes(dtype::q4_k, static_cast<uint64_t>(cols));
-      std::vector<uint8_t> w(rb * static_cast<size_t>(rows)), back(w.size(), 0xAA);
-      for (auto& b : w) b = static_cast<uint8_t>(rng());
-      std::vector<uint8_t> packed(x16_bytes(dtype::q4_k, rows, cols), 0xCC);
-      const int64_t groups = (rows + x16_rows - 1) / x16_rows;
-      pack_x16(dtype::q4_k, w.data(), rb, rows, cols, 0, groups, packed.data());
-      unpack_x16(dtype::q4_k, packed.data(), rows, cols, back.data(), rb);
-      EXPECT_EQ(w, back) << "rows " << rows << " cols " << cols;
+  for (dtype t : {dtype::q4_k, dtype::q6_k}) {
+    for (int64_t rows : {1, 7, 16, 33}) {
+      for (int64_t cols : {256, 768}) {
+        ASSERT_TRUE(x16_supported(t, cols));
+        const size_t rb = row_bytes(t, static_cast<uint64_t>(cols));
+        std::vector<uint8_t> w(rb * static_cast<size_t>(rows)), back(w.size(), 0xAA);
+        for (auto& b : w) b = static_cast<uint8_t>(rng());
+        std::vector<uint8_t> packed(x16_bytes(t, rows, cols), 0xCC);
+        const int64_t groups = (rows + x16_rows - 1) / x16_rows;
+        pack_x16(t, w.data(), rb, rows, cols, 0, groups, packed.data());
+        unpack_x16(t, packed.data(), rows, cols, back.data(), rb);
+        EXPECT_EQ(w, back) << dtype_name(t) << " rows " << rows << " cols " << cols;
+      }
     }
   }
   EXPECT_FALSE(x16_supported(dtype::q4_k, 896));
@@ -475,33 +477,36 @@ TEST(KernelX16, PackUnpackRoundTrip) {
 // counts not divisible by the thread count. A level without x16 kernels ignores the packed copy.
 TEST(KernelX16, MatchesRowKernels) {
   state_guard guard;
-  for (kernel_level l : levels()) {
-    set_kernel_level(l);
-    const bool has_x16 = kernels().q4_k.mv_x16 != nullptr;
-    for (int threads : {1, 2}) {
-      set_num_threads(threads);
-      for (int64_t rows : {1, 7, 16, 33, 101}) {
-        for (int64_t cols : {256, 2304}) {
-          const test_matrix m(dtype::q4_k, rows, cols, static_cast<uint32_t>(rows * 31 + cols));
-          const packed_matrix pk(dtype::q4_k, m.t.data, rows, cols);
-          for (int n_tok : {1, 3, 4, 9, 17}) {
-            const auto x = gaussian(static_cast<size_t>(cols * n_tok), 3 + n_tok);
-            std::vector<float> want(static_cast<size_t>(rows * n_tok)), got(want.size(), NAN);
-            matmul(m.w(), x.data(), n_tok, want.data());
-            matmul(m.w(), x.data(), n_tok, got.data(), &pk);
-            const std::string what = std::string(kernel_level_name(l)) + " rows " +
-                                     std::to_string(rows) + " cols " + std::to_string(cols) +
-                                     " n_tok " + std::to_string(n_tok);
-            if (!has_x16) {
-              EXPECT_EQ(want, got) << what;
-              continue;
+  for (dtype type : {dtype::q4_k, dtype::q6_k}) {
+    for (kernel_level l : levels()) {
+      set_kernel_level(l);
+      const bool has_x16 = kernels().find(type)->mv_x16 != nullptr;
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        for (int64_t rows : {1, 7, 16, 33, 101}) {
+          for (int64_t cols : {256, 2304}) {
+            const test_matrix m(type, rows, cols, static_cast<uint32_t>(rows * 31 + cols));
+            const packed_matrix pk(type, m.t.data, rows, cols);
+            for (int n_tok : {1, 3, 4, 9, 17}) {
+              const auto x = gaussian(static_cast<size_t>(cols * n_tok), 3 + n_tok);
+              std::vector<float> want(static_cast<size_t>(rows * n_tok)), got(want.size(), NAN);
+              matmul(m.w(), x.data(), n_tok, want.data());
+              matmul(m.w(), x.data(), n_tok, got.data(), &pk);
+              const std::string what = std::string(dtype_name(type)) + " " +
+                                       kernel_level_name(l) + " rows " + std::to_string(rows) +
+                                       " cols " + std::to_string(cols) + " n_tok " +
+                                       std::to_string(n_tok);
+              if (!has_x16) {
+                EXPECT_EQ(want, got) << what;
+                continue;
+              }
+              const auto sq = term_squares(m, x, n_tok);
+              for (size_t i = 0; i < want.size(); ++i)
+                ASSERT_LE(std::fabs(double(got[i]) - want[i]), 1e-5 * std::sqrt(sq[i]))
+                    << what << ": mismatch at " << i;
+              const double e = normalized_error(m, x, n_tok, got, reference(m, x, n_tok));
+              EXPECT_LT(e, 1e-4 * (1 + 10 / std::sqrt(static_cast<double>(rows * n_tok)))) << what;
             }
-            const auto sq = term_squares(m, x, n_tok);
-            for (size_t i = 0; i < want.size(); ++i)
-              ASSERT_LE(std::fabs(double(got[i]) - want[i]), 1e-5 * std::sqrt(sq[i]))
-                  << what << ": mismatch at " << i;
-            const double e = normalized_error(m, x, n_tok, got, reference(m, x, n_tok));
-            EXPECT_LT(e, 1e-4 * (1 + 10 / std::sqrt(static_cast<double>(rows * n_tok)))) << what;
           }
         }
       }
