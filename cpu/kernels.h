@@ -175,6 +175,14 @@ void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
                         int64_t g0, int64_t g1);
 void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1);
+void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1);
+void mm_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1);
+void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1);
+void mm_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1);
 
 // Per-level tables, defined in kernels.cpp, kernels_avx2.cpp and kernels_avx512.cpp. The SIMD
 // ones may only be called when cpu_supports() says so.

@@ -596,6 +596,10 @@ kernel_table make_table() {
   k.q4_k.mm_x16 = mm_q4_k_x16_avx512;
   k.q6_k.mv_x16 = mv_q6_k_x16_avx512;
   k.q6_k.mm_x16 = mm_q6_k_x16_avx512;
+  k.q4_0.mv_x16 = mv_q4_0_x16_avx512;
+  k.q4_0.mm_x16 = mm_q4_0_x16_avx512;
+  k.q8_0.mv_x16 = mv_q8_0_x16_avx512;
+  k.q8_0.mm_x16 = mm_q8_0_x16_avx512;
   return k;
 }
 

@@ -110,8 +110,9 @@ namespace {
 
 // 16 rows x NT tokens of one activation group (sb 16, db 256).
 template <int NT>
-void mm_q6_k_x16_tile(const block_q6_k_x16* b, int64_t nb, const int8_t* xq, const float* xd,
+void mm_q6_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
                       const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+  const auto* b = static_cast<const block_q6_k_x16*>(blk);
   constexpr int g = gemm_group;
   __m512 acc[NT];
 #pragma GCC unroll 8
@@ -227,8 +228,9 @@ namespace {
 
 // 16 rows x NT tokens of one activation group (kernels.h: q8_groups, sb 32, db 256).
 template <int NT>
-void mm_q4_k_x16_tile(const block_q4_k_x16* b, int64_t nb, const int8_t* xq, const float* xd,
+void mm_q4_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
                       const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+  const auto* b = static_cast<const block_q4_k_x16*>(blk);
   constexpr int g = gemm_group;
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   const __m512i m_word = _mm512_set1_epi32(0xFFFF);
@@ -286,20 +288,18 @@ void mm_q4_k_x16_tile(const block_q4_k_x16* b, int64_t nb, const int8_t* xq, con
 
 namespace {
 
-template <typename Block>
-using tile_fn = void (*)(const Block*, int64_t, const int8_t*, const float*, const float*, float*,
+using tile_fn = void (*)(const void*, int64_t, const int8_t*, const float*, const float*, float*,
                          int64_t, __mmask16);
 
-// Row groups [g0, g1) against every activation group; tiles[n] handles n tokens (1..8).
-template <typename Block>
+// Row groups [g0, g1) against every activation group; tiles[n] handles n tokens (1..8). A row
+// group is cols / block_cols blocks of block_bytes.
 void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
-            int64_t g0, int64_t g1, const tile_fn<Block>* tiles) {
+            int64_t g0, int64_t g1, const tile_fn* tiles, int block_cols, size_t block_bytes) {
   constexpr int g = gemm_group;
-  const int64_t nb = cols / qk_k;
-  const auto* blocks = static_cast<const Block*>(p);
+  const int64_t nb = cols / block_cols;
   const int n_groups = (x.n_tok + g - 1) / g;
   for (int64_t rg = g0; rg < g1; ++rg) {
-    const Block* b = blocks + rg * nb;
+    const void* b = static_cast<const uint8_t*>(p) + static_cast<size_t>(rg * nb) * block_bytes;
     const __mmask16 rows_m = row_mask(rows, rg);
     for (int gi = 0; gi < n_groups; ++gi) {
       const int nt = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
@@ -313,20 +313,185 @@ void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float
 
 void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn<block_q4_k_x16> tiles[] = {
+  static constexpr tile_fn tiles[] = {
       nullptr,               mm_q4_k_x16_tile<1>, mm_q4_k_x16_tile<2>, mm_q4_k_x16_tile<3>,
       mm_q4_k_x16_tile<4>, mm_q4_k_x16_tile<5>, mm_q4_k_x16_tile<6>, mm_q4_k_x16_tile<7>,
       mm_q4_k_x16_tile<8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles);
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q4_k_x16));
 }
 
 void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn<block_q6_k_x16> tiles[] = {
+  static constexpr tile_fn tiles[] = {
       nullptr,               mm_q6_k_x16_tile<1>, mm_q6_k_x16_tile<2>, mm_q6_k_x16_tile<3>,
       mm_q6_k_x16_tile<4>, mm_q6_k_x16_tile<5>, mm_q6_k_x16_tile<6>, mm_q6_k_x16_tile<7>,
       mm_q6_k_x16_tile<8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles);
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q6_k_x16));
+}
+
+
+// ---- Q4_0 and Q8_0 (blocks of 32, two per x16 block) ---------------------------------------
+
+// Q4_0 against q8_32p activations: the 64 bytes of a pair of blocks are [2i: 0-15, 2i+1: 0-15,
+// 2i: 16-31, 2i+1: 16-31], so block b's columns 4s.. are at 16b + 4s and 16 + 4s.. at 32 + 16b + 4s.
+void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  const int64_t nb = cols / 64;
+  const auto* blocks = static_cast<const block_q4_0_x16*>(p);
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q4_0_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q4_0_x16& B = b[i];
+      const int8_t* xq = x.q + 64 * i;
+      __m512i lo[2], hi[2];
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) lo[k] = hi[k] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int s = 0; s < 4; ++s) {
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; ++k) {
+          const __m512i w = _mm512_loadu_si512(B.qs[k][s]);
+          lo[k] = _mm512_dpbusd_epi32(lo[k], _mm512_and_si512(w, m_lo), bcast4(xq + 16 * k + 4 * s));
+          hi[k] = _mm512_dpbusd_epi32(hi[k], _mm512_and_si512(w, m_hi),
+                                      bcast4(xq + 32 + 16 * k + 4 * s));
+        }
+      }
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
+        // 16 * (sum(level * x) - 8 * sum(x)), levels 0..15 (the value is level - 8).
+        const __m512i tot =
+            _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(lo[k], 4), hi[k]),
+                             _mm512_set1_epi32(128 * x.sum[2 * i + k]));
+        acc = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(tot),
+            _mm512_mul_ps(load_f16x16(B.d[k]), _mm512_set1_ps(x.d[2 * i + k] * 0.0625f)), acc);
+      }
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), acc);
+  }
+}
+
+// Q8_0 against q8_32 activations; levels are stored + 128.
+void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  const int64_t nb = cols / 64;
+  const auto* blocks = static_cast<const block_q8_0_x16*>(p);
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q8_0_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q8_0_x16& B = b[i];
+      const int8_t* xq = x.q + 64 * i;
+      __m512i a[4];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) a[k] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int s = 0; s < 8; s += 2) {
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; ++k) {
+          a[2 * k] = _mm512_dpbusd_epi32(a[2 * k], _mm512_loadu_si512(B.qs[k][s]),
+                                         bcast4(xq + 32 * k + 4 * s));
+          a[2 * k + 1] = _mm512_dpbusd_epi32(a[2 * k + 1], _mm512_loadu_si512(B.qs[k][s + 1]),
+                                             bcast4(xq + 32 * k + 4 * s + 4));
+        }
+      }
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
+        const __m512i tot = _mm512_sub_epi32(_mm512_add_epi32(a[2 * k], a[2 * k + 1]),
+                                             _mm512_set1_epi32(128 * x.sum[2 * i + k]));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                              _mm512_mul_ps(load_f16x16(B.d[k]), _mm512_set1_ps(x.d[2 * i + k])),
+                              acc);
+      }
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), acc);
+  }
+}
+
+namespace {
+
+// 16 rows x NT tokens of one activation group (sb 32, db 32), Q4_0 or Q8_0.
+template <bool Q8, int NT>
+void mm_q80_q40_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
+                         const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+  constexpr int g = gemm_group;
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  __m512 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    for (int k = 0; k < 2; ++k) {
+      const int64_t blk32 = 2 * i + k;  // the GGUF block
+      const int8_t* xb = xq + blk32 * 32 * g;
+      __m512i a[NT], h[NT];
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) a[t] = h[t] = _mm512_setzero_si512();
+      const uint16_t* d;
+      if constexpr (Q8) {
+        const auto& B = static_cast<const block_q8_0_x16*>(blk)[i];
+        d = B.d[k];
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) {
+          const __m512i w = _mm512_loadu_si512(B.qs[k][s]);
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t)
+            a[t] = _mm512_dpbusd_epi32(a[t], w, bcast4(xb + s * 4 * g + 4 * t));
+        }
+      } else {
+        const auto& B = static_cast<const block_q4_0_x16*>(blk)[i];
+        d = B.d[k];
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; ++s) {
+          const __m512i w = _mm512_loadu_si512(B.qs[k][s]);
+          const __m512i wl = _mm512_and_si512(w, m_lo), wh = _mm512_and_si512(w, m_hi);
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t) {
+            a[t] = _mm512_dpbusd_epi32(a[t], wl, bcast4(xb + s * 4 * g + 4 * t));
+            h[t] = _mm512_dpbusd_epi32(h[t], wh, bcast4(xb + (4 + s) * 4 * g + 4 * t));
+          }
+        }
+      }
+      // Q8_0: d * xd * sum(level * x) - 128 d s; Q4_0: d xd / 16 * 16 sum(level * x) - 8 d s.
+      const __m512 dv = load_f16x16(d);
+      const __m512 dv_i = Q8 ? dv : _mm512_mul_ps(dv, _mm512_set1_ps(0.0625f));
+      const __m512 dv_o = _mm512_mul_ps(dv, _mm512_set1_ps(Q8 ? 128.0f : 8.0f));
+      const float* xdi = xd + blk32 * g;
+      const float* xsi = xs + blk32 * g;
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) {
+        const __m512i tot = Q8 ? a[t] : _mm512_add_epi32(_mm512_slli_epi32(a[t], 4), h[t]);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                                 _mm512_mul_ps(dv_i, _mm512_set1_ps(xdi[t])), acc[t]);
+        acc[t] = _mm512_fnmadd_ps(dv_o, _mm512_set1_ps(xsi[t]), acc[t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+}
+
+}  // namespace
+
+void mm_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  static constexpr tile_fn tiles[] = {
+      nullptr,
+      mm_q80_q40_x16_tile<false, 1>, mm_q80_q40_x16_tile<false, 2>, mm_q80_q40_x16_tile<false, 3>,
+      mm_q80_q40_x16_tile<false, 4>, mm_q80_q40_x16_tile<false, 5>, mm_q80_q40_x16_tile<false, 6>,
+      mm_q80_q40_x16_tile<false, 7>, mm_q80_q40_x16_tile<false, 8>};
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, 64, sizeof(block_q4_0_x16));
+}
+
+void mm_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  static constexpr tile_fn tiles[] = {
+      nullptr,
+      mm_q80_q40_x16_tile<true, 1>, mm_q80_q40_x16_tile<true, 2>, mm_q80_q40_x16_tile<true, 3>,
+      mm_q80_q40_x16_tile<true, 4>, mm_q80_q40_x16_tile<true, 5>, mm_q80_q40_x16_tile<true, 6>,
+      mm_q80_q40_x16_tile<true, 7>, mm_q80_q40_x16_tile<true, 8>};
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, 64, sizeof(block_q8_0_x16));
 }
 
 }  // namespace tandem::cpu

@@ -4,26 +4,50 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
 
 namespace tandem::cpu {
 
+int x16_block_cols(dtype t) {
+  switch (t) {
+    case dtype::q4_k:
+    case dtype::q6_k:
+      return qk_k;
+    case dtype::q4_0:
+    case dtype::q8_0:
+      return 64;
+    default:
+      return 0;
+  }
+}
+
 bool x16_supported(dtype t, int64_t cols) {
-  return (t == dtype::q4_k || t == dtype::q6_k) && cols > 0 && cols % qk_k == 0;
+  const int bc = x16_block_cols(t);
+  return bc > 0 && cols > 0 && cols % bc == 0;
 }
 
 namespace {
 size_t x16_block_bytes(dtype t) {
-  return t == dtype::q6_k ? sizeof(block_q6_k_x16) : sizeof(block_q4_k_x16);
+  switch (t) {
+    case dtype::q4_k:
+      return sizeof(block_q4_k_x16);
+    case dtype::q6_k:
+      return sizeof(block_q6_k_x16);
+    case dtype::q4_0:
+      return sizeof(block_q4_0_x16);
+    default:
+      return sizeof(block_q8_0_x16);
+  }
 }
 }  // namespace
 
 size_t x16_bytes(dtype t, int64_t rows, int64_t cols) {
   if (!x16_supported(t, cols)) return 0;
   const int64_t groups = (rows + x16_rows - 1) / x16_rows;
-  return static_cast<size_t>(groups * (cols / qk_k)) * x16_block_bytes(t);
+  return static_cast<size_t>(groups * (cols / x16_block_cols(t))) * x16_block_bytes(t);
 }
 
 namespace {
@@ -133,15 +157,49 @@ void unpack_q6_k_group(const block_q6_k_x16* in, int64_t rows, int64_t nb, int64
   }
 }
 
+// Q4_0 and Q8_0: two GGUF blocks per x16 block; `to_x16` says which way the bytes go.
+template <typename Blk, typename X16>
+void copy_q8_q4_group(uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g, X16* x,
+                      bool to_x16) {
+  constexpr int steps = sizeof(Blk::qs) / 4;
+  constexpr uint8_t flip = std::is_same_v<Blk, block_q8_0> ? 0x80 : 0;  // signed <-> + 128
+  for (int64_t i = 0; i < nb; ++i) {
+    X16& o = x[i];
+    if (to_x16) std::memset(&o, 0, sizeof(o));
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      for (int b = 0; b < 2; ++b) {
+        auto& blk = reinterpret_cast<Blk*>(w + static_cast<size_t>(row) * rb)[2 * i + b];
+        auto* q = reinterpret_cast<uint8_t*>(blk.qs);
+        if (to_x16) o.d[b][r] = blk.d;
+        else blk.d = o.d[b][r];
+        for (int s = 0; s < steps; ++s)
+          for (int e = 0; e < 4; ++e) {
+            if (to_x16) o.qs[b][s][r][e] = q[4 * s + e] ^ flip;
+            else q[4 * s + e] = o.qs[b][s][r][e] ^ flip;
+          }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0,
               int64_t g1, void* dst) {
   if (!x16_supported(t, cols)) return;
-  const int64_t nb = cols / qk_k;
+  const int64_t nb = cols / x16_block_cols(t);
   const auto* src = static_cast<const uint8_t*>(w);
+  auto* wr = const_cast<uint8_t*>(src);  // not written: to_x16 only reads the rows
   for (int64_t g = g0; g < g1; ++g) {
-    if (t == dtype::q6_k)
+    if (t == dtype::q4_0)
+      copy_q8_q4_group<block_q4_0>(wr, rb, rows, nb, g, static_cast<block_q4_0_x16*>(dst) + g * nb,
+                                   true);
+    else if (t == dtype::q8_0)
+      copy_q8_q4_group<block_q8_0>(wr, rb, rows, nb, g, static_cast<block_q8_0_x16*>(dst) + g * nb,
+                                   true);
+    else if (t == dtype::q6_k)
       pack_q6_k_group(src, rb, rows, nb, g, static_cast<block_q6_k_x16*>(dst) + g * nb);
     else
       pack_q4_k_group(src, rb, rows, nb, g, static_cast<block_q4_k_x16*>(dst) + g * nb);
@@ -150,10 +208,17 @@ void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int
 
 void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb) {
   if (!x16_supported(t, cols)) return;
-  const int64_t nb = cols / qk_k;
+  const int64_t nb = cols / x16_block_cols(t);
   auto* out = static_cast<uint8_t*>(w);
   for (int64_t g = 0; g < (rows + x16_rows - 1) / x16_rows; ++g) {
-    if (t == dtype::q6_k)
+    auto* in = const_cast<void*>(src);  // not written: !to_x16 only reads the packed blocks
+    if (t == dtype::q4_0)
+      copy_q8_q4_group<block_q4_0>(out, rb, rows, nb, g, static_cast<block_q4_0_x16*>(in) + g * nb,
+                                   false);
+    else if (t == dtype::q8_0)
+      copy_q8_q4_group<block_q8_0>(out, rb, rows, nb, g, static_cast<block_q8_0_x16*>(in) + g * nb,
+                                   false);
+    else if (t == dtype::q6_k)
       unpack_q6_k_group(static_cast<const block_q6_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
     else
       unpack_q4_k_group(static_cast<const block_q4_k_x16*>(src) + g * nb, rows, nb, g, out, rb);

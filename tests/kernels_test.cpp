@@ -452,7 +452,7 @@ TEST(KernelFloatPrompt, OddTokenCountsAndColumns) {
 // that do and do not fill the 16-row groups. Random bytes, so every bit of the scales is used.
 TEST(KernelX16, PackUnpackRoundTrip) {
   std::mt19937 rng(5);
-  for (dtype t : {dtype::q4_k, dtype::q6_k}) {
+  for (dtype t : {dtype::q4_k, dtype::q6_k, dtype::q4_0, dtype::q8_0}) {
     for (int64_t rows : {1, 7, 16, 33}) {
       for (int64_t cols : {256, 768}) {
         ASSERT_TRUE(x16_supported(t, cols));
@@ -468,7 +468,8 @@ TEST(KernelX16, PackUnpackRoundTrip) {
     }
   }
   EXPECT_FALSE(x16_supported(dtype::q4_k, 896));
-  EXPECT_FALSE(x16_supported(dtype::q8_0, 256));
+  EXPECT_FALSE(x16_supported(dtype::q8_0, 96));
+  EXPECT_FALSE(x16_supported(dtype::q5_k, 256));
 }
 
 // The x16 kernels (matrix-vector for 1-3 tokens, the gemm from gemm_min_tokens) on a packed copy
@@ -477,14 +478,15 @@ TEST(KernelX16, PackUnpackRoundTrip) {
 // counts not divisible by the thread count. A level without x16 kernels ignores the packed copy.
 TEST(KernelX16, MatchesRowKernels) {
   state_guard guard;
-  for (dtype type : {dtype::q4_k, dtype::q6_k}) {
+  for (dtype type : {dtype::q4_k, dtype::q6_k, dtype::q4_0, dtype::q8_0}) {
     for (kernel_level l : levels()) {
       set_kernel_level(l);
       const bool has_x16 = kernels().find(type)->mv_x16 != nullptr;
       for (int threads : {1, 2}) {
         set_num_threads(threads);
         for (int64_t rows : {1, 7, 16, 33, 101}) {
-          for (int64_t cols : {256, 2304}) {
+          for (int64_t cols : {256, 2304, 832}) {
+            if (!x16_supported(type, cols)) continue;
             const test_matrix m(type, rows, cols, static_cast<uint32_t>(rows * 31 + cols));
             const packed_matrix pk(type, m.t.data, rows, cols);
             for (int n_tok : {1, 3, 4, 9, 17}) {
