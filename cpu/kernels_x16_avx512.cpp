@@ -352,7 +352,7 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
       for (int s = 0; s < 4; ++s) {
 #pragma GCC unroll 2
         for (int k = 0; k < 2; ++k) {
-          const __m512i w = _mm512_loadu_si512(B.qs[k][s]);
+          const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
           lo[k] = _mm512_dpbusd_epi32(lo[k], _mm512_and_si512(w, m_lo), bcast4(xq + 16 * k + 4 * s));
           hi[k] = _mm512_dpbusd_epi32(hi[k], _mm512_and_si512(w, m_hi),
                                       bcast4(xq + 32 + 16 * k + 4 * s));
@@ -391,9 +391,9 @@ void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
       for (int s = 0; s < 8; s += 2) {
 #pragma GCC unroll 2
         for (int k = 0; k < 2; ++k) {
-          a[2 * k] = _mm512_dpbusd_epi32(a[2 * k], _mm512_loadu_si512(B.qs[k][s]),
+          a[2 * k] = _mm512_dpbusd_epi32(a[2 * k], _mm512_loadu_si512(B.qs[s][k]),
                                          bcast4(xq + 32 * k + 4 * s));
-          a[2 * k + 1] = _mm512_dpbusd_epi32(a[2 * k + 1], _mm512_loadu_si512(B.qs[k][s + 1]),
+          a[2 * k + 1] = _mm512_dpbusd_epi32(a[2 * k + 1], _mm512_loadu_si512(B.qs[s + 1][k]),
                                              bcast4(xq + 32 * k + 4 * s + 4));
         }
       }
@@ -434,7 +434,7 @@ void mm_q80_q40_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const fl
         d = B.d[k];
 #pragma GCC unroll 8
         for (int s = 0; s < 8; ++s) {
-          const __m512i w = _mm512_loadu_si512(B.qs[k][s]);
+          const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
 #pragma GCC unroll 8
           for (int t = 0; t < NT; ++t)
             a[t] = _mm512_dpbusd_epi32(a[t], w, bcast4(xb + s * 4 * g + 4 * t));
@@ -444,7 +444,7 @@ void mm_q80_q40_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const fl
         d = B.d[k];
 #pragma GCC unroll 4
         for (int s = 0; s < 4; ++s) {
-          const __m512i w = _mm512_loadu_si512(B.qs[k][s]);
+          const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
           const __m512i wl = _mm512_and_si512(w, m_lo), wh = _mm512_and_si512(w, m_hi);
 #pragma GCC unroll 8
           for (int t = 0; t < NT; ++t) {

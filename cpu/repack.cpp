@@ -176,8 +176,8 @@ void copy_q8_q4_group(uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g
         else blk.d = o.d[b][r];
         for (int s = 0; s < steps; ++s)
           for (int e = 0; e < 4; ++e) {
-            if (to_x16) o.qs[b][s][r][e] = q[4 * s + e] ^ flip;
-            else q[4 * s + e] = o.qs[b][s][r][e] ^ flip;
+            if (to_x16) o.qs[s][b][r][e] = q[4 * s + e] ^ flip;
+            else q[4 * s + e] = o.qs[s][b][r][e] ^ flip;
           }
       }
     }

@@ -58,18 +58,19 @@ static_assert(sizeof(block_q6_k_x16) == 3392);
 
 // Q4_0, 16 rows x 64 columns (GGUF blocks 2i and 2i + 1 of each row):
 //  d[b][r]: F16 scale of block b (0, 1);
-//  qs[b][s][r][e]: GGUF byte 4s + e of block b: low nibble = column 4s + e, high = 16 + 4s + e.
+//  qs[s][b][r][e]: GGUF byte 4s + e of block b: low nibble = column 4s + e, high = 16 + 4s + e
+//  (step-major: the kernels read memory in order).
 struct block_q4_0_x16 {
   uint16_t d[2][x16_rows];
-  uint8_t qs[2][4][x16_rows][4];
+  uint8_t qs[4][2][x16_rows][4];
 };
 static_assert(sizeof(block_q4_0_x16) == 576);
 
-// Q8_0, 16 rows x 64 columns: d as Q4_0; qs[b][s][r][e] = level of column 4s + e of block b plus
+// Q8_0, 16 rows x 64 columns: d as Q4_0; qs[s][b][r][e] = level of column 4s + e of block b plus
 // 128 (unsigned, for vpdpbusd).
 struct block_q8_0_x16 {
   uint16_t d[2][x16_rows];
-  uint8_t qs[2][8][x16_rows][4];
+  uint8_t qs[8][2][x16_rows][4];
 };
 static_assert(sizeof(block_q8_0_x16) == 1088);
 
