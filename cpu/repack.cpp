@@ -114,21 +114,25 @@ void pack_q6_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int6
       const int64_t row = g * x16_rows + r;
       if (row >= rows) break;
       const auto& b = reinterpret_cast<const block_q6_k*>(w + static_cast<size_t>(row) * rb)[i];
-      for (int n = 0; n < qk_k; ++n) {
-        const int h = n / 128, m = n % 128 / 32, l = n % 32;
-        const uint8_t q = b.ql[64 * h + 32 * (m % 2) + l];
-        lv[n] = static_cast<uint8_t>(((m < 2 ? q : q >> 4) & 0xF) |
-                                     (((b.qh[32 * h + l] >> (2 * m)) & 3) << 4));
-      }
+      for (int h = 0; h < 2; ++h)
+        for (int m = 0; m < 4; ++m)
+          for (int l = 0; l < 32; ++l) {
+            const uint8_t q = b.ql[64 * h + 32 * (m % 2) + l];
+            lv[128 * h + 32 * m + l] = static_cast<uint8_t>(
+                ((m < 2 ? q : q >> 4) & 0xF) | (((b.qh[32 * h + l] >> (2 * m)) & 3) << 4));
+          }
       o.d[r] = b.d;
       for (int sb = 0; sb < 16; ++sb) o.sc[sb / 2][r][sb % 2] = b.scales[sb];
       for (int s = 0; s < 8; ++s)
-        for (int e = 0; e < 4; ++e)
-          for (int G = 0; G < 8; ++G) {
-            const uint8_t v = lv[32 * G + 4 * s + e];
-            o.step[s].ql[G / 2][r][e] |= static_cast<uint8_t>((v & 0xF) << (4 * (G % 2)));
-            o.step[s].qh[G / 4][r][e] |= static_cast<uint8_t>((v >> 4) << (2 * (G % 4)));
-          }
+        for (int e = 0; e < 4; ++e) {
+          const uint8_t* v = lv + 4 * s + e;  // v[32 G]: column 4s + e of group G
+          for (int p = 0; p < 4; ++p)
+            o.step[s].ql[p][r][e] = static_cast<uint8_t>((v[64 * p] & 0xF) | (v[64 * p + 32] << 4));
+          for (int p = 0; p < 2; ++p)
+            o.step[s].qh[p][r][e] = static_cast<uint8_t>(
+                (v[128 * p] >> 4) | ((v[128 * p + 32] >> 4) << 2) | ((v[128 * p + 64] >> 4) << 4) |
+                ((v[128 * p + 96] >> 4) << 6));
+        }
     }
   }
 }
