@@ -5,6 +5,12 @@
 // 16x their level) sub-block 2p + 1. Per super-block and row, the integer sum
 // 16 * sum_even(sc * dot) + sum_odd(sc * dot) stays below 2^29, so it is exact in int32 and
 // scaled once (d * xd / 16); the mins term sum_j(min_j * bsum_j) is one vpdpwssd per pair.
+// Q6_K: levels are stored unsigned (+32); per super-block and row sum(sc * dot) < 2^28, and the
+// offset 32 * sum(sc * bsum) is subtracted in int32. Q4_0 / Q8_0: levels unsigned (+8 / +128),
+// the offset is the block's activation sum times 8 / 128.
+// The gemm tiles (prompt path) use the same loads for up to 8 tokens: each weight vector is
+// unpacked once and multiplied by each token's broadcast bytes; sub-block offsets are applied in
+// float from the activation groups' float sums (q8_groups::s).
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -32,10 +38,172 @@ inline __m512 load_f16x16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
+// acc[t] -= f0 * s0[t] + f1 * s1[t]: the offset terms (mins, level offsets) of two sub-blocks.
+template <int NT>
+inline void sub_offsets(__m512* acc, __m512 f0, __m512 f1, const float* s0, const float* s1) {
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = _mm512_fnmadd_ps(f0, _mm512_set1_ps(s0[t]), acc[t]);
+    acc[t] = _mm512_fnmadd_ps(f1, _mm512_set1_ps(s1[t]), acc[t]);
+  }
+}
+
 inline __mmask16 row_mask(int64_t rows, int64_t g) {
   const int64_t n = rows - g * x16_rows;
   return n >= x16_rows ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
 }
+
+using tile_fn = void (*)(const void*, int64_t, const int8_t*, const float*, const float*, float*,
+                         int64_t, __mmask16);
+
+// Row groups [g0, g1) against every activation group; tiles[n] handles n tokens (1..8). A row
+// group is cols / block_cols blocks of block_bytes.
+void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
+            int64_t g0, int64_t g1, const tile_fn* tiles, int block_cols, size_t block_bytes) {
+  constexpr int g = gemm_group;
+  const int64_t nb = cols / block_cols;
+  const int n_groups = (x.n_tok + g - 1) / g;
+  for (int64_t rg = g0; rg < g1; ++rg) {
+    const void* b = static_cast<const uint8_t*>(p) + static_cast<size_t>(rg * nb) * block_bytes;
+    const __mmask16 rows_m = row_mask(rows, rg);
+    for (int gi = 0; gi < n_groups; ++gi) {
+      const int nt = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
+      tiles[nt](b, nb, x.q + gi * cols * g, x.d + gi * (cols / x.db) * g,
+                x.s + gi * (cols / x.sb) * g, y + gi * g * ldy + rg * x16_rows, ldy, rows_m);
+    }
+  }
+}
+
+}  // namespace
+
+// ---- Q4_K ------------------------------------------------------------------------------------
+
+void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  const int64_t nb = cols / qk_k;
+  const auto* blocks = static_cast<const block_q4_k_x16*>(p);
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q4_k_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps(), acc_m = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q4_k_x16& B = b[i];
+      const int8_t* xq = x.q + qk_k * i;
+      __m512i sl[4], sh[4];
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) sl[q] = sh[q] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+          const __m512i w = _mm512_loadu_si512(B.qs[s][q]);
+          sl[q] = _mm512_dpbusd_epi32(sl[q], _mm512_and_si512(w, m_lo), bcast4(xq + 64 * q + 4 * s));
+          sh[q] = _mm512_dpbusd_epi32(sh[q], _mm512_and_si512(w, m_hi),
+                                      bcast4(xq + 64 * q + 32 + 4 * s));
+        }
+      }
+      __m512i lo = _mm512_setzero_si512(), hi = lo;
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        lo = _mm512_add_epi32(lo, _mm512_mullo_epi32(sl[q], load_u8x16_epi32(B.sc[2 * q])));
+        hi = _mm512_add_epi32(hi, _mm512_mullo_epi32(sh[q], load_u8x16_epi32(B.sc[2 * q + 1])));
+      }
+      const __m512i tot = _mm512_add_epi32(_mm512_slli_epi32(lo, 4), hi);
+      // Sums of the activations per sub-block of 32, as int16 pairs (2q, 2q + 1).
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
+      const __m128i bs32 =
+          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      alignas(16) int32_t pairs[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), bs32);
+      __m512i mins = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m512i mn =
+            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+        const __m512i pair = _mm512_set1_epi32(pairs[q]);
+        mins = _mm512_dpwssd_epi32(mins, mn, pair);
+      }
+      const __m512 xd = _mm512_set1_ps(x.d[i]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                            _mm512_mul_ps(load_f16x16(B.d), _mm512_mul_ps(xd, _mm512_set1_ps(0.0625f))),
+                            acc);
+      acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(load_f16x16(B.dmin), xd),
+                              acc_m);
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_sub_ps(acc, acc_m));
+  }
+}
+
+namespace {
+
+// 16 rows x NT tokens of one activation group (kernels.h: q8_groups, sb 32, db 256).
+template <int NT>
+void mm_q4_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
+                      const float* xs, float* y, int64_t ldy, __mmask16 rows) {
+  const auto* b = static_cast<const block_q4_k_x16*>(blk);
+  constexpr int g = gemm_group;
+  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+  const __m512i m_word = _mm512_set1_epi32(0xFFFF);
+  __m512 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i) {
+    const block_q4_k_x16& B = b[i];
+    const int8_t* xi = xq + i * qk_k * g;
+    __m512i isum[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      const __m512i mask = (j & 1) ? m_hi : m_lo;
+      __m512i sj[NT];
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+        const __m512i w = _mm512_and_si512(_mm512_loadu_si512(B.qs[s][j / 2]), mask);
+        const int8_t* xk = xi + (8 * j + s) * 4 * g;
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
+      }
+      __m512i sc = load_u8x16_epi32(B.sc[j]);
+      if (!(j & 1)) sc = _mm512_slli_epi32(sc, 4);
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
+    }
+    const __m512 dv = _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(0.0625f));
+    const float* xdi = xd + i * g;
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])),
+                               acc[t]);
+    const __m512 dmin = load_f16x16(B.dmin);
+    const float* xsi = xs + i * 8 * g;
+    for (int q = 0; q < 4; ++q) {
+      const __m512i mn =
+          _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+      const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
+      const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
+      sub_offsets<NT>(acc, m0, m1, xsi + 2 * q * g, xsi + (2 * q + 1) * g);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+}
+
+}  // namespace
+
+void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  static constexpr tile_fn tiles[] = {
+      nullptr,               mm_q4_k_x16_tile<1>, mm_q4_k_x16_tile<2>, mm_q4_k_x16_tile<3>,
+      mm_q4_k_x16_tile<4>, mm_q4_k_x16_tile<5>, mm_q4_k_x16_tile<6>, mm_q4_k_x16_tile<7>,
+      mm_q4_k_x16_tile<8>};
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q4_k_x16));
+}
+
+// ---- Q6_K ------------------------------------------------------------------------------------
+
+namespace {
 
 // Q6_K: the 6-bit levels of group G (columns 32G + 4s .. + 3 of 16 rows) at step s.
 inline __m512i q6_levels(const block_q6_k_x16& B, int s, int G) {
@@ -155,11 +323,7 @@ void mm_q6_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float
       const __m512i pairs = q6_scale_pairs(B, G);
       const __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 0)), d32);
       const __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 1)), d32);
-#pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) {
-        acc[t] = _mm512_fnmadd_ps(f0, _mm512_set1_ps(xsi[(2 * G) * g + t]), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(f1, _mm512_set1_ps(xsi[(2 * G + 1) * g + t]), acc[t]);
-      }
+      sub_offsets<NT>(acc, f0, f1, xsi + 2 * G * g, xsi + (2 * G + 1) * g);
     }
   }
 #pragma GCC unroll 8
@@ -167,158 +331,6 @@ void mm_q6_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float
 }
 
 }  // namespace
-
-void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                        int64_t g0, int64_t g1) {
-  const int64_t nb = cols / qk_k;
-  const auto* blocks = static_cast<const block_q4_k_x16*>(p);
-  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
-  for (int64_t g = g0; g < g1; ++g) {
-    const block_q4_k_x16* b = blocks + g * nb;
-    __m512 acc = _mm512_setzero_ps(), acc_m = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i) {
-      const block_q4_k_x16& B = b[i];
-      const int8_t* xq = x.q + qk_k * i;
-      __m512i sl[4], sh[4];
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) sl[q] = sh[q] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) {
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
-          const __m512i w = _mm512_loadu_si512(B.qs[s][q]);
-          sl[q] = _mm512_dpbusd_epi32(sl[q], _mm512_and_si512(w, m_lo), bcast4(xq + 64 * q + 4 * s));
-          sh[q] = _mm512_dpbusd_epi32(sh[q], _mm512_and_si512(w, m_hi),
-                                      bcast4(xq + 64 * q + 32 + 4 * s));
-        }
-      }
-      __m512i lo = _mm512_setzero_si512(), hi = lo;
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        lo = _mm512_add_epi32(lo, _mm512_mullo_epi32(sl[q], load_u8x16_epi32(B.sc[2 * q])));
-        hi = _mm512_add_epi32(hi, _mm512_mullo_epi32(sh[q], load_u8x16_epi32(B.sc[2 * q + 1])));
-      }
-      const __m512i tot = _mm512_add_epi32(_mm512_slli_epi32(lo, 4), hi);
-      // Sums of the activations per sub-block of 32, as int16 pairs (2q, 2q + 1).
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
-      const __m128i bs32 =
-          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      alignas(16) int32_t pairs[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), bs32);
-      __m512i mins = _mm512_setzero_si512();
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        const __m512i mn =
-            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
-        const __m512i pair = _mm512_set1_epi32(pairs[q]);
-        mins = _mm512_dpwssd_epi32(mins, mn, pair);
-      }
-      const __m512 xd = _mm512_set1_ps(x.d[i]);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
-                            _mm512_mul_ps(load_f16x16(B.d), _mm512_mul_ps(xd, _mm512_set1_ps(0.0625f))),
-                            acc);
-      acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(load_f16x16(B.dmin), xd),
-                              acc_m);
-    }
-    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_sub_ps(acc, acc_m));
-  }
-}
-
-namespace {
-
-// 16 rows x NT tokens of one activation group (kernels.h: q8_groups, sb 32, db 256).
-template <int NT>
-void mm_q4_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
-                      const float* xs, float* y, int64_t ldy, __mmask16 rows) {
-  const auto* b = static_cast<const block_q4_k_x16*>(blk);
-  constexpr int g = gemm_group;
-  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
-  const __m512i m_word = _mm512_set1_epi32(0xFFFF);
-  __m512 acc[NT];
-#pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const block_q4_k_x16& B = b[i];
-    const int8_t* xi = xq + i * qk_k * g;
-    __m512i isum[NT];
-#pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
-    for (int j = 0; j < 8; ++j) {
-      const __m512i mask = (j & 1) ? m_hi : m_lo;
-      __m512i sj[NT];
-#pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) {
-        const __m512i w = _mm512_and_si512(_mm512_loadu_si512(B.qs[s][j / 2]), mask);
-        const int8_t* xk = xi + (8 * j + s) * 4 * g;
-#pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
-      }
-      __m512i sc = load_u8x16_epi32(B.sc[j]);
-      if (!(j & 1)) sc = _mm512_slli_epi32(sc, 4);
-#pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
-    }
-    const __m512 dv = _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(0.0625f));
-    const float* xdi = xd + i * g;
-#pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])),
-                               acc[t]);
-    const __m512 dmin = load_f16x16(B.dmin);
-    const float* xsi = xs + i * 8 * g;
-    for (int q = 0; q < 4; ++q) {
-      const __m512i mn =
-          _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
-      const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
-      const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
-#pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) {
-        acc[t] = _mm512_fnmadd_ps(m0, _mm512_set1_ps(xsi[(2 * q) * g + t]), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(m1, _mm512_set1_ps(xsi[(2 * q + 1) * g + t]), acc[t]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
-}
-
-}  // namespace
-
-namespace {
-
-using tile_fn = void (*)(const void*, int64_t, const int8_t*, const float*, const float*, float*,
-                         int64_t, __mmask16);
-
-// Row groups [g0, g1) against every activation group; tiles[n] handles n tokens (1..8). A row
-// group is cols / block_cols blocks of block_bytes.
-void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
-            int64_t g0, int64_t g1, const tile_fn* tiles, int block_cols, size_t block_bytes) {
-  constexpr int g = gemm_group;
-  const int64_t nb = cols / block_cols;
-  const int n_groups = (x.n_tok + g - 1) / g;
-  for (int64_t rg = g0; rg < g1; ++rg) {
-    const void* b = static_cast<const uint8_t*>(p) + static_cast<size_t>(rg * nb) * block_bytes;
-    const __mmask16 rows_m = row_mask(rows, rg);
-    for (int gi = 0; gi < n_groups; ++gi) {
-      const int nt = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
-      tiles[nt](b, nb, x.q + gi * cols * g, x.d + gi * (cols / x.db) * g,
-                x.s + gi * (cols / x.sb) * g, y + gi * g * ldy + rg * x16_rows, ldy, rows_m);
-    }
-  }
-}
-
-}  // namespace
-
-void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
-                        int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn tiles[] = {
-      nullptr,               mm_q4_k_x16_tile<1>, mm_q4_k_x16_tile<2>, mm_q4_k_x16_tile<3>,
-      mm_q4_k_x16_tile<4>, mm_q4_k_x16_tile<5>, mm_q4_k_x16_tile<6>, mm_q4_k_x16_tile<7>,
-      mm_q4_k_x16_tile<8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q4_k_x16));
-}
 
 void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
@@ -328,7 +340,6 @@ void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
       mm_q6_k_x16_tile<8>};
   mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q6_k_x16));
 }
-
 
 // ---- Q4_0 and Q8_0 (blocks of 32, two per x16 block) ---------------------------------------
 
