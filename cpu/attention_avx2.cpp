@@ -1,10 +1,12 @@
-// AVX2 + F16C attention. Per query head and token: scores for four positions at a time (one
-// reduction tree for the four), a vectorized exp for the softmax, and the weighted sum of V rows
-// accumulated in registers, 64 dimensions per pass. A single decode token reads the F16 cache
-// directly with the rows two positions ahead prefetched; a batch converts its KV head to F32 once
-// (prefetching ahead), since every query token re-reads those rows.
+// AVX2 + F16C attention, with a vectorized exp for the softmax. A single decode token of a head
+// with its own KV head reads the F16 cache directly (scores four positions at a time with one
+// reduction tree, rows two positions ahead prefetched, V summed in registers 64 dimensions per
+// pass). When several query vectors read one KV head (prompt tokens, or the query heads of a
+// GQA group), the KV head is converted to F32 once, K transposed, and blocks of 4 queries run as
+// small matrix products (see block()).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -17,7 +19,7 @@ namespace {
 using simd::hsum;
 using simd::hsum4;
 
-// Rows are F16 in the cache (decode) or F32 after staging (batches).
+// Rows of the F16 cache (decode of a head with its own KV head).
 struct f16_rows {
   const uint16_t* base;
   int64_t stride;  // elements between positions
@@ -28,13 +30,6 @@ struct f16_rows {
   void prefetch(int p) const {
     _mm_prefetch(reinterpret_cast<const char*>(base + stride * p), _MM_HINT_T0);
   }
-};
-struct f32_rows {
-  const float* base;
-  int64_t stride;
-  const float* row(int p) const { return base + stride * p; }
-  static __m256 load(const float* r, int d) { return _mm256_loadu_ps(r + d); }
-  void prefetch(int) const {}
 };
 
 // s[p] = scale * dot(q, K row p) for p < n; returns max s.
@@ -97,94 +92,90 @@ void head(const R& k, const R& v, const float* q, int head_dim, float scale, int
   for (; d < head_dim; d += 8) weighted_sum<1>(v, att, n, d, o);
 }
 
-// Two consecutive query tokens of one head against the same F32 rows (prompt batches): each K and
-// V load feeds both tokens. Token 1 sees one more position (n + 1) than token 0 (n).
-void scores2(const f32_rows& k, const float* q0, const float* q1, int head_dim, float scale,
-             int n, float* s0, float* s1, float* m0, float* m1) {
-  const __m128 vs = _mm_set1_ps(scale);
-  __m128 mx0 = _mm_set1_ps(-INFINITY), mx1 = mx0;
-  int p = 0;
-  for (; p + 4 <= n; p += 4) {
-    const float *k0 = k.row(p), *k1 = k.row(p + 1), *k2 = k.row(p + 2), *k3 = k.row(p + 3);
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-    for (int d = 0; d < head_dim; d += 8) {
-      const __m256 u = _mm256_loadu_ps(q0 + d), w = _mm256_loadu_ps(q1 + d);
-      __m256 kv = _mm256_loadu_ps(k0 + d);
-      a0 = _mm256_fmadd_ps(u, kv, a0);
-      b0 = _mm256_fmadd_ps(w, kv, b0);
-      kv = _mm256_loadu_ps(k1 + d);
-      a1 = _mm256_fmadd_ps(u, kv, a1);
-      b1 = _mm256_fmadd_ps(w, kv, b1);
-      kv = _mm256_loadu_ps(k2 + d);
-      a2 = _mm256_fmadd_ps(u, kv, a2);
-      b2 = _mm256_fmadd_ps(w, kv, b2);
-      kv = _mm256_loadu_ps(k3 + d);
-      a3 = _mm256_fmadd_ps(u, kv, a3);
-      b3 = _mm256_fmadd_ps(w, kv, b3);
+// ---- blocks of query vectors against a staged KV head ---------------------------------------
+// Prompt tokens of one head, or (decode) the query heads that share one KV head, go through the
+// staged F32 copy of that KV head in blocks of up to 4 query vectors: K transposed (head_dim rows
+// of ld positions), so that 16 scores of 4 queries come from 2 loads and 4 broadcasts per
+// dimension with no horizontal sums, and V row by row, each row load feeding all 4 queries.
+struct staged_kv {
+  const float* kt;  // kt[d * ld + p]
+  int64_t ld;       // positions per K^T row, a multiple of 16 (zero past the last position)
+  const float* v;   // v[p * head_dim + d]
+  int head_dim;
+};
+
+template <int TB, int NV>
+void block_weighted_sum(const staged_kv& kv, const float* s, int64_t ld, int n, int d0,
+                        float* const* o) {
+  __m256 a[TB][NV];
+  for (int i = 0; i < TB; ++i)
+    for (int j = 0; j < NV; ++j) a[i][j] = _mm256_setzero_ps();
+  const float* vr = kv.v + d0;
+  for (int p = 0; p < n; ++p, vr += kv.head_dim) {
+    __m256 vv[NV];
+    for (int j = 0; j < NV; ++j) vv[j] = _mm256_loadu_ps(vr + 8 * j);
+    for (int i = 0; i < TB; ++i) {
+      const __m256 w = _mm256_broadcast_ss(s + i * ld + p);
+      for (int j = 0; j < NV; ++j) a[i][j] = _mm256_fmadd_ps(w, vv[j], a[i][j]);
     }
-    const __m128 r0 = _mm_mul_ps(hsum4(a0, a1, a2, a3), vs);
-    const __m128 r1 = _mm_mul_ps(hsum4(b0, b1, b2, b3), vs);
-    _mm_storeu_ps(s0 + p, r0);
-    _mm_storeu_ps(s1 + p, r1);
-    mx0 = _mm_max_ps(mx0, r0);
-    mx1 = _mm_max_ps(mx1, r1);
   }
-  *m0 = simd::hmax(mx0);
-  *m1 = simd::hmax(mx1);
-  for (; p <= n; ++p) {  // the tail, and token 1's extra position n
-    const float* kr = k.row(p);
-    __m256 a = _mm256_setzero_ps(), b = a;
-    for (int d = 0; d < head_dim; d += 8) {
-      const __m256 kv = _mm256_loadu_ps(kr + d);
-      a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + d), kv, a);
-      b = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + d), kv, b);
+  for (int i = 0; i < TB; ++i)
+    for (int j = 0; j < NV; ++j) _mm256_storeu_ps(o[i] + d0 + 8 * j, a[i][j]);
+}
+
+// o[i] = softmax(scale * q[i].K) V over positions [0, n[i]), for i < TB; s: TB rows of kv.ld.
+template <int TB>
+void block(const staged_kv& kv, float scale, const float* const* q, const int* n,
+           float* const* o, float* s) {
+  const int hd = kv.head_dim;
+  const int64_t ld = kv.ld;
+  int n_max = 0;
+  for (int i = 0; i < TB; ++i) n_max = n[i] > n_max ? n[i] : n_max;
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (int p = 0; p < n_max; p += 16) {
+    __m256 a[TB][2];
+    for (int i = 0; i < TB; ++i) a[i][0] = a[i][1] = _mm256_setzero_ps();
+    const float* kp = kv.kt + p;
+    for (int d = 0; d < hd; ++d, kp += ld) {
+      const __m256 k0 = _mm256_loadu_ps(kp), k1 = _mm256_loadu_ps(kp + 8);
+      for (int i = 0; i < TB; ++i) {
+        const __m256 qb = _mm256_broadcast_ss(q[i] + d);
+        a[i][0] = _mm256_fmadd_ps(qb, k0, a[i][0]);
+        a[i][1] = _mm256_fmadd_ps(qb, k1, a[i][1]);
+      }
     }
-    if (p < n) {
-      s0[p] = hsum(a) * scale;
-      *m0 = s0[p] > *m0 ? s0[p] : *m0;
+    for (int i = 0; i < TB; ++i) {
+      _mm256_storeu_ps(s + i * ld + p, _mm256_mul_ps(a[i][0], vs));
+      _mm256_storeu_ps(s + i * ld + p + 8, _mm256_mul_ps(a[i][1], vs));
     }
-    s1[p] = hsum(b) * scale;
-    *m1 = s1[p] > *m1 ? s1[p] : *m1;
+  }
+  for (int i = 0; i < TB; ++i) {
+    float* si = s + i * ld;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int p = 0;
+    for (; p + 8 <= n[i]; p += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(si + p));
+    float mx = simd::hmax(_mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1)));
+    for (; p < n[i]; ++p) mx = si[p] > mx ? si[p] : mx;
+    const __m256 inv = _mm256_set1_ps(1.0f / softmax_exp(si, n[i], mx));
+    for (p = 0; p + 8 <= n[i]; p += 8) _mm256_storeu_ps(si + p, _mm256_mul_ps(_mm256_loadu_ps(si + p), inv));
+    for (; p < n[i]; ++p) si[p] *= _mm256_cvtss_f32(inv);
+    for (p = n[i]; p < n_max; ++p) si[p] = 0.0f;  // positions this query does not see
+  }
+  int d0 = 0;
+  for (; d0 + 16 <= hd; d0 += 16) block_weighted_sum<TB, 2>(kv, s, ld, n_max, d0, o);
+  if (d0 < hd) block_weighted_sum<TB, 1>(kv, s, ld, n_max, d0, o);
+}
+
+void run_block(int tb, const staged_kv& kv, float scale, const float* const* q, const int* n,
+               float* const* o, float* s) {
+  switch (tb) {
+    case 4: return block<4>(kv, scale, q, n, o, s);
+    case 3: return block<3>(kv, scale, q, n, o, s);
+    case 2: return block<2>(kv, scale, q, n, o, s);
+    default: return block<1>(kv, scale, q, n, o, s);
   }
 }
 
-// o0, o1 [d0 .. d0 + 8 * NV) = sum_p w0[p] (w1[p]) * V row p, over positions [0, n) (w0[n-1] may
-// be a zero weight standing for "token 0 does not see this position").
-template <int NV>
-void weighted_sum2(const f32_rows& v, const float* w0, const float* w1, int n, int d0, float* o0,
-                   float* o1) {
-  __m256 a[NV], b[NV];
-  for (int j = 0; j < NV; ++j) a[j] = b[j] = _mm256_setzero_ps();
-  for (int p = 0; p < n; ++p) {
-    const float* vr = v.row(p);
-    const __m256 x = _mm256_broadcast_ss(w0 + p), y = _mm256_broadcast_ss(w1 + p);
-    for (int j = 0; j < NV; ++j) {
-      const __m256 vv = _mm256_loadu_ps(vr + d0 + 8 * j);
-      a[j] = _mm256_fmadd_ps(x, vv, a[j]);
-      b[j] = _mm256_fmadd_ps(y, vv, b[j]);
-    }
-  }
-  for (int j = 0; j < NV; ++j) {
-    _mm256_storeu_ps(o0 + d0 + 8 * j, a[j]);
-    _mm256_storeu_ps(o1 + d0 + 8 * j, b[j]);
-  }
-}
-
-// Tokens t and t + 1 of one head (positions [0, n) and [0, n + 1)).
-void head2(const f32_rows& k, const f32_rows& v, const float* q0, const float* q1, int head_dim,
-           float scale, int n, float* att0, float* att1, float* o0, float* o1) {
-  float m0, m1;
-  scores2(k, q0, q1, head_dim, scale, n, att0, att1, &m0, &m1);
-  const float inv0 = 1.0f / softmax_exp(att0, n, m0);
-  const float inv1 = 1.0f / softmax_exp(att1, n + 1, m1);
-  for (int p = 0; p < n; ++p) att0[p] *= inv0;
-  att0[n] = 0.0f;
-  for (int p = 0; p <= n; ++p) att1[p] *= inv1;
-  int d = 0;
-  for (; d + 32 <= head_dim; d += 32) weighted_sum2<4>(v, att0, att1, n + 1, d, o0, o1);
-  for (; d < head_dim; d += 8) weighted_sum2<1>(v, att0, att1, n + 1, d, o0, o1);
-}
 }  // namespace
 
 float softmax_exp(float* x, int n, float mx) {
@@ -221,51 +212,67 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   const int q_stride = n_head * head_dim;
   const int n_all = pos0 + n_tok;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  thread_local std::vector<float> att, att1, kf, vf;
-  att.resize(static_cast<size_t>(n_all) + 8);
-  att1.resize(att.size());
-  const bool stage = n_tok >= 4;
-  if (stage) {
-    kf.resize(static_cast<size_t>(n_all) * head_dim);
-    vf.resize(kf.size());
+  thread_local std::vector<float> att, kt, vf;
+  // One token of a head with its own KV head: read the F16 cache directly.
+  if (n_tok == 1 && group == 1) {
+    att.resize(static_cast<size_t>(n_all) + 8);
+    for (int h = h0; h < h1; ++h) {
+      const f16_rows k{k_cache + h * head_dim, kv_stride}, v{v_cache + h * head_dim, kv_stride};
+      head(k, v, q + h * head_dim, head_dim, scale, n_all, att.data(), out + h * head_dim);
+    }
+    return;
   }
+  // Otherwise every KV head is read by several query vectors: stage it as F32 (K transposed).
+  const int64_t ld = (n_all + 15) / 16 * 16;
+  kt.assign(static_cast<size_t>(ld) * head_dim, 0.0f);
+  vf.resize(static_cast<size_t>(n_all) * head_dim);
+  att.resize(static_cast<size_t>(4 * ld));
+  const staged_kv kv{kt.data(), ld, vf.data(), head_dim};
   int staged_hk = -1;
-  for (int h = h0; h < h1; ++h) {
+  const float* qs[4];
+  float* os[4];
+  int ns[4];
+  for (int h = h0; h < h1;) {
     const int hk = h / group;
-    if (stage && hk != staged_hk) {
+    if (hk != staged_hk) {
       for (int p = 0; p < n_all; ++p) {
         const uint16_t* k = k_cache + static_cast<int64_t>(p) * kv_stride + hk * head_dim;
         const uint16_t* v = v_cache + static_cast<int64_t>(p) * kv_stride + hk * head_dim;
         _mm_prefetch(reinterpret_cast<const char*>(k + 4 * kv_stride), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(v + 4 * kv_stride), _MM_HINT_T0);
+        alignas(32) float row[8];
         for (int d = 0; d < head_dim; d += 8) {
-          _mm256_storeu_ps(&kf[static_cast<size_t>(p) * head_dim + d], f16_rows::load(k, d));
+          _mm256_store_ps(row, f16_rows::load(k, d));
+          for (int j = 0; j < 8; ++j) kt[static_cast<size_t>((d + j) * ld + p)] = row[j];
           _mm256_storeu_ps(&vf[static_cast<size_t>(p) * head_dim + d], f16_rows::load(v, d));
         }
       }
       staged_hk = hk;
     }
-    for (int t = 0; t < n_tok; ++t) {
-      const int n_pos = pos0 + t + 1;
-      if (stage && t + 1 < n_tok) {  // two tokens share the K and V reads
-        const f32_rows k{kf.data(), head_dim}, v{vf.data(), head_dim};
-        const float* q0 = q + static_cast<int64_t>(t) * q_stride + h * head_dim;
-        float* o0 = out + static_cast<int64_t>(t) * q_stride + h * head_dim;
-        head2(k, v, q0, q0 + q_stride, head_dim, scale, n_pos, att.data(), att1.data(), o0,
-              o0 + q_stride);
-        ++t;
-        continue;
+    if (n_tok == 1) {  // the query heads of this KV head, 4 at a time
+      const int h_end = std::min(h1, (hk + 1) * group);
+      while (h < h_end) {
+        const int tb = std::min(4, h_end - h);
+        for (int i = 0; i < tb; ++i) {
+          qs[i] = q + (h + i) * head_dim;
+          os[i] = out + (h + i) * head_dim;
+          ns[i] = n_all;
+        }
+        run_block(tb, kv, scale, qs, ns, os, att.data());
+        h += tb;
       }
-      const float* qh = q + static_cast<int64_t>(t) * q_stride + h * head_dim;
-      float* o = out + static_cast<int64_t>(t) * q_stride + h * head_dim;
-      if (stage) {
-        const f32_rows k{kf.data(), head_dim}, v{vf.data(), head_dim};
-        head(k, v, qh, head_dim, scale, n_pos, att.data(), o);
-      } else {
-        const f16_rows k{k_cache + hk * head_dim, kv_stride}, v{v_cache + hk * head_dim, kv_stride};
-        head(k, v, qh, head_dim, scale, n_pos, att.data(), o);
-      }
+      continue;
     }
+    for (int t0 = 0; t0 < n_tok; t0 += 4) {  // this head's tokens, 4 at a time
+      const int tb = std::min(4, n_tok - t0);
+      for (int i = 0; i < tb; ++i) {
+        qs[i] = q + static_cast<int64_t>(t0 + i) * q_stride + h * head_dim;
+        os[i] = out + static_cast<int64_t>(t0 + i) * q_stride + h * head_dim;
+        ns[i] = pos0 + t0 + i + 1;
+      }
+      run_block(tb, kv, scale, qs, ns, os, att.data());
+    }
+    ++h;
   }
 }
 
