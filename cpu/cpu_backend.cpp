@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "cpu/attention.h"
@@ -175,12 +177,30 @@ class cpu_backend final : public backend {
                                                                : none;
   }
 
+  std::vector<std::string> notes() const override { return notes_; }
+
+  // Bytes of w's packed copy, or 0 when it would not be packed.
+  static uint64_t packed_bytes(const weight& w) {
+    if (!w || !cpu::x16_supported(w.type(), w.cols())) return 0;
+    const cpu::type_kernels* k = cpu::kernels().find(w.type());
+    return k && k->mv_x16 ? cpu::x16_bytes(w.type(), w.rows(), w.cols()) : 0;
+  }
+
+  // MemAvailable from /proc/meminfo, in bytes (0 when unknown).
+  static uint64_t available_memory() {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    uint64_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit)
+      if (key == "MemAvailable:") return kb * 1024;
+    return 0;
+  }
+
   // Packs w when the active kernels have an x16 layout for it (TANDEM_REPACK=0 turns this off),
   // then drops its pages of the mapping: from here on only the packed copy is read.
   static void pack(const weight& w, cpu::packed_matrix* out) {
-    if (!w || !cpu::x16_supported(w.type(), w.cols())) return;
-    const cpu::type_kernels* k = cpu::kernels().find(w.type());
-    if (!k || !k->mv_x16) return;
+    if (packed_bytes(w) == 0) return;
     *out = cpu::packed_matrix(w.type(), w.data(), w.rows(), w.cols());
     advise_dontneed(w.data(), w.nbytes());
   }
@@ -253,6 +273,20 @@ class cpu_backend final : public backend {
           if (const weight& w = m_.layer(il).*f) advise_willneed(w.data(), w.nbytes());
       const char* env = std::getenv("TANDEM_REPACK");
       if (env && std::string(env) == "0") return;
+      // The packed copies are anonymous memory (the file's pages are dropped as each is made):
+      // skip them when they would not fit beside the KV cache, rather than push the system into
+      // swapping or the OOM killer; the GGUF-layout kernels read the mapping instead.
+      uint64_t packed_total = opt_.output ? packed_bytes(m_.output()) : 0;
+      for (int il : opt_.layers)
+        for (auto f : k_fields) packed_total += packed_bytes(m_.layer(il).*f);
+      const uint64_t avail = available_memory();
+      if (packed_total > 0 && avail > 0 && packed_total + kv_bytes + scratch > avail / 10 * 9) {
+        notes_.push_back(fmt::format(
+            "not repacking the weights for the faster kernels: the copies ({}) and the KV cache "
+            "({}) would not fit in available memory ({}); using the file's layout",
+            size_str(packed_total), size_str(kv_bytes), size_str(avail)));
+        return;
+      }
       packed_.resize(n_layers);
       for (int il : opt_.layers) {
         const layer_weights& L = m_.layer(il);
@@ -349,6 +383,7 @@ class cpu_backend final : public backend {
   std::vector<cached_layer> cached_;
   std::vector<packed_layer> packed_;  // per layer, when weights are packed (no --mem-budget)
   cpu::packed_matrix packed_output_;
+  std::vector<std::string> notes_;
   std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)
   int prefetch_distance_ = 0;
   double compute_s_ = 0;

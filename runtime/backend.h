@@ -7,6 +7,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace tandem {
 
@@ -44,6 +45,8 @@ class backend {
   // Optional per-op capture (see capture_fn); an empty fn turns it off. Costs nothing when off;
   // on a GPU it downloads every intermediate, so it is for checking, not for speed.
   virtual void set_capture(capture_fn /*fn*/) {}
+  // One-line notices for the user about choices made at construction (e.g. a fallback).
+  virtual std::vector<std::string> notes() const { return {}; }
 };
 
 inline void backend::embed(const int32_t*, int, float*) {

@@ -84,6 +84,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   bo.direct_io = opt.direct_io;
   bo.metrics = opt.metrics;
   backends_.insert(backends_.begin(), make_cpu_backend(m, bo));
+  for (std::string& n : backends_.front()->notes()) notes_.push_back(std::move(n));
   cpu_ = backends_.front().get();
   for (int il = 0; il < hp.n_layer; ++il)
     layer_backend_.push_back(p.layers[static_cast<size_t>(il)] == placement::cpu ? cpu_ : gpu);
