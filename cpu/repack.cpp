@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <sys/mman.h>
 #include <type_traits>
 
 #include "cpu/parallel.h"
@@ -236,8 +237,14 @@ void packed_matrix::free_aligned::operator()(void* p) const {
 packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)
     : type_(t), rows_(rows), cols_(cols), bytes_(x16_bytes(t, rows, cols)) {
   if (bytes_ == 0) return;
-  void* p = std::aligned_alloc(64, (bytes_ + 63) / 64 * 64);
+  // Large copies in 2 MiB pages where the kernel allows (THP "madvise" mode): decode streams the
+  // whole matrix, and 4 KiB pages would cost a TLB miss every 4 KiB.
+  constexpr size_t huge = size_t{1} << 21;
+  const size_t align = bytes_ >= huge ? huge : 64;
+  const size_t alloc = (bytes_ + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, alloc);
   if (p == nullptr) throw std::bad_alloc();
+  if (align == huge) (void)madvise(p, alloc, MADV_HUGEPAGE);
   buf_.reset(static_cast<uint8_t*>(p));
   data_ = p;
   const size_t rb = row_bytes(t, static_cast<uint64_t>(cols));
