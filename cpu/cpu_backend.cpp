@@ -153,7 +153,7 @@ class cpu_backend final : public backend {
     const int d = hp_.n_embd;
     cpu::rmsnorm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
                       static_cast<const float*>(m_.output_norm().data()), count, d, hp_.rms_eps);
-    cpu::matmul(m_.output(), h_.data(), count, logits, pk(packed_output_));
+    cpu::matmul(output_ ? output_ : m_.output(), h_.data(), count, logits, pk(packed_output_));
     add_compute(t0);
   }
 
@@ -184,6 +184,20 @@ class cpu_backend final : public backend {
     if (!w || !cpu::x16_supported(w.type(), w.cols())) return 0;
     const cpu::type_kernels* k = cpu::kernels().find(w.type());
     return k && k->mv_x16 ? cpu::x16_bytes(w.type(), w.rows(), w.cols()) : 0;
+  }
+  // Bytes w takes in memory once resident: packed, or copied as it is.
+  static uint64_t resident_bytes(const weight& w) {
+    if (!w) return 0;
+    const uint64_t p = packed_bytes(w);
+    return p ? p : w.nbytes();
+  }
+  // A copy of w's bytes in large pages; t (a copy of w's tensor) is pointed at it.
+  static cpu::large_buffer copy(const weight& w, gguf_tensor* t) {
+    cpu::large_buffer b(w.nbytes());
+    std::memcpy(b.data(), w.data(), w.nbytes());
+    advise_dontneed(w.data(), w.nbytes());
+    t->data = b.data();
+    return b;
   }
 
   // MemAvailable from /proc/meminfo, in bytes (0 when unknown).
@@ -273,21 +287,22 @@ class cpu_backend final : public backend {
           if (const weight& w = m_.layer(il).*f) advise_willneed(w.data(), w.nbytes());
       const char* env = std::getenv("TANDEM_REPACK");
       if (env && std::string(env) == "0") return;
-      // The packed copies are anonymous memory (the file's pages are dropped as each is made):
-      // skip them when they would not fit beside the KV cache, rather than push the system into
-      // swapping or the OOM killer; the GGUF-layout kernels read the mapping instead.
-      uint64_t packed_total = opt_.output ? packed_bytes(m_.output()) : 0;
+      // Copies are anonymous memory (the file's pages are dropped as each is made): skip them
+      // when they would not fit beside the KV cache, rather than push the system into swapping
+      // or the OOM killer; the kernels then read the mapping.
+      uint64_t copy_total = opt_.output ? resident_bytes(m_.output()) : 0;
       for (int il : opt_.layers)
-        for (auto f : k_fields) packed_total += packed_bytes(m_.layer(il).*f);
+        for (auto f : k_fields) copy_total += resident_bytes(m_.layer(il).*f);
       const uint64_t avail = available_memory();
-      if (packed_total > 0 && avail > 0 && packed_total + kv_bytes + scratch > avail / 10 * 9) {
+      if (avail > 0 && copy_total + kv_bytes + scratch > avail / 10 * 9) {
         notes_.push_back(fmt::format(
-            "not repacking the weights for the faster kernels: the copies ({}) and the KV cache "
-            "({}) would not fit in available memory ({}); using the file's layout",
-            size_str(packed_total), size_str(kv_bytes), size_str(avail)));
+            "weights left in the file mapping, not repacked for the faster kernels: the copies "
+            "({}) and the KV cache ({}) would not fit in available memory ({})",
+            size_str(copy_total), size_str(kv_bytes), size_str(avail)));
         return;
       }
       packed_.resize(n_layers);
+      resident_.resize(n_layers);
       for (int il : opt_.layers) {
         const layer_weights& L = m_.layer(il);
         packed_layer& P = packed_[static_cast<size_t>(il)];
@@ -298,8 +313,23 @@ class cpu_backend final : public backend {
         pack(L.ffn_gate, &P.gate);
         pack(L.ffn_up, &P.up);
         pack(L.ffn_down, &P.down);
+        resident_layer& R = resident_[static_cast<size_t>(il)];
+        for (auto fld : k_fields) {
+          const weight& w = L.*fld;
+          if (!w) continue;
+          R.view.tensors.push_back(*w.t);
+          R.view.fields.push_back(fld);
+          if (packed_bytes(w) == 0) R.copies.push_back(copy(w, &R.view.tensors.back()));
+        }
+        for (size_t k = 0; k < R.view.fields.size(); ++k)
+          R.view.lw.*(R.view.fields[k]) = weight{&R.view.tensors[k]};
       }
-      if (opt_.output) pack(m_.output(), &packed_output_);
+      if (opt_.output) {
+        pack(m_.output(), &packed_output_);
+        output_tensor_ = *m_.output().t;
+        if (!packed_output_) output_copy_ = copy(m_.output(), &output_tensor_);
+        output_ = weight{&output_tensor_};
+      }
       return;
     }
     // The layers go through the cache: per layer, copies of its tensors whose data pointers are
@@ -349,7 +379,10 @@ class cpu_backend final : public backend {
   // Layer il's weights: the model's views, or the cached copy pinned by `pin` (acquired here,
   // with the next layers queued for prefetch).
   const layer_weights& layer(int il, layer_cache::handle& pin) {
-    if (!cache_) return m_.layer(il);
+    if (!cache_)
+      return il >= 0 && static_cast<size_t>(il) < resident_.size() && !resident_[static_cast<size_t>(il)].view.fields.empty()
+                 ? resident_[static_cast<size_t>(il)].view.lw
+                 : m_.layer(il);
     const int slot = il >= 0 && il < hp_.n_layer ? slot_of_[static_cast<size_t>(il)] : -1;
     if (slot < 0) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
     pin = cache_->acquire(slot);
@@ -381,8 +414,19 @@ class cpu_backend final : public backend {
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
   std::vector<kv_cache> kv_;
   std::vector<cached_layer> cached_;
-  std::vector<packed_layer> packed_;  // per layer, when weights are packed (no --mem-budget)
+  // Without --mem-budget: per layer, x16 copies of the matrices that have a layout (packed_) and
+  // views whose tensors point at plain copies of everything else (resident_); empty with
+  // TANDEM_REPACK=0 or when the copies would not fit.
+  struct resident_layer {
+    cached_layer view;
+    std::vector<cpu::large_buffer> copies;
+  };
+  std::vector<packed_layer> packed_;
+  std::vector<resident_layer> resident_;
   cpu::packed_matrix packed_output_;
+  gguf_tensor output_tensor_;
+  cpu::large_buffer output_copy_;
+  weight output_;  // the output head as forward_output reads it (a copy, or the mapping's view)
   std::vector<std::string> notes_;
   std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)
   int prefetch_distance_ = 0;

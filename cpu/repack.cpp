@@ -230,23 +230,26 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
   }
 }
 
-void packed_matrix::free_aligned::operator()(void* p) const {
+void large_buffer::free_aligned::operator()(void* p) const {
   std::free(p);
 }
 
-packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)
-    : type_(t), rows_(rows), cols_(cols), bytes_(x16_bytes(t, rows, cols)) {
-  if (bytes_ == 0) return;
-  // Large copies in 2 MiB pages where the kernel allows (THP "madvise" mode): decode streams the
-  // whole matrix, and 4 KiB pages would cost a TLB miss every 4 KiB.
+large_buffer::large_buffer(size_t bytes) {
+  if (bytes == 0) return;
   constexpr size_t huge = size_t{1} << 21;
-  const size_t align = bytes_ >= huge ? huge : 64;
-  const size_t alloc = (bytes_ + align - 1) / align * align;
+  const size_t align = bytes >= huge ? huge : 64;
+  const size_t alloc = (bytes + align - 1) / align * align;
   void* p = std::aligned_alloc(align, alloc);
   if (p == nullptr) throw std::bad_alloc();
   if (align == huge) (void)madvise(p, alloc, MADV_HUGEPAGE);
   buf_.reset(static_cast<uint8_t*>(p));
-  data_ = p;
+}
+
+packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)
+    : buf_(x16_bytes(t, rows, cols)), type_(t), rows_(rows), cols_(cols),
+      bytes_(x16_bytes(t, rows, cols)) {
+  if (bytes_ == 0) return;
+  void* p = buf_.data();
   const size_t rb = row_bytes(t, static_cast<uint64_t>(cols));
   parallel_for((rows + x16_rows - 1) / x16_rows, 4, [&](int64_t g0, int64_t g1) {
     pack_x16(t, w, rb, rows, cols, g0, g1, p);

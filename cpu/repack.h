@@ -88,26 +88,38 @@ void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int
 // The reverse, for tests: writes the GGUF rows of the matrix.
 void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb);
 
-// A packed copy of one weight matrix (64-byte aligned).
-class packed_matrix {
+// A 64-byte aligned heap buffer, in 2 MiB pages when it is large and the kernel allows (THP
+// "madvise" mode): decode streams whole matrices, and 4 KiB pages would cost a TLB miss every
+// 4 KiB.
+class large_buffer {
  public:
-  packed_matrix() = default;
-  // Packs with the threads of cpu::parallel_for.
-  packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols);
-
-  explicit operator bool() const { return data_ != nullptr; }
-  dtype type() const { return type_; }
-  int64_t rows() const { return rows_; }
-  int64_t cols() const { return cols_; }
-  const void* data() const { return data_; }
-  size_t nbytes() const { return bytes_; }
+  large_buffer() = default;
+  explicit large_buffer(size_t bytes);
+  uint8_t* data() const { return buf_.get(); }
 
  private:
   struct free_aligned {
     void operator()(void* p) const;
   };
   std::unique_ptr<uint8_t, free_aligned> buf_;
-  const void* data_ = nullptr;
+};
+
+// A packed copy of one weight matrix.
+class packed_matrix {
+ public:
+  packed_matrix() = default;
+  // Packs with the threads of cpu::parallel_for.
+  packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols);
+
+  explicit operator bool() const { return buf_.data() != nullptr; }
+  dtype type() const { return type_; }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  const void* data() const { return buf_.data(); }
+  size_t nbytes() const { return bytes_; }
+
+ private:
+  large_buffer buf_;
   dtype type_ = dtype::f32;
   int64_t rows_ = 0, cols_ = 0;
   size_t bytes_ = 0;
