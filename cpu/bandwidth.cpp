@@ -8,13 +8,16 @@
 #include <memory>
 
 #include "cpu/parallel.h"
+#include "cpu/large_buffer.h"
 
 namespace tandem::cpu {
 
 double measure_read_bandwidth(uint64_t bytes, int reps) {
   const size_t n = bytes / sizeof(uint64_t);
-  std::unique_ptr<uint64_t[], decltype(&std::free)> buf(
-      static_cast<uint64_t*>(std::aligned_alloc(4096, n * sizeof(uint64_t))), &std::free);
+  // In large pages like the weights the kernels stream (cpu/large_buffer.h), so that the figure is
+  // the limit those reads face, not a TLB-bound one.
+  const large_buffer mem(n * sizeof(uint64_t));
+  auto* buf = reinterpret_cast<uint64_t*>(mem.data());
   // Touch every page from the threads that will read it (first-touch placement).
   parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i);

@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <sys/mman.h>
 #include <type_traits>
 
 #include "cpu/parallel.h"
@@ -162,28 +161,33 @@ void unpack_q6_k_group(const block_q6_k_x16* in, int64_t rows, int64_t nb, int64
   }
 }
 
-// Q4_0 and Q8_0: two GGUF blocks per x16 block; `to_x16` says which way the bytes go.
-template <typename Blk, typename X16>
-void copy_q8_q4_group(uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g, X16* x,
-                      bool to_x16) {
+// Q4_0 and Q8_0: two GGUF blocks per x16 block. ToX16: GGUF rows -> x16, else back.
+template <typename Blk, typename X16, bool ToX16>
+void copy_q8_q4_group(std::conditional_t<ToX16, const uint8_t*, uint8_t*> w, size_t rb,
+                      int64_t rows, int64_t nb, int64_t g,
+                      std::conditional_t<ToX16, X16*, const X16*> x) {
   constexpr int steps = sizeof(Blk::qs) / 4;
   constexpr uint8_t flip = std::is_same_v<Blk, block_q8_0> ? 0x80 : 0;  // signed <-> + 128
+  using blk_ptr = std::conditional_t<ToX16, const Blk*, Blk*>;
   for (int64_t i = 0; i < nb; ++i) {
-    X16& o = x[i];
-    if (to_x16) std::memset(&o, 0, sizeof(o));
+    auto& o = x[i];
+    if constexpr (ToX16) std::memset(&o, 0, sizeof(o));
     for (int r = 0; r < x16_rows; ++r) {
       const int64_t row = g * x16_rows + r;
       if (row >= rows) break;
       for (int b = 0; b < 2; ++b) {
-        auto& blk = reinterpret_cast<Blk*>(w + static_cast<size_t>(row) * rb)[2 * i + b];
-        auto* q = reinterpret_cast<uint8_t*>(blk.qs);
-        if (to_x16) o.d[b][r] = blk.d;
-        else blk.d = o.d[b][r];
-        for (int s = 0; s < steps; ++s)
-          for (int e = 0; e < 4; ++e) {
-            if (to_x16) o.qs[s][b][r][e] = q[4 * s + e] ^ flip;
-            else q[4 * s + e] = o.qs[s][b][r][e] ^ flip;
-          }
+        auto& blk = reinterpret_cast<blk_ptr>(w + static_cast<size_t>(row) * rb)[2 * i + b];
+        if constexpr (ToX16) {
+          o.d[b][r] = blk.d;
+          for (int s = 0; s < steps; ++s)
+            for (int e = 0; e < 4; ++e)
+              o.qs[s][b][r][e] = static_cast<uint8_t>(blk.qs[4 * s + e]) ^ flip;
+        } else {
+          blk.d = o.d[b][r];
+          for (int s = 0; s < steps; ++s)
+            for (int e = 0; e < 4; ++e)
+              blk.qs[4 * s + e] = static_cast<std::remove_reference_t<decltype(blk.qs[0])>>(o.qs[s][b][r][e] ^ flip);
+        }
       }
     }
   }
@@ -196,14 +200,13 @@ void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int
   if (!x16_supported(t, cols)) return;
   const int64_t nb = cols / x16_block_cols(t);
   const auto* src = static_cast<const uint8_t*>(w);
-  auto* wr = const_cast<uint8_t*>(src);  // not written: to_x16 only reads the rows
   for (int64_t g = g0; g < g1; ++g) {
     if (t == dtype::q4_0)
-      copy_q8_q4_group<block_q4_0>(wr, rb, rows, nb, g, static_cast<block_q4_0_x16*>(dst) + g * nb,
-                                   true);
+      copy_q8_q4_group<block_q4_0, block_q4_0_x16, true>(
+          src, rb, rows, nb, g, static_cast<block_q4_0_x16*>(dst) + g * nb);
     else if (t == dtype::q8_0)
-      copy_q8_q4_group<block_q8_0>(wr, rb, rows, nb, g, static_cast<block_q8_0_x16*>(dst) + g * nb,
-                                   true);
+      copy_q8_q4_group<block_q8_0, block_q8_0_x16, true>(
+          src, rb, rows, nb, g, static_cast<block_q8_0_x16*>(dst) + g * nb);
     else if (t == dtype::q6_k)
       pack_q6_k_group(src, rb, rows, nb, g, static_cast<block_q6_k_x16*>(dst) + g * nb);
     else
@@ -216,33 +219,17 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
   const int64_t nb = cols / x16_block_cols(t);
   auto* out = static_cast<uint8_t*>(w);
   for (int64_t g = 0; g < (rows + x16_rows - 1) / x16_rows; ++g) {
-    auto* in = const_cast<void*>(src);  // not written: !to_x16 only reads the packed blocks
     if (t == dtype::q4_0)
-      copy_q8_q4_group<block_q4_0>(out, rb, rows, nb, g, static_cast<block_q4_0_x16*>(in) + g * nb,
-                                   false);
+      copy_q8_q4_group<block_q4_0, block_q4_0_x16, false>(
+          out, rb, rows, nb, g, static_cast<const block_q4_0_x16*>(src) + g * nb);
     else if (t == dtype::q8_0)
-      copy_q8_q4_group<block_q8_0>(out, rb, rows, nb, g, static_cast<block_q8_0_x16*>(in) + g * nb,
-                                   false);
+      copy_q8_q4_group<block_q8_0, block_q8_0_x16, false>(
+          out, rb, rows, nb, g, static_cast<const block_q8_0_x16*>(src) + g * nb);
     else if (t == dtype::q6_k)
       unpack_q6_k_group(static_cast<const block_q6_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
     else
       unpack_q4_k_group(static_cast<const block_q4_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
   }
-}
-
-void large_buffer::free_aligned::operator()(void* p) const {
-  std::free(p);
-}
-
-large_buffer::large_buffer(size_t bytes) {
-  if (bytes == 0) return;
-  constexpr size_t huge = size_t{1} << 21;
-  const size_t align = bytes >= huge ? huge : 64;
-  const size_t alloc = (bytes + align - 1) / align * align;
-  void* p = std::aligned_alloc(align, alloc);
-  if (p == nullptr) throw std::bad_alloc();
-  if (align == huge) (void)madvise(p, alloc, MADV_HUGEPAGE);
-  buf_.reset(static_cast<uint8_t*>(p));
 }
 
 packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)

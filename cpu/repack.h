@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "cpu/large_buffer.h"
 #include "runtime/dtype.h"
 
 namespace tandem::cpu {
@@ -87,22 +88,6 @@ void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int
               int64_t g1, void* dst);
 // The reverse, for tests: writes the GGUF rows of the matrix.
 void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb);
-
-// A 64-byte aligned heap buffer, in 2 MiB pages when it is large and the kernel allows (THP
-// "madvise" mode): decode streams whole matrices, and 4 KiB pages would cost a TLB miss every
-// 4 KiB.
-class large_buffer {
- public:
-  large_buffer() = default;
-  explicit large_buffer(size_t bytes);
-  uint8_t* data() const { return buf_.get(); }
-
- private:
-  struct free_aligned {
-    void operator()(void* p) const;
-  };
-  std::unique_ptr<uint8_t, free_aligned> buf_;
-};
 
 // A packed copy of one weight matrix.
 class packed_matrix {
