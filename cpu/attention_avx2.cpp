@@ -1,6 +1,6 @@
 // AVX2 + F16C attention, with a vectorized exp for the softmax. A single decode token of a head
 // with its own KV head reads the F16 cache directly (scores four positions at a time with one
-// reduction tree, rows two positions ahead prefetched, V summed in registers 64 dimensions per
+// reduction tree, rows prefetched ahead, V summed in registers 64 dimensions per
 // pass). When several query vectors read one KV head (prompt tokens, or the query heads of a
 // GQA group), the KV head is converted to F32 once, K transposed, and blocks of 4 queries run as
 // small matrix products (see block()).
@@ -23,12 +23,15 @@ using simd::hsum4;
 struct f16_rows {
   const uint16_t* base;
   int64_t stride;  // elements between positions
+  int head_dim;
   const uint16_t* row(int p) const { return base + stride * p; }
   static __m256 load(const uint16_t* r, int d) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + d)));
   }
+  // Every cache line of row p (a head's row spans head_dim * 2 bytes).
   void prefetch(int p) const {
-    _mm_prefetch(reinterpret_cast<const char*>(base + stride * p), _MM_HINT_T0);
+    const char* r = reinterpret_cast<const char*>(base + stride * p);
+    for (int b = 0; b < 2 * head_dim; b += 64) _mm_prefetch(r + b, _MM_HINT_T0);
   }
 };
 
@@ -39,8 +42,7 @@ float scores(const R& k, const float* q, int head_dim, float scale, int n, float
   __m128 mx = _mm_set1_ps(-INFINITY);
   int p = 0;
   for (; p + 4 <= n; p += 4) {
-    k.prefetch(p + 6);
-    k.prefetch(p + 7);
+    for (int a = 8; a < 12; ++a) k.prefetch(p + a);
     const auto *k0 = k.row(p), *k1 = k.row(p + 1), *k2 = k.row(p + 2), *k3 = k.row(p + 3);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int d = 0; d < head_dim; d += 8) {
@@ -71,7 +73,7 @@ void weighted_sum(const R& v, const float* w, int n, int d0, float* o) {
   __m256 acc[NV];
   for (int j = 0; j < NV; ++j) acc[j] = _mm256_setzero_ps();
   for (int p = 0; p < n; ++p) {
-    v.prefetch(p + 2);
+    v.prefetch(p + 4);
     const auto* vr = v.row(p);
     const __m256 a = _mm256_broadcast_ss(w + p);
     for (int j = 0; j < NV; ++j) acc[j] = _mm256_fmadd_ps(a, R::load(vr, d0 + 8 * j), acc[j]);
@@ -217,7 +219,8 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   if (n_tok == 1 && group == 1) {
     att.resize(static_cast<size_t>(n_all) + 8);
     for (int h = h0; h < h1; ++h) {
-      const f16_rows k{k_cache + h * head_dim, kv_stride}, v{v_cache + h * head_dim, kv_stride};
+      const f16_rows k{k_cache + h * head_dim, kv_stride, head_dim};
+      const f16_rows v{v_cache + h * head_dim, kv_stride, head_dim};
       head(k, v, q + h * head_dim, head_dim, scale, n_all, att.data(), out + h * head_dim);
     }
     return;
