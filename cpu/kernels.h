@@ -46,7 +46,10 @@ int prefetch_distance();
 // hardware prefetchers follow these linear streams). Measured twice: with tandem_kernel_bench
 // (--benchmark_filter='matvec/', 256 .. 4096 bytes) and end to end with TANDEM_PREFETCH=0, 256,
 // 512, 1024, 2048 and `tandem bench -p 0 -n 32` on tinyllama Q4_K_M / Q6_K and stories110M Q4_0:
-// every distance within the run-to-run noise (about +-15% on that VM).
+// every distance within the run-to-run noise (about +-15% on that VM). The x16 (repacked) kernels
+// read it too: alone (tandem_kernel_bench matvec_x16, medians of 5) 512-2048 bytes looked ~5%
+// faster, but end to end (`tandem bench -p 0`, 5-6 alternating runs) TANDEM_PREFETCH=1024 was
+// slower: stories110M Q8_0 tg128 201 vs 244 t/s, tinyllama Q4_K_M tg32 42.7 vs 44.5.
 inline constexpr int default_prefetch_distance = 0;
 
 // ---- activations ------------------------------------------------------------------------------

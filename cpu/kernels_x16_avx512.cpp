@@ -48,6 +48,13 @@ inline void sub_offsets(__m512* acc, __m512 f0, __m512 f1, const float* s0, cons
   }
 }
 
+// Software prefetch of the block dist bytes ahead of b (TANDEM_PREFETCH; 0 = off).
+inline void prefetch_ahead(const void* b, size_t bytes, int dist) {
+  if (dist <= 0) return;
+  const char* p = static_cast<const char*>(b) + dist;
+  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
 inline __mmask16 row_mask(int64_t rows, int64_t g) {
   const int64_t n = rows - g * x16_rows;
   return n >= x16_rows ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
@@ -81,6 +88,7 @@ void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float
 void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / qk_k;
+  const int pf = prefetch_distance();
   const auto* blocks = static_cast<const block_q4_k_x16*>(p);
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = g0; g < g1; ++g) {
@@ -88,6 +96,7 @@ void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
     __m512 acc = _mm512_setzero_ps(), acc_m = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i) {
       const block_q4_k_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + qk_k * i;
       __m512i sl[4], sh[4];
 #pragma GCC unroll 4
@@ -235,12 +244,14 @@ inline __m512i q6_scale(__m512i pairs, int odd) {
 void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / qk_k;
+  const int pf = prefetch_distance();
   const auto* blocks = static_cast<const block_q6_k_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q6_k_x16* b = blocks + g * nb;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i) {
       const block_q6_k_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + qk_k * i;
       // Levels are stored + 32: subtract 32 * sum(scale * activation sum) per sub-block of 16.
       __m512i off = _mm512_setzero_si512();
@@ -348,6 +359,7 @@ void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
 void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / 64;
+  const int pf = prefetch_distance();
   const auto* blocks = static_cast<const block_q4_0_x16*>(p);
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = g0; g < g1; ++g) {
@@ -355,6 +367,7 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i) {
       const block_q4_0_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + 64 * i;
       __m512i lo[2], hi[2];
 #pragma GCC unroll 2
@@ -388,12 +401,14 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
 void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / 64;
+  const int pf = prefetch_distance();
   const auto* blocks = static_cast<const block_q8_0_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q8_0_x16* b = blocks + g * nb;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i) {
       const block_q8_0_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + 64 * i;
       __m512i a[4];
 #pragma GCC unroll 4
