@@ -60,7 +60,8 @@ float scores(const R& k, const float* q, int head_dim, float scale, int n, float
   for (; p < n; ++p) {
     const auto* kr = k.row(p);
     __m256 a = _mm256_setzero_ps();
-    for (int d = 0; d < head_dim; d += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), R::load(kr, d), a);
+    for (int d = 0; d < head_dim; d += 8)
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), R::load(kr, d), a);
     s[p] = hsum(a) * scale;
     m = s[p] > m ? s[p] : m;
   }
@@ -127,8 +128,8 @@ void block_weighted_sum(const staged_kv& kv, const float* s, int64_t ld, int n, 
 
 // o[i] = softmax(scale * q[i].K) V over positions [0, n[i]), for i < TB; s: TB rows of kv.ld.
 template <int TB>
-void block(const staged_kv& kv, float scale, const float* const* q, const int* n,
-           float* const* o, float* s) {
+void block(const staged_kv& kv, float scale, const float* const* q, const int* n, float* const* o,
+           float* s) {
   const int hd = kv.head_dim;
   const int64_t ld = kv.ld;
   int n_max = 0;
@@ -159,7 +160,8 @@ void block(const staged_kv& kv, float scale, const float* const* q, const int* n
     float mx = simd::hmax(_mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1)));
     for (; p < n[i]; ++p) mx = si[p] > mx ? si[p] : mx;
     const __m256 inv = _mm256_set1_ps(1.0f / softmax_exp(si, n[i], mx));
-    for (p = 0; p + 8 <= n[i]; p += 8) _mm256_storeu_ps(si + p, _mm256_mul_ps(_mm256_loadu_ps(si + p), inv));
+    for (p = 0; p + 8 <= n[i]; p += 8)
+      _mm256_storeu_ps(si + p, _mm256_mul_ps(_mm256_loadu_ps(si + p), inv));
     for (; p < n[i]; ++p) si[p] *= _mm256_cvtss_f32(inv);
     for (p = n[i]; p < n_max; ++p) si[p] = 0.0f;  // positions this query does not see
   }
@@ -171,10 +173,14 @@ void block(const staged_kv& kv, float scale, const float* const* q, const int* n
 void run_block(int tb, const staged_kv& kv, float scale, const float* const* q, const int* n,
                float* const* o, float* s) {
   switch (tb) {
-    case 4: return block<4>(kv, scale, q, n, o, s);
-    case 3: return block<3>(kv, scale, q, n, o, s);
-    case 2: return block<2>(kv, scale, q, n, o, s);
-    default: return block<1>(kv, scale, q, n, o, s);
+    case 4:
+      return block<4>(kv, scale, q, n, o, s);
+    case 3:
+      return block<3>(kv, scale, q, n, o, s);
+    case 2:
+      return block<2>(kv, scale, q, n, o, s);
+    default:
+      return block<1>(kv, scale, q, n, o, s);
   }
 }
 
@@ -199,8 +205,8 @@ float softmax_exp(float* x, int n, float mx) {
   }
   if (i < n) {
     const __m256i mask = simd::first_lanes(n - i);
-    const __m256 e = _mm256_and_ps(
-        simd::exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m)), _mm256_castsi256_ps(mask));
+    const __m256 e = _mm256_and_ps(simd::exp(_mm256_sub_ps(_mm256_maskload_ps(x + i, mask), m)),
+                                   _mm256_castsi256_ps(mask));
     _mm256_maskstore_ps(x + i, mask, e);
     s1 = _mm256_add_ps(s1, e);
   }
@@ -284,8 +290,7 @@ void fp32_to_fp16_row_avx2(const float* x, uint16_t* y, int64_t n) {
   for (; i + 8 <= n; i += 8)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
                      _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-  for (; i < n; ++i)
-    y[i] = static_cast<uint16_t>(_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) y[i] = static_cast<uint16_t>(_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT));
 }
 
 }  // namespace tandem::cpu::detail

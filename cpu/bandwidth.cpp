@@ -7,8 +7,8 @@
 #include <cstring>
 #include <memory>
 
-#include "cpu/parallel.h"
 #include "cpu/large_buffer.h"
+#include "cpu/parallel.h"
 
 namespace tandem::cpu {
 

@@ -100,8 +100,8 @@ using mm_q8_fn = void (*)(const void* w, size_t rb, int64_t cols, const q8_group
 // row groups [g0, g1) (16 rows each) and write only rows < rows. Activations as for mv_q8 / mm_q8.
 using mv_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                            int64_t g0, int64_t g1);
-using mm_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_groups& x,
-                           float* y, int64_t ldy, int64_t g0, int64_t g1);
+using mm_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                           int64_t ldy, int64_t g0, int64_t g1);
 
 enum class act_format : uint8_t { f32, q8_32, q8_32p, q8_256 };
 
@@ -120,8 +120,8 @@ struct type_kernels {
   mm_f32_fn mm_f32 = nullptr;
   mv_q8_fn mv_q8 = nullptr;  // quantized weights
   mm_q8_fn mm_q8 = nullptr;
-  int gemm_sb = 32;  // sub-block of q8_groups::s for mm_q8
-  int gemm_db = 32;  // block of q8_groups::d for mm_q8: 32 (Q8_0 rule) or 256 (Q8_K rule)
+  int gemm_sb = 32;            // sub-block of q8_groups::s for mm_q8
+  int gemm_db = 32;            // block of q8_groups::d for mm_q8: 32 (Q8_0 rule) or 256 (Q8_K rule)
   mv_x16_fn mv_x16 = nullptr;  // on the packed layout, where this level has kernels for it
   mm_x16_fn mm_x16 = nullptr;
 };

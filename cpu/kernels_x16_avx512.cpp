@@ -81,6 +81,12 @@ void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float
   }
 }
 
+// The tiles of one type for 1..8 tokens (index 0 unused).
+template <template <int> class Tile>
+constexpr tile_fn k_tiles[gemm_group + 1] = {nullptr,      Tile<1>::run, Tile<2>::run,
+                                             Tile<3>::run, Tile<4>::run, Tile<5>::run,
+                                             Tile<6>::run, Tile<7>::run, Tile<8>::run};
+
 }  // namespace
 
 // ---- Q4_K ------------------------------------------------------------------------------------
@@ -106,7 +112,8 @@ void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
 #pragma GCC unroll 4
         for (int q = 0; q < 4; ++q) {
           const __m512i w = _mm512_loadu_si512(B.qs[s][q]);
-          sl[q] = _mm512_dpbusd_epi32(sl[q], _mm512_and_si512(w, m_lo), bcast4(xq + 64 * q + 4 * s));
+          sl[q] =
+              _mm512_dpbusd_epi32(sl[q], _mm512_and_si512(w, m_lo), bcast4(xq + 64 * q + 4 * s));
           sh[q] = _mm512_dpbusd_epi32(sh[q], _mm512_and_si512(w, m_hi),
                                       bcast4(xq + 64 * q + 32 + 4 * s));
         }
@@ -133,11 +140,11 @@ void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
         mins = _mm512_dpwssd_epi32(mins, mn, pair);
       }
       const __m512 xd = _mm512_set1_ps(x.d[i]);
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
-                            _mm512_mul_ps(load_f16x16(B.d), _mm512_mul_ps(xd, _mm512_set1_ps(0.0625f))),
-                            acc);
-      acc_m = _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(load_f16x16(B.dmin), xd),
-                              acc_m);
+      acc = _mm512_fmadd_ps(
+          _mm512_cvtepi32_ps(tot),
+          _mm512_mul_ps(load_f16x16(B.d), _mm512_mul_ps(xd, _mm512_set1_ps(0.0625f))), acc);
+      acc_m =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(load_f16x16(B.dmin), xd), acc_m);
     }
     _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_sub_ps(acc, acc_m));
   }
@@ -147,67 +154,66 @@ namespace {
 
 // 16 rows x NT tokens of one activation group (kernels.h: q8_groups, sb 32, db 256).
 template <int NT>
-void mm_q4_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
-                      const float* xs, float* y, int64_t ldy, __mmask16 rows) {
-  const auto* b = static_cast<const block_q4_k_x16*>(blk);
-  constexpr int g = gemm_group;
-  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
-  const __m512i m_word = _mm512_set1_epi32(0xFFFF);
-  __m512 acc[NT];
+struct mm_q4_k_x16_tile {
+  static void run(const void* blk, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
+                  float* y, int64_t ldy, __mmask16 rows) {
+    const auto* b = static_cast<const block_q4_k_x16*>(blk);
+    constexpr int g = gemm_group;
+    const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+    const __m512i m_word = _mm512_set1_epi32(0xFFFF);
+    __m512 acc[NT];
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const block_q4_k_x16& B = b[i];
-    const int8_t* xi = xq + i * qk_k * g;
-    __m512i isum[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q4_k_x16& B = b[i];
+      const int8_t* xi = xq + i * qk_k * g;
+      __m512i isum[NT];
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
-    for (int j = 0; j < 8; ++j) {
-      const __m512i mask = (j & 1) ? m_hi : m_lo;
-      __m512i sj[NT];
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        const __m512i mask = (j & 1) ? m_hi : m_lo;
+        __m512i sj[NT];
 #pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
+        for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) {
-        const __m512i w = _mm512_and_si512(_mm512_loadu_si512(B.qs[s][j / 2]), mask);
-        const int8_t* xk = xi + (8 * j + s) * 4 * g;
+        for (int s = 0; s < 8; ++s) {
+          const __m512i w = _mm512_and_si512(_mm512_loadu_si512(B.qs[s][j / 2]), mask);
+          const int8_t* xk = xi + (8 * j + s) * 4 * g;
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
+          for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
+        }
+        __m512i sc = load_u8x16_epi32(B.sc[j]);
+        if (!(j & 1)) sc = _mm512_slli_epi32(sc, 4);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t)
+          isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
       }
-      __m512i sc = load_u8x16_epi32(B.sc[j]);
-      if (!(j & 1)) sc = _mm512_slli_epi32(sc, 4);
+      const __m512 dv = _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(0.0625f));
+      const float* xdi = xd + i * g;
 #pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
+      for (int t = 0; t < NT; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                 _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])), acc[t]);
+      const __m512 dmin = load_f16x16(B.dmin);
+      const float* xsi = xs + i * 8 * g;
+      for (int q = 0; q < 4; ++q) {
+        const __m512i mn =
+            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+        const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
+        const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
+        sub_offsets<NT>(acc, m0, m1, xsi + 2 * q * g, xsi + (2 * q + 1) * g);
+      }
     }
-    const __m512 dv = _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(0.0625f));
-    const float* xdi = xd + i * g;
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])),
-                               acc[t]);
-    const __m512 dmin = load_f16x16(B.dmin);
-    const float* xsi = xs + i * 8 * g;
-    for (int q = 0; q < 4; ++q) {
-      const __m512i mn =
-          _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
-      const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
-      const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
-      sub_offsets<NT>(acc, m0, m1, xsi + 2 * q * g, xsi + (2 * q + 1) * g);
-    }
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
   }
-#pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
-}
+};
 
 }  // namespace
 
 void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn tiles[] = {
-      nullptr,               mm_q4_k_x16_tile<1>, mm_q4_k_x16_tile<2>, mm_q4_k_x16_tile<3>,
-      mm_q4_k_x16_tile<4>, mm_q4_k_x16_tile<5>, mm_q4_k_x16_tile<6>, mm_q4_k_x16_tile<7>,
-      mm_q4_k_x16_tile<8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q4_k_x16));
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<mm_q4_k_x16_tile>, qk_k, sizeof(block_q4_k_x16));
 }
 
 // ---- Q6_K ------------------------------------------------------------------------------------
@@ -222,10 +228,18 @@ inline __m512i q6_levels(const block_q6_k_x16& B, int s, int G) {
   const __m512i lo = _mm512_and_si512((G & 1) ? _mm512_srli_epi16(l, 4) : l, m4);
   __m512i hi;
   switch (G & 3) {
-    case 0: hi = _mm512_slli_epi16(h, 4); break;
-    case 1: hi = _mm512_slli_epi16(h, 2); break;
-    case 2: hi = h; break;
-    default: hi = _mm512_srli_epi16(h, 2); break;
+    case 0:
+      hi = _mm512_slli_epi16(h, 4);
+      break;
+    case 1:
+      hi = _mm512_slli_epi16(h, 2);
+      break;
+    case 2:
+      hi = h;
+      break;
+    default:
+      hi = _mm512_srli_epi16(h, 2);
+      break;
   }
   // lo | (hi & 0x30): vpternlogd with truth table A | (B & C) = 0xF8.
   return _mm512_ternarylogic_epi32(lo, hi, m30, 0xF8);
@@ -275,8 +289,8 @@ void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
         }
 #pragma GCC unroll 8
         for (int G = 0; G < 8; ++G)
-          isum = _mm512_add_epi32(isum,
-                                  _mm512_mullo_epi32(a[G], q6_scale(q6_scale_pairs(B, G), hs)));
+          isum =
+              _mm512_add_epi32(isum, _mm512_mullo_epi32(a[G], q6_scale(q6_scale_pairs(B, G), hs)));
       }
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum),
                             _mm512_mul_ps(load_f16x16(B.d), _mm512_set1_ps(x.d[i])), acc);
@@ -289,73 +303,73 @@ namespace {
 
 // 16 rows x NT tokens of one activation group (sb 16, db 256).
 template <int NT>
-void mm_q6_k_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
-                      const float* xs, float* y, int64_t ldy, __mmask16 rows) {
-  const auto* b = static_cast<const block_q6_k_x16*>(blk);
-  constexpr int g = gemm_group;
-  __m512 acc[NT];
+struct mm_q6_k_x16_tile {
+  static void run(const void* blk, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
+                  float* y, int64_t ldy, __mmask16 rows) {
+    const auto* b = static_cast<const block_q6_k_x16*>(blk);
+    constexpr int g = gemm_group;
+    __m512 acc[NT];
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    const block_q6_k_x16& B = b[i];
-    const int8_t* xi = xq + i * qk_k * g;
-    __m512i isum[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q6_k_x16& B = b[i];
+      const int8_t* xi = xq + i * qk_k * g;
+      __m512i isum[NT];
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
-    for (int G = 0; G < 8; ++G) {
-      const __m512i pairs = q6_scale_pairs(B, G);
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+      for (int G = 0; G < 8; ++G) {
+        const __m512i pairs = q6_scale_pairs(B, G);
 #pragma GCC unroll 2
-      for (int hs = 0; hs < 2; ++hs) {
-        __m512i a[NT];
+        for (int hs = 0; hs < 2; ++hs) {
+          __m512i a[NT];
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t) a[t] = _mm512_setzero_si512();
+          for (int t = 0; t < NT; ++t) a[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
-        for (int s = 4 * hs; s < 4 * hs + 4; ++s) {
-          const __m512i v = q6_levels(B, s, G);
-          const int8_t* xk = xi + (8 * G + s) * 4 * g;
+          for (int s = 4 * hs; s < 4 * hs + 4; ++s) {
+            const __m512i v = q6_levels(B, s, G);
+            const int8_t* xk = xi + (8 * G + s) * 4 * g;
 #pragma GCC unroll 8
-          for (int t = 0; t < NT; ++t) a[t] = _mm512_dpbusd_epi32(a[t], v, bcast4(xk + 4 * t));
+            for (int t = 0; t < NT; ++t) a[t] = _mm512_dpbusd_epi32(a[t], v, bcast4(xk + 4 * t));
+          }
+          const __m512i sc = q6_scale(pairs, hs);
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t)
+            isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(a[t], sc));
         }
-        const __m512i sc = q6_scale(pairs, hs);
+      }
+      const __m512 dv = load_f16x16(B.d);
+      const float* xdi = xd + i * g;
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(a[t], sc));
+      for (int t = 0; t < NT; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                 _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])), acc[t]);
+      // - 32 d sum_sb(scale_sb * s_sb): s is the activations' float sum per sub-block of 16.
+      const __m512 d32 = _mm512_mul_ps(dv, _mm512_set1_ps(32.0f));
+      const float* xsi = xs + i * 16 * g;
+      for (int G = 0; G < 8; ++G) {
+        const __m512i pairs = q6_scale_pairs(B, G);
+        const __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 0)), d32);
+        const __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 1)), d32);
+        sub_offsets<NT>(acc, f0, f1, xsi + 2 * G * g, xsi + (2 * G + 1) * g);
       }
     }
-    const __m512 dv = load_f16x16(B.d);
-    const float* xdi = xd + i * g;
 #pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])),
-                               acc[t]);
-    // - 32 d sum_sb(scale_sb * s_sb): s is the activations' float sum per sub-block of 16.
-    const __m512 d32 = _mm512_mul_ps(dv, _mm512_set1_ps(32.0f));
-    const float* xsi = xs + i * 16 * g;
-    for (int G = 0; G < 8; ++G) {
-      const __m512i pairs = q6_scale_pairs(B, G);
-      const __m512 f0 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 0)), d32);
-      const __m512 f1 = _mm512_mul_ps(_mm512_cvtepi32_ps(q6_scale(pairs, 1)), d32);
-      sub_offsets<NT>(acc, f0, f1, xsi + 2 * G * g, xsi + (2 * G + 1) * g);
-    }
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
   }
-#pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
-}
+};
 
 }  // namespace
 
 void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn tiles[] = {
-      nullptr,               mm_q6_k_x16_tile<1>, mm_q6_k_x16_tile<2>, mm_q6_k_x16_tile<3>,
-      mm_q6_k_x16_tile<4>, mm_q6_k_x16_tile<5>, mm_q6_k_x16_tile<6>, mm_q6_k_x16_tile<7>,
-      mm_q6_k_x16_tile<8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, qk_k, sizeof(block_q6_k_x16));
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<mm_q6_k_x16_tile>, qk_k, sizeof(block_q6_k_x16));
 }
 
 // ---- Q4_0 and Q8_0 (blocks of 32, two per x16 block) ---------------------------------------
 
 // Q4_0 against q8_32p activations: the 64 bytes of a pair of blocks are [2i: 0-15, 2i+1: 0-15,
-// 2i: 16-31, 2i+1: 16-31], so block b's columns 4s.. are at 16b + 4s and 16 + 4s.. at 32 + 16b + 4s.
+// 2i: 16-31, 2i+1: 16-31], so block b's columns 4s.. are at 16b + 4s and 16 + 4s.. at 32 + 16b +
+// 4s.
 void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / 64;
@@ -377,7 +391,8 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
 #pragma GCC unroll 2
         for (int k = 0; k < 2; ++k) {
           const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
-          lo[k] = _mm512_dpbusd_epi32(lo[k], _mm512_and_si512(w, m_lo), bcast4(xq + 16 * k + 4 * s));
+          lo[k] =
+              _mm512_dpbusd_epi32(lo[k], _mm512_and_si512(w, m_lo), bcast4(xq + 16 * k + 4 * s));
           hi[k] = _mm512_dpbusd_epi32(hi[k], _mm512_and_si512(w, m_hi),
                                       bcast4(xq + 32 + 16 * k + 4 * s));
         }
@@ -385,9 +400,8 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
 #pragma GCC unroll 2
       for (int k = 0; k < 2; ++k) {
         // 16 * (sum(level * x) - 8 * sum(x)), levels 0..15 (the value is level - 8).
-        const __m512i tot =
-            _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(lo[k], 4), hi[k]),
-                             _mm512_set1_epi32(128 * x.sum[2 * i + k]));
+        const __m512i tot = _mm512_sub_epi32(_mm512_add_epi32(_mm512_slli_epi32(lo[k], 4), hi[k]),
+                                             _mm512_set1_epi32(128 * x.sum[2 * i + k]));
         acc = _mm512_fmadd_ps(
             _mm512_cvtepi32_ps(tot),
             _mm512_mul_ps(load_f16x16(B.d[k]), _mm512_set1_ps(x.d[2 * i + k] * 0.0625f)), acc);
@@ -440,84 +454,81 @@ namespace {
 
 // 16 rows x NT tokens of one activation group (sb 32, db 32), Q4_0 or Q8_0.
 template <bool Q8, int NT>
-void mm_q80_q40_x16_tile(const void* blk, int64_t nb, const int8_t* xq, const float* xd,
-                         const float* xs, float* y, int64_t ldy, __mmask16 rows) {
-  constexpr int g = gemm_group;
-  const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
-  __m512 acc[NT];
+struct mm_q80_q40_x16_tile {
+  static void run(const void* blk, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
+                  float* y, int64_t ldy, __mmask16 rows) {
+    constexpr int g = gemm_group;
+    const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
+    __m512 acc[NT];
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; ++i) {
-    for (int k = 0; k < 2; ++k) {
-      const int64_t blk32 = 2 * i + k;  // the GGUF block
-      const int8_t* xb = xq + blk32 * 32 * g;
-      __m512i a[NT], h[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      for (int k = 0; k < 2; ++k) {
+        const int64_t blk32 = 2 * i + k;  // the GGUF block
+        const int8_t* xb = xq + blk32 * 32 * g;
+        __m512i a[NT], h[NT];
 #pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) a[t] = h[t] = _mm512_setzero_si512();
-      const uint16_t* d;
-      if constexpr (Q8) {
-        const auto& B = static_cast<const block_q8_0_x16*>(blk)[i];
-        d = B.d[k];
+        for (int t = 0; t < NT; ++t) a[t] = h[t] = _mm512_setzero_si512();
+        const uint16_t* d;
+        if constexpr (Q8) {
+          const auto& B = static_cast<const block_q8_0_x16*>(blk)[i];
+          d = B.d[k];
 #pragma GCC unroll 8
-        for (int s = 0; s < 8; ++s) {
-          const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
+          for (int s = 0; s < 8; ++s) {
+            const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
 #pragma GCC unroll 8
-          for (int t = 0; t < NT; ++t)
-            a[t] = _mm512_dpbusd_epi32(a[t], w, bcast4(xb + s * 4 * g + 4 * t));
-        }
-      } else {
-        const auto& B = static_cast<const block_q4_0_x16*>(blk)[i];
-        d = B.d[k];
+            for (int t = 0; t < NT; ++t)
+              a[t] = _mm512_dpbusd_epi32(a[t], w, bcast4(xb + s * 4 * g + 4 * t));
+          }
+        } else {
+          const auto& B = static_cast<const block_q4_0_x16*>(blk)[i];
+          d = B.d[k];
 #pragma GCC unroll 4
-        for (int s = 0; s < 4; ++s) {
-          const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
-          const __m512i wl = _mm512_and_si512(w, m_lo), wh = _mm512_and_si512(w, m_hi);
+          for (int s = 0; s < 4; ++s) {
+            const __m512i w = _mm512_loadu_si512(B.qs[s][k]);
+            const __m512i wl = _mm512_and_si512(w, m_lo), wh = _mm512_and_si512(w, m_hi);
 #pragma GCC unroll 8
-          for (int t = 0; t < NT; ++t) {
-            a[t] = _mm512_dpbusd_epi32(a[t], wl, bcast4(xb + s * 4 * g + 4 * t));
-            h[t] = _mm512_dpbusd_epi32(h[t], wh, bcast4(xb + (4 + s) * 4 * g + 4 * t));
+            for (int t = 0; t < NT; ++t) {
+              a[t] = _mm512_dpbusd_epi32(a[t], wl, bcast4(xb + s * 4 * g + 4 * t));
+              h[t] = _mm512_dpbusd_epi32(h[t], wh, bcast4(xb + (4 + s) * 4 * g + 4 * t));
+            }
           }
         }
-      }
-      // Q8_0: d * xd * sum(level * x) - 128 d s; Q4_0: d xd / 16 * 16 sum(level * x) - 8 d s.
-      const __m512 dv = load_f16x16(d);
-      const __m512 dv_i = Q8 ? dv : _mm512_mul_ps(dv, _mm512_set1_ps(0.0625f));
-      const __m512 dv_o = _mm512_mul_ps(dv, _mm512_set1_ps(Q8 ? 128.0f : 8.0f));
-      const float* xdi = xd + blk32 * g;
-      const float* xsi = xs + blk32 * g;
+        // Q8_0: d * xd * sum(level * x) - 128 d s; Q4_0: d xd / 16 * 16 sum(level * x) - 8 d s.
+        const __m512 dv = load_f16x16(d);
+        const __m512 dv_i = Q8 ? dv : _mm512_mul_ps(dv, _mm512_set1_ps(0.0625f));
+        const __m512 dv_o = _mm512_mul_ps(dv, _mm512_set1_ps(Q8 ? 128.0f : 8.0f));
+        const float* xdi = xd + blk32 * g;
+        const float* xsi = xs + blk32 * g;
 #pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) {
-        const __m512i tot = Q8 ? a[t] : _mm512_add_epi32(_mm512_slli_epi32(a[t], 4), h[t]);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
-                                 _mm512_mul_ps(dv_i, _mm512_set1_ps(xdi[t])), acc[t]);
-        acc[t] = _mm512_fnmadd_ps(dv_o, _mm512_set1_ps(xsi[t]), acc[t]);
+        for (int t = 0; t < NT; ++t) {
+          const __m512i tot = Q8 ? a[t] : _mm512_add_epi32(_mm512_slli_epi32(a[t], 4), h[t]);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                                   _mm512_mul_ps(dv_i, _mm512_set1_ps(xdi[t])), acc[t]);
+          acc[t] = _mm512_fnmadd_ps(dv_o, _mm512_set1_ps(xsi[t]), acc[t]);
+        }
       }
     }
-  }
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
-}
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+  }
+};
+
+template <int NT>
+using q4_0_tile = mm_q80_q40_x16_tile<false, NT>;
+template <int NT>
+using q8_0_tile = mm_q80_q40_x16_tile<true, NT>;
 
 }  // namespace
 
 void mm_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn tiles[] = {
-      nullptr,
-      mm_q80_q40_x16_tile<false, 1>, mm_q80_q40_x16_tile<false, 2>, mm_q80_q40_x16_tile<false, 3>,
-      mm_q80_q40_x16_tile<false, 4>, mm_q80_q40_x16_tile<false, 5>, mm_q80_q40_x16_tile<false, 6>,
-      mm_q80_q40_x16_tile<false, 7>, mm_q80_q40_x16_tile<false, 8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, 64, sizeof(block_q4_0_x16));
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<q4_0_tile>, 64, sizeof(block_q4_0_x16));
 }
 
 void mm_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  static constexpr tile_fn tiles[] = {
-      nullptr,
-      mm_q80_q40_x16_tile<true, 1>, mm_q80_q40_x16_tile<true, 2>, mm_q80_q40_x16_tile<true, 3>,
-      mm_q80_q40_x16_tile<true, 4>, mm_q80_q40_x16_tile<true, 5>, mm_q80_q40_x16_tile<true, 6>,
-      mm_q80_q40_x16_tile<true, 7>, mm_q80_q40_x16_tile<true, 8>};
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, tiles, 64, sizeof(block_q8_0_x16));
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<q8_0_tile>, 64, sizeof(block_q8_0_x16));
 }
 
 }  // namespace tandem::cpu

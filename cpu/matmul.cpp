@@ -189,8 +189,8 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
       const int j = c[i].job;
       if (const packed_matrix* p = pk[j]) {
         for (int t = 0; t < n_tok; ++t)
-          ks[j]->mv_x16(p->data(), p->rows(), p->cols(), acts[j].row(t),
-                        jobs[j].y + t * p->rows(), c[i].r0, c[i].r1);
+          ks[j]->mv_x16(p->data(), p->rows(), p->cols(), acts[j].row(t), jobs[j].y + t * p->rows(),
+                        c[i].r0, c[i].r1);
       } else {
         mv_rows(*ks[j], *jobs[j].w, acts[j], x, n_tok, jobs[j].y, c[i].r0, c[i].r1);
       }

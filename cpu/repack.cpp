@@ -129,9 +129,9 @@ void pack_q6_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int6
           for (int p = 0; p < 4; ++p)
             o.step[s].ql[p][r][e] = static_cast<uint8_t>((v[64 * p] & 0xF) | (v[64 * p + 32] << 4));
           for (int p = 0; p < 2; ++p)
-            o.step[s].qh[p][r][e] = static_cast<uint8_t>(
-                (v[128 * p] >> 4) | ((v[128 * p + 32] >> 4) << 2) | ((v[128 * p + 64] >> 4) << 4) |
-                ((v[128 * p + 96] >> 4) << 6));
+            o.step[s].qh[p][r][e] =
+                static_cast<uint8_t>((v[128 * p] >> 4) | ((v[128 * p + 32] >> 4) << 2) |
+                                     ((v[128 * p + 64] >> 4) << 4) | ((v[128 * p + 96] >> 4) << 6));
         }
     }
   }
@@ -186,7 +186,8 @@ void copy_q8_q4_group(std::conditional_t<ToX16, const uint8_t*, uint8_t*> w, siz
           blk.d = o.d[b][r];
           for (int s = 0; s < steps; ++s)
             for (int e = 0; e < 4; ++e)
-              blk.qs[4 * s + e] = static_cast<std::remove_reference_t<decltype(blk.qs[0])>>(o.qs[s][b][r][e] ^ flip);
+              blk.qs[4 * s + e] = static_cast<std::remove_reference_t<decltype(blk.qs[0])>>(
+                  o.qs[s][b][r][e] ^ flip);
         }
       }
     }
@@ -195,8 +196,8 @@ void copy_q8_q4_group(std::conditional_t<ToX16, const uint8_t*, uint8_t*> w, siz
 
 }  // namespace
 
-void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0,
-              int64_t g1, void* dst) {
+void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0, int64_t g1,
+              void* dst) {
   if (!x16_supported(t, cols)) return;
   const int64_t nb = cols / x16_block_cols(t);
   const auto* src = static_cast<const uint8_t*>(w);
@@ -233,14 +234,16 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
 }
 
 packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)
-    : buf_(x16_bytes(t, rows, cols)), type_(t), rows_(rows), cols_(cols),
+    : buf_(x16_bytes(t, rows, cols)),
+      type_(t),
+      rows_(rows),
+      cols_(cols),
       bytes_(x16_bytes(t, rows, cols)) {
   if (bytes_ == 0) return;
   void* p = buf_.data();
   const size_t rb = row_bytes(t, static_cast<uint64_t>(cols));
-  parallel_for((rows + x16_rows - 1) / x16_rows, 4, [&](int64_t g0, int64_t g1) {
-    pack_x16(t, w, rb, rows, cols, g0, g1, p);
-  });
+  parallel_for((rows + x16_rows - 1) / x16_rows, 4,
+               [&](int64_t g0, int64_t g1) { pack_x16(t, w, rb, rows, cols, g0, g1, p); });
 }
 
 }  // namespace tandem::cpu

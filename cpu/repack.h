@@ -84,8 +84,8 @@ bool x16_supported(dtype t, int64_t cols);
 size_t x16_bytes(dtype t, int64_t rows, int64_t cols);
 // Packs row groups [g0, g1) of a rows x cols matrix (rb bytes per GGUF row) into dst (the whole
 // packed matrix). Groups are independent, so callers may split them across threads.
-void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0,
-              int64_t g1, void* dst);
+void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0, int64_t g1,
+              void* dst);
 // The reverse, for tests: writes the GGUF rows of the matrix.
 void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb);
 

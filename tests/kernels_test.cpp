@@ -494,10 +494,9 @@ TEST(KernelX16, MatchesRowKernels) {
               std::vector<float> want(static_cast<size_t>(rows * n_tok)), got(want.size(), NAN);
               matmul(m.w(), x.data(), n_tok, want.data());
               matmul(m.w(), x.data(), n_tok, got.data(), &pk);
-              const std::string what = std::string(dtype_name(type)) + " " +
-                                       kernel_level_name(l) + " rows " + std::to_string(rows) +
-                                       " cols " + std::to_string(cols) + " n_tok " +
-                                       std::to_string(n_tok);
+              const std::string what = std::string(dtype_name(type)) + " " + kernel_level_name(l) +
+                                       " rows " + std::to_string(rows) + " cols " +
+                                       std::to_string(cols) + " n_tok " + std::to_string(n_tok);
               if (!has_x16) {
                 EXPECT_EQ(want, got) << what;
                 continue;
