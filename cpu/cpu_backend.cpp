@@ -13,11 +13,11 @@
 #include "cpu/attention.h"
 #include "cpu/elementwise.h"
 #include "cpu/fp16.h"
+#include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "cpu/ops_ref.h"
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
-#include "cpu/kernels.h"
 #include "cpu/repack.h"
 #include "runtime/backend_factory.h"
 #include "runtime/layer_cache.h"
@@ -57,7 +57,8 @@ class cpu_backend final : public backend {
       if (tokens[t] < 0 || tokens[t] >= hp_.n_vocab)
         throw error(fmt::format("token id {} is outside the vocabulary (0 .. {})", tokens[t],
                                 hp_.n_vocab - 1));
-      const auto* row = static_cast<const uint8_t*>(e.data()) + rb * static_cast<uint64_t>(tokens[t]);
+      const auto* row =
+          static_cast<const uint8_t*>(e.data()) + rb * static_cast<uint64_t>(tokens[t]);
       cpu::dequantize_row(e.type(), row, x + static_cast<int64_t>(t) * hp_.n_embd, e.cols());
     }
   }
@@ -88,9 +89,8 @@ class cpu_backend final : public backend {
     norm(L.attn_norm, n);
     cap(il, "rms_norm:attn_norm", h_.data(), nt * d);
     const packed_layer& P = packed(il);
-    const cpu::matmul_job qkv[] = {{&L.wq, q_.data(), pk(P.wq)},
-                                   {&L.wk, k_.data(), pk(P.wk)},
-                                   {&L.wv, v_.data(), pk(P.wv)}};
+    const cpu::matmul_job qkv[] = {
+        {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
     cpu::matmul_n(qkv, 3, h_.data(), n);
     cap(il, "matmul:wq", q_.data(), nt * dq);
     cap(il, "matmul:wk", k_.data(), nt * dkv);
@@ -123,7 +123,7 @@ class cpu_backend final : public backend {
     }
     cpu::parallel_for(hp_.n_head, 1, [&](int64_t h0, int64_t h1) {
       cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), n, pos0, hp_.n_head,
-                          hp_.n_head_kv, hp_.head_dim, static_cast<int>(h0), static_cast<int>(h1));
+                     hp_.n_head_kv, hp_.head_dim, static_cast<int>(h0), static_cast<int>(h1));
     });
     cap(il, "attention", att_.data(), nt * dq);
     cpu::matmul(L.wo, att_.data(), n, h_.data(), pk(P.wo));
@@ -189,15 +189,20 @@ class cpu_backend final : public backend {
   static uint64_t resident_bytes(const weight& w) {
     if (!w) return 0;
     const uint64_t p = packed_bytes(w);
-    return p ? p : w.nbytes();
+    return ((p ? p : w.nbytes()) + 63) / 64 * 64;
   }
-  // A copy of w's bytes in large pages; t (a copy of w's tensor) is pointed at it.
-  static cpu::large_buffer copy(const weight& w, gguf_tensor* t) {
-    cpu::large_buffer b(w.nbytes());
-    std::memcpy(b.data(), w.data(), w.nbytes());
+  // Space for one resident copy in the arena (64-byte aligned).
+  uint8_t* take(uint64_t bytes) {
+    uint8_t* p = arena_.data() + arena_used_;
+    arena_used_ += (bytes + 63) / 64 * 64;
+    return p;
+  }
+  // A copy of w's bytes in the arena; t (a copy of w's tensor) is pointed at it.
+  void copy(const weight& w, gguf_tensor* t) {
+    uint8_t* p = take(w.nbytes());
+    std::memcpy(p, w.data(), w.nbytes());
     advise_dontneed(w.data(), w.nbytes());
-    t->data = b.data();
-    return b;
+    t->data = p;
   }
 
   // MemAvailable from /proc/meminfo, in bytes (0 when unknown).
@@ -213,9 +218,10 @@ class cpu_backend final : public backend {
 
   // Packs w when the active kernels have an x16 layout for it (TANDEM_REPACK=0 turns this off),
   // then drops its pages of the mapping: from here on only the packed copy is read.
-  static void pack(const weight& w, cpu::packed_matrix* out) {
-    if (packed_bytes(w) == 0) return;
-    *out = cpu::packed_matrix(w.type(), w.data(), w.rows(), w.cols());
+  void pack(const weight& w, cpu::packed_matrix* out) {
+    const uint64_t n = packed_bytes(w);
+    if (n == 0) return;
+    *out = cpu::packed_matrix(w.type(), w.data(), w.rows(), w.cols(), take(n));
     advise_dontneed(w.data(), w.nbytes());
   }
 
@@ -238,10 +244,10 @@ class cpu_backend final : public backend {
   // ---- weights: views into the mapping, or through the layer cache under --mem-budget ----
 
   static constexpr weight layer_weights::*k_fields[] = {
-      &layer_weights::attn_norm, &layer_weights::wq,       &layer_weights::wk,
-      &layer_weights::wv,        &layer_weights::bq,       &layer_weights::bk,
-      &layer_weights::bv,        &layer_weights::wo,       &layer_weights::ffn_norm,
-      &layer_weights::ffn_gate,  &layer_weights::ffn_up,   &layer_weights::ffn_down};
+      &layer_weights::attn_norm, &layer_weights::wq,     &layer_weights::wk,
+      &layer_weights::wv,        &layer_weights::bq,     &layer_weights::bk,
+      &layer_weights::bv,        &layer_weights::wo,     &layer_weights::ffn_norm,
+      &layer_weights::ffn_gate,  &layer_weights::ffn_up, &layer_weights::ffn_down};
 
   // A size as a user would write it: "1M", "1536M", "300K", or bytes.
   static std::string size_arg(uint64_t n) {
@@ -270,11 +276,13 @@ class cpu_backend final : public backend {
     slot_of_.assign(n_layers, -1);
     uint64_t kv_bytes = 0, layer_bytes = 0;
     for (int il : opt_.layers) {
-      kv_bytes += sizeof(f16) * (kv_[static_cast<size_t>(il)].k.size() + kv_[static_cast<size_t>(il)].v.size());
+      kv_bytes += sizeof(f16) *
+                  (kv_[static_cast<size_t>(il)].k.size() + kv_[static_cast<size_t>(il)].v.size());
       layer_bytes += m_.layer(il).nbytes();
     }
     uint64_t scratch = 0;
-    for (const auto* v : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_}) scratch += sizeof(float) * v->size();
+    for (const auto* v : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_})
+      scratch += sizeof(float) * v->size();
     mapped_.budget_bytes = opt_.mem_budget;
     if (opt_.output) {  // the output head stays mapped either way: ask the kernel to read ahead
       advise_willneed(m_.output_norm().data(), m_.output_norm().nbytes());
@@ -301,6 +309,8 @@ class cpu_backend final : public backend {
             size_str(copy_total), size_str(kv_bytes), size_str(avail)));
         return;
       }
+      // One arena for every copy: 2 MiB pages without a partly used page per matrix.
+      arena_ = cpu::large_buffer(copy_total);
       packed_.resize(n_layers);
       resident_.resize(n_layers);
       for (int il : opt_.layers) {
@@ -313,21 +323,20 @@ class cpu_backend final : public backend {
         pack(L.ffn_gate, &P.gate);
         pack(L.ffn_up, &P.up);
         pack(L.ffn_down, &P.down);
-        resident_layer& R = resident_[static_cast<size_t>(il)];
+        cached_layer& R = resident_[static_cast<size_t>(il)];
         for (auto fld : k_fields) {
           const weight& w = L.*fld;
           if (!w) continue;
-          R.view.tensors.push_back(*w.t);
-          R.view.fields.push_back(fld);
-          if (packed_bytes(w) == 0) R.copies.push_back(copy(w, &R.view.tensors.back()));
+          R.tensors.push_back(*w.t);
+          R.fields.push_back(fld);
+          if (packed_bytes(w) == 0) copy(w, &R.tensors.back());
         }
-        for (size_t k = 0; k < R.view.fields.size(); ++k)
-          R.view.lw.*(R.view.fields[k]) = weight{&R.view.tensors[k]};
+        for (size_t k = 0; k < R.fields.size(); ++k) R.lw.*(R.fields[k]) = weight{&R.tensors[k]};
       }
       if (opt_.output) {
         pack(m_.output(), &packed_output_);
         output_tensor_ = *m_.output().t;
-        if (!packed_output_) output_copy_ = copy(m_.output(), &output_tensor_);
+        if (!packed_output_) copy(m_.output(), &output_tensor_);
         output_ = weight{&output_tensor_};
       }
       return;
@@ -357,17 +366,18 @@ class cpu_backend final : public backend {
     }
     const uint64_t need = one_layer + kv_bytes + scratch;
     if (need > opt_.mem_budget)
-      throw error(fmt::format("--mem-budget {} is too small: one layer needs {} + KV cache {} + "
-                              "scratch {}; use at least {}",
-                              size_arg(opt_.mem_budget), size_str(one_layer), size_str(kv_bytes),
-                              size_str(scratch), size_at_least(need)));
+      throw error(
+          fmt::format("--mem-budget {} is too small: one layer needs {} + KV cache {} + "
+                      "scratch {}; use at least {}",
+                      size_arg(opt_.mem_budget), size_str(one_layer), size_str(kv_bytes),
+                      size_str(scratch), size_at_least(need)));
     layer_cache_config cfg;
     cfg.path = f.path();
     cfg.capacity_bytes = opt_.mem_budget - kv_bytes - scratch;
     const int cap_layers = static_cast<int>(cfg.capacity_bytes / std::max<uint64_t>(one_layer, 1));
     const int max_d = std::max(0, std::min(cap_layers, static_cast<int>(slots.size())) - 1);
-    prefetch_distance_ = opt_.prefetch_distance < 0 ? std::min(max_d, 4)
-                                                    : std::min(max_d, opt_.prefetch_distance);
+    prefetch_distance_ =
+        opt_.prefetch_distance < 0 ? std::min(max_d, 4) : std::min(max_d, opt_.prefetch_distance);
     cfg.prefetch_distance = prefetch_distance_;
     cfg.queue_capacity = static_cast<size_t>(std::max(4, 2 * prefetch_distance_));
     const char* env = std::getenv("TANDEM_DIRECT_IO");
@@ -380,8 +390,9 @@ class cpu_backend final : public backend {
   // with the next layers queued for prefetch).
   const layer_weights& layer(int il, layer_cache::handle& pin) {
     if (!cache_)
-      return il >= 0 && static_cast<size_t>(il) < resident_.size() && !resident_[static_cast<size_t>(il)].view.fields.empty()
-                 ? resident_[static_cast<size_t>(il)].view.lw
+      return il >= 0 && static_cast<size_t>(il) < resident_.size() &&
+                     !resident_[static_cast<size_t>(il)].fields.empty()
+                 ? resident_[static_cast<size_t>(il)].lw
                  : m_.layer(il);
     const int slot = il >= 0 && il < hp_.n_layer ? slot_of_[static_cast<size_t>(il)] : -1;
     if (slot < 0) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
@@ -403,7 +414,7 @@ class cpu_backend final : public backend {
   }
 
   struct cached_layer {
-    std::vector<gguf_tensor> tensors;            // copies; data points into the cache buffer
+    std::vector<gguf_tensor> tensors;             // copies; data points into the cache buffer
     std::vector<weight layer_weights::*> fields;  // which field each tensor is
     layer_weights lw;
   };
@@ -417,15 +428,12 @@ class cpu_backend final : public backend {
   // Without --mem-budget: per layer, x16 copies of the matrices that have a layout (packed_) and
   // views whose tensors point at plain copies of everything else (resident_); empty with
   // TANDEM_REPACK=0 or when the copies would not fit.
-  struct resident_layer {
-    cached_layer view;
-    std::vector<cpu::large_buffer> copies;
-  };
   std::vector<packed_layer> packed_;
-  std::vector<resident_layer> resident_;
+  std::vector<cached_layer> resident_;
   cpu::packed_matrix packed_output_;
   gguf_tensor output_tensor_;
-  cpu::large_buffer output_copy_;
+  cpu::large_buffer arena_;  // every packed or plain copy
+  uint64_t arena_used_ = 0;
   weight output_;  // the output head as forward_output reads it (a copy, or the mapping's view)
   std::vector<std::string> notes_;
   std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)

@@ -233,17 +233,17 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
   }
 }
 
-packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols)
-    : buf_(x16_bytes(t, rows, cols)),
-      type_(t),
-      rows_(rows),
-      cols_(cols),
-      bytes_(x16_bytes(t, rows, cols)) {
+packed_matrix::packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols, void* dst)
+    : type_(t), rows_(rows), cols_(cols), bytes_(x16_bytes(t, rows, cols)) {
   if (bytes_ == 0) return;
-  void* p = buf_.data();
+  if (dst == nullptr) {
+    buf_ = large_buffer(bytes_);
+    dst = buf_.data();
+  }
+  data_ = dst;
   const size_t rb = row_bytes(t, static_cast<uint64_t>(cols));
   parallel_for((rows + x16_rows - 1) / x16_rows, 4,
-               [&](int64_t g0, int64_t g1) { pack_x16(t, w, rb, rows, cols, g0, g1, p); });
+               [&](int64_t g0, int64_t g1) { pack_x16(t, w, rb, rows, cols, g0, g1, dst); });
 }
 
 }  // namespace tandem::cpu

@@ -93,18 +93,20 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
 class packed_matrix {
  public:
   packed_matrix() = default;
-  // Packs with the threads of cpu::parallel_for.
-  packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols);
+  // Packs with the threads of cpu::parallel_for, into its own buffer, or into dst (x16_bytes,
+  // 64-byte aligned, owned by the caller and outliving this object).
+  packed_matrix(dtype t, const void* w, int64_t rows, int64_t cols, void* dst = nullptr);
 
-  explicit operator bool() const { return buf_.data() != nullptr; }
+  explicit operator bool() const { return data_ != nullptr; }
   dtype type() const { return type_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
-  const void* data() const { return buf_.data(); }
+  const void* data() const { return data_; }
   size_t nbytes() const { return bytes_; }
 
  private:
-  large_buffer buf_;
+  large_buffer buf_;  // when not packed into the caller's memory
+  const void* data_ = nullptr;
   dtype type_ = dtype::f32;
   int64_t rows_ = 0, cols_ = 0;
   size_t bytes_ = 0;
