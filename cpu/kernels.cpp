@@ -265,6 +265,44 @@ void quant_q8_32_ref(const float* x, int64_t cols, int8_t* q, float* d, int32_t*
   }
 }
 
+}  // namespace
+
+void quant_q16_64_ref(const float* x, int64_t cols, int16_t* q, float* d) {
+  for (int64_t b = 0; b < cols / q16_block; ++b) {
+    const float* xb = x + q16_block * b;
+    float amax = 0;
+    for (int i = 0; i < q16_block; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float dd = amax / q16_level_max, id = dd > 0 ? 1 / dd : 0.0f;
+    d[b] = dd;
+    for (int i = 0; i < q16_block; ++i) {
+      // As cvtps2dq: round to nearest even, and NaN (from non-finite input) to INT32_MIN.
+      const float v = std::nearbyint(xb[i] * id);
+      const int32_t l = std::isnan(v) ? INT32_MIN : static_cast<int32_t>(v);
+      q[q16_block * b + i] = static_cast<int16_t>(std::clamp(l, -q16_level_max, q16_level_max));
+    }
+  }
+}
+
+void quant_group_q16_ref(const float* x, int n, int64_t cols, int16_t* q, float* d) {
+  constexpr int g = gemm_group;
+  std::memset(q, 0, static_cast<size_t>(cols) * g * sizeof(int16_t));
+  std::fill(d, d + cols / q16_block * g, 0.0f);
+  int16_t tmp[q16_block];
+  float dd;
+  for (int t = 0; t < n; ++t) {
+    for (int64_t b = 0; b < cols / q16_block; ++b) {
+      quant_q16_64_ref(x + t * cols + q16_block * b, q16_block, tmp, &dd);
+      d[b * g + t] = dd;
+      for (int i = 0; i < q16_block; ++i) {
+        const int64_t e = b * q16_block + i;
+        q[(e / 2) * 2 * g + t * 2 + e % 2] = tmp[i];
+      }
+    }
+  }
+}
+
+namespace {
+
 void quant_q8_256_ref(const float* x, int64_t cols, int8_t* q, float* d, int16_t* bsums) {
   for (int64_t b = 0; b < cols / 256; ++b) {
     d[b] = quant_block256(x + 256 * b, q + 256 * b);
@@ -529,6 +567,8 @@ kernel_table make_scalar_table() {
   k.quant_q8_32 = quant_q8_32_ref;
   k.quant_q8_256 = quant_q8_256_ref;
   k.quant_group = quant_group_ref;
+  k.quant_q16 = quant_q16_64_ref;
+  k.quant_group_q16 = quant_group_q16_ref;
   k.gemm_min_tokens = 4;
   return k;
 }

@@ -13,6 +13,9 @@
 //    interleaved 4 bytes at a time so that one broadcast feeds a vector of weight rows; scale
 //    per 32 (Q4_0, Q8_0) or 256 (K-quants) and the float sum (scale * integer sum) per weight
 //    sub-block (32, or 16 for Q6_K).
+//  * q16_64 (F16 weights in x16 form, repack.h): 16-bit levels, |level| <= 4095, with a float
+//    scale per 64 (d = max|x| / 4095), in row order for one token and in groups of 8 tokens
+//    interleaved 2 levels at a time for the gemm.
 // Blocks of 32 and 256 follow llama.cpp's Q8_0 and Q8_K rounding exactly (kernels.cpp), so that
 // results track llama.cpp's. Every level uses the same quantized activations (the quantizers are
 // part of the table but must agree bit for bit), so levels differ only in float summation order.
@@ -60,23 +63,29 @@ inline constexpr int gemm_rows = 16;  // weight rows per repacked tile
 // One token's activations in q8_32 (q8_32p) or q8_256 form.
 struct q8_row {
   const int8_t* q;       // cols
-  const float* d;        // cols / 32 (q8_32) or cols / 256 (q8_256)
+  const float* d;        // cols / 32 (q8_32), cols / 256 (q8_256) or cols / 64 (q16_64)
   const int32_t* sum;    // q8_32: sum of q per 32
   const int16_t* bsums;  // q8_256: sum of q per 16
+  const int16_t* q16;    // q16_64: cols levels (q unused)
 };
+inline constexpr int q16_block = 64;
+inline constexpr int q16_level_max = 4095;
 
 // All tokens' activations in gemm form. Group g holds tokens 8g .. 8g + 7 (zero padded):
 // q + g * cols * 8:  [cols / 4][8 tokens][4 bytes]
 // d + g * cols / db * 8: [cols / db][8 tokens]
 // s + g * cols / sb * 8: [cols / sb][8 tokens], s = d * sum(q over the sub-block)
+// In q16_64 form q16 + g * cols * 8 is [cols / 2][8 tokens][2 levels], d is per 64 (db = 64) and
+// there are no sums (q and s null).
 struct q8_groups {
   const int8_t* q;
   const float* d;
   const float* s;
   int64_t cols;
   int sb;     // sub-block of the sums: 32, or 16 for Q6_K
-  int db;     // block of the scales: 32 (Q8_0 rule) or 256 (Q8_K rule)
+  int db;     // block of the scales: 32 (Q8_0 rule), 256 (Q8_K rule) or 64 (q16_64)
   int n_tok;  // valid tokens
+  const int16_t* q16 = nullptr;
 };
 
 // ---- kernel signatures ------------------------------------------------------------------------
@@ -103,7 +112,8 @@ using mv_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_r
 using mm_x16_fn = void (*)(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                            int64_t ldy, int64_t g0, int64_t g1);
 
-enum class act_format : uint8_t { f32, q8_32, q8_32p, q8_256 };
+enum class act_format : uint8_t { f32, q8_32, q8_32p, q8_256, q16_64 };
+inline constexpr int n_act_formats = 5;
 
 // Turns q8_32 bytes into q8_32p: blocks 2p and 2p + 1 become [2p: 0-15, 2p+1: 0-15, 2p: 16-31,
 // 2p+1: 16-31] (Q4_0 keeps elements j and j + 16 in one byte). An odd last block stays as it is.
@@ -124,6 +134,7 @@ struct type_kernels {
   int gemm_db = 32;            // block of q8_groups::d for mm_q8: 32 (Q8_0 rule) or 256 (Q8_K rule)
   mv_x16_fn mv_x16 = nullptr;  // on the packed layout, where this level has kernels for it
   mm_x16_fn mm_x16 = nullptr;
+  act_format x16_act = act_format::f32;  // activations of mv_x16 (mm_x16: the gemm form of it)
 };
 
 // Activation quantizers (same results at every level).
@@ -133,6 +144,9 @@ using quant_q8_256_fn = void (*)(const float* x, int64_t cols, int8_t* q, float*
 // (32 or 256), sums per sb (16 or 32).
 using quant_group_fn = void (*)(const float* x, int n, int64_t cols, int sb, int db, int8_t* q,
                                 float* d, float* s);
+// q16_64 for one token, and for n (<= 8) tokens in group layout (zero padded to 8).
+using quant_q16_fn = void (*)(const float* x, int64_t cols, int16_t* q, float* d);
+using quant_group_q16_fn = void (*)(const float* x, int n, int64_t cols, int16_t* q, float* d);
 
 struct kernel_table {
   kernel_level level = kernel_level::scalar;
@@ -140,6 +154,8 @@ struct kernel_table {
   quant_q8_32_fn quant_q8_32 = nullptr;
   quant_q8_256_fn quant_q8_256 = nullptr;
   quant_group_fn quant_group = nullptr;
+  quant_q16_fn quant_q16 = nullptr;
+  quant_group_q16_fn quant_group_q16 = nullptr;
   // n_tok from which mm_q8 beats mv_q8 per token.
   int gemm_min_tokens = 4;
 
@@ -169,7 +185,17 @@ inline constexpr int gemm_sub_block(dtype t) {
   return t == dtype::q6_k ? 16 : 32;
 }
 
+// The scalar q16_64 quantizers (kernels.cpp).
+void quant_q16_64_ref(const float* x, int64_t cols, int16_t* q, float* d);
+void quant_group_q16_ref(const float* x, int n, int64_t cols, int16_t* q, float* d);
+
 // The AVX-512 level's x16 kernels (kernels_x16_avx512.cpp).
+void quant_q16_64_avx512(const float* x, int64_t cols, int16_t* q, float* d);
+void quant_group_q16_avx512(const float* x, int n, int64_t cols, int16_t* q, float* d);
+void mv_f16_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                       int64_t g0, int64_t g1);
+void mm_f16_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                       int64_t ldy, int64_t g0, int64_t g1);
 void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1);
 void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,

@@ -868,6 +868,8 @@ kernel_table make_table() {
   k.quant_q8_32 = quant_q8_32;
   k.quant_q8_256 = quant_q8_256;
   k.quant_group = quant_group;
+  k.quant_q16 = quant_q16_64_ref;
+  k.quant_group_q16 = quant_group_q16_ref;
   k.gemm_min_tokens = 4;
   return k;
 }

@@ -600,6 +600,12 @@ kernel_table make_table() {
   k.q4_0.mm_x16 = mm_q4_0_x16_avx512;
   k.q8_0.mv_x16 = mv_q8_0_x16_avx512;
   k.q8_0.mm_x16 = mm_q8_0_x16_avx512;
+  k.f16.mv_x16 = mv_f16_x16_avx512;
+  k.f16.mm_x16 = mm_f16_x16_avx512;
+  k.f16.x16_act = act_format::q16_64;
+  k.quant_q16 = quant_q16_64_avx512;
+  k.quant_group_q16 = quant_group_q16_avx512;
+  for (type_kernels* t : {&k.q4_0, &k.q8_0, &k.q4_k, &k.q6_k}) t->x16_act = t->mv_act;
   return k;
 }
 

@@ -34,6 +34,11 @@ inline __m512i load_u8x16_epi32(const uint8_t* p) {
   return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+inline __m512 load_bf16x16(const uint16_t* p) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
 inline __m512 load_f16x16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -75,8 +80,11 @@ void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float
     const __mmask16 rows_m = row_mask(rows, rg);
     for (int gi = 0; gi < n_groups; ++gi) {
       const int nt = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
-      tiles[nt](b, nb, x.q + gi * cols * g, x.d + gi * (cols / x.db) * g,
-                x.s + gi * (cols / x.sb) * g, y + gi * g * ldy + rg * x16_rows, ldy, rows_m);
+      // q16_64 activations (F16) have 2-byte levels and no sums.
+      const int8_t* xq = x.q16 ? reinterpret_cast<const int8_t*>(x.q16 + gi * cols * g)
+                               : x.q + gi * cols * g;
+      tiles[nt](b, nb, xq, x.d + gi * (cols / x.db) * g, x.s ? x.s + gi * (cols / x.sb) * g : nullptr,
+                y + gi * g * ldy + rg * x16_rows, ldy, rows_m);
     }
   }
 }
@@ -529,6 +537,150 @@ void mm_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
 void mm_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
   mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<q8_0_tile>, 64, sizeof(block_q8_0_x16));
+}
+
+// ---- F16 (14-bit levels, BF16 scale per 64 columns; q16_64 activations) --------------------
+
+namespace {
+// One block of 64 activations: the scale, and the levels as 32 int32 pairs (2 x 16 lanes).
+// Bit for bit quant_q16_64_ref: the same division, and cvtps rounds to nearest even as
+// nearbyint does.
+inline float quant_q16_block(const float* x, __m512i* pairs) {
+  __m512 v[4];
+  __m512 amax = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm512_loadu_ps(x + 16 * k);
+    amax = _mm512_max_ps(amax, _mm512_abs_ps(v[k]));
+  }
+  const float dd = _mm512_reduce_max_ps(amax) / q16_level_max;
+  const __m512 id = _mm512_set1_ps(dd > 0 ? 1 / dd : 0.0f);
+  const __m512i lo = _mm512_set1_epi32(-q16_level_max), hi = _mm512_set1_epi32(q16_level_max);
+  __m256i h[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[k], id));
+    h[k] = _mm512_cvtepi32_epi16(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
+  }
+  pairs[0] = _mm512_inserti64x4(_mm512_castsi256_si512(h[0]), h[1], 1);
+  pairs[1] = _mm512_inserti64x4(_mm512_castsi256_si512(h[2]), h[3], 1);
+  return dd;
+}
+}  // namespace
+
+void quant_q16_64_avx512(const float* x, int64_t cols, int16_t* q, float* d) {
+  for (int64_t b = 0; b < cols / q16_block; ++b) {
+    __m512i pairs[2];
+    d[b] = quant_q16_block(x + q16_block * b, pairs);
+    _mm512_storeu_si512(q + q16_block * b, pairs[0]);
+    _mm512_storeu_si512(q + q16_block * b + 32, pairs[1]);
+  }
+}
+
+void quant_group_q16_avx512(const float* x, int n, int64_t cols, int16_t* q, float* d) {
+  constexpr int g = gemm_group;
+  if (n < g) {
+    std::memset(q, 0, static_cast<size_t>(cols) * g * sizeof(int16_t));
+    std::memset(d, 0, static_cast<size_t>(cols / q16_block) * g * sizeof(float));
+  }
+  // Each token's levels in row order, then pair p of token t to int32 slot 8p + t, a block of 64
+  // columns at a time so the rows stay in L1.
+  alignas(64) int32_t rows[g][q16_block / 2];
+  auto* out = reinterpret_cast<int32_t*>(q);
+  for (int64_t b = 0; b < cols / q16_block; ++b) {
+    for (int t = 0; t < n; ++t) {
+      __m512i pairs[2];
+      d[b * g + t] = quant_q16_block(x + t * cols + q16_block * b, pairs);
+      _mm512_store_si512(rows[t], pairs[0]);
+      _mm512_store_si512(rows[t] + 16, pairs[1]);
+    }
+    int32_t* o = out + (q16_block / 2) * g * b;
+    for (int p = 0; p < q16_block / 2; ++p)
+      for (int t = 0; t < n; ++t) o[p * g + t] = rows[t][p];
+  }
+}
+
+// One vpdpwssd multiplies 2 columns of 16 rows by one broadcast of 2 activation levels; a
+// 64-column int32 sum is below 64 * 8191 * 4095 < 2^31 (repack.h), then scaled in float.
+
+void mv_f16_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                       int64_t g0, int64_t g1) {
+  const int64_t nb = cols / 128;
+  const int pf = prefetch_distance();
+  const auto* blocks = static_cast<const block_f16_x16*>(p);
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_f16_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_f16_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const int16_t* xq = x.q16 + 128 * i + 64 * h;
+        __m512i a[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) a[k] = _mm512_setzero_si512();
+#pragma GCC unroll 32
+        for (int s = 0; s < 32; ++s)
+          a[s % 4] = _mm512_dpwssd_epi32(a[s % 4], _mm512_loadu_si512(B.qs[32 * h + s]),
+                                         bcast4(reinterpret_cast<const int8_t*>(xq + 2 * s)));
+        const __m512i tot =
+            _mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
+                              _mm512_mul_ps(load_bf16x16(B.d[h]), _mm512_set1_ps(x.d[2 * i + h])),
+                              acc);
+      }
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), acc);
+  }
+}
+
+namespace {
+
+// 16 rows x NT tokens of one q16_64 activation group: [cols / 2][8 tokens][2 levels].
+template <int NT>
+struct mm_f16_x16_tile {
+  static void run(const void* blk, int64_t nb, const int8_t* xq8, const float* xd, const float*,
+                  float* y, int64_t ldy, __mmask16 rows) {
+    constexpr int g = gemm_group;
+    const auto* xq = reinterpret_cast<const int16_t*>(xq8);
+    __m512 acc[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const auto& B = static_cast<const block_f16_x16*>(blk)[i];
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const int16_t* xb = xq + (128 * i + 64 * h) * g;
+        __m512i a[NT];
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) a[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int s = 0; s < 32; ++s) {
+          const __m512i w = _mm512_loadu_si512(B.qs[32 * h + s]);
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t)
+            a[t] = _mm512_dpwssd_epi32(
+                a[t], w, bcast4(reinterpret_cast<const int8_t*>(xb + 2 * g * s + 2 * t)));
+        }
+        const __m512 dw = load_bf16x16(B.d[h]);
+        const float* xdi = xd + (2 * i + h) * g;
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t)
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[t]),
+                                   _mm512_mul_ps(dw, _mm512_set1_ps(xdi[t])), acc[t]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+  }
+};
+
+}  // namespace
+
+void mm_f16_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                       int64_t ldy, int64_t g0, int64_t g1) {
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<mm_f16_x16_tile>, 128, sizeof(block_f16_x16));
 }
 
 }  // namespace tandem::cpu

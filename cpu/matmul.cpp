@@ -67,7 +67,9 @@ struct act_rows {
     q8_row r{};
     r.q = reinterpret_cast<const int8_t*>(p);
     r.d = reinterpret_cast<const float*>(p + q_bytes);
-    if (fmt == act_format::q8_256)
+    if (fmt == act_format::q16_64)
+      r.q16 = reinterpret_cast<const int16_t*>(p);
+    else if (fmt == act_format::q8_256)
       r.bsums = reinterpret_cast<const int16_t*>(p + q_bytes + d_bytes);
     else
       r.sum = reinterpret_cast<const int32_t*>(p + q_bytes + d_bytes);
@@ -76,6 +78,11 @@ struct act_rows {
 };
 
 size_t act_bytes(act_format fmt, int64_t cols, size_t* q_bytes, size_t* d_bytes) {
+  if (fmt == act_format::q16_64) {
+    *q_bytes = align64(static_cast<size_t>(cols) * sizeof(int16_t));
+    *d_bytes = align64(static_cast<size_t>(cols / q16_block) * sizeof(float));
+    return *q_bytes + *d_bytes;
+  }
   const bool k256 = fmt == act_format::q8_256;
   const int64_t nb = cols / (k256 ? 256 : 32);
   *q_bytes = align64(static_cast<size_t>(cols));
@@ -94,7 +101,9 @@ void quantize_acts(const kernel_table& kt, act_format fmt, const float* x, int64
     uint8_t* p = buf + a->per_tok * static_cast<size_t>(t);
     auto* q = reinterpret_cast<int8_t*>(p);
     auto* d = reinterpret_cast<float*>(p + a->q_bytes);
-    if (fmt == act_format::q8_256)
+    if (fmt == act_format::q16_64)
+      kt.quant_q16(x + t * cols, cols, reinterpret_cast<int16_t*>(p), d);
+    else if (fmt == act_format::q8_256)
       kt.quant_q8_256(x + t * cols, cols, q, d,
                       reinterpret_cast<int16_t*>(p + a->q_bytes + a->d_bytes));
     else
@@ -133,28 +142,33 @@ void mv_rows(const type_kernels& k, const weight& w, const act_rows& a, const fl
 void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, const float* x,
                  int n_tok) {
   constexpr int max_jobs = 8;
+  constexpr int nf = n_act_formats;
   const type_kernels* ks[max_jobs];
+  const packed_matrix* pk[max_jobs];
+  act_format fmt[max_jobs];
   act_rows acts[max_jobs];
   const int64_t cols = jobs[0].w->cols();
   size_t total = 0;
-  size_t offset[4] = {0, 0, 0, 0};  // per act_format: where its rows start (+1: 0 = none yet)
-  bool need[4] = {false, false, false, false};
+  size_t offset[nf] = {};  // per act_format: where its rows start
+  bool need[nf] = {};
   for (int j = 0; j < n_jobs; ++j) {
     ks[j] = kt.find(jobs[j].w->type());
-    need[static_cast<int>(ks[j]->mv_act)] = true;
+    pk[j] = usable_packed(ks[j], jobs[j]);
+    fmt[j] = pk[j] ? ks[j]->x16_act : ks[j]->mv_act;
+    need[static_cast<int>(fmt[j])] = true;
   }
-  for (int f = 1; f < 4; ++f) {
+  for (int f = 1; f < nf; ++f) {
     if (!need[f]) continue;
     size_t qb, db;
     offset[f] = total;
     total += act_bytes(static_cast<act_format>(f), cols, &qb, &db) * static_cast<size_t>(n_tok);
   }
   uint8_t* buf = t_acts.get(total);
-  act_rows by_fmt[4];
-  for (int f = 1; f < 4; ++f)
+  act_rows by_fmt[nf];
+  for (int f = 1; f < nf; ++f)
     if (need[f])
       quantize_acts(kt, static_cast<act_format>(f), x, cols, n_tok, buf + offset[f], &by_fmt[f]);
-  for (int j = 0; j < n_jobs; ++j) acts[j] = by_fmt[static_cast<int>(ks[j]->mv_act)];
+  for (int j = 0; j < n_jobs; ++j) acts[j] = by_fmt[static_cast<int>(fmt[j])];
 
   // Chunks of about a quarter of each thread's share of the weight bytes (at least 64 KiB):
   // decode streams weights from memory, and every chunk is a new stream that the hardware
@@ -165,7 +179,6 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
     int job;
     int64_t r0, r1;
   };
-  const packed_matrix* pk[max_jobs];
   thread_local std::vector<chunk> chunks;
   chunks.clear();
   size_t w_bytes = 0;
@@ -174,7 +187,6 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
       std::max<size_t>(64 * 1024, w_bytes / (4 * static_cast<size_t>(num_threads())));
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;
-    pk[j] = usable_packed(ks[j], jobs[j]);
     int64_t g = mv_grain(row_bytes(w.type(), static_cast<uint64_t>(w.cols())), target);
     int64_t n = w.rows();
     if (pk[j]) {
@@ -238,6 +250,31 @@ void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight&
   });
 }
 
+// F16 weights packed as 14-bit integers (block_f16_x16) for prompts: q16_64 activation groups.
+void matmul_q16_gemm(const kernel_table& kt, const type_kernels& k, const weight& w, const float* x,
+                     int n_tok, float* y, const packed_matrix& packed) {
+  constexpr int g = gemm_group;
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int n_groups = (n_tok + g - 1) / g;
+  // Groups back to back, as mm_x16 indexes them: q16 + gi * cols * 8, d + gi * cols / 64 * 8.
+  const size_t q_bytes = align64(static_cast<size_t>(cols) * g * n_groups * sizeof(int16_t));
+  const size_t d_bytes = static_cast<size_t>(cols / q16_block) * g * n_groups * sizeof(float);
+  uint8_t* buf = t_acts.get(q_bytes + d_bytes);
+  auto* q = reinterpret_cast<int16_t*>(buf);
+  auto* d = reinterpret_cast<float*>(buf + q_bytes);
+  parallel_for(n_groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t gi = g0; gi < g1; ++gi) {
+      const int nt = static_cast<int>(std::min<int64_t>(g, n_tok - gi * g));
+      kt.quant_group_q16(x + gi * g * cols, nt, cols, q + gi * cols * g,
+                         d + gi * (cols / q16_block) * g);
+    }
+  });
+  const q8_groups groups{nullptr, d, nullptr, cols, q16_block, q16_block, n_tok, q};
+  parallel_for((rows + x16_rows - 1) / x16_rows, 1, [&](int64_t g0, int64_t g1) {
+    k.mm_x16(packed.data(), rows, cols, groups, y, rows, g0, g1);
+  });
+}
+
 }  // namespace
 
 void matmul(const weight& w, const float* x, int n_tok, float* y, const packed_matrix* packed) {
@@ -254,9 +291,15 @@ void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
     if (w.cols() != jobs[0].w->cols())
       throw std::logic_error("matmul_n: the weights do not share an input width");
     const type_kernels* k = kt.find(w.type());
-    // Float weights with several tokens, and quantized ones with many, use the tiled kernels.
-    if (k == nullptr || (k->mv_f32 ? n_tok > 1 : n_tok >= kt.gemm_min_tokens && k->mm_q8))
+    // Float weights with several tokens, and quantized or packed ones with many, use the tiled
+    // kernels.
+    if (k == nullptr) {
       all_fast = false;
+    } else if (usable_packed(k, jobs[j])) {
+      if (n_tok >= kt.gemm_min_tokens && k->mm_x16) all_fast = false;
+    } else if (k->mv_f32 ? n_tok > 1 : n_tok >= kt.gemm_min_tokens && k->mm_q8) {
+      all_fast = false;
+    }
   }
   if (all_fast) return matmul_rows(kt, jobs, n_jobs, x, n_tok);
   for (int j = 0; j < n_jobs; ++j) {
@@ -269,6 +312,12 @@ void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
       parallel_for(rows, grain, [&](int64_t r0, int64_t r1) {
         ref::matmul(w.type(), w.data(), cols, rows, x, n_tok, y, r0, r1);
       });
+    } else if (const packed_matrix* p = usable_packed(k, jobs[j]);
+               p && k->x16_act == act_format::q16_64) {
+      if (n_tok >= kt.gemm_min_tokens && k->mm_x16)
+        matmul_q16_gemm(kt, *k, w, x, n_tok, y, *p);
+      else
+        matmul_rows(kt, &jobs[j], 1, x, n_tok);
     } else if (k->mv_f32) {
       matmul_float(*k, w, x, n_tok, y);
     } else if (n_tok >= kt.gemm_min_tokens && k->mm_q8) {

@@ -1,11 +1,14 @@
 // Packing GGUF rows into the x16 layouts of repack.h, and back (scalar; runs once at load).
 #include "cpu/repack.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <type_traits>
 
+#include "cpu/fp16.h"
 #include "cpu/parallel.h"
 #include "cpu/quant.h"
 
@@ -16,6 +19,8 @@ int x16_block_cols(dtype t) {
     case dtype::q4_k:
     case dtype::q6_k:
       return qk_k;
+    case dtype::f16:
+      return 128;
     case dtype::q4_0:
     case dtype::q8_0:
       return 64;
@@ -38,6 +43,8 @@ size_t x16_block_bytes(dtype t) {
       return sizeof(block_q6_k_x16);
     case dtype::q4_0:
       return sizeof(block_q4_0_x16);
+    case dtype::f16:
+      return sizeof(block_f16_x16);
     default:
       return sizeof(block_q8_0_x16);
   }
@@ -51,6 +58,81 @@ size_t x16_bytes(dtype t, int64_t rows, int64_t cols) {
 }
 
 namespace {
+
+// BF16 bits of the smallest BF16 >= v (v >= 0, finite), and the float they stand for.
+uint16_t bf16_round_up(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if (bits & 0xFFFFu) bits += 0x10000u;
+  return static_cast<uint16_t>(bits >> 16);
+}
+float bf16_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float v;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// Every F16 value as a float (256 KiB, built once): packing converts each weight once, and the
+// branchy scalar conversion would dominate load time.
+const float* f16_table() {
+  static const std::unique_ptr<float[]> table = [] {
+    auto t = std::make_unique<float[]>(65536);
+    for (uint32_t h = 0; h < 65536; ++h) t[h] = fp16_to_fp32(static_cast<uint16_t>(h));
+    return t;
+  }();
+  return table.get();
+}
+
+// Round to nearest even for |v| < 2^22 (what nearbyint does), without a library call or a branch:
+// v + 1.5 * 2^23 lands where the float spacing is 1.
+inline float round_even(float v) {
+  constexpr float magic = 12582912.0f;
+  return (v + magic) - magic;
+}
+
+void pack_f16_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g,
+                    block_f16_x16* out) {
+  const float* f16 = f16_table();
+  for (int64_t i = 0; i < nb; ++i) {
+    block_f16_x16& o = out[i];
+    std::memset(&o, 0, sizeof(o));
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      const auto* src = reinterpret_cast<const uint16_t*>(w + static_cast<size_t>(row) * rb);
+      for (int h = 0; h < 2; ++h) {
+        float v[64], amax = 0;
+        for (int e = 0; e < 64; ++e) {
+          // Non-finite weights (a broken file) become 0 rather than undefined conversions.
+          v[e] = f16[src[128 * i + 64 * h + e]];
+          if (!std::isfinite(v[e])) v[e] = 0;
+          amax = std::max(amax, std::fabs(v[e]));
+        }
+        o.d[h][r] = bf16_round_up(amax / f16_x16_level_max);
+        const float d = bf16_to_f32(o.d[h][r]), id = d > 0 ? 1 / d : 0.0f;
+        for (int e = 0; e < 64; ++e) {
+          const float q = round_even(v[e] * id);
+          const float c = std::clamp(q, -float{f16_x16_level_max}, float{f16_x16_level_max});
+          o.qs[32 * h + e / 2][r][e % 2] = static_cast<int16_t>(c);
+        }
+      }
+    }
+  }
+}
+
+void unpack_f16_group(const block_f16_x16* in, int64_t rows, int64_t nb, int64_t g, uint8_t* w,
+                      size_t rb) {
+  for (int64_t i = 0; i < nb; ++i)
+    for (int r = 0; r < x16_rows; ++r) {
+      const int64_t row = g * x16_rows + r;
+      if (row >= rows) break;
+      auto* dst = reinterpret_cast<uint16_t*>(w + static_cast<size_t>(row) * rb);
+      for (int c = 0; c < 128; ++c)
+        dst[128 * i + c] =
+            fp32_to_fp16(bf16_to_f32(in[i].d[c / 64][r]) * in[i].qs[c / 2][r][c % 2]);
+    }
+}
 
 void pack_q4_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g,
                      block_q4_k_x16* out) {
@@ -208,6 +290,8 @@ void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int
     else if (t == dtype::q8_0)
       copy_q8_q4_group<block_q8_0, block_q8_0_x16, true>(
           src, rb, rows, nb, g, static_cast<block_q8_0_x16*>(dst) + g * nb);
+    else if (t == dtype::f16)
+      pack_f16_group(src, rb, rows, nb, g, static_cast<block_f16_x16*>(dst) + g * nb);
     else if (t == dtype::q6_k)
       pack_q6_k_group(src, rb, rows, nb, g, static_cast<block_q6_k_x16*>(dst) + g * nb);
     else
@@ -226,6 +310,8 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
     else if (t == dtype::q8_0)
       copy_q8_q4_group<block_q8_0, block_q8_0_x16, false>(
           out, rb, rows, nb, g, static_cast<const block_q8_0_x16*>(src) + g * nb);
+    else if (t == dtype::f16)
+      unpack_f16_group(static_cast<const block_f16_x16*>(src) + g * nb, rows, nb, g, out, rb);
     else if (t == dtype::q6_k)
       unpack_q6_k_group(static_cast<const block_q6_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
     else

@@ -9,8 +9,9 @@
 // layout (type_kernels::mv_x16); the GGUF rows are then no longer read. Weights that go through
 // the layer cache (--mem-budget) stay in GGUF layout.
 //
-// Layouts are defined here, independent of the instruction set; packing is exact and reversible
-// (unpack_x16 restores the GGUF bytes, which the tests check).
+// Layouts are defined here, independent of the instruction set; packing the quantized types is
+// exact and reversible (unpack_x16 restores the GGUF bytes, which the tests check). F16 is packed
+// into 14-bit integers with a scale per 64 columns, which rounds (block_f16_x16).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -75,7 +76,23 @@ struct block_q8_0_x16 {
 };
 static_assert(sizeof(block_q8_0_x16) == 1088);
 
-// Columns of one x16 block of type t (256 for K-quants, 64 for Q4_0 / Q8_0).
+// F16, 16 rows x 128 columns, as 14-bit integers with a scale per row and 64 columns, so that
+// prompts run on int16 dot products (vpdpwssd: twice the multiply-adds per cycle of FP32 FMA):
+//  d[h][r]: BF16 scale (the range of F32 in 2 bytes) of columns 64h .. 64h + 63 of row r, rounded
+//           up from max|w| / 8191 so that every level fits;
+//  qs[s][r][2]: round(w / d) of columns 2s, 2s + 1 of row r, |level| <= 8191.
+// Unlike the other layouts this one rounds: each weight moves by at most d / 2, max|w| * 2^-14
+// of its 64 columns (about a third of F16's own rounding for a typical weight). Activations go
+// with it in q16_64 form (kernels.h, |level| <= 4095 per 64), so a 64-column int32 sum stays
+// below 64 * 8191 * 4095 < 2^31.
+struct block_f16_x16 {
+  uint16_t d[2][x16_rows];
+  int16_t qs[64][x16_rows][2];
+};
+static_assert(sizeof(block_f16_x16) == 4160);
+inline constexpr int f16_x16_level_max = 8191;
+
+// Columns of one x16 block of type t (256 for K-quants, 128 for F16, 64 for Q4_0 / Q8_0).
 int x16_block_cols(dtype t);
 
 // Whether t has an x16 layout and cols fit its blocks.
@@ -86,7 +103,7 @@ size_t x16_bytes(dtype t, int64_t rows, int64_t cols);
 // packed matrix). Groups are independent, so callers may split them across threads.
 void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int64_t g0, int64_t g1,
               void* dst);
-// The reverse, for tests: writes the GGUF rows of the matrix.
+// The reverse, for tests: writes the GGUF rows of the matrix (for F16, the rounded weights).
 void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, size_t rb);
 
 // A packed copy of one weight matrix.

@@ -264,7 +264,52 @@ TEST(KernelQuantizers, IdenticalAtEveryLevel) {
         }
       }
     }
+    if (k.quant_q16 == nullptr) continue;  // q16_64 (F16 in x16 form)
+    std::vector<int16_t> h0(cols), h1(cols, 1);
+    std::vector<float> hd0(cols / q16_block), hd1(hd0.size(), 1);
+    ref.quant_q16(x.data(), cols, h0.data(), hd0.data());
+    k.quant_q16(x.data(), cols, h1.data(), hd1.data());
+    EXPECT_EQ(h0, h1) << kernel_level_name(l);
+    EXPECT_EQ(hd0, hd1) << kernel_level_name(l);
+    for (int n : {1, 5}) {
+      std::vector<int16_t> gq0(cols * 8), gq1(cols * 8, 1);
+      std::vector<float> gd0(cols / q16_block * 8), gd1(gd0.size(), 1);
+      ref.quant_group_q16(x.data(), n, cols, gq0.data(), gd0.data());
+      k.quant_group_q16(x.data(), n, cols, gq1.data(), gd1.data());
+      EXPECT_EQ(gq0, gq1) << kernel_level_name(l) << " n " << n;
+      EXPECT_EQ(gd0, gd1) << kernel_level_name(l) << " n " << n;
+    }
   }
+}
+
+// q16_64: levels within 4095, half a step of error, and the group layout holds the same levels.
+TEST(KernelQuantizers, Q16RoundTripAndGroupLayout) {
+  const int64_t cols = 320;
+  auto x = gaussian(static_cast<size_t>(cols * 3), 13);
+  x[70] = 250.0f;  // an outlier: the rest of its block gets coarse steps
+  for (int i = 128; i < 192; ++i) x[static_cast<size_t>(i)] = 0;  // an all-zero block
+  const kernel_table& k = kernels(kernel_level::scalar);
+  std::vector<int16_t> q(cols * 3);
+  std::vector<float> d(cols / q16_block * 3);
+  for (int t = 0; t < 3; ++t)
+    k.quant_q16(x.data() + t * cols, cols, q.data() + t * cols, d.data() + t * cols / q16_block);
+  for (int64_t i = 0; i < cols * 3; ++i) {
+    const float di = d[static_cast<size_t>(i / q16_block)];
+    EXPECT_LE(std::fabs(q[i] * di - x[i]), 0.5001f * di) << i;
+    EXPECT_LE(std::abs(q[i]), q16_level_max);
+  }
+  EXPECT_EQ(d[2], 0.0f);
+  EXPECT_EQ(q[70], q16_level_max);
+  std::vector<int16_t> gq(cols * 8, 7);
+  std::vector<float> gd(cols / q16_block * 8, 7);
+  k.quant_group_q16(x.data(), 3, cols, gq.data(), gd.data());
+  for (int t = 0; t < 8; ++t)
+    for (int64_t c = 0; c < cols; ++c)
+      EXPECT_EQ(gq[static_cast<size_t>((c / 2) * 16 + 2 * t + c % 2)], t < 3 ? q[t * cols + c] : 0)
+          << t << " " << c;
+  for (int t = 0; t < 8; ++t)
+    for (int64_t b = 0; b < cols / q16_block; ++b)
+      EXPECT_EQ(gd[static_cast<size_t>(b * 8 + t)], t < 3 ? d[t * cols / q16_block + b] : 0.0f);
 }
 
 // The activation rounding is llama.cpp's: ggml's quantize_row_q8_K_ref for blocks of 256 and
@@ -467,6 +512,8 @@ TEST(KernelX16, PackUnpackRoundTrip) {
       }
     }
   }
+  EXPECT_TRUE(x16_supported(dtype::f16, 896));
+  EXPECT_FALSE(x16_supported(dtype::f16, 832));
   EXPECT_FALSE(x16_supported(dtype::q4_k, 896));
   EXPECT_FALSE(x16_supported(dtype::q8_0, 96));
   EXPECT_FALSE(x16_supported(dtype::q5_k, 256));
@@ -512,6 +559,142 @@ TEST(KernelX16, MatchesRowKernels) {
         }
       }
     }
+  }
+}
+
+// F16 packs into 14-bit levels with a scale per 64 columns (repack.h): each weight moves by at
+// most half a step (scale <= max|w| / 8191 * (1 + 2^-7), BF16 rounded up) plus F16 rounding of
+// the unpacked value. Rows with mixed magnitudes, an all-zero block and non-finite values.
+TEST(KernelX16, F16PackRoundsWithinHalfAStep) {
+  const int64_t rows = 21, cols = 384;
+  auto f = gaussian(static_cast<size_t>(rows * cols), 17, 0.05f);
+  for (int64_t c = 0; c < cols; ++c) f[static_cast<size_t>(2 * cols + c)] *= 1e-4f;  // tiny row
+  f[static_cast<size_t>(3 * cols + 5)] = 40.0f;                                      // outlier
+  for (int c = 64; c < 128; ++c) f[static_cast<size_t>(4 * cols + c)] = 0;          // zero block
+  std::vector<uint16_t> w(f.size()), back(f.size());
+  for (size_t i = 0; i < f.size(); ++i) w[i] = fp32_to_fp16(f[i]);
+  w[static_cast<size_t>(5 * cols + 7)] = 0x7C00;  // +inf
+  w[static_cast<size_t>(5 * cols + 9)] = 0x7E00;  // NaN
+  const packed_matrix pk(dtype::f16, w.data(), rows, cols);
+  ASSERT_TRUE(pk);
+  EXPECT_EQ(pk.nbytes(), x16_bytes(dtype::f16, rows, cols));
+  unpack_x16(dtype::f16, pk.data(), rows, cols, back.data(), cols * sizeof(uint16_t));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < cols / 64; ++b) {
+      float amax = 0;
+      for (int e = 0; e < 64; ++e) {
+        const float v = fp16_to_fp32(w[static_cast<size_t>(r * cols + 64 * b + e)]);
+        if (std::isfinite(v)) amax = std::max(amax, std::fabs(v));
+      }
+      const float step = amax / f16_x16_level_max * (1 + 1.0f / 128);
+      for (int e = 0; e < 64; ++e) {
+        const size_t i = static_cast<size_t>(r * cols + 64 * b + e);
+        const float v = fp16_to_fp32(w[i]), got = fp16_to_fp32(back[i]);
+        if (!std::isfinite(v)) {
+          EXPECT_EQ(got, 0.0f) << "row " << r << " col " << 64 * b + e;
+          continue;
+        }
+        EXPECT_LE(std::fabs(got - v), 0.5f * step + std::fabs(v) * 0x1p-10f)
+            << "row " << r << " col " << 64 * b + e;
+      }
+    }
+  }
+  EXPECT_EQ(fp16_to_fp32(back[static_cast<size_t>(3 * cols + 5)]), 40.0f);
+  for (int c = 64; c < 128; ++c) EXPECT_EQ(back[static_cast<size_t>(4 * cols + c)], 0);
+}
+
+// The F16 x16 kernels (matrix-vector for 1-3 tokens, gemm from gemm_min_tokens) against a double
+// sum over the same integers (the packed levels and the q16_64 activations): they may differ only
+// by float rounding. Against the float reference on the F16 weights, the error is the rounding
+// of both operands to 14 and 13 bits. Row counts leave partial 16-row groups and do not divide by
+// the thread count. A level without x16 kernels ignores the packed copy.
+TEST(KernelX16, F16MatchesIntegerReference) {
+  state_guard guard;
+  auto bf16 = [](uint16_t h) {
+    const uint32_t bits = static_cast<uint32_t>(h) << 16;
+    float v;
+    std::memcpy(&v, &bits, 4);
+    return v;
+  };
+  for (kernel_level l : levels()) {
+    set_kernel_level(l);
+    const kernel_table& k = kernels();
+    const bool has_x16 = k.f16.mv_x16 != nullptr;
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      for (int64_t rows : {1, 7, 16, 33, 101}) {
+        for (int64_t cols : {128, 896, 2304}) {
+          const test_matrix m(dtype::f16, rows, cols, static_cast<uint32_t>(rows * 7 + cols));
+          const packed_matrix pk(dtype::f16, m.t.data, rows, cols);
+          const auto* blocks = static_cast<const block_f16_x16*>(pk.data());
+          const int64_t nb = cols / 128;
+          for (int n_tok : {1, 3, 4, 9, 17}) {
+            const auto x = gaussian(static_cast<size_t>(cols * n_tok), 5 + n_tok);
+            std::vector<float> plain(static_cast<size_t>(rows * n_tok)), got(plain.size(), NAN);
+            matmul(m.w(), x.data(), n_tok, plain.data());
+            matmul(m.w(), x.data(), n_tok, got.data(), &pk);
+            const std::string what = std::string(kernel_level_name(l)) + " threads " +
+                                     std::to_string(threads) + " rows " + std::to_string(rows) +
+                                     " cols " + std::to_string(cols) + " n_tok " +
+                                     std::to_string(n_tok);
+            if (!has_x16) {
+              EXPECT_EQ(plain, got) << what;
+              continue;
+            }
+            std::vector<int16_t> xq(static_cast<size_t>(cols));
+            std::vector<float> xd(static_cast<size_t>(cols / q16_block));
+            for (int t = 0; t < n_tok; ++t) {
+              kernels(kernel_level::scalar).quant_q16(x.data() + t * cols, cols, xq.data(),
+                                                      xd.data());
+              for (int64_t r = 0; r < rows; ++r) {
+                double want = 0, scale = 0;
+                for (int64_t i = 0; i < nb; ++i) {
+                  const block_f16_x16& B = blocks[(r / 16) * nb + i];
+                  for (int h = 0; h < 2; ++h) {
+                    int64_t isum = 0;
+                    for (int e = 0; e < 64; ++e)
+                      isum += int64_t{B.qs[32 * h + e / 2][r % 16][e % 2]} *
+                              xq[static_cast<size_t>(128 * i + 64 * h + e)];
+                    const double f = double(bf16(B.d[h][r % 16])) * xd[static_cast<size_t>(2 * i + h)];
+                    want += f * static_cast<double>(isum);
+                    scale += std::fabs(f) * 64 * f16_x16_level_max * q16_level_max;
+                  }
+                }
+                const float y = got[static_cast<size_t>(t * rows + r)];
+                ASSERT_LE(std::fabs(y - want), 1e-6 * scale + 1e-6 * std::fabs(want))
+                    << what << ": token " << t << " row " << r;
+              }
+            }
+            const double e = normalized_error(m, x, n_tok, got, reference(m, x, n_tok));
+            EXPECT_LT(e, 1e-7 * (1 + 10 / std::sqrt(static_cast<double>(rows * n_tok)))) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The largest 64-column sums the F16 x16 layout allows (every weight and activation at its
+// largest level, one sign) must not wrap in int32.
+TEST(KernelX16, F16LargestSumsDoNotOverflow) {
+  state_guard guard;
+  if (!kernels(best_kernel_level()).f16.mv_x16) GTEST_SKIP() << "no x16 F16 kernels on this CPU";
+  set_kernel_level(best_kernel_level());
+  const int64_t rows = 16, cols = 256;
+  std::vector<uint16_t> w(static_cast<size_t>(rows * cols), fp32_to_fp16(-3.0f));
+  gguf_tensor t;
+  t.type = dtype::f16;
+  t.n_dims = 2;
+  t.ne[0] = cols;
+  t.ne[1] = rows;
+  t.nbytes = w.size() * 2;
+  t.data = reinterpret_cast<const uint8_t*>(w.data());
+  const packed_matrix pk(dtype::f16, w.data(), rows, cols);
+  for (int n_tok : {1, 8}) {
+    const std::vector<float> x(static_cast<size_t>(cols * n_tok), -2.0f);
+    std::vector<float> y(static_cast<size_t>(rows * n_tok));
+    matmul(weight{&t}, x.data(), n_tok, y.data(), &pk);
+    for (float v : y) EXPECT_NEAR(v, 6.0f * cols, 1e-3 * 6 * cols) << "n_tok " << n_tok;
   }
 }
 

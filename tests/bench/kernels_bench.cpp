@@ -137,15 +137,16 @@ void bm_matvec(benchmark::State& state, dtype t, int64_t cols, int64_t rows, boo
   label(state, t, rows, cols, l, pf);
 }
 
-void bm_matmul(benchmark::State& state, dtype t, int64_t cols, int64_t rows) {
+void bm_matmul(benchmark::State& state, dtype t, int64_t cols, int64_t rows, bool x16 = false) {
   const auto l = static_cast<kernel_level>(state.range(0));
   const int n_tok = static_cast<int>(state.range(1));
   if (!setup(state, l, prefetch_distance())) return;
   matrix_pool pool(t, rows, cols, 0);
+  if (x16) pool.pack();
   const auto x = activations(cols * n_tok);
   std::vector<float> y(static_cast<size_t>(rows * n_tok));
   for (auto _ : state) {
-    matmul(pool.at(0), x.data(), n_tok, y.data());
+    matmul(pool.at(0), x.data(), n_tok, y.data(), pool.packed_at(0));
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * n_tok / 1e9,
@@ -263,6 +264,14 @@ int register_all() {
               ->ArgNames({"level", "pf"})
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("matmul_x16/" + suffix).c_str(),
+                                     [t, s](benchmark::State& st) {
+                                       bm_matmul(st, t, s.cols, s.rows, true);
+                                     })
+            ->Args({2, 512})
+            ->ArgNames({"level", "n_tok"})
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
       }
     }
   }
