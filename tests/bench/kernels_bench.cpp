@@ -215,6 +215,16 @@ void matvec_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
+// Packed (x16) weights exist at the AVX-512 level only.
+void x16_args(benchmark::internal::Benchmark* b) {
+  for (int pf : {0, 512, 1024, 2048, 4096}) b->Args({2, pf});
+  b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+void x16_hot_args(benchmark::internal::Benchmark* b) {
+  b->Args({2, 0})->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 void matmul_args(benchmark::internal::Benchmark* b) {
   for (int l : {1, 2})
     for (int n : {64, 512}) b->Args({l, n});
@@ -260,8 +270,7 @@ int register_all() {
           benchmark::RegisterBenchmark(
               ((hot ? "matvec_x16_hot/" : "matvec_x16/") + suffix).c_str(),
               [t, s, hot](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, hot, true); })
-              ->Args({2, 0})
-              ->ArgNames({"level", "pf"})
+              ->Apply(hot ? x16_hot_args : x16_args)
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(("matmul_x16/" + suffix).c_str(),
