@@ -3,6 +3,7 @@
 #include "cpu/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -37,12 +38,6 @@ thread_local scratch t_tile;  // a worker's repacked weight tile
 
 size_t align64(size_t n) {
   return (n + 63) & ~size_t{63};
-}
-
-// Rows per task for the matrix-vector kernels: enough weight bytes that a task outweighs its
-// scheduling (a few microseconds), few enough that both cores get work on small matrices.
-int64_t mv_grain(size_t rb, size_t target = 64 * 1024) {
-  return std::max<int64_t>(1, static_cast<int64_t>(target / std::max<size_t>(rb, 1)));
 }
 
 // Float weights, several tokens (one token goes through matmul_rows).
@@ -170,10 +165,11 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
       quantize_acts(kt, static_cast<act_format>(f), x, cols, n_tok, buf + offset[f], &by_fmt[f]);
   for (int j = 0; j < n_jobs; ++j) acts[j] = by_fmt[static_cast<int>(fmt[j])];
 
-  // Chunks of about a quarter of each thread's share of the weight bytes (at least 64 KiB):
-  // decode streams weights from memory, and every chunk is a new stream that the hardware
-  // prefetchers must pick up again (two threads reading 64 KiB chunks get ~10% less bandwidth
-  // than reading 1 MiB ones), while a few chunks per thread still balance the load.
+  // Guided chunks: each is the bytes still unassigned / (2 * threads), at least 64 KiB, handed out
+  // in order from one counter. Decode streams weights from memory and every chunk is a new stream
+  // that the hardware prefetchers must pick up again (two threads reading 64 KiB chunks get ~10%
+  // less bandwidth than reading 1 MiB ones), so the first chunks are long; the last ones are
+  // short, so the threads finish together instead of one waiting out the other's last chunk.
   // For packed weights, r0 and r1 count groups of x16_rows rows.
   struct chunk {
     int job;
@@ -181,23 +177,30 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
   };
   thread_local std::vector<chunk> chunks;
   chunks.clear();
-  size_t w_bytes = 0;
-  for (int j = 0; j < n_jobs; ++j) w_bytes += jobs[j].w->nbytes();
-  const size_t target =
-      std::max<size_t>(64 * 1024, w_bytes / (4 * static_cast<size_t>(num_threads())));
+  const int threads = num_threads();
+  size_t left = 0;
+  for (int j = 0; j < n_jobs; ++j) left += jobs[j].w->nbytes();
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;
-    int64_t g = mv_grain(row_bytes(w.type(), static_cast<uint64_t>(w.cols())), target);
+    size_t unit = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
     int64_t n = w.rows();
     if (pk[j]) {
-      g = std::max<int64_t>(1, g / x16_rows);
+      unit *= x16_rows;
       n = (n + x16_rows - 1) / x16_rows;
     }
-    for (int64_t r = 0; r < n; r += g) chunks.push_back({j, r, std::min(n, r + g)});
+    for (int64_t r = 0; r < n;) {
+      const size_t want = std::max<size_t>(64 * 1024, left / (2 * static_cast<size_t>(threads)));
+      const int64_t r1 = std::min<int64_t>(n, r + std::max<int64_t>(1, want / unit));
+      chunks.push_back({j, r, r1});
+      left -= std::min(left, static_cast<size_t>(r1 - r) * unit);
+      r = r1;
+    }
   }
   const chunk* c = chunks.data();
-  parallel_for(static_cast<int64_t>(chunks.size()), 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t i = c0; i < c1; ++i) {
+  const auto n_chunks = static_cast<int64_t>(chunks.size());
+  std::atomic<int64_t> next{0};
+  parallel_for(threads, 1, [&](int64_t, int64_t) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
       const int j = c[i].job;
       if (const packed_matrix* p = pk[j]) {
         for (int t = 0; t < n_tok; ++t)
