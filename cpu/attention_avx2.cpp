@@ -96,6 +96,26 @@ void head(const R& k, const R& v, const float* q, int head_dim, float scale, int
 }
 
 // ---- blocks of query vectors against a staged KV head ---------------------------------------
+
+// r[j] (8 floats each) becomes column j of the 8 x 8 matrix the rows held.
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
 // Prompt tokens of one head, or (decode) the query heads that share one KV head, go through the
 // staged F32 copy of that KV head in blocks of up to 4 query vectors: K transposed (head_dim rows
 // of ld positions), so that 16 scores of 4 queries come from 2 loads and 4 broadcasts per
@@ -244,11 +264,29 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   for (int h = h0; h < h1;) {
     const int hk = h / group;
     if (hk != staged_hk) {
-      for (int p = 0; p < n_all; ++p) {
-        const uint16_t* k = k_cache + static_cast<int64_t>(p) * kv_stride + hk * head_dim;
-        const uint16_t* v = v_cache + static_cast<int64_t>(p) * kv_stride + hk * head_dim;
-        _mm_prefetch(reinterpret_cast<const char*>(k + 4 * kv_stride), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(v + 4 * kv_stride), _MM_HINT_T0);
+      const uint16_t* k0 = k_cache + hk * head_dim;
+      const uint16_t* v0 = v_cache + hk * head_dim;
+      int p = 0;
+      for (; p + 8 <= n_all; p += 8) {  // K: 8 positions x 8 dims at a time, transposed
+        for (int j = 0; j < 8; ++j) {
+          const int64_t off = static_cast<int64_t>(p + j) * kv_stride;
+          _mm_prefetch(reinterpret_cast<const char*>(k0 + off + 8 * kv_stride), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(v0 + off + 8 * kv_stride), _MM_HINT_T0);
+          for (int d = 0; d < head_dim; d += 8)
+            _mm256_storeu_ps(&vf[static_cast<size_t>(p + j) * head_dim + d],
+                             f16_rows::load(v0 + off, d));
+        }
+        for (int d = 0; d < head_dim; d += 8) {
+          __m256 r[8];
+          for (int j = 0; j < 8; ++j)
+            r[j] = f16_rows::load(k0 + static_cast<int64_t>(p + j) * kv_stride, d);
+          transpose8(r);
+          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(&kt[static_cast<size_t>((d + j) * ld + p)], r[j]);
+        }
+      }
+      for (; p < n_all; ++p) {
+        const uint16_t* k = k0 + static_cast<int64_t>(p) * kv_stride;
+        const uint16_t* v = v0 + static_cast<int64_t>(p) * kv_stride;
         alignas(32) float row[8];
         for (int d = 0; d < head_dim; d += 8) {
           _mm256_store_ps(row, f16_rows::load(k, d));
