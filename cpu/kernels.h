@@ -189,6 +189,14 @@ inline constexpr int gemm_sub_block(dtype t) {
 void quant_q16_64_ref(const float* x, int64_t cols, int16_t* q, float* d);
 void quant_group_q16_ref(const float* x, int n, int64_t cols, int16_t* q, float* d);
 
+// The AVX2 level's x16 kernels (F16 only) and q16_64 quantizers (kernels_x16_avx2.cpp).
+void quant_q16_64_avx2(const float* x, int64_t cols, int16_t* q, float* d);
+void quant_group_q16_avx2(const float* x, int n, int64_t cols, int16_t* q, float* d);
+void mv_f16_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                     int64_t g0, int64_t g1);
+void mm_f16_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                     int64_t ldy, int64_t g0, int64_t g1);
+
 // The AVX-512 level's x16 kernels (kernels_x16_avx512.cpp).
 void quant_q16_64_avx512(const float* x, int64_t cols, int16_t* q, float* d);
 void quant_group_q16_avx512(const float* x, int n, int64_t cols, int16_t* q, float* d);

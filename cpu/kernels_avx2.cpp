@@ -868,8 +868,11 @@ kernel_table make_table() {
   k.quant_q8_32 = quant_q8_32;
   k.quant_q8_256 = quant_q8_256;
   k.quant_group = quant_group;
-  k.quant_q16 = quant_q16_64_ref;
-  k.quant_group_q16 = quant_group_q16_ref;
+  k.f16.mv_x16 = mv_f16_x16_avx2;
+  k.f16.mm_x16 = mm_f16_x16_avx2;
+  k.f16.x16_act = act_format::q16_64;
+  k.quant_q16 = quant_q16_64_avx2;
+  k.quant_group_q16 = quant_group_q16_avx2;
   k.gemm_min_tokens = 4;
   return k;
 }
