@@ -281,7 +281,8 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
           for (int j = 0; j < 8; ++j)
             r[j] = f16_rows::load(k0 + static_cast<int64_t>(p + j) * kv_stride, d);
           transpose8(r);
-          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(&kt[static_cast<size_t>((d + j) * ld + p)], r[j]);
+          for (int j = 0; j < 8; ++j)
+            _mm256_storeu_ps(&kt[static_cast<size_t>((d + j) * ld + p)], r[j]);
         }
       }
       for (; p < n_all; ++p) {

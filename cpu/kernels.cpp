@@ -95,8 +95,9 @@ int initial_prefetch() {
   char* end = nullptr;
   const long v = std::strtol(env, &end, 10);
   if (*end != '\0' || v < 0 || v > (1 << 20)) {
-    std::fprintf(stderr, "warning: TANDEM_PREFETCH=%s is not a byte count (0 .. 1048576); using %d\n",
-                 env, default_prefetch_distance);
+    std::fprintf(stderr,
+                 "warning: TANDEM_PREFETCH=%s is not a byte count (0 .. 1048576); using %d\n", env,
+                 default_prefetch_distance);
     return default_prefetch_distance;
   }
   return static_cast<int>(v);

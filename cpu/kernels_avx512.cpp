@@ -224,22 +224,22 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 // The F16 scales of 8 consecutive blocks, 18 (Q4_0) or 34 (Q8_0) bytes apart, gathered from
 // whole-vector loads of the blocks by two-table word permutes (AVX512BW) instead of 8 scalar loads.
 alignas(64) constexpr uint16_t k_scale_words[3][32] = {
-    {0, 9, 18, 27, 36, 45, 54, 63},          // Q4_0: words 9j of bytes [0, 128)
-    {0, 17, 34, 51},                          // Q8_0 blocks 0-3: words 17j of bytes [0, 128)
-    {0, 0, 0, 0, 0, 17, 34, 51}};             // Q8_0 blocks 4-7 (lanes 4-7, from byte 136)
+    {0, 9, 18, 27, 36, 45, 54, 63},  // Q4_0: words 9j of bytes [0, 128)
+    {0, 17, 34, 51},                 // Q8_0 blocks 0-3: words 17j of bytes [0, 128)
+    {0, 0, 0, 0, 0, 17, 34, 51}};    // Q8_0 blocks 4-7 (lanes 4-7, from byte 136)
 inline __m512i scale_idx(int k) {
   return _mm512_load_si512(k_scale_words[k]);
 }
 inline __m256 scales8_q4_0(const void* b) {
   const auto* p = static_cast<const uint8_t*>(b);
-  const __m512i g = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), scale_idx(0),
-                                              _mm512_loadu_si512(p + 64));
+  const __m512i g =
+      _mm512_permutex2var_epi16(_mm512_loadu_si512(p), scale_idx(0), _mm512_loadu_si512(p + 64));
   return _mm256_cvtph_ps(_mm512_castsi512_si128(g));
 }
 inline __m256 scales8_q8_0(const void* b) {
   const auto* p = static_cast<const uint8_t*>(b);
-  const __m512i lo = _mm512_permutex2var_epi16(_mm512_loadu_si512(p), scale_idx(1),
-                                               _mm512_loadu_si512(p + 64));
+  const __m512i lo =
+      _mm512_permutex2var_epi16(_mm512_loadu_si512(p), scale_idx(1), _mm512_loadu_si512(p + 64));
   const __m512i hi = _mm512_permutex2var_epi16(_mm512_loadu_si512(p + 136), scale_idx(2),
                                                _mm512_loadu_si512(p + 200));
   return _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_mask_blend_epi16(0xF0, lo, hi)));
@@ -277,9 +277,7 @@ void mv_q4_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
         prefetch(b + i, pf + 64);
         prefetch(b + i, pf + 128);
       }
-      const __m256 s =
-          _mm256_mul_ps(scales8_q4_0(b + i),
-                        _mm256_loadu_ps(x.d + i));
+      const __m256 s = _mm256_mul_ps(scales8_q4_0(b + i), _mm256_loadu_ps(x.d + i));
       off = _mm256_fmadd_ps(
           s, _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sum + i))),
           off);
@@ -327,9 +325,7 @@ void mv_q8_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, 
       if (pf) {
         for (int l = 0; l < 5; ++l) prefetch(b + i, pf + 64 * l);
       }
-      const __m256 s =
-          _mm256_mul_ps(scales8_q8_0(b + i),
-                        _mm256_loadu_ps(x.d + i));
+      const __m256 s = _mm256_mul_ps(scales8_q8_0(b + i), _mm256_loadu_ps(x.d + i));
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i + j].qs));

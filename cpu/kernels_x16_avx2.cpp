@@ -85,8 +85,7 @@ void quant_group_q16_avx2(const float* x, int n, int64_t cols, int16_t* q, float
   auto* out = reinterpret_cast<int32_t*>(q);
   for (int64_t b = 0; b < cols / q16_block; ++b) {
     for (int t = 0; t < n; ++t)
-      d[b * g + t] =
-          quant_block(x + t * cols + q16_block * b, reinterpret_cast<int16_t*>(rows[t]));
+      d[b * g + t] = quant_block(x + t * cols + q16_block * b, reinterpret_cast<int16_t*>(rows[t]));
     int32_t* o = out + (q16_block / 2) * g * b;
     for (int p = 0; p < q16_block / 2; ++p)
       for (int t = 0; t < n; ++t) o[p * g + t] = rows[t][p];

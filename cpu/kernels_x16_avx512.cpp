@@ -81,10 +81,11 @@ void mm_x16(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float
     for (int gi = 0; gi < n_groups; ++gi) {
       const int nt = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
       // q16_64 activations (F16) have 2-byte levels and no sums.
-      const int8_t* xq = x.q16 ? reinterpret_cast<const int8_t*>(x.q16 + gi * cols * g)
-                               : x.q + gi * cols * g;
-      tiles[nt](b, nb, xq, x.d + gi * (cols / x.db) * g, x.s ? x.s + gi * (cols / x.sb) * g : nullptr,
-                y + gi * g * ldy + rg * x16_rows, ldy, rows_m);
+      const int8_t* xq =
+          x.q16 ? reinterpret_cast<const int8_t*>(x.q16 + gi * cols * g) : x.q + gi * cols * g;
+      tiles[nt](b, nb, xq, x.d + gi * (cols / x.db) * g,
+                x.s ? x.s + gi * (cols / x.sb) * g : nullptr, y + gi * g * ldy + rg * x16_rows, ldy,
+                rows_m);
     }
   }
 }

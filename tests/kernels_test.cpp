@@ -570,7 +570,7 @@ TEST(KernelX16, F16PackRoundsWithinHalfAStep) {
   auto f = gaussian(static_cast<size_t>(rows * cols), 17, 0.05f);
   for (int64_t c = 0; c < cols; ++c) f[static_cast<size_t>(2 * cols + c)] *= 1e-4f;  // tiny row
   f[static_cast<size_t>(3 * cols + 5)] = 40.0f;                                      // outlier
-  for (int c = 64; c < 128; ++c) f[static_cast<size_t>(4 * cols + c)] = 0;          // zero block
+  for (int c = 64; c < 128; ++c) f[static_cast<size_t>(4 * cols + c)] = 0;           // zero block
   std::vector<uint16_t> w(f.size()), back(f.size());
   for (size_t i = 0; i < f.size(); ++i) w[i] = fp32_to_fp16(f[i]);
   w[static_cast<size_t>(5 * cols + 7)] = 0x7C00;  // +inf
@@ -644,8 +644,8 @@ TEST(KernelX16, F16MatchesIntegerReference) {
             std::vector<int16_t> xq(static_cast<size_t>(cols));
             std::vector<float> xd(static_cast<size_t>(cols / q16_block));
             for (int t = 0; t < n_tok; ++t) {
-              kernels(kernel_level::scalar).quant_q16(x.data() + t * cols, cols, xq.data(),
-                                                      xd.data());
+              kernels(kernel_level::scalar)
+                  .quant_q16(x.data() + t * cols, cols, xq.data(), xd.data());
               for (int64_t r = 0; r < rows; ++r) {
                 double want = 0, scale = 0;
                 for (int64_t i = 0; i < nb; ++i) {
@@ -655,7 +655,8 @@ TEST(KernelX16, F16MatchesIntegerReference) {
                     for (int e = 0; e < 64; ++e)
                       isum += int64_t{B.qs[32 * h + e / 2][r % 16][e % 2]} *
                               xq[static_cast<size_t>(128 * i + 64 * h + e)];
-                    const double f = double(bf16(B.d[h][r % 16])) * xd[static_cast<size_t>(2 * i + h)];
+                    const double f =
+                        double(bf16(B.d[h][r % 16])) * xd[static_cast<size_t>(2 * i + h)];
                     want += f * static_cast<double>(isum);
                     scale += std::fabs(f) * 64 * f16_x16_level_max * q16_level_max;
                   }

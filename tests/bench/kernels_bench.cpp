@@ -215,7 +215,7 @@ void matvec_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
-// Packed (x16) weights exist at the AVX-512 level only.
+// Packed (x16) weights: every type at the AVX-512 level; F16 at the AVX2 level too.
 void x16_args(benchmark::internal::Benchmark* b) {
   for (int pf : {0, 512, 1024, 2048, 4096}) b->Args({2, pf});
   b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -223,6 +223,16 @@ void x16_args(benchmark::internal::Benchmark* b) {
 
 void x16_hot_args(benchmark::internal::Benchmark* b) {
   b->Args({2, 0})->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+void x16_f16_args(benchmark::internal::Benchmark* b) {
+  x16_args(b);
+  b->Args({1, 0});
+}
+
+void x16_f16_hot_args(benchmark::internal::Benchmark* b) {
+  x16_hot_args(b);
+  b->Args({1, 0});
 }
 
 void matmul_args(benchmark::internal::Benchmark* b) {
@@ -270,14 +280,15 @@ int register_all() {
           benchmark::RegisterBenchmark(
               ((hot ? "matvec_x16_hot/" : "matvec_x16/") + suffix).c_str(),
               [t, s, hot](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, hot, true); })
-              ->Apply(hot ? x16_hot_args : x16_args)
+              ->Apply(t == dtype::f16 ? (hot ? x16_f16_hot_args : x16_f16_args)
+                                      : (hot ? x16_hot_args : x16_args))
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
-        benchmark::RegisterBenchmark(("matmul_x16/" + suffix).c_str(),
-                                     [t, s](benchmark::State& st) {
-                                       bm_matmul(st, t, s.cols, s.rows, true);
-                                     })
+        benchmark::RegisterBenchmark(
+            ("matmul_x16/" + suffix).c_str(),
+            [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows, true); })
             ->Args({2, 512})
+            ->Args({t == dtype::f16 ? 1 : 2, 512})
             ->ArgNames({"level", "n_tok"})
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
@@ -286,7 +297,8 @@ int register_all() {
   }
   // Float weights at a tinyllama prompt of 128 tokens (attention projection and FFN up).
   for (dtype t : {dtype::f16, dtype::f32}) {
-    for (const shape& s : {shape{"tinyllama_attn", 2048, 2048}, shape{"tinyllama_up", 2048, 5632}}) {
+    for (const shape& s :
+         {shape{"tinyllama_attn", 2048, 2048}, shape{"tinyllama_up", 2048, 5632}}) {
       benchmark::RegisterBenchmark(
           ("matmul/" + std::string(dtype_name(t)) + "/" + s.name).c_str(),
           [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows); })
