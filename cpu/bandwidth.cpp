@@ -12,21 +12,24 @@
 
 namespace tandem::cpu {
 
-double measure_read_bandwidth(uint64_t bytes, int reps) {
-  const size_t n = bytes / sizeof(uint64_t);
+read_probe::read_probe(uint64_t bytes) : n_(bytes / sizeof(uint64_t)) {
   // In large pages like the weights the kernels stream (cpu/large_buffer.h), so that the figure is
   // the limit those reads face, not a TLB-bound one.
-  const large_buffer mem(n * sizeof(uint64_t));
-  auto* buf = reinterpret_cast<uint64_t*>(mem.data());
+  mem_ = large_buffer(n_ * sizeof(uint64_t));
+  auto* buf = reinterpret_cast<uint64_t*>(mem_.data());
   // Touch every page from the threads that will read it (first-touch placement).
-  parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t a, int64_t b) {
+  parallel_for(static_cast<int64_t>(n_), 1 << 16, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) buf[static_cast<size_t>(i)] = static_cast<uint64_t>(i);
   });
+}
+
+double read_probe::measure(int reps) const {
+  const auto* buf = reinterpret_cast<const uint64_t*>(mem_.data());
   std::atomic<uint64_t> sink{0};
   double best = 0;
   for (int r = 0; r < reps; ++r) {
     auto t0 = std::chrono::steady_clock::now();
-    parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t a, int64_t b) {
+    parallel_for(static_cast<int64_t>(n_), 1 << 16, [&](int64_t a, int64_t b) {
       uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       int64_t i = a;
       for (; i + 4 <= b; i += 4) {
@@ -39,9 +42,13 @@ double measure_read_bandwidth(uint64_t bytes, int reps) {
       sink += s0 + s1 + s2 + s3;
     });
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / s);
+    best = std::max(best, static_cast<double>(n_ * sizeof(uint64_t)) / s);
   }
   return sink.load() == 42 ? best + 1e-9 : best;  // keeps the reads alive
+}
+
+double measure_read_bandwidth(uint64_t bytes, int reps) {
+  return read_probe(bytes).measure(reps);
 }
 
 }  // namespace tandem::cpu

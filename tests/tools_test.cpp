@@ -2,6 +2,7 @@
 // figures for the files it quantized, and bench's output.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -23,8 +24,8 @@ double ppl_of(const std::string& out) {
 std::string generated(const std::string& shape, const std::string& type) {
   const std::string p = test::temp_dir() + "/" + shape + "-" + type + ".gguf";
   if (!std::filesystem::exists(p)) {
-    auto r = test::run_cli("make-model --shape " + shape + " --type " + type + " --vocab " + k_vocab +
-                           " -o " + p);
+    auto r = test::run_cli("make-model --shape " + shape + " --type " + type + " --vocab " +
+                           k_vocab + " -o " + p);
     EXPECT_EQ(r.status, 0) << r.err;
   }
   return p;
@@ -98,26 +99,30 @@ TEST(Tools, Q8MatchesF16OnGeneratedStories110M) {
     std::vector<float> logits = eng.eval(tok->encode("Once upon a time", true));
     std::vector<int32_t> ids;
     for (int i = 0; i < 6; ++i) {
-      ids.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
+      ids.push_back(
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
       logits = eng.eval({ids.back()});
     }
     return ids;
   };
   const auto a = greedy(f16), b = greedy(q8);
-  EXPECT_EQ(std::vector<int32_t>(a.begin(), a.begin() + 4), std::vector<int32_t>(b.begin(), b.begin() + 4));
+  EXPECT_EQ(std::vector<int32_t>(a.begin(), a.begin() + 4),
+            std::vector<int32_t>(b.begin(), b.begin() + 4));
 }
 
 // The files llama.cpp quantized load, and their perplexity lands within 0.5% of llama-perplexity's.
 TEST(Tools, PerplexityOfLlamaCppQuantFiles) {
-  const std::pair<const char*, double> files[] = {
-      {"F16", 1870.6107},  {"Q8_0", 1880.3237},   {"Q6_K", 1854.7812},
-      {"Q5_K_M", 1843.7490}, {"Q4_K_M", 1917.3289}, {"Q4_0", 1844.6598}};
+  const std::pair<const char*, double> files[] = {{"F16", 1870.6107},    {"Q8_0", 1880.3237},
+                                                  {"Q6_K", 1854.7812},   {"Q5_K_M", 1843.7490},
+                                                  {"Q4_K_M", 1917.3289}, {"Q4_0", 1844.6598}};
   for (auto [name, want] : files) {
-    auto r = test::run_cli("perplexity -m " + test::model_path(std::string("quant/tiny-") + name + ".gguf") +
-                           " -f " + test::model_path("quant/ppl-sample.txt") + " -c 128");
+    auto r = test::run_cli("perplexity -m " +
+                           test::model_path(std::string("quant/tiny-") + name + ".gguf") + " -f " +
+                           test::model_path("quant/ppl-sample.txt") + " -c 128");
     ASSERT_EQ(r.status, 0) << r.err;
     const double got = ppl_of(r.out);
-    EXPECT_LT(std::abs(got - want) / want, 0.005) << name << ": " << got << " vs llama.cpp " << want;
+    EXPECT_LT(std::abs(got - want) / want, 0.005)
+        << name << ": " << got << " vs llama.cpp " << want;
   }
   auto r = test::run_cli("perplexity -m " + test::model_path("stories260K.gguf") + " -f " +
                          test::model_path("quant/ppl-sample.txt") + " -c 128");
@@ -125,7 +130,8 @@ TEST(Tools, PerplexityOfLlamaCppQuantFiles) {
 }
 
 TEST(Tools, BenchJson) {
-  auto r = test::run_cli("bench -m " + test::model_path("stories260K.gguf") + " -p 16 -n 8 -r 2 -o json");
+  auto r = test::run_cli("bench -m " + test::model_path("stories260K.gguf") +
+                         " -p 16 -n 8 -r 2 -o json");
   ASSERT_EQ(r.status, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["results"].size(), 2u);
@@ -133,6 +139,32 @@ TEST(Tools, BenchJson) {
   EXPECT_EQ(j["results"][1]["test"], "tg8");
   EXPECT_GT(j["results"][1]["tokens_per_s_mean"].get<double>(), 0.0);
   EXPECT_GT(j["results"][1]["weight_bytes_per_token"].get<double>(), 1e6);
+}
+
+// With --memory, every tg repetition gets the bandwidth measured next to it, and its fraction is
+// that repetition's weight bytes per second over it; the row's fraction is their median.
+TEST(Tools, BenchMemoryFractionPerRepetition) {
+  auto r = test::run_cli("bench -m " + test::model_path("stories260K.gguf") +
+                         " -p 0 -n 4 -r 3 --memory -o json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["memory_read_GBps"].get<double>(), 0.1);
+  ASSERT_EQ(j["results"].size(), 1u);
+  const auto& row = j["results"][0];
+  const auto bw = row["memory_read_GBps_per_rep"].get<std::vector<double>>();
+  const auto frac = row["fraction_of_memory_bw_per_rep"].get<std::vector<double>>();
+  const auto tps = row["samples_tokens_per_s"].get<std::vector<double>>();
+  ASSERT_EQ(bw.size(), 3u);
+  ASSERT_EQ(frac.size(), 3u);
+  ASSERT_EQ(tps.size(), 3u);
+  const double per_token = row["weight_bytes_per_token"].get<double>();
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_GT(bw[i], 0.1);
+    EXPECT_NEAR(frac[i], tps[i] * per_token / (bw[i] * 1e9), 1e-9 * frac[i]);
+  }
+  auto sorted = frac;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_DOUBLE_EQ(row["fraction_of_memory_bw"].get<double>(), sorted[1]);
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 // `--memory` measures the machine's read bandwidth, the limit tg is compared against.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -32,22 +34,31 @@ struct bench_opts {
   std::string mem_budget;      // --mem-budget (empty: no limit)
   int prefetch_distance = -1;  // -1: chosen from the budget
   bool direct_io = false;
-  std::string trace;           // --trace FILE.json: spans of the last repetition
-  std::string vram_budget;     // --vram-budget: device memory to plan with
+  std::string trace;            // --trace FILE.json: spans of the last repetition
+  std::string vram_budget;      // --vram-budget: device memory to plan with
   std::string stream = "auto";  // --stream auto|gpu|cpu
 };
 
 // The layer cache's counters over the measured repetitions.
 nlohmann::json cache_json(const layer_cache_metrics& c) {
-  return {{"active", c.active},           {"budget_bytes", c.budget_bytes},
-          {"capacity_bytes", c.capacity_bytes}, {"capacity_layers", c.capacity_layers},
-          {"prefetch_distance", c.prefetch_distance}, {"direct_io", c.direct_io},
-          {"hits", c.hits},               {"misses", c.misses},
-          {"late_prefetches", c.late_prefetches}, {"loads", c.loads},
-          {"bytes_read", c.bytes_read},   {"evictions", c.evictions},
-          {"prefetch_requests", c.prefetch_requests}, {"prefetch_dropped", c.prefetch_dropped},
-          {"load_errors", c.load_errors}, {"blocked_s", c.blocked_s},
-          {"load_s", c.load_s},           {"compute_s", c.compute_s},
+  return {{"active", c.active},
+          {"budget_bytes", c.budget_bytes},
+          {"capacity_bytes", c.capacity_bytes},
+          {"capacity_layers", c.capacity_layers},
+          {"prefetch_distance", c.prefetch_distance},
+          {"direct_io", c.direct_io},
+          {"hits", c.hits},
+          {"misses", c.misses},
+          {"late_prefetches", c.late_prefetches},
+          {"loads", c.loads},
+          {"bytes_read", c.bytes_read},
+          {"evictions", c.evictions},
+          {"prefetch_requests", c.prefetch_requests},
+          {"prefetch_dropped", c.prefetch_dropped},
+          {"load_errors", c.load_errors},
+          {"blocked_s", c.blocked_s},
+          {"load_s", c.load_s},
+          {"compute_s", c.compute_s},
           {"bound", c.bound()}};
 }
 
@@ -61,6 +72,12 @@ stats summarize(const std::vector<double>& v) {
   for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
   s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0.0;
   return s;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -78,10 +95,13 @@ using clock = std::chrono::steady_clock;
 command add_bench(CLI::App& app) {
   auto o = std::make_shared<bench_opts>();
   app.add_option("-m,--model", o->model, "GGUF model file");
-  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for pp (0 = skip)")->capture_default_str();
-  app.add_option("-n,--n-gen", o->n_gen, "generated tokens for tg (0 = skip)")->capture_default_str();
+  app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens for pp (0 = skip)")
+      ->capture_default_str();
+  app.add_option("-n,--n-gen", o->n_gen, "generated tokens for tg (0 = skip)")
+      ->capture_default_str();
   app.add_option("-r,--repetitions", o->reps, "repetitions of each test")->capture_default_str();
-  app.add_option("-t,--threads", o->threads, "CPU threads, several allowed (default: physical cores)")
+  app.add_option("-t,--threads", o->threads,
+                 "CPU threads, several allowed (default: physical cores)")
       ->delimiter(',');
   app.add_option("--offload,--ngl", o->offload, "comma-separated offload values (N, all, auto)")
       ->capture_default_str();
@@ -91,7 +111,8 @@ command add_bench(CLI::App& app) {
                  "memory for layer weights + KV cache + scratch (e.g. 512M); the rest is read "
                  "through the layer cache");
   app.add_option("--prefetch-distance", o->prefetch_distance,
-                 "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
+                 "layers the cache loads ahead (-1: from the budget, 0: off)")
+      ->capture_default_str();
   app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
   app.add_option("--vram-budget", o->vram_budget,
                  "device memory to plan with (e.g. 2G); layers that do not fit are streamed");
@@ -132,6 +153,11 @@ command add_bench(CLI::App& app) {
       fmt::print("|---|---:|---|---:|---|---|---:|---:|{}\n", bw > 0 ? "---:|" : "");
     }
     nlohmann::json rows = nlohmann::json::array();
+    // With --memory, the bandwidth is measured again right before each tg repetition (a shared
+    // machine's bandwidth drifts with its neighbours), and "% of bw" is the median over
+    // repetitions of that repetition's GB/s over the bandwidth measured next to it.
+    std::unique_ptr<cpu::read_probe> probe;
+    if (o->memory) probe = std::make_unique<cpu::read_probe>(256ull << 20);
     for (const std::string& off : split(o->offload)) {
       for (int t : threads) {
         engine_options eo;
@@ -151,13 +177,14 @@ command add_bench(CLI::App& app) {
         engine eng(*m, eo);
         auto run_test = [&](const char* kind, int n) {
           if (n <= 0) return;
-          std::vector<double> tps, overlap;
+          std::vector<double> tps, overlap, rep_bw, rep_frac;
           double upload_ms = 0, compute_ms = 0;
           layer_cache_metrics cm0;
           for (int r = -1; r < o->reps; ++r) {  // r = -1 is a warm-up
             if (r == 0) cm0 = cm;
             eng.reset();
             trace.clear();
+            const double bw_now = probe && kind[0] == 't' && r >= 0 ? probe->measure(2) : 0;
             auto t0 = clock::now();
             if (kind[0] == 'p') {
               std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -168,6 +195,10 @@ command add_bench(CLI::App& app) {
             }
             const double s = std::chrono::duration<double>(clock::now() - t0).count();
             if (r >= 0) tps.push_back(n / s);
+            if (bw_now > 0) {
+              rep_bw.push_back(bw_now / 1e9);
+              rep_frac.push_back(n / s * static_cast<double>(per_token) / bw_now);
+            }
             const auto ts = trace.summarize();
             if (r >= 0 && ts.uploads > 0) {
               // time of the run / max(upload, compute): 1.0 = uploads fully hidden (or compute)
@@ -197,20 +228,29 @@ command add_bench(CLI::App& app) {
             row["weight_bytes_per_token"] = per_token;
             row["GBps"] = gbps;
             if (bw > 0) row["fraction_of_memory_bw"] = gbps * 1e9 / bw;
+            if (!rep_frac.empty()) {
+              row["fraction_of_memory_bw"] = median(rep_frac);
+              row["memory_read_GBps_per_rep"] = rep_bw;
+              row["fraction_of_memory_bw_per_rep"] = rep_frac;
+            }
           }
           rows.push_back(row);
           if (o->output == "md") {
-            std::string extra = kind[0] == 't' && bw > 0 ? fmt::format(" {:.1f}% |", 100.0 * gbps * 1e9 / bw)
-                                : bw > 0                 ? " |"
-                                                         : "";
+            std::string extra = kind[0] == 't' && !rep_frac.empty()
+                                    ? fmt::format(" {:.1f}% |", 100.0 * median(rep_frac))
+                                : kind[0] == 't' && bw > 0
+                                    ? fmt::format(" {:.1f}% |", 100.0 * gbps * 1e9 / bw)
+                                : bw > 0 ? " |"
+                                         : "";
             fmt::print("| {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} |{}\n", o->model,
-                       format_bytes(m->weight_bytes()), eng.describe(), t == 0 ? "auto" : std::to_string(t),
-                       off, test, st.mean, st.sd, kind[0] == 't' ? fmt::format("{:.2f}", gbps) : "",
-                       extra);
+                       format_bytes(m->weight_bytes()), eng.describe(),
+                       t == 0 ? "auto" : std::to_string(t), off, test, st.mean, st.sd,
+                       kind[0] == 't' ? fmt::format("{:.2f}", gbps) : "", extra);
             if (!overlap.empty())
-              fmt::print("|  |  | streamed layers: overlap efficiency {:.2f} (run time / max(upload "
-                         "{:.2f} ms, GPU compute {:.2f} ms)) |  |  |  |  |  |\n",
-                         summarize(overlap).mean, upload_ms, compute_ms);
+              fmt::print(
+                  "|  |  | streamed layers: overlap efficiency {:.2f} (run time / max(upload "
+                  "{:.2f} ms, GPU compute {:.2f} ms)) |  |  |  |  |  |\n",
+                  summarize(overlap).mean, upload_ms, compute_ms);
             std::fflush(stdout);
           }
           if (!o->trace.empty()) trace.write(o->trace);
