@@ -31,56 +31,11 @@
 #include "tests/test_util.h"
 #include "tests/vulkan_test_util.h"
 #include "vulkan/check.h"
+#include "vulkan/host_buffer.h"
 #include "vulkan/ops.h"
 
 namespace tandem::vk::test {
 namespace {
-
-// A host-visible buffer that shaders bind directly (tests only: the backend uses device memory).
-class host_buffer {
- public:
-  host_buffer(context& ctx, size_t bytes) : ctx_(ctx) {
-    b_ = create_buffer(ctx, (bytes + 64 + 15) / 16 * 16, memory_kind::readback);
-    bytes_ = bytes;
-    std::memset(b_.data, 0, b_.size);
-  }
-  ~host_buffer() { destroy_buffer(ctx_, b_); }
-  host_buffer(const host_buffer&) = delete;
-  host_buffer& operator=(const host_buffer&) = delete;
-
-  buffer_range range() const { return {b_.buf, 0, std::max<size_t>(bytes_, 4), b_.data}; }
-  operator buffer_range() const { return range(); }
-  float* f() { return static_cast<float*>(b_.data); }
-  uint16_t* h() { return static_cast<uint16_t*>(b_.data); }
-  void set(const std::vector<float>& v) { std::memcpy(b_.data, v.data(), v.size() * 4); }
-  void set(const std::vector<uint16_t>& v) { std::memcpy(b_.data, v.data(), v.size() * 2); }
-  std::vector<float> floats(size_t n) const {
-    const float* p = static_cast<const float*>(b_.data);
-    return {p, p + n};
-  }
-
- private:
-  context& ctx_;
-  buffer b_;
-  size_t bytes_ = 0;
-};
-
-// Records ops with one pipeline cache (subgroup or shared-memory reductions) and runs them.
-class runner {
- public:
-  runner(context& ctx, bool subgroups) : pipes_(ctx, subgroups), stream_(pipes_, 1) {}
-  template <class F>
-  void run(F&& record) {
-    recorder& r = stream_.begin();
-    record(r);
-    stream_.wait(stream_.submit());
-  }
-  pipeline_cache& pipes() { return pipes_; }
-
- private:
-  pipeline_cache pipes_;
-  command_stream stream_;
-};
 
 std::vector<bool> reduction_variants(context& ctx) {
   if (ctx.caps().subgroup_arithmetic) return {true, false};
@@ -299,7 +254,7 @@ TEST_F(VulkanOps, KvStoreIsBitExactAndKeepsNeighbours) {
       for (int i = 0; i < s.n; ++i)
         cache[static_cast<size_t>(s.pos0 + t) * s.n + i] =
             cpu::fp32_to_fp16(x[static_cast<size_t>(t) * ldx + i]);
-    for (size_t i = 0; i < cache.size(); ++i) ASSERT_EQ(bc.h()[i], cache[i]) << "half " << i;
+    for (size_t i = 0; i < cache.size(); ++i) ASSERT_EQ(bc.halves()[i], cache[i]) << "half " << i;
   }
 }
 

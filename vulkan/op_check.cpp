@@ -29,6 +29,7 @@
 #include "runtime/backend_factory.h"
 #include "runtime/error.h"
 #include "vulkan/check.h"
+#include "vulkan/host_buffer.h"
 #include "vulkan/context.h"
 #include "vulkan/memory.h"
 #include "vulkan/ops.h"
@@ -36,52 +37,6 @@
 
 namespace tandem::vk {
 namespace {
-
-// A host-visible buffer that shaders bind directly (checks only: the backend uses device memory).
-class host_buffer {
- public:
-  host_buffer(context& ctx, size_t bytes) : ctx_(ctx), bytes_(bytes) {
-    b_ = create_buffer(ctx, (bytes + 64 + 15) / 16 * 16, memory_kind::readback);
-    std::memset(b_.data, 0, b_.size);
-  }
-  ~host_buffer() { destroy_buffer(ctx_, b_); }
-  host_buffer(const host_buffer&) = delete;
-  host_buffer& operator=(const host_buffer&) = delete;
-
-  buffer_range range() const { return {b_.buf, 0, std::max<size_t>(bytes_, 4), b_.data}; }
-  operator buffer_range() const { return range(); }
-  template <class T>
-  void set(const std::vector<T>& v) {
-    std::memcpy(b_.data, v.data(), v.size() * sizeof(T));
-  }
-  std::vector<float> floats(size_t n) const {
-    const float* p = static_cast<const float*>(b_.data);
-    return {p, p + n};
-  }
-  const uint16_t* halves() const { return static_cast<const uint16_t*>(b_.data); }
-
- private:
-  context& ctx_;
-  buffer b_;
-  size_t bytes_ = 0;
-};
-
-// One pipeline cache (subgroup or shared-memory reductions) and a stream to run ops on.
-class runner {
- public:
-  runner(context& ctx, bool subgroups) : pipes_(ctx, subgroups), stream_(pipes_, 1) {}
-  template <class F>
-  void run(F&& record) {
-    recorder& r = stream_.begin();
-    record(r);
-    stream_.wait(stream_.submit());
-  }
-  bool subgroups() const { return pipes_.subgroups(); }
-
- private:
-  pipeline_cache pipes_;
-  command_stream stream_;
-};
 
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
