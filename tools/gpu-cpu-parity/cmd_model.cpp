@@ -29,20 +29,30 @@ namespace tandem::parity {
 namespace {
 
 // ---- thresholds (the help text of the tool says the same, with the measurements) ------------
+// The weights a layer (or the model) multiplies by, by how the CPU computes with them.
+enum class weight_class { f32, f16, quantized };
+
+const char* class_name(weight_class c) {
+  return c == weight_class::quantized ? "quantized" : c == weight_class::f16 ? "F16" : "F32";
+}
+
 struct thresholds {
   struct by_type {
-    double f;  // F32/F16 weights
+    double f;  // F32 weights
+    double h;  // F16: the CPU may pack them to 14-bit levels with 13-bit activations (repack.h)
     double q;  // quantized weights: the CPU rounds the activations of their products to 8 bits
-    double of(bool quant) const { return quant ? q : f; }
+    double of(weight_class c) const {
+      return c == weight_class::quantized ? q : c == weight_class::f16 ? h : f;
+    }
   };
   // Isolated: each GPU layer fed the CPU's input to that layer (the head the CPU's last hidden
   // state). Per position, every op's output and the layer's output: the error one layer adds.
-  by_type iso_nmse{1e-5, 1e-2};
-  by_type iso_kl{1e-6, 1e-3};
+  by_type iso_nmse{1e-5, 1e-4, 1e-2};
+  by_type iso_kl{1e-6, 1e-6, 1e-3};
   // End to end (the engine runs the plan): each layer's output and the logits, with the error
   // of every layer before compounded (random weights amplify it).
-  by_type e2e_nmse{1e-4, 1e-1};
-  by_type e2e_kl{1e-4, 1e-1};
+  by_type e2e_nmse{1e-4, 1e-3, 1e-1};
+  by_type e2e_kl{1e-4, 1e-3, 1e-1};
   // Top-1 agreement of the logits over all positions; a trained model must also produce the
   // same free-running greedy text.
   double top1_random = 0.75;
@@ -53,19 +63,25 @@ struct thresholds {
 };
 constexpr thresholds k_thr;
 
-bool is_quantized(dtype t) { return t != dtype::f32 && t != dtype::f16; }
-
-bool layer_quantized(const model& m, int il) {
-  const layer_weights& L = m.layer(il);
-  for (const weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
-    if (*w && is_quantized(w->type())) return true;
-  return false;
+weight_class class_of(dtype t) {
+  return t == dtype::f32   ? weight_class::f32
+         : t == dtype::f16 ? weight_class::f16
+                           : weight_class::quantized;
 }
 
-bool model_quantized(const model& m) {
-  bool q = is_quantized(m.output().type());
-  for (int il = 0; il < m.hp().n_layer; ++il) q |= layer_quantized(m, il);
-  return q;
+// The loosest class among a layer's matrices.
+weight_class layer_class(const model& m, int il) {
+  const layer_weights& L = m.layer(il);
+  weight_class c = weight_class::f32;
+  for (const weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+    if (*w) c = std::max(c, class_of(w->type()));
+  return c;
+}
+
+weight_class model_class(const model& m) {
+  weight_class c = class_of(m.output().type());
+  for (int il = 0; il < m.hp().n_layer; ++il) c = std::max(c, layer_class(m, il));
+  return c;
 }
 
 // ---- runs of the tokens, with everything captured --------------------------------------------
@@ -95,7 +111,9 @@ capture_fn op_recorder(step** cur) {
   };
 }
 
-int argmax(const float* v, size_t n) { return static_cast<int>(std::max_element(v, v + n) - v); }
+int argmax(const float* v, size_t n) {
+  return static_cast<int>(std::max_element(v, v + n) - v);
+}
 
 // Runs the prompt and the continuation through eng, capturing each layer's output (and with
 // ops, every op's). With reference set, the continuation is made here (greedy on this engine's
@@ -336,10 +354,10 @@ void compare(const model& m, const run_data& ref, const run_data& got, bool with
         }
         if (!data_b || data_b->size() != data_a->size() || data_a->empty() || a.n <= 0 ||
             data_a->size() % static_cast<size_t>(a.n) != 0) {
-          const std::string why = fmt::format(
-              "layer {} op {}: {} on {} ({} floats, the reference {})", il, op,
-              data_b ? "a different size" : "not captured", L.device, data_b ? data_b->size() : 0,
-              data_a->size());
+          const std::string why =
+              fmt::format("layer {} op {}: {} on {} ({} floats, the reference {})", il, op,
+                          data_b ? "a different size" : "not captured", L.device,
+                          data_b ? data_b->size() : 0, data_a->size());
           if (res.problems.size() < 8 &&
               std::find(res.problems.begin(), res.problems.end(), why) == res.problems.end())
             res.problems.push_back(why);
@@ -398,8 +416,8 @@ void compare(const model& m, const run_data& ref, const run_data& got, bool with
   }
   if (res.top1 + 1e-12 < res.top1_need) {
     res.pass = false;
-    res.problems.push_back(fmt::format("logits: top-1 agreement {:.1f}% < {:.0f}%",
-                                       100 * res.top1, 100 * res.top1_need));
+    res.problems.push_back(fmt::format("logits: top-1 agreement {:.1f}% < {:.0f}%", 100 * res.top1,
+                                       100 * res.top1_need));
   }
 }
 
@@ -440,10 +458,10 @@ nlohmann::json to_json(const config_result& r, const tokenizer& tok) {
   c["problems"] = r.problems;
   c["layers"] = nlohmann::json::array();
   for (const layer_result& L : r.layers) {
-    nlohmann::json l{{"layer", L.layer},         {"device", L.device},
-                     {"threshold", L.threshold}, {"nmse", L.hidden.nmse},
-                     {"worst_pos", L.hidden.pos}, {"max_abs_err", L.hidden.max_abs},
-                     {"pass", L.pass}};
+    nlohmann::json l{
+        {"layer", L.layer},      {"device", L.device},        {"threshold", L.threshold},
+        {"nmse", L.hidden.nmse}, {"worst_pos", L.hidden.pos}, {"max_abs_err", L.hidden.max_abs},
+        {"pass", L.pass}};
     if (!L.ops.empty()) {
       l["ops"] = nlohmann::json::array();
       for (const op_result& op : L.ops)
@@ -492,17 +510,16 @@ void print(const config_result& r, const tokenizer& tok, const std::vector<int32
     fmt::print("\n[{}] --offload {}: {}\n", r.name, r.offload, r.plan);
   const bool ops = std::any_of(r.layers.begin(), r.layers.end(),
                                [](const layer_result& L) { return !L.ops.empty(); });
-  fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<38}{:>9}  {}\n", "layer", "dev",
-             "out NMSE", "pos", "max abs", ops ? "worst op (NMSE, pos)" : "", "threshold",
-             "result");
+  fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<38}{:>9}  {}\n", "layer", "dev", "out NMSE",
+             "pos", "max abs", ops ? "worst op (NMSE, pos)" : "", "threshold", "result");
   for (const layer_result& L : r.layers) {
     const op_result* w = nullptr;
     for (const op_result& op : L.ops)
       if (!w || op.w.nmse > w->w.nmse) w = &op;
     const std::string wop = w ? fmt::format("{} ({}, {})", w->op, sci(w->w.nmse), w->w.pos) : "";
     fmt::print("  {:<5} {:<4} {:>10} {:>5} {:>10}  {:<38}{:>9}  {}\n", L.layer,
-               short_device(L.device), sci(L.hidden.nmse), L.hidden.pos, sci(L.hidden.max_abs),
-               wop, sci(L.threshold), L.pass ? "ok" : "FAIL");
+               short_device(L.device), sci(L.hidden.nmse), L.hidden.pos, sci(L.hidden.max_abs), wop,
+               sci(L.threshold), L.pass ? "ok" : "FAIL");
     if (verbose)
       for (const op_result& op : L.ops)
         fmt::print("        {:<20} {:>10} {:>5} {:>10}  {}\n", op.op, sci(op.w.nmse), op.w.pos,
@@ -510,10 +527,11 @@ void print(const config_result& r, const tokenizer& tok, const std::vector<int32
   }
   int agree = 0;
   for (const logit_pos& lp : r.logits) agree += lp.top_ref == lp.top_got;
-  fmt::print("  logits: top-1 {}/{} ({:.1f}%, need {:.0f}%), KL max {} mean {} (<= {}), NMSE max "
-             "{}\n",
-             agree, r.logits.size(), 100 * r.top1, 100 * r.top1_need, sci(r.kl_max),
-             sci(r.kl_mean), sci(r.kl_threshold), sci(r.logit_nmse_max));
+  fmt::print(
+      "  logits: top-1 {}/{} ({:.1f}%, need {:.0f}%), KL max {} mean {} (<= {}), NMSE max "
+      "{}\n",
+      agree, r.logits.size(), 100 * r.top1, 100 * r.top1_need, sci(r.kl_max), sci(r.kl_mean),
+      sci(r.kl_threshold), sci(r.logit_nmse_max));
   if (verbose)
     for (const logit_pos& lp : r.logits)
       fmt::print("        pos {:>3}: top-1 {:>6} / {:>6}  KL {:>10}  NMSE {:>10}\n", lp.pos,
@@ -581,7 +599,8 @@ command add_model(CLI::App& app) {
     if (prompt.empty() && tok->bos() >= 0) prompt.push_back(tok->bos());
     if (prompt.empty()) throw error("the prompt is empty and the vocabulary has no BOS token");
     const int n_prompt = static_cast<int>(prompt.size());
-    const bool quant = model_quantized(*m);
+    const weight_class wc = model_class(*m);
+    const bool quant = wc == weight_class::quantized;
 
     engine_options eo;
     eo.n_ctx = (n_prompt + o->n_tokens + 1 + 15) / 16 * 16;
@@ -642,11 +661,11 @@ command add_model(CLI::App& app) {
       config_result res;
       res.name = "isolated";
       res.plan = iso.plan;
-      res.kl_threshold = k_thr.iso_kl.of(quant);
+      res.kl_threshold = k_thr.iso_kl.of(wc);
       res.top1_need = top1_need;
       compare(
           *m, ref, iso, /*with_ops=*/true,
-          [&](int il) { return k_thr.iso_nmse.of(layer_quantized(*m, il)); }, res);
+          [&](int il) { return k_thr.iso_nmse.of(layer_class(*m, il)); }, res);
       results.push_back(std::move(res));
     }
 
@@ -670,14 +689,13 @@ command add_model(CLI::App& app) {
       if (!on_gpu) {
         std::string why;
         for (const auto& n : eng.notes()) why += n;
-        fmt::print(stderr, "gpu-cpu-parity: no Vulkan device for --offload {}: {}\n", offload,
-                   why);
+        fmt::print(stderr, "gpu-cpu-parity: no Vulkan device for --offload {}: {}\n", offload, why);
         return no_device_status();
       }
       config_result res;
       res.name = name;
       res.offload = streamed ? offload + " --vram-budget 1 --stream gpu" : offload;
-      res.kl_threshold = k_thr.e2e_kl.of(quant);
+      res.kl_threshold = k_thr.e2e_kl.of(wc);
       res.top1_need = top1_need;
       const run_data got =
           run_forced(eng, *m, prompt, &cont, o->n_tokens, /*reference=*/false, /*ops=*/false);
@@ -690,7 +708,7 @@ command add_model(CLI::App& app) {
       }
       compare(
           *m, ref, got, /*with_ops=*/false,
-          [&](int il) { return k_thr.e2e_nmse.of(layer_quantized(*m, il)); }, res);
+          [&](int il) { return k_thr.e2e_nmse.of(layer_class(*m, il)); }, res);
       res.has_greedy = true;
       res.greedy = free_run(eng, *m, prompt, o->n_tokens);
       while (res.greedy_agree < static_cast<int>(res.greedy.size()) &&
@@ -719,6 +737,7 @@ command add_model(CLI::App& app) {
       j["model"] = o->model;
       j["n_layer"] = hp.n_layer;
       j["quantized"] = quant;
+      j["weights"] = class_name(wc);
       j["prompt_tokens"] = prompt;
       j["continuation"] = cont;
       j["cpu_greedy"] = cpu_greedy;
@@ -726,20 +745,18 @@ command add_model(CLI::App& app) {
       j["expect"] = trained ? "trained" : "random";
       j["min_top1_margin"] = min_margin;
       j["mean_top1_prob"] = mean_top1_prob;
-      j["thresholds"] = {{"isolated_nmse", k_thr.iso_nmse.of(quant)},
-                         {"isolated_kl", k_thr.iso_kl.of(quant)},
-                         {"end_to_end_nmse", k_thr.e2e_nmse.of(quant)},
-                         {"end_to_end_kl", k_thr.e2e_kl.of(quant)},
+      j["thresholds"] = {{"isolated_nmse", k_thr.iso_nmse.of(wc)},
+                         {"isolated_kl", k_thr.iso_kl.of(wc)},
+                         {"end_to_end_nmse", k_thr.e2e_nmse.of(wc)},
+                         {"end_to_end_kl", k_thr.e2e_kl.of(wc)},
                          {"top1", top1_need}};
       j["configs"] = nlohmann::json::array();
       for (const config_result& r : results) j["configs"].push_back(to_json(r, *tok));
       if (first)
-        j["first_divergence"] = {{"config", first->first},
-                                 {"layer", first->second.layer},
-                                 {"op", first->second.op},
-                                 {"pos", first->second.pos},
-                                 {"value", first->second.value},
-                                 {"threshold", first->second.threshold}};
+        j["first_divergence"] = {
+            {"config", first->first},       {"layer", first->second.layer},
+            {"op", first->second.op},       {"pos", first->second.pos},
+            {"value", first->second.value}, {"threshold", first->second.threshold}};
       else
         j["first_divergence"] = nullptr;
       j["pass"] = all_pass;
@@ -748,14 +765,15 @@ command add_model(CLI::App& app) {
     }
 
     fmt::print("gpu-cpu-parity model: {}\n", o->model);
-    fmt::print("  {} layers ({} weights), {} prompt tokens [{}] + {} continuation tokens (the "
-               "CPU's greedy) [{}]\n",
-               hp.n_layer, quant ? "quantized" : "F32/F16", n_prompt, join_tokens(prompt),
-               cont.size(), join_tokens(cont));
-    fmt::print("  weights {} ({}: the CPU's top-1 probability averages {:.3f}; its smallest lead "
-               "over the runner-up is {:.3g})\n",
-               trained ? "trained" : "random", o->expect == "auto" ? "auto-detected" : "--expect",
-               mean_top1_prob, min_margin);
+    fmt::print(
+        "  {} layers ({} weights), {} prompt tokens [{}] + {} continuation tokens (the "
+        "CPU's greedy) [{}]\n",
+        hp.n_layer, class_name(wc), n_prompt, join_tokens(prompt), cont.size(), join_tokens(cont));
+    fmt::print(
+        "  weights {} ({}: the CPU's top-1 probability averages {:.3f}; its smallest lead "
+        "over the runner-up is {:.3g})\n",
+        trained ? "trained" : "random", o->expect == "auto" ? "auto-detected" : "--expect",
+        mean_top1_prob, min_margin);
     fmt::print("  reference: {}\n", ref.plan);
     for (const config_result& r : results) print(r, *tok, cpu_greedy, trained, o->verbose);
     if (first)
