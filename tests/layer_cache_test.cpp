@@ -413,7 +413,9 @@ TEST(LayerCache, MetricsTellLoadBoundFromComputeBound) {
 // ---- end to end through the CLI ------------------------------------------------------------
 
 const std::string k_stories = test::model_path("stories260K.gguf");
-const std::string k_once = " -p 'Once upon a time' -n 60 --temp 0";
+// --offload 0: the layer cache is the CPU path's; on a machine with a GPU, the default
+// (--offload auto) would put every layer there.
+const std::string k_once = " -p 'Once upon a time' -n 60 --temp 0 --offload 0";
 
 // The smallest workable budget, from the error a too small one gets.
 std::string minimum_budget() {
@@ -469,7 +471,7 @@ TEST(LayerCacheEndToEnd, GeneratedStories110MQ4_0UnderAQuarterBudgetMatchesInMem
                           test::model_path("vocab/ggml-vocab-llama-spm.gguf") + " -o " + path);
   ASSERT_EQ(mk.status, 0) << mk.err;
   const uint64_t quarter_k = std::filesystem::file_size(path) / 4 / 1024;
-  const std::string args = "run -m " + path + " -p 'Once upon a time' -n 24 --temp 0 -c 128 -b 16";
+  const std::string args = "run -m " + path + " -p 'Once upon a time' -n 24 --temp 0 -c 128 -b 16 --offload 0";
   // In memory the weights would be repacked (cpu/repack.h), whose kernels sum in another order;
   // layers read through the cache keep the GGUF layout, so compare against that.
   auto whole = test::run_cli_env("TANDEM_REPACK=0", args);

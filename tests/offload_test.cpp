@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "tests/test_util.h"
 
@@ -31,7 +34,9 @@ TEST_F(Offload, GoldenTextForEveryLayerCount) {
                            " -p 'Once upon a time' -n 60 --temp 0 --offload " + n);
     ASSERT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, golden) << "--offload " << n << "\n" << r.err;
-    if (n != "0") EXPECT_NE(r.err.find("vulkan"), std::string::npos) << r.err;
+    if (n != "0") {
+      EXPECT_NE(r.err.find("vulkan"), std::string::npos) << r.err;
+    }
   }
 }
 
@@ -44,10 +49,29 @@ TEST_F(Offload, TinyRandomF16RunsOnTheGpu) {
   EXPECT_NE(r.err.find("vulkan"), std::string::npos) << r.err;
 }
 
+// --offload auto (the default) places layers on a real GPU where one is present, never on a
+// CPU-type device such as lavapipe: with only lavapipe, everything stays on the CPU path.
 TEST_F(Offload, AutoNeverPicksACpuDevice) {
+  const std::string info = test::run_cli("info").out;
+  std::vector<std::string> cpu_devices;  // "  [0] llvmpipe (...) (cpu): device-local ..."
+  bool any_gpu = false;
+  std::istringstream lines(info);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t close = line.find("): device-local");
+    if (line.rfind("  [", 0) != 0 || close == std::string::npos) continue;
+    const size_t type_open = line.rfind(" (", close);
+    const std::string type = line.substr(type_open + 2, close - type_open - 2);
+    if (type == "cpu")
+      cpu_devices.push_back(line.substr(line.find("] ") + 2, type_open - line.find("] ") - 2));
+    else
+      any_gpu = true;
+  }
   auto r = test::run_cli("run -m " + test::model_path("stories260K.gguf") + " -p 'Once' -n 4 --temp 0");
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.err.find("vulkan"), std::string::npos) << r.err;
+  if (!any_gpu) EXPECT_EQ(r.err.find("vulkan"), std::string::npos) << r.err;
+  for (const std::string& name : cpu_devices) {
+    EXPECT_EQ(r.err.find("vulkan (" + name + ")"), std::string::npos) << name << "\n" << r.err;
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <system_error>
 #include <vector>
 #include <sys/wait.h>
 
@@ -29,14 +30,27 @@ inline std::string read_file(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// A fresh temporary directory per test binary run.
+// A fresh temporary directory per test process, removed with everything in it when the process
+// exits.
 inline std::string temp_dir() {
-  static std::string dir = [] {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tandem-test-XXXXXX").string();
-    char* d = mkdtemp(tmpl.data());
-    return std::string(d ? d : "/tmp");
-  }();
-  return dir;
+  struct owned_dir {
+    std::string path;
+    owned_dir() {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "tandem-test-XXXXXX").string();
+      if (mkdtemp(tmpl.data())) path = tmpl;
+    }
+    ~owned_dir() {
+      std::error_code ec;
+      if (!path.empty()) std::filesystem::remove_all(path, ec);
+    }
+  };
+  static owned_dir dir;
+  if (dir.path.empty()) {
+    std::fprintf(stderr, "cannot create a temporary directory under %s\n",
+                 std::filesystem::temp_directory_path().c_str());
+    std::abort();
+  }
+  return dir.path;
 }
 
 struct run_result {
