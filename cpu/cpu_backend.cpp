@@ -121,9 +121,13 @@ class cpu_backend final : public backend {
         cap(il, name, rows.data(), rows.size());
       }
     }
-    cpu::parallel_for(hp_.n_head, 1, [&](int64_t h0, int64_t h1) {
+    // A decode token splits the heads by KV head, so that each KV head's rows are read (and
+    // staged, cpu/attention.h) by one thread; a prompt's many tokens split by query head.
+    const int per = n == 1 ? hp_.n_head / hp_.n_head_kv : 1;
+    cpu::parallel_for(hp_.n_head / per, 1, [&](int64_t g0, int64_t g1) {
       cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), n, pos0, hp_.n_head,
-                     hp_.n_head_kv, hp_.head_dim, static_cast<int>(h0), static_cast<int>(h1));
+                     hp_.n_head_kv, hp_.head_dim, static_cast<int>(g0 * per),
+                     static_cast<int>(g1 * per));
     });
     cap(il, "attention", att_.data(), nt * dq);
     cpu::matmul(L.wo, att_.data(), n, h_.data(), pk(P.wo));

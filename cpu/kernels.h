@@ -45,15 +45,16 @@ void set_kernel_level(kernel_level l);
 // once per kernel call.
 void set_prefetch_distance(int bytes);
 int prefetch_distance();
-// Off: on the 2-core Zen 4 development VM no distance was consistently faster than none (the
-// hardware prefetchers follow these linear streams). Measured twice: with tandem_kernel_bench
-// (--benchmark_filter='matvec/', 256 .. 4096 bytes) and end to end with TANDEM_PREFETCH=0, 256,
-// 512, 1024, 2048 and `tandem bench -p 0 -n 32` on tinyllama Q4_K_M / Q6_K and stories110M Q4_0:
-// every distance within the run-to-run noise (about +-15% on that VM). The x16 (repacked) kernels
-// read it too: alone (tandem_kernel_bench matvec_x16, medians of 5) 512-2048 bytes looked ~5%
-// faster, but end to end (`tandem bench -p 0`, 5-6 alternating runs) TANDEM_PREFETCH=1024 was
-// slower: stories110M Q8_0 tg128 201 vs 244 t/s, tinyllama Q4_K_M tg32 42.7 vs 44.5.
-inline constexpr int default_prefetch_distance = 0;
+// 4096 bytes: measured end to end with `TANDEM_PREFETCH=0|1024|2048|4096|8192 tandem bench -p 0
+// -n 32 --memory` on the 2-core Zen 4 development VM (tinyllama-1.1b shape, 2 threads, AVX-512
+// level, 2-3 alternating rounds), tg t/s at 0 -> 4096: Q4_K_M 57.5 -> 92.6, 58.0 -> 88.6,
+// 63.7 -> 95.4 (+50%); Q6_K 46.1 -> 69.3, 39.0 -> 63.1 (+55%); F16 31.4 -> 34.8, 29.6 -> 34.0
+// (+12%); Q4_0 75.1 -> 87.8, 85.8 -> 84.5, 75.5 -> 78.3 (+5%); Q8_0 56.6 -> 56.6, 57.5 -> 54.7,
+// 50.4 -> 50.4 (within noise); 8192 was no better than 4096 and 1024-2048 in between. At the AVX2
+// level: Q8_0 +11%, Q4_0 and Q4_K_M within noise. An earlier host of the same VM had shown no
+// distance faster than none (its hardware prefetchers kept up alone): the best distance depends on
+// the machine, so TANDEM_PREFETCH stays for measuring it.
+inline constexpr int default_prefetch_distance = 4096;
 
 // ---- activations ------------------------------------------------------------------------------
 
