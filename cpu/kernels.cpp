@@ -88,17 +88,19 @@ std::atomic<const kernel_table*>& active_table() {
   return t;
 }
 
-// TANDEM_PREFETCH=<bytes> overrides the default (for measuring it end to end with tandem bench).
+// TANDEM_PREFETCH=<bytes> sets one distance for every type (for measuring it end to end with
+// tandem bench); -1: the per-type defaults.
 int initial_prefetch() {
   const char* env = std::getenv("TANDEM_PREFETCH");
-  if (!env || !*env) return default_prefetch_distance;
+  if (!env || !*env) return -1;
   char* end = nullptr;
   const long v = std::strtol(env, &end, 10);
   if (*end != '\0' || v < 0 || v > (1 << 20)) {
     std::fprintf(stderr,
-                 "warning: TANDEM_PREFETCH=%s is not a byte count (0 .. 1048576); using %d\n", env,
-                 default_prefetch_distance);
-    return default_prefetch_distance;
+                 "warning: TANDEM_PREFETCH=%s is not a byte count (0 .. 1048576); using the "
+                 "defaults\n",
+                 env);
+    return -1;
   }
   return static_cast<int>(v);
 }
@@ -147,10 +149,14 @@ void set_kernel_level(kernel_level l) {
 }
 
 void set_prefetch_distance(int bytes) {
-  g_prefetch.store(std::max(0, bytes));
+  g_prefetch.store(std::max(-1, bytes));
 }
 int prefetch_distance() {
   return g_prefetch.load(std::memory_order_relaxed);
+}
+int prefetch_distance(dtype t) {
+  const int all = g_prefetch.load(std::memory_order_relaxed);
+  return all >= 0 ? all : default_prefetch_distance(t);
 }
 
 const kernel_table& kernels(kernel_level l) {

@@ -41,20 +41,24 @@ kernel_level active_kernel_level();
 // Throws tandem::error when the CPU lacks the level.
 void set_kernel_level(kernel_level l);
 
-// Software prefetch of the weight stream, in bytes ahead of the current block (0 = off). Read
-// once per kernel call.
+// Software prefetch of the weight stream, in bytes ahead of the current block (0 = off), read
+// once per kernel call. Each weight type has its measured default (below);
+// set_prefetch_distance(bytes >= 0) or TANDEM_PREFETCH=bytes sets one distance for every type, and
+// a negative value goes back to the defaults.
 void set_prefetch_distance(int bytes);
-int prefetch_distance();
-// 4096 bytes: measured end to end with `TANDEM_PREFETCH=0|1024|2048|4096|8192 tandem bench -p 0
-// -n 32 --memory` on the 2-core Zen 4 development VM (tinyllama-1.1b shape, 2 threads, AVX-512
-// level, 2-3 alternating rounds), tg t/s at 0 -> 4096: Q4_K_M 57.5 -> 92.6, 58.0 -> 88.6,
-// 63.7 -> 95.4 (+50%); Q6_K 46.1 -> 69.3, 39.0 -> 63.1 (+55%); F16 31.4 -> 34.8, 29.6 -> 34.0
-// (+12%); Q4_0 75.1 -> 87.8, 85.8 -> 84.5, 75.5 -> 78.3 (+5%); Q8_0 56.6 -> 56.6, 57.5 -> 54.7,
-// 50.4 -> 50.4 (within noise); 8192 was no better than 4096 and 1024-2048 in between. At the AVX2
-// level: Q8_0 +11%, Q4_0 and Q4_K_M within noise. An earlier host of the same VM had shown no
-// distance faster than none (its hardware prefetchers kept up alone): the best distance depends on
-// the machine, so TANDEM_PREFETCH stays for measuring it.
-inline constexpr int default_prefetch_distance = 4096;
+int prefetch_distance();  // the distance set for every type, or -1: the per-type defaults
+int prefetch_distance(dtype t);
+// Measured end to end with `TANDEM_PREFETCH=0|1024|2048|4096|8192 tandem bench -p 0 -n 32
+// --memory` on the 2-core Zen 4 development VM (tinyllama-1.1b shape, 2 threads, AVX-512 level,
+// 2-4 alternating rounds), tg t/s at 0 -> 4096: Q4_K_M 57.5 -> 92.6, 58.0 -> 88.6, 63.7 -> 95.4
+// (+50%); Q6_K 46.1 -> 69.3, 39.0 -> 63.1 (+55%); F16 31.4 -> 34.8, 29.6 -> 34.0 (+12%); Q4_0
+// 75.1 -> 87.8, 85.8 -> 84.5, 75.5 -> 78.3 (+5%); 8192 no better than 4096, 1024-2048 in between.
+// Q8_0 is faster without: tinyllama 46.0/53.7/51.3/46.8 at 0 against 53.0/51.4/47.0/42.5 at 4096
+// (fraction of the paired bandwidth probe 91-98% against 89-91%), stories110M 449/429/410/399
+// against 428/418/382/356. An earlier host of the same VM showed no distance faster than none (its
+// hardware prefetchers kept up alone): the best distance depends on the machine, so
+// TANDEM_PREFETCH stays for measuring it.
+constexpr int default_prefetch_distance(dtype t) { return t == dtype::q8_0 ? 0 : 4096; }
 
 // ---- activations ------------------------------------------------------------------------------
 

@@ -194,7 +194,7 @@ inline float load1(const uint16_t* p) {
 template <typename W>
 void mv_float(const void* w, size_t rb, int64_t cols, const float* x, float* y, int64_t r0,
               int64_t r1) {
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(std::is_same_v<W, float> ? dtype::f32 : dtype::f16);
   for (int64_t r = r0; r < r1; ++r) {
     const W* wr = reinterpret_cast<const W*>(row_at(w, rb, r));
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -381,7 +381,7 @@ inline __m256 q4_0_block(const block_q4_0& b, const int8_t* xq, float xd, int32_
 void mv_q4_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
              int64_t r1) {
   const int64_t nb = cols / 32;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q4_0);
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block_q4_0*>(row_at(w, rb, r));
     __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
@@ -431,7 +431,7 @@ inline __m256 q8_0_block(const block_q8_0& b, const int8_t* xq, float xd, __m256
 void mv_q8_0(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
              int64_t r1) {
   const int64_t nb = cols / 32;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q8_0);
   alignas(32) float sc[8];
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block_q8_0*>(row_at(w, rb, r));
@@ -488,7 +488,7 @@ void mv_q45_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y,
               int64_t r1) {
   using block = std::conditional_t<five, block_q5_k, block_q4_k>;
   const int64_t nb = cols / qk_k;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(five ? dtype::q5_k : dtype::q4_k);
   const __m256i m4 = _mm256_set1_epi8(0x0F), m16 = _mm256_set1_epi8(0x10);
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block*>(row_at(w, rb, r));
@@ -552,7 +552,7 @@ inline __m128i scale_pair(__m128i s, int a) {
 void mv_q6_k(const void* w, size_t rb, int64_t cols, const q8_row& x, float* y, int64_t r0,
              int64_t r1) {
   const int64_t nb = cols / qk_k;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q6_k);
   const __m256i m4 = _mm256_set1_epi8(0x0F), m48 = _mm256_set1_epi8(0x30);
   for (int64_t r = r0; r < r1; ++r) {
     const auto* b = reinterpret_cast<const block_q6_k*>(row_at(w, rb, r));

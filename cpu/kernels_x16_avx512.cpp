@@ -103,7 +103,7 @@ constexpr tile_fn k_tiles[gemm_group + 1] = {nullptr,      Tile<1>::run, Tile<2>
 void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / qk_k;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q4_k);
   const auto* blocks = static_cast<const block_q4_k_x16*>(p);
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = g0; g < g1; ++g) {
@@ -267,7 +267,7 @@ inline __m512i q6_scale(__m512i pairs, int odd) {
 void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / qk_k;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q6_k);
   const auto* blocks = static_cast<const block_q6_k_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q6_k_x16* b = blocks + g * nb;
@@ -382,7 +382,7 @@ void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
 void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / 64;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q4_0);
   const auto* blocks = static_cast<const block_q4_0_x16*>(p);
   const __m512i m_lo = _mm512_set1_epi8(0x0F), m_hi = _mm512_set1_epi8(static_cast<char>(0xF0));
   for (int64_t g = g0; g < g1; ++g) {
@@ -424,7 +424,7 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
 void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
   const int64_t nb = cols / 64;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::q8_0);
   const auto* blocks = static_cast<const block_q8_0_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q8_0_x16* b = blocks + g * nb;
@@ -607,7 +607,7 @@ void quant_group_q16_avx512(const float* x, int n, int64_t cols, int16_t* q, flo
 void mv_f16_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                        int64_t g0, int64_t g1) {
   const int64_t nb = cols / 128;
-  const int pf = prefetch_distance();
+  const int pf = prefetch_distance(dtype::f16);
   const auto* blocks = static_cast<const block_f16_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_f16_x16* b = blocks + g * nb;

@@ -418,10 +418,14 @@ TEST(KernelTable, LevelsAndSelection) {
   if (!cpu_supports(kernel_level::avx512)) {
     EXPECT_THROW(set_kernel_level(kernel_level::avx512), error);
   }
-  set_prefetch_distance(-5);
-  EXPECT_EQ(prefetch_distance(), 0);
+  set_prefetch_distance(-5);  // back to the per-type defaults
+  EXPECT_EQ(prefetch_distance(), -1);
+  EXPECT_EQ(prefetch_distance(dtype::q8_0), default_prefetch_distance(dtype::q8_0));
+  EXPECT_EQ(prefetch_distance(dtype::q4_k), default_prefetch_distance(dtype::q4_k));
   set_prefetch_distance(512);
   EXPECT_EQ(prefetch_distance(), 512);
+  EXPECT_EQ(prefetch_distance(dtype::q8_0), 512);
+  EXPECT_EQ(prefetch_distance(dtype::q4_k), 512);
 }
 
 }  // namespace

@@ -153,7 +153,7 @@ void bm_matmul(benchmark::State& state, dtype t, int64_t cols, int64_t rows, boo
                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["tok/s"] =
       benchmark::Counter(n_tok, benchmark::Counter::kIsIterationInvariantRate);
-  label(state, t, rows, cols, l, prefetch_distance());
+  label(state, t, rows, cols, l, prefetch_distance(t));
   state.SetLabel(std::string(dtype_name(t)) + " " + std::to_string(cols) + "->" +
                  std::to_string(rows) + " " + kernel_level_name(l) +
                  " n_tok=" + std::to_string(n_tok));
