@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "cpu/attention.h"
@@ -29,20 +30,24 @@ struct f16_rows {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r + d)));
   }
   // Every cache line of row p (a head's row spans head_dim * 2 bytes).
-  void prefetch(int p) const {
-    const char* r = reinterpret_cast<const char*>(base + stride * p);
-    for (int b = 0; b < 2 * head_dim; b += 64) _mm_prefetch(r + b, _MM_HINT_T0);
+  void prefetch(int p) const {  // every line the row touches, aligned or not
+    const auto a = reinterpret_cast<uintptr_t>(base + stride * p);
+    for (uintptr_t l = a & ~uintptr_t{63}; l < a + 2 * static_cast<uintptr_t>(head_dim); l += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(l), _MM_HINT_T0);
   }
 };
 
 // s[p] = scale * dot(q, K row p) for p < n; returns max s.
+// V's rows are prefetched along with K's, so that they are in cache for weighted_sum.
 template <typename R>
-float scores(const R& k, const float* q, int head_dim, float scale, int n, float* s) {
+float scores(const R& k, const R& v, const float* q, int head_dim, float scale, int n, float* s) {
   const __m256 vs = _mm256_set1_ps(scale);
   __m128 mx = _mm_set1_ps(-INFINITY);
+  for (int a = 0; a < 8 && a < n; ++a) k.prefetch(a);
   int p = 0;
   for (; p + 4 <= n; p += 4) {
     for (int a = 8; a < 12; ++a) k.prefetch(p + a);
+    for (int a = 0; a < 4; ++a) v.prefetch(p + a);
     const auto *k0 = k.row(p), *k1 = k.row(p + 1), *k2 = k.row(p + 2), *k3 = k.row(p + 3);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     for (int d = 0; d < head_dim; d += 8) {
@@ -58,6 +63,7 @@ float scores(const R& k, const float* q, int head_dim, float scale, int n, float
   }
   float m = simd::hmax(mx);
   for (; p < n; ++p) {
+    v.prefetch(p);
     const auto* kr = k.row(p);
     __m256 a = _mm256_setzero_ps();
     for (int d = 0; d < head_dim; d += 8)
@@ -86,7 +92,7 @@ void weighted_sum(const R& v, const float* w, int n, int d0, float* o) {
 template <typename R>
 void head(const R& k, const R& v, const float* q, int head_dim, float scale, int n, float* att,
           float* o) {
-  const float mx = scores(k, q, head_dim, scale, n, att);
+  const float mx = scores(k, v, q, head_dim, scale, n, att);
   const float inv = 1.0f / softmax_exp(att, n, mx);
   for (int p = 0; p < n; ++p) att[p] *= inv;
   int d = 0;

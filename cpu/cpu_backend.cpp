@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -84,11 +86,13 @@ class cpu_backend final : public backend {
     if (kv.k.empty()) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
 
+    const packed_layer& P = packed(il);
+    if (n == 1 && !capture_ && decode_layer(L, P, kv, pos0)) return add_compute(t0);
+
     const size_t nt = static_cast<size_t>(n);
     // Attention block.
     norm(L.attn_norm, n);
     cap(il, "rms_norm:attn_norm", h_.data(), nt * d);
-    const packed_layer& P = packed(il);
     const cpu::matmul_job qkv[] = {
         {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
     cpu::matmul_n(qkv, 3, h_.data(), n);
@@ -166,8 +170,23 @@ class cpu_backend final : public backend {
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
 
  private:
+  // 64-byte aligned, so that a head's row of the cache (head_dim F16 values, 128 bytes for
+  // head_dim 64) spans whole cache lines: from malloc's 16-byte alignment every row touched one
+  // line more than it held.
+  template <typename T>
+  struct aligned64 {
+    using value_type = T;
+    aligned64() = default;
+    template <typename U>
+    explicit aligned64(const aligned64<U>&) {}
+    T* allocate(size_t n) {
+      return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
+    }
+    void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
+    bool operator==(const aligned64&) const { return true; }
+  };
   struct kv_cache {
-    std::vector<f16> k, v;  // n_ctx x n_embd_kv
+    std::vector<f16, aligned64<f16>> k, v;  // n_ctx x n_embd_kv
   };
 
   // Packed (x16, cpu/repack.h) copies of a layer's matrices; empty where not packed.
@@ -179,6 +198,86 @@ class cpu_backend final : public backend {
     static const packed_layer none;
     return il >= 0 && static_cast<size_t>(il) < packed_.size() ? packed_[static_cast<size_t>(il)]
                                                                : none;
+  }
+
+  // One decode token through a layer as one parallel region (cpu::run_steps): the same ops and
+  // kernels as forward_layer's general path, so the same bits, but the threads go from one
+  // product to the next without a fork-join (at 2 threads on stories110M, five per layer were
+  // ~15% of the time per token). False when a product wants the tiled kernels.
+  bool decode_layer(const layer_weights& L, const packed_layer& P, kv_cache& kv, int pos) {
+    const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
+    const cpu::matmul_job qkv[] = {
+        {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
+    const cpu::matmul_job wo{&L.wo, h_.data(), pk(P.wo)};
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
+                                       {&L.ffn_up, up_.data(), pk(P.up)}};
+    const cpu::matmul_job down{&L.ffn_down, h_.data(), pk(P.down)};
+    if (!plan_qkv_.build(qkv, 3, 1) || !plan_wo_.build(&wo, 1, 1) ||
+        !plan_gate_up_.build(gate_up, 2, 1) || !plan_down_.build(&down, 1, 1))
+      return false;
+    const auto residual = [this, d] {
+      for (int i = 0; i < d; ++i) x_[static_cast<size_t>(i)] += h_[static_cast<size_t>(i)];
+    };
+    // A thread that takes a chunk while the serial step before it runs prefetches the chunk's
+    // first bytes meanwhile.
+    constexpr size_t warm_bytes = 64 * 1024;
+    const auto chunks = [](const cpu::matvec_plan& p) {
+      return cpu::step{p.chunks(), [&p](int64_t i) { p.run(i); },
+                       [&p](int64_t i) { p.warm(i, warm_bytes); }};
+    };
+    // Attention by KV head: each KV head's rows are read (and staged) by one thread.
+    const int group = hp_.n_head / hp_.n_head_kv;
+    const cpu::step steps[] = {
+        {1,
+         [&](int64_t) {
+           norm(L.attn_norm, 1);
+           plan_qkv_.quantize(h_.data());
+         }},
+        chunks(plan_qkv_),
+        {1,
+         [&](int64_t) {
+           add_bias(L.bq, q_.data(), 1, dq);
+           add_bias(L.bk, k_.data(), 1, dkv);
+           add_bias(L.bv, v_.data(), 1, dkv);
+           cpu::rope_qk(q_.data(), hp_.n_head, k_.data(), hp_.n_head_kv, hp_.head_dim, hp_.n_rot,
+                        pos, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
+           cpu::fp32_to_fp16_row(k_.data(), &kv.k[static_cast<size_t>(pos) * dkv], dkv);
+           cpu::fp32_to_fp16_row(v_.data(), &kv.v[static_cast<size_t>(pos) * dkv], dkv);
+         }},
+        {hp_.n_head_kv,
+         [&](int64_t g) {
+           cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), 1, pos, hp_.n_head,
+                          hp_.n_head_kv, hp_.head_dim, static_cast<int>(g) * group,
+                          static_cast<int>(g + 1) * group);
+         },
+         [&](int64_t g) {  // the KV head's first rows (the cache of earlier positions)
+           const size_t row = sizeof(f16) * static_cast<size_t>(hp_.head_dim);
+           for (int p = 0; p < std::min(pos, 32); ++p) {
+             const size_t off =
+                 static_cast<size_t>(p) * dkv + static_cast<size_t>(g) * hp_.head_dim;
+             cpu::prefetch_l2(&kv.k[off], row);
+             cpu::prefetch_l2(&kv.v[off], row);
+           }
+         }},
+        {1, [&](int64_t) { plan_wo_.quantize(att_.data()); }},
+        chunks(plan_wo_),
+        {1,
+         [&](int64_t) {
+           residual();
+           norm(L.ffn_norm, 1);
+           plan_gate_up_.quantize(h_.data());
+         }},
+        chunks(plan_gate_up_),
+        {1,
+         [&](int64_t) {
+           cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
+           plan_down_.quantize(gate_.data());
+         }},
+        chunks(plan_down_),
+        {1, [&](int64_t) { residual(); }},
+    };
+    cpu::run_steps(steps, static_cast<int>(std::size(steps)));
+    return true;
   }
 
   std::vector<std::string> notes() const override { return notes_; }
@@ -427,6 +526,7 @@ class cpu_backend final : public backend {
   const hparams& hp_;
   backend_options opt_;
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
+  cpu::matvec_plan plan_qkv_, plan_wo_, plan_gate_up_, plan_down_;  // decode_layer's products
   std::vector<kv_cache> kv_;
   std::vector<cached_layer> cached_;
   // Without --mem-budget: per layer, x16 copies of the matrices that have a layout (packed_) and

@@ -132,38 +132,58 @@ void mv_rows(const type_kernels& k, const weight& w, const act_rows& a, const fl
   }
 }
 
-// Several weights with the same input and few tokens: the activations are quantized once per
-// format, and one parallel loop covers the row chunks of every weight.
-void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, const float* x,
-                 int n_tok) {
-  constexpr int max_jobs = 8;
-  constexpr int nf = n_act_formats;
-  const type_kernels* ks[max_jobs];
-  const packed_matrix* pk[max_jobs];
-  act_format fmt[max_jobs];
-  act_rows acts[max_jobs];
-  const int64_t cols = jobs[0].w->cols();
-  size_t total = 0;
-  size_t offset[nf] = {};  // per act_format: where its rows start
-  bool need[nf] = {};
+}  // namespace
+
+// ---- matvec_plan ------------------------------------------------------------------------------
+
+bool matvec_plan::suits(const matmul_job* jobs, int n_jobs, int n_tok) {
+  if (n_tok <= 0 || n_jobs <= 0 || n_jobs > max_jobs) return false;
+  const kernel_table& kt = kernels();
   for (int j = 0; j < n_jobs; ++j) {
-    ks[j] = kt.find(jobs[j].w->type());
-    pk[j] = usable_packed(ks[j], jobs[j]);
-    fmt[j] = pk[j] ? ks[j]->x16_act : ks[j]->mv_act;
-    need[static_cast<int>(fmt[j])] = true;
+    const type_kernels* k = kt.find(jobs[j].w->type());
+    if (k == nullptr || jobs[j].w->cols() != jobs[0].w->cols()) return false;
+    // Float weights with several tokens, and quantized or packed ones with many, use the tiled
+    // kernels.
+    if (usable_packed(k, jobs[j])) {
+      if (n_tok >= kt.gemm_min_tokens && k->mm_x16) return false;
+    } else if (k->mv_f32 ? n_tok > 1 : n_tok >= kt.gemm_min_tokens && k->mm_q8) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
+  n_jobs_ = 0;
+  chunks_.clear();
+  if (!suits(jobs, n_jobs, n_tok)) return false;
+  const kernel_table& kt = kernels();
+  kt_ = &kt;
+  n_jobs_ = n_jobs;
+  n_tok_ = n_tok;
+  cols_ = jobs[0].w->cols();
+  constexpr int nf = n_act_formats;
+  size_t total = 0;
+  for (int f = 0; f < nf; ++f) need_[f] = false;
+  for (int j = 0; j < n_jobs; ++j) {
+    jobs_[j] = jobs[j];
+    ks_[j] = kt.find(jobs[j].w->type());
+    pk_[j] = usable_packed(ks_[j], jobs[j]);
+    fmt_[j] = pk_[j] ? ks_[j]->x16_act : ks_[j]->mv_act;
+    need_[static_cast<int>(fmt_[j])] = true;
   }
   for (int f = 1; f < nf; ++f) {
-    if (!need[f]) continue;
+    if (!need_[f]) continue;
     size_t qb, db;
-    offset[f] = total;
-    total += act_bytes(static_cast<act_format>(f), cols, &qb, &db) * static_cast<size_t>(n_tok);
+    offset_[f] = total;
+    total += act_bytes(static_cast<act_format>(f), cols_, &qb, &db) * static_cast<size_t>(n_tok);
   }
-  uint8_t* buf = t_acts.get(total);
-  act_rows by_fmt[nf];
-  for (int f = 1; f < nf; ++f)
-    if (need[f])
-      quantize_acts(kt, static_cast<act_format>(f), x, cols, n_tok, buf + offset[f], &by_fmt[f]);
-  for (int j = 0; j < n_jobs; ++j) acts[j] = by_fmt[static_cast<int>(fmt[j])];
+  if (total > acts_cap_) {
+    acts_cap_ = std::max(total, acts_cap_ * 3 / 2);
+    acts_buf_.reset(new uint8_t[acts_cap_ + 64]);
+  }
+  acts_ = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(acts_buf_.get()) + 63) &
+                                     ~uintptr_t{63});
 
   // Guided chunks: each is the bytes still unassigned / (2 * threads), at least 64 KiB, handed out
   // in order from one counter. Decode streams weights from memory and every chunk is a new stream
@@ -171,12 +191,6 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
   // less bandwidth than reading 1 MiB ones), so the first chunks are long; the last ones are
   // short, so the threads finish together instead of one waiting out the other's last chunk.
   // For packed weights, r0 and r1 count groups of x16_rows rows.
-  struct chunk {
-    int job;
-    int64_t r0, r1;
-  };
-  thread_local std::vector<chunk> chunks;
-  chunks.clear();
   const int threads = num_threads();
   size_t left = 0;
   for (int j = 0; j < n_jobs; ++j) left += jobs[j].w->nbytes();
@@ -184,32 +198,77 @@ void matmul_rows(const kernel_table& kt, const matmul_job* jobs, int n_jobs, con
     const weight& w = *jobs[j].w;
     size_t unit = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
     int64_t n = w.rows();
-    if (pk[j]) {
+    if (pk_[j]) {
       unit *= x16_rows;
       n = (n + x16_rows - 1) / x16_rows;
     }
     for (int64_t r = 0; r < n;) {
       const size_t want = std::max<size_t>(64 * 1024, left / (2 * static_cast<size_t>(threads)));
       const int64_t r1 = std::min<int64_t>(n, r + std::max<int64_t>(1, want / unit));
-      chunks.push_back({j, r, r1});
+      chunks_.push_back({j, r, r1});
       left -= std::min(left, static_cast<size_t>(r1 - r) * unit);
       r = r1;
     }
   }
-  const chunk* c = chunks.data();
-  const auto n_chunks = static_cast<int64_t>(chunks.size());
+  return true;
+}
+
+void matvec_plan::quantize(const float* x) {
+  x_ = x;
+  act_rows by_fmt[n_act_formats];
+  for (int f = 1; f < n_act_formats; ++f)
+    if (need_[f])
+      quantize_acts(*kt_, static_cast<act_format>(f), x, cols_, n_tok_, acts_ + offset_[f],
+                    &by_fmt[f]);
+  for (int j = 0; j < n_jobs_; ++j) {
+    const act_rows& a = by_fmt[static_cast<int>(fmt_[j])];
+    rows_[j] = {a.fmt, a.buf, a.per_tok, a.q_bytes, a.d_bytes};
+  }
+}
+
+void matvec_plan::run(int64_t i) const {
+  const chunk& c = chunks_[static_cast<size_t>(i)];
+  const int j = c.job;
+  const act_rows a{rows_[j].fmt, rows_[j].buf, rows_[j].per_tok, rows_[j].q_bytes,
+                   rows_[j].d_bytes};
+  if (const packed_matrix* p = pk_[j]) {
+    for (int t = 0; t < n_tok_; ++t)
+      ks_[j]->mv_x16(p->data(), p->rows(), p->cols(), a.row(t), jobs_[j].y + t * p->rows(), c.r0,
+                     c.r1);
+  } else {
+    mv_rows(*ks_[j], *jobs_[j].w, a, x_, n_tok_, jobs_[j].y, c.r0, c.r1);
+  }
+}
+
+void matvec_plan::warm(int64_t i, size_t max_bytes) const {
+  const chunk& c = chunks_[static_cast<size_t>(i)];
+  const weight& w = *jobs_[c.job].w;
+  const uint8_t* base;
+  size_t unit;
+  if (const packed_matrix* p = pk_[c.job]) {
+    base = static_cast<const uint8_t*>(p->data());
+    unit = x16_bytes(w.type(), x16_rows, w.cols());
+  } else {
+    base = static_cast<const uint8_t*>(w.data());
+    unit = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
+  }
+  prefetch_l2(base + static_cast<size_t>(c.r0) * unit,
+              std::min(max_bytes, static_cast<size_t>(c.r1 - c.r0) * unit));
+}
+
+namespace {
+
+// Several weights with the same input and few tokens: the activations are quantized once per
+// format, and one parallel loop covers the row chunks of every weight.
+void matmul_rows(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
+  thread_local matvec_plan t_plan;
+  matvec_plan& plan = t_plan;  // the caller's: the workers' lambda must not name the thread_local
+  if (!plan.build(jobs, n_jobs, n_tok)) throw std::logic_error("matmul_rows: not a matvec shape");
+  plan.quantize(x);
+  const int64_t n = plan.chunks();
   std::atomic<int64_t> next{0};
-  parallel_for(threads, 1, [&](int64_t, int64_t) {
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
-      const int j = c[i].job;
-      if (const packed_matrix* p = pk[j]) {
-        for (int t = 0; t < n_tok; ++t)
-          ks[j]->mv_x16(p->data(), p->rows(), p->cols(), acts[j].row(t), jobs[j].y + t * p->rows(),
-                        c[i].r0, c[i].r1);
-      } else {
-        mv_rows(*ks[j], *jobs[j].w, acts[j], x, n_tok, jobs[j].y, c[i].r0, c[i].r1);
-      }
-    }
+  parallel_for(num_threads(), 1, [&](int64_t, int64_t) {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) plan.run(i);
   });
 }
 
@@ -288,23 +347,10 @@ void matmul(const weight& w, const float* x, int n_tok, float* y, const packed_m
 void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
   if (n_tok <= 0 || n_jobs <= 0) return;
   const kernel_table& kt = kernels();
-  bool all_fast = n_jobs <= 8;
-  for (int j = 0; j < n_jobs; ++j) {
-    const weight& w = *jobs[j].w;
-    if (w.cols() != jobs[0].w->cols())
+  for (int j = 0; j < n_jobs; ++j)
+    if (jobs[j].w->cols() != jobs[0].w->cols())
       throw std::logic_error("matmul_n: the weights do not share an input width");
-    const type_kernels* k = kt.find(w.type());
-    // Float weights with several tokens, and quantized or packed ones with many, use the tiled
-    // kernels.
-    if (k == nullptr) {
-      all_fast = false;
-    } else if (usable_packed(k, jobs[j])) {
-      if (n_tok >= kt.gemm_min_tokens && k->mm_x16) all_fast = false;
-    } else if (k->mv_f32 ? n_tok > 1 : n_tok >= kt.gemm_min_tokens && k->mm_q8) {
-      all_fast = false;
-    }
-  }
-  if (all_fast) return matmul_rows(kt, jobs, n_jobs, x, n_tok);
+  if (matvec_plan::suits(jobs, n_jobs, n_tok)) return matmul_rows(jobs, n_jobs, x, n_tok);
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;
     float* y = jobs[j].y;
@@ -320,13 +366,13 @@ void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
       if (n_tok >= kt.gemm_min_tokens && k->mm_x16)
         matmul_q16_gemm(kt, *k, w, x, n_tok, y, *p);
       else
-        matmul_rows(kt, &jobs[j], 1, x, n_tok);
+        matmul_rows(&jobs[j], 1, x, n_tok);
     } else if (k->mv_f32) {
       matmul_float(*k, w, x, n_tok, y);
     } else if (n_tok >= kt.gemm_min_tokens && k->mm_q8) {
       matmul_q8_gemm(kt, *k, w, x, n_tok, y, usable_packed(k, jobs[j]));
     } else {
-      matmul_rows(kt, &jobs[j], 1, x, n_tok);
+      matmul_rows(&jobs[j], 1, x, n_tok);
     }
   }
 }

@@ -1,0 +1,137 @@
+// Decode as one parallel region per layer: cpu::run_steps (every item of a step done before any
+// item of the next starts, on any number of threads; exceptions rethrown) and the CPU backend's
+// decode path (cpu_backend::decode_layer), which must give the same bits as the general path that
+// runs every op with its own fork-join (the path taken when a per-op capture is set).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "cpu/parallel.h"
+#include "runtime/backend_factory.h"
+#include "runtime/model.h"
+#include "tests/test_util.h"
+#include "tests/tiny_model.h"
+
+namespace tandem {
+namespace {
+
+struct threads_guard {
+  int threads = cpu::num_threads();
+  ~threads_guard() { cpu::set_num_threads(threads); }
+};
+
+TEST(RunSteps, EveryItemOnceAndStepsInOrder) {
+  threads_guard guard;
+  const std::vector<int64_t> counts = {1, 7, 0, 3, 1, 64, 2, 0, 5};
+  for (int threads : {1, 2, 3, 5}) {
+    cpu::set_num_threads(threads);
+    for (int rep = 0; rep < 20; ++rep) {
+      std::vector<std::atomic<int64_t>> finished(counts.size());
+      std::vector<std::vector<std::atomic<int>>> ran;
+      for (int64_t c : counts) ran.emplace_back(static_cast<size_t>(c));
+      std::atomic<int> out_of_order{0}, warmed{0};
+      std::vector<cpu::step> steps;
+      for (size_t s = 0; s < counts.size(); ++s) {
+        steps.push_back({counts[s],
+                         [&, s](int64_t i) {
+                           for (size_t e = 0; e < s; ++e)
+                             if (finished[e].load() != counts[e]) ++out_of_order;
+                           ++ran[s][static_cast<size_t>(i)];
+                           ++finished[s];
+                         },
+                         [&](int64_t) { ++warmed; }});
+      }
+      cpu::run_steps(steps.data(), static_cast<int>(steps.size()));
+      EXPECT_EQ(out_of_order.load(), 0) << threads << " threads";
+      for (size_t s = 0; s < counts.size(); ++s)
+        for (auto& r : ran[s])
+          ASSERT_EQ(r.load(), 1) << "step " << s << ", " << threads << " threads";
+      if (threads == 1) {
+        EXPECT_EQ(warmed.load(), 0);  // one thread never waits
+      }
+    }
+  }
+}
+
+TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
+  threads_guard guard;
+  for (int threads : {1, 2}) {
+    cpu::set_num_threads(threads);
+    std::atomic<int> later{0};
+    const cpu::step steps[] = {
+        {4,
+         [](int64_t i) {
+           if (i == 2) throw std::runtime_error("item 2");
+         }},
+        {3, [&](int64_t) { ++later; }},
+    };
+    EXPECT_THROW(cpu::run_steps(steps, 2), std::runtime_error);
+    EXPECT_LE(later.load(), 3);
+  }
+}
+
+// Logits of a prompt, then of greedy decode steps, with or without a capture hook (which sends
+// every layer through the general path).
+std::vector<std::vector<float>> decode_logits(const model& m, bool capture) {
+  backend_options o;
+  o.n_ctx = 32;
+  o.n_batch = 8;
+  o.n_threads = 2;
+  for (int il = 0; il < m.hp().n_layer; ++il) o.layers.push_back(il);
+  auto b = make_cpu_backend(m, o);
+  if (capture) b->set_capture([](int, const char*, const float*, size_t) {});
+  const int d = m.hp().n_embd, nv = m.hp().n_vocab;
+  std::vector<std::vector<float>> out;
+  std::vector<int32_t> tokens = {1, 17, 5};
+  int pos = 0;
+  for (int step = 0; step < 6; ++step) {
+    const int n = static_cast<int>(tokens.size());
+    std::vector<float> x(static_cast<size_t>(n) * d), logits(static_cast<size_t>(nv));
+    b->embed(tokens.data(), n, x.data());
+    b->upload_hidden(x.data(), n);
+    for (int il = 0; il < m.hp().n_layer; ++il) b->forward_layer(il, n, pos);
+    b->forward_output(n, false, logits.data());
+    out.push_back(logits);
+    pos += n;
+    int best = 0;
+    for (int v = 1; v < nv; ++v)
+      best = logits[static_cast<size_t>(v)] > logits[static_cast<size_t>(best)] ? v : best;
+    tokens = {best};
+  }
+  return out;
+}
+
+TEST(CpuDecode, SameBitsAsTheGeneralPathForEveryType) {
+  threads_guard guard;
+  for (dtype t :
+       {dtype::f32, dtype::f16, dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q5_k, dtype::q6_k}) {
+    for (int n_head_kv : {4, 2}) {  // one KV head per query head, and GQA
+      test::tiny_shape s;
+      s.n_embd = 256;
+      s.n_ff = 512;
+      s.n_head = 4;
+      s.n_head_kv = n_head_kv;
+      s.n_vocab = 64;
+      s.type = t;
+      const std::string path = test::temp_dir() + "/decode-" + std::string(dtype_name(t)) + ".gguf";
+      test::write_tiny_model(path, s, 7);
+      auto m = model::load(path);
+      const auto general = decode_logits(*m, true);
+      const auto decode = decode_logits(*m, false);
+      ASSERT_EQ(general.size(), decode.size());
+      for (size_t i = 0; i < general.size(); ++i)
+        EXPECT_EQ(
+            std::memcmp(general[i].data(), decode[i].data(), general[i].size() * sizeof(float)), 0)
+            << dtype_name(t) << " n_head_kv " << n_head_kv << " step " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem
