@@ -240,9 +240,10 @@ float softmax_exp(float* x, int n, float mx) {
 }
 
 void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
-                    int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1) {
+                    int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1,
+                    int64_t pos_stride, int64_t head_stride) {
   const int group = n_head / n_head_kv;
-  const int kv_stride = n_head_kv * head_dim;
+  const int64_t kv_stride = pos_stride;
   const int q_stride = n_head * head_dim;
   const int n_all = pos0 + n_tok;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -251,8 +252,8 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   if (n_tok == 1 && group == 1) {
     att.resize(static_cast<size_t>(n_all) + 8);
     for (int h = h0; h < h1; ++h) {
-      const f16_rows k{k_cache + h * head_dim, kv_stride, head_dim};
-      const f16_rows v{v_cache + h * head_dim, kv_stride, head_dim};
+      const f16_rows k{k_cache + h * head_stride, kv_stride, head_dim};
+      const f16_rows v{v_cache + h * head_stride, kv_stride, head_dim};
       head(k, v, q + h * head_dim, head_dim, scale, n_all, att.data(), out + h * head_dim);
     }
     return;
@@ -270,8 +271,8 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   for (int h = h0; h < h1;) {
     const int hk = h / group;
     if (hk != staged_hk) {
-      const uint16_t* k0 = k_cache + hk * head_dim;
-      const uint16_t* v0 = v_cache + hk * head_dim;
+      const uint16_t* k0 = k_cache + hk * head_stride;
+      const uint16_t* v0 = v_cache + hk * head_stride;
       int p = 0;
       for (; p + 8 <= n_all; p += 8) {  // K: 8 positions x 8 dims at a time, transposed
         for (int j = 0; j < 8; ++j) {

@@ -109,10 +109,7 @@ class cpu_backend final : public backend {
       cpu::rope_qk(&q_[static_cast<size_t>(t) * dq], hp_.n_head, &k_[static_cast<size_t>(t) * dkv],
                    hp_.n_head_kv, hp_.head_dim, hp_.n_rot, pos0 + t, hp_.rope_freq_base,
                    hp_.rope_freq_scale, hp_.rope);
-      cpu::fp32_to_fp16_row(&k_[static_cast<size_t>(t) * dkv],
-                            &kv.k[static_cast<size_t>(pos0 + t) * dkv], dkv);
-      cpu::fp32_to_fp16_row(&v_[static_cast<size_t>(t) * dkv],
-                            &kv.v[static_cast<size_t>(pos0 + t) * dkv], dkv);
+      store_kv(kv, &k_[static_cast<size_t>(t) * dkv], &v_[static_cast<size_t>(t) * dkv], pos0 + t);
     }
     if (capture_) {
       cap(il, "rope:q", q_.data(), nt * dq);
@@ -120,8 +117,9 @@ class cpu_backend final : public backend {
       std::vector<float> rows(nt * dkv);
       for (const auto& [name, cache] :
            {std::pair{"kv_store:v", &kv.v}, std::pair{"kv_store:k", &kv.k}}) {
-        for (size_t i = 0; i < rows.size(); ++i)
-          rows[i] = cpu::fp16_to_fp32((*cache)[static_cast<size_t>(pos0) * dkv + i]);
+        for (size_t i = 0; i < rows.size(); ++i)  // back to one row per position
+          rows[i] = cpu::fp16_to_fp32(
+              (*cache)[kv_index(pos0 + static_cast<int>(i / dkv), static_cast<int>(i % dkv))]);
         cap(il, name, rows.data(), rows.size());
       }
     }
@@ -131,7 +129,7 @@ class cpu_backend final : public backend {
     cpu::parallel_for(hp_.n_head / per, 1, [&](int64_t g0, int64_t g1) {
       cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), n, pos0, hp_.n_head,
                      hp_.n_head_kv, hp_.head_dim, static_cast<int>(g0 * per),
-                     static_cast<int>(g1 * per));
+                     static_cast<int>(g1 * per), hp_.head_dim, kv_head_stride());
     });
     cap(il, "attention", att_.data(), nt * dq);
     cpu::matmul(L.wo, att_.data(), n, h_.data(), pk(P.wo));
@@ -185,9 +183,26 @@ class cpu_backend final : public backend {
     void deallocate(T* p, size_t) { ::operator delete (p, std::align_val_t{64}); }
     bool operator==(const aligned64&) const { return true; }
   };
+  // Head-major: KV head h's vectors of every position back to back (n_head_kv x n_ctx x
+  // head_dim), so that attention streams each head's rows instead of reading head_dim values out
+  // of every position's n_embd_kv.
   struct kv_cache {
-    std::vector<f16, aligned64<f16>> k, v;  // n_ctx x n_embd_kv
+    std::vector<f16, aligned64<f16>> k, v;
   };
+  int64_t kv_head_stride() const { return static_cast<int64_t>(opt_.n_ctx) * hp_.head_dim; }
+  // Where element i (0 .. n_embd_kv) of position pos's K or V vector lives.
+  size_t kv_index(int pos, int i) const {
+    const int h = i / hp_.head_dim, d = i % hp_.head_dim;
+    return static_cast<size_t>(h * kv_head_stride() + static_cast<int64_t>(pos) * hp_.head_dim + d);
+  }
+  // Position pos's K and V vectors (n_embd_kv floats each), rounded to F16, into the cache.
+  void store_kv(kv_cache& kv, const float* k, const float* v, int pos) {
+    for (int h = 0; h < hp_.n_head_kv; ++h) {
+      const size_t at = kv_index(pos, h * hp_.head_dim);
+      cpu::fp32_to_fp16_row(k + static_cast<int64_t>(h) * hp_.head_dim, &kv.k[at], hp_.head_dim);
+      cpu::fp32_to_fp16_row(v + static_cast<int64_t>(h) * hp_.head_dim, &kv.v[at], hp_.head_dim);
+    }
+  }
 
   // Packed (x16, cpu/repack.h) copies of a layer's matrices; empty where not packed.
   struct packed_layer {
@@ -241,23 +256,19 @@ class cpu_backend final : public backend {
            add_bias(L.bv, v_.data(), 1, dkv);
            cpu::rope_qk(q_.data(), hp_.n_head, k_.data(), hp_.n_head_kv, hp_.head_dim, hp_.n_rot,
                         pos, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
-           cpu::fp32_to_fp16_row(k_.data(), &kv.k[static_cast<size_t>(pos) * dkv], dkv);
-           cpu::fp32_to_fp16_row(v_.data(), &kv.v[static_cast<size_t>(pos) * dkv], dkv);
+           store_kv(kv, k_.data(), v_.data(), pos);
          }},
         {hp_.n_head_kv,
          [&](int64_t g) {
            cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), 1, pos, hp_.n_head,
                           hp_.n_head_kv, hp_.head_dim, static_cast<int>(g) * group,
-                          static_cast<int>(g + 1) * group);
+                          static_cast<int>(g + 1) * group, hp_.head_dim, kv_head_stride());
          },
          [&](int64_t g) {  // the KV head's first rows (the cache of earlier positions)
-           const size_t row = sizeof(f16) * static_cast<size_t>(hp_.head_dim);
-           for (int p = 0; p < std::min(pos, 32); ++p) {
-             const size_t off =
-                 static_cast<size_t>(p) * dkv + static_cast<size_t>(g) * hp_.head_dim;
-             cpu::prefetch_l2(&kv.k[off], row);
-             cpu::prefetch_l2(&kv.v[off], row);
-           }
+           const size_t bytes = sizeof(f16) * static_cast<size_t>(hp_.head_dim) *
+                                static_cast<size_t>(std::min(pos, 64));
+           cpu::prefetch_l2(&kv.k[kv_index(0, static_cast<int>(g) * hp_.head_dim)], bytes);
+           cpu::prefetch_l2(&kv.v[kv_index(0, static_cast<int>(g) * hp_.head_dim)], bytes);
          }},
         {1, [&](int64_t) { plan_wo_.quantize(att_.data()); }},
         chunks(plan_wo_),

@@ -63,8 +63,8 @@ float dot_row(dtype t, const void* row, const float* x, int64_t cols) {
   return s;
 }
 
-void matmul(dtype t, const void* w, int64_t cols, int64_t rows, const float* x, int n_tok,
-            float* y, int64_t r0, int64_t r1) {
+void matmul(dtype t, const void* w, int64_t cols, int64_t rows, const float* x, int n_tok, float* y,
+            int64_t r0, int64_t r1) {
   const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
   std::vector<float> buf(static_cast<size_t>(cols));
   for (int64_t r = r0; r < r1; ++r) {
@@ -80,9 +80,9 @@ void matmul(dtype t, const void* w, int64_t cols, int64_t rows, const float* x, 
 }
 
 void attention(float* out, const float* q, const uint16_t* k_cache, const uint16_t* v_cache,
-               int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1) {
+               int n_tok, int pos0, int n_head, int n_head_kv, int head_dim, int h0, int h1,
+               int64_t pos_stride, int64_t head_stride) {
   const int group = n_head / n_head_kv;
-  const int kv_stride = n_head_kv * head_dim;
   const int q_stride = n_head * head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   std::vector<float> att(static_cast<size_t>(pos0 + n_tok));
@@ -92,7 +92,7 @@ void attention(float* out, const float* q, const uint16_t* k_cache, const uint16
       const int hk = h / group;
       const float* qh = q + static_cast<int64_t>(t) * q_stride + h * head_dim;
       for (int p = 0; p < n_pos; ++p) {
-        const uint16_t* k = k_cache + static_cast<int64_t>(p) * kv_stride + hk * head_dim;
+        const uint16_t* k = k_cache + p * pos_stride + hk * head_stride;
         float s = 0;
         for (int d = 0; d < head_dim; ++d) s += qh[d] * fp16_to_fp32(k[d]);
         att[static_cast<size_t>(p)] = s * scale;
@@ -101,7 +101,7 @@ void attention(float* out, const float* q, const uint16_t* k_cache, const uint16
       float* o = out + static_cast<int64_t>(t) * q_stride + h * head_dim;
       for (int d = 0; d < head_dim; ++d) o[d] = 0;
       for (int p = 0; p < n_pos; ++p) {
-        const uint16_t* v = v_cache + static_cast<int64_t>(p) * kv_stride + hk * head_dim;
+        const uint16_t* v = v_cache + p * pos_stride + hk * head_stride;
         const float a = att[static_cast<size_t>(p)];
         for (int d = 0; d < head_dim; ++d) o[d] += a * fp16_to_fp32(v[d]);
       }

@@ -1,5 +1,7 @@
 // The fast CPU attention against the scalar reference: odd lengths, GQA ratios 1, 2, 4, 8,
 // prompt batches and single-token decode at an offset.
+#include "cpu/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,7 +9,6 @@
 #include <random>
 #include <vector>
 
-#include "cpu/attention.h"
 #include "cpu/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
@@ -30,18 +31,37 @@ TEST(Attention, SimdMatchesReference) {
         for (auto& x : v) x = fp32_to_fp16(nd(rng));
         std::vector<float> q(static_cast<size_t>(n_tok) * n_head * head_dim);
         for (auto& x : q) x = nd(rng);
-        std::vector<float> a(q.size()), b(q.size());
+        // The same cache head-major (the CPU backend's layout), with room for 3 more positions.
+        const int64_t n_ctx = n_pos + 3, row = static_cast<int64_t>(n_head_kv) * head_dim;
+        std::vector<uint16_t> kh(static_cast<size_t>(n_ctx * row)), vh(kh.size());
+        for (int p = 0; p < n_pos; ++p)
+          for (int h = 0; h < n_head_kv; ++h)
+            for (int d = 0; d < head_dim; ++d) {
+              const size_t from = static_cast<size_t>(p * row + h * head_dim + d);
+              const size_t to = static_cast<size_t>((h * n_ctx + p) * head_dim + d);
+              kh[to] = k[from];
+              vh[to] = v[from];
+            }
+        std::vector<float> a(q.size()), b(q.size()), c(q.size()), r(q.size());
         ref::attention(a.data(), q.data(), k.data(), v.data(), n_tok, pos0, n_head, n_head_kv,
                        head_dim, 0, n_head);
         detail::attention_avx2(b.data(), q.data(), k.data(), v.data(), n_tok, pos0, n_head,
-                               n_head_kv, head_dim, 0, n_head);
-        double num = 0, den = 0;
-        for (size_t i = 0; i < a.size(); ++i) {
-          num += (a[i] - b[i]) * (a[i] - b[i]);
-          den += a[i] * a[i];
+                               n_head_kv, head_dim, 0, n_head, row, head_dim);
+        detail::attention_avx2(c.data(), q.data(), kh.data(), vh.data(), n_tok, pos0, n_head,
+                               n_head_kv, head_dim, 0, n_head, head_dim, n_ctx * head_dim);
+        ref::attention(r.data(), q.data(), kh.data(), vh.data(), n_tok, pos0, n_head, n_head_kv,
+                       head_dim, 0, n_head, head_dim, n_ctx * head_dim);
+        EXPECT_EQ(r, a) << "the reference reads either layout alike";
+        for (const auto* y : {&b, &c}) {
+          double num = 0, den = 0;
+          for (size_t i = 0; i < a.size(); ++i) {
+            num += (a[i] - (*y)[i]) * (a[i] - (*y)[i]);
+            den += a[i] * a[i];
+          }
+          EXPECT_LT(num / den, 1e-10)
+              << (y == &b ? "interleaved" : "head-major") << " head_dim " << head_dim << " ratio "
+              << ratio << " n_tok " << n_tok << " pos0 " << pos0;
         }
-        EXPECT_LT(num / den, 1e-10) << "head_dim " << head_dim << " ratio " << ratio << " n_tok "
-                                    << n_tok << " pos0 " << pos0;
       }
     }
   }
@@ -96,7 +116,8 @@ TEST(Attention, SoftmaxExpMatchesStdExp) {
         EXPECT_LE(got, 2e-37);  // arguments below -87.3 are clamped there: about 1.2e-38
       }
     }
-    for (size_t i = static_cast<size_t>(n); i < y.size(); ++i) EXPECT_EQ(y[i], 123.0f);  // untouched
+    for (size_t i = static_cast<size_t>(n); i < y.size(); ++i)
+      EXPECT_EQ(y[i], 123.0f);  // untouched
     if (n > 0) {
       EXPECT_NEAR(sum / want_sum, 1.0, 1e-6);
     }
