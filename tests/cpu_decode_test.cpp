@@ -107,6 +107,31 @@ std::vector<std::vector<float>> decode_logits(const model& m, bool capture) {
   return out;
 }
 
+// Every query head's bias and RoPE comes from the KV head group that one thread handles.
+TEST(CpuDecode, SameBitsAsTheGeneralPathForQwen2BiasesAndPartialRope) {
+  threads_guard guard;
+  for (int n_head_kv : {4, 2, 1}) {
+    test::tiny_shape s;
+    s.n_embd = 256;
+    s.n_ff = 512;
+    s.n_head = 4;
+    s.n_head_kv = n_head_kv;
+    s.n_vocab = 64;
+    s.qwen2 = true;
+    s.n_rot = 32;  // half of each 64-wide head
+    const std::string path = test::temp_dir() + "/decode-qwen2.gguf";
+    test::write_tiny_model(path, s, 11);
+    auto m = model::load(path);
+    ASSERT_TRUE(m->layer(0).bq);
+    const auto general = decode_logits(*m, true);
+    const auto decode = decode_logits(*m, false);
+    for (size_t i = 0; i < general.size(); ++i)
+      EXPECT_EQ(std::memcmp(general[i].data(), decode[i].data(), general[i].size() * sizeof(float)),
+                0)
+          << "n_head_kv " << n_head_kv << " step " << i;
+  }
+}
+
 TEST(CpuDecode, SameBitsAsTheGeneralPathForEveryType) {
   threads_guard guard;
   for (dtype t :
