@@ -78,11 +78,11 @@ TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
 
 // Logits of a prompt, then of greedy decode steps, with or without a capture hook (which sends
 // every layer through the general path).
-std::vector<std::vector<float>> decode_logits(const model& m, bool capture) {
+std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int threads) {
   backend_options o;
   o.n_ctx = 32;
   o.n_batch = 8;
-  o.n_threads = 2;
+  o.n_threads = threads;
   for (int il = 0; il < m.hp().n_layer; ++il) o.layers.push_back(il);
   auto b = make_cpu_backend(m, o);
   if (capture) b->set_capture([](int, const char*, const float*, size_t) {});
@@ -109,7 +109,7 @@ std::vector<std::vector<float>> decode_logits(const model& m, bool capture) {
 
 // A tiny model of this shape (256 wide, 4 query heads of 64, vocab 64): its decode logits
 // through decode_layer and through the general path are the same bits.
-void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what) {
+void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what, int threads = 2) {
   s.n_embd = 256;
   s.n_ff = 512;
   s.n_head = 4;
@@ -120,8 +120,8 @@ void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what
   if (s.qwen2) {
     ASSERT_TRUE(m->layer(0).bq) << what;
   }
-  const auto general = decode_logits(*m, true);
-  const auto decode = decode_logits(*m, false);
+  const auto general = decode_logits(*m, true, threads);
+  const auto decode = decode_logits(*m, false, threads);
   ASSERT_EQ(general.size(), decode.size());
   for (size_t i = 0; i < general.size(); ++i)
     EXPECT_EQ(std::memcmp(general[i].data(), decode[i].data(), general[i].size() * sizeof(float)),
@@ -151,7 +151,12 @@ TEST(CpuDecode, SameBitsAsTheGeneralPathForQwen2BiasesAndPartialRope) {
     s.n_head_kv = n_head_kv;
     s.qwen2 = true;
     s.n_rot = 32;  // half of each 64-wide head
-    expect_same_bits(s, 11, "qwen2 n_head_kv " + std::to_string(n_head_kv));
+    // 5 threads: more threads than attention items (one per KV head).
+    for (int threads : {2, 5})
+      expect_same_bits(s, 11,
+                       "qwen2 n_head_kv " + std::to_string(n_head_kv) + ", " +
+                           std::to_string(threads) + " threads",
+                       threads);
   }
 }
 
