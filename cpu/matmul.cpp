@@ -14,24 +14,10 @@
 #include "cpu/parallel.h"
 
 namespace tandem::cpu {
+using detail::act_rows;
+using detail::scratch;
+
 namespace {
-
-// A growable 64-byte aligned buffer; one per thread and purpose.
-class scratch {
- public:
-  uint8_t* get(size_t n) {
-    if (n > cap_) {
-      cap_ = std::max(n, cap_ * 3 / 2);
-      buf_.reset(new uint8_t[cap_ + 64]);
-    }
-    auto p = reinterpret_cast<uintptr_t>(buf_.get());
-    return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t{63});
-  }
-
- private:
-  std::unique_ptr<uint8_t[]> buf_;
-  size_t cap_ = 0;
-};
 
 thread_local scratch t_acts;  // the caller's quantized activations (read by every worker)
 thread_local scratch t_tile;  // a worker's repacked weight tile
@@ -50,27 +36,6 @@ void matmul_float(const type_kernels& k, const weight& w, const float* x, int n_
       rows, std::min<int64_t>(grain, std::max<int64_t>(4, rows / 8)),
       [&](int64_t r0, int64_t r1) { k.mm_f32(w.data(), rb, cols, x, n_tok, y, rows, r0, r1); });
 }
-
-// One weight's activations for mv_q8 / mv_f32: quantized rows (per token) or the float input.
-struct act_rows {
-  act_format fmt = act_format::f32;
-  const uint8_t* buf = nullptr;
-  size_t per_tok = 0, q_bytes = 0, d_bytes = 0;
-
-  q8_row row(int t) const {
-    const uint8_t* p = buf + per_tok * static_cast<size_t>(t);
-    q8_row r{};
-    r.q = reinterpret_cast<const int8_t*>(p);
-    r.d = reinterpret_cast<const float*>(p + q_bytes);
-    if (fmt == act_format::q16_64)
-      r.q16 = reinterpret_cast<const int16_t*>(p);
-    else if (fmt == act_format::q8_256)
-      r.bsums = reinterpret_cast<const int16_t*>(p + q_bytes + d_bytes);
-    else
-      r.sum = reinterpret_cast<const int32_t*>(p + q_bytes + d_bytes);
-    return r;
-  }
-};
 
 size_t act_bytes(act_format fmt, int64_t cols, size_t* q_bytes, size_t* d_bytes) {
   if (fmt == act_format::q16_64) {
@@ -178,12 +143,7 @@ bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
     offset_[f] = total;
     total += act_bytes(static_cast<act_format>(f), cols_, &qb, &db) * static_cast<size_t>(n_tok);
   }
-  if (total > acts_cap_) {
-    acts_cap_ = std::max(total, acts_cap_ * 3 / 2);
-    acts_buf_.reset(new uint8_t[acts_cap_ + 64]);
-  }
-  acts_ = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(acts_buf_.get()) + 63) &
-                                     ~uintptr_t{63});
+  acts_ = acts_buf_.get(total);
 
   // Guided chunks: each is the bytes still unassigned / (2 * threads), at least 64 KiB, handed out
   // in order from one counter. Decode streams weights from memory and every chunk is a new stream
@@ -221,16 +181,14 @@ void matvec_plan::quantize(const float* x) {
       quantize_acts(*kt_, static_cast<act_format>(f), x, cols_, n_tok_, acts_ + offset_[f],
                     &by_fmt[f]);
   for (int j = 0; j < n_jobs_; ++j) {
-    const act_rows& a = by_fmt[static_cast<int>(fmt_[j])];
-    rows_[j] = {a.fmt, a.buf, a.per_tok, a.q_bytes, a.d_bytes};
+    rows_[j] = by_fmt[static_cast<int>(fmt_[j])];
   }
 }
 
 void matvec_plan::run(int64_t i) const {
   const chunk& c = chunks_[static_cast<size_t>(i)];
   const int j = c.job;
-  const act_rows a{rows_[j].fmt, rows_[j].buf, rows_[j].per_tok, rows_[j].q_bytes,
-                   rows_[j].d_bytes};
+  const act_rows& a = rows_[j];
   if (const packed_matrix* p = pk_[j]) {
     for (int t = 0; t < n_tok_; ++t)
       ks_[j]->mv_x16(p->data(), p->rows(), p->cols(), a.row(t), jobs_[j].y + t * p->rows(), c.r0,

@@ -1,6 +1,8 @@
 // Threaded matrix products on weights of any supported type. Dispatches to the kernel table
 // chosen at start-up (scalar reference or SIMD); the threading layer splits rows.
 #pragma once
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -26,6 +28,47 @@ struct matmul_job {
 };
 void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok);
 
+namespace detail {
+// A growable 64-byte aligned buffer; one per thread and purpose.
+class scratch {
+ public:
+  uint8_t* get(size_t n) {
+    if (n > cap_) {
+      cap_ = std::max(n, cap_ * 3 / 2);
+      buf_.reset(new uint8_t[cap_ + 64]);
+    }
+    auto p = reinterpret_cast<uintptr_t>(buf_.get());
+    return reinterpret_cast<uint8_t*>((p + 63) & ~uintptr_t{63});
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t cap_ = 0;
+};
+
+// One weight's activations for mv_q8 / mv_f32: quantized rows (per token) or the float input.
+struct act_rows {
+  act_format fmt = act_format::f32;
+  const uint8_t* buf = nullptr;
+  size_t per_tok = 0, q_bytes = 0, d_bytes = 0;
+
+  q8_row row(int t) const {
+    const uint8_t* p = buf + per_tok * static_cast<size_t>(t);
+    q8_row r{};
+    r.q = reinterpret_cast<const int8_t*>(p);
+    r.d = reinterpret_cast<const float*>(p + q_bytes);
+    if (fmt == act_format::q16_64)
+      r.q16 = reinterpret_cast<const int16_t*>(p);
+    else if (fmt == act_format::q8_256)
+      r.bsums = reinterpret_cast<const int16_t*>(p + q_bytes + d_bytes);
+    else
+      r.sum = reinterpret_cast<const int32_t*>(p + q_bytes + d_bytes);
+    return r;
+  }
+};
+
+}  // namespace detail
+
 // A decode-sized matmul_n (few tokens, row kernels) cut into chunks that threads take in order:
 // build() plans it (false when the shapes want the tiled kernels), quantize() quantizes the input
 // once per activation format (one thread), then run(i) computes chunk i for i < chunks(), on any
@@ -47,11 +90,6 @@ class matvec_plan {
     int job;
     int64_t r0, r1;
   };
-  struct rows {  // one job's quantized activations
-    act_format fmt = act_format::f32;
-    const uint8_t* buf = nullptr;
-    size_t per_tok = 0, q_bytes = 0, d_bytes = 0;
-  };
   const kernel_table* kt_ = nullptr;
   int n_jobs_ = 0, n_tok_ = 0;
   int64_t cols_ = 0;
@@ -60,11 +98,10 @@ class matvec_plan {
   const type_kernels* ks_[max_jobs] = {};
   const packed_matrix* pk_[max_jobs] = {};
   act_format fmt_[max_jobs] = {};
-  rows rows_[max_jobs];
+  detail::act_rows rows_[max_jobs];  // each job's quantized activations
   bool need_[n_act_formats] = {};
   size_t offset_[n_act_formats] = {};
-  std::unique_ptr<uint8_t[]> acts_buf_;
-  size_t acts_cap_ = 0;
+  detail::scratch acts_buf_;
   uint8_t* acts_ = nullptr;
   std::vector<chunk> chunks_;
 };
