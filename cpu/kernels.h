@@ -190,17 +190,39 @@ inline constexpr int gemm_sub_block(dtype t) {
   return t == dtype::q6_k ? 16 : 32;
 }
 
+// Rows [r0, r0 + nr) (nr <= 16) against every activation group of x, from a tile in the layout
+// above (kernels_avx2.cpp; only when cpu_supports(avx2)): the AVX2 gemm, shared by the GGUF rows
+// (repacked per tile) and the x16 layouts (unpacked per tile).
+void gemm_tile_avx2(dtype t, const uint8_t* tile, int nr, int64_t cols, const q8_groups& x,
+                    float* y, int64_t ldy, int64_t r0);
+
 // The scalar q16_64 quantizers (kernels.cpp).
 void quant_q16_64_ref(const float* x, int64_t cols, int16_t* q, float* d);
 void quant_group_q16_ref(const float* x, int n, int64_t cols, int16_t* q, float* d);
 
-// The AVX2 level's x16 kernels (F16 only) and q16_64 quantizers (kernels_x16_avx2.cpp).
+// The AVX2 level's x16 kernels and q16_64 quantizers (kernels_x16_avx2.cpp).
 void quant_q16_64_avx2(const float* x, int64_t cols, int16_t* q, float* d);
 void quant_group_q16_avx2(const float* x, int n, int64_t cols, int16_t* q, float* d);
 void mv_f16_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                      int64_t g0, int64_t g1);
 void mm_f16_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                      int64_t ldy, int64_t g0, int64_t g1);
+void mv_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1);
+void mm_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1);
+void mv_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1);
+void mm_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1);
+void mv_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1);
+void mm_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1);
+void mv_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1);
+void mm_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1);
 
 // The AVX-512 level's x16 kernels (kernels_x16_avx512.cpp).
 void quant_q16_64_avx512(const float* x, int64_t cols, int16_t* q, float* d);

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
 
 #include "cpu/kernels.h"
@@ -808,50 +809,57 @@ void gemm_half(const uint8_t* tile, int64_t nsb, int half, const int8_t* xq, con
   for (int t = 0; t < NT; ++t) _mm256_storeu_ps(out + 8 * t, acc[t]);
 }
 
+// One repacked tile (nr <= 16 rows from row tr) against every activation group.
 template <dtype T>
-void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
-           int64_t r0, int64_t r1, void* scratch) {
+void gemm_tile(const uint8_t* tile, int nr, int64_t cols, const q8_groups& x, float* y,
+               int64_t ldy, int64_t tr) {
   constexpr bool sgn = T == dtype::q8_0;
   constexpr int B = gemm_sub_block(T);
   constexpr int acc16 = T == dtype::q4_0 || T == dtype::q4_k ? 8 : T == dtype::q5_k ? 4 : 2;
   constexpr int g = gemm_group;
   const int64_t nsb = cols / B;
-  auto* tile = static_cast<uint8_t*>(scratch);
   const int n_groups = (x.n_tok + g - 1) / g;
   alignas(32) float out[4 * 8];
-  for (int64_t tr = r0; tr < r1; tr += gemm_rows) {
-    const int nr = static_cast<int>(r1 - tr < gemm_rows ? r1 - tr : gemm_rows);
-    repack_tile<T>(w, rb, tr, nr, cols, sgn, tile);
-    for (int gi = 0; gi < n_groups; ++gi) {
-      const int8_t* xq = x.q + gi * cols * g;
-      const float* xd = x.d + gi * (cols / x.db) * g;
-      const float* xs = x.s + gi * nsb * g;
-      const int nt_group = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
-      for (int half = 0; half * 8 < nr; ++half) {
-        for (int tok0 = 0; tok0 < nt_group; tok0 += 4) {
-          const int nt = nt_group - tok0 < 4 ? nt_group - tok0 : 4;
-          switch (nt) {
-            case 4:
-              gemm_half<4, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
-              break;
-            case 3:
-              gemm_half<3, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
-              break;
-            case 2:
-              gemm_half<2, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
-              break;
-            default:
-              gemm_half<1, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
-              break;
-          }
-          const int rows_here = nr - half * 8 < 8 ? nr - half * 8 : 8;
-          for (int t = 0; t < nt; ++t) {
-            float* yt = y + (gi * g + tok0 + t) * ldy + tr + half * 8;
-            for (int i = 0; i < rows_here; ++i) yt[i] = out[8 * t + i];
-          }
+  for (int gi = 0; gi < n_groups; ++gi) {
+    const int8_t* xq = x.q + gi * cols * g;
+    const float* xd = x.d + gi * (cols / x.db) * g;
+    const float* xs = x.s + gi * nsb * g;
+    const int nt_group = x.n_tok - gi * g < g ? x.n_tok - gi * g : g;
+    for (int half = 0; half * 8 < nr; ++half) {
+      for (int tok0 = 0; tok0 < nt_group; tok0 += 4) {
+        const int nt = nt_group - tok0 < 4 ? nt_group - tok0 : 4;
+        switch (nt) {
+          case 4:
+            gemm_half<4, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
+            break;
+          case 3:
+            gemm_half<3, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
+            break;
+          case 2:
+            gemm_half<2, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
+            break;
+          default:
+            gemm_half<1, B, acc16, sgn>(tile, nsb, half, xq, xd, xs, x.db, tok0, out);
+            break;
+        }
+        const int rows_here = nr - half * 8 < 8 ? nr - half * 8 : 8;
+        for (int t = 0; t < nt; ++t) {
+          float* yt = y + (gi * g + tok0 + t) * ldy + tr + half * 8;
+          for (int i = 0; i < rows_here; ++i) yt[i] = out[8 * t + i];
         }
       }
     }
+  }
+}
+
+template <dtype T>
+void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
+           int64_t r0, int64_t r1, void* scratch) {
+  auto* tile = static_cast<uint8_t*>(scratch);
+  for (int64_t tr = r0; tr < r1; tr += gemm_rows) {
+    const int nr = static_cast<int>(r1 - tr < gemm_rows ? r1 - tr : gemm_rows);
+    repack_tile<T>(w, rb, tr, nr, cols, T == dtype::q8_0, tile);
+    gemm_tile<T>(tile, nr, cols, x, y, ldy, tr);
   }
 }
 
@@ -871,6 +879,15 @@ kernel_table make_table() {
   k.f16.mv_x16 = mv_f16_x16_avx2;
   k.f16.mm_x16 = mm_f16_x16_avx2;
   k.f16.x16_act = act_format::q16_64;
+  k.q4_0.mv_x16 = mv_q4_0_x16_avx2;
+  k.q4_0.mm_x16 = mm_q4_0_x16_avx2;
+  k.q8_0.mv_x16 = mv_q8_0_x16_avx2;
+  k.q8_0.mm_x16 = mm_q8_0_x16_avx2;
+  k.q4_k.mv_x16 = mv_q4_k_x16_avx2;
+  k.q4_k.mm_x16 = mm_q4_k_x16_avx2;
+  k.q6_k.mv_x16 = mv_q6_k_x16_avx2;
+  k.q6_k.mm_x16 = mm_q6_k_x16_avx2;
+  for (type_kernels* t : {&k.q4_0, &k.q8_0, &k.q4_k, &k.q6_k}) t->x16_act = t->mv_act;
   k.quant_q16 = quant_q16_64_avx2;
   k.quant_group_q16 = quant_group_q16_avx2;
   k.gemm_min_tokens = 4;
@@ -894,6 +911,24 @@ void repack_gemm_tile_avx2(dtype t, const void* w, size_t rb, int64_t r0, int nr
       return repack_tile<dtype::q6_k>(w, rb, r0, nr, cols, q8_signed, tile);
     default:
       return repack_gemm_tile(t, w, rb, r0, nr, cols, q8_signed, tile);
+  }
+}
+
+void gemm_tile_avx2(dtype t, const uint8_t* tile, int nr, int64_t cols, const q8_groups& x,
+                    float* y, int64_t ldy, int64_t r0) {
+  switch (t) {
+    case dtype::q4_0:
+      return gemm_tile<dtype::q4_0>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q8_0:
+      return gemm_tile<dtype::q8_0>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q4_k:
+      return gemm_tile<dtype::q4_k>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q5_k:
+      return gemm_tile<dtype::q5_k>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q6_k:
+      return gemm_tile<dtype::q6_k>(tile, nr, cols, x, y, ldy, r0);
+    default:
+      throw std::logic_error("gemm_tile_avx2: no gemm for this type");
   }
 }
 

@@ -1,6 +1,7 @@
 // Row-interleaved weight layouts ("x16"): 16 rows of a quantized matrix stored together, block
-// by block, so that one zmm register holds the same 4 columns of 16 rows. A matrix-vector
-// kernel then multiplies 16 rows by one broadcast of 4 activation bytes (vpdpbusd), and each
+// by block, so that one zmm register (or two ymm) holds the same 4 columns of 16 rows. A
+// matrix-vector kernel then multiplies 16 rows by one broadcast of 4 activation bytes (vpdpbusd;
+// vpmaddubsw on 8 rows at a time with AVX2), and each
 // row's sub-block scale is a vector lane: scales are applied once per sub-block for 16 rows
 // instead of being broadcast lane by lane within each row. This is what lets decode run at the
 // memory limit on K-quants (llama.cpp's CPU "repack" buffers do the same for Q4_0 and Q4_K).

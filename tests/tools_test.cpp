@@ -6,6 +6,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "cpu/kernels.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
@@ -110,23 +111,34 @@ TEST(Tools, Q8MatchesF16OnGeneratedStories110M) {
             std::vector<int32_t>(b.begin(), b.begin() + 4));
 }
 
-// The files llama.cpp quantized load, and their perplexity lands within 0.5% of llama-perplexity's.
-TEST(Tools, PerplexityOfLlamaCppQuantFiles) {
+// The files llama.cpp quantized load, and their perplexity lands within 0.5% of llama-perplexity's
+// with the kernels chosen by env (empty: the best level; the x16 layouts where the level has them).
+void check_quant_perplexity(const std::string& env) {
   const std::pair<const char*, double> files[] = {{"F16", 1870.6107},    {"Q8_0", 1880.3237},
                                                   {"Q6_K", 1854.7812},   {"Q5_K_M", 1843.7490},
                                                   {"Q4_K_M", 1917.3289}, {"Q4_0", 1844.6598}};
   for (auto [name, want] : files) {
-    auto r = test::run_cli("perplexity -m " +
-                           test::model_path(std::string("quant/tiny-") + name + ".gguf") + " -f " +
-                           test::model_path("quant/ppl-sample.txt") + " -c 128");
+    auto r = test::run_cli_env(
+        env, "perplexity -m " + test::model_path(std::string("quant/tiny-") + name + ".gguf") +
+                 " -f " + test::model_path("quant/ppl-sample.txt") + " -c 128");
     ASSERT_EQ(r.status, 0) << r.err;
     const double got = ppl_of(r.out);
     EXPECT_LT(std::abs(got - want) / want, 0.005)
-        << name << ": " << got << " vs llama.cpp " << want;
+        << env << " " << name << ": " << got << " vs llama.cpp " << want;
   }
+}
+
+TEST(Tools, PerplexityOfLlamaCppQuantFiles) {
+  check_quant_perplexity("");
   auto r = test::run_cli("perplexity -m " + test::model_path("stories260K.gguf") + " -f " +
                          test::model_path("quant/ppl-sample.txt") + " -c 128");
   EXPECT_LT(std::abs(ppl_of(r.out) - 4.3515) / 4.3515, 0.005) << r.out;
+}
+
+// The same at the AVX2 level, which has its own kernels for the packed layouts.
+TEST(Tools, PerplexityOfLlamaCppQuantFilesAvx2) {
+  if (!cpu::cpu_supports(cpu::kernel_level::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  check_quant_perplexity("TANDEM_KERNELS=avx2");
 }
 
 TEST(Tools, BenchJson) {

@@ -215,24 +215,16 @@ void matvec_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
-// Packed (x16) weights: every type at the AVX-512 level; F16 at the AVX2 level too.
+// Packed (x16) weights: every type at both SIMD levels, with the prefetch sweep at AVX-512.
 void x16_args(benchmark::internal::Benchmark* b) {
   for (int pf : {0, 512, 1024, 2048, 4096}) b->Args({2, pf});
+  b->Args({1, 0})->Args({1, 4096});
   b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
 void x16_hot_args(benchmark::internal::Benchmark* b) {
-  b->Args({2, 0})->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
-}
-
-void x16_f16_args(benchmark::internal::Benchmark* b) {
-  x16_args(b);
-  b->Args({1, 0});
-}
-
-void x16_f16_hot_args(benchmark::internal::Benchmark* b) {
-  x16_hot_args(b);
-  b->Args({1, 0});
+  b->Args({1, 0})->Args({2, 0});
+  b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
 void matmul_args(benchmark::internal::Benchmark* b) {
@@ -275,20 +267,19 @@ int register_all() {
       benchmark::RegisterBenchmark(("matmul/" + suffix).c_str(), [t, s](benchmark::State& st) {
         bm_matmul(st, t, s.cols, s.rows);
       })->Apply(matmul_args);
-      if (x16_supported(t, s.cols)) {  // packed copies (cpu/repack.h), AVX-512 level
+      if (x16_supported(t, s.cols)) {  // packed copies (cpu/repack.h)
         for (bool hot : {false, true})
           benchmark::RegisterBenchmark(
               ((hot ? "matvec_x16_hot/" : "matvec_x16/") + suffix).c_str(),
               [t, s, hot](benchmark::State& st) { bm_matvec(st, t, s.cols, s.rows, hot, true); })
-              ->Apply(t == dtype::f16 ? (hot ? x16_f16_hot_args : x16_f16_args)
-                                      : (hot ? x16_hot_args : x16_args))
+              ->Apply(hot ? x16_hot_args : x16_args)
               ->UseRealTime()
               ->Unit(benchmark::kMicrosecond);
         benchmark::RegisterBenchmark(
             ("matmul_x16/" + suffix).c_str(),
             [t, s](benchmark::State& st) { bm_matmul(st, t, s.cols, s.rows, true); })
+            ->Args({1, 512})
             ->Args({2, 512})
-            ->Args({t == dtype::f16 ? 1 : 2, 512})
             ->ArgNames({"level", "n_tok"})
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
