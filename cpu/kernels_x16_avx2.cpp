@@ -270,11 +270,14 @@ void mv_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
       const block_q4_0_x16& B = b[i];
       prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + 64 * i;
+      // Steps outer, blocks inner: the loads walk the block's cache lines in order.
+      __m256i s16[2][2];
 #pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) {
-        __m256i s16[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int k = 0; k < 2; ++k) s16[k][0] = s16[k][1] = _mm256_setzero_si256();
 #pragma GCC unroll 4
-        for (int s = 0; s < 4; ++s) {
+      for (int s = 0; s < 4; ++s) {
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; ++k) {
           const __m256i xl = bcast4(xq + 16 * k + 4 * s), xh = bcast4(xq + 32 + 16 * k + 4 * s);
 #pragma GCC unroll 2
           for (int h = 0; h < 2; ++h) {
@@ -282,15 +285,18 @@ void mv_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
             const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(w, m4), xl);
             const __m256i hi =
                 _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4), xh);
-            s16[h] = _mm256_add_epi16(s16[h], _mm256_add_epi16(lo, hi));
+            s16[k][h] = _mm256_add_epi16(s16[k][h], _mm256_add_epi16(lo, hi));
           }
         }
+      }
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
         // sum((level - 8) * x) = sum(level * x) - 8 * sum(x).
         const __m256i off = _mm256_set1_epi32(8 * x.sum[2 * i + k]);
         const __m256 xd = _mm256_set1_ps(x.d[2 * i + k]);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
-          const __m256i tot = _mm256_sub_epi32(_mm256_madd_epi16(s16[h], ones), off);
+          const __m256i tot = _mm256_sub_epi32(_mm256_madd_epi16(s16[k][h], ones), off);
           acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot),
                                    _mm256_mul_ps(load_f16x8(B.d[k] + 8 * h), xd), acc[h]);
         }
@@ -314,24 +320,29 @@ void mv_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
       const block_q8_0_x16& B = b[i];
       prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + 64 * i;
+      __m256i s32[2][2];
 #pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) {
-        __m256i s32[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      for (int k = 0; k < 2; ++k) s32[k][0] = s32[k][1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-        for (int s = 0; s < 8; ++s) {
+      for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 2
+        for (int k = 0; k < 2; ++k) {
           const __m256i xb = bcast4(xq + 32 * k + 4 * s);
 #pragma GCC unroll 2
           for (int h = 0; h < 2; ++h) {
             // |w| (up to 128, unsigned) times x with w's sign: pairs stay within int16.
             const __m256i w = _mm256_xor_si256(load_half(B.qs[s][k], h), bias);
             const __m256i pr = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xb, w));
-            s32[h] = _mm256_add_epi32(s32[h], _mm256_madd_epi16(pr, ones));
+            s32[k][h] = _mm256_add_epi32(s32[k][h], _mm256_madd_epi16(pr, ones));
           }
         }
+      }
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
         const __m256 xd = _mm256_set1_ps(x.d[2 * i + k]);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h)
-          acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[h]),
+          acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k][h]),
                                    _mm256_mul_ps(load_f16x8(B.d[k] + 8 * h), xd), acc[h]);
       }
     }
