@@ -219,6 +219,10 @@ void mv_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
                       int64_t g0, int64_t g1);
 void mm_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                       int64_t ldy, int64_t g0, int64_t g1);
+void mv_q5_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1);
+void mm_q5_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1);
 void mv_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                       int64_t g0, int64_t g1);
 void mm_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
@@ -234,6 +238,10 @@ void mm_f16_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_group
 void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1);
 void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1);
+void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1);
+void mm_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1);
 void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1);

@@ -886,9 +886,11 @@ kernel_table make_table() {
   k.q8_0.mm_x16 = mm_q8_0_x16_avx2;
   k.q4_k.mv_x16 = mv_q4_k_x16_avx2;
   k.q4_k.mm_x16 = mm_q4_k_x16_avx2;
+  k.q5_k.mv_x16 = mv_q5_k_x16_avx2;
+  k.q5_k.mm_x16 = mm_q5_k_x16_avx2;
   k.q6_k.mv_x16 = mv_q6_k_x16_avx2;
   k.q6_k.mm_x16 = mm_q6_k_x16_avx2;
-  for (type_kernels* t : {&k.q4_0, &k.q8_0, &k.q4_k, &k.q6_k}) t->x16_act = t->mv_act;
+  for (type_kernels* t : {&k.q4_0, &k.q8_0, &k.q4_k, &k.q5_k, &k.q6_k}) t->x16_act = t->mv_act;
   k.quant_q16 = quant_q16_64_avx2;
   k.quant_group_q16 = quant_group_q16_avx2;
   k.gemm_min_tokens = 4;

@@ -590,6 +590,8 @@ kernel_table make_table() {
   k.q6_k.mm_q8 = mm_q8<dtype::q6_k>;
   k.q4_k.mv_x16 = mv_q4_k_x16_avx512;
   k.q4_k.mm_x16 = mm_q4_k_x16_avx512;
+  k.q5_k.mv_x16 = mv_q5_k_x16_avx512;
+  k.q5_k.mm_x16 = mm_q5_k_x16_avx512;
   k.q6_k.mv_x16 = mv_q6_k_x16_avx512;
   k.q6_k.mm_x16 = mm_q6_k_x16_avx512;
   k.q4_0.mv_x16 = mv_q4_0_x16_avx512;
@@ -601,7 +603,7 @@ kernel_table make_table() {
   k.f16.x16_act = act_format::q16_64;
   k.quant_q16 = quant_q16_64_avx512;
   k.quant_group_q16 = quant_group_q16_avx512;
-  for (type_kernels* t : {&k.q4_0, &k.q8_0, &k.q4_k, &k.q6_k}) t->x16_act = t->mv_act;
+  for (type_kernels* t : {&k.q4_0, &k.q8_0, &k.q4_k, &k.q5_k, &k.q6_k}) t->x16_act = t->mv_act;
   return k;
 }
 

@@ -12,6 +12,7 @@
 //  * Q4_0, Q4_K: levels 0..15, 8 steps (one block of 32 columns) sum below 8 * 2 * 15 * 127 =
 //    30480; vpmaddwd then widens them, for Q4_K multiplied by the sub-block scale of each row
 //    (an int16 pair per lane), which makes the scaled sum in the same instruction;
+//  * Q5_K: levels 0..31, widened by the scale every 4 steps (4 * 2 * 31 * 127 = 31496);
 //  * Q6_K: levels 0..63 (the value is level - 32), 2 steps sum below 2 * 2 * 63 * 127 = 32004,
 //    then vpmaddwd by the scale;
 //  * Q8_0: levels are stored + 128, so the kernel flips them back to signed and puts their signs
@@ -415,6 +416,85 @@ void mv_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
 
 namespace {
 
+// Q5_K: the 5-bit levels of sub-block j (columns 4s .. 4s + 3) of rows 8h .. 8h + 7 at step s.
+inline __m256i q5_levels(const block_q5_k_x16& B, int s, int j, int h) {
+  const __m256i w = load_half(B.qs[s][j / 2], h);
+  const __m256i q = load_half(B.qh[s], h);
+  const __m256i lo = _mm256_and_si256((j & 1) ? _mm256_srli_epi16(w, 4) : w, _mm256_set1_epi8(0x0F));
+  // Bit j of each qh byte to bit 4 (16-bit shifts: the bit stays within its byte).
+  const __m256i hi = j < 4 ? _mm256_slli_epi16(q, 4 - j) : _mm256_srli_epi16(q, j - 4);
+  return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
+}
+
+}  // namespace
+
+// Q5_K against q8_256 activations: as Q4_K with 5-bit levels, whose int16 sums widen every 4
+// steps (4 * 2 * 31 * 127 = 31496).
+void mv_q5_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1) {
+  const int64_t nb = cols / qk_k;
+  const int pf = prefetch_distance(dtype::q5_k);
+  const auto* blocks = static_cast<const block_q5_k_x16*>(p);
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q5_k_x16* b = blocks + g * nb;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 acc_m[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q5_k_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
+      const int8_t* xq = x.q + qk_k * i;
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
+      alignas(16) int32_t pairs[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(pairs),
+                      _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+      __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+      __m256i mins[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        __m256i sc[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) sc[h] = u8x8_pairs(B.sc[j] + 8 * h);
+#pragma GCC unroll 1
+        for (int s0 = 0; s0 < 8; s0 += 4) {
+          __m256i a[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+          for (int s = s0; s < s0 + 4; ++s) {
+            const __m256i xb = bcast4(xq + 32 * j + 4 * s);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h)
+              a[h] = _mm256_add_epi16(a[h], _mm256_maddubs_epi16(q5_levels(B, s, j, h), xb));
+          }
+#pragma GCC unroll 2
+          for (int h = 0; h < 2; ++h)
+            isum[h] = _mm256_add_epi32(isum[h], _mm256_madd_epi16(a[h], sc[h]));
+        }
+      }
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m256i pair = _mm256_set1_epi32(pairs[q]);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256i mn = _mm256_cvtepu8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.mn[q][8 * h])));
+          mins[h] = _mm256_add_epi32(mins[h], _mm256_madd_epi16(mn, pair));
+        }
+      }
+      const __m256 xd = _mm256_set1_ps(x.d[i]);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]),
+                                 _mm256_mul_ps(load_f16x8(B.d + 8 * h), xd), acc[h]);
+        acc_m[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins[h]),
+                                   _mm256_mul_ps(load_f16x8(B.dmin + 8 * h), xd), acc_m[h]);
+      }
+    }
+    const __m256 out[2] = {_mm256_sub_ps(acc[0], acc_m[0]), _mm256_sub_ps(acc[1], acc_m[1])};
+    store_rows(y + g * x16_rows, out, rows, g);
+  }
+}
+
+namespace {
+
 // Q6_K: the 6-bit levels of group G (columns 32G + 4s .. + 3) of rows 8h .. 8h + 7 at step s.
 inline __m256i q6_levels(const block_q6_k_x16& B, int s, int G, int h) {
   const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
@@ -570,17 +650,23 @@ void unpack_tile(const void* b, int64_t nb, uint8_t* tile) {
         }
       }
     }
-  } else if constexpr (T == dtype::q4_k) {
+  } else if constexpr (T == dtype::q4_k || T == dtype::q5_k) {
+    using block = std::conditional_t<T == dtype::q4_k, block_q4_k_x16, block_q5_k_x16>;
     for (int64_t i = 0; i < nb; ++i) {
-      const block_q4_k_x16& X = static_cast<const block_q4_k_x16*>(b)[i];
+      const block& X = static_cast<const block*>(b)[i];
       uint8_t* base = tile + 8 * i * sbs;
       for (int h = 0; h < 2; ++h) {
-        for (int q = 0; q < 4; ++q) {
-          for (int s = 0; s < 8; ++s) {
-            const __m256i w = load_half(X.qs[s][q], h);
-            store_half(base + 2 * q * sbs + 64 * s, h, _mm256_and_si256(w, m4));
-            store_half(base + (2 * q + 1) * sbs + 64 * s, h,
-                       _mm256_and_si256(_mm256_srli_epi16(w, 4), m4));
+        if constexpr (T == dtype::q5_k) {
+          for (int j = 0; j < 8; ++j)
+            for (int s = 0; s < 8; ++s) store_half(base + j * sbs + 64 * s, h, q5_levels(X, s, j, h));
+        } else {
+          for (int q = 0; q < 4; ++q) {
+            for (int s = 0; s < 8; ++s) {
+              const __m256i w = load_half(X.qs[s][q], h);
+              store_half(base + 2 * q * sbs + 64 * s, h, _mm256_and_si256(w, m4));
+              store_half(base + (2 * q + 1) * sbs + 64 * s, h,
+                         _mm256_and_si256(_mm256_srli_epi16(w, 4), m4));
+            }
           }
         }
         const __m256 d = load_f16x8(X.d + 8 * h), dmin = load_f16x8(X.dmin + 8 * h);
@@ -648,6 +734,10 @@ void mm_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups
 void mm_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                       int64_t ldy, int64_t g0, int64_t g1) {
   mm_unpacked<dtype::q4_k>(p, rows, cols, x, y, ldy, g0, g1);
+}
+void mm_q5_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                      int64_t ldy, int64_t g0, int64_t g1) {
+  mm_unpacked<dtype::q5_k>(p, rows, cols, x, y, ldy, g0, g1);
 }
 void mm_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                       int64_t ldy, int64_t g0, int64_t g1) {

@@ -225,6 +225,166 @@ void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
   mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<mm_q4_k_x16_tile>, qk_k, sizeof(block_q4_k_x16));
 }
 
+// ---- Q5_K ------------------------------------------------------------------------------------
+
+namespace {
+
+// The fifth bits of sub-block j (bit j of each qh byte) at bit 4 (value 16).
+inline __m512i q5_bit(__m512i qh, int j) {
+  const __m512i m10 = _mm512_set1_epi8(0x10);
+  __m512i v;
+  switch (j) {
+    case 0:
+      v = _mm512_slli_epi16(qh, 4);
+      break;
+    case 1:
+      v = _mm512_slli_epi16(qh, 3);
+      break;
+    case 2:
+      v = _mm512_slli_epi16(qh, 2);
+      break;
+    case 3:
+      v = _mm512_slli_epi16(qh, 1);
+      break;
+    case 4:
+      v = qh;
+      break;
+    case 5:
+      v = _mm512_srli_epi16(qh, 1);
+      break;
+    case 6:
+      v = _mm512_srli_epi16(qh, 2);
+      break;
+    default:
+      v = _mm512_srli_epi16(qh, 3);
+      break;
+  }
+  return _mm512_and_si512(v, m10);
+}
+
+// The 5-bit levels of sub-block j at step s (16 rows x 4 columns).
+inline __m512i q5_levels(const block_q5_k_x16& B, int s, int j) {
+  const __m512i w = _mm512_loadu_si512(B.qs[s][j / 2]);
+  const __m512i lo = (j & 1) ? _mm512_srli_epi16(w, 4) : w;
+  // (lo & 0x0F) | bit: vpternlogd with truth table (A & B) | C = 0xEA.
+  return _mm512_ternarylogic_epi32(lo, _mm512_set1_epi8(0x0F),
+                                   q5_bit(_mm512_loadu_si512(B.qh[s]), j), 0xEA);
+}
+
+}  // namespace
+
+// Q5_K against q8_256 activations: per super-block and row sum_j(sc_j * dot_j) < 2^26 (levels
+// 0..31); the mins as Q4_K.
+void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  const int64_t nb = cols / qk_k;
+  const int pf = prefetch_distance(dtype::q5_k);
+  const auto* blocks = static_cast<const block_q5_k_x16*>(p);
+  for (int64_t g = g0; g < g1; ++g) {
+    const block_q5_k_x16* b = blocks + g * nb;
+    __m512 acc = _mm512_setzero_ps(), acc_m = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q5_k_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
+      const int8_t* xq = x.q + qk_k * i;
+      __m512i a[8];
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) a[j] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j)
+          a[j] = _mm512_dpbusd_epi32(a[j], q5_levels(B, s, j), bcast4(xq + 32 * j + 4 * s));
+      }
+      __m512i tot = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j)
+        tot = _mm512_add_epi32(tot, _mm512_mullo_epi32(a[j], load_u8x16_epi32(B.sc[j])));
+      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
+      const __m128i bs32 =
+          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      alignas(16) int32_t pairs[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), bs32);
+      __m512i mins = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) {
+        const __m512i mn =
+            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+        mins = _mm512_dpwssd_epi32(mins, mn, _mm512_set1_epi32(pairs[q]));
+      }
+      const __m512 xd = _mm512_set1_ps(x.d[i]);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(load_f16x16(B.d), xd), acc);
+      acc_m =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(load_f16x16(B.dmin), xd), acc_m);
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_sub_ps(acc, acc_m));
+  }
+}
+
+namespace {
+
+// 16 rows x NT tokens of one activation group (sb 32, db 256).
+template <int NT>
+struct mm_q5_k_x16_tile {
+  static void run(const void* blk, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
+                  float* y, int64_t ldy, __mmask16 rows) {
+    const auto* b = static_cast<const block_q5_k_x16*>(blk);
+    constexpr int g = gemm_group;
+    const __m512i m_word = _mm512_set1_epi32(0xFFFF);
+    __m512 acc[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+      const block_q5_k_x16& B = b[i];
+      const int8_t* xi = xq + i * qk_k * g;
+      __m512i isum[NT];
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        __m512i sj[NT];
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) {
+          const __m512i w = q5_levels(B, s, j);
+          const int8_t* xk = xi + (8 * j + s) * 4 * g;
+#pragma GCC unroll 8
+          for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
+        }
+        const __m512i sc = load_u8x16_epi32(B.sc[j]);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t)
+          isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
+      }
+      const __m512 dv = load_f16x16(B.d);
+      const float* xdi = xd + i * g;
+#pragma GCC unroll 8
+      for (int t = 0; t < NT; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                 _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])), acc[t]);
+      const __m512 dmin = load_f16x16(B.dmin);
+      const float* xsi = xs + i * 8 * g;
+      for (int q = 0; q < 4; ++q) {
+        const __m512i mn =
+            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+        const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
+        const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
+        sub_offsets<NT>(acc, m0, m1, xsi + 2 * q * g, xsi + (2 * q + 1) * g);
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
+  }
+};
+
+}  // namespace
+
+void mm_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
+                        int64_t ldy, int64_t g0, int64_t g1) {
+  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<mm_q5_k_x16_tile>, qk_k, sizeof(block_q5_k_x16));
+}
+
 // ---- Q6_K ------------------------------------------------------------------------------------
 
 namespace {

@@ -17,6 +17,7 @@ namespace tandem::cpu {
 int x16_block_cols(dtype t) {
   switch (t) {
     case dtype::q4_k:
+    case dtype::q5_k:
     case dtype::q6_k:
       return qk_k;
     case dtype::f16:
@@ -39,6 +40,8 @@ size_t x16_block_bytes(dtype t) {
   switch (t) {
     case dtype::q4_k:
       return sizeof(block_q4_k_x16);
+    case dtype::q5_k:
+      return sizeof(block_q5_k_x16);
     case dtype::q6_k:
       return sizeof(block_q6_k_x16);
     case dtype::q4_0:
@@ -134,15 +137,17 @@ void unpack_f16_group(const block_f16_x16* in, int64_t rows, int64_t nb, int64_t
     }
 }
 
-void pack_q4_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g,
-                     block_q4_k_x16* out) {
+// Q4_K, and Q5_K (the same with qh: GGUF's qh[l] bit j is the fifth bit of column l of sub-block
+// j).
+template <typename Blk, typename X16>
+void pack_q45_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int64_t g, X16* out) {
   for (int64_t i = 0; i < nb; ++i) {
-    block_q4_k_x16& o = out[i];
+    X16& o = out[i];
     std::memset(&o, 0, sizeof(o));
     for (int r = 0; r < x16_rows; ++r) {
       const int64_t row = g * x16_rows + r;
       if (row >= rows) break;
-      const auto& b = reinterpret_cast<const block_q4_k*>(w + static_cast<size_t>(row) * rb)[i];
+      const auto& b = reinterpret_cast<const Blk*>(w + static_cast<size_t>(row) * rb)[i];
       o.d[r] = b.d;
       o.dmin[r] = b.dmin;
       for (int j = 0; j < 8; ++j) {
@@ -155,18 +160,21 @@ void pack_q4_k_group(const uint8_t* w, size_t rb, int64_t rows, int64_t nb, int6
       for (int p = 0; p < 4; ++p)
         for (int s = 0; s < 8; ++s)
           for (int e = 0; e < 4; ++e) o.qs[s][p][r][e] = b.qs[32 * p + 4 * s + e];
+      if constexpr (std::is_same_v<Blk, block_q5_k>)
+        for (int s = 0; s < 8; ++s)
+          for (int e = 0; e < 4; ++e) o.qh[s][r][e] = b.qh[4 * s + e];
     }
   }
 }
 
-void unpack_q4_k_group(const block_q4_k_x16* in, int64_t rows, int64_t nb, int64_t g, uint8_t* w,
-                       size_t rb) {
+template <typename Blk, typename X16>
+void unpack_q45_k_group(const X16* in, int64_t rows, int64_t nb, int64_t g, uint8_t* w, size_t rb) {
   for (int64_t i = 0; i < nb; ++i) {
-    const block_q4_k_x16& o = in[i];
+    const X16& o = in[i];
     for (int r = 0; r < x16_rows; ++r) {
       const int64_t row = g * x16_rows + r;
       if (row >= rows) break;
-      auto& b = reinterpret_cast<block_q4_k*>(w + static_cast<size_t>(row) * rb)[i];
+      auto& b = reinterpret_cast<Blk*>(w + static_cast<size_t>(row) * rb)[i];
       b.d = o.d[r];
       b.dmin = o.dmin[r];
       // The inverse of get_scale_min_k4.
@@ -180,6 +188,9 @@ void unpack_q4_k_group(const block_q4_k_x16* in, int64_t rows, int64_t nb, int64
       for (int p = 0; p < 4; ++p)
         for (int s = 0; s < 8; ++s)
           for (int e = 0; e < 4; ++e) b.qs[32 * p + 4 * s + e] = o.qs[s][p][r][e];
+      if constexpr (std::is_same_v<Blk, block_q5_k>)
+        for (int s = 0; s < 8; ++s)
+          for (int e = 0; e < 4; ++e) b.qh[4 * s + e] = o.qh[s][r][e];
     }
   }
 }
@@ -294,8 +305,10 @@ void pack_x16(dtype t, const void* w, size_t rb, int64_t rows, int64_t cols, int
       pack_f16_group(src, rb, rows, nb, g, static_cast<block_f16_x16*>(dst) + g * nb);
     else if (t == dtype::q6_k)
       pack_q6_k_group(src, rb, rows, nb, g, static_cast<block_q6_k_x16*>(dst) + g * nb);
+    else if (t == dtype::q5_k)
+      pack_q45_k_group<block_q5_k>(src, rb, rows, nb, g, static_cast<block_q5_k_x16*>(dst) + g * nb);
     else
-      pack_q4_k_group(src, rb, rows, nb, g, static_cast<block_q4_k_x16*>(dst) + g * nb);
+      pack_q45_k_group<block_q4_k>(src, rb, rows, nb, g, static_cast<block_q4_k_x16*>(dst) + g * nb);
   }
 }
 
@@ -314,8 +327,12 @@ void unpack_x16(dtype t, const void* src, int64_t rows, int64_t cols, void* w, s
       unpack_f16_group(static_cast<const block_f16_x16*>(src) + g * nb, rows, nb, g, out, rb);
     else if (t == dtype::q6_k)
       unpack_q6_k_group(static_cast<const block_q6_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
+    else if (t == dtype::q5_k)
+      unpack_q45_k_group<block_q5_k>(static_cast<const block_q5_k_x16*>(src) + g * nb, rows, nb, g,
+                                     out, rb);
     else
-      unpack_q4_k_group(static_cast<const block_q4_k_x16*>(src) + g * nb, rows, nb, g, out, rb);
+      unpack_q45_k_group<block_q4_k>(static_cast<const block_q4_k_x16*>(src) + g * nb, rows, nb, g,
+                                     out, rb);
   }
 }
 

@@ -41,6 +41,20 @@ struct block_q4_k_x16 {
 };
 static_assert(sizeof(block_q4_k_x16) == 2368);
 
+// Q5_K, 16 rows x 256 columns: Q4_K's low 4 bits, then the fifth bits, then the scales.
+//  qs[s][p][r][e]: as Q4_K;
+//  qh[s][r][e]: bit j = the fifth bit of column 4s + e of sub-block j (GGUF's qh[4s + e]);
+//  sc, mn, d, dmin: as Q4_K.
+struct block_q5_k_x16 {
+  uint8_t qs[8][4][x16_rows][4];
+  uint8_t qh[8][x16_rows][4];
+  uint8_t sc[8][x16_rows];
+  uint8_t mn[4][x16_rows][2];
+  uint16_t d[x16_rows];
+  uint16_t dmin[x16_rows];
+};
+static_assert(sizeof(block_q5_k_x16) == 2880);
+
 // Q6_K, 16 rows x 256 columns. Columns in 8 groups of 32 (group G = columns 32G .. 32G + 31,
 // sub-blocks of 16: 2G and 2G + 1); levels unsigned (0..63, the value is level - 32). Stored in
 // the order the matrix-vector kernel reads (scales first, then step by step), 1% larger than

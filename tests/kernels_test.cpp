@@ -501,7 +501,7 @@ TEST(KernelFloatPrompt, OddTokenCountsAndColumns) {
 // that do and do not fill the 16-row groups. Random bytes, so every bit of the scales is used.
 TEST(KernelX16, PackUnpackRoundTrip) {
   std::mt19937 rng(5);
-  for (dtype t : {dtype::q4_k, dtype::q6_k, dtype::q4_0, dtype::q8_0}) {
+  for (dtype t : {dtype::q4_k, dtype::q5_k, dtype::q6_k, dtype::q4_0, dtype::q8_0}) {
     for (int64_t rows : {1, 7, 16, 33}) {
       for (int64_t cols : {256, 768}) {
         ASSERT_TRUE(x16_supported(t, cols));
@@ -520,7 +520,8 @@ TEST(KernelX16, PackUnpackRoundTrip) {
   EXPECT_FALSE(x16_supported(dtype::f16, 832));
   EXPECT_FALSE(x16_supported(dtype::q4_k, 896));
   EXPECT_FALSE(x16_supported(dtype::q8_0, 96));
-  EXPECT_FALSE(x16_supported(dtype::q5_k, 256));
+  EXPECT_FALSE(x16_supported(dtype::q5_k, 896));
+  EXPECT_FALSE(x16_supported(dtype::q5_0, 256));
 }
 
 // The x16 kernels (matrix-vector for 1-3 tokens, the gemm from gemm_min_tokens) on a packed copy
@@ -529,7 +530,7 @@ TEST(KernelX16, PackUnpackRoundTrip) {
 // counts not divisible by the thread count. A level without x16 kernels ignores the packed copy.
 TEST(KernelX16, MatchesRowKernels) {
   state_guard guard;
-  for (dtype type : {dtype::q4_k, dtype::q6_k, dtype::q4_0, dtype::q8_0}) {
+  for (dtype type : {dtype::q4_k, dtype::q5_k, dtype::q6_k, dtype::q4_0, dtype::q8_0}) {
     for (kernel_level l : levels()) {
       set_kernel_level(l);
       const bool has_x16 = kernels().find(type)->mv_x16 != nullptr;
