@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "cpu/fp16.h"
 #include "cpu/quant.h"
@@ -219,6 +220,14 @@ void interleave_q8_32_pairs(int8_t* q, int64_t cols) {
 size_t gemm_scratch_bytes(int64_t cols) {
   // Per 16 weights of a row: 16 bytes of levels + 2 x 4 bytes of scales (Q6_K's 16-blocks).
   return static_cast<size_t>(cols) * 24 + 64;
+}
+
+uint8_t* thread_gemm_scratch(int64_t cols) {
+  thread_local std::vector<uint8_t> buf;
+  const size_t bytes = gemm_scratch_bytes(cols) + 64;
+  if (buf.size() < bytes) buf.resize(bytes);
+  const auto a = reinterpret_cast<uintptr_t>(buf.data());
+  return buf.data() + (64 - a % 64) % 64;
 }
 
 // ---- activation quantizers ----------------------------------------------------------------------

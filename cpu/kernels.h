@@ -174,6 +174,9 @@ const kernel_table& kernels();
 
 // Bytes of per-thread scratch an mm_q8 kernel needs for rows of cols elements.
 size_t gemm_scratch_bytes(int64_t cols);
+// The calling thread's own gemm_scratch_bytes(cols) bytes, 64-byte aligned (for the x16 gemms,
+// whose signature has no scratch).
+uint8_t* thread_gemm_scratch(int64_t cols);
 
 // ---- shared helpers for the gemm kernels
 // ---------------------------------------------------------
@@ -195,6 +198,12 @@ inline constexpr int gemm_sub_block(dtype t) {
 // (repacked per tile) and the x16 layouts (unpacked per tile).
 void gemm_tile_avx2(dtype t, const uint8_t* tile, int nr, int64_t cols, const q8_groups& x,
                     float* y, int64_t ldy, int64_t r0);
+// The same with AVX-512 VNNI (kernels_avx512.cpp), on tiles whose Q8_0 levels are unsigned.
+void gemm_tile_avx512(dtype t, const uint8_t* tile, int nr, int64_t cols, const q8_groups& x,
+                      float* y, int64_t ldy, int64_t r0);
+// Unpacks one row group of an x16 matrix (nb blocks from blocks) into the tile layout above, Q8_0
+// levels signed (kernels_x16_avx2.cpp; only when cpu_supports(avx2)).
+void unpack_x16_tile_avx2(dtype t, const void* blocks, int64_t nb, uint8_t* tile);
 
 // The scalar q16_64 quantizers (kernels.cpp).
 void quant_q16_64_ref(const float* x, int64_t cols, int16_t* q, float* d);

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
 
 #include "cpu/kernels.h"
@@ -524,50 +525,57 @@ void gemm_tile(const uint8_t* tile, int64_t nsb, const int8_t* xq, const float* 
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
 }
 
+// One repacked tile (nr <= 16 rows from row tr) against every activation group.
 template <dtype T>
-void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
-           int64_t r0, int64_t r1, void* scratch) {
+void gemm_tiles(const uint8_t* tile, int nr, int64_t cols, const q8_groups& x, float* y,
+                int64_t ldy, int64_t tr) {
   constexpr int B = gemm_sub_block(T);
   constexpr int g = gemm_group;
   const int64_t nsb = cols / B;
-  auto* tile = static_cast<uint8_t*>(scratch);
   const int n_groups = (x.n_tok + g - 1) / g;
+  const __mmask16 rows = static_cast<__mmask16>((1u << nr) - 1);
+  for (int gi = 0; gi < n_groups; ++gi) {
+    const int8_t* xq = x.q + gi * cols * g;
+    const float* xd = x.d + gi * (cols / x.db) * g;
+    const float* xs = x.s + gi * nsb * g;
+    float* yt = y + gi * g * ldy + tr;
+    switch (x.n_tok - gi * g < g ? x.n_tok - gi * g : g) {
+      case 8:
+        gemm_tile<8, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      case 7:
+        gemm_tile<7, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      case 6:
+        gemm_tile<6, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      case 5:
+        gemm_tile<5, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      case 4:
+        gemm_tile<4, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      case 3:
+        gemm_tile<3, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      case 2:
+        gemm_tile<2, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+      default:
+        gemm_tile<1, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
+        break;
+    }
+  }
+}
+
+template <dtype T>
+void mm_q8(const void* w, size_t rb, int64_t cols, const q8_groups& x, float* y, int64_t ldy,
+           int64_t r0, int64_t r1, void* scratch) {
+  auto* tile = static_cast<uint8_t*>(scratch);
   for (int64_t tr = r0; tr < r1; tr += gemm_rows) {
     const int nr = static_cast<int>(r1 - tr < gemm_rows ? r1 - tr : gemm_rows);
-    const __mmask16 rows = static_cast<__mmask16>((1u << nr) - 1);
     repack_gemm_tile_avx2(T, w, rb, tr, nr, cols, false, tile);
-    for (int gi = 0; gi < n_groups; ++gi) {
-      const int8_t* xq = x.q + gi * cols * g;
-      const float* xd = x.d + gi * (cols / x.db) * g;
-      const float* xs = x.s + gi * nsb * g;
-      float* yt = y + gi * g * ldy + tr;
-      switch (x.n_tok - gi * g < g ? x.n_tok - gi * g : g) {
-        case 8:
-          gemm_tile<8, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        case 7:
-          gemm_tile<7, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        case 6:
-          gemm_tile<6, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        case 5:
-          gemm_tile<5, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        case 4:
-          gemm_tile<4, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        case 3:
-          gemm_tile<3, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        case 2:
-          gemm_tile<2, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-        default:
-          gemm_tile<1, B>(tile, nsb, xq, xd, xs, x.db, yt, ldy, rows);
-          break;
-      }
-    }
+    gemm_tiles<T>(tile, nr, cols, x, y, ldy, tr);
   }
 }
 
@@ -608,6 +616,24 @@ kernel_table make_table() {
 }
 
 }  // namespace
+
+void gemm_tile_avx512(dtype t, const uint8_t* tile, int nr, int64_t cols, const q8_groups& x,
+                      float* y, int64_t ldy, int64_t r0) {
+  switch (t) {
+    case dtype::q4_0:
+      return gemm_tiles<dtype::q4_0>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q8_0:
+      return gemm_tiles<dtype::q8_0>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q4_k:
+      return gemm_tiles<dtype::q4_k>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q5_k:
+      return gemm_tiles<dtype::q5_k>(tile, nr, cols, x, y, ldy, r0);
+    case dtype::q6_k:
+      return gemm_tiles<dtype::q6_k>(tile, nr, cols, x, y, ldy, r0);
+    default:
+      throw std::logic_error("gemm_tile_avx512: no gemm for this type");
+  }
+}
 
 const kernel_table& avx512_kernel_table() {
   static const kernel_table t = make_table();

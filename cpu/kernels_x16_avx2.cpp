@@ -23,8 +23,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
-#include <vector>
 
 #include "cpu/kernels.h"
 #include "cpu/quant.h"
@@ -600,14 +600,6 @@ void mv_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
 
 namespace {
 
-// A 64-byte aligned per-thread buffer of at least bytes.
-uint8_t* tile_buffer(size_t bytes) {
-  thread_local std::vector<uint8_t> buf;
-  if (buf.size() < bytes + 64) buf.resize(bytes + 64);
-  const auto a = reinterpret_cast<uintptr_t>(buf.data());
-  return buf.data() + (64 - a % 64) % 64;
-}
-
 inline void store_half(uint8_t* p, int h, __m256i v) {
   _mm256_store_si256(reinterpret_cast<__m256i*>(p + 32 * h), v);
 }
@@ -711,7 +703,7 @@ void mm_unpacked(const void* p, int64_t rows, int64_t cols, const q8_groups& x, 
                  int64_t ldy, int64_t g0, int64_t g1) {
   const int64_t nb = cols / x16_block_cols(T);
   const size_t block_bytes = x16_bytes(T, x16_rows, x16_block_cols(T));
-  uint8_t* tile = tile_buffer(gemm_scratch_bytes(cols));
+  uint8_t* tile = thread_gemm_scratch(cols);
   for (int64_t g = g0; g < g1; ++g) {
     unpack_tile<T>(static_cast<const uint8_t*>(p) + static_cast<size_t>(g * nb) * block_bytes, nb,
                    tile);
@@ -722,6 +714,23 @@ void mm_unpacked(const void* p, int64_t rows, int64_t cols, const q8_groups& x, 
 }
 
 }  // namespace
+
+void unpack_x16_tile_avx2(dtype t, const void* blocks, int64_t nb, uint8_t* tile) {
+  switch (t) {
+    case dtype::q4_0:
+      return unpack_tile<dtype::q4_0>(blocks, nb, tile);
+    case dtype::q8_0:
+      return unpack_tile<dtype::q8_0>(blocks, nb, tile);
+    case dtype::q4_k:
+      return unpack_tile<dtype::q4_k>(blocks, nb, tile);
+    case dtype::q5_k:
+      return unpack_tile<dtype::q5_k>(blocks, nb, tile);
+    case dtype::q6_k:
+      return unpack_tile<dtype::q6_k>(blocks, nb, tile);
+    default:
+      throw std::logic_error("unpack_x16_tile_avx2: no x16 tile for this type");
+  }
+}
 
 void mm_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                       int64_t ldy, int64_t g0, int64_t g1) {

@@ -5,6 +5,8 @@
 // 16x their level) sub-block 2p + 1. Per super-block and row, the integer sum
 // 16 * sum_even(sc * dot) + sum_odd(sc * dot) stays below 2^29, so it is exact in int32 and
 // scaled once (d * xd / 16); the mins term sum_j(min_j * bsum_j) is one vpdpwssd per pair.
+// Q5_K: each sub-block's fifth bit moves to bit 4 and joins its nibble (one vpternlogd); levels
+// 0..31 keep sum(sc * dot) below 2^26; the mins as Q4_K.
 // Q6_K: levels are stored unsigned (+32); per super-block and row sum(sc * dot) < 2^28, and the
 // offset 32 * sum(sc * bsum) is subtracted in int32. Q4_0 / Q8_0: levels unsigned (+8 / +128),
 // the offset is the block's activation sum times 8 / 128.
@@ -321,68 +323,18 @@ void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
   }
 }
 
-namespace {
-
-// 16 rows x NT tokens of one activation group (sb 32, db 256).
-template <int NT>
-struct mm_q5_k_x16_tile {
-  static void run(const void* blk, int64_t nb, const int8_t* xq, const float* xd, const float* xs,
-                  float* y, int64_t ldy, __mmask16 rows) {
-    const auto* b = static_cast<const block_q5_k_x16*>(blk);
-    constexpr int g = gemm_group;
-    const __m512i m_word = _mm512_set1_epi32(0xFFFF);
-    __m512 acc[NT];
-#pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i) {
-      const block_q5_k_x16& B = b[i];
-      const int8_t* xi = xq + i * qk_k * g;
-      __m512i isum[NT];
-#pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) {
-        __m512i sj[NT];
-#pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t) sj[t] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-        for (int s = 0; s < 8; ++s) {
-          const __m512i w = q5_levels(B, s, j);
-          const int8_t* xk = xi + (8 * j + s) * 4 * g;
-#pragma GCC unroll 8
-          for (int t = 0; t < NT; ++t) sj[t] = _mm512_dpbusd_epi32(sj[t], w, bcast4(xk + 4 * t));
-        }
-        const __m512i sc = load_u8x16_epi32(B.sc[j]);
-#pragma GCC unroll 8
-        for (int t = 0; t < NT; ++t)
-          isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sj[t], sc));
-      }
-      const __m512 dv = load_f16x16(B.d);
-      const float* xdi = xd + i * g;
-#pragma GCC unroll 8
-      for (int t = 0; t < NT; ++t)
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
-                                 _mm512_mul_ps(dv, _mm512_set1_ps(xdi[t])), acc[t]);
-      const __m512 dmin = load_f16x16(B.dmin);
-      const float* xsi = xs + i * 8 * g;
-      for (int q = 0; q < 4; ++q) {
-        const __m512i mn =
-            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
-        const __m512 m0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(mn, m_word)), dmin);
-        const __m512 m1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(mn, 16)), dmin);
-        sub_offsets<NT>(acc, m0, m1, xsi + 2 * q * g, xsi + (2 * q + 1) * g);
-      }
-    }
-#pragma GCC unroll 8
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * ldy, rows, acc[t]);
-  }
-};
-
-}  // namespace
-
+// The prompt path unpacks each row group into the gemm tile once (5-bit levels cost a shift, a
+// mask and a merge per vector, which a tile per token group would repeat) and runs the tile gemm.
 void mm_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1) {
-  mm_x16(p, rows, cols, x, y, ldy, g0, g1, k_tiles<mm_q5_k_x16_tile>, qk_k, sizeof(block_q5_k_x16));
+  const int64_t nb = cols / qk_k;
+  uint8_t* tile = thread_gemm_scratch(cols);
+  for (int64_t g = g0; g < g1; ++g) {
+    unpack_x16_tile_avx2(dtype::q5_k, static_cast<const block_q5_k_x16*>(p) + g * nb, nb, tile);
+    const int64_t left = rows - g * x16_rows;
+    gemm_tile_avx512(dtype::q5_k, tile, static_cast<int>(left < x16_rows ? left : x16_rows), cols,
+                     x, y, ldy, g * x16_rows);
+  }
 }
 
 // ---- Q6_K ------------------------------------------------------------------------------------
