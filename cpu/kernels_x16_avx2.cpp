@@ -254,6 +254,40 @@ inline __m256i u8x8_pairs(const uint8_t* p) {
   return _mm256_shuffle_epi8(_mm256_set1_epi64x(v), dup);
 }
 
+// Q4_K / Q5_K: the activation sums per sub-block of 32 of super-block i, as int16 pairs
+// (2q, 2q + 1).
+inline void bsum32_pairs(const int16_t* bsums, int32_t pairs[4]) {
+  const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bsums));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(pairs),
+                   _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+}
+
+// Q4_K / Q5_K: adds one super-block to acc (d * xd * sum(sc * dot)) and acc_m (dmin * xd *
+// sum(min * activation sum)).
+template <typename X16>
+inline void add_super_block(const X16& B, const int32_t pairs[4], const __m256i isum[2], float xd,
+                            __m256 acc[2], __m256 acc_m[2]) {
+  __m256i mins[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m256i pair = _mm256_set1_epi32(pairs[q]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256i mn = _mm256_cvtepu8_epi16(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.mn[q][8 * h])));
+      mins[h] = _mm256_add_epi32(mins[h], _mm256_madd_epi16(mn, pair));
+    }
+  }
+  const __m256 xs = _mm256_set1_ps(xd);
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]),
+                             _mm256_mul_ps(load_f16x8(B.d + 8 * h), xs), acc[h]);
+    acc_m[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins[h]),
+                               _mm256_mul_ps(load_f16x8(B.dmin + 8 * h), xs), acc_m[h]);
+  }
+}
+
 }  // namespace
 
 // Q4_0 against q8_32p activations (kernels.h): block k's columns 4s.. are at 16k + 4s of the pair,
@@ -367,13 +401,7 @@ void mv_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
       const block_q4_k_x16& B = b[i];
       prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + qk_k * i;
-      // Sums of the activations per sub-block of 32, as int16 pairs (2q, 2q + 1).
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
-      alignas(16) int32_t pairs[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(pairs),
-                      _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
       __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-      __m256i mins[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
 #pragma GCC unroll 1
       for (int q = 0; q < 4; ++q) {
         __m256i lo[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
@@ -389,25 +417,15 @@ void mv_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
                 hi[h], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4), xh));
           }
         }
-        const __m256i pair = _mm256_set1_epi32(pairs[q]);
 #pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < 2; ++h)
           isum[h] = _mm256_add_epi32(
               isum[h], _mm256_add_epi32(_mm256_madd_epi16(lo[h], u8x8_pairs(B.sc[2 * q] + 8 * h)),
                                         _mm256_madd_epi16(hi[h], u8x8_pairs(B.sc[2 * q + 1] + 8 * h))));
-          const __m256i mn = _mm256_cvtepu8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.mn[q][8 * h])));
-          mins[h] = _mm256_add_epi32(mins[h], _mm256_madd_epi16(mn, pair));
-        }
       }
-      const __m256 xd = _mm256_set1_ps(x.d[i]);
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]),
-                                 _mm256_mul_ps(load_f16x8(B.d + 8 * h), xd), acc[h]);
-        acc_m[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins[h]),
-                                   _mm256_mul_ps(load_f16x8(B.dmin + 8 * h), xd), acc_m[h]);
-      }
+      int32_t pairs[4];
+      bsum32_pairs(x.bsums + 16 * i, pairs);
+      add_super_block(B, pairs, isum, x.d[i], acc, acc_m);
     }
     const __m256 out[2] = {_mm256_sub_ps(acc[0], acc_m[0]), _mm256_sub_ps(acc[1], acc_m[1])};
     store_rows(y + g * x16_rows, out, rows, g);
@@ -443,12 +461,7 @@ void mv_q5_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
       const block_q5_k_x16& B = b[i];
       prefetch_ahead(&B, sizeof(B), pf);
       const int8_t* xq = x.q + qk_k * i;
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
-      alignas(16) int32_t pairs[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(pairs),
-                      _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
       __m256i isum[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-      __m256i mins[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) {
         __m256i sc[2];
@@ -469,24 +482,9 @@ void mv_q5_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
             isum[h] = _mm256_add_epi32(isum[h], _mm256_madd_epi16(a[h], sc[h]));
         }
       }
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        const __m256i pair = _mm256_set1_epi32(pairs[q]);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const __m256i mn = _mm256_cvtepu8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.mn[q][8 * h])));
-          mins[h] = _mm256_add_epi32(mins[h], _mm256_madd_epi16(mn, pair));
-        }
-      }
-      const __m256 xd = _mm256_set1_ps(x.d[i]);
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[h]),
-                                 _mm256_mul_ps(load_f16x8(B.d + 8 * h), xd), acc[h]);
-        acc_m[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins[h]),
-                                   _mm256_mul_ps(load_f16x8(B.dmin + 8 * h), xd), acc_m[h]);
-      }
+      int32_t pairs[4];
+      bsum32_pairs(x.bsums + 16 * i, pairs);
+      add_super_block(B, pairs, isum, x.d[i], acc, acc_m);
     }
     const __m256 out[2] = {_mm256_sub_ps(acc[0], acc_m[0]), _mm256_sub_ps(acc[1], acc_m[1])};
     store_rows(y + g * x16_rows, out, rows, g);

@@ -45,6 +45,25 @@ inline __m512 load_f16x16(const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
+// Q4_K / Q5_K: sum_j(min_j * activation sum_j) of one super-block per row (bsums: its 16 sums
+// per 16 activations).
+template <typename X16>
+inline __m512i k_mins(const X16& B, const int16_t* bsums) {
+  const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bsums));
+  // Sums per sub-block of 32, as int16 pairs (2q, 2q + 1).
+  alignas(16) int32_t pairs[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(pairs),
+                  _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+  __m512i mins = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+    const __m512i mn =
+        _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
+    mins = _mm512_dpwssd_epi32(mins, mn, _mm512_set1_epi32(pairs[q]));
+  }
+  return mins;
+}
+
 // acc[t] -= f0 * s0[t] + f1 * s1[t]: the offset terms (mins, level offsets) of two sub-blocks.
 template <int NT>
 inline void sub_offsets(__m512* acc, __m512 f0, __m512 f1, const float* s0, const float* s1) {
@@ -136,20 +155,7 @@ void mv_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
         hi = _mm512_add_epi32(hi, _mm512_mullo_epi32(sh[q], load_u8x16_epi32(B.sc[2 * q + 1])));
       }
       const __m512i tot = _mm512_add_epi32(_mm512_slli_epi32(lo, 4), hi);
-      // Sums of the activations per sub-block of 32, as int16 pairs (2q, 2q + 1).
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
-      const __m128i bs32 =
-          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      alignas(16) int32_t pairs[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), bs32);
-      __m512i mins = _mm512_setzero_si512();
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        const __m512i mn =
-            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
-        const __m512i pair = _mm512_set1_epi32(pairs[q]);
-        mins = _mm512_dpwssd_epi32(mins, mn, pair);
-      }
+      const __m512i mins = k_mins(B, x.bsums + 16 * i);
       const __m512 xd = _mm512_set1_ps(x.d[i]);
       acc = _mm512_fmadd_ps(
           _mm512_cvtepi32_ps(tot),
@@ -302,18 +308,7 @@ void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j)
         tot = _mm512_add_epi32(tot, _mm512_mullo_epi32(a[j], load_u8x16_epi32(B.sc[j])));
-      const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * i));
-      const __m128i bs32 =
-          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      alignas(16) int32_t pairs[4];
-      _mm_store_si128(reinterpret_cast<__m128i*>(pairs), bs32);
-      __m512i mins = _mm512_setzero_si512();
-#pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) {
-        const __m512i mn =
-            _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(B.mn[q])));
-        mins = _mm512_dpwssd_epi32(mins, mn, _mm512_set1_epi32(pairs[q]));
-      }
+      const __m512i mins = k_mins(B, x.bsums + 16 * i);
       const __m512 xd = _mm512_set1_ps(x.d[i]);
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), _mm512_mul_ps(load_f16x16(B.d), xd), acc);
       acc_m =
