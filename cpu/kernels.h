@@ -53,6 +53,8 @@ int prefetch_distance(dtype t);
 // 2-4 alternating rounds), tg t/s at 0 -> 4096: Q4_K_M 57.5 -> 92.6, 58.0 -> 88.6, 63.7 -> 95.4
 // (+50%); Q6_K 46.1 -> 69.3, 39.0 -> 63.1 (+55%); F16 31.4 -> 34.8, 29.6 -> 34.0 (+12%); Q4_0
 // 75.1 -> 87.8, 85.8 -> 84.5, 75.5 -> 78.3 (+5%); 8192 no better than 4096, 1024-2048 in between.
+// Q5_K (x16 layout, `tandem_kernel_bench --benchmark_filter=matvec_x16/q5_k/tinyllama_up`, 2
+// threads): 232 -> 142 us per product at AVX-512, 294 -> 185 us at AVX2.
 // Q8_0 is faster without: tinyllama 46.0/53.7/51.3/46.8 at 0 against 53.0/51.4/47.0/42.5 at 4096
 // (fraction of the paired bandwidth probe 91-98% against 89-91%), stories110M 449/429/410/399
 // against 428/418/382/356. An earlier host of the same VM showed no distance faster than none (its
