@@ -220,7 +220,6 @@ class cpu_backend final : public backend {
   // product to the next without a fork-join (at 2 threads on stories110M, five per layer were
   // ~15% of the time per token). False when a product wants the tiled kernels.
   bool decode_layer(const layer_weights& L, const packed_layer& P, kv_cache& kv, int pos) {
-    const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
     const cpu::matmul_job qkv[] = {
         {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
     const cpu::matmul_job wo{&L.wo, h_.data(), pk(P.wo)};
@@ -230,9 +229,6 @@ class cpu_backend final : public backend {
     if (!plan_qkv_.build(qkv, 3, 1) || !plan_wo_.build(&wo, 1, 1) ||
         !plan_gate_up_.build(gate_up, 2, 1) || !plan_down_.build(&down, 1, 1))
       return false;
-    const auto residual = [this, d] {
-      for (int i = 0; i < d; ++i) x_[static_cast<size_t>(i)] += h_[static_cast<size_t>(i)];
-    };
     // A thread that takes a chunk while the serial step before it runs prefetches the chunk's
     // first bytes meanwhile.
     constexpr size_t warm_bytes = 64 * 1024;
@@ -240,41 +236,63 @@ class cpu_backend final : public backend {
       return cpu::step{p.chunks(), [&p](int64_t i) { p.run(i); },
                        [&p](int64_t i) { p.warm(i, warm_bytes); }};
     };
+    // x += h row by row as each chunk of the output products lands (the same adds as
+    // forward_layer's residual, without a step of its own).
+    const auto chunks_residual = [this](const cpu::matvec_plan& p) {
+      return cpu::step{p.chunks(),
+                       [this, &p](int64_t i) {
+                         p.run(i);
+                         int64_t r0, r1;
+                         p.chunk_rows(i, &r0, &r1);
+                         for (int64_t r = r0; r < r1; ++r)
+                           x_[static_cast<size_t>(r)] += h_[static_cast<size_t>(r)];
+                       },
+                       [&p](int64_t i) { p.warm(i, warm_bytes); }};
+    };
     // Attention by KV head: each KV head's rows are read (and staged) by one thread.
     const int group = hp_.n_head / hp_.n_head_kv;
+    const int hd = hp_.head_dim;
     const cpu::step steps[] = {
         {1,
          [&](int64_t) {
            norm(L.attn_norm, 1);
            plan_qkv_.quantize(h_.data());
+           if (rope_pos_ != pos) {  // the first layer of a token
+             rope_cs_.resize(static_cast<size_t>(hp_.n_rot));
+             cpu::rope_angles(pos, hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale,
+                              rope_cs_.data());
+             rope_pos_ = pos;
+           }
          }},
         chunks(plan_qkv_),
-        {1,
-         [&](int64_t) {
-           add_bias(L.bq, q_.data(), 1, dq);
-           add_bias(L.bk, k_.data(), 1, dkv);
-           add_bias(L.bv, v_.data(), 1, dkv);
-           cpu::rope_qk(q_.data(), hp_.n_head, k_.data(), hp_.n_head_kv, hp_.head_dim, hp_.n_rot,
-                        pos, hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope);
-           store_kv(kv, k_.data(), v_.data(), pos);
-         }},
+        // Per KV head g: biases, RoPE and the cache store of its K and V and of its query heads
+        // (the same ops, slice by slice, as forward_layer), then its attention.
         {hp_.n_head_kv,
-         [&](int64_t g) {
+         [&](int64_t gi) {
+           const int g = static_cast<int>(gi);
+           float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
+           float* kg = k_.data() + static_cast<int64_t>(g) * hd;
+           float* vg = v_.data() + static_cast<int64_t>(g) * hd;
+           add_bias_slice(L.bq, qg, g * group * hd, group * hd);
+           add_bias_slice(L.bk, kg, g * hd, hd);
+           add_bias_slice(L.bv, vg, g * hd, hd);
+           cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
+           const size_t at = kv_index(pos, g * hd);
+           cpu::fp32_to_fp16_row(kg, &kv.k[at], hd);
+           cpu::fp32_to_fp16_row(vg, &kv.v[at], hd);
            cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), 1, pos, hp_.n_head,
-                          hp_.n_head_kv, hp_.head_dim, static_cast<int>(g) * group,
-                          static_cast<int>(g + 1) * group, hp_.head_dim, kv_head_stride());
+                          hp_.n_head_kv, hd, g * group, (g + 1) * group, hd, kv_head_stride());
          },
          [&](int64_t g) {  // the KV head's first rows (the cache of earlier positions)
-           const size_t bytes = sizeof(f16) * static_cast<size_t>(hp_.head_dim) *
+           const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
                                 static_cast<size_t>(std::min(pos, 64));
-           cpu::prefetch_l2(&kv.k[kv_index(0, static_cast<int>(g) * hp_.head_dim)], bytes);
-           cpu::prefetch_l2(&kv.v[kv_index(0, static_cast<int>(g) * hp_.head_dim)], bytes);
+           cpu::prefetch_l2(&kv.k[kv_index(0, static_cast<int>(g) * hd)], bytes);
+           cpu::prefetch_l2(&kv.v[kv_index(0, static_cast<int>(g) * hd)], bytes);
          }},
         {1, [&](int64_t) { plan_wo_.quantize(att_.data()); }},
-        chunks(plan_wo_),
+        chunks_residual(plan_wo_),
         {1,
          [&](int64_t) {
-           residual();
            norm(L.ffn_norm, 1);
            plan_gate_up_.quantize(h_.data());
          }},
@@ -284,8 +302,7 @@ class cpu_backend final : public backend {
            cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
            plan_down_.quantize(gate_.data());
          }},
-        chunks(plan_down_),
-        {1, [&](int64_t) { residual(); }},
+        chunks_residual(plan_down_),
     };
     cpu::run_steps(steps, static_cast<int>(std::size(steps)));
     return true;
@@ -348,6 +365,12 @@ class cpu_backend final : public backend {
                       hp_.rms_eps);
   }
 
+  // y[i] += bias[off + i] for i < n (one head's slice of a bias vector).
+  static void add_bias_slice(const weight& b, float* y, int off, int n) {
+    if (!b) return;
+    const auto* bias = static_cast<const float*>(b.data()) + off;
+    for (int i = 0; i < n; ++i) y[i] += bias[i];
+  }
   static void add_bias(const weight& b, float* y, int n, int dim) {
     if (!b) return;
     const auto* bias = static_cast<const float*>(b.data());
@@ -537,6 +560,10 @@ class cpu_backend final : public backend {
   const hparams& hp_;
   backend_options opt_;
   std::vector<float> x_, h_, q_, k_, v_, att_, gate_, up_;
+  // RoPE's angles for position rope_pos_ (cpu::rope_angles): every layer of a decode token uses
+  // the same ones.
+  std::vector<float> rope_cs_;
+  int rope_pos_ = -1;
   cpu::matvec_plan plan_qkv_, plan_wo_, plan_gate_up_, plan_down_;  // decode_layer's products
   std::vector<kv_cache> kv_;
   std::vector<cached_layer> cached_;

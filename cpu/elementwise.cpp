@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
@@ -42,25 +43,41 @@ void swiglu(float* out, const float* gate, const float* up, int64_t n) {
     part(0, n);
 }
 
-void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_rot, int pos,
-             float freq_base, float freq_scale, rope_style style) {
+void rope_angles(int pos, int n_rot, float freq_base, float freq_scale, float* cs) {
   for (int i = 0; i < n_rot / 2; ++i) {
     // The angle exactly as ref::rope computes it.
     const float theta =
         static_cast<float>(pos) * freq_scale * std::pow(freq_base, -2.0f * i / n_rot);
-    const float c = std::cos(theta), s = std::sin(theta);
-    const int a = style == rope_style::adjacent ? 2 * i : i;
-    const int b = style == rope_style::adjacent ? 2 * i + 1 : i + n_rot / 2;
-    for (float* x : {q, k}) {
-      const int nh = x == q ? n_head : n_head_kv;
-      for (int h = 0; h < nh; ++h) {
-        float* v = x + static_cast<int64_t>(h) * head_dim;
+    cs[2 * i] = std::cos(theta);
+    cs[2 * i + 1] = std::sin(theta);
+  }
+}
+
+void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_rot,
+             const float* cs, rope_style style) {
+  const bool adjacent = style == rope_style::adjacent;
+  for (float* x : {q, k}) {
+    const int nh = x == q ? n_head : n_head_kv;
+    for (int h = 0; h < nh; ++h) {
+      float* v = x + static_cast<int64_t>(h) * head_dim;
+      for (int i = 0; i < n_rot / 2; ++i) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
+        const int a = adjacent ? 2 * i : i;
+        const int b = adjacent ? 2 * i + 1 : i + n_rot / 2;
         const float x0 = v[a], x1 = v[b];
         v[a] = x0 * c - x1 * s;
         v[b] = x0 * s + x1 * c;
       }
     }
   }
+}
+
+void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_rot, int pos,
+             float freq_base, float freq_scale, rope_style style) {
+  thread_local std::vector<float> cs;
+  cs.resize(static_cast<size_t>(n_rot));
+  rope_angles(pos, n_rot, freq_base, freq_scale, cs.data());
+  rope_qk(q, n_head, k, n_head_kv, head_dim, n_rot, cs.data(), style);
 }
 
 }  // namespace tandem::cpu

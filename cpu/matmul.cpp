@@ -198,6 +198,14 @@ void matvec_plan::run(int64_t i) const {
   }
 }
 
+void matvec_plan::chunk_rows(int64_t i, int64_t* r0, int64_t* r1) const {
+  const chunk& c = chunks_[static_cast<size_t>(i)];
+  const int64_t rows = jobs_[c.job].w->rows();
+  const int64_t unit = pk_[c.job] ? x16_rows : 1;
+  *r0 = std::min(rows, c.r0 * unit);
+  *r1 = std::min(rows, c.r1 * unit);
+}
+
 void matvec_plan::warm(int64_t i, size_t max_bytes) const {
   const chunk& c = chunks_[static_cast<size_t>(i)];
   const weight& w = *jobs_[c.job].w;

@@ -84,6 +84,8 @@ class matvec_plan {
   void run(int64_t i) const;
   // Prefetches (towards L2) up to max_bytes of the weights chunk i reads first.
   void warm(int64_t i, size_t max_bytes) const;
+  // The output rows [*r0, *r1) of its job that chunk i writes.
+  void chunk_rows(int64_t i, int64_t* r0, int64_t* r1) const;
 
  private:
   struct chunk {
