@@ -372,10 +372,7 @@ class cpu_backend final : public backend {
     for (int i = 0; i < n; ++i) y[i] += bias[i];
   }
   static void add_bias(const weight& b, float* y, int n, int dim) {
-    if (!b) return;
-    const auto* bias = static_cast<const float*>(b.data());
-    for (int t = 0; t < n; ++t)
-      for (int i = 0; i < dim; ++i) y[static_cast<size_t>(t) * dim + i] += bias[i];
+    for (int t = 0; t < n; ++t) add_bias_slice(b, y + static_cast<size_t>(t) * dim, 0, dim);
   }
 
   // ---- weights: views into the mapping, or through the layer cache under --mem-budget ----
