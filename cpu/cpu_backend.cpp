@@ -252,6 +252,10 @@ class cpu_backend final : public backend {
     // Attention by KV head: each KV head's rows are read (and staged) by one thread.
     const int group = hp_.n_head / hp_.n_head_kv;
     const int hd = hp_.head_dim;
+    const int n_att = std::min(hp_.n_head_kv, cpu::num_threads());
+    const auto att_first = [&](int64_t i) {  // the first KV head of attention item i
+      return static_cast<int>(i * hp_.n_head_kv / n_att);
+    };
     const cpu::step steps[] = {
         {1,
          [&](int64_t) {
@@ -265,29 +269,33 @@ class cpu_backend final : public backend {
            }
          }},
         chunks(plan_qkv_),
-        // Per KV head g: biases, RoPE and the cache store of its K and V and of its query heads
-        // (the same ops, slice by slice, as forward_layer), then its attention.
-        {hp_.n_head_kv,
-         [&](int64_t gi) {
-           const int g = static_cast<int>(gi);
-           float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
-           float* kg = k_.data() + static_cast<int64_t>(g) * hd;
-           float* vg = v_.data() + static_cast<int64_t>(g) * hd;
-           add_bias_slice(L.bq, qg, g * group * hd, group * hd);
-           add_bias_slice(L.bk, kg, g * hd, hd);
-           add_bias_slice(L.bv, vg, g * hd, hd);
-           cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
-           const size_t at = kv_index(pos, g * hd);
-           cpu::fp32_to_fp16_row(kg, &kv.k[at], hd);
-           cpu::fp32_to_fp16_row(vg, &kv.v[at], hd);
+        // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
+        // atomics): for each KV head g, biases, RoPE and the cache store of its K and V and of its
+        // query heads (the same ops, slice by slice, as forward_layer), then the run's attention.
+        {n_att,
+         [&](int64_t i) {
+           const int g0 = att_first(i), g1 = att_first(i + 1);
+           for (int g = g0; g < g1; ++g) {
+             float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
+             float* kg = k_.data() + static_cast<int64_t>(g) * hd;
+             float* vg = v_.data() + static_cast<int64_t>(g) * hd;
+             add_bias_slice(L.bq, qg, g * group * hd, group * hd);
+             add_bias_slice(L.bk, kg, g * hd, hd);
+             add_bias_slice(L.bv, vg, g * hd, hd);
+             cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
+             const size_t at = kv_index(pos, g * hd);
+             cpu::fp32_to_fp16_row(kg, &kv.k[at], hd);
+             cpu::fp32_to_fp16_row(vg, &kv.v[at], hd);
+           }
            cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), 1, pos, hp_.n_head,
-                          hp_.n_head_kv, hd, g * group, (g + 1) * group, hd, kv_head_stride());
+                          hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
          },
-         [&](int64_t g) {  // the KV head's first rows (the cache of earlier positions)
+         [&](int64_t i) {  // the first KV head's first rows (the cache of earlier positions)
+           const int g = att_first(i);
            const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
                                 static_cast<size_t>(std::min(pos, 64));
-           cpu::prefetch_l2(&kv.k[kv_index(0, static_cast<int>(g) * hd)], bytes);
-           cpu::prefetch_l2(&kv.v[kv_index(0, static_cast<int>(g) * hd)], bytes);
+           cpu::prefetch_l2(&kv.k[kv_index(0, g * hd)], bytes);
+           cpu::prefetch_l2(&kv.v[kv_index(0, g * hd)], bytes);
          }},
         {1, [&](int64_t) { plan_wo_.quantize(att_.data()); }},
         chunks_residual(plan_wo_),

@@ -77,6 +77,12 @@ struct act_rows {
 class matvec_plan {
  public:
   static constexpr int max_jobs = 8;
+  // The smallest chunk build() makes, in weight bytes, unless a step has fewer bytes than that
+  // per thread. `tandem bench -p 0 -n 128 --memory` (stories110M, 2 threads, two alternating
+  // rounds) at 64 KiB -> 192 KiB: Q4_0 748 -> 816 and 701 -> 719 t/s, Q6_K 547 -> 604 and
+  // 478 -> 587; tinyllama Q4_0 (-n 32) 75.6 -> 76.5 and 74.8 -> 76.6. 128 KiB was in between, and
+  // 256 KiB made a whole 768x768 Q4_0 matrix one chunk, leaving a thread idle.
+  static constexpr size_t min_chunk = 192 * 1024;
   static bool suits(const matmul_job* jobs, int n_jobs, int n_tok);
   bool build(const matmul_job* jobs, int n_jobs, int n_tok);
   void quantize(const float* x);

@@ -95,7 +95,14 @@ void run_steps(const step* steps, int n_steps) {
       for (int64_t i = 0; i < steps[s].n; ++i) steps[s].item(i);
     return;
   }
-  std::atomic<int64_t> next{0}, done{0};
+  // The two counters on lines of their own: every item takes one and bumps the other, and on one
+  // line both threads' read-modify-writes would take it from each other twice per item.
+  struct alignas(64) counter {
+    std::atomic<int64_t> v{0};
+  };
+  counter next_c, done_c;
+  std::atomic<int64_t>& next = next_c.v;
+  std::atomic<int64_t>& done = done_c.v;
   std::exception_ptr failed;
   std::atomic<bool> has_failed{false};
   const int64_t* st = start.data();

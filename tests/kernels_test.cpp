@@ -465,6 +465,61 @@ TEST(MatmulN, EqualsSeparateMatmuls) {
   }
 }
 
+// The decode plan's chunks (matvec_plan::build): each job's rows once, in order; at least one
+// chunk per thread where the step has the rows for it; no chunk under the minimum but a job's
+// last; one chunk per job on one thread. Shapes of stories110M (QKV, FFN gate/up, FFN down, Q4_0,
+// 332-885 KiB each) and a tiny one.
+TEST(MatvecPlan, ChunksCoverEveryRowOnceAndEveryThreadGetsOne) {
+  state_guard guard;
+  const test_matrix q(dtype::q4_0, 768, 768, 1), g(dtype::q4_0, 2048, 768, 2),
+      d(dtype::q4_0, 768, 2048, 3), t(dtype::q8_0, 40, 64, 4);
+  const std::vector<std::vector<const test_matrix*>> steps = {{&q, &q, &q}, {&g, &g}, {&d}, {&t}};
+  for (int threads : {1, 2, 3, 16}) {
+    set_num_threads(threads);
+    for (const auto& ms : steps) {
+      std::vector<weight> ws;
+      std::vector<std::vector<float>> ys;
+      std::vector<matmul_job> jobs;
+      size_t bytes = 0;
+      for (const test_matrix* m : ms) {
+        ws.push_back(m->w());
+        ys.emplace_back(static_cast<size_t>(m->t.ne[1]));
+        bytes += m->t.nbytes;
+      }
+      for (size_t j = 0; j < ws.size(); ++j) jobs.push_back({&ws[j], ys[j].data()});
+      matvec_plan plan;
+      ASSERT_TRUE(plan.build(jobs.data(), static_cast<int>(jobs.size()), 1));
+      const std::string what = std::to_string(threads) + " threads, " +
+                               std::to_string(ms.size()) + " x " + std::to_string(ms[0]->t.ne[1]);
+      std::vector<int64_t> next(ms.size(), 0);  // each job's next row
+      size_t job = 0;
+      int64_t rows_total = 0;
+      for (const test_matrix* m : ms) rows_total += m->t.ne[1];
+      const size_t min_bytes = std::min(matvec_plan::min_chunk, bytes / threads);
+      for (int64_t i = 0; i < plan.chunks(); ++i) {
+        int64_t r0, r1;
+        plan.chunk_rows(i, &r0, &r1);
+        while (job < ms.size() && next[job] == ms[job]->t.ne[1]) ++job;
+        ASSERT_LT(job, ms.size()) << what;
+        EXPECT_EQ(r0, next[job]) << what << ", chunk " << i;
+        ASSERT_GT(r1, r0) << what;
+        next[job] = r1;
+        const size_t chunk_bytes = static_cast<size_t>(r1 - r0) * (ms[job]->t.nbytes / ms[job]->t.ne[1]);
+        if (r1 < ms[job]->t.ne[1]) {  // (rounded down to whole rows)
+          EXPECT_GE(chunk_bytes + ms[job]->t.nbytes / ms[job]->t.ne[1], min_bytes)
+              << what << ", chunk " << i;
+        }
+      }
+      for (size_t j = 0; j < ms.size(); ++j) EXPECT_EQ(next[j], ms[j]->t.ne[1]) << what;
+      if (threads == 1) {
+        EXPECT_EQ(plan.chunks(), static_cast<int64_t>(ms.size())) << what;
+      } else {
+        EXPECT_GE(plan.chunks(), std::min<int64_t>(threads, rows_total)) << what;
+      }
+    }
+  }
+}
+
 // Float weights on the prompt path (mm_f32): token counts around the register tiles (2, 5, 9),
 // cols that are not a multiple of the vector width, and cols large enough that the kernels split
 // the tokens into blocks (2600 floats: blocks of 48 tokens), against the scalar table.
