@@ -77,12 +77,19 @@ struct act_rows {
 class matvec_plan {
  public:
   static constexpr int max_jobs = 8;
-  // The smallest chunk build() makes, in weight bytes, unless a step has fewer bytes than that
-  // per thread. `tandem bench -p 0 -n 128 --memory` (stories110M, 2 threads, two alternating
-  // rounds) at 64 KiB -> 192 KiB: Q4_0 748 -> 816 and 701 -> 719 t/s, Q6_K 547 -> 604 and
-  // 478 -> 587; tinyllama Q4_0 (-n 32) 75.6 -> 76.5 and 74.8 -> 76.6. 128 KiB was in between, and
-  // 256 KiB made a whole 768x768 Q4_0 matrix one chunk, leaving a thread idle.
-  static constexpr size_t min_chunk = 192 * 1024;
+  // The smallest chunk build() makes at `threads` threads, in weight bytes, unless a step has
+  // fewer bytes than that per thread: 192 KiB at 2 threads, 64 KiB from 6 threads on (the more
+  // threads share the memory, the slower each streams a chunk, and a thread's last chunk is what
+  // the others may wait out). Measured with `tandem bench -p 0 --memory`, alternating rounds:
+  // - stories110M Q4_0 tg128 at 2 threads on the 2-core development VM, the old rule (unassigned
+  //   / 2T, at least 64 KiB) -> unassigned / T, at least 192 KiB: 748 -> 816 and 701 -> 719 t/s;
+  //   Q6_K 547 -> 604 and 478 -> 587.
+  // - tinyllama Q4_0 tg32 on a 16-core Xeon, medians of 5 rounds, old rule / 192 KiB at every
+  //   thread count / this rule: 4 threads 89.6 / 89.4 / 90.2, 8 threads 155.9 / 147.6 / 161.8,
+  //   16 threads 239.2 / 231.6 / 247.0.
+  static size_t min_chunk(int threads) {
+    return std::max<size_t>(64 * 1024, 384 * 1024 / static_cast<size_t>(std::max(1, threads)));
+  }
   static bool suits(const matmul_job* jobs, int n_jobs, int n_tok);
   bool build(const matmul_job* jobs, int n_jobs, int n_tok);
   void quantize(const float* x);

@@ -495,7 +495,7 @@ TEST(MatvecPlan, ChunksCoverEveryRowOnceAndEveryThreadGetsOne) {
       size_t job = 0;
       int64_t rows_total = 0;
       for (const test_matrix* m : ms) rows_total += m->t.ne[1];
-      const size_t min_bytes = std::min(matvec_plan::min_chunk, bytes / threads);
+      const size_t min_bytes = std::min(matvec_plan::min_chunk(threads), bytes / threads);
       for (int64_t i = 0; i < plan.chunks(); ++i) {
         int64_t r0, r1;
         plan.chunk_rows(i, &r0, &r1);
