@@ -292,8 +292,8 @@ class cpu_backend final : public backend {
          },
          [&](int64_t i) {  // the first KV head's first rows (the cache of earlier positions)
            const int g = att_first(i);
-           const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
-                                static_cast<size_t>(std::min(pos, 64));
+           const size_t bytes =
+               sizeof(f16) * static_cast<size_t>(hd) * static_cast<size_t>(std::min(pos, 64));
            cpu::prefetch_l2(&kv.k[kv_index(0, g * hd)], bytes);
            cpu::prefetch_l2(&kv.v[kv_index(0, g * hd)], bytes);
          }},

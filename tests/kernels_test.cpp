@@ -489,8 +489,8 @@ TEST(MatvecPlan, ChunksCoverEveryRowOnceAndEveryThreadGetsOne) {
       for (size_t j = 0; j < ws.size(); ++j) jobs.push_back({&ws[j], ys[j].data()});
       matvec_plan plan;
       ASSERT_TRUE(plan.build(jobs.data(), static_cast<int>(jobs.size()), 1));
-      const std::string what = std::to_string(threads) + " threads, " +
-                               std::to_string(ms.size()) + " x " + std::to_string(ms[0]->t.ne[1]);
+      const std::string what = std::to_string(threads) + " threads, " + std::to_string(ms.size()) +
+                               " x " + std::to_string(ms[0]->t.ne[1]);
       std::vector<int64_t> next(ms.size(), 0);  // each job's next row
       size_t job = 0;
       int64_t rows_total = 0;
@@ -504,7 +504,8 @@ TEST(MatvecPlan, ChunksCoverEveryRowOnceAndEveryThreadGetsOne) {
         EXPECT_EQ(r0, next[job]) << what << ", chunk " << i;
         ASSERT_GT(r1, r0) << what;
         next[job] = r1;
-        const size_t chunk_bytes = static_cast<size_t>(r1 - r0) * (ms[job]->t.nbytes / ms[job]->t.ne[1]);
+        const size_t chunk_bytes =
+            static_cast<size_t>(r1 - r0) * (ms[job]->t.nbytes / ms[job]->t.ne[1]);
         if (r1 < ms[job]->t.ne[1]) {  // (rounded down to whole rows)
           EXPECT_GE(chunk_bytes + ms[job]->t.nbytes / ms[job]->t.ne[1], min_bytes)
               << what << ", chunk " << i;
