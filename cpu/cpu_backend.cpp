@@ -249,7 +249,7 @@ class cpu_backend final : public backend {
                        },
                        [&p](int64_t i) { p.warm(i, warm_bytes); }};
     };
-    // Attention by KV head: each KV head's rows are read (and staged) by one thread.
+    // Attention by runs of KV heads, one run per thread: each KV head is read (and staged) once.
     const int group = hp_.n_head / hp_.n_head_kv;
     const int hd = hp_.head_dim;
     const int n_att = std::min(hp_.n_head_kv, cpu::num_threads());
