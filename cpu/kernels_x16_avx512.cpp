@@ -549,42 +549,58 @@ void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
   }
 }
 
-// Q8_0 against q8_32 activations; levels are stored + 128.
+// Q8_0 against q8_32 activations; levels are stored + 128. U x16 blocks per call: 4U chains.
+template <int U>
+inline void q8_0_x16_blocks(const block_q8_0_x16* B, const q8_row& x, int64_t i, __m512& acc,
+                            __m512& acc2) {
+  const int8_t* xq = x.q + 64 * i;
+  __m512i a[4 * U];
+#pragma GCC unroll 8
+  for (int k = 0; k < 4 * U; ++k) a[k] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 4
+    for (int s = 0; s < 8; s += 2) {
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
+        const int8_t* xb = xq + 64 * u + 32 * k + 4 * s;
+        __m512i* ak = a + 4 * u + 2 * k;
+        ak[0] = _mm512_dpbusd_epi32(ak[0], _mm512_loadu_si512(B[u].qs[s][k]), bcast4(xb));
+        ak[1] = _mm512_dpbusd_epi32(ak[1], _mm512_loadu_si512(B[u].qs[s + 1][k]), bcast4(xb + 4));
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * U; ++k) {
+    const __m512i tot = _mm512_sub_epi32(_mm512_add_epi32(a[2 * k], a[2 * k + 1]),
+                                         _mm512_set1_epi32(128 * x.sum[2 * i + k]));
+    const __m512 sc = _mm512_mul_ps(load_f16x16(B[k / 2].d[k & 1]), _mm512_set1_ps(x.d[2 * i + k]));
+    if (k & 1)
+      acc2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), sc, acc2);
+    else
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot), sc, acc);
+  }
+}
+
 void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1) {
-  const int64_t nb = cols / 64;
+  constexpr int u = 4;
+  const int64_t nb = cols / 64, nb_u = nb / u * u;
   const int pf = prefetch_distance(dtype::q8_0);
   const auto* blocks = static_cast<const block_q8_0_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q8_0_x16* b = blocks + g * nb;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i) {
-      const block_q8_0_x16& B = b[i];
-      prefetch_ahead(&B, sizeof(B), pf);
-      const int8_t* xq = x.q + 64 * i;
-      __m512i a[4];
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) a[k] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-      for (int s = 0; s < 8; s += 2) {
-#pragma GCC unroll 2
-        for (int k = 0; k < 2; ++k) {
-          a[2 * k] = _mm512_dpbusd_epi32(a[2 * k], _mm512_loadu_si512(B.qs[s][k]),
-                                         bcast4(xq + 32 * k + 4 * s));
-          a[2 * k + 1] = _mm512_dpbusd_epi32(a[2 * k + 1], _mm512_loadu_si512(B.qs[s + 1][k]),
-                                             bcast4(xq + 32 * k + 4 * s + 4));
-        }
-      }
-#pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) {
-        const __m512i tot = _mm512_sub_epi32(_mm512_add_epi32(a[2 * k], a[2 * k + 1]),
-                                             _mm512_set1_epi32(128 * x.sum[2 * i + k]));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot),
-                              _mm512_mul_ps(load_f16x16(B.d[k]), _mm512_set1_ps(x.d[2 * i + k])),
-                              acc);
-      }
+    __m512 acc = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i < nb_u; i += u) {
+      prefetch_ahead(b + i, u * sizeof(block_q8_0_x16), pf);
+      q8_0_x16_blocks<u>(b + i, x, i, acc, acc2);
     }
-    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), acc);
+    for (; i < nb; ++i) {
+      prefetch_ahead(b + i, sizeof(block_q8_0_x16), pf);
+      q8_0_x16_blocks<1>(b + i, x, i, acc, acc2);
+    }
+    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_add_ps(acc, acc2));
   }
 }
 
