@@ -273,8 +273,8 @@ inline void add_super_block(const X16& B, const int32_t pairs[4], const __m256i 
     const __m256i pair = _mm256_set1_epi32(pairs[q]);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
-      const __m256i mn = _mm256_cvtepu8_epi16(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(B.mn[q][8 * h])));
+      const __m256i mn =
+          _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(B.mn[q][8 * h])));
       mins[h] = _mm256_add_epi32(mins[h], _mm256_madd_epi16(mn, pair));
     }
   }
@@ -292,94 +292,124 @@ inline void add_super_block(const X16& B, const int32_t pairs[4], const __m256i 
 
 // Q4_0 against q8_32p activations (kernels.h): block k's columns 4s.. are at 16k + 4s of the pair,
 // its columns 16 + 4s.. at 32 + 16k + 4s.
+// U x16 blocks (64 U columns) per call, 4U int16 chains.
+template <int U>
+inline void q4_0_x16_blocks_avx2(const block_q4_0_x16* B, const q8_row& x, int64_t i,
+                                 __m256 acc[2]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const int8_t* xq = x.q + 64 * i;
+  // Steps outer, blocks inner: the loads walk the block's cache lines in order.
+  __m256i s16[2 * U][2];
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * U; ++k) s16[k][0] = s16[k][1] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 4
+    for (int s = 0; s < 4; ++s) {
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
+        const int8_t* xb = xq + 64 * u + 16 * k + 4 * s;
+        const __m256i xl = bcast4(xb), xh = bcast4(xb + 32);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256i w = load_half(B[u].qs[s][k], h);
+          const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(w, m4), xl);
+          const __m256i hi =
+              _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4), xh);
+          s16[2 * u + k][h] = _mm256_add_epi16(s16[2 * u + k][h], _mm256_add_epi16(lo, hi));
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * U; ++k) {
+    // sum((level - 8) * x) = sum(level * x) - 8 * sum(x).
+    const __m256i off = _mm256_set1_epi32(8 * x.sum[2 * i + k]);
+    const __m256 xd = _mm256_set1_ps(x.d[2 * i + k]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256i tot = _mm256_sub_epi32(_mm256_madd_epi16(s16[k][h], ones), off);
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot),
+                               _mm256_mul_ps(load_f16x8(B[k / 2].d[k & 1] + 8 * h), xd), acc[h]);
+    }
+  }
+}
+
 void mv_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                       int64_t g0, int64_t g1) {
-  const int64_t nb = cols / 64;
+  constexpr int u = 2;
+  const int64_t nb = cols / 64, nb_u = nb / u * u;
   const int pf = prefetch_distance(dtype::q4_0);
   const auto* blocks = static_cast<const block_q4_0_x16*>(p);
-  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q4_0_x16* b = blocks + g * nb;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < nb; ++i) {
-      const block_q4_0_x16& B = b[i];
-      prefetch_ahead(&B, sizeof(B), pf);
-      const int8_t* xq = x.q + 64 * i;
-      // Steps outer, blocks inner: the loads walk the block's cache lines in order.
-      __m256i s16[2][2];
-#pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) s16[k][0] = s16[k][1] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) {
-#pragma GCC unroll 2
-        for (int k = 0; k < 2; ++k) {
-          const __m256i xl = bcast4(xq + 16 * k + 4 * s), xh = bcast4(xq + 32 + 16 * k + 4 * s);
-#pragma GCC unroll 2
-          for (int h = 0; h < 2; ++h) {
-            const __m256i w = load_half(B.qs[s][k], h);
-            const __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(w, m4), xl);
-            const __m256i hi =
-                _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w, 4), m4), xh);
-            s16[k][h] = _mm256_add_epi16(s16[k][h], _mm256_add_epi16(lo, hi));
-          }
-        }
-      }
-#pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) {
-        // sum((level - 8) * x) = sum(level * x) - 8 * sum(x).
-        const __m256i off = _mm256_set1_epi32(8 * x.sum[2 * i + k]);
-        const __m256 xd = _mm256_set1_ps(x.d[2 * i + k]);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const __m256i tot = _mm256_sub_epi32(_mm256_madd_epi16(s16[k][h], ones), off);
-          acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot),
-                                   _mm256_mul_ps(load_f16x8(B.d[k] + 8 * h), xd), acc[h]);
-        }
-      }
+    int64_t i = 0;
+    for (; i < nb_u; i += u) {
+      prefetch_ahead(b + i, u * sizeof(block_q4_0_x16), pf);
+      q4_0_x16_blocks_avx2<u>(b + i, x, i, acc);
+    }
+    for (; i < nb; ++i) {
+      prefetch_ahead(b + i, sizeof(block_q4_0_x16), pf);
+      q4_0_x16_blocks_avx2<1>(b + i, x, i, acc);
     }
     store_rows(y + g * x16_rows, acc, rows, g);
   }
 }
 
-// Q8_0 against q8_32 activations.
+// Q8_0 against q8_32 activations; U x16 blocks per call.
+template <int U>
+inline void q8_0_x16_blocks_avx2(const block_q8_0_x16* B, const q8_row& x, int64_t i,
+                                 __m256 acc[2]) {
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
+  const int8_t* xq = x.q + 64 * i;
+  __m256i s32[2 * U][2];
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * U; ++k) s32[k][0] = s32[k][1] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 8
+    for (int s = 0; s < 8; ++s) {
+#pragma GCC unroll 2
+      for (int k = 0; k < 2; ++k) {
+        const __m256i xb = bcast4(xq + 64 * u + 32 * k + 4 * s);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          // |w| (up to 128, unsigned) times x with w's sign: pairs stay within int16.
+          const __m256i w = _mm256_xor_si256(load_half(B[u].qs[s][k], h), bias);
+          const __m256i pr = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xb, w));
+          s32[2 * u + k][h] = _mm256_add_epi32(s32[2 * u + k][h], _mm256_madd_epi16(pr, ones));
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < 2 * U; ++k) {
+    const __m256 xd = _mm256_set1_ps(x.d[2 * i + k]);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h)
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k][h]),
+                               _mm256_mul_ps(load_f16x8(B[k / 2].d[k & 1] + 8 * h), xd), acc[h]);
+  }
+}
+
 void mv_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                       int64_t g0, int64_t g1) {
-  const int64_t nb = cols / 64;
+  constexpr int u = 2;
+  const int64_t nb = cols / 64, nb_u = nb / u * u;
   const int pf = prefetch_distance(dtype::q8_0);
   const auto* blocks = static_cast<const block_q8_0_x16*>(p);
-  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q8_0_x16* b = blocks + g * nb;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t i = 0; i < nb; ++i) {
-      const block_q8_0_x16& B = b[i];
-      prefetch_ahead(&B, sizeof(B), pf);
-      const int8_t* xq = x.q + 64 * i;
-      __m256i s32[2][2];
-#pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) s32[k][0] = s32[k][1] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) {
-#pragma GCC unroll 2
-        for (int k = 0; k < 2; ++k) {
-          const __m256i xb = bcast4(xq + 32 * k + 4 * s);
-#pragma GCC unroll 2
-          for (int h = 0; h < 2; ++h) {
-            // |w| (up to 128, unsigned) times x with w's sign: pairs stay within int16.
-            const __m256i w = _mm256_xor_si256(load_half(B.qs[s][k], h), bias);
-            const __m256i pr = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xb, w));
-            s32[k][h] = _mm256_add_epi32(s32[k][h], _mm256_madd_epi16(pr, ones));
-          }
-        }
-      }
-#pragma GCC unroll 2
-      for (int k = 0; k < 2; ++k) {
-        const __m256 xd = _mm256_set1_ps(x.d[2 * i + k]);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h)
-          acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[k][h]),
-                                   _mm256_mul_ps(load_f16x8(B.d[k] + 8 * h), xd), acc[h]);
-      }
+    int64_t i = 0;
+    for (; i < nb_u; i += u) {
+      prefetch_ahead(b + i, u * sizeof(block_q8_0_x16), pf);
+      q8_0_x16_blocks_avx2<u>(b + i, x, i, acc);
+    }
+    for (; i < nb; ++i) {
+      prefetch_ahead(b + i, sizeof(block_q8_0_x16), pf);
+      q8_0_x16_blocks_avx2<1>(b + i, x, i, acc);
     }
     store_rows(y + g * x16_rows, acc, rows, g);
   }
@@ -420,8 +450,9 @@ void mv_q4_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h)
           isum[h] = _mm256_add_epi32(
-              isum[h], _mm256_add_epi32(_mm256_madd_epi16(lo[h], u8x8_pairs(B.sc[2 * q] + 8 * h)),
-                                        _mm256_madd_epi16(hi[h], u8x8_pairs(B.sc[2 * q + 1] + 8 * h))));
+              isum[h],
+              _mm256_add_epi32(_mm256_madd_epi16(lo[h], u8x8_pairs(B.sc[2 * q] + 8 * h)),
+                               _mm256_madd_epi16(hi[h], u8x8_pairs(B.sc[2 * q + 1] + 8 * h))));
       }
       int32_t pairs[4];
       bsum32_pairs(x.bsums + 16 * i, pairs);
@@ -438,7 +469,8 @@ namespace {
 inline __m256i q5_levels(const block_q5_k_x16& B, int s, int j, int h) {
   const __m256i w = load_half(B.qs[s][j / 2], h);
   const __m256i q = load_half(B.qh[s], h);
-  const __m256i lo = _mm256_and_si256((j & 1) ? _mm256_srli_epi16(w, 4) : w, _mm256_set1_epi8(0x0F));
+  const __m256i lo =
+      _mm256_and_si256((j & 1) ? _mm256_srli_epi16(w, 4) : w, _mm256_set1_epi8(0x0F));
   // Bit j of each qh byte to bit 4 (16-bit shifts: the bit stays within its byte).
   const __m256i hi = j < 4 ? _mm256_slli_epi16(q, 4 - j) : _mm256_srli_epi16(q, j - 4);
   return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
@@ -534,8 +566,9 @@ void mv_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
   // An int16 pair [sc_2G, sc_2G+1] per lane to [sc_2G, sc_2G] (even) or [sc_2G+1, sc_2G+1].
   const __m256i dup_even = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,  //
                                             0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13);
-  const __m256i dup_odd = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,  //
-                                           2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15);
+  const __m256i dup_odd =
+      _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,  //
+                       2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15);
   for (int64_t g = g0; g < g1; ++g) {
     const block_q6_k_x16* b = blocks + g * nb;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
@@ -555,7 +588,8 @@ void mv_q6_k_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x
           off[h] = _mm256_add_epi32(off[h], _mm256_madd_epi16(q6_scale_pairs(B, G, h), bp));
       }
 #pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) isum[h] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off[h], 5));
+      for (int h = 0; h < 2; ++h)
+        isum[h] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off[h], 5));
       // The scale of sub-block j as an int16 pair per row: scd[j][h] (a memory operand below).
       __m256i scd[16][2];
 #pragma GCC unroll 8
@@ -634,9 +668,9 @@ void unpack_tile(const void* b, int64_t nb, uint8_t* tile) {
                                           _mm256_set1_epi8(static_cast<char>(0x80))));
           }
           const __m256 dw = load_f16x8(X.d[k] + 8 * h);
-          store_scales(base, B, h, dw,
-                       T == dtype::q4_0 ? _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f))
-                                        : _mm256_setzero_ps());
+          store_scales(
+              base, B, h, dw,
+              T == dtype::q4_0 ? _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f)) : _mm256_setzero_ps());
         }
       }
     }
@@ -648,7 +682,8 @@ void unpack_tile(const void* b, int64_t nb, uint8_t* tile) {
       for (int h = 0; h < 2; ++h) {
         if constexpr (T == dtype::q5_k) {
           for (int j = 0; j < 8; ++j)
-            for (int s = 0; s < 8; ++s) store_half(base + j * sbs + 64 * s, h, q5_levels(X, s, j, h));
+            for (int s = 0; s < 8; ++s)
+              store_half(base + j * sbs + 64 * s, h, q5_levels(X, s, j, h));
         } else {
           for (int q = 0; q < 4; ++q) {
             for (int s = 0; s < 8; ++s) {
@@ -665,8 +700,8 @@ void unpack_tile(const void* b, int64_t nb, uint8_t* tile) {
               _mm_loadl_epi64(reinterpret_cast<const __m128i*>(X.sc[j] + 8 * h))));
           const __m256i mn = _mm256_cvtepu8_epi16(
               _mm_loadu_si128(reinterpret_cast<const __m128i*>(X.mn[j / 2][8 * h])));
-          const __m256i m = (j & 1) ? _mm256_srli_epi32(mn, 16)
-                                    : _mm256_and_si256(mn, _mm256_set1_epi32(0xFFFF));
+          const __m256i m =
+              (j & 1) ? _mm256_srli_epi32(mn, 16) : _mm256_and_si256(mn, _mm256_set1_epi32(0xFFFF));
           const __m256 mw = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m));
           store_scales(base + j * sbs, B, h, _mm256_mul_ps(d, sc),
                        _mm256_xor_ps(mw, _mm256_set1_ps(-0.0f)));
