@@ -55,13 +55,14 @@ int prefetch_distance(dtype t);
 // 75.1 -> 87.8, 85.8 -> 84.5, 75.5 -> 78.3 (+5%); 8192 no better than 4096, 1024-2048 in between.
 // Q5_K (x16 layout, `tandem_kernel_bench --benchmark_filter=matvec_x16/q5_k/tinyllama_up`, 2
 // threads): 232 -> 142 us per product at AVX-512, 294 -> 185 us at AVX2.
-// Q8_0 and Q4_0 were faster without while their AVX-512 kernels took one x16 block (64 columns)
-// per step; since they take four per step with one prefetch burst (kernels_x16_avx512.cpp), 4096
-// is faster for them too: tinyllama Q8_0 tg32 at 0 -> 4096, 34.3 -> 34.9, 35.6 -> 35.9, 44.8 ->
-// 46.5, 48.0 -> 53.2, 37.0 -> 54.2, 44.6 -> 51.5 (6 alternating rounds); at the AVX2 level (one
-// block per step) 45.2 -> 43.7, 44.4 -> 44.1. An earlier host of the same VM showed no distance
-// faster than none (its hardware prefetchers kept up alone): the best distance depends on the
-// machine, so TANDEM_PREFETCH stays for measuring it.
+// Q8_0 (and, on a later host, Q4_0: tinyllama tg32 72.7 / 73.2 at 0 against 63.9 / 67.2 at 4096)
+// were faster without while their kernels took one x16 block (64 columns) per step. They now take
+// four per step at AVX-512 and two at AVX2, with one prefetch burst per step
+// (kernels_x16_avx512.cpp), and need the prefetch: tinyllama Q8_0 tg32 at 0 -> 4096, 34.3 ->
+// 34.9, 35.6 -> 35.9, 44.8 -> 46.5, 48.0 -> 53.2, 37.0 -> 54.2, 44.6 -> 51.5 (6 alternating
+// rounds); at the AVX2 level 28.2 -> 52.6, 22.1 -> 50.0. An earlier host of the same VM showed no
+// distance faster than none (its hardware prefetchers kept up alone): the best distance depends
+// on the machine, so TANDEM_PREFETCH stays for measuring it.
 constexpr int default_prefetch_distance(dtype) {
   return 4096;
 }
