@@ -335,28 +335,6 @@ inline void q4_0_x16_blocks_avx2(const block_q4_0_x16* B, const q8_row& x, int64
   }
 }
 
-void mv_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                      int64_t g0, int64_t g1) {
-  constexpr int u = 2;
-  const int64_t nb = cols / 64, nb_u = nb / u * u;
-  const int pf = prefetch_distance(dtype::q4_0);
-  const auto* blocks = static_cast<const block_q4_0_x16*>(p);
-  for (int64_t g = g0; g < g1; ++g) {
-    const block_q4_0_x16* b = blocks + g * nb;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t i = 0;
-    for (; i < nb_u; i += u) {
-      prefetch_ahead(b + i, u * sizeof(block_q4_0_x16), pf);
-      q4_0_x16_blocks_avx2<u>(b + i, x, i, acc);
-    }
-    for (; i < nb; ++i) {
-      prefetch_ahead(b + i, sizeof(block_q4_0_x16), pf);
-      q4_0_x16_blocks_avx2<1>(b + i, x, i, acc);
-    }
-    store_rows(y + g * x16_rows, acc, rows, g);
-  }
-}
-
 // Q8_0 against q8_32 activations; U x16 blocks per call.
 template <int U>
 inline void q8_0_x16_blocks_avx2(const block_q8_0_x16* B, const q8_row& x, int64_t i,
@@ -393,26 +371,42 @@ inline void q8_0_x16_blocks_avx2(const block_q8_0_x16* B, const q8_row& x, int64
   }
 }
 
-void mv_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                      int64_t g0, int64_t g1) {
-  constexpr int u = 2;
-  const int64_t nb = cols / 64, nb_u = nb / u * u;
-  const int pf = prefetch_distance(dtype::q8_0);
-  const auto* blocks = static_cast<const block_q8_0_x16*>(p);
+// Q4_0 / Q8_0 matrix-vector: U x16 blocks (64 U columns) per step with one prefetch burst, then
+// single blocks for the rest of the row (kernels_x16_avx512.cpp has the measurement).
+template <typename Block, void (*step_u)(const Block*, const q8_row&, int64_t, __m256*),
+          void (*step_1)(const Block*, const q8_row&, int64_t, __m256*), int U>
+static void mv_x16_by_steps(dtype t, const void* p, int64_t rows, int64_t cols, const q8_row& x,
+                            float* y, int64_t g0, int64_t g1) {
+  const int64_t nb = cols / 64, nb_u = nb / U * U;
+  const int pf = prefetch_distance(t);
+  const auto* blocks = static_cast<const Block*>(p);
   for (int64_t g = g0; g < g1; ++g) {
-    const block_q8_0_x16* b = blocks + g * nb;
+    const Block* b = blocks + g * nb;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t i = 0;
-    for (; i < nb_u; i += u) {
-      prefetch_ahead(b + i, u * sizeof(block_q8_0_x16), pf);
-      q8_0_x16_blocks_avx2<u>(b + i, x, i, acc);
+    for (; i < nb_u; i += U) {
+      prefetch_ahead(b + i, U * sizeof(Block), pf);
+      step_u(b + i, x, i, acc);
     }
     for (; i < nb; ++i) {
-      prefetch_ahead(b + i, sizeof(block_q8_0_x16), pf);
-      q8_0_x16_blocks_avx2<1>(b + i, x, i, acc);
+      prefetch_ahead(b + i, sizeof(Block), pf);
+      step_1(b + i, x, i, acc);
     }
     store_rows(y + g * x16_rows, acc, rows, g);
   }
+}
+
+// Two blocks per step: four would not fit the 16 ymm registers.
+void mv_q4_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1) {
+  mv_x16_by_steps<block_q4_0_x16, q4_0_x16_blocks_avx2<2>, q4_0_x16_blocks_avx2<1>, 2>(
+      dtype::q4_0, p, rows, cols, x, y, g0, g1);
+}
+
+void mv_q8_0_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                      int64_t g0, int64_t g1) {
+  mv_x16_by_steps<block_q8_0_x16, q8_0_x16_blocks_avx2<2>, q8_0_x16_blocks_avx2<1>, 2>(
+      dtype::q8_0, p, rows, cols, x, y, g0, g1);
 }
 
 // Q4_K against q8_256 activations: per pair q, the low nibbles are sub-block 2q and the high

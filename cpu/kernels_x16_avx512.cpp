@@ -523,32 +523,6 @@ inline void q4_0_x16_blocks(const block_q4_0_x16* B, const q8_row& x, int64_t i,
   }
 }
 
-// Four x16 blocks (256 columns, 2304 bytes, 16 chains) per step, one prefetch burst each, as the
-// K-quant kernels do: in a stand-alone loop over 600 MB of packed tinyllama FFN matrices (2
-// threads, prefetch 4096), this streams at 97-105% of the paired probe where one block per step
-// reached 76-85% (with or without prefetch); two blocks per step reached 81-96%.
-void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                        int64_t g0, int64_t g1) {
-  constexpr int u = 4;
-  const int64_t nb = cols / 64, nb_u = nb / u * u;
-  const int pf = prefetch_distance(dtype::q4_0);
-  const auto* blocks = static_cast<const block_q4_0_x16*>(p);
-  for (int64_t g = g0; g < g1; ++g) {
-    const block_q4_0_x16* b = blocks + g * nb;
-    __m512 acc = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i < nb_u; i += u) {
-      prefetch_ahead(b + i, u * sizeof(block_q4_0_x16), pf);
-      q4_0_x16_blocks<u>(b + i, x, i, acc, acc2);
-    }
-    for (; i < nb; ++i) {
-      prefetch_ahead(b + i, sizeof(block_q4_0_x16), pf);
-      q4_0_x16_blocks<1>(b + i, x, i, acc, acc2);
-    }
-    _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_add_ps(acc, acc2));
-  }
-}
-
 // Q8_0 against q8_32 activations; levels are stored + 128. U x16 blocks per call: 4U chains.
 template <int U>
 inline void q8_0_x16_blocks(const block_q8_0_x16* B, const q8_row& x, int64_t i, __m512& acc,
@@ -582,26 +556,45 @@ inline void q8_0_x16_blocks(const block_q8_0_x16* B, const q8_row& x, int64_t i,
   }
 }
 
-void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                        int64_t g0, int64_t g1) {
-  constexpr int u = 4;
-  const int64_t nb = cols / 64, nb_u = nb / u * u;
-  const int pf = prefetch_distance(dtype::q8_0);
-  const auto* blocks = static_cast<const block_q8_0_x16*>(p);
+// Q4_0 / Q8_0 matrix-vector: U x16 blocks per step (four: 256 columns, 16 chains for Q4_0), one
+// prefetch burst each, as the K-quant kernels do: in a stand-alone loop over 600 MB of packed
+// tinyllama and stories110M FFN matrices (2 threads, prefetch 4096), four blocks stream at 90-105%
+// of the paired probe where one block per step reached 71-96% (with or without prefetch); two
+// blocks per step reached 81-96%. The rest of a row whose block count is not a multiple of U goes
+// one block at a time.
+template <typename Block, void (*step_u)(const Block*, const q8_row&, int64_t, __m512&, __m512&),
+          void (*step_1)(const Block*, const q8_row&, int64_t, __m512&, __m512&), int U>
+static void mv_x16_by_steps(dtype t, const void* p, int64_t rows, int64_t cols, const q8_row& x,
+                            float* y, int64_t g0, int64_t g1) {
+  const int64_t nb = cols / 64, nb_u = nb / U * U;
+  const int pf = prefetch_distance(t);
+  const auto* blocks = static_cast<const Block*>(p);
   for (int64_t g = g0; g < g1; ++g) {
-    const block_q8_0_x16* b = blocks + g * nb;
+    const Block* b = blocks + g * nb;
     __m512 acc = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps();
     int64_t i = 0;
-    for (; i < nb_u; i += u) {
-      prefetch_ahead(b + i, u * sizeof(block_q8_0_x16), pf);
-      q8_0_x16_blocks<u>(b + i, x, i, acc, acc2);
+    for (; i < nb_u; i += U) {
+      prefetch_ahead(b + i, U * sizeof(Block), pf);
+      step_u(b + i, x, i, acc, acc2);
     }
     for (; i < nb; ++i) {
-      prefetch_ahead(b + i, sizeof(block_q8_0_x16), pf);
-      q8_0_x16_blocks<1>(b + i, x, i, acc, acc2);
+      prefetch_ahead(b + i, sizeof(Block), pf);
+      step_1(b + i, x, i, acc, acc2);
     }
     _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_add_ps(acc, acc2));
   }
+}
+
+void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  mv_x16_by_steps<block_q4_0_x16, q4_0_x16_blocks<4>, q4_0_x16_blocks<1>, 4>(dtype::q4_0, p, rows,
+                                                                             cols, x, y, g0, g1);
+}
+
+void mv_q8_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  mv_x16_by_steps<block_q8_0_x16, q8_0_x16_blocks<4>, q8_0_x16_blocks<1>, 4>(dtype::q8_0, p, rows,
+                                                                             cols, x, y, g0, g1);
 }
 
 namespace {
