@@ -229,25 +229,17 @@ class cpu_backend final : public backend {
     if (!plan_qkv_.build(qkv, 3, 1) || !plan_wo_.build(&wo, 1, 1) ||
         !plan_gate_up_.build(gate_up, 2, 1) || !plan_down_.build(&down, 1, 1))
       return false;
-    // A thread that takes a chunk while the serial step before it runs prefetches the chunk's
-    // first bytes meanwhile.
+    // A thread that waits for the serial step before a product prefetches the first bytes of
+    // its share meanwhile.
     constexpr size_t warm_bytes = 64 * 1024;
-    const auto chunks = [](const cpu::matvec_plan& p) {
-      return cpu::step{p.chunks(), [&p](int64_t i) { p.run(i); },
-                       [&p](int64_t i) { p.warm(i, warm_bytes); }};
-    };
-    // x += h row by row as each chunk of the output products lands (the same adds as
+    // x += h row by row as each run of the output products' units lands (the same adds as
     // forward_layer's residual, without a step of its own).
-    const auto chunks_residual = [this](const cpu::matvec_plan& p) {
-      return cpu::step{p.chunks(),
-                       [this, &p](int64_t i) {
-                         p.run(i);
-                         int64_t r0, r1;
-                         p.chunk_rows(i, &r0, &r1);
-                         for (int64_t r = r0; r < r1; ++r)
-                           x_[static_cast<size_t>(r)] += h_[static_cast<size_t>(r)];
-                       },
-                       [&p](int64_t i) { p.warm(i, warm_bytes); }};
+    const auto residual = [this](const cpu::matvec_plan& p) {
+      return p.as_step(warm_bytes, [this, &p](int64_t u0, int64_t u1) {
+        int64_t r0, r1;
+        p.rows(0, u0, u1, &r0, &r1);
+        for (int64_t r = r0; r < r1; ++r) x_[static_cast<size_t>(r)] += h_[static_cast<size_t>(r)];
+      });
     };
     // Attention by runs of KV heads, one run per thread: each KV head is read (and staged) once.
     const int group = hp_.n_head / hp_.n_head_kv;
@@ -268,7 +260,7 @@ class cpu_backend final : public backend {
              rope_pos_ = pos;
            }
          }},
-        chunks(plan_qkv_),
+        plan_qkv_.as_step(warm_bytes),
         // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
         // atomics): for each KV head g, biases, RoPE and the cache store of its K and V and of its
         // query heads (the same ops, slice by slice, as forward_layer), then the run's attention.
@@ -298,19 +290,19 @@ class cpu_backend final : public backend {
            cpu::prefetch_l2(&kv.v[kv_index(0, g * hd)], bytes);
          }},
         {1, [&](int64_t) { plan_wo_.quantize(att_.data()); }},
-        chunks_residual(plan_wo_),
+        residual(plan_wo_),
         {1,
          [&](int64_t) {
            norm(L.ffn_norm, 1);
            plan_gate_up_.quantize(h_.data());
          }},
-        chunks(plan_gate_up_),
+        plan_gate_up_.as_step(warm_bytes),
         {1,
          [&](int64_t) {
            cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
            plan_down_.quantize(gate_.data());
          }},
-        chunks_residual(plan_down_),
+        residual(plan_down_),
     };
     cpu::run_steps(steps, static_cast<int>(std::size(steps)));
     return true;

@@ -120,12 +120,12 @@ bool matvec_plan::suits(const matmul_job* jobs, int n_jobs, int n_tok) {
 
 bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
   n_jobs_ = 0;
-  chunks_.clear();
   if (!suits(jobs, n_jobs, n_tok)) return false;
   const kernel_table& kt = kernels();
   kt_ = &kt;
   n_jobs_ = n_jobs;
   n_tok_ = n_tok;
+  first_[0] = 0;
   cols_ = jobs[0].w->cols();
   constexpr int nf = n_act_formats;
   size_t total = 0;
@@ -145,41 +145,43 @@ bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
   }
   acts_ = acts_buf_.get(total);
 
-  // Guided chunks: each is the bytes still unassigned / threads, at least min_chunk(threads),
-  // handed out in order from one counter. Each chunk is a new stream that the hardware
-  // prefetchers must pick up again, plus two atomics on lines the threads share: at about 60 GB/s,
-  // two threads reading 885 KiB packed matrices from one counter got 75% of the bandwidth probe in
-  // 9 chunks per matrix and 86% in 2 (a stand-alone loop over 600 MB of them). So a thread's
-  // first chunk of a step is close to its whole share, and the later ones shrink, so that a
-  // thread that finishes early picks up the rest instead of waiting out another's long chunk.
-  // For packed weights, r0 and r1 count groups of x16_rows rows.
-  const int threads = num_threads();
-  size_t left = 0;
-  for (int j = 0; j < n_jobs; ++j) left += jobs[j].w->nbytes();
-  // Never so long that a step has fewer chunks than threads.
-  const size_t mc =
-      std::max<size_t>(1, std::min(min_chunk(threads), left / static_cast<size_t>(threads)));
+  // Units: x16 groups of packed weights, rows of the others, the jobs back to back.
+  size_t bytes = 0;
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;
-    size_t unit = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
+    unit_bytes_[j] = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
     int64_t n = w.rows();
+    base_[j] = static_cast<const uint8_t*>(w.data());
     if (pk_[j]) {
-      unit *= x16_rows;
+      unit_bytes_[j] = x16_bytes(w.type(), x16_rows, w.cols());
       n = (n + x16_rows - 1) / x16_rows;
+      base_[j] = static_cast<const uint8_t*>(pk_[j]->data());
     }
-    for (int64_t r = 0; r < n;) {
-      const size_t want = std::max<size_t>(mc, left / static_cast<size_t>(threads));
-      int64_t r1 = std::min<int64_t>(n, r + std::max<int64_t>(1, want / unit));
-      // No short tail of its own, once there is a chunk for every thread.
-      if (chunks_.size() + 1 >= static_cast<size_t>(threads) &&
-          static_cast<size_t>(n - r1) * unit < mc / 2)
-        r1 = n;
-      chunks_.push_back({j, r, r1});
-      left -= std::min(left, static_cast<size_t>(r1 - r) * unit);
-      r = r1;
-    }
+    first_[j + 1] = first_[j] + n;
+    bytes += static_cast<size_t>(n) * unit_bytes_[j];
   }
+  const size_t avg_unit = std::max<size_t>(1, bytes / static_cast<size_t>(std::max<int64_t>(1, units())));
+  grain_ = std::max<int64_t>(1, static_cast<int64_t>(grain_bytes / avg_unit));
   return true;
+}
+
+int64_t matvec_plan::split(int k, int parts) const {
+  if (k <= 0 || parts <= 0) return 0;
+  if (k >= parts) return units();
+  size_t total = 0;
+  for (int j = 0; j < n_jobs_; ++j)
+    total += static_cast<size_t>(first_[j + 1] - first_[j]) * unit_bytes_[j];
+  // Bytes before the split point: k / parts of the total, rounded to a whole unit.
+  size_t want = total / static_cast<size_t>(parts) * static_cast<size_t>(k) +
+                total % static_cast<size_t>(parts) * static_cast<size_t>(k) / static_cast<size_t>(parts);
+  for (int j = 0; j < n_jobs_; ++j) {
+    const size_t job_bytes = static_cast<size_t>(first_[j + 1] - first_[j]) * unit_bytes_[j];
+    if (want < job_bytes || j == n_jobs_ - 1)
+      return std::min(first_[j + 1],
+                      first_[j] + static_cast<int64_t>((want + unit_bytes_[j] / 2) / unit_bytes_[j]));
+    want -= job_bytes;
+  }
+  return units();
 }
 
 void matvec_plan::quantize(const float* x) {
@@ -194,57 +196,68 @@ void matvec_plan::quantize(const float* x) {
   }
 }
 
-void matvec_plan::run(int64_t i) const {
-  const chunk& c = chunks_[static_cast<size_t>(i)];
-  const int j = c.job;
-  const act_rows& a = rows_[j];
-  if (const packed_matrix* p = pk_[j]) {
-    for (int t = 0; t < n_tok_; ++t)
-      ks_[j]->mv_x16(p->data(), p->rows(), p->cols(), a.row(t), jobs_[j].y + t * p->rows(), c.r0,
-                     c.r1);
-  } else {
-    mv_rows(*ks_[j], *jobs_[j].w, a, x_, n_tok_, jobs_[j].y, c.r0, c.r1);
+void matvec_plan::run(int64_t u0, int64_t u1) const {
+  for (int j = 0; j < n_jobs_ && u0 < u1; ++j) {
+    if (u0 >= first_[j + 1]) continue;
+    const int64_t r0 = u0 - first_[j], r1 = std::min(u1, first_[j + 1]) - first_[j];
+    u0 = first_[j + 1];
+    const act_rows& a = rows_[j];
+    if (const packed_matrix* p = pk_[j]) {
+      for (int t = 0; t < n_tok_; ++t)
+        ks_[j]->mv_x16(p->data(), p->rows(), p->cols(), a.row(t), jobs_[j].y + t * p->rows(), r0,
+                       r1);
+    } else {
+      mv_rows(*ks_[j], *jobs_[j].w, a, x_, n_tok_, jobs_[j].y, r0, r1);
+    }
   }
 }
 
-void matvec_plan::chunk_rows(int64_t i, int64_t* r0, int64_t* r1) const {
-  const chunk& c = chunks_[static_cast<size_t>(i)];
-  const int64_t rows = jobs_[c.job].w->rows();
-  const int64_t unit = pk_[c.job] ? x16_rows : 1;
-  *r0 = std::min(rows, c.r0 * unit);
-  *r1 = std::min(rows, c.r1 * unit);
+void matvec_plan::rows(int j, int64_t u0, int64_t u1, int64_t* r0, int64_t* r1) const {
+  const int64_t rows = jobs_[j].w->rows();
+  const int64_t unit = pk_[j] ? x16_rows : 1;
+  const int64_t lo = std::clamp(u0, first_[j], first_[j + 1]) - first_[j];
+  const int64_t hi = std::clamp(u1, first_[j], first_[j + 1]) - first_[j];
+  *r0 = std::min(rows, lo * unit);
+  *r1 = std::max(*r0, std::min(rows, hi * unit));
 }
 
-void matvec_plan::warm(int64_t i, size_t max_bytes) const {
-  const chunk& c = chunks_[static_cast<size_t>(i)];
-  const weight& w = *jobs_[c.job].w;
-  const uint8_t* base;
-  size_t unit;
-  if (const packed_matrix* p = pk_[c.job]) {
-    base = static_cast<const uint8_t*>(p->data());
-    unit = x16_bytes(w.type(), x16_rows, w.cols());
-  } else {
-    base = static_cast<const uint8_t*>(w.data());
-    unit = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
+void matvec_plan::warm(int64_t u, size_t max_bytes) const {
+  for (int j = 0; j < n_jobs_; ++j) {
+    if (u >= first_[j + 1]) continue;
+    const auto left = static_cast<size_t>(first_[j + 1] - u);
+    prefetch_l2(base_[j] + static_cast<size_t>(u - first_[j]) * unit_bytes_[j],
+                std::min(max_bytes, left * unit_bytes_[j]));
+    return;
   }
-  prefetch_l2(base + static_cast<size_t>(c.r0) * unit,
-              std::min(max_bytes, static_cast<size_t>(c.r1 - c.r0) * unit));
+}
+
+step matvec_plan::as_step(size_t warm_bytes, std::function<void(int64_t, int64_t)> then) const {
+  step s;
+  s.n = units();
+  s.grain = grain_;
+  s.warm = [this, warm_bytes](int64_t u) { warm(u, warm_bytes); };
+  s.split = [this](int k, int parts) { return split(k, parts); };
+  if (then)
+    s.range = [this, then = std::move(then)](int64_t u0, int64_t u1) {
+      run(u0, u1);
+      then(u0, u1);
+    };
+  else
+    s.range = [this](int64_t u0, int64_t u1) { run(u0, u1); };
+  return s;
 }
 
 namespace {
 
 // Several weights with the same input and few tokens: the activations are quantized once per
-// format, and one parallel loop covers the row chunks of every weight.
+// format, and one unit step (cpu::run_steps) covers the rows of every weight.
 void matmul_rows(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
   thread_local matvec_plan t_plan;
   matvec_plan& plan = t_plan;  // the caller's: the workers' lambda must not name the thread_local
   if (!plan.build(jobs, n_jobs, n_tok)) throw std::logic_error("matmul_rows: not a matvec shape");
   plan.quantize(x);
-  const int64_t n = plan.chunks();
-  std::atomic<int64_t> next{0};
-  parallel_for(num_threads(), 1, [&](int64_t, int64_t) {
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) plan.run(i);
-  });
+  const step s = plan.as_step(64 * 1024);
+  run_steps(&s, 1);
 }
 
 void matmul_q8_gemm(const kernel_table& kt, const type_kernels& k, const weight& w, const float* x,

@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/parallel.h"
 #include "cpu/repack.h"
 #include "runtime/model.h"
 
@@ -69,42 +71,42 @@ struct act_rows {
 
 }  // namespace detail
 
-// A decode-sized matmul_n (few tokens, row kernels) cut into chunks that threads take in order:
-// build() plans it (false when the shapes want the tiled kernels), quantize() quantizes the input
-// once per activation format (one thread), then run(i) computes chunk i for i < chunks(), on any
-// thread, in any order. cpu::run_steps (parallel.h) chains such plans without a fork-join
-// between them. The activations live in the plan, so a plan is reused, not shared.
+// A decode-sized matmul_n (few tokens, row kernels) as one stream of units: build() plans it
+// (false when the shapes want the tiled kernels), quantize() quantizes the input once per
+// activation format (one thread), then run(u0, u1) computes units [u0, u1) for any
+// 0 <= u0 < u1 <= units(), on any thread. A unit is a group of x16_rows rows of a packed weight or
+// one row of another, the jobs' units back to back in job order. cpu::run_steps (parallel.h) runs
+// a plan as a unit step (step()), and chains plans without a fork-join between them. The
+// activations live in the plan, so a plan is reused, not shared.
 class matvec_plan {
  public:
   static constexpr int max_jobs = 8;
-  // The smallest chunk build() makes at `threads` threads, in weight bytes, unless a step has
-  // fewer bytes than that per thread: 192 KiB at 2 threads, 64 KiB from 6 threads on (the more
-  // threads share the memory, the slower each streams a chunk, and a thread's last chunk is what
-  // the others may wait out). Measured with `tandem bench -p 0 --memory`, alternating rounds:
-  // - stories110M Q4_0 tg128 at 2 threads on the 2-core development VM, the old rule (unassigned
-  //   / 2T, at least 64 KiB) -> unassigned / T, at least 192 KiB: 748 -> 816 and 701 -> 719 t/s;
-  //   Q6_K 547 -> 604 and 478 -> 587.
-  // - tinyllama Q4_0 tg32 on a 16-core Xeon, medians of 5 rounds, old rule / 192 KiB at every
-  //   thread count / this rule: 4 threads 89.6 / 89.4 / 90.2, 8 threads 155.9 / 147.6 / 161.8,
-  //   16 threads 239.2 / 231.6 / 247.0.
-  static size_t min_chunk(int threads) {
-    return std::max<size_t>(64 * 1024, 384 * 1024 / static_cast<size_t>(std::max(1, threads)));
-  }
+  // The units a thread takes at a time from its share: about grain_bytes of weights. Within a
+  // share the units are one contiguous stream (the kernels prefetch past a grain's end), so a
+  // grain costs a kernel call and one atomic (a locked instruction, which waits for the loads
+  // before it), and the last grain of a step is what another thread may wait out. stories110M
+  // Q4_0 tg128 at 2 threads on the 2-core VM, `tandem bench -p 0 -n 128 -r 3`, medians of 6
+  // alternating rounds: guided chunks of at least 192 KiB (the scheme before shares) 730 t/s;
+  // grains of 32 KiB 695, 64 KiB 741, 128 KiB 750, 256 KiB 743.
+  static constexpr size_t grain_bytes = 128 * 1024;
   static bool suits(const matmul_job* jobs, int n_jobs, int n_tok);
   bool build(const matmul_job* jobs, int n_jobs, int n_tok);
   void quantize(const float* x);
-  int64_t chunks() const { return static_cast<int64_t>(chunks_.size()); }
-  void run(int64_t i) const;
-  // Prefetches (towards L2) up to max_bytes of the weights chunk i reads first.
-  void warm(int64_t i, size_t max_bytes) const;
-  // The output rows [*r0, *r1) of its job that chunk i writes.
-  void chunk_rows(int64_t i, int64_t* r0, int64_t* r1) const;
+  int64_t units() const { return first_[n_jobs_]; }
+  void run(int64_t u0, int64_t u1) const;
+  // The first unit of part k of `parts` with about equal weight bytes (split(0) = 0,
+  // split(parts) = units()).
+  int64_t split(int k, int parts) const;
+  int64_t grain() const { return grain_; }
+  // Prefetches (towards L2) up to max_bytes of the weights from unit u on (within its job).
+  void warm(int64_t u, size_t max_bytes) const;
+  // The output rows [*r0, *r1) of job j that units [u0, u1) write (empty: *r0 == *r1).
+  void rows(int j, int64_t u0, int64_t u1, int64_t* r0, int64_t* r1) const;
+  // A unit step of run_steps over this plan: run(), with `then` (where set) called on the same
+  // units after them; warm() of warm_bytes.
+  step as_step(size_t warm_bytes, std::function<void(int64_t, int64_t)> then = {}) const;
 
  private:
-  struct chunk {
-    int job;
-    int64_t r0, r1;
-  };
   const kernel_table* kt_ = nullptr;
   int n_jobs_ = 0, n_tok_ = 0;
   int64_t cols_ = 0;
@@ -114,11 +116,14 @@ class matvec_plan {
   const packed_matrix* pk_[max_jobs] = {};
   act_format fmt_[max_jobs] = {};
   detail::act_rows rows_[max_jobs];  // each job's quantized activations
+  int64_t first_[max_jobs + 1] = {};  // job j's units are [first_[j], first_[j + 1])
+  size_t unit_bytes_[max_jobs] = {};
+  const uint8_t* base_[max_jobs] = {};  // the weights the kernels read (packed or not)
+  int64_t grain_ = 1;
   bool need_[n_act_formats] = {};
   size_t offset_[n_act_formats] = {};
   detail::scratch acts_buf_;
   uint8_t* acts_ = nullptr;
-  std::vector<chunk> chunks_;
 };
 
 }  // namespace tandem::cpu

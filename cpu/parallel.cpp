@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -81,53 +82,178 @@ void prefetch_l2(const void* p, size_t bytes) {
     _mm_prefetch(reinterpret_cast<const char*>(l), _MM_HINT_T1);
 }
 
+namespace {
+
+// A unit step's share of one thread: [front, back) packed into one word (front in the low half),
+// so that the owner takes from the front with one fetch_add and a thief from the back with one
+// compare-exchange. front may pass back (the owner's last fetch_add): the share is then empty.
+struct alignas(64) share {
+  std::atomic<uint64_t> v{0};
+};
+uint64_t pack(int64_t front, int64_t back) {
+  return static_cast<uint64_t>(front) | static_cast<uint64_t>(back) << 32;
+}
+int64_t front_of(uint64_t v) {
+  return static_cast<int64_t>(v & 0xffffffffu);
+}
+int64_t back_of(uint64_t v) {
+  return static_cast<int64_t>(v >> 32);
+}
+
+struct alignas(64) counter {
+  std::atomic<int64_t> v{0};
+};
+
+// Reused from call to call (a region per layer per token): the unit steps' shares and the item
+// steps' counters.
+struct region_state {
+  std::unique_ptr<share[]> shares;
+  std::unique_ptr<counter[]> next;
+  size_t n_shares = 0, n_next = 0;
+  void reset(size_t shares_needed, size_t steps) {
+    if (shares_needed > n_shares) {
+      shares = std::make_unique<share[]>(shares_needed);
+      n_shares = shares_needed;
+    }
+    if (steps > n_next) {
+      next = std::make_unique<counter[]>(steps);
+      n_next = steps;
+    }
+    for (size_t s = 0; s < steps; ++s) next[s].v.store(0, std::memory_order_relaxed);
+  }
+};
+
+}  // namespace
+
 void run_steps(const step* steps, int n_steps) {
-  thread_local std::vector<int64_t> start;  // start[s]: the first item number of step s
+  if (n_steps <= 0) return;
+  thread_local std::vector<int64_t> start;  // start[s]: the work (items, units) before step s
   start.assign(static_cast<size_t>(n_steps) + 1, 0);
   for (int s = 0; s < n_steps; ++s)
     start[static_cast<size_t>(s) + 1] =
         start[static_cast<size_t>(s)] + std::max<int64_t>(0, steps[s].n);
   const int64_t total = start[static_cast<size_t>(n_steps)];
   if (total == 0) return;
+  for (int s = 0; s < n_steps; ++s)
+    if (steps[s].range && steps[s].n >= (int64_t{1} << 31))
+      throw std::length_error("run_steps: a unit step of 2^31 units or more");
   auto& a = arena();
-  if (g_threads == 1) {
-    for (int s = 0; s < n_steps; ++s)
-      for (int64_t i = 0; i < steps[s].n; ++i) steps[s].item(i);
+  const int threads = g_threads;
+  if (threads == 1) {
+    for (int s = 0; s < n_steps; ++s) {
+      if (steps[s].n <= 0) continue;
+      if (steps[s].range)
+        steps[s].range(0, steps[s].n);
+      else
+        for (int64_t i = 0; i < steps[s].n; ++i) steps[s].item(i);
+    }
     return;
   }
-  // The two counters on lines of their own: every item takes one and bumps the other, and on one
-  // line both threads' read-modify-writes would take it from each other twice per item.
-  struct alignas(64) counter {
-    std::atomic<int64_t> v{0};
-  };
-  counter next_c, done_c;
-  std::atomic<int64_t>& next = next_c.v;
+  thread_local region_state t_rs;
+  region_state& rs = t_rs;  // the caller's: the workers' lambda must not name the thread_local
+  const auto T = static_cast<size_t>(threads);
+  rs.reset(static_cast<size_t>(n_steps) * T, static_cast<size_t>(n_steps));
+  for (int s = 0; s < n_steps; ++s) {
+    const step& S = steps[s];
+    if (!S.range) continue;
+    const int64_t n = std::max<int64_t>(0, S.n);
+    for (int t = 0; t < threads; ++t) {
+      const auto at = [&](int k) {
+        if (k <= 0) return int64_t{0};
+        if (k >= threads) return n;
+        return std::clamp<int64_t>(S.split ? S.split(k, threads) : n * k / threads, 0, n);
+      };
+      rs.shares[static_cast<size_t>(s) * T + static_cast<size_t>(t)].v.store(
+          pack(at(t), std::max(at(t), at(t + 1))), std::memory_order_relaxed);
+    }
+  }
+  // Items and units done, on a line of its own: every item bumps it.
+  counter done_c;
   std::atomic<int64_t>& done = done_c.v;
   std::exception_ptr failed;
   std::atomic<bool> has_failed{false};
   const int64_t* st = start.data();
-  auto work = [&] {
-    int s = 0;
-    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < total;) {
-      while (st[s + 1] <= i) ++s;
-      if (done.load(std::memory_order_acquire) < st[s]) {
-        if (steps[s].warm) steps[s].warm(i - st[s]);
-        while (done.load(std::memory_order_acquire) < st[s]) _mm_pause();
-      }
-      try {
-        steps[s].item(i - st[s]);
-      } catch (...) {
-        if (!has_failed.exchange(true)) failed = std::current_exception();
-      }
-      done.fetch_add(1, std::memory_order_release);
+  const auto guarded = [&](auto&& f) {
+    try {
+      f();
+    } catch (...) {
+      if (!has_failed.exchange(true)) failed = std::current_exception();
     }
   };
-  const int threads = g_threads;
+  // Spins until every item and unit of the steps before s is done; warm() first if it must.
+  const auto wait_for = [&](int s, auto&& warm) {
+    if (done.load(std::memory_order_acquire) >= st[s]) return;
+    warm();
+    while (done.load(std::memory_order_acquire) < st[s]) _mm_pause();
+  };
+  auto work = [&](int t) {
+    for (int s = 0; s < n_steps; ++s) {
+      const step& S = steps[s];
+      if (S.n <= 0) continue;
+      if (!S.range) {
+        for (int64_t i; (i = rs.next[s].v.fetch_add(1, std::memory_order_relaxed)) < S.n;) {
+          wait_for(s, [&] {
+            if (S.warm) S.warm(i);
+          });
+          guarded([&] { S.item(i); });
+          done.fetch_add(1, std::memory_order_release);
+        }
+        continue;
+      }
+      share* sh = &rs.shares[static_cast<size_t>(s) * T];
+      std::atomic<uint64_t>& own = sh[t].v;
+      wait_for(s, [&] {
+        const uint64_t v = own.load(std::memory_order_relaxed);
+        if (S.warm && front_of(v) < back_of(v)) S.warm(front_of(v));
+      });
+      const int64_t grain = std::max<int64_t>(1, S.grain);
+      int64_t ran = 0;
+      for (;;) {
+        // The own share, grain by grain from the front.
+        for (;;) {
+          const uint64_t v = own.fetch_add(static_cast<uint64_t>(grain), std::memory_order_relaxed);
+          const int64_t f = front_of(v), b = back_of(v);
+          if (f >= b) break;
+          const int64_t u1 = std::min(b, f + grain);
+          guarded([&] { S.range(f, u1); });
+          ran += u1 - f;
+        }
+        // Published once per share, not per grain: both threads bumping the one line every
+        // grain would pass it back and forth.
+        done.fetch_add(ran, std::memory_order_release);
+        ran = 0;
+        // Then the back half of the largest share left, as the own share.
+        bool stole = false;
+        for (;;) {
+          size_t victim = T;
+          int64_t most = 0;
+          uint64_t seen = 0;
+          for (size_t k = 0; k < T; ++k) {
+            const uint64_t v = sh[k].v.load(std::memory_order_relaxed);
+            if (back_of(v) - front_of(v) > most) {
+              most = back_of(v) - front_of(v);
+              victim = k;
+              seen = v;
+            }
+          }
+          if (victim == T) break;
+          const int64_t f = front_of(seen), b = back_of(seen), half = (b - f + 1) / 2;
+          if (sh[victim].v.compare_exchange_weak(seen, pack(f, b - half),
+                                                 std::memory_order_relaxed)) {
+            own.store(pack(b - half, b), std::memory_order_relaxed);
+            stole = true;
+            break;
+          }
+        }
+        if (!stole) break;
+      }
+    }
+  };
   a.execute([&] {
     tbb::parallel_for(
         tbb::blocked_range<int>(0, threads, 1),
         [&](const tbb::blocked_range<int>& r) {
-          for (int k = r.begin(); k < r.end(); ++k) work();
+          for (int k = r.begin(); k < r.end(); ++k) work(k);
         },
         tbb::simple_partitioner());
   });

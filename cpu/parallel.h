@@ -15,24 +15,34 @@ int physical_cores();
 // Calls f(r0, r1) over disjoint ranges covering [0, n), in parallel, chunks of at least grain.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& f);
 
-// One step of run_steps: n independent items, item(i) for i in [0, n). warm(i), where set, is
-// called by a thread that has taken item i but must wait for the step before: it prefetches what
-// item i will read, so that time goes into the memory stream instead of a spin.
+// One step of run_steps, of one of two kinds.
+// - Items (range unset): n independent items, item(i) for i in [0, n), taken in order from one
+//   counter. warm(i), where set, is called by a thread that has taken item i but must wait for
+//   the step before: it prefetches what item i will read, so that time goes into the memory
+//   stream instead of a spin.
+// - Units (range set): n units of one stream of work (the rows of matrix-vector products), each
+//   thread starting on its own share [split(t, T), split(t + 1, T)) (equal counts where split is
+//   unset) and taking grain units at a time from its front, so that it reads one contiguous
+//   stream; a thread whose share is done takes the back half of the largest share left, until
+//   none is. range(u0, u1) computes units [u0, u1); warm(u) prefetches from unit u, the first of
+//   the thread's share, while it waits for the step before.
 struct step {
   int64_t n = 0;
   std::function<void(int64_t)> item;
   std::function<void(int64_t)> warm = {};
+  std::function<void(int64_t, int64_t)> range = {};
+  int64_t grain = 1;
+  std::function<int64_t(int, int)> split = {};
 };
 
 // Software prefetch of [p, p + bytes) towards the L2 cache.
 void prefetch_l2(const void* p, size_t bytes);
 
-// Runs the steps in order in one parallel region: every item of a step finishes before any item
-// of a later step starts, but the threads go from step to step without a fork-join. Items are
-// handed out in order from one counter, and a thread that takes an item of a later step spins
-// until every item before that step is done (the items before it were all taken by threads that
-// are running them), so the steps complete on any number of threads, one included. Decode runs a
-// layer (norm, QKV, attention, output, FFN: short products with serial work between) as one
+// Runs the steps in order in one parallel region: every item or unit of a step finishes before
+// any of a later step starts, but the threads go from step to step without a fork-join. A thread
+// waits (spins) for a step only once it holds work of it, and every item or unit is held by a
+// thread that is running, so the steps complete on any number of threads, one included. Decode
+// runs a layer (norm, QKV, attention, output, FFN: short products with serial work between) as one
 // region instead of five fork-joins. An exception from an item is rethrown after the region.
 void run_steps(const step* steps, int n_steps);
 

@@ -59,6 +59,74 @@ TEST(RunSteps, EveryItemOnceAndStepsInOrder) {
   }
 }
 
+// Unit steps among item steps: every unit of every step run once, by ranges inside [0, n), each
+// step after every unit and item of the ones before; with even and uneven shares (a split that
+// gives one thread everything, one that gives the first thread nothing) and grains of 1 to more
+// than a share, so that threads take from each other's shares.
+TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
+  threads_guard guard;
+  struct shape {
+    int64_t n;  // units (0: an item step of 3 items)
+    int64_t grain;
+    int split;  // 0 none, 1 all to the last thread, 2 nothing to the first thread
+  };
+  const std::vector<shape> shapes = {{1000, 7, 0}, {0, 0, 0},  {5, 1, 1},    {333, 64, 2},
+                                     {0, 0, 0},    {1, 1, 0},  {4097, 5000, 0}, {64, 3, 1}};
+  for (int threads : {1, 2, 3, 5}) {
+    cpu::set_num_threads(threads);
+    for (int rep = 0; rep < 20; ++rep) {
+      std::vector<std::atomic<int64_t>> finished(shapes.size());
+      std::vector<std::vector<std::atomic<int>>> ran;
+      std::vector<int64_t> size(shapes.size());
+      for (size_t s = 0; s < shapes.size(); ++s) {
+        size[s] = shapes[s].n ? shapes[s].n : 3;
+        ran.emplace_back(static_cast<size_t>(size[s]));
+      }
+      std::atomic<int> out_of_order{0}, bad_range{0};
+      const auto check_before = [&](size_t s) {
+        for (size_t e = 0; e < s; ++e)
+          if (finished[e].load() != size[e]) ++out_of_order;
+      };
+      std::vector<cpu::step> steps;
+      for (size_t s = 0; s < shapes.size(); ++s) {
+        cpu::step st;
+        st.n = size[s];
+        if (shapes[s].n == 0) {
+          st.item = [&, s](int64_t i) {
+            check_before(s);
+            ++ran[s][static_cast<size_t>(i)];
+            ++finished[s];
+          };
+        } else {
+          st.grain = shapes[s].grain;
+          st.range = [&, s](int64_t u0, int64_t u1) {
+            check_before(s);
+            if (u0 < 0 || u1 > size[s] || u0 >= u1) {
+              ++bad_range;
+              return;
+            }
+            for (int64_t u = u0; u < u1; ++u) ++ran[s][static_cast<size_t>(u)];
+            finished[s] += u1 - u0;
+          };
+          st.warm = [&, s](int64_t u) {
+            if (u < 0 || u >= size[s]) ++bad_range;
+          };
+          const int64_t n = size[s];
+          if (shapes[s].split == 1) st.split = [n](int k, int parts) { return k < parts ? 0 : n; };
+          if (shapes[s].split == 2) st.split = [](int k, int) { return k <= 1 ? int64_t{0} : int64_t{1}; };
+        }
+        steps.push_back(std::move(st));
+      }
+      cpu::run_steps(steps.data(), static_cast<int>(steps.size()));
+      EXPECT_EQ(out_of_order.load(), 0) << threads << " threads";
+      EXPECT_EQ(bad_range.load(), 0) << threads << " threads";
+      for (size_t s = 0; s < shapes.size(); ++s)
+        for (auto& r : ran[s])
+          ASSERT_EQ(r.load(), 1) << "step " << s << ", " << threads << " threads";
+    }
+  }
+}
+
 TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
   threads_guard guard;
   for (int threads : {1, 2}) {
@@ -73,6 +141,15 @@ TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
     };
     EXPECT_THROW(cpu::run_steps(steps, 2), std::runtime_error);
     EXPECT_LE(later.load(), 3);
+    // The same from a unit step, and the steps after it still complete (no thread left waiting).
+    cpu::step units;
+    units.n = 100;
+    units.grain = 4;
+    units.range = [](int64_t u0, int64_t u1) {
+      if (u0 <= 50 && 50 < u1) throw std::runtime_error("unit 50");
+    };
+    const cpu::step more[] = {units, {3, [&](int64_t) { ++later; }}};
+    EXPECT_THROW(cpu::run_steps(more, 2), std::runtime_error);
   }
 }
 

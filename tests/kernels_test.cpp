@@ -465,59 +465,71 @@ TEST(MatmulN, EqualsSeparateMatmuls) {
   }
 }
 
-// The decode plan's chunks (matvec_plan::build): each job's rows once, in order; at least one
-// chunk per thread where the step has the rows for it; no chunk under the minimum but a job's
-// last; one chunk per job on one thread. Shapes of stories110M (QKV, FFN gate/up, FFN down, Q4_0,
-// 332-885 KiB each) and a tiny one.
-TEST(MatvecPlan, ChunksCoverEveryRowOnceAndEveryThreadGetsOne) {
+// The decode plan's units (matvec_plan): the jobs' rows back to back, one unit per row of an
+// unpacked weight; split() cuts them into parts of about equal weight bytes (within a unit of
+// the even share, in order, covering every unit); rows() maps any run of units back to each job's
+// rows; and run() over any cut of the units computes what matmul does. Shapes of stories110M
+// (QKV, FFN gate/up, FFN down, Q4_0), mixed types and a tiny one.
+TEST(MatvecPlan, UnitsSplitAndRowsCoverEveryRowOnce) {
   state_guard guard;
   const test_matrix q(dtype::q4_0, 768, 768, 1), g(dtype::q4_0, 2048, 768, 2),
-      d(dtype::q4_0, 768, 2048, 3), t(dtype::q8_0, 40, 64, 4);
-  const std::vector<std::vector<const test_matrix*>> steps = {{&q, &q, &q}, {&g, &g}, {&d}, {&t}};
-  for (int threads : {1, 2, 3, 16}) {
-    set_num_threads(threads);
-    for (const auto& ms : steps) {
-      std::vector<weight> ws;
-      std::vector<std::vector<float>> ys;
-      std::vector<matmul_job> jobs;
-      size_t bytes = 0;
-      for (const test_matrix* m : ms) {
-        ws.push_back(m->w());
-        ys.emplace_back(static_cast<size_t>(m->t.ne[1]));
-        bytes += m->t.nbytes;
-      }
-      for (size_t j = 0; j < ws.size(); ++j) jobs.push_back({&ws[j], ys[j].data()});
-      matvec_plan plan;
-      ASSERT_TRUE(plan.build(jobs.data(), static_cast<int>(jobs.size()), 1));
-      const std::string what = std::to_string(threads) + " threads, " + std::to_string(ms.size()) +
-                               " x " + std::to_string(ms[0]->t.ne[1]);
+      d(dtype::q4_0, 768, 2048, 3), t(dtype::q8_0, 40, 64, 4), k6(dtype::q6_k, 96, 768, 5),
+      k4(dtype::q4_k, 200, 768, 6);
+  const std::vector<std::vector<const test_matrix*>> steps = {
+      {&q, &q, &q}, {&g, &g}, {&d}, {&t}, {&k4, &k6, &k4}};
+  for (const auto& ms : steps) {
+    std::vector<weight> ws;
+    std::vector<std::vector<float>> ys, want;
+    std::vector<matmul_job> jobs;
+    size_t bytes = 0;
+    int64_t rows_total = 0;
+    const int64_t cols = ms[0]->t.ne[0];
+    const auto x = gaussian(static_cast<size_t>(cols), 7);
+    for (const test_matrix* m : ms) {
+      ws.push_back(m->w());
+      ys.emplace_back(static_cast<size_t>(m->t.ne[1]), NAN);
+      want.emplace_back(static_cast<size_t>(m->t.ne[1]));
+      matmul(ws.back(), x.data(), 1, want.back().data());
+      bytes += m->t.nbytes;
+      rows_total += m->t.ne[1];
+    }
+    for (size_t j = 0; j < ws.size(); ++j) jobs.push_back({&ws[j], ys[j].data()});
+    matvec_plan plan;
+    ASSERT_TRUE(plan.build(jobs.data(), static_cast<int>(jobs.size()), 1));
+    const std::string what = std::to_string(ms.size()) + " x " + std::to_string(ms[0]->t.ne[1]);
+    ASSERT_EQ(plan.units(), rows_total) << what;
+    EXPECT_GE(plan.grain(), 1);
+    size_t max_row = 0;
+    for (const test_matrix* m : ms) max_row = std::max<size_t>(max_row, m->t.nbytes / m->t.ne[1]);
+    for (int parts : {1, 2, 3, 7, 16}) {
+      EXPECT_EQ(plan.split(0, parts), 0);
+      EXPECT_EQ(plan.split(parts, parts), plan.units());
       std::vector<int64_t> next(ms.size(), 0);  // each job's next row
-      size_t job = 0;
-      int64_t rows_total = 0;
-      for (const test_matrix* m : ms) rows_total += m->t.ne[1];
-      const size_t min_bytes = std::min(matvec_plan::min_chunk(threads), bytes / threads);
-      for (int64_t i = 0; i < plan.chunks(); ++i) {
-        int64_t r0, r1;
-        plan.chunk_rows(i, &r0, &r1);
-        while (job < ms.size() && next[job] == ms[job]->t.ne[1]) ++job;
-        ASSERT_LT(job, ms.size()) << what;
-        EXPECT_EQ(r0, next[job]) << what << ", chunk " << i;
-        ASSERT_GT(r1, r0) << what;
-        next[job] = r1;
-        const size_t chunk_bytes =
-            static_cast<size_t>(r1 - r0) * (ms[job]->t.nbytes / ms[job]->t.ne[1]);
-        if (r1 < ms[job]->t.ne[1]) {  // (rounded down to whole rows)
-          EXPECT_GE(chunk_bytes + ms[job]->t.nbytes / ms[job]->t.ne[1], min_bytes)
-              << what << ", chunk " << i;
+      for (int k = 0; k < parts; ++k) {
+        const int64_t u0 = plan.split(k, parts), u1 = plan.split(k + 1, parts);
+        ASSERT_LE(u0, u1) << what << ", part " << k << " of " << parts;
+        size_t part_bytes = 0;
+        for (size_t j = 0; j < ms.size(); ++j) {
+          int64_t r0, r1;
+          plan.rows(static_cast<int>(j), u0, u1, &r0, &r1);
+          ASSERT_LE(r0, r1);
+          if (r0 == r1) continue;
+          EXPECT_EQ(r0, next[j]) << what << ", part " << k << " of " << parts << ", job " << j;
+          next[j] = r1;
+          part_bytes += static_cast<size_t>(r1 - r0) * (ms[j]->t.nbytes / ms[j]->t.ne[1]);
+        }
+        if (static_cast<int64_t>(parts) <= rows_total) {  // about an even share of the bytes
+          EXPECT_LE(part_bytes, bytes / parts + 2 * max_row) << what << ", part " << k;
+          EXPECT_GE(part_bytes + 2 * max_row, bytes / parts) << what << ", part " << k;
         }
       }
       for (size_t j = 0; j < ms.size(); ++j) EXPECT_EQ(next[j], ms[j]->t.ne[1]) << what;
-      if (threads == 1) {
-        EXPECT_EQ(plan.chunks(), static_cast<int64_t>(ms.size())) << what;
-      } else {
-        EXPECT_GE(plan.chunks(), std::min<int64_t>(threads, rows_total)) << what;
-      }
     }
+    // run() over an uneven cut of the units (runs of 1, 2, 3, ... units) equals matmul.
+    plan.quantize(x.data());
+    for (int64_t u = 0, len = 1; u < plan.units(); u += len, ++len)
+      plan.run(u, std::min(plan.units(), u + len));
+    for (size_t j = 0; j < ms.size(); ++j) EXPECT_EQ(ys[j], want[j]) << what << ", job " << j;
   }
 }
 
