@@ -205,6 +205,10 @@ class layer_cache {
 
 // madvise(MADV_WILLNEED) over [p, p + n), widened to whole pages; ignores failures.
 void advise_willneed(const void* p, uint64_t n);
+// Maps the pages of [p, p + n) of a read-only file mapping into this process now
+// (MADV_POPULATE_READ, or one read per page where the kernel lacks it), so that a later first
+// read of a page does not fault; ignores failures.
+void populate_read(const void* p, uint64_t n);
 // Tells the kernel the whole pages inside [p, p + n) of a read-only file mapping will not be read
 // soon (MADV_DONTNEED: dropped from this process, read again from the file if touched).
 void advise_dontneed(const void* p, uint64_t n);
