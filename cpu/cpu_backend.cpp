@@ -43,6 +43,7 @@ class cpu_backend final : public backend {
     gate_.resize(nb * hp_.n_ff);
     up_.resize(nb * hp_.n_ff);
     kv_.resize(static_cast<size_t>(hp_.n_layer));
+    decode_.resize(static_cast<size_t>(hp_.n_layer));
     for (int il : opt.layers) {
       kv_[static_cast<size_t>(il)].k.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
       kv_[static_cast<size_t>(il)].v.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
@@ -87,7 +88,7 @@ class cpu_backend final : public backend {
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
 
     const packed_layer& P = packed(il);
-    if (n == 1 && !capture_ && decode_layer(L, P, kv, pos0)) return add_compute(t0);
+    if (n == 1 && !capture_ && decode_layer(il, L, P, pos0)) return add_compute(t0);
 
     const size_t nt = static_cast<size_t>(n);
     // Attention block.
@@ -215,20 +216,38 @@ class cpu_backend final : public backend {
                                                                : none;
   }
 
-  // One decode token through a layer as one parallel region (cpu::run_steps): the same ops and
-  // kernels as forward_layer's general path, so the same bits, but the threads go from one
-  // product to the next without a fork-join (at 2 threads on stories110M, five per layer were
-  // ~15% of the time per token). False when a product wants the tiled kernels.
-  bool decode_layer(const layer_weights& L, const packed_layer& P, kv_cache& kv, int pos) {
+  // A layer's decode token as steps of cpu::run_steps: the same ops and kernels as
+  // forward_layer's general path, so the same bits, but the threads go from one product to the
+  // next without a fork-join (at 2 threads on stories110M, five per layer were ~15% of the time
+  // per token). Its plans and steps are kept from token to token (where the weights stay where
+  // they are); they read the position from decode_pos_.
+  struct layer_decode {
+    cpu::matvec_plan qkv, wo, gate_up, down;
+    std::vector<cpu::step> steps;  // empty: a product wants the tiled kernels
+    const layer_weights* L = nullptr;  // what they were built for
+    const cpu::kernel_table* kt = nullptr;
+    int threads = 0;
+  };
+  layer_decode& decode_steps(int il, const layer_weights& L, const packed_layer& P) {
+    auto& slot = decode_[static_cast<size_t>(il)];
+    if (!slot) slot = std::make_unique<layer_decode>();
+    layer_decode& D = *slot;
+    const int threads = cpu::num_threads();
+    if (!cache_ && D.L == &L && D.kt == &cpu::kernels() && D.threads == threads) return D;
+    ++decode_generation_;
+    D.steps.clear();
+    D.L = &L;
+    D.kt = &cpu::kernels();
+    D.threads = threads;
     const cpu::matmul_job qkv[] = {
         {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
     const cpu::matmul_job wo{&L.wo, h_.data(), pk(P.wo)};
     const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
                                        {&L.ffn_up, up_.data(), pk(P.up)}};
     const cpu::matmul_job down{&L.ffn_down, h_.data(), pk(P.down)};
-    if (!plan_qkv_.build(qkv, 3, 1) || !plan_wo_.build(&wo, 1, 1) ||
-        !plan_gate_up_.build(gate_up, 2, 1) || !plan_down_.build(&down, 1, 1))
-      return false;
+    if (!D.qkv.build(qkv, 3, 1) || !D.wo.build(&wo, 1, 1) || !D.gate_up.build(gate_up, 2, 1) ||
+        !D.down.build(&down, 1, 1))
+      return D;
     // A thread that waits for the serial step before a product prefetches the first bytes of
     // its share meanwhile.
     constexpr size_t warm_bytes = 64 * 1024;
@@ -242,70 +261,110 @@ class cpu_backend final : public backend {
       });
     };
     // Attention by runs of KV heads, one run per thread: each KV head is read (and staged) once.
-    const int group = hp_.n_head / hp_.n_head_kv;
-    const int hd = hp_.head_dim;
-    const int n_att = std::min(hp_.n_head_kv, cpu::num_threads());
-    const auto att_first = [&](int64_t i) {  // the first KV head of attention item i
+    const int n_att = std::min(hp_.n_head_kv, threads);
+    const auto att_first = [this, n_att](int64_t i) {  // the first KV head of attention item i
       return static_cast<int>(i * hp_.n_head_kv / n_att);
     };
-    const cpu::step steps[] = {
+    kv_cache* kv = &kv_[static_cast<size_t>(il)];
+    const layer_weights* W = &L;
+    D.steps = {
         {1,
-         [&](int64_t) {
-           norm(L.attn_norm, 1);
-           plan_qkv_.quantize(h_.data());
-           if (rope_pos_ != pos) {  // the first layer of a token
+         [this, W, &D](int64_t) {
+           norm(W->attn_norm, 1);
+           D.qkv.quantize(h_.data());
+           if (rope_pos_ != decode_pos_) {  // the first layer of a token
              rope_cs_.resize(static_cast<size_t>(hp_.n_rot));
-             cpu::rope_angles(pos, hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale,
+             cpu::rope_angles(decode_pos_, hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale,
                               rope_cs_.data());
-             rope_pos_ = pos;
+             rope_pos_ = decode_pos_;
            }
          }},
-        plan_qkv_.as_step(warm_bytes),
+        D.qkv.as_step(warm_bytes),
         // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
         // atomics): for each KV head g, biases, RoPE and the cache store of its K and V and of its
         // query heads (the same ops, slice by slice, as forward_layer), then the run's attention.
         {n_att,
-         [&](int64_t i) {
+         [this, W, kv, att_first](int64_t i) {
+           const int group = hp_.n_head / hp_.n_head_kv, hd = hp_.head_dim;
+           const int pos = decode_pos_;
            const int g0 = att_first(i), g1 = att_first(i + 1);
            for (int g = g0; g < g1; ++g) {
              float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
              float* kg = k_.data() + static_cast<int64_t>(g) * hd;
              float* vg = v_.data() + static_cast<int64_t>(g) * hd;
-             add_bias_slice(L.bq, qg, g * group * hd, group * hd);
-             add_bias_slice(L.bk, kg, g * hd, hd);
-             add_bias_slice(L.bv, vg, g * hd, hd);
+             add_bias_slice(W->bq, qg, g * group * hd, group * hd);
+             add_bias_slice(W->bk, kg, g * hd, hd);
+             add_bias_slice(W->bv, vg, g * hd, hd);
              cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
              const size_t at = kv_index(pos, g * hd);
-             cpu::fp32_to_fp16_row(kg, &kv.k[at], hd);
-             cpu::fp32_to_fp16_row(vg, &kv.v[at], hd);
+             cpu::fp32_to_fp16_row(kg, &kv->k[at], hd);
+             cpu::fp32_to_fp16_row(vg, &kv->v[at], hd);
            }
-           cpu::attention(att_.data(), q_.data(), kv.k.data(), kv.v.data(), 1, pos, hp_.n_head,
+           cpu::attention(att_.data(), q_.data(), kv->k.data(), kv->v.data(), 1, pos, hp_.n_head,
                           hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
          },
-         [&](int64_t i) {  // the first KV head's first rows (the cache of earlier positions)
-           const int g = att_first(i);
-           const size_t bytes =
-               sizeof(f16) * static_cast<size_t>(hd) * static_cast<size_t>(std::min(pos, 64));
-           cpu::prefetch_l2(&kv.k[kv_index(0, g * hd)], bytes);
-           cpu::prefetch_l2(&kv.v[kv_index(0, g * hd)], bytes);
+         [this, kv, att_first](int64_t i) {  // the first KV head's first rows (earlier positions)
+           const int g = att_first(i), hd = hp_.head_dim;
+           const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
+                                static_cast<size_t>(std::min(decode_pos_, 64));
+           cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
+           cpu::prefetch_l2(&kv->v[kv_index(0, g * hd)], bytes);
          }},
-        {1, [&](int64_t) { plan_wo_.quantize(att_.data()); }},
-        residual(plan_wo_),
+        {1, [this, &D](int64_t) { D.wo.quantize(att_.data()); }},
+        residual(D.wo),
         {1,
-         [&](int64_t) {
-           norm(L.ffn_norm, 1);
-           plan_gate_up_.quantize(h_.data());
+         [this, W, &D](int64_t) {
+           norm(W->ffn_norm, 1);
+           D.gate_up.quantize(h_.data());
          }},
-        plan_gate_up_.as_step(warm_bytes),
+        D.gate_up.as_step(warm_bytes),
         {1,
-         [&](int64_t) {
+         [this, &D](int64_t) {
            cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
-           plan_down_.quantize(gate_.data());
+           D.down.quantize(gate_.data());
          }},
-        residual(plan_down_),
+        residual(D.down),
     };
-    cpu::run_steps(steps, static_cast<int>(std::size(steps)));
+    return D;
+  }
+
+  // A decode token through layer il as one parallel region; false when a product wants the
+  // tiled kernels.
+  bool decode_layer(int il, const layer_weights& L, const packed_layer& P, int pos) {
+    layer_decode& D = decode_steps(il, L, P);
+    if (D.steps.empty()) return false;
+    decode_pos_ = pos;
+    cpu::run_steps(D.steps.data(), static_cast<int>(D.steps.size()));
     return true;
+  }
+
+  // A decode token through a run of resident layers as one parallel region: the layers' steps
+  // back to back, so that the threads go from layer to layer without a fork-join either (one
+  // region per layer cost each token, on stories110M at 2 threads, ~2.6 us of the second
+  // thread's start per layer and ~2.7 us between layers of building plans and steps).
+  bool runs_layers(int n_tokens) const override { return n_tokens == 1 && !capture_ && !cache_; }
+  void forward_layers(int il0, int il1, int n, int pos0) override {
+    if (!runs_layers(n)) return backend::forward_layers(il0, il1, n, pos0);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int il = il0; il < il1; ++il) {
+      if (kv_[static_cast<size_t>(il)].k.empty())
+        throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
+      layer_cache::handle pin;
+      if (decode_steps(il, layer(il, pin), packed(il)).steps.empty())
+        return backend::forward_layers(il0, il1, n, pos0);
+    }
+    if (run_il0_ != il0 || run_il1_ != il1 || run_generation_ != decode_generation_) {
+      run_steps_.clear();
+      for (int il = il0; il < il1; ++il)
+        for (const cpu::step& st : decode_[static_cast<size_t>(il)]->steps)
+          run_steps_.push_back(st);
+      run_il0_ = il0;
+      run_il1_ = il1;
+      run_generation_ = decode_generation_;
+    }
+    decode_pos_ = pos0;
+    cpu::run_steps(run_steps_.data(), static_cast<int>(run_steps_.size()));
+    add_compute(t0);
   }
 
   std::vector<std::string> notes() const override { return notes_; }
@@ -571,7 +630,13 @@ class cpu_backend final : public backend {
   // the same ones.
   std::vector<float> rope_cs_;
   int rope_pos_ = -1;
-  cpu::matvec_plan plan_qkv_, plan_wo_, plan_gate_up_, plan_down_;  // decode_layer's products
+  std::vector<std::unique_ptr<layer_decode>> decode_;  // per layer (decode_steps)
+  uint64_t decode_generation_ = 0;  // bumped whenever a layer's steps are rebuilt
+  int decode_pos_ = 0;  // the position the decode steps compute
+  // forward_layers' steps: those of layers [run_il0_, run_il1_) as of run_generation_.
+  std::vector<cpu::step> run_steps_;
+  int run_il0_ = -1, run_il1_ = -1;
+  uint64_t run_generation_ = 0;
   std::vector<kv_cache> kv_;
   std::vector<cached_layer> cached_;
   // Without --mem-budget: per layer, x16 copies of the matrices that have a layout (packed_) and

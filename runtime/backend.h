@@ -37,6 +37,15 @@ class backend {
   // Attention + feed-forward of layer il on the backend's hidden state, for n_tokens tokens at
   // positions pos0 .. pos0 + n_tokens - 1, appending to that layer's KV cache.
   virtual void forward_layer(int il, int n_tokens, int pos0) = 0;
+  // Whether forward_layers runs a run of this backend's layers for n_tokens tokens in one go
+  // (faster than layer by layer, e.g. one parallel region instead of one per layer), with the
+  // same results. The engine then calls it instead of forward_layer for each layer of the run,
+  // where it needs nothing between the layers (no per-layer capture or trace).
+  virtual bool runs_layers(int /*n_tokens*/) const { return false; }
+  // Layers [il0, il1) as forward_layer would run them one after the other.
+  virtual void forward_layers(int il0, int il1, int n_tokens, int pos0) {
+    for (int il = il0; il < il1; ++il) forward_layer(il, n_tokens, pos0);
+  }
   // Final norm and output head. With all_tokens, logits holds n_tokens x n_vocab floats, else
   // only the last token's n_vocab.
   virtual void forward_output(int n_tokens, bool all_tokens, float* logits) = 0;

@@ -139,6 +139,19 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
         b->upload_hidden(hidden_.data(), n);
         cur = b;
       }
+      // The layers from il on that b runs, in one go where b can (one span in the trace).
+      int il1 = il + 1;
+      while (il1 < hp.n_layer && layer_backend_[static_cast<size_t>(il1)] == b) ++il1;
+      if (il1 - il > 1 && !layer_capture_ && b->runs_layers(n)) {
+        if (il1 < hp.n_layer) layer_backend_[static_cast<size_t>(il1)]->prepare_layer(il1);
+        const double t_run = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
+        b->forward_layers(il, il1, n, n_past_);
+        if (trace_ && b == cpu_)
+          trace_->add({fmt::format("layers {}-{} (CPU)", il, il1 - 1), trace_track::cpu_compute,
+                       t_run, trace_recorder::now_us() - t_run, il, "host"});
+        il = il1 - 1;
+        continue;
+      }
       if (il + 1 < hp.n_layer) layer_backend_[static_cast<size_t>(il + 1)]->prepare_layer(il + 1);
       const double t_layer = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
       b->forward_layer(il, n, n_past_);

@@ -154,8 +154,11 @@ TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
 }
 
 // Logits of a prompt, then of greedy decode steps, with or without a capture hook (which sends
-// every layer through the general path).
-std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int threads) {
+// every layer through the general path). With `runs`, the layers go through forward_layers (all
+// of them in one region where the backend runs layers), and the thread count changes half way
+// (so the kept steps must be rebuilt).
+std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int threads,
+                                              bool runs = false) {
   backend_options o;
   o.n_ctx = 32;
   o.n_batch = 8;
@@ -172,7 +175,15 @@ std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int 
     std::vector<float> x(static_cast<size_t>(n) * d), logits(static_cast<size_t>(nv));
     b->embed(tokens.data(), n, x.data());
     b->upload_hidden(x.data(), n);
-    for (int il = 0; il < m.hp().n_layer; ++il) b->forward_layer(il, n, pos);
+    if (runs) {
+      if (step == 3) cpu::set_num_threads(threads == 1 ? 2 : 1);
+      if (n == 1) {
+        EXPECT_TRUE(b->runs_layers(n));
+      }
+      b->forward_layers(0, m.hp().n_layer, n, pos);
+    } else {
+      for (int il = 0; il < m.hp().n_layer; ++il) b->forward_layer(il, n, pos);
+    }
     b->forward_output(n, false, logits.data());
     out.push_back(logits);
     pos += n;
@@ -199,11 +210,18 @@ void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what
   }
   const auto general = decode_logits(*m, true, threads);
   const auto decode = decode_logits(*m, false, threads);
+  const auto runs = decode_logits(*m, false, threads, true);
+  cpu::set_num_threads(threads);
   ASSERT_EQ(general.size(), decode.size());
-  for (size_t i = 0; i < general.size(); ++i)
+  ASSERT_EQ(general.size(), runs.size());
+  for (size_t i = 0; i < general.size(); ++i) {
     EXPECT_EQ(std::memcmp(general[i].data(), decode[i].data(), general[i].size() * sizeof(float)),
               0)
         << what << " step " << i;
+    EXPECT_EQ(std::memcmp(general[i].data(), runs[i].data(), general[i].size() * sizeof(float)),
+              0)
+        << what << " step " << i << ", layers in one run";
+  }
 }
 
 TEST(CpuDecode, SameBitsAsTheGeneralPathForEveryType) {
