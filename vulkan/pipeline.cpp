@@ -81,7 +81,10 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
   if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
 
   std::string name = row.name;
-  if (row.typed) name += "_" + std::string(dtype_name(t));
+  if (row.typed) {  // (two appends: "_" + std::string trips GCC 12's -Wrestrict false positive)
+    name += '_';
+    name += dtype_name(t);
+  }
   const spv::blob* blob = subgroups_ ? find_blob(name + "_sg") : nullptr;
   if (!blob) blob = find_blob(name);
   op_scope scope("create pipeline " + name);
