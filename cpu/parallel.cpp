@@ -104,8 +104,8 @@ struct alignas(64) counter {
   std::atomic<int64_t> v{0};
 };
 
-// Reused from call to call (a region per layer per token): the unit steps' shares and the item
-// steps' counters.
+// Reused from call to call (a region per run of layers per token): the unit steps' shares and
+// the item steps' counters.
 struct region_state {
   std::unique_ptr<share[]> shares;
   std::unique_ptr<counter[]> next;

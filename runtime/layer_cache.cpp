@@ -95,28 +95,32 @@ layer_cache_metrics operator-(const layer_cache_metrics& a, const layer_cache_me
   return d;
 }
 
-void advise_willneed(const void* p, uint64_t n) {
-  if (!p || n == 0) return;
+namespace {
+// madvise(advice) over [p, p + n) widened to whole pages; its result (0 when p or n is empty).
+int madvise_pages(const void* p, uint64_t n, int advice) {
+  if (!p || n == 0) return 0;
   const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const auto a = reinterpret_cast<uintptr_t>(p);
   const uintptr_t start = a / page * page;
   const uintptr_t end = (a + n + page - 1) / page * page;
-  (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_WILLNEED);
+  return madvise(reinterpret_cast<void*>(start), end - start, advice);
+}
+}  // namespace
+
+void advise_willneed(const void* p, uint64_t n) {
+  (void)madvise_pages(p, n, MADV_WILLNEED);
 }
 
 void populate_read(const void* p, uint64_t n) {
-  if (!p || n == 0) return;
-  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  const uintptr_t start = a / page * page;
-  const uintptr_t end = (a + n + page - 1) / page * page;
 #ifndef MADV_POPULATE_READ
   constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
 #endif
-  if (madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ) == 0) return;
+  if (madvise_pages(p, n, MADV_POPULATE_READ) == 0) return;
   if (errno != EINVAL) return;  // e.g. an I/O error: the reads later will report it
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const auto a = reinterpret_cast<uintptr_t>(p);
   uint8_t sum = 0;
-  for (uintptr_t q = std::max(start, a); q < a + n; q = (q / page + 1) * page)
+  for (uintptr_t q = a; q < a + n; q = (q / page + 1) * page)
     sum ^= *reinterpret_cast<const volatile uint8_t*>(q);
   (void)sum;
 }
