@@ -153,9 +153,10 @@ command add_bench(CLI::App& app) {
       fmt::print("|---|---:|---|---:|---|---|---:|---:|{}\n", bw > 0 ? "---:|" : "");
     }
     nlohmann::json rows = nlohmann::json::array();
-    // With --memory, the bandwidth is measured again right before each tg repetition (a shared
-    // machine's bandwidth drifts with its neighbours), and "% of bw" is the median over
-    // repetitions of that repetition's GB/s over the bandwidth measured next to it.
+    // With --memory, the bandwidth is measured again right before and right after each tg
+    // repetition (a shared machine's bandwidth drifts with its neighbours from one moment to the
+    // next), and "% of bw" is the median over repetitions of that repetition's GB/s over the mean
+    // of the two measurements around it.
     std::unique_ptr<cpu::read_probe> probe;
     if (o->memory) probe = std::make_unique<cpu::read_probe>(256ull << 20);
     for (const std::string& off : split(o->offload)) {
@@ -184,7 +185,8 @@ command add_bench(CLI::App& app) {
             if (r == 0) cm0 = cm;
             eng.reset();
             trace.clear();
-            const double bw_now = probe && kind[0] == 't' && r >= 0 ? probe->measure(2) : 0;
+            const bool paired = probe && kind[0] == 't' && r >= 0;
+            const double bw_before = paired ? probe->measure(2) : 0;
             auto t0 = clock::now();
             if (kind[0] == 'p') {
               std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -195,6 +197,7 @@ command add_bench(CLI::App& app) {
             }
             const double s = std::chrono::duration<double>(clock::now() - t0).count();
             if (r >= 0) tps.push_back(n / s);
+            const double bw_now = paired ? (bw_before + probe->measure(2)) / 2 : 0;
             if (bw_now > 0) {
               rep_bw.push_back(bw_now / 1e9);
               rep_frac.push_back(n / s * static_cast<double>(per_token) / bw_now);
