@@ -222,9 +222,10 @@ void run_steps(const step* steps, int n_steps) {
         // grain would pass it back and forth.
         done.fetch_add(ran, std::memory_order_release);
         ran = 0;
-        // Then the back half of the largest share left, as the own share.
+        // Then the back half of the largest share left, as the own share; not a look at the
+        // other shares (lines the other threads write) once every unit of the step is done.
         bool stole = false;
-        for (;;) {
+        while (done.load(std::memory_order_acquire) < st[s + 1]) {
           size_t victim = T;
           int64_t most = 0;
           uint64_t seen = 0;

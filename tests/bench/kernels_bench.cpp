@@ -6,6 +6,7 @@
 //   matvec_hot: the same on one matrix that stays in cache: the kernels' compute speed.
 //   matmul (prompt, n_tok = 64 / 512): one matrix, compute-bound; GFLOP/s = 2 rows cols n_tok /
 //     time (integer multiply-adds for quantized types).
+//   run_steps: the threads' own cost per step of cpu::run_steps (decode's parallel region).
 //   stories110M_prompt: every weight product of one stories110M-shaped forward pass (12 layers
 //     of Q4_0 + a Q6_K output head) for 512 tokens: an upper bound on prompt tokens/s.
 //
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -209,6 +211,50 @@ void bm_read_bandwidth(benchmark::State& state) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// run_steps' own cost per step: 100 steps in one region, each of one item, of one item per
+// thread, or a unit step (a share of 16 units per thread); every item or unit busy-waits a fixed
+// time (2 us an item, 0.125 us a unit), so that every thread takes part (with empty work one
+// thread may run them all). "overhead" = time per step less that work per thread: what a decode
+// token pays per step on top of its products (a layer is nine steps: four unit steps, four single
+// items and attention's item per thread).
+void spin_for(std::chrono::nanoseconds d) {
+  const auto end = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+
+void bm_run_steps(benchmark::State& state) {
+  using std::chrono::nanoseconds;
+  constexpr int n_steps = 100;
+  const int kind = static_cast<int>(state.range(0));
+  const int threads = num_threads();
+  constexpr int64_t units_per_thread = 16;
+  const nanoseconds item_ns{2000}, unit_ns{125};
+  std::vector<step> steps(n_steps);
+  for (step& s : steps) {
+    if (kind == 2) {
+      s.n = units_per_thread * threads;
+      s.grain = 4;
+      s.range = [unit_ns](int64_t u0, int64_t u1) { spin_for(unit_ns * (u1 - u0)); };
+    } else {
+      s.n = kind == 0 ? 1 : threads;
+      s.item = [item_ns](int64_t) { spin_for(item_ns); };
+    }
+  }
+  const double work_ns =
+      static_cast<double>((kind == 2 ? unit_ns * units_per_thread : item_ns).count());
+  double total_s = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run_steps(steps.data(), n_steps);
+    total_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const double per_step_ns = total_s * 1e9 / static_cast<double>(state.iterations()) / n_steps;
+  state.counters["ns/step"] = per_step_ns;
+  state.counters["overhead_ns"] = per_step_ns - work_ns;
+  state.SetLabel(kind == 0 ? "one item" : kind == 1 ? "one item per thread" : "unit step");
+}
+
 void matvec_args(benchmark::internal::Benchmark* b) {
   for (int l : {1, 2})
     for (int pf : {0, 256, 512, 1024, 2048, 4096}) b->Args({l, pf});
@@ -247,6 +293,11 @@ constexpr dtype k_types[] = {dtype::f32,  dtype::f16,  dtype::q8_0, dtype::q4_0,
                              dtype::q4_k, dtype::q5_k, dtype::q6_k};
 
 int register_all() {
+  benchmark::RegisterBenchmark("run_steps", bm_run_steps)
+      ->DenseRange(0, 2)
+      ->ArgNames({"kind"})
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("read_bandwidth", bm_read_bandwidth)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
