@@ -73,6 +73,43 @@ TEST(Attention, SimdMatchesReference) {
 namespace tandem::cpu {
 namespace {
 
+// A decode token of heads with their own KV heads reads up to 8 heads side by side: more heads
+// than that, runs that start and end anywhere, and position counts around the blocks of 4.
+TEST(Attention, DecodeHeadsSideBySideMatchReference) {
+  if (!cpu_supports(kernel_level::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  constexpr int n_head = 19;
+  for (int head_dim : {64, 80}) {
+    for (int pos0 : {0, 3, 36, 130}) {
+      const int n_ctx = pos0 + 5;
+      const int64_t head_stride = static_cast<int64_t>(n_ctx) * head_dim;
+      std::vector<uint16_t> k(static_cast<size_t>(n_head * head_stride)), v(k.size());
+      for (auto& x : k) x = fp32_to_fp16(nd(rng));
+      for (auto& x : v) x = fp32_to_fp16(nd(rng));
+      std::vector<float> q(static_cast<size_t>(n_head) * head_dim);
+      for (auto& x : q) x = nd(rng);
+      for (auto [h0, h1] : {std::pair{0, n_head}, {2, 19}, {3, 4}, {5, 16}}) {
+        std::vector<float> a(q.size(), 7.0f), b(q.size(), 7.0f);
+        ref::attention(a.data(), q.data(), k.data(), v.data(), 1, pos0, n_head, n_head, head_dim,
+                       h0, h1, head_dim, head_stride);
+        detail::attention_avx2(b.data(), q.data(), k.data(), v.data(), 1, pos0, n_head, n_head,
+                               head_dim, h0, h1, head_dim, head_stride);
+        for (int h = 0; h < n_head; ++h) {
+          double num = 0, den = 0;
+          for (int d = 0; d < head_dim; ++d) {
+            const size_t i = static_cast<size_t>(h * head_dim + d);
+            num += (a[i] - b[i]) * (a[i] - b[i]);
+            den += a[i] * a[i];
+          }
+          EXPECT_LT(num / den, 1e-10) << "head " << h << " of [" << h0 << ", " << h1
+                                      << ") head_dim " << head_dim << " pos0 " << pos0;
+        }
+      }
+    }
+  }
+}
+
 TEST(Attention, F16RowConversionMatchesScalar) {
   if (!cpu_supports(kernel_level::avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
   std::mt19937 rng(5);
