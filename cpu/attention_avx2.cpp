@@ -55,8 +55,7 @@ void weighted_sum(const R& v, const float* w, int n, int d0, float* o) {
 // of 4 positions of each in turn), and mx[h] = max_p s[h][p]. V's rows are prefetched along with
 // K's, so that they are in cache for weighted_sum. Side by side, the heads' rows stream together:
 // one head after another read one short stream at a time, each waiting for the memory latency
-// until the prefetchers had found it (cold cache, 6 heads of 64 at 65 positions: ~10-12 us one
-// by one, ~6-8 us side by side).
+// until the prefetchers had found it.
 constexpr int max_side = 8;
 template <typename R>
 void scores_side(const R* k, const R* v, const float* const* q, int nh, int head_dim, float scale,
@@ -265,8 +264,18 @@ void attention_avx2(float* out, const float* q, const uint16_t* k_cache, const u
   if (n_tok == 1 && group == 1) {
     const size_t ld = static_cast<size_t>(n_all) + 8;
     att.resize(ld * max_side);
-    for (int h = h0; h < h1; h += max_side) {
-      const int nh = std::min(max_side, h1 - h);
+    // Heads side by side while their K and V rows come to at most 256 KiB: more streams than the
+    // prefetchers follow, or V rows fetched early that the cache no longer holds when the
+    // weighted sums read them, made long contexts slower (`tandem_kernel_bench
+    // --benchmark_filter=attention_decode`, cold cache, 6 heads of 64, us at positions
+    // 64 / 128 / 256 / 512: one by one 8.2-10.4 / 12.3-15.4 / 17.8-23.8 / 28.9-40.2; all 6 side by
+    // side 9.5-10.3 / 12.9-15.0 / 21.8-26.7 / 40.9-48.0; up to 256 KiB 6.7-8.7 / 9.9-12.3 /
+    // 15.1-18.2 / 29.4-36.8).
+    constexpr int64_t side_bytes = 256 * 1024;
+    const int64_t head_bytes = 2 * static_cast<int64_t>(n_all) * head_dim * 2;
+    const int side = static_cast<int>(std::clamp<int64_t>(side_bytes / head_bytes, 1, max_side));
+    for (int h = h0; h < h1; h += side) {
+      const int nh = std::min(side, h1 - h);
       f16_rows k[max_side], v[max_side];
       const float* qs[max_side];
       float* ss[max_side];

@@ -6,6 +6,7 @@
 //   matvec_hot: the same on one matrix that stays in cache: the kernels' compute speed.
 //   matmul (prompt, n_tok = 64 / 512): one matrix, compute-bound; GFLOP/s = 2 rows cols n_tok /
 //     time (integer multiply-adds for quantized types).
+//   attention_decode: one thread's share of a decode token's attention, cold cache.
 //   run_steps: the threads' own cost per step of cpu::run_steps (decode's parallel region).
 //   stories110M_prompt: every weight product of one stories110M-shaped forward pass (12 layers
 //     of Q4_0 + a Q6_K output head) for 512 tokens: an upper bound on prompt tokens/s.
@@ -25,6 +26,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/attention.h"
+#include "cpu/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "cpu/parallel.h"
@@ -255,6 +258,36 @@ void bm_run_steps(benchmark::State& state) {
   state.SetLabel(kind == 0 ? "one item" : kind == 1 ? "one item per thread" : "unit step");
 }
 
+// One thread's share of a stories110M decode token's attention (6 of 12 heads of 64, the
+// head-major F16 cache of cpu_backend) at position pos, with the cache cold: a 64 MiB read
+// between calls evicts it, as a token's 60+ MB of weights do between one layer's attention and
+// the next token's.
+void bm_attention_decode(benchmark::State& state) {
+  constexpr int n_head = 12, head_dim = 64, heads = 6;
+  const int pos = static_cast<int>(state.range(0));
+  const int n_ctx = 2048;
+  const int64_t head_stride = static_cast<int64_t>(n_ctx) * head_dim;
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd;
+  std::vector<uint16_t> k(static_cast<size_t>(n_head * head_stride)), v(k.size());
+  for (auto& x : k) x = fp32_to_fp16(nd(rng));
+  for (auto& x : v) x = fp32_to_fp16(nd(rng));
+  std::vector<float> q(static_cast<size_t>(n_head) * head_dim), out(q.size());
+  for (auto& x : q) x = nd(rng);
+  static std::vector<uint64_t> flush((64u << 20) / sizeof(uint64_t), 1);
+  uint64_t sink = 0;
+  for (auto _ : state) {
+    for (size_t i = 0; i < flush.size(); i += 8) sink += flush[i];
+    const auto t0 = std::chrono::steady_clock::now();
+    attention(out.data(), q.data(), k.data(), v.data(), 1, pos, n_head, n_head, head_dim, 0, heads,
+              head_dim, head_stride);
+    state.SetIterationTime(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  benchmark::DoNotOptimize(sink);
+  state.SetLabel(std::string(kernel_level_name(active_kernel_level())) + ", cold cache");
+}
+
 void matvec_args(benchmark::internal::Benchmark* b) {
   for (int l : {1, 2})
     for (int pf : {0, 256, 512, 1024, 2048, 4096}) b->Args({l, pf});
@@ -293,6 +326,15 @@ constexpr dtype k_types[] = {dtype::f32,  dtype::f16,  dtype::q8_0, dtype::q4_0,
                              dtype::q4_k, dtype::q5_k, dtype::q6_k};
 
 int register_all() {
+  benchmark::RegisterBenchmark("attention_decode", bm_attention_decode)
+      ->Arg(64)
+      ->Arg(128)
+      ->Arg(256)
+      ->Arg(512)
+      ->ArgNames({"pos"})
+      ->Iterations(400)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("run_steps", bm_run_steps)
       ->DenseRange(0, 2)
       ->ArgNames({"kind"})
