@@ -55,6 +55,11 @@ void rope_angles(int pos, int n_rot, float freq_base, float freq_scale, float* c
 
 void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_rot,
              const float* cs, rope_style style) {
+  if (active_kernel_level() != kernel_level::scalar) {
+    detail::rope_heads_avx2(q, n_head, head_dim, n_rot, cs, style);
+    detail::rope_heads_avx2(k, n_head_kv, head_dim, n_rot, cs, style);
+    return;
+  }
   const bool adjacent = style == rope_style::adjacent;
   for (float* x : {q, k}) {
     const int nh = x == q ? n_head : n_head_kv;
@@ -69,6 +74,29 @@ void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_
         v[b] = x0 * s + x1 * c;
       }
     }
+  }
+}
+
+void rope_rows(float* x, int64_t r0, int64_t r1, int head_dim, int n_rot, const float* cs) {
+  if (r0 % 2 != 0 || r1 % 2 != 0 || head_dim % 2 != 0)
+    throw std::logic_error("rope_rows: a range of whole pairs");
+  const bool simd = active_kernel_level() != kernel_level::scalar;
+  for (int64_t r = r0; r < r1;) {  // head by head
+    const int64_t d0 = r % head_dim, d1 = std::min<int64_t>(head_dim, d0 + (r1 - r));
+    const int64_t e = std::min<int64_t>(d1, n_rot);  // rotated: the first n_rot of a head
+    if (d0 < e) {
+      float* v = x + (r - d0);
+      if (simd) {
+        detail::rope_pairs_avx2(v + d0, cs + d0, e - d0);
+      } else {
+        for (int64_t i = d0; i < e; i += 2) {
+          const float c = cs[i], s = cs[i + 1], x0 = v[i], x1 = v[i + 1];
+          v[i] = x0 * c - x1 * s;
+          v[i + 1] = x0 * s + x1 * c;
+        }
+      }
+    }
+    r += d1 - d0;
   }
 }
 

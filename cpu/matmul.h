@@ -98,6 +98,9 @@ class matvec_plan {
   // split(parts) = units()).
   int64_t split(int k, int parts) const;
   int64_t grain() const { return grain_; }
+  // Rows of job j per unit (x16_rows where packed, else 1): rows() of whole units start and end
+  // on multiples of it, or at the job's end.
+  int64_t unit_rows(int j) const { return pk_[j] ? x16_rows : 1; }
   // Prefetches (towards L2) up to max_bytes of the weights from unit u on (within its job).
   void warm(int64_t u, size_t max_bytes) const;
   // The output rows [*r0, *r1) of job j that units [u0, u1) write (empty: *r0 == *r1).

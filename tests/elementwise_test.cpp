@@ -5,8 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -60,20 +62,68 @@ TEST(Elementwise, SwigluMatchesReference) {
   }
 }
 
+// At every kernel level (the AVX2 rotation too): bit for bit the reference, full and partial
+// rotations, rotation widths the vectors do not divide.
 TEST(Elementwise, RopeQkIsTwoReferenceCalls) {
-  for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
-    for (int pos : {0, 1, 17, 4095}) {
-      const int n_head = 6, n_head_kv = 2, head_dim = 24, n_rot = 16;  // partial rotation
-      auto q = gaussian(static_cast<size_t>(n_head * head_dim), 1);
-      auto k = gaussian(static_cast<size_t>(n_head_kv * head_dim), 2);
-      auto q_ref = q, k_ref = k;
-      ref::rope(q_ref.data(), n_head, head_dim, n_rot, pos, 10000.0f, 0.5f, style);
-      ref::rope(k_ref.data(), n_head_kv, head_dim, n_rot, pos, 10000.0f, 0.5f, style);
-      rope_qk(q.data(), n_head, k.data(), n_head_kv, head_dim, n_rot, pos, 10000.0f, 0.5f, style);
-      EXPECT_EQ(q, q_ref);
-      EXPECT_EQ(k, k_ref);
+  const kernel_level before = active_kernel_level();
+  for (kernel_level level : {kernel_level::scalar, kernel_level::avx2}) {
+    if (!cpu_supports(level)) continue;
+    set_kernel_level(level);
+    for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
+      for (auto [head_dim, n_rot] :
+           {std::pair{24, 16}, {64, 64}, {80, 36}, {128, 128}, {40, 20}}) {
+        for (int pos : {0, 1, 17, 4095}) {
+          const int n_head = 6, n_head_kv = 2;
+          auto q = gaussian(static_cast<size_t>(n_head * head_dim), 1);
+          auto k = gaussian(static_cast<size_t>(n_head_kv * head_dim), 2);
+          auto q_ref = q, k_ref = k;
+          ref::rope(q_ref.data(), n_head, head_dim, n_rot, pos, 10000.0f, 0.5f, style);
+          ref::rope(k_ref.data(), n_head_kv, head_dim, n_rot, pos, 10000.0f, 0.5f, style);
+          rope_qk(q.data(), n_head, k.data(), n_head_kv, head_dim, n_rot, pos, 10000.0f, 0.5f,
+                  style);
+          EXPECT_EQ(q, q_ref) << kernel_level_name(level) << " head_dim " << head_dim
+                              << " n_rot " << n_rot << " pos " << pos;
+          EXPECT_EQ(k, k_ref);
+        }
+      }
     }
   }
+  set_kernel_level(before);
+}
+
+// Rows rotated range by range (any even cuts, across heads, partial rotations): the bits of
+// rope_qk on the whole heads.
+TEST(Elementwise, RopeRowsMatchesWholeHeads) {
+  const kernel_level before = active_kernel_level();
+  std::mt19937 rng(11);
+  for (kernel_level level : {kernel_level::scalar, kernel_level::avx2}) {
+    if (!cpu_supports(level)) continue;
+    set_kernel_level(level);
+    for (auto [head_dim, n_rot] : {std::pair{64, 64}, {80, 36}, {24, 16}, {128, 128}}) {
+      const int n_head = 7, pos = 123;
+      const auto x = gaussian(static_cast<size_t>(n_head * head_dim), 3);
+      auto want = x;
+      std::vector<float> cs(static_cast<size_t>(n_rot));
+      rope_angles(pos, n_rot, 10000.0f, 1.0f, cs.data());
+      float no_k = 0;
+      rope_qk(want.data(), n_head, &no_k, 0, head_dim, n_rot, cs.data(), rope_style::adjacent);
+      for (int trial = 0; trial < 20; ++trial) {
+        auto got = x;
+        const int64_t n = static_cast<int64_t>(x.size());
+        std::vector<int64_t> cuts = {0, n};
+        for (int c = 0; c < 4; ++c)
+          cuts.push_back(std::uniform_int_distribution<int64_t>(0, n / 2)(rng) * 2);
+        std::sort(cuts.begin(), cuts.end());
+        for (size_t c = 0; c + 1 < cuts.size(); ++c)
+          rope_rows(got.data(), cuts[c], cuts[c + 1], head_dim, n_rot, cs.data());
+        EXPECT_EQ(got, want) << kernel_level_name(level) << " head_dim " << head_dim
+                             << " n_rot " << n_rot;
+      }
+    }
+  }
+  set_kernel_level(before);
+  std::vector<float> v(8);
+  EXPECT_THROW(rope_rows(v.data(), 1, 4, 8, 8, v.data()), std::logic_error);
 }
 
 }  // namespace
