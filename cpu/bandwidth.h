@@ -14,8 +14,12 @@ class read_probe {
   explicit read_probe(uint64_t bytes);
   // Best of `reps` passes over the buffer, in bytes per second.
   double measure(int reps) const;
+  // The mean over `reps` passes (total bytes over total time): the bandwidth over a stretch of
+  // time, where the best pass is the quietest moment in it.
+  double measure_mean(int reps) const;
 
  private:
+  double pass(int reps, bool mean) const;
   large_buffer mem_;
   uint64_t n_ = 0;  // 64-bit words
 };
