@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <new>
 #include <string>
@@ -223,6 +224,7 @@ class cpu_backend final : public backend {
   // they are); they read the position from decode_pos_.
   struct layer_decode {
     cpu::matvec_plan qkv, wo, gate_up, down;
+    std::function<void()> head;    // the norm and quantization of the QKV input
     std::vector<cpu::step> steps;  // empty: a product wants the tiled kernels
     const layer_weights* L = nullptr;  // what they were built for
     const cpu::kernel_table* kt = nullptr;
@@ -298,18 +300,23 @@ class cpu_backend final : public backend {
         }
       }
     };
+    // The serial work between products runs as the `last` of the step before it (cpu::step),
+    // on the thread that completes that step, at once: as steps of their own, each cost a hand-
+    // over between threads (stories110M Q4_0 tg128, 2 threads: four of nine steps per layer).
+    // The layer's first, its norm, is an item step here, and the previous layer's down step's
+    // last where forward_layers runs layers back to back.
+    D.head = [this, W, &D] {
+      norm(W->attn_norm, 1);
+      D.qkv.quantize(h_.data());
+      if (rope_pos_ != decode_pos_) {  // the first layer of a token
+        rope_cs_.resize(static_cast<size_t>(hp_.n_rot));
+        cpu::rope_angles(decode_pos_, hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale,
+                         rope_cs_.data());
+        rope_pos_ = decode_pos_;
+      }
+    };
     D.steps = {
-        {1,
-         [this, W, &D](int64_t) {
-           norm(W->attn_norm, 1);
-           D.qkv.quantize(h_.data());
-           if (rope_pos_ != decode_pos_) {  // the first layer of a token
-             rope_cs_.resize(static_cast<size_t>(hp_.n_rot));
-             cpu::rope_angles(decode_pos_, hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale,
-                              rope_cs_.data());
-             rope_pos_ = decode_pos_;
-           }
-         }},
+        {1, [&D](int64_t) { D.head(); }},
         by_rows ? D.qkv.as_step(warm_bytes, qkv_rows) : D.qkv.as_step(warm_bytes),
         // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
         // atomics): for each KV head g (unless the QKV step did it), biases, RoPE and the cache
@@ -341,21 +348,22 @@ class cpu_backend final : public backend {
                                 static_cast<size_t>(std::min(decode_pos_, 64));
            cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
            cpu::prefetch_l2(&kv->v[kv_index(0, g * hd)], bytes);
-         }},
-        {1, [this, &D](int64_t) { D.wo.quantize(att_.data()); }},
+         },
+         {},
+         1,
+         {},
+         [this, &D] { D.wo.quantize(att_.data()); }},
         residual(D.wo),
-        {1,
-         [this, W, &D](int64_t) {
-           norm(W->ffn_norm, 1);
-           D.gate_up.quantize(h_.data());
-         }},
         D.gate_up.as_step(warm_bytes),
-        {1,
-         [this, &D](int64_t) {
-           cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
-           D.down.quantize(gate_.data());
-         }},
         residual(D.down),
+    };
+    D.steps[3].last = [this, W, &D] {
+      norm(W->ffn_norm, 1);
+      D.gate_up.quantize(h_.data());
+    };
+    D.steps[4].last = [this, &D] {
+      cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
+      D.down.quantize(gate_.data());
     };
     return D;
   }
@@ -387,9 +395,16 @@ class cpu_backend final : public backend {
     }
     if (run_il0_ != il0 || run_il1_ != il1 || run_generation_ != decode_generation_) {
       run_steps_.clear();
-      for (int il = il0; il < il1; ++il)
-        for (const cpu::step& st : decode_[static_cast<size_t>(il)]->steps)
-          run_steps_.push_back(st);
+      for (int il = il0; il < il1; ++il) {
+        const layer_decode& D = *decode_[static_cast<size_t>(il)];
+        if (il == il0) {
+          run_steps_ = D.steps;
+          continue;
+        }
+        // The layer's norm as the last of the previous layer's down step.
+        run_steps_.back().last = D.head;
+        run_steps_.insert(run_steps_.end(), D.steps.begin() + 1, D.steps.end());
+      }
       run_il0_ = il0;
       run_il1_ = il1;
       run_generation_ = decode_generation_;

@@ -127,11 +127,15 @@ struct region_state {
 
 void run_steps(const step* steps, int n_steps) {
   if (n_steps <= 0) return;
-  thread_local std::vector<int64_t> start;  // start[s]: the work (items, units) before step s
+  // start[s]: the work before step s (its items or units, and its `last` as one more).
+  thread_local std::vector<int64_t> start;
   start.assign(static_cast<size_t>(n_steps) + 1, 0);
-  for (int s = 0; s < n_steps; ++s)
-    start[static_cast<size_t>(s) + 1] =
-        start[static_cast<size_t>(s)] + std::max<int64_t>(0, steps[s].n);
+  for (int s = 0; s < n_steps; ++s) {
+    if (steps[s].last && steps[s].n <= 0)
+      throw std::invalid_argument("run_steps: a step with `last` and no work");
+    start[static_cast<size_t>(s) + 1] = start[static_cast<size_t>(s)] +
+                                        std::max<int64_t>(0, steps[s].n) + (steps[s].last ? 1 : 0);
+  }
   const int64_t total = start[static_cast<size_t>(n_steps)];
   if (total == 0) return;
   for (int s = 0; s < n_steps; ++s)
@@ -146,6 +150,7 @@ void run_steps(const step* steps, int n_steps) {
         steps[s].range(0, steps[s].n);
       else
         for (int64_t i = 0; i < steps[s].n; ++i) steps[s].item(i);
+      if (steps[s].last) steps[s].last();
     }
     return;
   }
@@ -180,6 +185,14 @@ void run_steps(const step* steps, int n_steps) {
       if (!has_failed.exchange(true)) failed = std::current_exception();
     }
   };
+  // The thread whose `added` items or units (done was `prev` before them) complete step s runs
+  // the step's `last`, at once, as one more unit of the step.
+  const auto finish = [&](int s, int64_t prev, int64_t added) {
+    const step& S = steps[s];
+    if (!S.last || added <= 0 || prev + added != st[s] + S.n) return;
+    guarded([&] { S.last(); });
+    done.fetch_add(1, std::memory_order_acq_rel);
+  };
   // Spins until every item and unit of the steps before s is done; warm() first if it must.
   const auto wait_for = [&](int s, auto&& warm) {
     if (done.load(std::memory_order_acquire) >= st[s]) return;
@@ -196,7 +209,7 @@ void run_steps(const step* steps, int n_steps) {
             if (S.warm) S.warm(i);
           });
           guarded([&] { S.item(i); });
-          done.fetch_add(1, std::memory_order_release);
+          finish(s, done.fetch_add(1, std::memory_order_acq_rel), 1);
         }
         continue;
       }
@@ -220,12 +233,12 @@ void run_steps(const step* steps, int n_steps) {
         }
         // Published once per share, not per grain: both threads bumping the one line every
         // grain would pass it back and forth.
-        done.fetch_add(ran, std::memory_order_release);
+        finish(s, done.fetch_add(ran, std::memory_order_acq_rel), ran);
         ran = 0;
         // Then the back half of the largest share left, as the own share; not a look at the
         // other shares (lines the other threads write) once every unit of the step is done.
         bool stole = false;
-        while (done.load(std::memory_order_acquire) < st[s + 1]) {
+        while (done.load(std::memory_order_acquire) < st[s] + S.n) {
           size_t victim = T;
           int64_t most = 0;
           uint64_t seen = 0;

@@ -26,6 +26,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 //   stream; a thread whose share is done takes the back half of the largest share left, until
 //   none is. range(u0, u1) computes units [u0, u1); warm(u) prefetches from unit u, the first of
 //   the thread's share, while it waits for the step before.
+// - last, where set (n > 0): run once the step's items or units are all done, before the next
+//   step starts, by the thread that completed them (at once: no other thread has to see the step
+//   end and take a serial item of its own).
 struct step {
   int64_t n = 0;
   std::function<void(int64_t)> item;
@@ -33,6 +36,7 @@ struct step {
   std::function<void(int64_t, int64_t)> range = {};
   int64_t grain = 1;
   std::function<int64_t(int, int)> split = {};
+  std::function<void()> last = {};
 };
 
 // Software prefetch of [p, p + bytes) towards the L2 cache.

@@ -62,7 +62,8 @@ TEST(RunSteps, EveryItemOnceAndStepsInOrder) {
 // Unit steps among item steps: every unit of every step run once, by ranges inside [0, n), each
 // step after every unit and item of the ones before; with even and uneven shares (a split that
 // gives one thread everything, one that gives the first thread nothing) and grains of 1 to more
-// than a share, so that threads take from each other's shares.
+// than a share, so that threads take from each other's shares. Every other step has a `last`:
+// run once, after all of its step, before anything of the next.
 TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
   threads_guard guard;
   struct shape {
@@ -83,9 +84,12 @@ TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
         ran.emplace_back(static_cast<size_t>(size[s]));
       }
       std::atomic<int> out_of_order{0}, bad_range{0};
+      std::vector<std::atomic<int>> last_ran(shapes.size());
+      const auto has_last = [](size_t s) { return s % 2 == 0; };
       const auto check_before = [&](size_t s) {
         for (size_t e = 0; e < s; ++e)
-          if (finished[e].load() != size[e]) ++out_of_order;
+          if (finished[e].load() != size[e] || (has_last(e) && last_ran[e].load() != 1))
+            ++out_of_order;
       };
       std::vector<cpu::step> steps;
       for (size_t s = 0; s < shapes.size(); ++s) {
@@ -115,16 +119,27 @@ TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
           if (shapes[s].split == 1) st.split = [n](int k, int parts) { return k < parts ? 0 : n; };
           if (shapes[s].split == 2) st.split = [](int k, int) { return k <= 1 ? int64_t{0} : int64_t{1}; };
         }
+        if (has_last(s))
+          st.last = [&, s] {
+            check_before(s);
+            if (finished[s].load() != size[s]) ++out_of_order;
+            ++last_ran[s];
+          };
         steps.push_back(std::move(st));
       }
       cpu::run_steps(steps.data(), static_cast<int>(steps.size()));
       EXPECT_EQ(out_of_order.load(), 0) << threads << " threads";
       EXPECT_EQ(bad_range.load(), 0) << threads << " threads";
-      for (size_t s = 0; s < shapes.size(); ++s)
+      for (size_t s = 0; s < shapes.size(); ++s) {
         for (auto& r : ran[s])
           ASSERT_EQ(r.load(), 1) << "step " << s << ", " << threads << " threads";
+        EXPECT_EQ(last_ran[s].load(), has_last(s) ? 1 : 0) << "step " << s;
+      }
     }
   }
+  cpu::step empty;  // nothing to complete: nobody would run its last
+  empty.last = [] {};
+  EXPECT_THROW(cpu::run_steps(&empty, 1), std::invalid_argument);
 }
 
 TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
