@@ -53,6 +53,18 @@ void rope_angles(int pos, int n_rot, float freq_base, float freq_scale, float* c
   }
 }
 
+namespace {
+// Adjacent pairs (v[i], v[i + 1]) of n elements, cs holding their (cos, sin) in the same places:
+// ref::rope's operations, pair by pair.
+void rope_pairs(float* v, const float* cs, int64_t n) {
+  for (int64_t i = 0; i + 1 < n; i += 2) {
+    const float c = cs[i], s = cs[i + 1], x0 = v[i], x1 = v[i + 1];
+    v[i] = x0 * c - x1 * s;
+    v[i + 1] = x0 * s + x1 * c;
+  }
+}
+}  // namespace
+
 void rope_qk(float* q, int n_head, float* k, int n_head_kv, int head_dim, int n_rot,
              const float* cs, rope_style style) {
   if (active_kernel_level() != kernel_level::scalar) {
@@ -86,15 +98,10 @@ void rope_rows(float* x, int64_t r0, int64_t r1, int head_dim, int n_rot, const 
     const int64_t e = std::min<int64_t>(d1, n_rot);  // rotated: the first n_rot of a head
     if (d0 < e) {
       float* v = x + (r - d0);
-      if (simd) {
+      if (simd)
         detail::rope_pairs_avx2(v + d0, cs + d0, e - d0);
-      } else {
-        for (int64_t i = d0; i < e; i += 2) {
-          const float c = cs[i], s = cs[i + 1], x0 = v[i], x1 = v[i + 1];
-          v[i] = x0 * c - x1 * s;
-          v[i + 1] = x0 * s + x1 * c;
-        }
-      }
+      else
+        rope_pairs(v + d0, cs + d0, e - d0);
     }
     r += d1 - d0;
   }
