@@ -118,14 +118,13 @@ bool matvec_plan::suits(const matmul_job* jobs, int n_jobs, int n_tok) {
   return true;
 }
 
-bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
+bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok, int groups) {
   n_jobs_ = 0;
   if (!suits(jobs, n_jobs, n_tok)) return false;
   const kernel_table& kt = kernels();
   kt_ = &kt;
   n_jobs_ = n_jobs;
   n_tok_ = n_tok;
-  first_[0] = 0;
   cols_ = jobs[0].w->cols();
   constexpr int nf = n_act_formats;
   size_t total = 0;
@@ -145,8 +144,10 @@ bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
   }
   acts_ = acts_buf_.get(total);
 
-  // Units: x16 groups of packed weights, rows of the others, the jobs back to back.
+  // Units: x16 groups of packed weights, rows of the others; job by job, or group by group.
   size_t bytes = 0;
+  int64_t n_units[max_jobs];
+  groups_ = std::max(1, groups);
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;
     unit_bytes_[j] = row_bytes(w.type(), static_cast<uint64_t>(w.cols()));
@@ -157,31 +158,56 @@ bool matvec_plan::build(const matmul_job* jobs, int n_jobs, int n_tok) {
       n = (n + x16_rows - 1) / x16_rows;
       base_[j] = static_cast<const uint8_t*>(pk_[j]->data());
     }
-    first_[j + 1] = first_[j] + n;
+    n_units[j] = n;
+    if (n % groups_ != 0) groups_ = 1;
     bytes += static_cast<size_t>(n) * unit_bytes_[j];
   }
-  const size_t avg_unit = std::max<size_t>(1, bytes / static_cast<size_t>(std::max<int64_t>(1, units())));
+  group_units_ = 0;
+  for (int j = 0; j < n_jobs; ++j) {
+    at_[j] = group_units_;
+    per_[j] = n_units[j] / groups_;
+    group_units_ += per_[j];
+  }
+  const size_t avg_unit =
+      std::max<size_t>(1, bytes / static_cast<size_t>(std::max<int64_t>(1, units())));
   grain_ = std::max<int64_t>(1, static_cast<int64_t>(grain_bytes / avg_unit));
   return true;
+}
+
+int64_t matvec_plan::segment(int64_t u, int64_t end, int* job, int64_t* first) const {
+  const int64_t g = u / group_units_, o = u % group_units_;
+  int j = 0;
+  while (j + 1 < n_jobs_ && o >= at_[j] + per_[j]) ++j;
+  *job = j;
+  *first = g * per_[j] + o - at_[j];
+  return std::min(end - u, at_[j] + per_[j] - o);
+}
+
+size_t matvec_plan::bytes_before(int64_t u) const {
+  size_t b = 0;
+  for (int j = 0; j < n_jobs_; ++j)
+    b += static_cast<size_t>(job_units_before(j, u)) * unit_bytes_[j];
+  return b;
 }
 
 int64_t matvec_plan::split(int k, int parts) const {
   if (k <= 0 || parts <= 0) return 0;
   if (k >= parts) return units();
-  size_t total = 0;
-  for (int j = 0; j < n_jobs_; ++j)
-    total += static_cast<size_t>(first_[j + 1] - first_[j]) * unit_bytes_[j];
-  // Bytes before the split point: k / parts of the total, rounded to a whole unit.
-  size_t want = total / static_cast<size_t>(parts) * static_cast<size_t>(k) +
-                total % static_cast<size_t>(parts) * static_cast<size_t>(k) / static_cast<size_t>(parts);
-  for (int j = 0; j < n_jobs_; ++j) {
-    const size_t job_bytes = static_cast<size_t>(first_[j + 1] - first_[j]) * unit_bytes_[j];
-    if (want < job_bytes || j == n_jobs_ - 1)
-      return std::min(first_[j + 1],
-                      first_[j] + static_cast<int64_t>((want + unit_bytes_[j] / 2) / unit_bytes_[j]));
-    want -= job_bytes;
+  const size_t total = bytes_before(units());
+  // Bytes before the split point: k / parts of the total, rounded to the nearest unit.
+  const size_t want =
+      total / static_cast<size_t>(parts) * static_cast<size_t>(k) +
+      total % static_cast<size_t>(parts) * static_cast<size_t>(k) / static_cast<size_t>(parts);
+  int64_t lo = 0, hi = units();  // the first unit u with bytes_before(u) >= want
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (bytes_before(mid) >= want)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
-  return units();
+  if (lo > 0 && want - bytes_before(lo - 1) < bytes_before(lo) - want) --lo;
+  return lo;
 }
 
 void matvec_plan::quantize(const float* x) {
@@ -196,11 +222,62 @@ void matvec_plan::quantize(const float* x) {
   }
 }
 
+void matvec_plan::prepare(const float* x) {
+  x_ = x;
+  act_rows by_fmt[n_act_formats];
+  for (int f = 1; f < n_act_formats; ++f) {
+    if (!need_[f]) continue;
+    act_rows& a = by_fmt[f];
+    a.fmt = static_cast<act_format>(f);
+    a.buf = acts_ + offset_[f];
+    a.per_tok = act_bytes(a.fmt, cols_, &a.q_bytes, &a.d_bytes);
+  }
+  for (int j = 0; j < n_jobs_; ++j) rows_[j] = by_fmt[static_cast<int>(fmt_[j])];
+}
+
+void matvec_plan::quantize_range(int64_t c0, int64_t c1) const {
+  if (n_tok_ != 1 || c0 % range_block != 0 || (c1 % range_block != 0 && c1 != cols_) || c0 >= c1 ||
+      c1 > cols_)
+    throw std::invalid_argument("matvec_plan::quantize_range: not whole blocks of one token");
+  const float* x = x_ + c0;
+  const int64_t n = c1 - c0;
+  for (int f = 1; f < n_act_formats; ++f) {
+    if (!need_[f]) continue;
+    const auto fmt = static_cast<act_format>(f);
+    size_t qb, db;
+    act_bytes(fmt, cols_, &qb, &db);
+    uint8_t* p = acts_ + offset_[f];
+    auto* d = reinterpret_cast<float*>(p + qb);
+    if (fmt == act_format::q16_64) {
+      kt_->quant_q16(x, n, reinterpret_cast<int16_t*>(p) + c0, d + c0 / q16_block);
+    } else if (fmt == act_format::q8_256) {
+      kt_->quant_q8_256(x, n, reinterpret_cast<int8_t*>(p) + c0, d + c0 / 256,
+                        reinterpret_cast<int16_t*>(p + qb + db) + c0 / 16);
+    } else {
+      auto* q = reinterpret_cast<int8_t*>(p) + c0;
+      kt_->quant_q8_32(x, n, q, d + c0 / 32, reinterpret_cast<int32_t*>(p + qb + db) + c0 / 32);
+      if (fmt == act_format::q8_32p) interleave_q8_32_pairs(q, n);
+    }
+  }
+}
+
 void matvec_plan::run(int64_t u0, int64_t u1) const {
-  for (int j = 0; j < n_jobs_ && u0 < u1; ++j) {
-    if (u0 >= first_[j + 1]) continue;
-    const int64_t r0 = u0 - first_[j], r1 = std::min(u1, first_[j + 1]) - first_[j];
-    u0 = first_[j + 1];
+  while (u0 < u1) {
+    int j;
+    int64_t r0;
+    const int64_t n = segment(u0, u1, &j, &r0), r1 = r0 + n;
+    u0 += n;
+    // The kernels prefetch their weights' bytes ahead; where the next units are another job's,
+    // the first of those bytes (as far ahead as the kernels look).
+    if (u0 < units()) {
+      int jn;
+      int64_t fn;
+      const int64_t nn = segment(u0, units(), &jn, &fn);
+      const int pf = prefetch_distance(jobs_[jn].w->type());
+      if (jn != j && pf > 0)
+        prefetch_l2(base_[jn] + static_cast<size_t>(fn) * unit_bytes_[jn],
+                    std::min(static_cast<size_t>(pf), static_cast<size_t>(nn) * unit_bytes_[jn]));
+    }
     const act_rows& a = rows_[j];
     if (const packed_matrix* p = pk_[j]) {
       for (int t = 0; t < n_tok_; ++t)
@@ -215,19 +292,19 @@ void matvec_plan::run(int64_t u0, int64_t u1) const {
 void matvec_plan::rows(int j, int64_t u0, int64_t u1, int64_t* r0, int64_t* r1) const {
   const int64_t rows = jobs_[j].w->rows();
   const int64_t unit = pk_[j] ? x16_rows : 1;
-  const int64_t lo = std::clamp(u0, first_[j], first_[j + 1]) - first_[j];
-  const int64_t hi = std::clamp(u1, first_[j], first_[j + 1]) - first_[j];
-  *r0 = std::min(rows, lo * unit);
-  *r1 = std::max(*r0, std::min(rows, hi * unit));
+  *r0 = std::min(rows, job_units_before(j, u0) * unit);
+  *r1 = std::max(*r0, std::min(rows, job_units_before(j, u1) * unit));
 }
 
 void matvec_plan::warm(int64_t u, size_t max_bytes) const {
-  for (int j = 0; j < n_jobs_; ++j) {
-    if (u >= first_[j + 1]) continue;
-    const auto left = static_cast<size_t>(first_[j + 1] - u);
-    prefetch_l2(base_[j] + static_cast<size_t>(u - first_[j]) * unit_bytes_[j],
-                std::min(max_bytes, left * unit_bytes_[j]));
-    return;
+  while (u < units() && max_bytes > 0) {
+    int j;
+    int64_t f;
+    const int64_t n = segment(u, units(), &j, &f);
+    const size_t b = std::min(max_bytes, static_cast<size_t>(n) * unit_bytes_[j]);
+    prefetch_l2(base_[j] + static_cast<size_t>(f) * unit_bytes_[j], b);
+    max_bytes -= b;
+    u += n;
   }
 }
 

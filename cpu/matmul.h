@@ -75,9 +75,12 @@ struct act_rows {
 // (false when the shapes want the tiled kernels), quantize() quantizes the input once per
 // activation format (one thread), then run(u0, u1) computes units [u0, u1) for any
 // 0 <= u0 < u1 <= units(), on any thread. A unit is a group of x16_rows rows of a packed weight or
-// one row of another, the jobs' units back to back in job order. cpu::run_steps (parallel.h) runs
-// a plan as a unit step (step()), and chains plans without a fork-join between them. The
-// activations live in the plan, so a plan is reused, not shared.
+// one row of another. The jobs' units go back to back in job order or, built with groups > 1,
+// group by group: every job's units cut into `groups` equal runs, and run g of each job (in job
+// order) before run g + 1 of any (the same rows of FFN gate and up together). Either way a job's
+// units come in row order, so any run of units covers one run of each job's rows. cpu::run_steps
+// (parallel.h) runs a plan as a unit step (step()), and chains plans without a fork-join between
+// them. The activations live in the plan, so a plan is reused, not shared.
 class matvec_plan {
  public:
   static constexpr int max_jobs = 8;
@@ -90,9 +93,18 @@ class matvec_plan {
   // grains of 32 KiB 695, 64 KiB 741, 128 KiB 750, 256 KiB 743.
   static constexpr size_t grain_bytes = 128 * 1024;
   static bool suits(const matmul_job* jobs, int n_jobs, int n_tok);
-  bool build(const matmul_job* jobs, int n_jobs, int n_tok);
+  // groups > 1: group by group where every job's unit count divides by it (groups() says).
+  bool build(const matmul_job* jobs, int n_jobs, int n_tok, int groups = 1);
   void quantize(const float* x);
-  int64_t units() const { return first_[n_jobs_]; }
+  // quantize() in parts, on any threads: prepare(x) once, then quantize_range(c0, c1) for
+  // columns [c0, c1) of x (multiples of range_block, or c1 = the input's length) as their values
+  // are final; the parts together give quantize()'s bytes. One token.
+  static constexpr int64_t range_block = 256;
+  void prepare(const float* x);
+  void quantize_range(int64_t c0, int64_t c1) const;
+  int64_t units() const { return group_units_ * groups_; }
+  int groups() const { return groups_; }
+  int64_t group_units() const { return group_units_; }  // units per group (all of them: 1 group)
   void run(int64_t u0, int64_t u1) const;
   // The first unit of part k of `parts` with about equal weight bytes (split(0) = 0,
   // split(parts) = units()).
@@ -101,7 +113,7 @@ class matvec_plan {
   // Rows of job j per unit (x16_rows where packed, else 1): rows() of whole units start and end
   // on multiples of it, or at the job's end.
   int64_t unit_rows(int j) const { return pk_[j] ? x16_rows : 1; }
-  // Prefetches (towards L2) up to max_bytes of the weights from unit u on (within its job).
+  // Prefetches (towards L2) up to max_bytes of the weights from unit u on.
   void warm(int64_t u, size_t max_bytes) const;
   // The output rows [*r0, *r1) of job j that units [u0, u1) write (empty: *r0 == *r1).
   void rows(int j, int64_t u0, int64_t u1, int64_t* r0, int64_t* r1) const;
@@ -119,10 +131,22 @@ class matvec_plan {
   const packed_matrix* pk_[max_jobs] = {};
   act_format fmt_[max_jobs] = {};
   detail::act_rows rows_[max_jobs];  // each job's quantized activations
-  int64_t first_[max_jobs + 1] = {};  // job j's units are [first_[j], first_[j + 1])
+  // Group g holds units [g * group_units_, (g + 1) * group_units_); job j's run in it is
+  // [at_[j], at_[j] + per_[j]) of those, its units [g * per_[j], (g + 1) * per_[j]).
+  int groups_ = 1;
+  int64_t group_units_ = 0;
+  int64_t at_[max_jobs] = {}, per_[max_jobs] = {};
   size_t unit_bytes_[max_jobs] = {};
   const uint8_t* base_[max_jobs] = {};  // the weights the kernels read (packed or not)
   int64_t grain_ = 1;
+  // Job j's units among units [0, u).
+  int64_t job_units_before(int j, int64_t u) const {
+    if (group_units_ == 0) return 0;
+    return u / group_units_ * per_[j] + std::clamp<int64_t>(u % group_units_ - at_[j], 0, per_[j]);
+  }
+  // The run of units from u (before `end`) that is one run of one job: its job and first unit.
+  int64_t segment(int64_t u, int64_t end, int* job, int64_t* first) const;
+  size_t bytes_before(int64_t u) const;
   bool need_[n_act_formats] = {};
   size_t offset_[n_act_formats] = {};
   detail::scratch acts_buf_;

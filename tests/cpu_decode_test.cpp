@@ -71,8 +71,8 @@ TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
     int64_t grain;
     int split;  // 0 none, 1 all to the last thread, 2 nothing to the first thread
   };
-  const std::vector<shape> shapes = {{1000, 7, 0}, {0, 0, 0},  {5, 1, 1},    {333, 64, 2},
-                                     {0, 0, 0},    {1, 1, 0},  {4097, 5000, 0}, {64, 3, 1}};
+  const std::vector<shape> shapes = {{1000, 7, 0}, {0, 0, 0}, {5, 1, 1},       {333, 64, 2},
+                                     {0, 0, 0},    {1, 1, 0}, {4097, 5000, 0}, {64, 3, 1}};
   for (int threads : {1, 2, 3, 5}) {
     cpu::set_num_threads(threads);
     for (int rep = 0; rep < 20; ++rep) {
@@ -117,7 +117,8 @@ TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
           };
           const int64_t n = size[s];
           if (shapes[s].split == 1) st.split = [n](int k, int parts) { return k < parts ? 0 : n; };
-          if (shapes[s].split == 2) st.split = [](int k, int) { return k <= 1 ? int64_t{0} : int64_t{1}; };
+          if (shapes[s].split == 2)
+            st.split = [](int k, int) { return k <= 1 ? int64_t{0} : int64_t{1}; };
         }
         if (has_last(s))
           st.last = [&, s] {
@@ -210,11 +211,12 @@ std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int 
   return out;
 }
 
-// A tiny model of this shape (256 wide, 4 query heads of 64, vocab 64): its decode logits
-// through decode_layer and through the general path are the same bits.
-void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what, int threads = 2) {
+// A tiny model of this shape (256 wide, 4 query heads of 64, vocab 64, FFN n_ff wide): its decode
+// logits through decode_layer and through the general path are the same bits.
+void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what, int threads = 2,
+                      int n_ff = 512) {
   s.n_embd = 256;
-  s.n_ff = 512;
+  s.n_ff = n_ff;
   s.n_head = 4;
   s.n_vocab = 64;
   const std::string path = test::temp_dir() + "/decode.gguf";
@@ -233,8 +235,7 @@ void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what
     EXPECT_EQ(std::memcmp(general[i].data(), decode[i].data(), general[i].size() * sizeof(float)),
               0)
         << what << " step " << i;
-    EXPECT_EQ(std::memcmp(general[i].data(), runs[i].data(), general[i].size() * sizeof(float)),
-              0)
+    EXPECT_EQ(std::memcmp(general[i].data(), runs[i].data(), general[i].size() * sizeof(float)), 0)
         << what << " step " << i << ", layers in one run";
   }
 }
@@ -249,6 +250,27 @@ TEST(CpuDecode, SameBitsAsTheGeneralPathForEveryType) {
       s.type = t;
       expect_same_bits(s, 7,
                        std::string(dtype_name(t)) + " n_head_kv " + std::to_string(n_head_kv));
+    }
+  }
+}
+
+// Decode applies SwiGLU and the down input's quantization per group of 256 FFN rows, on the
+// thread that completes a group's gate and up rows: groups split between threads (3 groups at 2
+// and 3 threads, more threads than groups), and an FFN width that is not a multiple of 256 (one
+// SwiGLU over all rows after the step), give the general path's bits.
+TEST(CpuDecode, SameBitsWithSwigluByGroupsOfRows) {
+  threads_guard guard;
+  for (dtype t : {dtype::q4_0, dtype::q6_k, dtype::f16}) {
+    for (int n_ff : {768, 640}) {
+      if (n_ff % 256 != 0 && t == dtype::q6_k) continue;  // K-quant rows are whole 256s
+      for (int threads : {2, 3, 5}) {
+        test::tiny_shape s;
+        s.type = t;
+        expect_same_bits(s, 13,
+                         std::string(dtype_name(t)) + " n_ff " + std::to_string(n_ff) + ", " +
+                             std::to_string(threads) + " threads",
+                         threads, n_ff);
+      }
     }
   }
 }

@@ -466,18 +466,32 @@ TEST(MatmulN, EqualsSeparateMatmuls) {
 }
 
 // The decode plan's units (matvec_plan): the jobs' rows back to back, one unit per row of an
-// unpacked weight; split() cuts them into parts of about equal weight bytes (within a unit of
-// the even share, in order, covering every unit); rows() maps any run of units back to each job's
-// rows; and run() over any cut of the units computes what matmul does. Shapes of stories110M
-// (QKV, FFN gate/up, FFN down, Q4_0), mixed types and a tiny one.
+// unpacked weight, or group by group; split() cuts them into parts of about equal weight bytes
+// (within a unit of the even share, in order, covering every unit); rows() maps any run of units
+// back to each job's rows; and run() over any cut of the units computes what matmul does. Shapes
+// of stories110M (QKV, FFN gate/up, FFN down, Q4_0), mixed types and a tiny one, each in one
+// group and in several (where every job's rows divide by them; else one group).
 TEST(MatvecPlan, UnitsSplitAndRowsCoverEveryRowOnce) {
   state_guard guard;
   const test_matrix q(dtype::q4_0, 768, 768, 1), g(dtype::q4_0, 2048, 768, 2),
       d(dtype::q4_0, 768, 2048, 3), t(dtype::q8_0, 40, 64, 4), k6(dtype::q6_k, 96, 768, 5),
       k4(dtype::q4_k, 200, 768, 6);
-  const std::vector<std::vector<const test_matrix*>> steps = {
-      {&q, &q, &q}, {&g, &g}, {&d}, {&t}, {&k4, &k6, &k4}};
-  for (const auto& ms : steps) {
+  struct plan_case {
+    std::vector<const test_matrix*> ms;
+    int groups, want_groups;
+  };
+  const std::vector<plan_case> cases = {{{&q, &q, &q}, 1, 1},
+                                        {{&q, &q, &q}, 12, 12},
+                                        {{&g, &g}, 1, 1},
+                                        {{&g, &g}, 8, 8},
+                                        {{&d}, 1, 1},
+                                        {{&d}, 3, 3},
+                                        {{&t}, 1, 1},
+                                        {{&t}, 3, 1},
+                                        {{&k4, &k6, &k4}, 1, 1},
+                                        {{&k4, &k6, &k4}, 4, 4},
+                                        {{&k4, &k6}, 5, 1}};
+  for (const auto& [ms, groups, want_groups] : cases) {
     std::vector<weight> ws;
     std::vector<std::vector<float>> ys, want;
     std::vector<matmul_job> jobs;
@@ -495,10 +509,22 @@ TEST(MatvecPlan, UnitsSplitAndRowsCoverEveryRowOnce) {
     }
     for (size_t j = 0; j < ws.size(); ++j) jobs.push_back({&ws[j], ys[j].data()});
     matvec_plan plan;
-    ASSERT_TRUE(plan.build(jobs.data(), static_cast<int>(jobs.size()), 1));
-    const std::string what = std::to_string(ms.size()) + " x " + std::to_string(ms[0]->t.ne[1]);
+    ASSERT_TRUE(plan.build(jobs.data(), static_cast<int>(jobs.size()), 1, groups));
+    const std::string what = std::to_string(ms.size()) + " x " + std::to_string(ms[0]->t.ne[1]) +
+                             " in " + std::to_string(groups) + " groups";
     ASSERT_EQ(plan.units(), rows_total) << what;
+    ASSERT_EQ(plan.groups(), want_groups) << what;
+    ASSERT_EQ(plan.group_units() * want_groups, rows_total) << what;
     EXPECT_GE(plan.grain(), 1);
+    // Group k holds the k-th of want_groups equal runs of each job's rows.
+    for (int k = 0; k < want_groups; ++k)
+      for (size_t j = 0; j < ms.size(); ++j) {
+        int64_t r0, r1;
+        plan.rows(static_cast<int>(j), k * plan.group_units(), (k + 1) * plan.group_units(), &r0,
+                  &r1);
+        EXPECT_EQ(r0, ms[j]->t.ne[1] / want_groups * k) << what << ", group " << k << ", job " << j;
+        EXPECT_EQ(r1, ms[j]->t.ne[1] / want_groups * (k + 1)) << what << ", group " << k;
+      }
     size_t max_row = 0;
     for (const test_matrix* m : ms) max_row = std::max<size_t>(max_row, m->t.nbytes / m->t.ne[1]);
     for (int parts : {1, 2, 3, 7, 16}) {
@@ -530,6 +556,46 @@ TEST(MatvecPlan, UnitsSplitAndRowsCoverEveryRowOnce) {
     for (int64_t u = 0, len = 1; u < plan.units(); u += len, ++len)
       plan.run(u, std::min(plan.units(), u + len));
     for (size_t j = 0; j < ms.size(); ++j) EXPECT_EQ(ys[j], want[j]) << what << ", job " << j;
+  }
+}
+
+// quantize() in parts (prepare, then quantize_range over blocks of 256 columns in any order and
+// the tail, as decode's SwiGLU groups do): the products give quantize()'s bits, for every
+// activation format (q8_32 and its pair interleave, q8_256, q16_64 of packed F16) at every level,
+// on columns that end in a partial 256 (800) where the formats allow it.
+TEST(MatvecPlan, QuantizeRangeGivesQuantizesBits) {
+  state_guard guard;
+  for (kernel_level l : levels()) {
+    set_kernel_level(l);
+    for (dtype type :
+         {dtype::q4_0, dtype::q8_0, dtype::q4_k, dtype::q5_k, dtype::q6_k, dtype::f16}) {
+      const bool k256 = type == dtype::q4_k || type == dtype::q5_k || type == dtype::q6_k;
+      const int64_t cols = k256 ? 768 : 800, rows = 48;
+      const test_matrix m(type, rows, cols, 31);
+      const weight w = m.w();
+      const packed_matrix pk(type, m.t.data, rows, cols);
+      for (const packed_matrix* p : {static_cast<const packed_matrix*>(nullptr), &pk}) {
+        const auto x = gaussian(static_cast<size_t>(cols), 5);
+        std::vector<float> want(static_cast<size_t>(rows)), got(want.size(), NAN);
+        const std::string what =
+            std::string(dtype_name(type)) + " " + kernel_level_name(l) + (p ? " packed" : "");
+        matmul_job job{&w, want.data(), p};
+        matvec_plan whole;
+        ASSERT_TRUE(whole.build(&job, 1, 1)) << what;
+        whole.quantize(x.data());
+        whole.run(0, whole.units());
+        job.y = got.data();
+        matvec_plan parts;
+        ASSERT_TRUE(parts.build(&job, 1, 1)) << what;
+        parts.prepare(x.data());
+        for (int64_t c0 : {int64_t{512}, int64_t{0}, int64_t{256}})
+          parts.quantize_range(c0, std::min(cols, c0 + 256));
+        if (cols > 768) parts.quantize_range(768, cols);
+        parts.run(0, parts.units());
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0) << what;
+        EXPECT_THROW(parts.quantize_range(100, 256), std::invalid_argument) << what;
+      }
+    }
   }
 }
 
