@@ -183,31 +183,29 @@ int64_t matvec_plan::segment(int64_t u, int64_t end, int* job, int64_t* first) c
   return std::min(end - u, at_[j] + per_[j] - o);
 }
 
-size_t matvec_plan::bytes_before(int64_t u) const {
-  size_t b = 0;
-  for (int j = 0; j < n_jobs_; ++j)
-    b += static_cast<size_t>(job_units_before(j, u)) * unit_bytes_[j];
-  return b;
-}
-
 int64_t matvec_plan::split(int k, int parts) const {
   if (k <= 0 || parts <= 0) return 0;
   if (k >= parts) return units();
-  const size_t total = bytes_before(units());
-  // Bytes before the split point: k / parts of the total, rounded to the nearest unit.
+  size_t group_bytes = 0;
+  for (int j = 0; j < n_jobs_; ++j) group_bytes += static_cast<size_t>(per_[j]) * unit_bytes_[j];
+  const size_t total = group_bytes * static_cast<size_t>(groups_);
+  // Bytes before the split point: k / parts of the total, rounded to a whole unit of the job
+  // (and group) it falls in.
   const size_t want =
       total / static_cast<size_t>(parts) * static_cast<size_t>(k) +
       total % static_cast<size_t>(parts) * static_cast<size_t>(k) / static_cast<size_t>(parts);
-  int64_t lo = 0, hi = units();  // the first unit u with bytes_before(u) >= want
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (bytes_before(mid) >= want)
-      hi = mid;
-    else
-      lo = mid + 1;
+  const auto g = static_cast<int64_t>(
+      std::min(want / std::max<size_t>(1, group_bytes), static_cast<size_t>(groups_ - 1)));
+  size_t rem = want - static_cast<size_t>(g) * group_bytes;
+  for (int j = 0; j < n_jobs_; ++j) {
+    const size_t job_bytes = static_cast<size_t>(per_[j]) * unit_bytes_[j];
+    const int64_t first = g * group_units_ + at_[j];
+    if (rem < job_bytes || j == n_jobs_ - 1)
+      return std::min(first + per_[j],
+                      first + static_cast<int64_t>((rem + unit_bytes_[j] / 2) / unit_bytes_[j]));
+    rem -= job_bytes;
   }
-  if (lo > 0 && want - bytes_before(lo - 1) < bytes_before(lo) - want) --lo;
-  return lo;
+  return units();
 }
 
 void matvec_plan::quantize(const float* x) {

@@ -146,7 +146,6 @@ class matvec_plan {
   }
   // The run of units from u (before `end`) that is one run of one job: its job and first unit.
   int64_t segment(int64_t u, int64_t end, int* job, int64_t* first) const;
-  size_t bytes_before(int64_t u) const;
   bool need_[n_act_formats] = {};
   size_t offset_[n_act_formats] = {};
   detail::scratch acts_buf_;

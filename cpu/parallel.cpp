@@ -133,8 +133,8 @@ void run_steps(const step* steps, int n_steps) {
   for (int s = 0; s < n_steps; ++s) {
     if (steps[s].last && steps[s].n <= 0)
       throw std::invalid_argument("run_steps: a step with `last` and no work");
-    start[static_cast<size_t>(s) + 1] = start[static_cast<size_t>(s)] +
-                                        std::max<int64_t>(0, steps[s].n) + (steps[s].last ? 1 : 0);
+    start[static_cast<size_t>(s) + 1] =
+        start[static_cast<size_t>(s)] + std::max<int64_t>(0, steps[s].n) + (steps[s].last ? 1 : 0);
   }
   const int64_t total = start[static_cast<size_t>(n_steps)];
   if (total == 0) return;
@@ -162,14 +162,16 @@ void run_steps(const step* steps, int n_steps) {
     const step& S = steps[s];
     if (!S.range) continue;
     const int64_t n = std::max<int64_t>(0, S.n);
+    const auto at = [&](int k) {
+      if (k >= threads) return n;
+      return std::clamp<int64_t>(S.split ? S.split(k, threads) : n * k / threads, 0, n);
+    };
+    int64_t front = 0;  // share t is [at(t), at(t + 1)), each cut asked for once
     for (int t = 0; t < threads; ++t) {
-      const auto at = [&](int k) {
-        if (k <= 0) return int64_t{0};
-        if (k >= threads) return n;
-        return std::clamp<int64_t>(S.split ? S.split(k, threads) : n * k / threads, 0, n);
-      };
+      const int64_t back = std::max(front, at(t + 1));
       rs.shares[static_cast<size_t>(s) * T + static_cast<size_t>(t)].v.store(
-          pack(at(t), std::max(at(t), at(t + 1))), std::memory_order_relaxed);
+          pack(front, back), std::memory_order_relaxed);
+      front = back;
     }
   }
   // Items and units done, on a line of its own: every item bumps it.
