@@ -418,17 +418,27 @@ class cpu_backend final : public backend {
   // region per layer cost each token, on stories110M at 2 threads, ~2.6 us of the second
   // thread's start per layer and ~2.7 us between layers of building plans and steps).
   bool runs_layers(int n_tokens) const override { return n_tokens == 1 && !capture_ && !cache_; }
-  void forward_layers(int il0, int il1, int n, int pos0) override {
-    if (!runs_layers(n)) return backend::forward_layers(il0, il1, n, pos0);
+  void forward_layers(int il0, int il1, int n, int pos0, float* logits) override {
+    if (!runs_layers(n)) return backend::forward_layers(il0, il1, n, pos0, logits);
     const auto t0 = std::chrono::steady_clock::now();
     for (int il = il0; il < il1; ++il) {
       if (kv_[static_cast<size_t>(il)].k.empty())
         throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
       layer_cache::handle pin;
       if (decode_steps(il, layer(il, pin), packed(il)).steps.empty())
-        return backend::forward_layers(il0, il1, n, pos0);
+        return backend::forward_layers(il0, il1, n, pos0, logits);
     }
-    if (run_il0_ != il0 || run_il1_ != il1 || run_generation_ != decode_generation_) {
+    // The output head (final norm, then its product) as the region's last step, where its
+    // product suits a plan: a region (and the second thread's start) fewer per token.
+    if (logits && (out_y_ != logits || out_generation_ != decode_generation_)) {
+      const cpu::matmul_job job{output_ ? &output_ : &m_.output(), logits, pk(packed_output_)};
+      out_ok_ = out_plan_.build(&job, 1, 1);
+      out_y_ = logits;
+      out_generation_ = decode_generation_;
+    }
+    float* const out = logits && out_ok_ ? logits : nullptr;
+    if (run_il0_ != il0 || run_il1_ != il1 || run_generation_ != decode_generation_ ||
+        run_out_ != out) {
       run_steps_.clear();
       for (int il = il0; il < il1; ++il) {
         const layer_decode& D = *decode_[static_cast<size_t>(il)];
@@ -440,13 +450,24 @@ class cpu_backend final : public backend {
         run_steps_.back().last = D.head;
         run_steps_.insert(run_steps_.end(), D.steps.begin() + 1, D.steps.end());
       }
+      if (out) {  // forward_output's ops, on the plan cpu::matmul would use
+        run_steps_.back().last = [this] {
+          cpu::rmsnorm_rows(h_.data(), x_.data(),
+                            static_cast<const float*>(m_.output_norm().data()), 1, hp_.n_embd,
+                            hp_.rms_eps);
+          out_plan_.quantize(h_.data());
+        };
+        run_steps_.push_back(out_plan_.as_step(64 * 1024));
+      }
       run_il0_ = il0;
       run_il1_ = il1;
       run_generation_ = decode_generation_;
+      run_out_ = out;
     }
     decode_pos_ = pos0;
     cpu::run_steps(run_steps_.data(), static_cast<int>(run_steps_.size()));
     add_compute(t0);
+    if (logits && !out) forward_output(n, false, logits);
   }
 
   std::vector<std::string> notes() const override { return notes_; }
@@ -719,6 +740,13 @@ class cpu_backend final : public backend {
   std::vector<cpu::step> run_steps_;
   int run_il0_ = -1, run_il1_ = -1;
   uint64_t run_generation_ = 0;
+  float* run_out_ = nullptr;  // the logits they end with (the output head's step), or none
+  // The output head's plan at the end of forward_layers' region: for logits out_y_, as of
+  // out_generation_; out_ok_ false where the plan does not suit it (forward_output then).
+  cpu::matvec_plan out_plan_;
+  float* out_y_ = nullptr;
+  uint64_t out_generation_ = 0;
+  bool out_ok_ = false;
   std::vector<kv_cache> kv_;
   std::vector<cached_layer> cached_;
   // Without --mem-budget: per layer, x16 copies of the matrices that have a layout (packed_) and

@@ -42,9 +42,12 @@ class backend {
   // same results. The engine then calls it instead of forward_layer for each layer of the run,
   // where it needs nothing between the layers (no per-layer capture or trace).
   virtual bool runs_layers(int /*n_tokens*/) const { return false; }
-  // Layers [il0, il1) as forward_layer would run them one after the other.
-  virtual void forward_layers(int il0, int il1, int n_tokens, int pos0) {
+  // Layers [il0, il1) as forward_layer would run them one after the other; with logits, then
+  // forward_output(n_tokens, false, logits) (the last layers on the backend that runs the output
+  // head: one go for both).
+  virtual void forward_layers(int il0, int il1, int n_tokens, int pos0, float* logits = nullptr) {
     for (int il = il0; il < il1; ++il) forward_layer(il, n_tokens, pos0);
+    if (logits) forward_output(n_tokens, false, logits);
   }
   // Final norm and output head. With all_tokens, logits holds n_tokens x n_vocab floats, else
   // only the last token's n_vocab.

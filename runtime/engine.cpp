@@ -133,6 +133,7 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
     const bool last_chunk = start + n == n_total;
     cpu_->embed(tokens.data() + start, n, hidden_.data());
     backend* cur = nullptr;
+    bool output_done = false;
     if (hp.n_layer > 0) layer_backend_[0]->prepare_layer(0);  // streamed: start its upload now
     for (int il = 0; il < hp.n_layer; ++il) {
       backend* b = layer_backend_[static_cast<size_t>(il)];
@@ -147,10 +148,13 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
       if (il1 - il > 1 && !layer_capture_ && b->runs_layers(n)) {
         if (il1 < hp.n_layer) layer_backend_[static_cast<size_t>(il1)]->prepare_layer(il1);
         const double t_run = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
-        b->forward_layers(il, il1, n, n_past_);
+        // The last layers and the output head in one go where one backend runs both.
+        output_done = il1 == hp.n_layer && b == output_backend_ && !all_logits && last_chunk;
+        b->forward_layers(il, il1, n, n_past_, output_done ? logits_.data() : nullptr);
         if (trace_ && b == cpu_)
-          trace_->add({fmt::format("layers {}-{} (CPU)", il, il1 - 1), trace_track::cpu_compute,
-                       t_run, trace_recorder::now_us() - t_run, il, "host"});
+          trace_->add(
+              {fmt::format("layers {}-{}{} (CPU)", il, il1 - 1, output_done ? " + output" : ""),
+               trace_track::cpu_compute, t_run, trace_recorder::now_us() - t_run, il, "host"});
         il = il1 - 1;
         continue;
       }
@@ -165,6 +169,10 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
         b->download_hidden(h.data(), n);
         layer_capture_(il, "hidden", h.data(), h.size());
       }
+    }
+    if (output_done) {
+      n_past_ += n;
+      continue;
     }
     if (output_backend_ != cur) {
       cur->download_hidden(hidden_.data(), n);

@@ -4,7 +4,9 @@
 // runs every op with its own fork-join (the path taken when a per-op capture is set).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -172,9 +174,10 @@ TEST(RunSteps, AnItemsExceptionIsRethrownAfterTheRegion) {
 // Logits of a prompt, then of greedy decode steps, with or without a capture hook (which sends
 // every layer through the general path). With `runs`, the layers go through forward_layers (all
 // of them in one region where the backend runs layers), and the thread count changes half way
-// (so the kept steps must be rebuilt).
+// (so the kept steps must be rebuilt); with `with_output` too, forward_layers also runs the
+// output head (into the same logits buffer each step).
 std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int threads,
-                                              bool runs = false) {
+                                              bool runs = false, bool with_output = false) {
   backend_options o;
   o.n_ctx = 32;
   o.n_batch = 8;
@@ -186,9 +189,11 @@ std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int 
   std::vector<std::vector<float>> out;
   std::vector<int32_t> tokens = {1, 17, 5};
   int pos = 0;
+  std::vector<float> logits(static_cast<size_t>(nv));
   for (int step = 0; step < 6; ++step) {
     const int n = static_cast<int>(tokens.size());
-    std::vector<float> x(static_cast<size_t>(n) * d), logits(static_cast<size_t>(nv));
+    std::vector<float> x(static_cast<size_t>(n) * d);
+    std::fill(logits.begin(), logits.end(), NAN);
     b->embed(tokens.data(), n, x.data());
     b->upload_hidden(x.data(), n);
     if (runs) {
@@ -196,11 +201,11 @@ std::vector<std::vector<float>> decode_logits(const model& m, bool capture, int 
       if (n == 1) {
         EXPECT_TRUE(b->runs_layers(n));
       }
-      b->forward_layers(0, m.hp().n_layer, n, pos);
+      b->forward_layers(0, m.hp().n_layer, n, pos, with_output ? logits.data() : nullptr);
     } else {
       for (int il = 0; il < m.hp().n_layer; ++il) b->forward_layer(il, n, pos);
     }
-    b->forward_output(n, false, logits.data());
+    if (!with_output) b->forward_output(n, false, logits.data());
     out.push_back(logits);
     pos += n;
     int best = 0;
@@ -228,15 +233,20 @@ void expect_same_bits(test::tiny_shape s, uint32_t seed, const std::string& what
   const auto general = decode_logits(*m, true, threads);
   const auto decode = decode_logits(*m, false, threads);
   const auto runs = decode_logits(*m, false, threads, true);
+  const auto runs_out = decode_logits(*m, false, threads, true, true);
   cpu::set_num_threads(threads);
   ASSERT_EQ(general.size(), decode.size());
   ASSERT_EQ(general.size(), runs.size());
+  ASSERT_EQ(general.size(), runs_out.size());
   for (size_t i = 0; i < general.size(); ++i) {
     EXPECT_EQ(std::memcmp(general[i].data(), decode[i].data(), general[i].size() * sizeof(float)),
               0)
         << what << " step " << i;
     EXPECT_EQ(std::memcmp(general[i].data(), runs[i].data(), general[i].size() * sizeof(float)), 0)
         << what << " step " << i << ", layers in one run";
+    EXPECT_EQ(std::memcmp(general[i].data(), runs_out[i].data(), general[i].size() * sizeof(float)),
+              0)
+        << what << " step " << i << ", layers and output head in one run";
   }
 }
 
