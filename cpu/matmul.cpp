@@ -52,25 +52,37 @@ size_t act_bytes(act_format fmt, int64_t cols, size_t* q_bytes, size_t* d_bytes)
   return *q_bytes + *d_bytes + s_bytes;
 }
 
+// The layout of one activation row per token of fmt in buf (nothing written).
+act_rows describe_acts(act_format fmt, int64_t cols, uint8_t* buf) {
+  act_rows a;
+  a.fmt = fmt;
+  a.buf = buf;
+  a.per_tok = act_bytes(fmt, cols, &a.q_bytes, &a.d_bytes);
+  return a;
+}
+
+// Columns [c0, c1) of token t's row x (whole blocks of a.fmt from c0, or to the row's end) into
+// buf, laid out as a: the blocks are independent, so any cut of a row gives the whole row's bytes.
+void quantize_cols(const kernel_table& kt, const act_rows& a, uint8_t* buf, const float* x,
+                   int64_t c0, int64_t c1, int t) {
+  uint8_t* p = buf + a.per_tok * static_cast<size_t>(t);
+  auto* q = reinterpret_cast<int8_t*>(p) + c0;
+  auto* d = reinterpret_cast<float*>(p + a.q_bytes);
+  uint8_t* sums = p + a.q_bytes + a.d_bytes;
+  const int64_t n = c1 - c0;
+  if (a.fmt == act_format::q16_64)
+    kt.quant_q16(x + c0, n, reinterpret_cast<int16_t*>(p) + c0, d + c0 / q16_block);
+  else if (a.fmt == act_format::q8_256)
+    kt.quant_q8_256(x + c0, n, q, d + c0 / 256, reinterpret_cast<int16_t*>(sums) + c0 / 16);
+  else
+    kt.quant_q8_32(x + c0, n, q, d + c0 / 32, reinterpret_cast<int32_t*>(sums) + c0 / 32);
+  if (a.fmt == act_format::q8_32p) interleave_q8_32_pairs(q, n);
+}
+
 void quantize_acts(const kernel_table& kt, act_format fmt, const float* x, int64_t cols, int n_tok,
                    uint8_t* buf, act_rows* a) {
-  a->fmt = fmt;
-  a->buf = buf;
-  a->per_tok = act_bytes(fmt, cols, &a->q_bytes, &a->d_bytes);
-  for (int t = 0; t < n_tok; ++t) {
-    uint8_t* p = buf + a->per_tok * static_cast<size_t>(t);
-    auto* q = reinterpret_cast<int8_t*>(p);
-    auto* d = reinterpret_cast<float*>(p + a->q_bytes);
-    if (fmt == act_format::q16_64)
-      kt.quant_q16(x + t * cols, cols, reinterpret_cast<int16_t*>(p), d);
-    else if (fmt == act_format::q8_256)
-      kt.quant_q8_256(x + t * cols, cols, q, d,
-                      reinterpret_cast<int16_t*>(p + a->q_bytes + a->d_bytes));
-    else
-      kt.quant_q8_32(x + t * cols, cols, q, d,
-                     reinterpret_cast<int32_t*>(p + a->q_bytes + a->d_bytes));
-    if (fmt == act_format::q8_32p) interleave_q8_32_pairs(q, cols);
-  }
+  *a = describe_acts(fmt, cols, buf);
+  for (int t = 0; t < n_tok; ++t) quantize_cols(kt, *a, buf, x + t * cols, 0, cols, t);
 }
 
 // The packed copy of a job's weight when the table has kernels for it, else null.
@@ -222,40 +234,20 @@ void matvec_plan::quantize(const float* x) {
 
 void matvec_plan::prepare(const float* x) {
   x_ = x;
-  act_rows by_fmt[n_act_formats];
-  for (int f = 1; f < n_act_formats; ++f) {
-    if (!need_[f]) continue;
-    act_rows& a = by_fmt[f];
-    a.fmt = static_cast<act_format>(f);
-    a.buf = acts_ + offset_[f];
-    a.per_tok = act_bytes(a.fmt, cols_, &a.q_bytes, &a.d_bytes);
-  }
-  for (int j = 0; j < n_jobs_; ++j) rows_[j] = by_fmt[static_cast<int>(fmt_[j])];
+  for (int j = 0; j < n_jobs_; ++j)  // as quantize() leaves them: float input read from x_
+    rows_[j] = fmt_[j] == act_format::f32
+                   ? act_rows{}
+                   : describe_acts(fmt_[j], cols_, acts_ + offset_[static_cast<int>(fmt_[j])]);
 }
 
 void matvec_plan::quantize_range(int64_t c0, int64_t c1) const {
   if (n_tok_ != 1 || c0 % range_block != 0 || (c1 % range_block != 0 && c1 != cols_) || c0 >= c1 ||
       c1 > cols_)
     throw std::invalid_argument("matvec_plan::quantize_range: not whole blocks of one token");
-  const float* x = x_ + c0;
-  const int64_t n = c1 - c0;
   for (int f = 1; f < n_act_formats; ++f) {
     if (!need_[f]) continue;
-    const auto fmt = static_cast<act_format>(f);
-    size_t qb, db;
-    act_bytes(fmt, cols_, &qb, &db);
-    uint8_t* p = acts_ + offset_[f];
-    auto* d = reinterpret_cast<float*>(p + qb);
-    if (fmt == act_format::q16_64) {
-      kt_->quant_q16(x, n, reinterpret_cast<int16_t*>(p) + c0, d + c0 / q16_block);
-    } else if (fmt == act_format::q8_256) {
-      kt_->quant_q8_256(x, n, reinterpret_cast<int8_t*>(p) + c0, d + c0 / 256,
-                        reinterpret_cast<int16_t*>(p + qb + db) + c0 / 16);
-    } else {
-      auto* q = reinterpret_cast<int8_t*>(p) + c0;
-      kt_->quant_q8_32(x, n, q, d + c0 / 32, reinterpret_cast<int32_t*>(p + qb + db) + c0 / 32);
-      if (fmt == act_format::q8_32p) interleave_q8_32_pairs(q, n);
-    }
+    uint8_t* buf = acts_ + offset_[f];
+    quantize_cols(*kt_, describe_acts(static_cast<act_format>(f), cols_, buf), buf, x_, c0, c1, 0);
   }
 }
 
