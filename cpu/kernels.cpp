@@ -34,6 +34,7 @@ uint64_t xgetbv0() {
 struct cpu_features {
   bool avx2 = false;    // AVX2 + FMA + F16C, with the OS saving YMM state
   bool avx512 = false;  // F + DQ + BW + VL + VNNI, with the OS saving ZMM state
+  bool gfni = false;
 };
 
 cpu_features detect() {
@@ -50,6 +51,7 @@ cpu_features detect() {
   const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
                       (b & (1u << 31)) && (c & (1u << 11));
   f.avx512 = f.avx2 && avx512 && (xcr0 & 0xe6) == 0xe6;
+  f.gfni = c & (1u << 8);
   return f;
 }
 
@@ -131,6 +133,10 @@ bool cpu_supports(kernel_level l) {
       return features().avx512;
   }
   return false;
+}
+
+bool cpu_supports_gfni() {
+  return features().gfni;
 }
 
 kernel_level best_kernel_level() {

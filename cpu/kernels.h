@@ -35,6 +35,9 @@ const char* kernel_level_name(kernel_level l);
 // The best level this CPU and OS support (AVX-512 needs F, BW, VL, DQ and VNNI).
 kernel_level best_kernel_level();
 bool cpu_supports(kernel_level l);
+// GFNI (vgf2p8affineqb), which the AVX-512 level's Q5_K / Q6_K matrix-vector kernels use where
+// present (Ice Lake and Zen 4 on; Skylake-X and Cascade Lake have AVX-512 without it).
+bool cpu_supports_gfni();
 // The level matmul uses. At start-up: TANDEM_KERNELS=scalar|avx2|avx512 if set (and supported),
 // otherwise best_kernel_level().
 kernel_level active_kernel_level();
@@ -261,6 +264,12 @@ void mm_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
                         int64_t ldy, int64_t g0, int64_t g1);
 void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                         int64_t g0, int64_t g1);
+// The same with the high bits moved by vgf2p8affineqb (only when cpu_supports_gfni() too): the
+// same integer sums, so the same bits, for fewer instructions per vpdpbusd.
+void mv_q5_k_x16_avx512_gfni(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                             int64_t g0, int64_t g1);
+void mv_q6_k_x16_avx512_gfni(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                             int64_t g0, int64_t g1);
 void mm_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_groups& x, float* y,
                         int64_t ldy, int64_t g0, int64_t g1);
 void mv_q4_0_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,

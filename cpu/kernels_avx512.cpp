@@ -598,9 +598,9 @@ kernel_table make_table() {
   k.q6_k.mm_q8 = mm_q8<dtype::q6_k>;
   k.q4_k.mv_x16 = mv_q4_k_x16_avx512;
   k.q4_k.mm_x16 = mm_q4_k_x16_avx512;
-  k.q5_k.mv_x16 = mv_q5_k_x16_avx512;
+  k.q5_k.mv_x16 = cpu_supports_gfni() ? mv_q5_k_x16_avx512_gfni : mv_q5_k_x16_avx512;
   k.q5_k.mm_x16 = mm_q5_k_x16_avx512;
-  k.q6_k.mv_x16 = mv_q6_k_x16_avx512;
+  k.q6_k.mv_x16 = cpu_supports_gfni() ? mv_q6_k_x16_avx512_gfni : mv_q6_k_x16_avx512;
   k.q6_k.mm_x16 = mm_q6_k_x16_avx512;
   k.q4_0.mv_x16 = mv_q4_0_x16_avx512;
   k.q4_0.mm_x16 = mm_q4_0_x16_avx512;

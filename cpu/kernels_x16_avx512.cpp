@@ -5,8 +5,9 @@
 // 16x their level) sub-block 2p + 1. Per super-block and row, the integer sum
 // 16 * sum_even(sc * dot) + sum_odd(sc * dot) stays below 2^29, so it is exact in int32 and
 // scaled once (d * xd / 16); the mins term sum_j(min_j * bsum_j) is one vpdpwssd per pair.
-// Q5_K: each sub-block's fifth bit moves to bit 4 and joins its nibble (one vpternlogd); levels
-// 0..31 keep sum(sc * dot) below 2^26; the mins as Q4_K.
+// Q5_K: each sub-block's fifth bit moves to bit 4 (a shift and a mask, or one vgf2p8affineqb on
+// CPUs with GFNI) and joins its nibble (one vpternlogd); levels 0..31 keep sum(sc * dot) below
+// 2^26; the mins as Q4_K. Q6_K's top two bits move the same way.
 // Q6_K: levels are stored unsigned (+32); per super-block and row sum(sc * dot) < 2^28, and the
 // offset 32 * sum(sc * bsum) is subtracted in int32. Q4_0 / Q8_0: levels unsigned (+8 / +128),
 // the offset is the block's activation sum times 8 / 128.
@@ -74,8 +75,10 @@ inline void sub_offsets(__m512* acc, __m512 f0, __m512 f1, const float* s0, cons
   }
 }
 
-// Software prefetch of the block dist bytes ahead of b (TANDEM_PREFETCH; 0 = off).
-inline void prefetch_ahead(const void* b, size_t bytes, int dist) {
+// Software prefetch of the block dist bytes ahead of b (TANDEM_PREFETCH; 0 = off). Always inlined:
+// GCC 12 dropped these prefetches from the always-inlined Q5_K / Q6_K kernel bodies when this was
+// a plain inline function (single-thread Q5_K matvec from memory at about half speed).
+[[gnu::always_inline]] inline void prefetch_ahead(const void* b, size_t bytes, int dist) {
   if (dist <= 0) return;
   const char* p = static_cast<const char*>(b) + dist;
   for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
@@ -237,54 +240,67 @@ void mm_q4_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
 
 namespace {
 
-// The fifth bits of sub-block j (bit j of each qh byte) at bit 4 (value 16).
-inline __m512i q5_bit(__m512i qh, int j) {
-  const __m512i m10 = _mm512_set1_epi8(0x10);
-  __m512i v;
-  switch (j) {
-    case 0:
-      v = _mm512_slli_epi16(qh, 4);
-      break;
-    case 1:
-      v = _mm512_slli_epi16(qh, 3);
-      break;
-    case 2:
-      v = _mm512_slli_epi16(qh, 2);
-      break;
-    case 3:
-      v = _mm512_slli_epi16(qh, 1);
-      break;
-    case 4:
-      v = qh;
-      break;
-    case 5:
-      v = _mm512_srli_epi16(qh, 1);
-      break;
-    case 6:
-      v = _mm512_srli_epi16(qh, 2);
-      break;
-    default:
-      v = _mm512_srli_epi16(qh, 3);
-      break;
+// The 5-bit levels of sub-block j at step s (16 rows x 4 columns): the nibble of qs, and bit j of
+// each qh byte moved to bit 4 (value 16), joined by one vpternlogd ((A & B) | C = 0xEA). q5_shift
+// moves bit j there by a shift and a mask (any AVX-512 CPU).
+struct q5_shift {
+  static __m512i bit(__m512i qh, int j) {
+    const __m512i m10 = _mm512_set1_epi8(0x10);
+    __m512i v;
+    switch (j) {
+      case 0:
+        v = _mm512_slli_epi16(qh, 4);
+        break;
+      case 1:
+        v = _mm512_slli_epi16(qh, 3);
+        break;
+      case 2:
+        v = _mm512_slli_epi16(qh, 2);
+        break;
+      case 3:
+        v = _mm512_slli_epi16(qh, 1);
+        break;
+      case 4:
+        v = qh;
+        break;
+      case 5:
+        v = _mm512_srli_epi16(qh, 1);
+        break;
+      case 6:
+        v = _mm512_srli_epi16(qh, 2);
+        break;
+      default:
+        v = _mm512_srli_epi16(qh, 3);
+        break;
+    }
+    return _mm512_and_si512(v, m10);
   }
-  return _mm512_and_si512(v, m10);
-}
+};
 
-// The 5-bit levels of sub-block j at step s (16 rows x 4 columns).
-inline __m512i q5_levels(const block_q5_k_x16& B, int s, int j) {
+#pragma GCC push_options
+#pragma GCC target("gfni")
+// With GFNI, one vgf2p8affineqb: the bit matrix whose row for output bit 4 (byte 7 - 4 of the
+// qword) selects input bit j, all other rows zero.
+struct q5_gfni {
+  static __m512i bit(__m512i qh, int j) {
+    return _mm512_gf2p8affine_epi64_epi8(qh, _mm512_set1_epi64(int64_t{1} << (24 + j)), 0);
+  }
+};
+#pragma GCC pop_options
+
+template <class Bits>
+[[gnu::always_inline]] inline __m512i q5_levels(const block_q5_k_x16& B, int s, int j) {
   const __m512i w = _mm512_loadu_si512(B.qs[s][j / 2]);
   const __m512i lo = (j & 1) ? _mm512_srli_epi16(w, 4) : w;
-  // (lo & 0x0F) | bit: vpternlogd with truth table (A & B) | C = 0xEA.
   return _mm512_ternarylogic_epi32(lo, _mm512_set1_epi8(0x0F),
-                                   q5_bit(_mm512_loadu_si512(B.qh[s]), j), 0xEA);
+                                   Bits::bit(_mm512_loadu_si512(B.qh[s]), j), 0xEA);
 }
-
-}  // namespace
 
 // Q5_K against q8_256 activations: per super-block and row sum_j(sc_j * dot_j) < 2^26 (levels
 // 0..31); the mins as Q4_K.
-void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                        int64_t g0, int64_t g1) {
+template <class Bits>
+[[gnu::always_inline]] inline void mv_q5_k_x16(const void* p, int64_t rows, int64_t cols,
+                                               const q8_row& x, float* y, int64_t g0, int64_t g1) {
   const int64_t nb = cols / qk_k;
   const int pf = prefetch_distance(dtype::q5_k);
   const auto* blocks = static_cast<const block_q5_k_x16*>(p);
@@ -302,7 +318,7 @@ void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
       for (int s = 0; s < 8; ++s) {
 #pragma GCC unroll 8
         for (int j = 0; j < 8; ++j)
-          a[j] = _mm512_dpbusd_epi32(a[j], q5_levels(B, s, j), bcast4(xq + 32 * j + 4 * s));
+          a[j] = _mm512_dpbusd_epi32(a[j], q5_levels<Bits>(B, s, j), bcast4(xq + 32 * j + 4 * s));
       }
       __m512i tot = _mm512_setzero_si512();
 #pragma GCC unroll 8
@@ -316,6 +332,19 @@ void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
     }
     _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), _mm512_sub_ps(acc, acc_m));
   }
+}
+
+}  // namespace
+
+void mv_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  mv_q5_k_x16<q5_shift>(p, rows, cols, x, y, g0, g1);
+}
+
+__attribute__((target("gfni"))) void mv_q5_k_x16_avx512_gfni(const void* p, int64_t rows,
+                                                             int64_t cols, const q8_row& x,
+                                                             float* y, int64_t g0, int64_t g1) {
+  mv_q5_k_x16<q5_gfni>(p, rows, cols, x, y, g0, g1);
 }
 
 // The prompt path unpacks each row group into the gemm tile once (5-bit levels cost a shift, a
@@ -336,29 +365,52 @@ void mm_q5_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_grou
 
 namespace {
 
-// Q6_K: the 6-bit levels of group G (columns 32G + 4s .. + 3 of 16 rows) at step s.
-inline __m512i q6_levels(const block_q6_k_x16& B, int s, int G) {
-  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-  const __m512i l = _mm512_loadu_si512(B.step[s].ql[G / 2]);
-  const __m512i h = _mm512_loadu_si512(B.step[s].qh[G / 4]);
-  const __m512i lo = _mm512_and_si512((G & 1) ? _mm512_srli_epi16(l, 4) : l, m4);
-  __m512i hi;
-  switch (G & 3) {
-    case 0:
-      hi = _mm512_slli_epi16(h, 4);
-      break;
-    case 1:
-      hi = _mm512_slli_epi16(h, 2);
-      break;
-    case 2:
-      hi = h;
-      break;
-    default:
-      hi = _mm512_srli_epi16(h, 2);
-      break;
+// Q6_K: the 6-bit levels of group G (columns 32G + 4s .. + 3 of 16 rows) at step s: the nibble of
+// ql, and bits 2k, 2k + 1 of each qh byte (k = G % 4) at bits 4, 5. q6_shift moves them by a shift
+// and masks them in the vpternlogd that joins the two (A | (B & C) = 0xF8).
+struct q6_shift {
+  static __m512i levels(__m512i l, __m512i h, int G) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i lo = _mm512_and_si512((G & 1) ? _mm512_srli_epi16(l, 4) : l, m4);
+    __m512i hi;
+    switch (G & 3) {
+      case 0:
+        hi = _mm512_slli_epi16(h, 4);
+        break;
+      case 1:
+        hi = _mm512_slli_epi16(h, 2);
+        break;
+      case 2:
+        hi = h;
+        break;
+      default:
+        hi = _mm512_srli_epi16(h, 2);
+        break;
+    }
+    return _mm512_ternarylogic_epi32(lo, hi, m30, 0xF8);
   }
-  // lo | (hi & 0x30): vpternlogd with truth table A | (B & C) = 0xF8.
-  return _mm512_ternarylogic_epi32(lo, hi, m30, 0xF8);
+};
+
+#pragma GCC push_options
+#pragma GCC target("gfni")
+// With GFNI, one vgf2p8affineqb moves and masks the two bits (rows 4 and 5 of the bit matrix,
+// bytes 3 and 2 of the qword, select input bits 2k and 2k + 1), and the vpternlogd masks the
+// nibble instead ((A & B) | C = 0xEA).
+struct q6_gfni {
+  static __m512i levels(__m512i l, __m512i h, int G) {
+    const int k = G & 3;
+    const int64_t m = (int64_t{1} << (24 + 2 * k)) | (int64_t{2} << (16 + 2 * k));
+    return _mm512_ternarylogic_epi32((G & 1) ? _mm512_srli_epi16(l, 4) : l, _mm512_set1_epi8(0x0F),
+                                     _mm512_gf2p8affine_epi64_epi8(h, _mm512_set1_epi64(m), 0),
+                                     0xEA);
+  }
+};
+#pragma GCC pop_options
+
+template <class Bits = q6_shift>
+[[gnu::always_inline]] inline __m512i q6_levels(const block_q6_k_x16& B, int s, int G) {
+  return Bits::levels(_mm512_loadu_si512(B.step[s].ql[G / 2]),
+                      _mm512_loadu_si512(B.step[s].qh[G / 4]), G);
 }
 
 // The int8 scales of sub-blocks 2G and 2G + 1 as int16 pairs per row, and either one as int32.
@@ -369,10 +421,9 @@ inline __m512i q6_scale(__m512i pairs, int odd) {
   return odd ? _mm512_srai_epi32(pairs, 16) : _mm512_srai_epi32(_mm512_slli_epi32(pairs, 16), 16);
 }
 
-}  // namespace
-
-void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
-                        int64_t g0, int64_t g1) {
+template <class Bits>
+[[gnu::always_inline]] inline void mv_q6_k_x16(const void* p, int64_t rows, int64_t cols,
+                                               const q8_row& x, float* y, int64_t g0, int64_t g1) {
   const int64_t nb = cols / qk_k;
   const int pf = prefetch_distance(dtype::q6_k);
   const auto* blocks = static_cast<const block_q6_k_x16*>(p);
@@ -401,7 +452,7 @@ void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
         for (int s = 4 * hs; s < 4 * hs + 4; ++s) {
 #pragma GCC unroll 8
           for (int G = 0; G < 8; ++G)
-            a[G] = _mm512_dpbusd_epi32(a[G], q6_levels(B, s, G), bcast4(xq + 32 * G + 4 * s));
+            a[G] = _mm512_dpbusd_epi32(a[G], q6_levels<Bits>(B, s, G), bcast4(xq + 32 * G + 4 * s));
         }
 #pragma GCC unroll 8
         for (int G = 0; G < 8; ++G)
@@ -413,6 +464,19 @@ void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row&
     }
     _mm512_mask_storeu_ps(y + g * x16_rows, row_mask(rows, g), acc);
   }
+}
+
+}  // namespace
+
+void mv_q6_k_x16_avx512(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
+                        int64_t g0, int64_t g1) {
+  mv_q6_k_x16<q6_shift>(p, rows, cols, x, y, g0, g1);
+}
+
+__attribute__((target("gfni"))) void mv_q6_k_x16_avx512_gfni(const void* p, int64_t rows,
+                                                             int64_t cols, const q8_row& x,
+                                                             float* y, int64_t g0, int64_t g1) {
+  mv_q6_k_x16<q6_gfni>(p, rows, cols, x, y, g0, g1);
 }
 
 namespace {

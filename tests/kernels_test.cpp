@@ -701,6 +701,50 @@ TEST(KernelX16, MatchesRowKernels) {
   }
 }
 
+// Where the CPU has GFNI, the AVX-512 table's Q5_K / Q6_K matrix-vector kernels move the high bits
+// with vgf2p8affineqb; AVX-512 CPUs without it run the shift-and-mask kernels. Both build the
+// same levels, hence the same integer sums and the same bits, on every 16-row group (partial ones
+// too) and on a range of groups that does not start at 0.
+TEST(KernelX16, GfniKernelsGiveTheSameBits) {
+  if (!cpu_supports(kernel_level::avx512) || !cpu_supports_gfni())
+    GTEST_SKIP() << "this CPU lacks AVX-512 or GFNI";
+  const kernel_table& k = kernels(kernel_level::avx512);
+  EXPECT_EQ(k.q5_k.mv_x16, &mv_q5_k_x16_avx512_gfni);
+  EXPECT_EQ(k.q6_k.mv_x16, &mv_q6_k_x16_avx512_gfni);
+  struct variant {
+    dtype type;
+    mv_x16_fn plain, gfni;
+  };
+  for (const variant v : {variant{dtype::q5_k, mv_q5_k_x16_avx512, mv_q5_k_x16_avx512_gfni},
+                          variant{dtype::q6_k, mv_q6_k_x16_avx512, mv_q6_k_x16_avx512_gfni}}) {
+    for (int64_t rows : {1, 7, 16, 33, 101}) {
+      for (int64_t cols : {256, 2304}) {
+        const test_matrix m(v.type, rows, cols, static_cast<uint32_t>(rows * 7 + cols));
+        const packed_matrix pk(v.type, m.t.data, rows, cols);
+        ASSERT_TRUE(pk);
+        const auto x = gaussian(static_cast<size_t>(cols), static_cast<uint32_t>(rows + cols));
+        std::vector<int8_t> q(static_cast<size_t>(cols));
+        std::vector<float> d(static_cast<size_t>(cols / qk_k));
+        std::vector<int16_t> bsums(static_cast<size_t>(cols / 16));
+        k.quant_q8_256(x.data(), cols, q.data(), d.data(), bsums.data());
+        q8_row xr{};
+        xr.q = q.data();
+        xr.d = d.data();
+        xr.bsums = bsums.data();
+        const int64_t groups = (rows + x16_rows - 1) / x16_rows;
+        std::vector<float> want(static_cast<size_t>(groups * x16_rows), 0.0f), got(want);
+        v.plain(pk.data(), rows, cols, xr, want.data(), 0, groups);
+        v.gfni(pk.data(), rows, cols, xr, got.data(), 0, groups / 2);
+        v.gfni(pk.data(), rows, cols, xr, got.data(), groups / 2, groups);
+        const std::string what = std::string(dtype_name(v.type)) + " rows " + std::to_string(rows) +
+                                 " cols " + std::to_string(cols);
+        EXPECT_EQ(want, got) << what;
+        EXPECT_NE(want, std::vector<float>(want.size(), 0.0f)) << what;
+      }
+    }
+  }
+}
+
 // F16 packs into 14-bit levels with a scale per 64 columns (repack.h): each weight moves by at
 // most half a step (scale <= max|w| / 8191 * (1 + 2^-7), BF16 rounded up) plus F16 rounding of
 // the unpacked value. Rows with mixed magnitudes, an all-zero block and non-finite values.
