@@ -33,6 +33,13 @@
 namespace tandem::cpu {
 namespace {
 
+// Software prefetch of the block dist bytes ahead of b (kernels.h: prefetch_distance; 0 = off).
+inline void prefetch_ahead(const void* b, size_t bytes, int dist) {
+  if (dist <= 0) return;
+  const char* p = static_cast<const char*>(b) + dist;
+  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
 inline __m256i bcast_pair(const int16_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -114,12 +121,14 @@ void quant_group_q16_avx2(const float* x, int n, int64_t cols, int16_t* q, float
 void mv_f16_x16_avx2(const void* p, int64_t rows, int64_t cols, const q8_row& x, float* y,
                      int64_t g0, int64_t g1) {
   const int64_t nb = cols / 128;
+  const int pf = prefetch_distance(dtype::f16);
   const auto* blocks = static_cast<const block_f16_x16*>(p);
   for (int64_t g = g0; g < g1; ++g) {
     const block_f16_x16* b = blocks + g * nb;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < nb; ++i) {
       const block_f16_x16& B = b[i];
+      prefetch_ahead(&B, sizeof(B), pf);
       for (int h = 0; h < 2; ++h) {
         const int16_t* xq = x.q16 + 128 * i + 64 * h;
         __m256i a[4];
@@ -236,13 +245,6 @@ inline __m256i load_half(const uint8_t (*rows)[4], int h) {
 
 inline __m256 load_f16x8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// Software prefetch of the block dist bytes ahead of b (kernels.h: prefetch_distance; 0 = off).
-inline void prefetch_ahead(const void* b, size_t bytes, int dist) {
-  if (dist <= 0) return;
-  const char* p = static_cast<const char*>(b) + dist;
-  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
 }
 
 // 8 unsigned bytes (one per row) as an int16 pair [v, v] per 32-bit lane.
