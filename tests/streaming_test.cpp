@@ -5,8 +5,10 @@
 // where a missing device is a failure.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "runtime/cost_model.h"
@@ -27,32 +29,36 @@ bool no_gpu(const test::run_result& r) {
          r.err.find("GPU backend failed") != std::string::npos;
 }
 
-#define SKIP_WITHOUT_GPU(r)                                                       \
-  do {                                                                            \
-    if (no_gpu(r)) {                                                              \
-      if (std::getenv("CI")) FAIL() << "CI has lavapipe, but: " << (r).err;       \
-      GTEST_SKIP() << (r).err;                                                    \
-    }                                                                             \
+#define SKIP_WITHOUT_GPU(r)                                                 \
+  do {                                                                      \
+    if (no_gpu(r)) {                                                        \
+      if (std::getenv("CI")) FAIL() << "CI has lavapipe, but: " << (r).err; \
+      GTEST_SKIP() << (r).err;                                              \
+    }                                                                       \
   } while (0)
 
 TEST(Streaming, StreamedPlanPrintsGoldenText) {
-  auto r = test::run_cli("run -m " + k_stories + " -p 'Once upon a time' -n 60 --temp 0" + k_stream_args);
+  auto r = test::run_cli("run -m " + k_stories + " -p 'Once upon a time' -n 60 --temp 0" +
+                         k_stream_args);
   ASSERT_EQ(r.status, 0) << r.err;
   SKIP_WITHOUT_GPU(r);
   EXPECT_NE(r.err.find("GPU streamed"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("GPU resident"), std::string::npos) << r.err;
-  EXPECT_EQ(r.out, test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt"))) << r.err;
+  EXPECT_EQ(r.out, test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt")))
+      << r.err;
 }
 
 TEST(Streaming, QueueCopyPrintsGoldenText) {
   // The transfer-queue path (the default where a device has a separate transfer queue).
   ::setenv("TANDEM_STREAM_COPY", "queue", 1);
-  auto r = test::run_cli("run -m " + k_stories + " -p 'Once upon a time' -n 60 --temp 0" + k_stream_args);
+  auto r = test::run_cli("run -m " + k_stories + " -p 'Once upon a time' -n 60 --temp 0" +
+                         k_stream_args);
   ::unsetenv("TANDEM_STREAM_COPY");
   ASSERT_EQ(r.status, 0) << r.err;
   SKIP_WITHOUT_GPU(r);
   EXPECT_NE(r.err.find("GPU streamed"), std::string::npos) << r.err;
-  EXPECT_EQ(r.out, test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt"))) << r.err;
+  EXPECT_EQ(r.out, test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt")))
+      << r.err;
 }
 
 struct span {
@@ -62,39 +68,56 @@ struct span {
 
 TEST(Streaming, TraceShowsUploadOverlappingCompute) {
   // Every eval (the prompt, then each decoded token) streams the layers again; with two slots the
-  // upload of layer i+1 waits for the compute of layer i-1 and then runs beside that of layer i.
-  // (The first upload of an eval may land in the gap between two submits; some pair overlaps.)
+  // upload of layer i+1 waits for the compute of layer i-1, not for that of layer i, so it starts
+  // before layer i's compute ends. With one slot, or uploads issued after the computes, it would
+  // start after. (Whether the short upload is still running when layer i's compute starts is
+  // timing: on a loaded machine a small upload can land in the gap between two submits, and this
+  // test once failed in CI when it asked for that.) The k-th upload of layer i+1 belongs to the
+  // same eval as the k-th compute of layer i.
   const std::string path = test::temp_dir() + "/stream-trace.json";
-  auto r = test::run_cli("run -m " + k_stories +
-                         " -p 'Once upon a time there was a little girl named Lily. She liked to "
-                         "play outside in the park with her friends every day.' -n 4 --temp 0 --trace " +
-                         path + k_stream_args);
+  auto r =
+      test::run_cli("run -m " + k_stories +
+                    " -p 'Once upon a time there was a little girl named Lily. She liked to "
+                    "play outside in the park with her friends every day.' -n 4 --temp 0 --trace " +
+                    path + k_stream_args);
   ASSERT_EQ(r.status, 0) << r.err;
   SKIP_WITHOUT_GPU(r);
   ASSERT_NE(r.err.find("GPU streamed"), std::string::npos) << r.err;
   const nlohmann::json j = nlohmann::json::parse(test::read_file(path));
   ASSERT_TRUE(j.contains("traceEvents"));
-  std::vector<span> uploads, computes;
+  std::map<int, std::vector<span>> uploads, computes;  // by layer, in time order
   for (const auto& e : j["traceEvents"]) {
     if (e.value("ph", "") != "X") continue;
     const span s{e["ts"].get<double>(), e["ts"].get<double>() + e["dur"].get<double>(),
                  e["args"]["layer"].get<int>()};
-    if (e["tid"] == 1) uploads.push_back(s);
-    if (e["tid"] == 2) computes.push_back(s);
+    if (e["tid"] == 1) uploads[s.layer].push_back(s);
+    if (e["tid"] == 2) computes[s.layer].push_back(s);
   }
   ASSERT_FALSE(uploads.empty()) << r.err;
   ASSERT_FALSE(computes.empty()) << r.err;
-  bool overlap = false;
+  auto by_start = [](const span& a, const span& b) { return a.ts < b.ts; };
+  int pairs = 0, early = 0;
   std::string seen;
-  for (const span& u : uploads)
-    for (const span& c : computes) {
-      if (u.layer != c.layer + 1) continue;
-      seen += "upload " + std::to_string(u.layer) + " [" + std::to_string(u.ts) + ", " + std::to_string(u.end) +
-              "] compute " + std::to_string(c.layer) + " [" + std::to_string(c.ts) + ", " +
-              std::to_string(c.end) + "]\n";
-      overlap |= u.ts < c.end && c.ts < u.end;
+  for (auto& [layer, ups] : uploads) {
+    auto it = computes.find(layer - 1);
+    if (it == computes.end()) continue;  // the first streamed layer follows resident ones
+    std::vector<span>& comps = it->second;
+    std::sort(ups.begin(), ups.end(), by_start);
+    std::sort(comps.begin(), comps.end(), by_start);
+    ASSERT_EQ(ups.size(), comps.size()) << "uploads of layer " << layer << " vs computes of "
+                                        << layer - 1 << " (one each per eval)";
+    for (size_t k = 0; k < ups.size(); ++k) {
+      const span &u = ups[k], &c = comps[k];
+      seen += "upload " + std::to_string(u.layer) + " [" + std::to_string(u.ts) + ", " +
+              std::to_string(u.end) + "] compute " + std::to_string(c.layer) + " [" +
+              std::to_string(c.ts) + ", " + std::to_string(c.end) + "]\n";
+      ++pairs;
+      early += u.ts < c.end;
     }
-  EXPECT_TRUE(overlap) << seen;
+  }
+  ASSERT_GT(pairs, 0) << r.err;
+  // Every pair, less a few a scheduler delay longer than a layer's compute may push late.
+  EXPECT_GE(early, pairs - pairs / 4) << seen;
 }
 
 // ---- the cost model (runtime/cost_model.h), from cached speeds: no device, no measurement ----
@@ -177,8 +200,9 @@ TEST(Streaming, AutoPolicyMeasuresCachesAndPrintsItsChoice) {
   // streamed layers to the CPU; the text is still the golden one. The second run reads the cache.
   const std::string dir = test::temp_dir() + "/xdg-cache-cli";
   std::filesystem::remove_all(dir);  // the first run measures
-  const std::string args = "run -m " + k_stories +
-                           " -p 'Once upon a time' -n 60 --temp 0 --offload all --vram-budget 4700K";
+  const std::string args =
+      "run -m " + k_stories +
+      " -p 'Once upon a time' -n 60 --temp 0 --offload all --vram-budget 4700K";
   ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
   auto a = test::run_cli(args);
   auto b = test::run_cli(args);
@@ -188,7 +212,8 @@ TEST(Streaming, AutoPolicyMeasuresCachesAndPrintsItsChoice) {
   EXPECT_NE(a.err.find("streaming cost model (measured now"), std::string::npos) << a.err;
   EXPECT_NE(b.err.find("streaming cost model (cached in"), std::string::npos) << b.err;
   EXPECT_NE(a.err.find("prompt (512 tok)"), std::string::npos) << a.err;
-  EXPECT_EQ(a.out, test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt"))) << a.err;
+  EXPECT_EQ(a.out, test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt")))
+      << a.err;
   EXPECT_EQ(b.out, a.out);
 }
 
