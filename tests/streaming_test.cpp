@@ -1,7 +1,7 @@
 // Streamed layers (vulkan/staging_ring.h) end to end through the CLI on lavapipe: a plan in which
 // some layers must stream (--offload all with a --vram-budget too small for every layer) prints
-// the golden text, and the --trace of a streamed prompt shows the upload of layer i+1 overlapping
-// the compute of layer i. Without a Vulkan device the tests skip, except under CI (env CI set),
+// the golden text, and the --trace of a streamed prompt shows the upload of layer i+1 starting
+// before the compute of layer i ends. Without a Vulkan device the tests skip, except under CI (env CI set),
 // where a missing device is a failure.
 #include <gtest/gtest.h>
 
