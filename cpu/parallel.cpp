@@ -100,6 +100,9 @@ int64_t back_of(uint64_t v) {
   return static_cast<int64_t>(v >> 32);
 }
 
+// The most grains a thread takes from its own share at a time (parallel.h: run_steps).
+constexpr int64_t max_grains = 8;
+
 struct alignas(64) counter {
   std::atomic<int64_t> v{0};
 };
@@ -224,12 +227,18 @@ void run_steps(const step* steps, int n_steps) {
       const int64_t grain = std::max<int64_t>(1, S.grain);
       int64_t ran = 0;
       for (;;) {
-        // The own share, grain by grain from the front.
+        // The own share from the front, in runs of half of what is left of it, at least a grain
+        // and at most max_grains grains: each run costs a kernel call and a locked instruction
+        // (which waits for the loads before it), and the short runs at the end of the share keep
+        // what another thread may wait out to about a grain.
         for (;;) {
-          const uint64_t v = own.fetch_add(static_cast<uint64_t>(grain), std::memory_order_relaxed);
+          const uint64_t seen = own.load(std::memory_order_relaxed);  // a hint: a thief may cut it
+          const int64_t take =
+              std::clamp<int64_t>((back_of(seen) - front_of(seen)) / 2, grain, max_grains * grain);
+          const uint64_t v = own.fetch_add(static_cast<uint64_t>(take), std::memory_order_relaxed);
           const int64_t f = front_of(v), b = back_of(v);
           if (f >= b) break;
-          const int64_t u1 = std::min(b, f + grain);
+          const int64_t u1 = std::min(b, f + take);
           guarded([&] { S.range(f, u1); });
           ran += u1 - f;
         }

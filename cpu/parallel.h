@@ -22,8 +22,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 //   stream instead of a spin.
 // - Units (range set): n units of one stream of work (the rows of matrix-vector products), each
 //   thread starting on its own share [split(t, T), split(t + 1, T)) (equal counts where split is
-//   unset) and taking grain units at a time from its front, so that it reads one contiguous
-//   stream; a thread whose share is done takes the back half of the largest share left, until
+//   unset) and taking runs from its front (half of what is left of the share, at least grain
+//   units and at most 8 grains), so that it reads one contiguous stream; a thread whose share is
+//   done takes the back half of the largest share left, until
 //   none is. range(u0, u1) computes units [u0, u1); warm(u) prefetches from unit u, the first of
 //   the thread's share, while it waits for the step before.
 // - last, where set (n > 0): run once the step's items or units are all done, before the next
