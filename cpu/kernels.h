@@ -66,8 +66,28 @@ int prefetch_distance(dtype t);
 // rounds); at the AVX2 level 28.2 -> 52.6, 22.1 -> 50.0. An earlier host of the same VM showed no
 // distance faster than none (its hardware prefetchers kept up alone): the best distance depends
 // on the machine, so TANDEM_PREFETCH stays for measuring it.
-constexpr int default_prefetch_distance(dtype) {
-  return 4096;
+// On the same VM in its faster memory state (a streaming read at 70-85 GB/s instead of 33-45),
+// the four-block steps of Q4_0 / Q8_0 (2304 / 4352 bytes at AVX-512) and the Q5_K / Q6_K blocks
+// left a burst 4096 bytes ahead too little lead. `tandem_kernel_bench
+// --benchmark_filter='matvec_x16/.*/tinyllama_up/level:./pf:(4096|6144|8192|12288)'`, 2 threads,
+// GB/s at 4096 / 6144 / 8192 in two runs: AVX-512 Q4_0 72.0 / 78.7 / 74.0 and 68.9 / 73.5 / 70.2,
+// Q8_0 74.1 / 77.8 / 72.0 and 75.3 / 78.8 / 72.3, Q5_K 73.4 / 75.0 / 78.7 and 72.8 / 75.3 / 73.9,
+// Q6_K 74.0 / 75.2 / 68.5 and 68.1 / 71.3 / 66.2, but Q4_K 74.8 / 73.8 / 70.5 and 74.1 / 73.0 /
+// 70.6, F16 83.2 / 80.6 / 77.4 and 81.6 / 80.1 / 80.4 (12288 slower for every type); AVX2 Q8_0
+// 69.5 / 73.9 / 70.5, Q5_K 47.7 / 50.1 / 51.0, Q6_K 59.8 / 64.1 / 63.6, Q4_0 about even (64.9 /
+// 63.4, 64.4 / 63.8 at 4096 / 6144). End to end, tinyllama Q4_0 tg32 (3 alternating rounds of
+// `TANDEM_PREFETCH=4096|6144|8192 tandem bench -p 0 -n 32`): 108.7, 108.9, 108.6 at 4096 against
+// 119.9, 118.1, 114.8 at 6144.
+constexpr int default_prefetch_distance(dtype t) {
+  switch (t) {
+    case dtype::q4_0:
+    case dtype::q8_0:
+    case dtype::q5_k:
+    case dtype::q6_k:
+      return 6144;
+    default:
+      return 4096;
+  }
 }
 
 // ---- activations ------------------------------------------------------------------------------

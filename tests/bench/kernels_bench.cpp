@@ -296,8 +296,8 @@ void matvec_args(benchmark::internal::Benchmark* b) {
 
 // Packed (x16) weights: every type at both SIMD levels, with the prefetch sweep at AVX-512.
 void x16_args(benchmark::internal::Benchmark* b) {
-  for (int pf : {0, 512, 1024, 2048, 4096}) b->Args({2, pf});
-  b->Args({1, 0})->Args({1, 4096});
+  for (int pf : {0, 512, 1024, 2048, 4096, 6144, 8192, 12288, 16384}) b->Args({2, pf});
+  for (int pf : {0, 4096, 6144, 8192}) b->Args({1, pf});
   b->ArgNames({"level", "pf"})->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
