@@ -84,13 +84,17 @@ struct act_rows {
 class matvec_plan {
  public:
   static constexpr int max_jobs = 8;
-  // The units a thread takes at a time from its share: about grain_bytes of weights. Within a
-  // share the units are one contiguous stream (the kernels prefetch past a grain's end), so a
-  // grain costs a kernel call and one atomic (a locked instruction, which waits for the loads
-  // before it), and the last grain of a step is what another thread may wait out. stories110M
-  // Q4_0 tg128 at 2 threads on the 2-core VM, `tandem bench -p 0 -n 128 -r 3`, medians of 6
-  // alternating rounds: guided chunks of at least 192 KiB (the scheme before shares) 730 t/s;
-  // grains of 32 KiB 695, 64 KiB 741, 128 KiB 750, 256 KiB 743.
+  // The least a thread takes at a time from its share: about grain_bytes of weights (it takes
+  // half of what is left of the share, up to 8 grains: cpu::run_steps). Within a share the units
+  // are one contiguous stream (the kernels prefetch past a run's end), so a run costs a kernel
+  // call and one atomic (a locked instruction, which waits for the loads before it), and the
+  // last run of a step is what another thread may wait out. stories110M Q4_0 tg128 at 2 threads
+  // on the 2-core VM, `tandem bench -p 0 -n 128 -r 3`, medians of 6 alternating rounds, one grain
+  // per run: guided chunks of at least 192 KiB from one counter (the scheme before shares) 730
+  // t/s; grains of 32 KiB 695, 64 KiB 741, 128 KiB 750, 256 KiB 743. With one grain per run, the
+  // runs' ends took ~0.12 us each, ~4% of a tinyllama Q4_0 layer; half of what is left (1 to 8
+  // grains) took tinyllama Q4_0 tg32 from 115.5, 112.7, 112.1, 110.1 to 119.3, 119.8, 118.8,
+  // 115.3 t/s in alternating runs (stories110M Q4_0 tg128 medians of 4: 925 -> 980).
   static constexpr size_t grain_bytes = 128 * 1024;
   static bool suits(const matmul_job* jobs, int n_jobs, int n_tok);
   // groups > 1: group by group where every job's unit count divides by it (groups() says).
