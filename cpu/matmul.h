@@ -93,8 +93,8 @@ class matvec_plan {
   // per run: guided chunks of at least 192 KiB from one counter (the scheme before shares) 730
   // t/s; grains of 32 KiB 695, 64 KiB 741, 128 KiB 750, 256 KiB 743. With one grain per run, the
   // runs' ends took ~0.12 us each, ~4% of a tinyllama Q4_0 layer; half of what is left (1 to 8
-  // grains) took tinyllama Q4_0 tg32 from 115.5, 112.7, 112.1, 110.1 to 119.3, 119.8, 118.8,
-  // 115.3 t/s in alternating runs (stories110M Q4_0 tg128 medians of 4: 925 -> 980).
+  // grains) took tinyllama Q4_0 tg32 from 112.7, 113.4, 112.1, 110.1 to 115.5, 119.8, 118.8,
+  // 115.3 t/s in 4 alternating rounds (stories110M Q4_0 tg128, medians of 4: 925 -> 980).
   static constexpr size_t grain_bytes = 128 * 1024;
   static bool suits(const matmul_job* jobs, int n_jobs, int n_tok);
   // groups > 1: group by group where every job's unit count divides by it (groups() says).
