@@ -75,9 +75,13 @@ int prefetch_distance(dtype t);
 // Q6_K 74.0 / 75.2 / 68.5 and 68.1 / 71.3 / 66.2, but Q4_K 74.8 / 73.8 / 70.5 and 74.1 / 73.0 /
 // 70.6, F16 83.2 / 80.6 / 77.4 and 81.6 / 80.1 / 80.4 (12288 slower for every type); AVX2 Q8_0
 // 69.5 / 73.9 / 70.5, Q5_K 47.7 / 50.1 / 51.0, Q6_K 59.8 / 64.1 / 63.6, Q4_0 about even (64.9 /
-// 63.4, 64.4 / 63.8 at 4096 / 6144). End to end, tinyllama Q4_0 tg32 (3 alternating rounds of
-// `TANDEM_PREFETCH=4096|6144|8192 tandem bench -p 0 -n 32`): 108.7, 108.9, 108.6 at 4096 against
-// 119.9, 118.1, 114.8 at 6144.
+// 63.4, 64.4 / 63.8 at 4096 / 6144). Medians of 4 later runs at 4096 / 5120 / 6144 (tinyllama
+// up, down): Q4_0 74.9 / 78.5 / 82.0, 69.5 / 74.7 / 71.4; Q8_0 75.6 / 79.6 / 82.0, 72.2 / 74.0 /
+// 79.6; Q6_K 75.9 / 78.7 / 80.3, 74.5 / 77.0 / 77.6 (probe 82-84). End to end, tinyllama Q4_0 tg32
+// (3 alternating rounds of `TANDEM_PREFETCH=4096|6144|8192 tandem bench -p 0 -n 32`): 108.7,
+// 108.9, 108.6 at 4096 against 119.9, 118.1, 114.8 at 6144. Q4_K_M, medians of 4 rounds: 111.5
+// with these defaults, 110.7 with every type at 6144, 113.3 at 5120: within the noise, so Q4_K
+// stays at 4096.
 constexpr int default_prefetch_distance(dtype t) {
   switch (t) {
     case dtype::q4_0:
