@@ -66,8 +66,8 @@ TEST(RunSteps, EveryItemOnceAndStepsInOrder) {
 // gives one thread everything, one that gives the first thread nothing) and grains of 1 to more
 // than a share, so that threads take from each other's shares; on more than one thread, no range
 // longer than 8 grains (a thread takes at most that from its share at a time; one thread runs a
-// step as one range). Every other step has a `last`: run once,
-// after all of its step, before anything of the next.
+// step as one range). Every other step has a `last`: run once, after all of its step, before
+// anything of the next.
 TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
   threads_guard guard;
   struct shape {
@@ -109,7 +109,8 @@ TEST(RunSteps, UnitStepsRunEveryUnitOnceInOrder) {
           st.grain = shapes[s].grain;
           st.range = [&, s](int64_t u0, int64_t u1) {
             check_before(s);
-            if (u0 < 0 || u1 > size[s] || u0 >= u1 || (threads > 1 && u1 - u0 > 8 * shapes[s].grain)) {
+            const bool too_long = threads > 1 && u1 - u0 > 8 * shapes[s].grain;
+            if (u0 < 0 || u1 > size[s] || u0 >= u1 || too_long) {
               ++bad_range;
               return;
             }
