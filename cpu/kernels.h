@@ -82,6 +82,18 @@ int prefetch_distance(dtype t);
 // 108.9, 108.6 at 4096 against 119.9, 118.1, 114.8 at 6144. Q4_K_M, medians of 4 rounds: 111.5
 // with these defaults, 110.7 with every type at 6144, 113.3 at 5120: within the noise, so Q4_K
 // stays at 4096.
+// Where in a block the burst goes (AVX-512 matrix-vector kernels, `tandem bench -p 0 -n 32 -r 3
+// --memory`, tinyllama shape, 4 alternating rounds, t/s medians): Q5_K and Q6_K issue the first
+// half of a block's lines at its start and the second half halfway through its steps. Against the
+// whole burst at the start: Q6_K 87.3 -> 91.6, Q5_K_M 102.1 -> 106.2 t/s; the burst in quarters
+// 84.1 and 94.5. In a decode of Q4_K_M with the instrumented per-step times, the Q6_K `ffn_down`
+// products ran at 0.955 of the Q4_K ones' bytes per second with one burst and 0.99-1.0 with
+// halves (halves issued at step 2, 3, 5 or 6 instead of 4: 0.96-1.0). Q4_K, Q4_0, Q8_0 and F16 keep
+// one burst. In halves, Q4_K's products ran 0.91 times as fast (the same per-step measure, against
+// the Q6_K ones), and the whole Q4_K burst at step 2 or 4 instead of the start 0.96 and 0.95;
+// tinyllama Q4_0, Q8_0 and F16 tg32 0.97, 0.99, 1.0 (0.99, 0.97, 0.87 in a round with memory at
+// 45-50 GB/s). Q6_K in halves at 4096 / 6144 / 8192: 1.0 / 1.018 / 0.982; Q5_K_M in halves at
+// 4096 / 5120 / 6144 / 8192: 1.0 / 1.027 / 1.072 / 1.033.
 constexpr int default_prefetch_distance(dtype t) {
   switch (t) {
     case dtype::q4_0:

@@ -84,11 +84,12 @@ inline void sub_offsets(__m512* acc, __m512 f0, __m512 f1, const float* s0, cons
   for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
 }
 
-// The same for the block of Block's lines in two halves: half 0 (the first half of its lines) at
-// the block's start and half 1 halfway through its steps. Q5_K and Q6_K, the kernels with the most
-// work per byte, stream faster so than with the whole block's burst at its start: tinyllama Q6_K
-// tg32 +5% (4 alternating rounds, 2 threads), Q5_K_M +3.5%; with the burst in quarters, or Q4_K,
-// Q8_0 and F16 in halves, they ran 3-15% slower or even (cpu/kernels.h).
+// prefetch_ahead of a block's lines in two halves: the kernel calls it with half 0 (the first half
+// of the lines) at the block's start and with half 1 halfway through the block's steps. Q5_K and
+// Q6_K, the kernels with the most work per byte, stream faster so than with the whole burst at the
+// start: tinyllama Q6_K tg32 +5% (4 alternating rounds, 2 threads), Q5_K_M +4%. The burst in
+// quarters was 8-11% slower; Q4_K, Q4_0, Q8_0 and F16 in halves were slower or even
+// (cpu/kernels.h has the figures).
 template <typename Block>
 [[gnu::always_inline]] inline void prefetch_half(const Block& b, int dist, int half) {
   constexpr size_t lines = (sizeof(Block) + 63) / 64, first = lines / 2;
