@@ -93,7 +93,9 @@ int prefetch_distance(dtype t);
 // the Q6_K ones), and the whole Q4_K burst at step 2 or 4 instead of the start 0.96 and 0.95;
 // tinyllama Q4_0, Q8_0 and F16 tg32 0.97, 0.99, 1.0 (0.99, 0.97, 0.87 in a round with memory at
 // 45-50 GB/s). Q6_K in halves at 4096 / 6144 / 8192: 1.0 / 1.018 / 0.982; Q5_K_M in halves at
-// 4096 / 5120 / 6144 / 8192: 1.0 / 1.027 / 1.072 / 1.033.
+// 4096 / 5120 / 6144 / 8192: 1.0 / 1.027 / 1.072 / 1.033. Against the binary before (8 paired
+// rounds, t/s ratio medians): tinyllama Q6_K 1.018, Q5_K_M 1.041, Q4_K_M 1.004; stories110M Q6_K
+// 1.008, Q5_K_M 1.012, Q4_K_M 1.004 (an earlier set of 6: 1.033, 1.033, 1.028; 1.041, 1.062, 1.151).
 constexpr int default_prefetch_distance(dtype t) {
   switch (t) {
     case dtype::q4_0:

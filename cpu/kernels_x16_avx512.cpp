@@ -87,7 +87,8 @@ inline void sub_offsets(__m512* acc, __m512 f0, __m512 f1, const float* s0, cons
 // prefetch_ahead of a block's lines in two halves: the kernel calls it with half 0 (the first half
 // of the lines) at the block's start and with half 1 halfway through the block's steps. Q5_K and
 // Q6_K, the kernels with the most work per byte, stream faster so than with the whole burst at the
-// start: tinyllama Q6_K tg32 +5% (4 alternating rounds, 2 threads), Q5_K_M +4%. The burst in
+// start: tinyllama Q6_K tg32 +2-5%, Q5_K_M +3-4% (2 threads; three sets of 4-8 alternating
+// rounds: with the choice as a switch in one binary, then against the binary before). The burst in
 // quarters was 8-11% slower; Q4_K, Q4_0, Q8_0 and F16 in halves were slower or even
 // (cpu/kernels.h has the figures).
 template <typename Block>
