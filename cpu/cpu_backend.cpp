@@ -274,14 +274,24 @@ class cpu_backend final : public backend {
     // its share meanwhile.
     constexpr size_t warm_bytes = 64 * 1024;
     // x += h row by row as each run of the output products' units lands (the same adds as
-    // forward_layer's residual, without a step of its own).
-    const auto residual = [this](const cpu::matvec_plan& p) {
-      return p.as_step(warm_bytes, [this, &p](int64_t u0, int64_t u1) {
+    // forward_layer's residual, without a step of its own). The norm after the product (the
+    // step's last) would read its weights from memory: the runs in the product's last 16th, on
+    // the thread likely to complete the step, prefetch them.
+    const auto residual = [this](const cpu::matvec_plan& p, const weight* next_norm) {
+      const int64_t tail = p.units() - p.units() / 16;
+      return p.as_step(warm_bytes, [this, &p, next_norm, tail](int64_t u0, int64_t u1) {
         int64_t r0, r1;
         p.rows(0, u0, u1, &r0, &r1);
         for (int64_t r = r0; r < r1; ++r) x_[static_cast<size_t>(r)] += h_[static_cast<size_t>(r)];
+        if (next_norm && u1 > tail) cpu::prefetch_l2(next_norm->data(), next_norm->nbytes());
       });
     };
+    // The norm after the down product: the next layer's (where its weights stay put) or the
+    // output's.
+    const weight* after_down =
+        il + 1 == hp_.n_layer ? &m_.output_norm()
+        : cache_             ? nullptr
+                             : &resident_layer(il + 1).attn_norm;
     // Attention by runs of KV heads, one run per thread: each KV head is read (and staged) once.
     const int n_att = std::min(hp_.n_head_kv, threads);
     const auto att_first = [this, n_att](int64_t i) {  // the first KV head of attention item i
@@ -384,9 +394,9 @@ class cpu_backend final : public backend {
          1,
          {},
          [this, &D] { D.wo.quantize(att_.data()); }},
-        residual(D.wo),
+        residual(D.wo, &L.ffn_norm),
         D.ff_done ? D.gate_up.as_step(warm_bytes, ffn_rows) : D.gate_up.as_step(warm_bytes),
-        residual(D.down),
+        residual(D.down, after_down),
     };
     D.steps[3].last = [this, W, &D] {
       norm(W->ffn_norm, 1);
@@ -694,12 +704,15 @@ class cpu_backend final : public backend {
 
   // Layer il's weights: the model's views, or the cached copy pinned by `pin` (acquired here,
   // with the next layers queued for prefetch).
+  // Layer il's weights without a layer cache: its resident copy, or the model's views.
+  const layer_weights& resident_layer(int il) const {
+    return il >= 0 && static_cast<size_t>(il) < resident_.size() &&
+                   !resident_[static_cast<size_t>(il)].fields.empty()
+               ? resident_[static_cast<size_t>(il)].lw
+               : m_.layer(il);
+  }
   const layer_weights& layer(int il, layer_cache::handle& pin) {
-    if (!cache_)
-      return il >= 0 && static_cast<size_t>(il) < resident_.size() &&
-                     !resident_[static_cast<size_t>(il)].fields.empty()
-                 ? resident_[static_cast<size_t>(il)].lw
-                 : m_.layer(il);
+    if (!cache_) return resident_layer(il);
     const int slot = il >= 0 && il < hp_.n_layer ? slot_of_[static_cast<size_t>(il)] : -1;
     if (slot < 0) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
     pin = cache_->acquire(slot);
