@@ -702,8 +702,6 @@ class cpu_backend final : public backend {
     cache_ = std::make_unique<layer_cache>(std::move(cfg), std::move(slots));
   }
 
-  // Layer il's weights: the model's views, or the cached copy pinned by `pin` (acquired here,
-  // with the next layers queued for prefetch).
   // Layer il's weights without a layer cache: its resident copy, or the model's views.
   const layer_weights& resident_layer(int il) const {
     return il >= 0 && static_cast<size_t>(il) < resident_.size() &&
@@ -711,6 +709,8 @@ class cpu_backend final : public backend {
                ? resident_[static_cast<size_t>(il)].lw
                : m_.layer(il);
   }
+  // Layer il's weights: the model's views, or the cached copy pinned by `pin` (acquired here,
+  // with the next layers queued for prefetch).
   const layer_weights& layer(int il, layer_cache::handle& pin) {
     if (!cache_) return resident_layer(il);
     const int slot = il >= 0 && il < hp_.n_layer ? slot_of_[static_cast<size_t>(il)] : -1;
