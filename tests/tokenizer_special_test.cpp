@@ -204,6 +204,18 @@ TEST(TokenizerSpecial, EndTokensByTextAndKey) {
   EXPECT_EQ(t->encode("<|im_end|>", false, true), ids{3});
 }
 
+TEST(TokenizerSpecial, FimKeyWinsOverText) {
+  // With tokenizer.ggml.fim_pad_token_id given, that token ends generation and the one spelled
+  // "<|fim_pad|>" is left as the file declares it.
+  auto t = made("fimkey.gguf", {"<unk>", "<s>", "</x>", "<|fim_pad|>", "<pad>", "a"},
+                {2, 3, 3, 1, 3, 1}, [](gguf_writer& w) {
+                  w.set_u32("tokenizer.ggml.eos_token_id", 2);
+                  w.set_u32("tokenizer.ggml.fim_pad_token_id", 4);
+                });
+  EXPECT_EQ(t->eog_ids(), (ids{2, 4}));
+  EXPECT_FALSE(t->is_control(3));
+}
+
 TEST(TokenizerSpecial, HarmonyEndIsNotEog) {
   // gpt-oss: <|end|> closes a message but not the generation when <|return|> and <|call|> exist;
   // it and the message-structure tokens are shown as text.
