@@ -4,6 +4,8 @@
 // decoding, and the end-of-generation tokens of each model family.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "runtime/error.h"
 #include "runtime/gguf.h"
 #include "runtime/tokenizer.h"
@@ -72,6 +74,68 @@ TEST(TokenizerSpecial, QwenChatMl) {
   EXPECT_EQ(t->decode(t->encode(s, false)), s);
   EXPECT_EQ(t->find_token("<|im_start|>"), 151644);
   EXPECT_EQ(t->find_token("<|no_such_token|>"), -1);
+}
+
+// Byte-level BPE loses nothing: text with control spellings around and inside the golden strings
+// comes back byte for byte when the parsed tokens are shown, and each spelling is one token.
+TEST(TokenizerSpecial, BpeRoundTripWithSpecials) {
+  std::vector<std::string> texts;
+  {
+    const std::string inp =
+        test::read_file(test::model_path("vocab/ggml-vocab-llama-bpe.gguf.inp"));
+    const std::string sep = "\n__ggml_vocab_test__\n";
+    for (size_t pos = 0, end; (end = inp.find(sep, pos)) != std::string::npos;
+         pos = end + sep.size())
+      texts.push_back(inp.substr(pos, end - pos));
+  }
+  for (const char* name : {"gpt-2", "starcoder", "deepseek-llm", "llama-bpe", "qwen2"}) {
+    auto t = vocab(name);
+    std::vector<int32_t> controls;
+    for (int32_t id = 0; id < t->n_vocab() && controls.size() < 3; ++id)
+      if (t->is_control(id)) controls.push_back(id);
+    ASSERT_FALSE(controls.empty()) << name;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const std::string& a = t->token_text(controls[i % controls.size()]);
+      const std::string& b = t->token_text(controls[(i + 1) % controls.size()]);
+      const std::string s = a + texts[i] + b + texts[i] + b + a;
+      const ids got = t->encode(s, false, true);
+      EXPECT_EQ(t->decode(got, true), s) << name << " string " << i;
+      EXPECT_EQ(std::count_if(got.begin(), got.end(), [&](int32_t id) { return t->is_control(id); }),
+                4)
+          << name << " string " << i;
+      EXPECT_EQ(t->decode(got), texts[i] + texts[i]) << name << " string " << i;
+    }
+  }
+}
+
+// SentencePiece: the text between special tokens is encoded as if it were a whole text (with its
+// own space prefix), over every golden string.
+TEST(TokenizerSpecial, SpmFragmentsEncodeAlone) {
+  auto t = vocab("llama-spm");
+  const std::string inp = test::read_file(test::model_path("vocab/ggml-vocab-llama-spm.gguf.inp"));
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  for (size_t pos = 0, end; (end = inp.find(sep, pos)) != std::string::npos;
+       pos = end + sep.size()) {
+    const std::string s = inp.substr(pos, end - pos);
+    if (s.empty()) continue;
+    EXPECT_EQ(t->encode("<s>" + s + "</s>" + s, true, true),
+              cat({{1, 1}, t->encode(s, false), {2}, t->encode(s, false)}))
+        << "'" << s << "'";
+    EXPECT_EQ(t->encode(s + "</s>", false, true), cat({t->encode(s, false), {2}}));
+  }
+}
+
+// DeepSeek's user-defined tokens are split out with or without parse_special; its control
+// tokens only with it.
+TEST(TokenizerSpecial, UserDefinedAndControl) {
+  auto t = vocab("deepseek-llm");
+  const int32_t bos = id_of(*t, "<｜begin▁of▁sentence｜>");
+  const int32_t u = id_of(*t, "\xC3\xBC");  // "ü", user-defined there
+  EXPECT_EQ(t->encode("<｜begin▁of▁sentence｜>\xC3\xBC", false, true), (ids{bos, u}));
+  const ids plain = t->encode("<｜begin▁of▁sentence｜>\xC3\xBC", false);
+  EXPECT_EQ(plain.back(), u);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), bos), 0);
+  EXPECT_EQ(t->piece(u), "\xC3\xBC");  // user-defined tokens always show
 }
 
 // Longest match first: "<|reserved_special_token_10|>" is one token, not token 1 and text.
