@@ -151,6 +151,10 @@ TEST(TokenizerSpecial, SpmBosAndSpacePrefix) {
   EXPECT_EQ(t->encode("<s>", false, true), ids{1});
   EXPECT_EQ(t->encode("<s>", true, true), (ids{1, 1}));
   EXPECT_EQ(t->encode("<unk>", false, true), ids{0});  // unknown tokens parse too
+  EXPECT_TRUE(t->is_control(1));
+  EXPECT_FALSE(t->is_control(0));  // unknown, not control; hidden all the same
+  EXPECT_EQ(t->piece(0), "");
+  EXPECT_FALSE(t->is_control(15043));
   // Without parse_special "<s>" is the text "▁<s>".
   EXPECT_EQ(t->encode("<s>", false), (ids{529, 29879, 29958}));
   EXPECT_EQ(t->decode(t->encode("<s>", false)), " <s>");
