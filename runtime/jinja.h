@@ -55,7 +55,7 @@ struct value {
   static value dict();
   static value ns();
   static value func(std::string name, std::function<value(std::vector<value>&, kwargs_t&)> call);
-  static value from_json(const nlohmann::json& j);
+  static value from_json(const nlohmann::ordered_json& j);
 
   bool is_undefined() const { return k == kind::undefined; }
   bool is_none() const { return k == kind::none; }

@@ -28,10 +28,15 @@ struct frame {
 
 enum class flow { normal, brk, cont };
 
-int64_t checked(bool overflow, int64_t r) {
-  if (overflow) fail("integer overflow (the result does not fit in 64 bits)");
+template <class F>
+int64_t checked(F op, int64_t x, int64_t y) {
+  int64_t r;
+  if (op(x, y, &r)) fail("integer overflow (the result does not fit in 64 bits)");
   return r;
 }
+bool add_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_add_overflow(x, y, r); }
+bool sub_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_sub_overflow(x, y, r); }
+bool mul_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_mul_overflow(x, y, r); }
 
 double py_fmod(double a, double b) {
   double m = std::fmod(a, b);
@@ -61,15 +66,15 @@ value arith(const std::string& op, const value& a, const value& b) {
       if (op == "//") return value::floating(std::floor(x / y));
       return value::floating(py_fmod(x, y));
     }
-    int64_t x = a.as_int(), y = b.as_int(), r = 0;
-    if (op == "+") return value::integer(checked(__builtin_add_overflow(x, y, &r), r));
-    if (op == "-") return value::integer(checked(__builtin_sub_overflow(x, y, &r), r));
-    if (op == "*") return value::integer(checked(__builtin_mul_overflow(x, y, &r), r));
+    int64_t x = a.as_int(), y = b.as_int();
+    if (op == "+") return value::integer(checked(add_ov, x, y));
+    if (op == "-") return value::integer(checked(sub_ov, x, y));
+    if (op == "*") return value::integer(checked(mul_ov, x, y));
     if (op == "**") {
       if (y < 0) return value::floating(std::pow(double(x), double(y)));
       int64_t acc = 1;
       for (int64_t k = 0; k < y; ++k) {
-        acc = checked(__builtin_mul_overflow(acc, x, &r), r);
+        acc = checked(mul_ov, acc, x);
         if (acc == 0 || acc == 1) break;
         if (acc == -1 && k + 1 < y) { acc = ((y - k - 1) % 2) ? 1 : -1; break; }
       }

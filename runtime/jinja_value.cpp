@@ -41,25 +41,25 @@ value value::func(std::string name, std::function<value(std::vector<value>&, kwa
   return v;
 }
 
-value value::from_json(const nlohmann::json& j) {
+value value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return none_v();
-    case nlohmann::json::value_t::boolean: return boolean(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return integer(j.get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: {
+    case nlohmann::ordered_json::value_t::null: return none_v();
+    case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer: return integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
       uint64_t u = j.get<uint64_t>();
       if (u > uint64_t(INT64_MAX)) return floating(double(u));
       return integer(int64_t(u));
     }
-    case nlohmann::json::value_t::number_float: return floating(j.get<double>());
-    case nlohmann::json::value_t::string: return str(j.get<std::string>());
-    case nlohmann::json::value_t::array: {
+    case nlohmann::ordered_json::value_t::number_float: return floating(j.get<double>());
+    case nlohmann::ordered_json::value_t::string: return str(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::array: {
       std::vector<value> items;
       items.reserve(j.size());
       for (auto& e : j) items.push_back(from_json(e));
       return list(std::move(items));
     }
-    case nlohmann::json::value_t::object: {
+    case nlohmann::ordered_json::value_t::object: {
       value d = dict();
       for (auto& [key, e] : j.items()) d.d->items.emplace_back(str(key), from_json(e));
       return d;

@@ -39,10 +39,10 @@ std::string named_template(const std::string& arg) {
 }
 
 chat_inputs read_case(const std::string& path) {
-  nlohmann::json c;
+  nlohmann::ordered_json c;
   try {
-    c = nlohmann::json::parse(read_text(path, "case file"));
-  } catch (const nlohmann::json::exception& e) {
+    c = nlohmann::ordered_json::parse(read_text(path, "case file"));
+  } catch (const nlohmann::ordered_json::exception& e) {
     throw error(fmt::format("the case file '{}' is not valid JSON: {}", path, e.what()));
   }
   if (!c.is_object() || !c.contains("messages") || !c["messages"].is_array())
@@ -86,7 +86,7 @@ command add_template(CLI::App& app) {
       source = read_text(o->template_file, "chat template");
     }
     if (!o->chat_template.empty()) source = named_template(o->chat_template);
-    nlohmann::json c = nlohmann::json::parse(read_text(o->case_file, "case file"));
+    nlohmann::ordered_json c = nlohmann::ordered_json::parse(read_text(o->case_file, "case file"));
     if (c.contains("bos_token")) in.bos_token = c["bos_token"].get<std::string>();
     if (c.contains("eos_token")) in.eos_token = c["eos_token"].get<std::string>();
     std::string out = chat_template(source).render(in);
