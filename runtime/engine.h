@@ -18,6 +18,7 @@ struct engine_options {
   int n_ctx = 0;      // 0: the model's training context, capped at 4096
   int n_batch = 512;  // prompt tokens per forward pass
   int n_threads = 0;  // CPU threads (0 = physical cores)
+  int n_seq = 1;      // KV sequences (one per session), each with n_ctx positions
   std::string offload = "0";  // layers on the GPU: N (the last N), "all" or "auto"
   uint64_t vram_budget = 0;   // bytes of device memory to plan with (0: the device's budget)
   uint64_t mem_budget = 0;     // CPU layer cache budget in bytes (0 = no limit; --mem-budget)
@@ -35,13 +36,24 @@ class engine {
   engine(const model& m, const engine_options& opt);
   ~engine();
 
-  // Evaluates tokens at positions n_past() .. and advances n_past(). Returns the logits of the
-  // last token (n_vocab floats), or with all_logits those of every token (tokens.size() x n_vocab).
-  // Throws tandem::error when the tokens do not fit in the context.
+  // Evaluates tokens at positions n_past() .. of the selected sequence and advances n_past().
+  // Returns the logits of the last token (n_vocab floats), or with all_logits those of every
+  // token (tokens.size() x n_vocab). Throws tandem::error when the tokens do not fit in the
+  // context.
   const std::vector<float>& eval(const std::vector<int32_t>& tokens, bool all_logits = false);
 
-  void reset() { n_past_ = 0; }
-  int n_past() const { return n_past_; }
+  // KV sequences (engine_options::n_seq): each has its own KV cache and n_past; eval, n_past,
+  // set_n_past and reset act on the selected one (0 until select_seq). Not thread-safe: callers
+  // that share an engine between threads hold a lock around select_seq + eval.
+  void select_seq(int seq);
+  int seq() const { return seq_; }
+  int n_seq() const { return static_cast<int>(n_past_.size()); }
+
+  void reset() { set_n_past(0); }
+  int n_past() const { return n_past_[static_cast<size_t>(seq_)]; }
+  // Keeps the first n positions of the selected sequence's KV cache (0 <= n <= n_past()); the
+  // next eval starts at position n.
+  void set_n_past(int n);
   int n_ctx() const { return n_ctx_; }
   const model& get_model() const { return m_; }
   // Where the layers run, e.g. "CPU (2 threads): 5 layers + output".
@@ -63,7 +75,8 @@ class engine {
   const model& m_;
   int n_ctx_ = 0;
   int n_batch_ = 0;
-  int n_past_ = 0;
+  std::vector<int> n_past_;  // per sequence
+  int seq_ = 0;
   std::vector<std::unique_ptr<backend>> backends_;
   backend* cpu_ = nullptr;                 // embedding
   std::vector<backend*> layer_backend_;    // one per layer
