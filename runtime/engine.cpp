@@ -43,6 +43,10 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   plan p = make_plan(m, req, dev ? &*dev : nullptr);
   const std::string stream_text =
       apply_stream_policy(m, opt.stream_policy, n_batch_, dev ? &*dev : nullptr, p);
+  const auto report = [&opt](float done) {
+    if (opt.progress && !opt.progress(done)) throw load_cancelled();
+  };
+  report(0.1f);
   if (spec.kind == offload_spec::automatic && !p.uses_gpu())
     notes_.push_back(dev ? p.reason : fmt::format("no GPU ({}); running on the CPU", why));
 
@@ -76,6 +80,8 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
     if (!gpu) p = make_plan(m, plan_request{"0", n_ctx_, n_batch_, 0, opt.n_seq}, nullptr);
   }
   plan_text_ = format_plan(p, m) + (gpu ? stream_text : std::string());
+  plan_ = p;
+  report(gpu ? 0.7f : 0.2f);
 
   backend_options bo;
   bo.n_ctx = n_ctx_;
@@ -97,6 +103,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   output_backend_ = p.output == placement::cpu ? cpu_ : gpu;
   hidden_.resize(static_cast<size_t>(n_batch_) * hp.n_embd);
   trace_ = opt.trace;
+  report(1.0f);
 }
 
 engine::~engine() = default;

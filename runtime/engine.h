@@ -2,12 +2,15 @@
 // Embedding on the CPU, layers 0..n-1 on their backends with the hidden state handed across at
 // device boundaries, then norm + output head where the plan puts it.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/backend.h"
+#include "runtime/error.h"
 #include "runtime/model.h"
+#include "runtime/scheduler.h"
 
 namespace tandem {
 
@@ -29,6 +32,16 @@ struct engine_options {
   // Layers that do not fit the VRAM: "auto" (the cost model, runtime/cost_model.h), "gpu"
   // (always streamed), "cpu" (run on the CPU).
   std::string stream_policy = "auto";
+  // Called during construction with the share of the backends built so far (0 .. 1): after the
+  // plan, after the GPU backend (weights uploaded), after the CPU backend (weights placed).
+  // Returning false stops the construction with load_cancelled.
+  std::function<bool(float)> progress;
+};
+
+// Thrown by the engine's constructor when engine_options::progress returned false.
+class load_cancelled : public error {
+ public:
+  load_cancelled() : error("the model load was cancelled") {}
 };
 
 class engine {
@@ -60,6 +73,7 @@ class engine {
   std::string describe() const;
   // The placement plan (see runtime/scheduler.h) as a printable table.
   const std::string& plan_text() const { return plan_text_; }
+  const plan& get_plan() const { return plan_; }
   // Things the user should know about how the request was met (e.g. no GPU: running on the CPU).
   const std::vector<std::string>& notes() const { return notes_; }
   // The backend running layer il (nullptr for il = n_layer: the output head's), for reports.
@@ -85,6 +99,7 @@ class engine {
   capture_fn layer_capture_;
   trace_recorder* trace_ = nullptr;
   std::string plan_text_;
+  plan plan_;
   std::vector<std::string> notes_;
 };
 
