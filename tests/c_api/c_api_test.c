@@ -210,7 +210,7 @@ int main(int argc, char** argv) {
   CHECK(res.prompt_tokens == 5 && res.cached_tokens == 0);
   const char* golden = read_file(golden_path);
   CHECK(golden != NULL);
-  char want[8192];
+  char want[16384];
   snprintf(want, sizeof want, "%s%s\n", prompt, text.data);
   if (golden && strcmp(want, golden) != 0) {
     fprintf(stderr, "greedy text differs from the golden file:\n%s\n---\n%s\n", want, golden);
