@@ -95,20 +95,12 @@ int run_server(const server_options& opt) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that went away is a failed write, not the end
 
+  model_owner owner;  // before the state, so that the sessions are freed before the model
   server_state s;
   s.opt = opt;
   if (s.opt.queue < 0) s.opt.queue = 4 * s.opt.parallel;
-  model_owner owner{load(s.opt)};
-  s.model = owner.m;
-  s.model_id = take(tandem_model_name(s.model));
-  s.model_file = std::filesystem::path(s.opt.model).filename().string();
-  s.info = tandem_model_get_info(s.model);
-  tandem_placement pl = tandem_model_placement(s.model);
-  s.layers = {pl.cpu_layers, pl.gpu_resident_layers, pl.gpu_streamed_layers, pl.output_on_gpu};
-  for (const std::string& note : {take(tandem_model_notes(s.model))})
-    if (!note.empty()) fmt::print(stderr, "{}\n", note);
-  s.pool = std::make_unique<session_pool>(s.model, s.opt.parallel, s.opt.queue);
 
+  // The port first: a port in use is said at once, before a long model load.
   httplib::Server svr;
   // Every session's request, every waiting one, and a few for /health, /metrics and the page.
   const size_t threads = static_cast<size_t>(s.opt.parallel + s.opt.queue + 8);
@@ -122,9 +114,20 @@ int run_server(const server_options& opt) {
   svr.set_read_timeout(s.opt.timeout_s);
   svr.set_write_timeout(s.opt.timeout_s);
   svr.set_payload_max_length(s.opt.max_body);
+  const int port = bind(svr, s.opt);
+
+  owner.m = load(s.opt);
+  s.model = owner.m;
+  s.model_id = take(tandem_model_name(s.model));
+  s.model_file = std::filesystem::path(s.opt.model).filename().string();
+  s.info = tandem_model_get_info(s.model);
+  tandem_placement pl = tandem_model_placement(s.model);
+  s.layers = {pl.cpu_layers, pl.gpu_resident_layers, pl.gpu_streamed_layers, pl.output_on_gpu};
+  if (std::string notes = take(tandem_model_notes(s.model)); !notes.empty())
+    fmt::print(stderr, "tandem: {}\n", notes);
+  s.pool = std::make_unique<session_pool>(s.model, s.opt.parallel, s.opt.queue);
   add_routes(svr, s);
   add_generation_routes(svr, s);
-  const int port = bind(svr, s.opt);
 
   fmt::print("tandem serve: listening on http://{}:{} (model {}, {} session{})\n",
              s.opt.host.find(':') != std::string::npos ? "[" + s.opt.host + "]" : s.opt.host, port,
