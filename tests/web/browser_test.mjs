@@ -84,7 +84,7 @@ test('the conversation is kept across a reload', async () => {
   await page.waitForSelector('#conversations li');
   assert.equal(await page.locator('#conversations li').count(), 1);
   assert.equal(await page.textContent('#conversations li .title'), 'Tell me a story.');
-  assert.equal(await page.textContent('#messages .msg.user .content'), 'Tell me a story.');
+  assert.equal((await page.textContent('#messages .msg.user .content')).trim(), 'Tell me a story.');
   assert.equal(await assistantText(), before);
   assert.equal(await page.locator('#messages .msg.assistant.stopped').count(), 1);
   assert.equal(await page.inputValue('#max_tokens'), '8000', 'settings are kept too');
