@@ -131,7 +131,7 @@ TEST(ServeOpenAI, ChunksAndSse) {
   EXPECT_EQ(first["model"], "stories");
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
   EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
-  json last = chat_chunk(ids, json::object(), std::string("length"));
+  json last = chat_chunk(ids, ojson::object(), std::string("length"));
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
   EXPECT_TRUE(last["choices"][0]["delta"].empty());
   EXPECT_EQ(sse_event(json{{"a", 1}}), "data: {\"a\":1}\n\n");

@@ -14,7 +14,6 @@
 namespace tandem::serve {
 namespace {
 
-using json = nlohmann::json;
 
 std::string take(char* s) {
   std::string r = s ? s : "";
@@ -128,9 +127,9 @@ class generation {
       return;
     }
     const std::string reason = tandem_finish_reason_name(result_.finish);
-    json j = req_.chat ? chat_completion(ids_out_, text_, reason, usage())
+    ojson j = req_.chat ? chat_completion(ids_out_, text_, reason, usage())
                        : text_completion(ids_out_, text_, reason, usage());
-    res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    res.set_content(j.dump(-1, ' ', false, ojson::error_handler_t::replace), "application/json");
   }
 
  private:
@@ -141,17 +140,17 @@ class generation {
     if (peer_closed(g->fd_)) return g->client_gone_ = true, false;
     if (!g->sink_) return true;
     std::string piece(text, len);
-    json chunk = g->req_.chat ? chat_chunk(g->ids_out_, {{"content", piece}}, std::nullopt)
+    ojson chunk = g->req_.chat ? chat_chunk(g->ids_out_, {{"content", piece}}, std::nullopt)
                               : text_chunk(g->ids_out_, piece, std::nullopt);
     return g->write(chunk);
   }
 
-  json first_chunk() const {
+  ojson first_chunk() const {
     return req_.chat ? chat_chunk(ids_out_, {{"role", "assistant"}, {"content", ""}}, std::nullopt)
                      : text_chunk(ids_out_, "", std::nullopt);
   }
 
-  bool write(const json& chunk) { return write_raw(sse_event(chunk)); }
+  bool write(const ojson& chunk) { return write_raw(sse_event(chunk)); }
   bool write_raw(const std::string& data) {
     if (!sink_->write(data.data(), data.size())) client_gone_ = true;
     return !client_gone_;
@@ -173,7 +172,7 @@ class generation {
       return true;
     }
     const std::string reason = tandem_finish_reason_name(result_.finish);
-    json last = req_.chat ? chat_chunk(ids_out_, json::object(), reason)
+    ojson last = req_.chat ? chat_chunk(ids_out_, ojson::object(), reason)
                           : text_chunk(ids_out_, "", reason);
     last["timings"] = timings_json(usage());  // llama-server's extension, read by the web page
     if (!write(last)) return false;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -86,6 +87,16 @@ httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::
     res.set_header("Allow", list);
     send_error(res, 405, fmt::format("{} takes {}, not {}", req.path, list, req.method),
                "invalid_request_error", "method_not_allowed");
+    return R::Handled;
+  }
+  // Refused from the header, before the body is read (cpp-httplib would read and discard it all).
+  if (req.has_header("Content-Length") &&
+      std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > s.opt.max_body) {
+    res.set_header("Connection", "close");
+    send_error(res, 413,
+               fmt::format("the request body has {} bytes; this server takes at most {}",
+                           req.get_header_value("Content-Length"), s.opt.max_body),
+               "invalid_request_error", "request_too_large");
     return R::Handled;
   }
   if (needs_key(req.path) && !authorized(s, req)) {
