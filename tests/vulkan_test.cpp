@@ -19,8 +19,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <unistd.h>
 #include <vector>
 
 #include "cpu/fp16.h"
@@ -137,6 +139,42 @@ TEST(VulkanLoader, MissingLoaderIsOneClearLine) {
   const auto at = all.find("no Vulkan loader");
   ASSERT_NE(at, std::string::npos) << all;
   EXPECT_EQ(all.find("no Vulkan loader", at + 1), std::string::npos) << "said twice: " << all;
+}
+
+// --offload auto skips creating an instance unless /dev has a GPU driver's node: a render node,
+// an NVIDIA device (not nvidiactl alone) or WSL's dxg.
+TEST(VulkanLoader, GpuDeviceNodeRule) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("tandem_dev_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "dri");
+  auto touch = [&](const std::string& rel) { std::ofstream(root / rel).put('x'); };
+  touch("dri/card0");  // a display-only node: no compute driver opens it
+  touch("nvidiactl");
+  touch("nvidia-uvm");
+  EXPECT_FALSE(tandem::vk::gpu_device_node_present(root.string()));
+  touch("dri/renderD128");
+  EXPECT_TRUE(tandem::vk::gpu_device_node_present(root.string()));
+  fs::remove(root / "dri/renderD128");
+  touch("nvidia0");
+  EXPECT_TRUE(tandem::vk::gpu_device_node_present(root.string()));
+  fs::remove(root / "nvidia0");
+  touch("dxg");
+  EXPECT_TRUE(tandem::vk::gpu_device_node_present(root.string()));
+  fs::remove_all(root);
+  EXPECT_FALSE(tandem::vk::gpu_device_node_present(root.string()));  // no such directory
+}
+
+// The default (--offload auto) on a machine whose only Vulkan device is a CPU: one short notice.
+TEST(VulkanLoader, AutoWithoutGpuIsOneShortLine) {
+  const auto r = tandem::test::run_cli("run -m " + tandem::test::model_path("stories260K.gguf") +
+                                       " -p Once -n 4 --temp 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  if (tandem::vk::gpu_device_node_present()) GTEST_SKIP() << "this machine has a GPU device node";
+  const auto at = r.err.find("tandem: no GPU");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const auto eol = r.err.find('\n', at);
+  EXPECT_LE(eol - at, 80u) << r.err;
 }
 
 // ---- element-wise and normalisation ops -------------------------------------------------------
