@@ -1,6 +1,6 @@
 #include "cpu/attention.h"
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
 

@@ -6,9 +6,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "cpu/large_buffer.h"
 #include "cpu/parallel.h"
+#include "runtime/backend_factory.h"
 
 namespace tandem::cpu {
 
@@ -61,4 +63,44 @@ double measure_read_bandwidth(uint64_t bytes, int reps) {
   return read_probe(bytes).measure(reps);
 }
 
+namespace {
+
+// f32 multiply-adds over all threads: each task runs a cache-resident block of dot products.
+double measure_cpu_flops() {
+  constexpr int k = 1024, rows = 64, tasks = 256;
+  std::vector<float> w(static_cast<size_t>(k) * rows), x(k);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 7) * 0.01f;
+  for (int i = 0; i < k; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i % 5) * 0.1f;
+  std::atomic<int64_t> sink{0};
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(tasks, 1, [&](int64_t a, int64_t b) {
+      float total = 0;
+      for (int64_t t = a; t < b; ++t)
+        for (int r = 0; r < rows; ++r) {
+          const float* wr = w.data() + static_cast<size_t>(r) * k;
+          float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          for (int i = 0; i < k; i += 8)
+            for (int j = 0; j < 8; ++j) s[j] += wr[i + j] * x[static_cast<size_t>(i + j)];
+          for (float v : s) total += v;
+        }
+      sink += static_cast<int64_t>(total);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * k * rows * tasks / s);
+  }
+  return best;
+}
+
+}  // namespace
+
 }  // namespace tandem::cpu
+
+namespace tandem {
+
+cpu_speeds measure_cpu_speeds() {
+  return {cpu::measure_read_bandwidth(256ull << 20, 3), cpu::measure_cpu_flops()};
+}
+
+}  // namespace tandem

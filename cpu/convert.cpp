@@ -1,7 +1,7 @@
 #include "cpu/convert.h"
 
 #include "cpu/parallel.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 namespace tandem::cpu {
 

@@ -17,12 +17,12 @@
 
 #include "cpu/attention.h"
 #include "cpu/elementwise.h"
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "cpu/ops_ref.h"
 #include "cpu/parallel.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "cpu/repack.h"
 #include "runtime/backend_factory.h"
 #include "runtime/layer_cache.h"
@@ -69,7 +69,7 @@ class cpu_backend final : public backend {
                                 hp_.n_vocab - 1));
       const auto* row =
           static_cast<const uint8_t*>(e.data()) + rb * static_cast<uint64_t>(tokens[t]);
-      cpu::dequantize_row(e.type(), row, x + static_cast<int64_t>(t) * hp_.n_embd, e.cols());
+      dequantize_row(e.type(), row, x + static_cast<int64_t>(t) * hp_.n_embd, e.cols());
     }
   }
 
@@ -126,7 +126,7 @@ class cpu_backend final : public backend {
       for (const auto& [name, cache] :
            {std::pair{"kv_store:v", &kv.v}, std::pair{"kv_store:k", &kv.k}}) {
         for (size_t i = 0; i < rows.size(); ++i)  // back to one row per position
-          rows[i] = cpu::fp16_to_fp32(
+          rows[i] = fp16_to_fp32(
               (*cache)[kv_index(pos0 + static_cast<int>(i / dkv), static_cast<int>(i % dkv))]);
         cap(il, name, rows.data(), rows.size());
       }

@@ -15,8 +15,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu/fp16.h"
-#include "cpu/quant.h"
+#include "runtime/fp16.h"
+#include "runtime/blocks.h"
 #include "runtime/error.h"
 
 namespace tandem::cpu {

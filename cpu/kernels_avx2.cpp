@@ -12,7 +12,7 @@
 #include <type_traits>
 
 #include "cpu/kernels.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 namespace tandem::cpu {
 namespace {

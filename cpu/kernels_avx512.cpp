@@ -15,7 +15,7 @@
 #include <type_traits>
 
 #include "cpu/kernels.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 namespace tandem::cpu {
 namespace {

@@ -27,7 +27,7 @@
 #include <type_traits>
 
 #include "cpu/kernels.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "cpu/repack.h"
 
 namespace tandem::cpu {

@@ -21,7 +21,7 @@
 #include <cstring>
 
 #include "cpu/kernels.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "cpu/repack.h"
 
 namespace tandem::cpu {

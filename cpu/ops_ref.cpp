@@ -3,8 +3,8 @@
 #include <cmath>
 #include <vector>
 
-#include "cpu/fp16.h"
-#include "cpu/quant.h"
+#include "runtime/fp16.h"
+#include "runtime/blocks.h"
 
 namespace tandem::cpu::ref {
 

@@ -8,9 +8,9 @@
 #include <new>
 #include <type_traits>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/parallel.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 namespace tandem::cpu {
 

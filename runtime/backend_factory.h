@@ -34,6 +34,14 @@ struct backend_options {
 // Defined in cpu/cpu_backend.cpp.
 std::unique_ptr<backend> make_cpu_backend(const model& m, const backend_options& opt);
 
+// Defined in cpu/bandwidth.cpp: the CPU's figures for the streaming cost model
+// (runtime/cost_model.h), measured now over all worker threads (~0.3 s).
+struct cpu_speeds {
+  double read_bytes_per_s = 0;  // memory reads (decode is bound by this)
+  double flops = 0;             // f32 multiply-adds x 2 per second
+};
+cpu_speeds measure_cpu_speeds();
+
 struct gpu_device_info {
   int index = 0;
   std::string name;
@@ -56,29 +64,5 @@ std::optional<gpu_device_info> select_gpu_device(bool allow_cpu_device, std::str
 // nullptr and sets *why when no usable device exists; throws tandem::error on a device failure.
 std::unique_ptr<backend> make_vulkan_backend(const model& m, const backend_options& opt,
                                              bool allow_cpu_device, std::string* why);
-
-// ---- gpu-cpu-parity, op level: every shader against the CPU reference (cpu/ops_ref.h) on
-// random data with odd shapes, by NMSE = sum (ref - gpu)^2 / sum ref^2 against a threshold per op.
-struct op_check_options {
-  bool allow_cpu_device = true;  // lavapipe is a fine device to check
-  std::string filter;            // only cases whose op or op_type contains this (empty: all)
-  uint32_t seed = 1;             // of the random data
-};
-
-struct op_check {
-  std::string op;       // kernel: rms_norm, rope, swiglu, add, kv_store, attention, matvec, matmul
-  std::string type;     // weight type (matvec, matmul), else f32 (kv_store: f16)
-  std::string variant;  // reductions: "subgroup" or "shared"; else "-"
-  std::string shape;    // e.g. "cols=96 rows=67 n_tok=5 acc"
-  double nmse = 0;
-  double max_abs_err = 0;
-  double threshold = 0;  // pass: nmse <= threshold
-  bool pass = false;
-};
-
-// Defined in vulkan/. Runs every case; returns an empty list with *why set when there is no
-// device. Throws tandem::error on a device failure. TANDEM_PARITY_BREAK (vulkan/ops.cpp) breaks
-// one kernel on purpose.
-std::vector<op_check> check_gpu_ops(const op_check_options& opt, std::string* why);
 
 }  // namespace tandem

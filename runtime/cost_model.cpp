@@ -5,51 +5,18 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
-#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 #include <vector>
 
-#include "cpu/bandwidth.h"
-#include "cpu/parallel.h"
 #include "runtime/error.h"
 
 namespace tandem {
 
 namespace {
-
-// f32 multiply-adds over all threads: each task runs a cache-resident block of dot products.
-double measure_cpu_flops() {
-  constexpr int k = 1024, rows = 64, tasks = 256;
-  std::vector<float> w(static_cast<size_t>(k) * rows), x(k);
-  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 7) * 0.01f;
-  for (int i = 0; i < k; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i % 5) * 0.1f;
-  std::atomic<int64_t> sink{0};
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    cpu::parallel_for(tasks, 1, [&](int64_t a, int64_t b) {
-      float total = 0;
-      for (int64_t t = a; t < b; ++t)
-        for (int r = 0; r < rows; ++r) {
-          const float* wr = w.data() + static_cast<size_t>(r) * k;
-          float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-          for (int i = 0; i < k; i += 8)
-            for (int j = 0; j < 8; ++j) s[j] += wr[i + j] * x[static_cast<size_t>(i + j)];
-          for (float v : s) total += v;
-        }
-      sink += static_cast<int64_t>(total);
-    });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * k * rows * tasks / s);
-  }
-  return best;
-}
 
 std::string cache_file(const std::string& device) {
   std::filesystem::path dir;
@@ -94,8 +61,9 @@ machine_speeds get_machine_speeds(const std::string& device, bool allow_cpu_devi
   }
   std::string why;
   s.h2d_bytes_per_s = measure_host_to_device_bandwidth(allow_cpu_device, &why);
-  s.cpu_read_bytes_per_s = cpu::measure_read_bandwidth(256ull << 20, 3);
-  s.cpu_flops = measure_cpu_flops();
+  const cpu_speeds c = measure_cpu_speeds();
+  s.cpu_read_bytes_per_s = c.read_bytes_per_s;
+  s.cpu_flops = c.flops;
   if (s.h2d_bytes_per_s <= 0) {
     s.cache_path.clear();  // nothing worth keeping
     return s;

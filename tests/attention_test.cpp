@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/ops_ref.h"
 

@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/matmul.h"
 #include "cpu/ops_ref.h"
 #include "cpu/parallel.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "cpu/repack.h"
 #include "runtime/error.h"
 #include "tests/test_util.h"

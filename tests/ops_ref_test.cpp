@@ -4,9 +4,9 @@
 #include <cmath>
 #include <vector>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/ops_ref.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 namespace tandem::cpu {
 namespace {

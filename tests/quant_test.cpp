@@ -1,7 +1,7 @@
 // Block layouts and reference (de)quantization. The dequantizers must reproduce llama.cpp's own
 // dequantization of files written by llama-quantize bit for bit; the quantizers are checked by
 // round trips (error relative to the signal, per type) and idempotence.
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "runtime/gguf.h"
 #include "test_util.h"
 #include "tests/test_util.h"

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "runtime/gguf.h"
 
 namespace tandem::test {
@@ -56,7 +56,7 @@ inline void write_tiny_model(const std::string& path, const tiny_shape& s, uint3
     const auto& tr = traits(t);
     std::vector<uint8_t> b(static_cast<size_t>(rows) * (cols / tr.block_size) * tr.type_size);
     for (int r = 0; r < rows; ++r)
-      cpu::quantize_row(t, f.data() + static_cast<size_t>(r) * cols,
+      quantize_row(t, f.data() + static_cast<size_t>(r) * cols,
                         b.data() + static_cast<size_t>(r) * (b.size() / rows), cols);
     w.add_tensor(name, t, {cols, rows}, std::move(b));
   };

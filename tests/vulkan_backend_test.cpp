@@ -24,7 +24,7 @@
 #include <sstream>
 #include <vector>
 
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "runtime/backend_factory.h"
 #include "runtime/gguf.h"
 #include "runtime/model.h"
@@ -275,7 +275,7 @@ void write_model(const std::string& path, const model_spec& s, uint32_t seed) {
     const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
     std::vector<uint8_t> b(rb * static_cast<uint64_t>(rows));
     for (int r = 0; r < rows; ++r)
-      cpu::quantize_row(t, f.data() + static_cast<size_t>(r) * cols, b.data() + rb * r, cols);
+      quantize_row(t, f.data() + static_cast<size_t>(r) * cols, b.data() + rb * r, cols);
     w.add_tensor(name, t, {cols, rows}, std::move(b));
   };
   auto vec = [&](const std::string& name, int n, float mean, float sd) {

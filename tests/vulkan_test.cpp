@@ -1,14 +1,7 @@
-// The Vulkan device layer and every shader against the scalar CPU reference (cpu/ops_ref.h) on
-// random data with odd shapes, by NMSE = sum (ref - gpu)^2 / sum ref^2 with a threshold per op:
-//
-//   op                       threshold   why
-//   rms_norm                 1e-10       float vs double sum of squares
-//   rope                     1e-12       same cos/sin table; only fma contraction differs
-//   swiglu                   1e-10       the device's exp
-//   add, kv_store            exact       one IEEE add; the same round-to-nearest-even to F16
-//   attention                1e-10       online vs two-pass softmax, summation order
-//   matmul F32/F16/quantized 1e-9        weights decode exactly; only summation order differs
-//                                        (activations stay F32 on the GPU)
+// The Vulkan device layer, and every op of the op table (vulkan/op_table.h) against the scalar
+// CPU reference (cpu/ops_ref.h) through tools/op_check, the cases and thresholds gpu-cpu-parity
+// ops runs too (listed at the top of tools/op_check/op_check.cpp). The matrix kernels are also
+// checked against llama.cpp's own dequantization of the quantized test models.
 //
 // Every test runs on lavapipe in CI; with TANDEM_VK_VALIDATION=1 (ctest: vulkan_validation) the
 // Khronos validation layer checks each one and any error fails it.
@@ -19,28 +12,27 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <unistd.h>
 #include <vector>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/ops_ref.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "runtime/backend_factory.h"
 #include "runtime/gguf.h"
+#include "tools/op_check/op_check.h"
 #include "tests/test_util.h"
 #include "tests/vulkan_test_util.h"
 #include "vulkan/check.h"
 #include "vulkan/host_buffer.h"
+#include "vulkan/op_table.h"
 #include "vulkan/ops.h"
 
 namespace tandem::vk::test {
 namespace {
-
-std::vector<bool> reduction_variants(context& ctx) {
-  if (ctx.caps().subgroup_arithmetic) return {true, false};
-  return {false};
-}
 
 // ---- device layer ---------------------------------------------------------------------------
 
@@ -139,257 +131,70 @@ TEST(VulkanLoader, MissingLoaderIsOneClearLine) {
   EXPECT_EQ(all.find("no Vulkan loader", at + 1), std::string::npos) << "said twice: " << all;
 }
 
-// ---- element-wise and normalisation ops -------------------------------------------------------
+// --offload auto skips creating an instance unless /dev has a GPU driver's node: a render node,
+// an NVIDIA device (not nvidiactl alone) or WSL's dxg.
+TEST(VulkanLoader, GpuDeviceNodeRule) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("tandem_dev_" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "dri");
+  auto touch = [&](const std::string& rel) { std::ofstream(root / rel).put('x'); };
+  touch("dri/card0");  // a display-only node: no compute driver opens it
+  touch("nvidiactl");
+  touch("nvidia-uvm");
+  EXPECT_FALSE(tandem::vk::gpu_device_node_present(root.string()));
+  touch("dri/renderD128");
+  EXPECT_TRUE(tandem::vk::gpu_device_node_present(root.string()));
+  fs::remove(root / "dri/renderD128");
+  touch("nvidia0");
+  EXPECT_TRUE(tandem::vk::gpu_device_node_present(root.string()));
+  fs::remove(root / "nvidia0");
+  touch("dxg");
+  EXPECT_TRUE(tandem::vk::gpu_device_node_present(root.string()));
+  fs::remove_all(root);
+  EXPECT_FALSE(tandem::vk::gpu_device_node_present(root.string()));  // no such directory
+}
+
+// The default (--offload auto) on a machine whose only Vulkan device is a CPU: one short notice.
+TEST(VulkanLoader, AutoWithoutGpuIsOneShortLine) {
+  const auto r = tandem::test::run_cli("run -m " + tandem::test::model_path("stories260K.gguf") +
+                                       " -p Once -n 4 --temp 0");
+  ASSERT_EQ(r.status, 0) << r.err;
+  if (tandem::vk::gpu_device_node_present()) GTEST_SKIP() << "this machine has a GPU device node";
+  const auto at = r.err.find("tandem: no GPU");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const auto eol = r.err.find('\n', at);
+  EXPECT_LE(eol - at, 80u) << r.err;
+}
+
+// ---- every op of the op table against the CPU reference ----------------------------------------
+// The cases and thresholds are tools/op_check's (the same that gpu-cpu-parity ops runs), one test
+// per op of vulkan/op_table.h: a new op without cases fails here.
 
 class VulkanOps : public vulkan_test {};
+class VulkanOpTable : public vulkan_test, public testing::WithParamInterface<const char*> {};
 
-TEST_F(VulkanOps, RmsNorm) {
-  struct shape {
-    int n, rows, row0, pad;
-  };
-  for (bool sg : reduction_variants(ctx())) {
-    runner run(ctx(), sg);
-    for (const shape s : {shape{1, 1, 0, 0}, shape{7, 3, 0, 0}, shape{100, 2, 1, 3},
-                          shape{257, 5, 0, 0}, shape{1000, 4, 2, 1}, shape{4096, 1, 0, 0}}) {
-      SCOPED_TRACE(testing::Message() << "n " << s.n << " rows " << s.rows << " sg " << sg);
-      const int ldx = s.n + s.pad;
-      const auto x = random_floats(static_cast<size_t>(ldx) * (s.rows + s.row0), 1, 3.0f);
-      const auto w = random_floats(static_cast<size_t>(s.n), 2);
-      host_buffer bx(ctx(), x.size() * 4), bw(ctx(), w.size() * 4),
-          by(ctx(), static_cast<size_t>(s.n) * s.rows * 4);
-      bx.set(x);
-      bw.set(w);
-      run.run(
-          [&](recorder& r) { ops::rms_norm(r, bx, bw, by, s.n, s.rows, s.row0, ldx, s.n, 1e-5f); });
-      std::vector<float> ref(static_cast<size_t>(s.n) * s.rows);
-      for (int t = 0; t < s.rows; ++t)
-        cpu::ref::rmsnorm(&ref[static_cast<size_t>(t) * s.n],
-                          &x[static_cast<size_t>(t + s.row0) * ldx], w.data(), s.n, 1e-5f);
-      EXPECT_LE(nmse(ref, by.floats(ref.size())), 1e-10);
-    }
-  }
+TEST_P(VulkanOpTable, MatchesTheCpuReference) {
+  op_check_options o;
+  o.op = GetParam();
+  const std::vector<op_check> res = check_gpu_ops(ctx(), o);
+  ASSERT_FALSE(res.empty()) << "no cases for " << o.op;
+  for (const op_check& c : res)
+    EXPECT_TRUE(c.pass) << c.op << " " << c.type << " " << c.variant << " " << c.shape
+                        << ": nmse " << c.nmse << " (threshold " << c.threshold << "), max abs "
+                        << c.max_abs_err;
 }
 
-TEST_F(VulkanOps, Rope) {
-  struct shape {
-    int n_tok, heads, head_dim, n_rot, pos0;
-    float base, scale;
-  };
-  runner run(ctx(), true);
-  for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
-    for (const shape s :
-         {shape{1, 1, 2, 2, 0, 10000.f, 1.f}, shape{5, 3, 10, 10, 17, 10000.f, 1.f},
-          shape{7, 4, 64, 32, 100, 500000.f, 0.25f}, shape{3, 5, 128, 128, 1000, 10000.f, 1.f}}) {
-      SCOPED_TRACE(testing::Message() << "style " << static_cast<int>(style) << " head_dim "
-                                      << s.head_dim << " n_rot " << s.n_rot);
-      const int ld = s.heads * s.head_dim;
-      auto x = random_floats(static_cast<size_t>(ld) * s.n_tok, 3);
-      const auto table = rope_table(s.pos0 + s.n_tok, s.n_rot, s.base, s.scale);
-      host_buffer bx(ctx(), x.size() * 4), bt(ctx(), table.size() * 4);
-      bx.set(x);
-      bt.set(table);
-      run.run([&](recorder& r) {
-        ops::rope(r, bx, bt, s.n_tok, s.heads, s.head_dim, s.n_rot, s.pos0, ld, style);
-      });
-      for (int t = 0; t < s.n_tok; ++t)
-        cpu::ref::rope(&x[static_cast<size_t>(t) * ld], s.heads, s.head_dim, s.n_rot, s.pos0 + t,
-                       s.base, s.scale, style);
-      EXPECT_LE(nmse(x, bx.floats(x.size())), 1e-12);
-    }
-  }
-}
+INSTANTIATE_TEST_SUITE_P(Vulkan, VulkanOpTable,
+                         testing::ValuesIn(std::begin(op_names), std::end(op_names)),
+                         [](const testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param);
+                         });
 
-TEST_F(VulkanOps, Swiglu) {
-  runner run(ctx(), true);
-  for (int n : {1, 1000, 12345}) {
-    const auto g = random_floats(static_cast<size_t>(n), 4, 4.0f);
-    const auto u = random_floats(static_cast<size_t>(n), 5);
-    host_buffer bg(ctx(), g.size() * 4), bu(ctx(), u.size() * 4);
-    bg.set(g);
-    bu.set(u);
-    run.run([&](recorder& r) { ops::swiglu(r, bg, bu, bg, n); });  // in place, as the backend
-    std::vector<float> ref(g.size());
-    cpu::ref::swiglu(ref.data(), g.data(), u.data(), n);
-    EXPECT_LE(nmse(ref, bg.floats(ref.size())), 1e-10) << "n " << n;
-  }
-}
-
-TEST_F(VulkanOps, AddResidualAndBias) {
-  runner run(ctx(), true);
-  for (const auto& [n, nb] : {std::pair{999, 999}, std::pair{7 * 13, 13}, std::pair{1, 1}}) {
-    const auto y = random_floats(static_cast<size_t>(n), 6);
-    const auto b = random_floats(static_cast<size_t>(nb), 7);
-    host_buffer by(ctx(), y.size() * 4), bb(ctx(), b.size() * 4);
-    by.set(y);
-    bb.set(b);
-    run.run([&](recorder& r) { ops::add(r, by, bb, n, nb); });
-    const auto got = by.floats(y.size());
-    for (int i = 0; i < n; ++i)
-      ASSERT_EQ(got[static_cast<size_t>(i)],
-                y[static_cast<size_t>(i)] + b[static_cast<size_t>(i % nb)])
-          << i;
-  }
-}
-
-TEST_F(VulkanOps, KvStoreIsBitExactAndKeepsNeighbours) {
-  runner run(ctx(), true);
-  struct shape {
-    int n, n_tok, pos0;
-  };
-  for (const shape s :
-       {shape{7, 1, 0}, shape{7, 4, 3}, shape{16, 5, 2}, shape{9, 3, 5}, shape{1, 1, 1}}) {
-    SCOPED_TRACE(testing::Message() << "n " << s.n << " n_tok " << s.n_tok << " pos0 " << s.pos0);
-    const int ldx = s.n + 2;
-    auto x = random_floats(static_cast<size_t>(ldx) * s.n_tok, 8, 2.0f);
-    // Values that exercise the F16 rounding: subnormal, halfway, overflow, negative zero.
-    const float special[] = {3e-6f, -1e-7f, 1.00048828125f, 70000.f, -0.0f, 65519.f, 6.1e-5f};
-    for (size_t i = 0; i < std::size(special) && i < x.size(); ++i) x[i] = special[i];
-    const int n_pos = s.pos0 + s.n_tok + 2;
-    std::vector<uint16_t> cache(static_cast<size_t>(n_pos) * s.n, 0xabcd);
-    host_buffer bx(ctx(), x.size() * 4), bc(ctx(), cache.size() * 2);
-    bx.set(x);
-    bc.set(cache);
-    run.run([&](recorder& r) { ops::kv_store(r, bx, bc, s.n, s.n_tok, s.pos0, ldx); });
-    for (int t = 0; t < s.n_tok; ++t)
-      for (int i = 0; i < s.n; ++i)
-        cache[static_cast<size_t>(s.pos0 + t) * s.n + i] =
-            cpu::fp32_to_fp16(x[static_cast<size_t>(t) * ldx + i]);
-    for (size_t i = 0; i < cache.size(); ++i) ASSERT_EQ(bc.halves()[i], cache[i]) << "half " << i;
-  }
-}
-
-// ---- attention --------------------------------------------------------------------------------
-
-TEST_F(VulkanOps, AttentionGqaDecodeAndPrompt) {
-  struct shape {
-    int n_head, n_head_kv, head_dim, n_tok, pos0;
-  };
-  const shape shapes[] = {
-      {4, 4, 8, 1, 0},    {4, 2, 8, 1, 200},   {8, 2, 64, 9, 0}, {8, 1, 64, 9, 130},
-      {6, 3, 130, 3, 40}, {4, 4, 256, 2, 127}, {2, 1, 2, 37, 0}, {16, 2, 32, 1, 300},
-  };
-  for (bool sg : reduction_variants(ctx())) {
-    runner run(ctx(), sg);
-    for (const shape s : shapes) {
-      SCOPED_TRACE(testing::Message()
-                   << "heads " << s.n_head << "/" << s.n_head_kv << " hd " << s.head_dim
-                   << " n_tok " << s.n_tok << " pos0 " << s.pos0 << " sg " << sg);
-      const int ldq = s.n_head * s.head_dim, kvs = s.n_head_kv * s.head_dim;
-      const int n_pos = s.pos0 + s.n_tok;
-      const auto q = random_floats(static_cast<size_t>(ldq) * s.n_tok, 9);
-      const auto kf = random_floats(static_cast<size_t>(kvs) * n_pos, 10);
-      const auto vf = random_floats(static_cast<size_t>(kvs) * n_pos, 11);
-      std::vector<uint16_t> k(kf.size()), v(vf.size());
-      for (size_t i = 0; i < kf.size(); ++i) {
-        k[i] = cpu::fp32_to_fp16(kf[i]);
-        v[i] = cpu::fp32_to_fp16(vf[i]);
-      }
-      host_buffer bq(ctx(), q.size() * 4), bk(ctx(), k.size() * 2), bv(ctx(), v.size() * 2),
-          bo(ctx(), q.size() * 4);
-      bq.set(q);
-      bk.set(k);
-      bv.set(v);
-      run.run([&](recorder& r) {
-        ops::attention(r, bq, bk, bv, bo, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim);
-      });
-      std::vector<float> ref(q.size());
-      cpu::ref::attention(ref.data(), q.data(), k.data(), v.data(), s.n_tok, s.pos0, s.n_head,
-                          s.n_head_kv, s.head_dim, 0, s.n_head);
-      EXPECT_LE(nmse(ref, bo.floats(ref.size())), 1e-10);
-    }
-  }
-}
-
-// ---- matrix products ----------------------------------------------------------------------------
-
-std::vector<uint8_t> quantize(dtype t, const std::vector<float>& f, int64_t cols, int64_t rows) {
-  const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
-  std::vector<uint8_t> out(rb * static_cast<uint64_t>(rows));
-  for (int64_t r = 0; r < rows; ++r)
-    cpu::quantize_row(t, f.data() + r * cols, out.data() + rb * static_cast<uint64_t>(r), cols);
-  return out;
-}
-
-struct matmul_case {
-  int64_t cols, rows;
-  int n_tok;
-  matmul_kernel kind;
-  bool accumulate;
-  uint64_t max_piece;  // 0: device limits; else forces the weight into several pieces
-};
-
-void check_matmul(context& ctx, runner& run, dtype t, const matmul_case& c, double threshold) {
-  SCOPED_TRACE(testing::Message() << dtype_name(t) << " cols " << c.cols << " rows " << c.rows
-                                  << " n_tok " << c.n_tok << " kernel " << static_cast<int>(c.kind)
-                                  << " acc " << c.accumulate << " max_piece " << c.max_piece);
-  const auto wf = random_floats(static_cast<size_t>(c.cols * c.rows), 12);
-  const auto wq = quantize(t, wf, c.cols, c.rows);
-  const auto x = random_floats(static_cast<size_t>(c.cols) * c.n_tok, 13);
-  const auto y0 = random_floats(static_cast<size_t>(c.rows) * c.n_tok, 14);
-
-  arena a(ctx, memory_kind::device, 1 << 20);
-  uploader up(ctx, 1 << 16);  // small staging: exercises the chunked, double-buffered path
-  const device_weight w = upload_weight(a, up, t, c.cols, c.rows, wq.data(), c.max_piece);
-  up.finish();
-  if (c.max_piece) {
-    EXPECT_GT(w.pieces.size(), 1u);
-  }
-  host_buffer bx(ctx, x.size() * 4), by(ctx, y0.size() * 4);
-  bx.set(x);
-  by.set(y0);
-  run.run([&](recorder& r) {
-    ops::matmul(r, w, bx, by, c.n_tok, static_cast<int>(c.cols), static_cast<int>(c.rows),
-                c.accumulate, c.kind);
-  });
-  std::vector<float> ref(y0.size());
-  cpu::ref::matmul(t, wq.data(), c.cols, c.rows, x.data(), c.n_tok, ref.data(), 0, c.rows);
-  if (c.accumulate)
-    for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
-  EXPECT_LE(nmse(ref, by.floats(ref.size())), threshold);
-}
-
-void matmul_suite(context& ctx, dtype t, std::vector<int64_t> cols_list) {
-  for (bool sg : reduction_variants(ctx)) {
-    runner run(ctx, sg);
-    const auto vec = matmul_kernel::vector, tiled = matmul_kernel::tiled,
-               aut = matmul_kernel::automatic;
-    for (int64_t cols : cols_list) {
-      const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
-      const matmul_case cases[] = {
-          {cols, 1, 1, vec, false, 0},       {cols, 67, 1, vec, false, 0},
-          {cols, 130, 3, vec, true, 0},      {cols, 67, 5, vec, false, 0},
-          {cols, 67, 1, tiled, false, 0},    {cols, 130, 7, tiled, false, 0},
-          {cols, 67, 33, tiled, true, 0},    {cols, 200, 70, aut, false, 0},
-          {cols, 67, 2, aut, true, rb * 20}, {cols, 130, 40, aut, false, rb * 33},
-      };
-      for (const auto& c : cases) {
-        if (!sg && c.kind == tiled) continue;  // the tiled kernel has no reduction variant
-        check_matmul(ctx, run, t, c, 1e-9);
-      }
-    }
-  }
-}
-
-TEST_F(VulkanOps, MatmulF32) {
-  matmul_suite(ctx(), dtype::f32, {1, 33, 100, 256});
-}
-TEST_F(VulkanOps, MatmulF16) {
-  matmul_suite(ctx(), dtype::f16, {1, 33, 100, 256});
-}
-TEST_F(VulkanOps, MatmulQ8_0) {
-  matmul_suite(ctx(), dtype::q8_0, {32, 96, 256});
-}
-TEST_F(VulkanOps, MatmulQ4_0) {
-  matmul_suite(ctx(), dtype::q4_0, {32, 96, 256});
-}
-TEST_F(VulkanOps, MatmulQ4_K) {
-  matmul_suite(ctx(), dtype::q4_k, {256, 768});
-}
-TEST_F(VulkanOps, MatmulQ5_K) {
-  matmul_suite(ctx(), dtype::q5_k, {256, 768});
-}
-TEST_F(VulkanOps, MatmulQ6_K) {
-  matmul_suite(ctx(), dtype::q6_k, {256, 768});
+TEST_F(VulkanOps, UnknownOpIsRefused) {
+  op_check_options o;
+  o.op = "gelu";
+  EXPECT_THROW(check_gpu_ops(ctx(), o), error);
 }
 
 TEST_F(VulkanOps, UnsupportedWeightTypeIsNamed) {

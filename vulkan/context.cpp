@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "runtime/error.h"
 #include "vulkan/check.h"
@@ -332,10 +333,7 @@ int choose(const std::vector<candidate>& cs, const std::string& selector, bool a
     if (cs.empty())
       *why = "no Vulkan device found (the loader reports none; is a GPU driver installed?)";
     else
-      *why = fmt::format(
-          "no usable Vulkan GPU (devices: {}); a CPU device is used only when "
-          "asked for, e.g. TANDEM_VK_DEVICE=0",
-          device_list(cs));
+      *why = fmt::format("only {}, used when asked for (--offload N)", device_list(cs));
   }
   return best;
 }
@@ -346,6 +344,30 @@ std::string env(const char* name) {
 }
 
 }  // namespace
+
+bool gpu_device_node_present(const std::string& dev_root) {
+#ifdef __linux__
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path root(dev_root);
+  if (fs::exists(root / "dxg", ec)) return true;
+  auto any_named = [&](const fs::path& dir, const std::string& prefix, bool digits_after) {
+    std::error_code e;
+    for (fs::directory_iterator it(dir, e), end; !e && it != end; it.increment(e)) {
+      const std::string n = it->path().filename().string();
+      if (n.rfind(prefix, 0) != 0 || n.size() == prefix.size()) continue;
+      if (!digits_after || std::all_of(n.begin() + static_cast<long>(prefix.size()), n.end(),
+                                       [](unsigned char ch) { return std::isdigit(ch); }))
+        return true;
+    }
+    return false;
+  };
+  return any_named(root / "dri", "renderD", true) || any_named(root, "nvidia", true);
+#else
+  (void)dev_root;
+  return true;
+#endif
+}
 
 int validation_error_count() {
   return g_validation_errors.load();
@@ -558,6 +580,12 @@ std::optional<gpu_device_info> select_gpu_device(bool allow_cpu_device, std::str
   using namespace tandem::vk;
   std::string local_why;
   if (!why) why = &local_why;
+  // A GPU, not a CPU-type device, and none named: without a GPU's device node the answer is
+  // known without loading the drivers.
+  if (!allow_cpu_device && env("TANDEM_VK_DEVICE").empty() && !gpu_device_node_present()) {
+    *why = "no GPU device node in /dev";
+    return std::nullopt;
+  }
   if (!load_loader(why)) return std::nullopt;
   VkInstance instance = VK_NULL_HANDLE;
   bool debug_utils = false;

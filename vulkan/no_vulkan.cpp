@@ -21,11 +21,6 @@ std::unique_ptr<backend> make_vulkan_backend(const model&, const backend_options
   return nullptr;
 }
 
-std::vector<op_check> check_gpu_ops(const op_check_options&, std::string* why) {
-  if (why) *why = "this build has no Vulkan backend (glslangValidator or Vulkan headers missing)";
-  return {};
-}
-
 double measure_host_to_device_bandwidth(bool, std::string* why) {
   if (why) *why = "this build has no Vulkan backend (glslangValidator or Vulkan headers missing)";
   return 0;

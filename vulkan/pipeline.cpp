@@ -16,36 +16,15 @@ namespace tandem::vk {
 
 namespace {
 
-// ---- the op table: adding an op is a .comp file, a row here and a test ---------------------
-
-struct op_row {
-  kernel k;
-  const char* name;   // shader file stem
-  uint32_t bindings;  // storage buffers 0 .. bindings-1
-  uint32_t push_size;
-  uint32_t wg;  // workgroup size, specialization constant 0 (or fixed in the shader)
-  bool typed;   // one variant per weight type (<op>_<type>)
-};
 // A shader built with a subgroup variant (<name>_sg, see `tandem-variants` in the .comp) runs
 // that variant where the device has subgroup arithmetic.
-
-constexpr op_row k_ops[] = {
-    {kernel::rms_norm, "rms_norm", 3, sizeof(rms_norm_push), 256, false},
-    {kernel::rope, "rope", 2, sizeof(rope_push), 64, false},
-    {kernel::swiglu, "swiglu", 3, sizeof(swiglu_push), 256, false},
-    {kernel::add, "add", 2, sizeof(add_push), 256, false},
-    {kernel::kv_store, "kv_store", 2, sizeof(kv_store_push), 256, false},
-    {kernel::attention, "attention", 4, sizeof(attention_push), 128, false},
-    {kernel::matvec, "matvec", 3, sizeof(matmul_push), 128, true},
-    {kernel::matmul, "matmul", 3, sizeof(matmul_push), 256, true},
-};
 
 static_assert(sizeof(rms_norm_push) == 20 && sizeof(rope_push) == 24 && sizeof(matmul_push) == 28 &&
               sizeof(attention_push) == 32 && sizeof(kv_store_push) == 16 && sizeof(add_push) == 8);
 
 const op_row& row_of(kernel k) {
-  for (const auto& r : k_ops)
-    if (r.k == k) return r;
+  for (int i = 0; i < n_ops; ++i)
+    if (op_rows[i].k == k) return op_rows[i];
   throw error("vulkan: unknown kernel");
 }
 
@@ -56,6 +35,15 @@ const spv::blob* find_blob(const std::string& name) {
 }
 
 }  // namespace
+
+// ---- the op table's rows (op_table.h) ---------------------------------------------------------
+
+const op_row op_rows[] = {
+#define TANDEM_VK_OP_ROW(name, bindings, push, wg, typed, spec, use) \
+  {kernel::name, #name, bindings, sizeof(push), wg, typed, spec, use},
+    TANDEM_VK_OPS(TANDEM_VK_OP_ROW)
+#undef TANDEM_VK_OP_ROW
+};
 
 // ---- pipeline_cache -------------------------------------------------------------------------
 

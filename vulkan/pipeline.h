@@ -1,4 +1,4 @@
-// Compute pipelines and command recording. The op table (pipeline.cpp) has one row per shader;
+// Compute pipelines and command recording. The op table (op_table.h) has one row per shader;
 // pipelines are built on first use per (op, weight type, specialization constants) and cached.
 // recorder::dispatch is the one-line call site of every op: it checks the push-constant size,
 // allocates and writes the descriptor set, binds and dispatches.
@@ -13,10 +13,9 @@
 #include "runtime/dtype.h"
 #include "vulkan/context.h"
 #include "vulkan/memory.h"
+#include "vulkan/op_table.h"
 
 namespace tandem::vk {
-
-enum class kernel : uint32_t { rms_norm, rope, swiglu, add, kv_store, attention, matvec, matmul };
 
 struct pipeline {
   VkPipeline pipe = VK_NULL_HANDLE;

@@ -18,8 +18,8 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu/fp16.h"
-#include "cpu/quant.h"
+#include "runtime/fp16.h"
+#include "runtime/blocks.h"
 #include "runtime/backend_factory.h"
 #include "runtime/error.h"
 #include "vulkan/check.h"
@@ -171,7 +171,7 @@ void vulkan_backend::deliver_capture(int il) {
       for (uint64_t i = 0; i < c.n; ++i) {
         uint16_t h;
         std::memcpy(&h, p + 2 * i, 2);
-        tmp[i] = cpu::fp16_to_fp32(h);
+        tmp[i] = fp16_to_fp32(h);
       }
       capture_(il, c.op, tmp.data(), c.n);
     } else {
@@ -413,18 +413,20 @@ void vulkan_backend::warm_up() {
     bias |= !L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty();
   }
   note(output_);
-  for (dtype t : types)
-    for (uint32_t acc : {0u, 1u}) {
-      pipes_->get(kernel::matvec, t, {acc});
-      pipes_->get(kernel::matmul, t, {acc});
-    }
-  pipes_->get(kernel::rms_norm);
-  if (!opt_.layers.empty()) {
-    pipes_->get(kernel::rope, dtype::f32, {hp_.rope == rope_style::neox ? 1u : 0u});
-    pipes_->get(kernel::kv_store);
-    pipes_->get(kernel::attention);
-    pipes_->get(kernel::swiglu);
-    if (bias) pipes_->get(kernel::add);
+  // Every op of the table this backend will run, in each variant it will run.
+  const uint32_t neox = hp_.rope == rope_style::neox ? 1u : 0u;
+  for (int i = 0; i < n_ops; ++i) {
+    const op_row& row = op_rows[i];
+    if ((row.use == op_use::layers && opt_.layers.empty()) || (row.use == op_use::bias && !bias))
+      continue;
+    const std::vector<dtype> row_types = row.typed ? types : std::vector<dtype>{dtype::f32};
+    for (dtype t : row_types) switch (row.spec) {
+        case op_spec::none: pipes_->get(row.k, t); break;
+        case op_spec::accumulate:
+          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc});
+          break;
+        case op_spec::rope_style: pipes_->get(row.k, t, {neox}); break;
+      }
   }
 }
 
@@ -466,7 +468,7 @@ device_weight vulkan_backend::upload_vector(const weight& w, int64_t n) {
     throw error(fmt::format("vulkan: tensor '{}' has {} elements, expected {}", tensor_name(w),
                             w.t->n_elements(), n));
   std::vector<float> v(static_cast<size_t>(n));
-  cpu::dequantize_row(w.type(), w.data(), v.data(), n);
+  dequantize_row(w.type(), w.data(), v.data(), n);
   return upload_weight(*weights_, *uploader_, dtype::f32, n, 1, v.data());
 }
 

@@ -27,11 +27,11 @@
 #include <vector>
 
 #include "cpu/attention.h"
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "cpu/kernels.h"
 #include "cpu/matmul.h"
 #include "cpu/parallel.h"
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 #include "cpu/repack.h"
 
 namespace tandem::cpu {

@@ -1,11 +1,11 @@
-// `gpu-cpu-parity ops`: every shader against the CPU reference on random data (check_gpu_ops in
-// vulkan/op_check.cpp), printed as a table or JSON.
+// `gpu-cpu-parity ops`: every shader against the CPU reference on random data (check_gpu_ops,
+// tools/op_check), printed as a table or JSON.
 #include <fmt/format.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "runtime/backend_factory.h"
+#include "tools/op_check/op_check.h"
 #include "tools/gpu-cpu-parity/parity.h"
 
 namespace tandem::parity {

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace tandem::cpu {
+namespace tandem {
 
 inline float fp16_to_fp32(uint16_t h) {
   uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
@@ -52,4 +52,4 @@ inline uint16_t fp32_to_fp16(float f) {
   return static_cast<uint16_t>(sign | h);
 }
 
-}  // namespace tandem::cpu
+}  // namespace tandem

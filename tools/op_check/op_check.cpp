@@ -1,20 +1,25 @@
-// check_gpu_ops (runtime/backend_factory.h): the op level of gpu-cpu-parity. Every shader of the
-// op table against the scalar CPU reference (cpu/ops_ref.h) on random data, for every weight type
-// the matrix kernels read, on odd shapes (sizes that are not multiples of the workgroup, GQA
-// ratios 1, 2, 4 and 8, weights split into pieces), each reduction kernel in both its subgroup
-// and its shared-memory variant. The same checks as tests/vulkan_test.cpp, as a library call the
-// gpu-cpu-parity tool prints as a table.
+// The op cases (tools/op_check/op_check.h): every op of vulkan/op_table.h against the scalar CPU
+// reference (cpu/ops_ref.h) on random data, for every weight type the matrix kernels read, on odd
+// shapes (sizes that are not multiples of the workgroup, GQA ratios 1, 2, 4 and 8, weights split
+// into pieces), each reduction kernel in both its subgroup and its shared-memory variant.
 //
 // Thresholds (NMSE = sum (ref - gpu)^2 / sum ref^2):
 //   rms_norm, swiglu, attention  1e-10  float vs double sums, the device's exp, online softmax
 //   rope                         1e-12  the same cos/sin table; only fma contraction differs
-//   add, kv_store                0      one IEEE add; the same round-to-nearest-even to F16
+//   add                          0      one IEEE add
+//   kv_store                     exact  the same round-to-nearest-even to F16, bit for bit
 //   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
 //                                       order of summation differs
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
 // so every case is 280x or more under its threshold, while a real bug (a wrong scale, index or
 // block layout) gives 1e-4 or far more.
+#include "tools/op_check/op_check.h"
+
 #include <fmt/format.h>
+
+#include "runtime/error.h"
+
+#ifdef TANDEM_HAVE_VULKAN  // the build has a Vulkan backend
 
 #include <algorithm>
 #include <cmath>
@@ -23,15 +28,14 @@
 #include <random>
 #include <vector>
 
-#include "cpu/fp16.h"
 #include "cpu/ops_ref.h"
-#include "cpu/quant.h"
-#include "runtime/backend_factory.h"
-#include "runtime/error.h"
+#include "runtime/blocks.h"
+#include "runtime/fp16.h"
 #include "vulkan/check.h"
-#include "vulkan/host_buffer.h"
 #include "vulkan/context.h"
+#include "vulkan/host_buffer.h"
 #include "vulkan/memory.h"
+#include "vulkan/op_table.h"
 #include "vulkan/ops.h"
 #include "vulkan/pipeline.h"
 
@@ -50,27 +54,56 @@ class checker {
  public:
   checker(context& ctx, const op_check_options& opt) : ctx_(ctx), opt_(opt) {}
 
+  // The ops of the table (all, or opt.op), each in the variants it has: reductions in their
+  // subgroup and shared-memory variants, the rest once.
   std::vector<op_check> run() {
+    bool found = opt_.op.empty();
+    for (int i = 0; i < n_ops; ++i) found |= opt_.op == op_names[i];
+    if (!found) throw error(fmt::format("op_check: '{}' is no op of vulkan/op_table.h", opt_.op));
     std::vector<bool> variants{false};
     if (ctx_.caps().subgroup_arithmetic) variants.insert(variants.begin(), true);
-    for (bool sg : variants) {
-      runner r(ctx_, sg);
-      const std::string v = r.subgroups() ? "subgroup" : "shared";
-      rms_norm(r, v);
-      attention(r, v);
-      for (dtype t : k_types) matrix(r, v, t, /*tiled=*/false);
-      if (sg == variants.front()) {  // kernels without a reduction variant: once
-        rope(r);
-        swiglu(r);
-        add(r);
-        kv_store(r);
-        for (dtype t : k_types) matrix(r, "-", t, /*tiled=*/true);
+    for (int i = 0; i < n_ops; ++i) {
+      const std::string name = op_names[i];
+      if (!opt_.op.empty() && opt_.op != name) continue;
+      const op_cases* c = cases_of(name);
+      if (!c)
+        throw error(fmt::format("op_check: the op table's {} has no cases in "
+                                "tools/op_check/op_check.cpp; add them",
+                                name));
+      for (bool sg : variants) {
+        runner r(ctx_, sg);
+        const std::string v = r.subgroups() ? "subgroup" : "shared";
+        (this->*c->run)(r, c->reduction || c->runs_per_variant ? v : "-", sg == variants.front());
+        if (!c->reduction && !c->runs_per_variant) break;
       }
     }
     return std::move(out_);
   }
 
  private:
+  // The cases of one op of the table.
+  struct op_cases {
+    const char* op;
+    void (checker::*run)(runner&, const std::string& variant, bool first_variant);
+    bool reduction;         // has a subgroup variant: its cases run in both variants
+    bool runs_per_variant;  // runs in every variant though not a reduction (see matmul)
+  };
+  static const op_cases* cases_of(const std::string& op) {
+    static const op_cases all[] = {
+        {"rms_norm", &checker::rms_norm, true, false},
+        {"rope", &checker::rope, false, false},
+        {"swiglu", &checker::swiglu, false, false},
+        {"add", &checker::add, false, false},
+        {"kv_store", &checker::kv_store, false, false},
+        {"attention", &checker::attention, true, false},
+        {"matvec", &checker::matvec, true, false},
+        {"matmul", &checker::matmul, false, true},
+    };
+    for (const auto& c : all)
+      if (op == c.op) return &c;
+    return nullptr;
+  }
+
   static constexpr dtype k_types[] = {dtype::f32,  dtype::f16,  dtype::q8_0, dtype::q4_0,
                                       dtype::q4_k, dtype::q5_k, dtype::q6_k};
 
@@ -103,13 +136,14 @@ class checker {
     out_.push_back(std::move(c));
   }
 
-  void rms_norm(runner& run, const std::string& v) {
+  void rms_norm(runner& run, const std::string& v, bool) {
     if (!wanted("rms_norm", "f32")) return;
     struct shape {
       int n, rows, row0, pad;
     };
     for (const shape s : {shape{1, 1, 0, 0}, shape{7, 3, 0, 0}, shape{100, 2, 1, 3},
-                          shape{257, 5, 0, 0}, shape{1000, 4, 2, 1}, shape{4097, 2, 0, 0}}) {
+                          shape{257, 5, 0, 0}, shape{1000, 4, 2, 1}, shape{4096, 1, 0, 0},
+                          shape{4097, 2, 0, 0}}) {
       const int ldx = s.n + s.pad;
       const auto x = random_floats(static_cast<size_t>(ldx) * (s.rows + s.row0), seed(1), 3.0f);
       const auto w = random_floats(static_cast<size_t>(s.n), seed(2));
@@ -130,7 +164,7 @@ class checker {
     }
   }
 
-  void rope(runner& run) {
+  void rope(runner& run, const std::string&, bool) {
     if (!wanted("rope", "f32")) return;
     struct shape {
       int n_tok, heads, head_dim, n_rot, pos0;
@@ -139,7 +173,8 @@ class checker {
     for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
       for (const shape s :
            {shape{1, 1, 2, 2, 0, 10000.f, 1.f}, shape{5, 3, 10, 10, 17, 10000.f, 1.f},
-            shape{7, 4, 64, 32, 100, 500000.f, 0.25f}, shape{3, 5, 130, 130, 1000, 10000.f, 1.f}}) {
+            shape{7, 4, 64, 32, 100, 500000.f, 0.25f}, shape{3, 5, 128, 128, 1000, 10000.f, 1.f},
+            shape{3, 5, 130, 130, 1000, 10000.f, 1.f}}) {
         const int ld = s.heads * s.head_dim;
         auto x = random_floats(static_cast<size_t>(ld) * s.n_tok, seed(3));
         const auto table = rope_table(s.pos0 + s.n_tok, s.n_rot, s.base, s.scale);
@@ -161,7 +196,7 @@ class checker {
     }
   }
 
-  void swiglu(runner& run) {
+  void swiglu(runner& run, const std::string&, bool) {
     if (!wanted("swiglu", "f32")) return;
     for (int n : {1, 1000, 12345}) {
       const auto g = random_floats(static_cast<size_t>(n), seed(4), 4.0f);
@@ -176,7 +211,7 @@ class checker {
     }
   }
 
-  void add(runner& run) {
+  void add(runner& run, const std::string&, bool) {
     if (!wanted("add", "f32")) return;
     for (const auto& [n, nb] : {std::pair{999, 999}, std::pair{7 * 13, 13}, std::pair{1, 1}}) {
       const auto y = random_floats(static_cast<size_t>(n), seed(6));
@@ -193,7 +228,7 @@ class checker {
 
   // The whole cache is compared (as floats): the rows written and their neighbours, which must
   // keep their contents.
-  void kv_store(runner& run) {
+  void kv_store(runner& run, const std::string&, bool) {
     if (!wanted("kv_store", "f16")) return;
     struct shape {
       int n, n_tok, pos0;
@@ -214,20 +249,25 @@ class checker {
       for (int t = 0; t < s.n_tok; ++t)
         for (int i = 0; i < s.n; ++i)
           cache[static_cast<size_t>(s.pos0 + t) * s.n + i] =
-              cpu::fp32_to_fp16(x[static_cast<size_t>(t) * ldx + i]);
+              fp32_to_fp16(x[static_cast<size_t>(t) * ldx + i]);
       std::vector<float> ref(cache.size()), got(cache.size());
+      const std::vector<uint16_t> bits(bc.halves(), bc.halves() + cache.size());
+      const bool same_bits = bits == cache;  // -0 against +0 is a float match, not a bit match
       for (size_t i = 0; i < cache.size(); ++i) {
-        ref[i] = cpu::fp16_to_fp32(cache[i]);
-        got[i] = cpu::fp16_to_fp32(bc.halves()[i]);
+        ref[i] = fp16_to_fp32(cache[i]);
+        got[i] = fp16_to_fp32(bits[i]);
         // inf == inf is a match (70000 overflows); the NMSE of two equal infinities is not 0.
         if (std::isinf(ref[i]) && ref[i] == got[i]) ref[i] = got[i] = 65504.f;
       }
       record("kv_store", "f16", "-",
-             fmt::format("n={} n_tok={} pos0={} ldx={}", s.n, s.n_tok, s.pos0, ldx), ref, got, 0);
+             fmt::format("n={} n_tok={} pos0={} ldx={} bits{}", s.n, s.n_tok, s.pos0, ldx,
+                         same_bits ? "=" : " differ"),
+             ref, got, 0);
+      if (!same_bits) out_.back().pass = false;
     }
   }
 
-  void attention(runner& run, const std::string& v) {
+  void attention(runner& run, const std::string& v, bool) {
     if (!wanted("attention", "f32")) return;
     struct shape {
       int n_head, n_head_kv, head_dim, n_tok, pos0;
@@ -246,8 +286,8 @@ class checker {
       const auto vf = random_floats(static_cast<size_t>(kvs) * n_pos, seed(11));
       std::vector<uint16_t> k(kf.size()), vv(vf.size());
       for (size_t i = 0; i < kf.size(); ++i) {
-        k[i] = cpu::fp32_to_fp16(kf[i]);
-        vv[i] = cpu::fp32_to_fp16(vf[i]);
+        k[i] = fp32_to_fp16(kf[i]);
+        vv[i] = fp32_to_fp16(vf[i]);
       }
       host_buffer bq(ctx_, q.size() * 4), bk(ctx_, k.size() * 2), bv(ctx_, vv.size() * 2),
           bo(ctx_, q.size() * 4);
@@ -267,9 +307,42 @@ class checker {
     }
   }
 
-  // matvec (the vector kernel, tiled = false) or matmul (the tiled kernel) on type t.
-  void matrix(runner& run, const std::string& v, dtype t, bool tiled) {
-    const std::string op = tiled ? "matmul" : "matvec";
+  struct mcase {
+    int64_t rows;
+    int n_tok;
+    bool acc;
+    uint64_t piece_rows;  // 0: one piece; else the weight is split into pieces of that many rows
+    matmul_kernel kind;
+  };
+
+  // The vector kernel (every variant).
+  void matvec(runner& run, const std::string& v, bool) {
+    const auto vec = matmul_kernel::vector;
+    const std::vector<mcase> cases = {{1, 1, false, 0, vec},  {67, 1, false, 0, vec},
+                                      {130, 3, true, 0, vec}, {67, 4, false, 0, vec},
+                                      {67, 5, false, 0, vec}, {67, 2, true, 20, vec}};
+    for (dtype t : k_types) matrix(run, "matvec", v, t, cases);
+  }
+
+  // The tiled kernel (no reduction: in the first variant only) and the automatic choice between
+  // the two kernels (in every variant, since it may pick the vector one).
+  void matmul(runner& run, const std::string& v, bool first_variant) {
+    const auto til = matmul_kernel::tiled, aut = matmul_kernel::automatic;
+    std::vector<mcase> cases = {{200, 70, false, 0, aut}, {67, 2, true, 20, aut},
+                                {130, 40, false, 33, aut}};
+    if (first_variant)
+      cases.insert(cases.begin(), {{67, 1, false, 0, til},
+                                   {67, 5, false, 0, til},
+                                   {130, 7, false, 0, til},
+                                   {130, 33, true, 0, til},
+                                   {67, 33, true, 0, til},
+                                   {200, 70, false, 0, til},
+                                   {130, 40, false, 33, til}});
+    for (dtype t : k_types) matrix(run, "matmul", v, t, cases);
+  }
+
+  void matrix(runner& run, const std::string& op, const std::string& v, dtype t,
+              const std::vector<mcase>& cases) {
     const std::string type(dtype_name(t));
     if (!wanted(op, type)) return;
     std::vector<int64_t> cols_list;
@@ -277,33 +350,21 @@ class checker {
       case dtype::f32:
       case dtype::f16: cols_list = {1, 33, 100, 256}; break;
       case dtype::q8_0:
-      case dtype::q4_0: cols_list = {32, 96, 544}; break;
+      case dtype::q4_0: cols_list = {32, 96, 256, 544}; break;
       default: cols_list = {256, 768}; break;
     }
-    struct mcase {
-      int64_t rows;
-      int n_tok;
-      bool acc;
-      uint64_t piece_rows;  // 0: one piece; else the weight is split into pieces of that many rows
-    };
-    const mcase vec[] = {{1, 1, false, 0}, {67, 1, false, 0}, {130, 3, true, 0},
-                         {67, 4, false, 0}, {67, 2, true, 20}};
-    const mcase til[] = {{67, 5, false, 0}, {130, 33, true, 0}, {200, 70, false, 0},
-                         {130, 40, false, 33}};
     for (int64_t cols : cols_list) {
       const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
-      for (const mcase& c : tiled ? std::vector<mcase>(std::begin(til), std::end(til))
-                                  : std::vector<mcase>(std::begin(vec), std::end(vec))) {
+      for (const mcase& c : cases) {
         const uint32_t s0 = seed(12 + static_cast<uint32_t>(cols + c.rows * 3 + c.n_tok));
         const auto wf = random_floats(static_cast<size_t>(cols * c.rows), s0);
         std::vector<uint8_t> wq(rb * static_cast<uint64_t>(c.rows));
         for (int64_t r = 0; r < c.rows; ++r)
-          cpu::quantize_row(t, wf.data() + r * cols, wq.data() + rb * static_cast<uint64_t>(r),
-                            cols);
+          quantize_row(t, wf.data() + r * cols, wq.data() + rb * static_cast<uint64_t>(r), cols);
         const auto x = random_floats(static_cast<size_t>(cols) * c.n_tok, s0 + 1);
         const auto y0 = random_floats(static_cast<size_t>(c.rows) * c.n_tok, s0 + 2);
         arena a(ctx_, memory_kind::device, 1 << 20);
-        uploader up(ctx_, 1 << 16);
+        uploader up(ctx_, 1 << 16);  // small staging: exercises the chunked, double-buffered path
         const device_weight w =
             upload_weight(a, up, t, cols, c.rows, wq.data(), c.piece_rows * rb);
         up.finish();
@@ -312,17 +373,19 @@ class checker {
         by.set(y0);
         run.run([&](recorder& r) {
           ops::matmul(r, w, bx, by, c.n_tok, static_cast<int>(cols), static_cast<int>(c.rows),
-                      c.acc, tiled ? matmul_kernel::tiled : matmul_kernel::vector);
+                      c.acc, c.kind);
         });
         std::vector<float> ref(y0.size());
         cpu::ref::matmul(t, wq.data(), cols, c.rows, x.data(), c.n_tok, ref.data(), 0, c.rows);
         if (c.acc)
           for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+        const char* kind = c.kind == matmul_kernel::automatic ? " auto" : "";
         record(op, type, v,
-               fmt::format("cols={} rows={} n_tok={}{}{}", cols, c.rows, c.n_tok,
-                           c.acc ? " acc" : "",
+               fmt::format("cols={} rows={} n_tok={}{}{}{}", cols, c.rows, c.n_tok,
+                           c.acc ? " acc" : "", kind,
                            w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : ""),
                ref, by.floats(ref.size()), 1e-9);
+        if (c.piece_rows && w.pieces.size() < 2) out_.back().pass = false;  // the split must happen
       }
     }
   }
@@ -337,13 +400,30 @@ class checker {
 
 namespace tandem {
 
+std::vector<op_check> check_gpu_ops(vk::context& ctx, const op_check_options& opt) {
+  vk::op_scope scope("op check");
+  return vk::checker(ctx, opt).run();
+}
+
 std::vector<op_check> check_gpu_ops(const op_check_options& opt, std::string* why) {
   vk::context_options co;
   co.allow_cpu_device = opt.allow_cpu_device;
   auto ctx = vk::context::create(co, why);
   if (!ctx) return {};
-  vk::op_scope scope("gpu-cpu-parity ops");
-  return vk::checker(*ctx, opt).run();
+  return check_gpu_ops(*ctx, opt);
 }
 
 }  // namespace tandem
+
+#else  // no Vulkan backend in this build
+
+namespace tandem {
+
+std::vector<op_check> check_gpu_ops(const op_check_options&, std::string* why) {
+  if (why) *why = "this build has no Vulkan backend (glslangValidator or Vulkan headers missing)";
+  return {};
+}
+
+}  // namespace tandem
+
+#endif  // TANDEM_HAVE_VULKAN

@@ -5,7 +5,7 @@
 
 #include "runtime/dtype.h"
 
-namespace tandem::cpu {
+namespace tandem {
 
 // ---- block layouts ------------------------------------------------------------------------
 // Field order and sizes are ggml's (ggml-common.h); fp16 fields are raw IEEE half bits.
@@ -103,4 +103,4 @@ void dequantize_row(dtype t, const void* src, float* dst, int64_t n);
 // a quantizer or when n is not a multiple of the block size).
 void quantize_row(dtype t, const float* src, void* dst, int64_t n);
 
-}  // namespace tandem::cpu
+}  // namespace tandem

@@ -2,7 +2,7 @@
 // gguf-py ((d * sc) * q - dmin * m, in float) so that results are bit-identical; this file is
 // compiled without FMA, so nothing is contracted. Quantizers follow ggml's *_ref functions
 // (make_qkx2_quants for Q4_K / Q5_K, make_qx_quants for Q6_K).
-#include "cpu/quant.h"
+#include "runtime/blocks.h"
 
 #include <fmt/format.h>
 
@@ -10,10 +10,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "cpu/fp16.h"
+#include "runtime/fp16.h"
 #include "runtime/error.h"
 
-namespace tandem::cpu {
+namespace tandem {
 
 int nearest_int(float x) {
   float v = x + 12582912.0f;
@@ -503,4 +503,4 @@ void quantize_row(dtype t, const float* src, void* dst, int64_t n) {
   }
 }
 
-}  // namespace tandem::cpu
+}  // namespace tandem

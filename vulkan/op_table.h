@@ -1,0 +1,82 @@
+// The op table: one row per shader (shaders/<name>.comp), the one list of the Vulkan ops. It
+// generates enum class kernel, the pipeline rows (vulkan/pipeline.cpp), the pipelines warm_up
+// builds at load (vulkan/vulkan_backend.cpp) and op_names(), which the op checks
+// (tools/op_check: every op in this table must have a check, and a check of an op not in it is
+// refused) and the parity test's op list (tests/parity_test.cpp) are held to.
+//
+// Columns: name (shader file stem), storage buffers (bindings 0 .. n-1), push-constant struct
+// (shaders/push_constants.h), workgroup size (specialization constant 0), typed (one variant per
+// weight type: <name>_<type>), specialization constants 1.. (op_spec), when warm_up builds it
+// (op_use).
+//
+// A new element-wise op (a GELU wired as swiglu is) touches these files:
+//   1. shaders/gelu.comp                  the shader (its `// tandem-variants:` line)
+//   2. vulkan/op_table.h                  its row here
+//   3. vulkan/ops.h, 4. vulkan/ops.cpp    ops::gelu, the one-line dispatch
+//   5. cpu/ops_ref.h + .cpp (two files)   the scalar reference the check compares against
+//   6. tools/op_check/op_check.cpp        its cases (shapes, threshold): tandem_tests and
+//                                         gpu-cpu-parity both run them (tests/vulkan_test.cpp
+//                                         and tests/parity_test.cpp take the op from this table)
+// That is seven files for an op that is checked on every device (eight when it needs a push
+// struct of its own, in shaders/push_constants.h). Using it in a layer adds the two backends'
+// forward passes (cpu/cpu_backend.cpp, vulkan/vulkan_backend.cpp) and, for speed on the CPU, a
+// SIMD kernel next to the reference (cpu/elementwise*.cpp).
+#pragma once
+#include <cstdint>
+
+namespace tandem::vk {
+
+// Which specialization constants (after the workgroup size) a pipeline of the op takes.
+enum class op_spec : uint8_t {
+  none,
+  accumulate,  // 1: y += instead of y = (both are built at load)
+  rope_style,  // 1: neox (rotate halves) or adjacent pairs (the model's)
+};
+
+// When warm_up builds the op's pipelines.
+enum class op_use : uint8_t {
+  always,  // also for a backend that runs only the output head
+  layers,  // when the backend runs layers
+  bias,    // when a layer on the backend has q/k/v biases
+};
+
+#define TANDEM_VK_OPS(X)                                                                  \
+  X(rms_norm, 3, rms_norm_push, 256, false, op_spec::none, op_use::always)                \
+  X(rope, 2, rope_push, 64, false, op_spec::rope_style, op_use::layers)                   \
+  X(swiglu, 3, swiglu_push, 256, false, op_spec::none, op_use::layers)                    \
+  X(add, 2, add_push, 256, false, op_spec::none, op_use::bias)                            \
+  X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers)                \
+  X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers)              \
+  X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always)               \
+  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)
+
+enum class kernel : uint32_t {
+#define TANDEM_VK_OP_ENUM(name, ...) name,
+  TANDEM_VK_OPS(TANDEM_VK_OP_ENUM)
+#undef TANDEM_VK_OP_ENUM
+};
+
+// The ops' names in table order.
+inline constexpr const char* op_names[] = {
+#define TANDEM_VK_OP_NAME(name, ...) #name,
+    TANDEM_VK_OPS(TANDEM_VK_OP_NAME)
+#undef TANDEM_VK_OP_NAME
+};
+
+// The op table's row of one kernel.
+struct op_row {
+  kernel k;
+  const char* name;
+  uint32_t bindings;
+  uint32_t push_size;
+  uint32_t wg;
+  bool typed;
+  op_spec spec;
+  op_use use;
+};
+
+// Every row, in table order (defined in vulkan/pipeline.cpp, where the push structs are known).
+extern const op_row op_rows[];
+inline constexpr int n_ops = static_cast<int>(sizeof(op_names) / sizeof(op_names[0]));
+
+}  // namespace tandem::vk
