@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <string_view>
 
 namespace tandem {
@@ -481,6 +480,55 @@ void gguf_writer::add_tensor(const std::string& name, dtype type, std::vector<in
 }
 
 namespace {
+
+// A file written under path + ".tmp.PID" and renamed to path by commit(); removed if destroyed
+// before (an exception on the way). No fsync: this guards against failures of the process and of
+// the disk's space, not against a power cut.
+class temp_file {
+ public:
+  explicit temp_file(std::string path)
+      : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd_ < 0)
+      throw error(fmt::format("{}: cannot create {}: {}", path_, tmp_, std::strerror(errno)));
+  }
+  ~temp_file() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+
+  void write(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail("write failed");
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void commit() {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) fail("write failed (close)");
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+      fail(fmt::format("cannot rename {} to it", tmp_));
+    committed_ = true;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    const int e = errno;
+    throw error(fmt::format("{}: {}: {}{}; nothing was written under this name", path_, what,
+                            std::strerror(e),
+                            e == ENOSPC || e == EFBIG || e == EDQUOT ? " (disk full?)" : ""));
+  }
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
 struct byte_sink {
   std::vector<uint8_t> b;
   template <typename T>
@@ -548,10 +596,12 @@ void gguf_writer::write(const std::string& path, uint32_t alignment) const {
     off = pad(off + t.nbytes);
   }
   s.b.resize(pad(s.b.size()), 0);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw error(fmt::format("{}: cannot create: {}", path, std::strerror(errno)));
-  out.write(reinterpret_cast<const char*>(s.b.data()), static_cast<std::streamsize>(s.b.size()));
-  static const std::vector<char> zeros(4096, 0);
+  // Written under a temporary name beside path and renamed over it only when complete, so that a
+  // full disk, a read-only directory or an interruption never leaves a half-written model under
+  // the final name (nor destroys the file that was there).
+  temp_file out(path);
+  out.write(s.b.data(), s.b.size());
+  static const std::vector<uint8_t> zeros(4096, 0);
   for (auto& t : tensors_) {
     std::vector<uint8_t> produced;
     if (t.producer) {
@@ -561,11 +611,10 @@ void gguf_writer::write(const std::string& path, uint32_t alignment) const {
                                 produced.size(), t.nbytes));
     }
     const std::vector<uint8_t>& d = t.producer ? produced : t.data;
-    out.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
-    uint64_t padn = pad(d.size()) - d.size();
-    out.write(zeros.data(), static_cast<std::streamsize>(padn));
+    out.write(d.data(), d.size());
+    out.write(zeros.data(), pad(d.size()) - d.size());
   }
-  if (!out) throw error(fmt::format("{}: write failed (disk full?)", path));
+  out.commit();
 }
 
 }  // namespace tandem

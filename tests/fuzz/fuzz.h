@@ -32,6 +32,13 @@ void load_all(const std::string& path);
     tandem::fuzz::fn(data, size);                                                \
     return 0;                                                                    \
   }
+// Work done once before fuzzing starts (not counted against libFuzzer's per-input timeout).
+#define TANDEM_FUZZ_INIT(fn)                                   \
+  extern "C" int LLVMFuzzerInitialize(int*, char***) {         \
+    fn();                                                      \
+    return 0;                                                  \
+  }
 #else
 #define TANDEM_FUZZ_ENTRY(fn)
+#define TANDEM_FUZZ_INIT(fn)
 #endif
