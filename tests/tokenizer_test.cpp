@@ -54,6 +54,8 @@ std::string show(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// llama.cpp's test-tokenizer-0 made the .out files with llama_tokenize(text, add_special = false,
+// parse_special = false): no BOS, control tokens as text.
 void check_golden(const std::string& vocab) {
   const golden g = read_golden(vocab);
   ASSERT_EQ(g.texts.size(), 46u) << vocab;
@@ -67,6 +69,7 @@ void check_golden(const std::string& vocab) {
 // ---- SentencePiece (llama) ---------------------------------------------------------------
 
 TEST(TokenizerSpm, GoldenLlamaSpm) { check_golden("llama-spm"); }
+TEST(TokenizerSpm, GoldenPhi3) { check_golden("phi-3"); }
 
 TEST(TokenizerSpm, DecodeRoundTrip) {
   const golden g = read_golden("llama-spm");
@@ -94,7 +97,9 @@ TEST(TokenizerSpm, BosAndSpecials) {
   EXPECT_NE(tok->encode("<s>", false), std::vector<int32_t>{1});
   EXPECT_EQ(tok->piece(1), "");
   EXPECT_EQ(tok->piece(2), "");
-  EXPECT_EQ(tok->piece(0), "<unk>");
+  // Unknown tokens are hidden like control tokens unless shown (llama.cpp's token_to_piece).
+  EXPECT_EQ(tok->piece(0), "");
+  EXPECT_EQ(tok->piece(0, -1, true), "<unk>");
   EXPECT_EQ(tok->piece(13), "\n");
   EXPECT_EQ(tok->token_text(13), "<0x0A>");
   EXPECT_EQ(tok->piece(15043), " Hello");
@@ -232,6 +237,8 @@ TEST(TokenizerSpm, Errors) {
 TEST(TokenizerBpe, GoldenGpt2) { check_golden("gpt-2"); }
 TEST(TokenizerBpe, GoldenStarcoder) { check_golden("starcoder"); }
 TEST(TokenizerBpe, GoldenDeepseekLlm) { check_golden("deepseek-llm"); }
+TEST(TokenizerBpe, GoldenLlamaBpe) { check_golden("llama-bpe"); }
+TEST(TokenizerBpe, GoldenQwen2) { check_golden("qwen2"); }
 
 TEST(TokenizerBpe, DecodeRoundTrip) {
   const golden g = read_golden("gpt-2");
