@@ -6,9 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
+#include <string_view>
 
 namespace tandem {
 
@@ -16,6 +17,31 @@ namespace {
 constexpr uint32_t k_magic = 0x46554747;  // "GGUF" little-endian
 constexpr uint64_t k_max_string = 1ull << 30;
 constexpr int k_max_depth = 2;  // arrays of arrays are legal but nothing deeper is sane
+
+// Strict UTF-8 (no overlong forms, no surrogates, nothing above U+10FFFF), as GGUF strings must be.
+// Returns the offset of the first bad byte, or npos.
+size_t utf8_error(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    if (c < 0x80) { ++i; continue; }
+    size_t n = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07, min = 0x10000;
+    else return i;
+    if (n > s.size() - i - 1) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<uint8_t>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return i;
+      cp = cp << 6 | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
 }  // namespace
 
 const char* gguf_type_name(gguf_type t) {
@@ -119,6 +145,9 @@ class gguf_parser {
     for (uint64_t k = 0; k < n_kv; ++k) {
       uint64_t at = p_;
       std::string key = read_string("metadata key");
+      if (key.empty()) fail("metadata key is empty", at);
+      if (size_t bad = utf8_error(key); bad != std::string::npos)
+        fail(fmt::format("metadata key is not valid UTF-8 (byte {} of the key)", bad), at);
       auto type = read<uint32_t>("metadata type");
       key_ = key;
       gguf_value v = read_value(type, 0);
@@ -129,9 +158,15 @@ class gguf_parser {
     }
 
     if (const gguf_value* a = f_.find("general.alignment")) {
-      int64_t al = a->is_int() ? a->as_int() : 0;
+      if (!a->is_int())
+        fail(fmt::format("general.alignment should be an integer, found a {}",
+                         gguf_type_name(a->type)),
+             0);
+      const int64_t al = a->type == gguf_type::u64 && a->u > (1u << 20) ? 0 : a->as_int();
       if (al <= 0 || al > (1 << 20) || (al & (al - 1)) != 0)
-        fail(fmt::format("general.alignment {} is not a power of two", a->to_string()), 0);
+        fail(fmt::format("general.alignment {} is not a power of two from 1 to 2^20",
+                         a->to_string()),
+             0);
       f_.alignment_ = static_cast<uint64_t>(al);
     }
 
@@ -139,6 +174,9 @@ class gguf_parser {
       uint64_t at = p_;
       gguf_tensor t;
       t.name = read_string("tensor name");
+      if (t.name.empty()) fail("tensor name is empty", at);
+      if (size_t bad = utf8_error(t.name); bad != std::string::npos)
+        fail(fmt::format("tensor name is not valid UTF-8 (byte {} of the name)", bad), at);
       t.n_dims = read<uint32_t>("tensor dimension count");
       if (t.n_dims == 0 || t.n_dims > 4)
         fail(fmt::format("tensor '{}' has {} dimensions (1 to 4 allowed)", t.name, t.n_dims), at);
@@ -178,16 +216,39 @@ class gguf_parser {
     for (auto& t : f_.tensors_) {
       uint64_t begin = data + t.offset;
       uint64_t end = begin + t.nbytes;
-      if (t.offset > f_.size_ || begin > f_.size_ || end > f_.size_ || end < begin)
+      if (t.offset > UINT64_MAX - data - t.nbytes)  // data + offset + nbytes wraps 64 bits
+        throw error(fmt::format("{}: tensor '{}' data offset {} is past the end of the file ({}); "
+                                "the file is truncated or corrupt, download or convert it again",
+                                f_.path_, t.name, t.offset, f_.size_));
+      if (begin > f_.size_ || end > f_.size_ || end < begin)
         throw error(fmt::format("{}: tensor '{}' data ends at byte {}, past the end of the file "
                                 "({}); the file is truncated or corrupt, download or convert it "
                                 "again",
                                 f_.path_, t.name, end, f_.size_));
       t.data = f_.base_ + begin;
     }
+    check_overlaps();
   }
 
  private:
+  // Tensor data may not overlap: a file that aliases two weights is corrupt or crafted.
+  void check_overlaps() {
+    std::vector<const gguf_tensor*> by_offset;
+    for (const auto& t : f_.tensors_) by_offset.push_back(&t);
+    std::sort(by_offset.begin(), by_offset.end(),
+              [](const gguf_tensor* a, const gguf_tensor* b) { return a->offset < b->offset; });
+    for (size_t k = 1; k < by_offset.size(); ++k) {
+      const gguf_tensor& a = *by_offset[k - 1];
+      const gguf_tensor& b = *by_offset[k];
+      if (a.offset + a.nbytes > b.offset)
+        throw error(fmt::format("{}: tensor '{}' data (bytes {}..{} of the data section) overlaps "
+                                "tensor '{}' (bytes {}..{}); the file is corrupt, download or "
+                                "convert it again",
+                                f_.path_, b.name, b.offset, b.offset + b.nbytes, a.name, a.offset,
+                                a.offset + a.nbytes));
+    }
+  }
+
   [[noreturn]] void fail(const std::string& what, uint64_t at) {
     throw error(fmt::format("{}: {} (at byte {})", f_.path_, what, at));
   }
@@ -252,7 +313,11 @@ class gguf_parser {
       case gguf_type::f32: v.f = read<float>("value"); break;
       case gguf_type::f64: v.f = read<double>("value"); break;
       case gguf_type::boolean: v.u = read<uint8_t>("value") != 0; break;
-      case gguf_type::string: v.str = read_string("string value"); break;
+      case gguf_type::string:
+        v.str = read_string("string value");
+        if (size_t bad = utf8_error(v.str); bad != std::string::npos)
+          fail(fmt::format("metadata '{}' is not valid UTF-8 (byte {} of a string)", key_, bad), at);
+        break;
       case gguf_type::array: {
         if (depth >= k_max_depth) fail(fmt::format("metadata '{}' nests arrays too deeply", key_), at);
         uint32_t et = read<uint32_t>("array element type");
@@ -312,6 +377,9 @@ int64_t gguf_file::get_int(const std::string& key) const {
   if (!v->is_int())
     throw error(fmt::format("{}: metadata '{}' should be an integer, found a {}", path_, key,
                             gguf_type_name(v->type)));
+  if (v->type == gguf_type::u64 && v->u > static_cast<uint64_t>(INT64_MAX))
+    throw error(fmt::format("{}: metadata '{}' = {} is out of range (more than 2^63-1)", path_,
+                            key, v->u));
   return v->as_int();
 }
 
@@ -412,6 +480,55 @@ void gguf_writer::add_tensor(const std::string& name, dtype type, std::vector<in
 }
 
 namespace {
+
+// A file written under path + ".tmp.PID" and renamed to path by commit(); removed if destroyed
+// before (an exception on the way). No fsync: this guards against failures of the process and of
+// the disk's space, not against a power cut.
+class temp_file {
+ public:
+  explicit temp_file(std::string path)
+      : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd_ < 0)
+      throw error(fmt::format("{}: cannot create {}: {}", path_, tmp_, std::strerror(errno)));
+  }
+  ~temp_file() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+
+  void write(const uint8_t* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail("write failed");
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+  void commit() {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) fail("write failed (close)");
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+      fail(fmt::format("cannot rename {} to it", tmp_));
+    committed_ = true;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    const int e = errno;
+    throw error(fmt::format("{}: {}: {}{}; nothing was written under this name", path_, what,
+                            std::strerror(e),
+                            e == ENOSPC || e == EFBIG || e == EDQUOT ? " (disk full?)" : ""));
+  }
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
 struct byte_sink {
   std::vector<uint8_t> b;
   template <typename T>
@@ -479,10 +596,12 @@ void gguf_writer::write(const std::string& path, uint32_t alignment) const {
     off = pad(off + t.nbytes);
   }
   s.b.resize(pad(s.b.size()), 0);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw error(fmt::format("{}: cannot create: {}", path, std::strerror(errno)));
-  out.write(reinterpret_cast<const char*>(s.b.data()), static_cast<std::streamsize>(s.b.size()));
-  static const std::vector<char> zeros(4096, 0);
+  // Written under a temporary name beside path and renamed over it only when complete, so that a
+  // full disk, a read-only directory or an interruption never leaves a half-written model under
+  // the final name (nor destroys the file that was there).
+  temp_file out(path);
+  out.write(s.b.data(), s.b.size());
+  static const std::vector<uint8_t> zeros(4096, 0);
   for (auto& t : tensors_) {
     std::vector<uint8_t> produced;
     if (t.producer) {
@@ -492,11 +611,10 @@ void gguf_writer::write(const std::string& path, uint32_t alignment) const {
                                 produced.size(), t.nbytes));
     }
     const std::vector<uint8_t>& d = t.producer ? produced : t.data;
-    out.write(reinterpret_cast<const char*>(d.data()), static_cast<std::streamsize>(d.size()));
-    uint64_t padn = pad(d.size()) - d.size();
-    out.write(zeros.data(), static_cast<std::streamsize>(padn));
+    out.write(d.data(), d.size());
+    out.write(zeros.data(), pad(d.size()) - d.size());
   }
-  if (!out) throw error(fmt::format("{}: write failed (disk full?)", path));
+  out.commit();
 }
 
 }  // namespace tandem

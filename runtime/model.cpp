@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+#include <cstdint>
+
 namespace tandem {
 
 uint64_t layer_weights::nbytes() const {
@@ -58,6 +61,16 @@ int positive(const gguf_file& f, const std::string& key, int64_t v, int64_t max)
   return static_cast<int>(v);
 }
 
+// A float that must be finite and above 0 (epsilons, RoPE bases): NaN or inf would not crash,
+// they would silently turn every output into NaN.
+double finite_positive(const gguf_file& f, const std::string& key, double def) {
+  const double v = f.get_float(key, def);
+  if (!(v > 0) || !std::isfinite(v))
+    throw error(fmt::format("{}: metadata '{}' = {} must be a finite number above 0", f.path(), key,
+                            v));
+  return v;
+}
+
 }  // namespace
 
 std::unique_ptr<model> model::load(const std::string& path) {
@@ -87,28 +100,31 @@ std::unique_ptr<model> model::load(const std::string& path) {
   if (hp.n_head % hp.n_head_kv != 0)
     throw error(fmt::format("{}: head_count {} is not a multiple of head_count_kv {}", path,
                             hp.n_head, hp.n_head_kv));
-  hp.head_dim = static_cast<int>(f.get_int(a + "attention.key_length", hp.n_embd / hp.n_head));
-  if (hp.head_dim <= 0 || hp.head_dim % 2 != 0 || hp.head_dim > 1024)
-    throw error(fmt::format("{}: head dimension {} is not a positive even number", path,
-                            hp.head_dim));
-  hp.n_rot = static_cast<int>(f.get_int(a + "rope.dimension_count", hp.head_dim));
-  if (hp.n_rot <= 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
+  // Range-checked as 64-bit numbers before they are narrowed to int.
+  const int64_t head_dim = f.get_int(a + "attention.key_length", hp.n_embd / hp.n_head);
+  if (head_dim <= 0 || head_dim % 2 != 0 || head_dim > 1024)
+    throw error(fmt::format("{}: head dimension {} is not a positive even number up to 1024", path,
+                            head_dim));
+  hp.head_dim = static_cast<int>(head_dim);
+  const int64_t n_rot = f.get_int(a + "rope.dimension_count", hp.head_dim);
+  if (n_rot <= 0 || n_rot > hp.head_dim || n_rot % 2 != 0)
     throw error(fmt::format("{}: rope.dimension_count {} must be even and at most the head "
                             "dimension {}",
-                            path, hp.n_rot, hp.head_dim));
-  hp.rope_freq_base = static_cast<float>(
-      f.get_float(a + "rope.freq_base", hp.arch == "qwen2" ? 1000000.0 : 10000.0));
+                            path, n_rot, hp.head_dim));
+  hp.n_rot = static_cast<int>(n_rot);
+  hp.rope_freq_base = static_cast<float>(finite_positive(
+      f, a + "rope.freq_base", hp.arch == "qwen2" ? 1000000.0 : 10000.0));
   const std::string scaling = f.get_string(a + "rope.scaling.type", "none");
   double factor = f.get_float(a + "rope.scaling.factor", 0.0);
   if (factor == 0.0) factor = f.get_float(a + "rope.scale_linear", 1.0);
   if (scaling == "linear" || (scaling == "none" && factor != 1.0)) {
-    if (factor <= 0) throw error(fmt::format("{}: rope scaling factor {} must be > 0", path, factor));
+    if (!(factor > 0) || !std::isfinite(factor)) throw error(fmt::format("{}: rope scaling factor {} must be > 0", path, factor));
     hp.rope_freq_scale = static_cast<float>(1.0 / factor);
   } else if (scaling != "none") {
     throw error(fmt::format("{}: rope scaling type '{}' is not supported (none, linear)", path,
                             scaling));
   }
-  hp.rms_eps = static_cast<float>(f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5));
+  hp.rms_eps = static_cast<float>(finite_positive(f, a + "attention.layer_norm_rms_epsilon", 1e-5));
   hp.rope = hp.arch == "qwen2" ? rope_style::neox : rope_style::adjacent;
 
   const gguf_tensor* emb = f.tensor("token_embd.weight");
@@ -116,6 +132,9 @@ std::unique_ptr<model> model::load(const std::string& path) {
     throw error(fmt::format("{}: missing tensor 'token_embd.weight'; the file is not a complete "
                             "model",
                             path));
+  if (emb->ne[1] > INT32_MAX)
+    throw error(fmt::format("{}: token_embd.weight has {} rows; token ids are 32-bit", path,
+                            emb->ne[1]));
   hp.n_vocab = static_cast<int>(emb->ne[1]);
   if (const gguf_value* toks = f.find("tokenizer.ggml.tokens");
       toks && toks->type == gguf_type::array && static_cast<int64_t>(toks->arr.size()) != hp.n_vocab)

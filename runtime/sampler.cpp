@@ -1,13 +1,30 @@
 #include "runtime/sampler.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <unordered_map>
 
+#include "runtime/error.h"
+
 namespace tandem {
 
+void check_sampler_params(const sampler_params& p) {
+  auto bad = [](const char* name, float v, const char* want) {
+    throw error(fmt::format("sampling parameter {} = {} must be {}", name, v, want));
+  };
+  if (!std::isfinite(p.temp)) bad("temp", p.temp, "a finite number (0 or less: greedy)");
+  if (!(p.top_p >= 0.0f && p.top_p <= 1.0f)) bad("top_p", p.top_p, "from 0 to 1 (1: off)");
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) bad("min_p", p.min_p, "from 0 to 1 (0: off)");
+  if (!(p.repeat_penalty > 0.0f) || !std::isfinite(p.repeat_penalty))
+    bad("repeat_penalty", p.repeat_penalty, "a finite number above 0 (1: off)");
+}
+
 sampler::sampler(const sampler_params& p)
-    : p_(p), seed_(p.seed == 0xFFFFFFFF ? std::random_device{}() : p.seed), rng_(seed_) {}
+    : p_((check_sampler_params(p), p)),
+      seed_(p.seed == 0xFFFFFFFF ? std::random_device{}() : p.seed),
+      rng_(seed_) {}
 
 void sampler::accept(int32_t token) {
   recent_.push_back(token);
@@ -15,6 +32,10 @@ void sampler::accept(int32_t token) {
 }
 
 int32_t sampler::sample(float* logits, int n_vocab) {
+  if (n_vocab < 1) throw error(fmt::format("sampler: {} logits to choose from", n_vocab));
+  // NaN compares false both ways: it would break the sort's ordering (undefined behaviour).
+  for (int i = 0; i < n_vocab; ++i)
+    if (std::isnan(logits[i])) logits[i] = -INFINITY;
   if (p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) {
     std::unordered_map<int32_t, int> count;
     for (int32_t t : recent_) ++count[t];
@@ -42,6 +63,12 @@ int32_t sampler::sample(float* logits, int n_vocab) {
       std::sort(cand_.begin(), cand_.end(), by_logit);
     }
     cand_.resize(n);
+    // No finite best logit (all -inf, or +inf ones whose differences are NaN): take the first.
+    if (!std::isfinite(cand_[0].first)) {
+      chosen = cand_[0].second;
+      accept(chosen);
+      return chosen;
+    }
     // Probabilities at temperature 1 for the top-p and min-p cuts (llama.cpp applies the
     // temperature last).
     std::vector<double> prob(n);

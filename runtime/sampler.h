@@ -23,11 +23,18 @@ struct sampler_params {
   uint32_t seed = 0xFFFFFFFF;   // 0xFFFFFFFF: random
 };
 
+// Throws tandem::error naming the first parameter out of range: temp, top_p, min_p and
+// repeat_penalty must be numbers (not NaN or infinite), top_p and min_p within 0..1, the penalty
+// above 0.
+void check_sampler_params(const sampler_params& p);
+
 class sampler {
  public:
+  // Checks p (check_sampler_params).
   explicit sampler(const sampler_params& p);
-  // Picks the next token from n_vocab logits (which it may modify) and remembers it for the
-  // repetition penalty.
+  // Picks the next token from n_vocab (>= 1) logits (which it may modify) and remembers it for
+  // the repetition penalty. NaN logits count as -infinity; when no logit is finite the choice is
+  // greedy.
   int32_t sample(float* logits, int n_vocab);
   // Tokens the repetition penalty should consider (e.g. the prompt).
   void accept(int32_t token);

@@ -53,12 +53,14 @@ int32_t special_id(const gguf_file& f, const std::string& key, int32_t def, size
   if (!v->is_int())
     throw error(fmt::format("{}: metadata '{}' should be an integer token id, found a {}",
                             f.path(), key, gguf_type_name(v->type)));
-  const int64_t id = v->as_int();
+  // A u64 above 2^63-1 would read as negative (and as "none" for 2^64-1): keep it out of range.
+  const bool huge = v->type == gguf_type::u64 && v->u > static_cast<uint64_t>(INT64_MAX);
+  const int64_t id = huge ? INT64_MAX : v->as_int();
   if (id == -1 || id == k_null_u32) return -1;
   if (id < 0 || static_cast<uint64_t>(id) >= n)
     throw error(fmt::format("{}: metadata '{}' = {} is outside the vocabulary (0..{}); fix the "
                             "key or convert the model again",
-                            f.path(), key, id, n - 1));
+                            f.path(), key, v->to_string(), n - 1));
   return static_cast<int32_t>(id);
 }
 

@@ -841,6 +841,32 @@ class bpe_tokenizer final : public detail::vocab_tokenizer {
 
 }  // namespace
 
+namespace {
+
+// Every merge is "LEFT RIGHT" with LEFT, RIGHT and LEFTRIGHT in the vocabulary (true of every
+// vocabulary llama.cpp's converter writes); anything else is a corrupt or crafted file.
+void check_merges(const vocab_data& v, const gguf_value& merges) {
+  for (size_t i = 0; i < merges.arr.size(); ++i) {
+    const std::string& m = merges.arr[i].str;
+    const size_t sp = m.find(' ', 1);  // position 0 may be a space belonging to the left part
+    auto fail = [&](const std::string& why) {
+      throw error(fmt::format("{}: tokenizer.ggml.merges: merge {} ('{}') {}; the vocabulary is "
+                              "broken, convert the model again",
+                              v.path, i, m, why));
+    };
+    if (sp == std::string::npos || sp + 1 == m.size())
+      fail("is not two tokens separated by a space");
+    const std::string_view left(m.data(), sp), right(m.data() + sp + 1, m.size() - sp - 1);
+    for (std::string_view part : {left, right})
+      if (v.find(part) < 0) fail(fmt::format("names '{}', which is not in the vocabulary", part));
+    const std::string joined = std::string(left).append(right);
+    if (v.find(joined) < 0)
+      fail(fmt::format("makes '{}', which is not in the vocabulary", joined));
+  }
+}
+
+}  // namespace
+
 namespace detail {
 
 std::unique_ptr<tokenizer> make_bpe_tokenizer(const gguf_file& f, vocab_data v) {
@@ -864,6 +890,7 @@ std::unique_ptr<tokenizer> make_bpe_tokenizer(const gguf_file& f, vocab_data v) 
     throw error(fmt::format("{}: metadata 'tokenizer.ggml.merges' is {}; a 'gpt2' vocabulary "
                             "needs its merge list, convert the model again",
                             f.path(), merges ? "not an array of strings" : "missing"));
+  check_merges(v, *merges);
   if (!f.find("tokenizer.ggml.add_bos_token")) v.add_bos = spec->add_bos;
   return std::make_unique<bpe_tokenizer>(std::move(v), *merges, *spec);
 }

@@ -491,7 +491,9 @@ uint64_t context::submit(queue& q, VkCommandBuffer cb, std::initializer_list<tim
   si.pCommandBuffers = &cb;
   si.signalSemaphoreCount = 1;
   si.pSignalSemaphores = &q.timeline;
-  VK_CHECK(fn.vkQueueSubmit(q.handle, 1, &si, VK_NULL_HANDLE));
+  VkResult r = injected_fault(fault_point::submit);
+  if (r == VK_SUCCESS) r = fn.vkQueueSubmit(q.handle, 1, &si, VK_NULL_HANDLE);
+  if (r != VK_SUCCESS) check_failed(r, "vkQueueSubmit(...)", __FILE__, __LINE__);
   q.last_value = signal;
   q.pending = 0;
   return signal;

@@ -63,7 +63,8 @@ buffer create_buffer(context& ctx, VkDeviceSize size, memory_kind kind) {
   VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   ai.allocationSize = req.size;
   ai.memoryTypeIndex = ctx.memory_type(req.memoryTypeBits, required, preferred);
-  const VkResult r = fn.vkAllocateMemory(ctx.device(), &ai, nullptr, &b.mem);
+  VkResult r = injected_fault(fault_point::alloc);
+  if (r == VK_SUCCESS) r = fn.vkAllocateMemory(ctx.device(), &ai, nullptr, &b.mem);
   if (r != VK_SUCCESS) {
     fn.vkDestroyBuffer(ctx.device(), b.buf, nullptr);
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)

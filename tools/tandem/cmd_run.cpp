@@ -13,6 +13,7 @@
 #include "runtime/tokenizer.h"
 #include "runtime/trace.h"
 #include "tools/tandem/commands.h"
+#include "tools/tandem/interrupt.h"
 
 namespace tandem::cli {
 namespace {
@@ -84,6 +85,7 @@ command add_run(CLI::App& app) {
                  "format: open in ui.perfetto.dev)");
 
   return [o] {
+    catch_interrupt();  // Ctrl-C stops after the current token: what was printed stays printed
     parse_offload(o->offload);  // a bad value is refused before the model is loaded
     check_stream_policy(o->stream);
     if (o->n_batch < 1) throw error("--batch-size must be at least 1");
@@ -132,7 +134,7 @@ command add_run(CLI::App& app) {
     int n_gen = 0;
     const int limit = o->n_predict < 0 ? eng.n_ctx() - static_cast<int>(ids.size()) : o->n_predict;
     auto t2 = clock::now();
-    while (n_gen < limit) {
+    while (n_gen < limit && !interrupted()) {
       int32_t next = smp.sample(logits.data(), m->hp().n_vocab);
       if (tok->is_eog(next)) break;
       std::string piece = tok->piece(next, prev);
@@ -150,6 +152,7 @@ command add_run(CLI::App& app) {
     const double gen_ms = ms_since(t2);
     std::fputc('\n', stdout);
     std::fflush(stdout);
+    if (interrupted()) fmt::print(stderr, "tandem: interrupted after {} tokens\n", n_gen);
     fmt::print(stderr,
                "\nload: {:.1f} ms | prompt: {} tokens in {:.1f} ms ({:.1f} tokens/s) | "
                "generation: {} tokens in {:.1f} ms ({:.1f} tokens/s) | {} | seed {}\n",
@@ -163,7 +166,7 @@ command add_run(CLI::App& app) {
       fmt::print(stderr, "trace: {} ({} upload spans, {:.2f} ms; {} GPU compute spans, {:.2f} ms)\n",
                  o->trace, s.uploads, s.upload_us / 1000, s.computes, s.compute_us / 1000);
     }
-    return 0;
+    return interrupted() ? k_exit_interrupted : 0;
   };
 }
 
