@@ -7,6 +7,7 @@
 
 #include "runtime/backend_factory.h"
 #include "runtime/cost_model.h"
+#include "runtime/memory_limit.h"
 #include "runtime/scheduler.h"
 #include "runtime/trace.h"
 
@@ -18,6 +19,12 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   if (n_ctx_ > (1 << 20))
     throw error(fmt::format("context size {} is too large (at most {})", n_ctx_, 1 << 20));
   n_batch_ = std::max(1, std::min(opt.n_batch, n_ctx_));
+  // A memory limit too small for the KV cache and scratch beside a few streamed layers gets a
+  // smaller batch, then (unless -c set it) context (runtime/memory_limit.h).
+  const memory_limit lim = detect_memory_limit(opt.mem_budget);
+  const std::string fit = fit_batch_and_context(memory_shape_of(m), lim, memory_margin(lim.bytes), 3,
+                                                &n_batch_, &n_ctx_, opt.n_ctx <= 0);
+  if (!fit.empty()) notes_.push_back(fit);
 
   // Plan: which layers (and the output head) go to the GPU.
   plan_request req;

@@ -60,6 +60,11 @@ std::string layer_cache_metrics::summary() const {
       "I/O {}\n",
       bytes_str(capacity_bytes), capacity_layers, bytes_str(slot_bytes), bytes_str(budget_bytes),
       prefetch_distance, direct_io ? "on" : "off");
+  if (streamed_layers > 0 || resident_layers > 0)
+    s += fmt::format("  policy: {} layers kept resident, {} streamed through the ring ({} per pass); "
+                     "{} passes, {} read per pass\n",
+                     resident_layers, streamed_layers, bytes_str(streamed_bytes), passes,
+                     bytes_str(static_cast<uint64_t>(bytes_per_pass())));
   s += fmt::format("  acquires: {} hits, {} misses ({} waited for a prefetch in flight)\n", hits,
                    misses, late_prefetches);
   s += fmt::format("  loads: {}, {} read in {:.3f} s ({:.2f} GB/s); {} evictions; {} read errors\n",
@@ -89,6 +94,7 @@ layer_cache_metrics operator-(const layer_cache_metrics& a, const layer_cache_me
   d.prefetch_dropped -= b.prefetch_dropped;
   d.evictions -= b.evictions;
   d.load_errors -= b.load_errors;
+  d.passes -= b.passes;
   d.blocked_s -= b.blocked_s;
   d.load_s -= b.load_s;
   d.compute_s -= b.compute_s;
@@ -231,6 +237,7 @@ layer_cache::layer_cache(layer_cache_config cfg, std::vector<std::vector<layer_e
   m_.capacity_layers = capacity_layers();
   m_.prefetch_distance = cfg_.prefetch_distance;
   m_.direct_io = direct_io();
+  if (cfg_.keep_resident) choose_kept();
   loader_ = std::thread([this] { loader_main(); });
 }
 
@@ -240,6 +247,21 @@ layer_cache::~layer_cache() {
   for (buffer& b : pool_) free_buffer(b);
   if (direct_fd_ >= 0) ::close(direct_fd_);
   if (fd_ >= 0) ::close(fd_);
+}
+
+void layer_cache::choose_kept() {
+  const int n = n_slots();
+  const int ring = std::max(1, cfg_.prefetch_distance + 1);
+  const int cap = capacity_layers();
+  const int keep = cap >= n ? n : std::clamp(cap - ring, 0, n);  // no ring when all fit
+  // Spread over the walk, so that the loader reads streamed slots while kept ones compute.
+  m_.resident_layers = keep;
+  m_.streamed_layers = n - keep;
+  for (int i = 0; i < n; ++i) {
+    slot_t& s = slots_[static_cast<size_t>(i)];
+    s.keep = static_cast<int64_t>(i + 1) * keep / n != static_cast<int64_t>(i) * keep / n;
+    if (!s.keep) m_.streamed_bytes += s.bytes;
+  }
 }
 
 void layer_cache::free_buffer(buffer& b) {
@@ -301,6 +323,17 @@ void layer_cache::release(int slot) {
 bool layer_cache::protected_slot(int slot) const {
   const int d = cfg_.prefetch_distance, n = n_slots();
   if (d <= 0 || cursor_ < 0) return false;
+  if (cfg_.keep_resident) {  // the next d streamed slots (kept ones are never victims anyway)
+    if (slots_[static_cast<size_t>(slot)].keep) return false;
+    int seen = 0;
+    for (int k = 1; k < n && seen < d; ++k) {
+      const int s = (cursor_ + k) % n;
+      if (slots_[static_cast<size_t>(s)].keep) continue;
+      if (s == slot) return true;
+      ++seen;
+    }
+    return false;
+  }
   const int dist = ((slot - cursor_) % n + n) % n;
   return dist >= 1 && dist <= d;
 }
@@ -341,14 +374,17 @@ bool layer_cache::reserve(std::unique_lock<std::mutex>&, int slot, uint64_t need
       pool_.pop_back();
       continue;
     }
-    // Evict: least recently used among unpinned, unprotected resident slots; for a demand load,
-    // failing that, the protected slot needed last.
-    int victim = -1, victim_prot = -1, prot_dist = -1;
+    // Evict: least recently used among unpinned, unprotected resident slots that are not kept; for
+    // a demand load, failing that, the protected slot needed last, and failing that (slot sizes
+    // that do not add up to the plan), a kept one.
+    int victim = -1, victim_prot = -1, prot_dist = -1, victim_kept = -1;
     const int n = n_slots();
     for (int i = 0; i < n; ++i) {
       const slot_t& s = slots_[static_cast<size_t>(i)];
       if (i == slot || s.st != state::ready || s.pins > 0) continue;
-      if (!protected_slot(i)) {
+      if (s.keep) {
+        if (demand && victim_kept < 0) victim_kept = i;
+      } else if (!protected_slot(i)) {
         if (victim < 0 || s.last_use < slots_[static_cast<size_t>(victim)].last_use) victim = i;
       } else if (demand) {
         const int dist = ((i - cursor_) % n + n) % n;
@@ -356,6 +392,7 @@ bool layer_cache::reserve(std::unique_lock<std::mutex>&, int slot, uint64_t need
       }
     }
     if (victim < 0) victim = victim_prot;
+    if (victim < 0) victim = victim_kept;
     if (victim < 0) return false;
     evict(victim);
   }
@@ -504,12 +541,32 @@ bool layer_cache::prefetch(int slot) {
   return true;
 }
 
+int layer_cache::prefetch_ahead(int slot, int distance) {
+  if (slot < 0 || slot >= n_slots())
+    throw error(fmt::format("layer cache: prefetch after slot {} (the cache has {})", slot, n_slots()));
+  std::vector<int> want;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const int n = n_slots();
+    for (int k = 1; k < n && static_cast<int>(want.size()) < distance; ++k) {
+      const int s = (slot + k) % n;
+      const slot_t& t = slots_[static_cast<size_t>(s)];
+      if (t.keep && t.st == state::ready) continue;
+      want.push_back(s);
+    }
+  }
+  int queued = 0;
+  for (int s : want) queued += prefetch(s) ? 1 : 0;
+  return queued;
+}
+
 layer_cache::handle layer_cache::acquire(int slot) {
   if (slot < 0 || slot >= n_slots())
     throw error(fmt::format("layer cache: acquire of slot {} (the cache has {})", slot, n_slots()));
   const auto t0 = clock::now();
   std::unique_lock<std::mutex> lk(mu_);
   if (stop_.load()) throw error("the layer cache is shut down");
+  if (cursor_ < 0 || slot <= cursor_) ++m_.passes;
   cursor_ = slot;  // the protected window now follows this slot
   slot_t& s = slots_[static_cast<size_t>(slot)];
   if (s.st == state::ready) {
