@@ -711,11 +711,12 @@ class cpu_backend final : public backend {
     const int cap_layers = static_cast<int>(cfg.capacity_bytes / std::max<uint64_t>(one_layer, 1));
     const int max_d = std::max(0, std::min(cap_layers, static_cast<int>(slots.size())) - 1);
     // The cache keeps a fixed set of layers and streams the rest through a ring of
-    // prefetch distance + 1 buffers (layer_cache_config::keep_resident): 2 ahead keep the loader
-    // busy whenever loads are slower than compute, and each buffer more in the ring is a layer
-    // less kept.
+    // prefetch distance + 1 buffers (layer_cache_config::keep_resident). One ahead keeps the
+    // loader busy whenever loads are slower than compute (the kept layers, spread between the
+    // streamed ones, compute while it reads the next streamed one), and each buffer more in the
+    // ring is a layer less kept.
     prefetch_distance_ =
-        opt_.prefetch_distance < 0 ? std::min(max_d, 2) : std::min(max_d, opt_.prefetch_distance);
+        opt_.prefetch_distance < 0 ? std::min(max_d, 1) : std::min(max_d, opt_.prefetch_distance);
     cfg.prefetch_distance = prefetch_distance_;
     cfg.keep_resident = true;
     cfg.queue_capacity = static_cast<size_t>(std::max(4, 2 * prefetch_distance_));
@@ -729,12 +730,18 @@ class cpu_backend final : public backend {
     cache_ = std::make_unique<layer_cache>(std::move(cfg), std::move(slots));
     if (wp.automatic) {
       const layer_cache_metrics cm = cache_->metrics();
-      notes_.push_back(fmt::format(
-          "model {} (+ KV cache {}, scratch {}, {} kept free) > memory limit {}: streaming {} of "
-          "{} layers from disk",
-          size_str(m_.weight_bytes()), size_str(kv_bytes), size_str(scratch),
-          size_str(memory_margin(limit_.bytes)), limit_.describe(), cm.streamed_layers,
-          cache_->n_slots()));
+      const std::string what =
+          cm.streamed_layers > 0
+              ? fmt::format("streaming {} of {} layers from disk", cm.streamed_layers,
+                            cache_->n_slots())
+              : fmt::format("all {} layers kept in the layer cache (not repacked), the embedding "
+                            "and output head read from the file mapping",
+                            cache_->n_slots());
+      notes_.push_back(fmt::format("model {} (+ KV cache {}, scratch {}, {} kept free) > memory "
+                                   "limit {}: {}",
+                                   size_str(m_.weight_bytes()), size_str(kv_bytes),
+                                   size_str(scratch), size_str(memory_margin(limit_.bytes)),
+                                   limit_.describe(), what));
     }
   }
 

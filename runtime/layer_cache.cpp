@@ -320,6 +320,13 @@ void layer_cache::release(int slot) {
 
 // ---- eviction -----------------------------------------------------------------------------
 
+int layer_cache::walk_distance(int slot) const {
+  const int n = n_slots();
+  if (cursor_ < 0) return slot;
+  const int d = ((slot - cursor_) % n + n) % n;
+  return d == 0 ? n : d;  // the slot just acquired is needed again last
+}
+
 bool layer_cache::protected_slot(int slot) const {
   const int d = cfg_.prefetch_distance, n = n_slots();
   if (d <= 0 || cursor_ < 0) return false;
@@ -385,7 +392,12 @@ bool layer_cache::reserve(std::unique_lock<std::mutex>&, int slot, uint64_t need
       if (s.keep) {
         if (demand && victim_kept < 0) victim_kept = i;
       } else if (!protected_slot(i)) {
-        if (victim < 0 || s.last_use < slots_[static_cast<size_t>(victim)].last_use) victim = i;
+        // keep_resident: the streamed slot the walk needs last (the one used last, in a cyclic
+        // walk: the ring then holds exactly the slots ahead, whatever the loads' timing).
+        if (victim < 0 ||
+            (cfg_.keep_resident ? walk_distance(i) > walk_distance(victim)
+                                : s.last_use < slots_[static_cast<size_t>(victim)].last_use))
+          victim = i;
       } else if (demand) {
         const int dist = ((i - cursor_) % n + n) % n;
         if (dist > prot_dist) prot_dist = dist, victim_prot = i;
@@ -487,7 +499,13 @@ void layer_cache::loader_main() {
     buffer b;
     bool ok = false;
     try {
-      ok = reserve(lk, slot, s.bytes, false, &b);
+      if (s.buf.p) {  // reserved by prefetch (keep_resident)
+        b = s.buf;
+        s.buf = {};
+        ok = true;
+      } else {
+        ok = reserve(lk, slot, s.bytes, false, &b);
+      }
     } catch (const std::bad_alloc&) {
       s.st = state::empty;
       s.error = fmt::format("out of memory allocating {} for a layer buffer", bytes_str(s.bytes));
@@ -514,15 +532,22 @@ void layer_cache::loader_main() {
     --loader_busy_;
     finish_load(slot, b, err, stopped, nread, secs, true);
   }
-  for (int slot : queue_) slots_[static_cast<size_t>(slot)].st = state::empty;
+  for (int slot : queue_) drop_queued(slot);
   queue_.clear();
   cv_.notify_all();
+}
+
+void layer_cache::drop_queued(int slot) {
+  slot_t& s = slots_[static_cast<size_t>(slot)];
+  s.st = state::empty;
+  if (s.buf.p) pool_.push_back(s.buf);
+  s.buf = {};
 }
 
 bool layer_cache::prefetch(int slot) {
   if (slot < 0 || slot >= n_slots())
     throw error(fmt::format("layer cache: prefetch of slot {} (the cache has {})", slot, n_slots()));
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   ++m_.prefetch_requests;
   if (stop_.load()) return false;
   slot_t& s = slots_[static_cast<size_t>(slot)];
@@ -533,6 +558,23 @@ bool layer_cache::prefetch(int slot) {
   if (queue_.size() >= cfg_.queue_capacity) {
     ++m_.prefetch_dropped;
     return false;
+  }
+  // keep_resident: the buffer is taken (and its slot evicted) now, in the caller's walk order,
+  // not when the loader gets to it: what stays resident then does not depend on the loader's
+  // timing, and a pass reads exactly the streamed slots.
+  if (cfg_.keep_resident) {
+    buffer b;
+    bool ok = false;
+    try {
+      ok = reserve(lk, slot, s.bytes, false, &b);
+    } catch (const std::bad_alloc&) {
+      ok = false;
+    }
+    if (!ok) {
+      ++m_.prefetch_dropped;
+      return false;
+    }
+    s.buf = b;
   }
   s.st = state::queued;
   queue_.push_back(slot);
@@ -600,12 +642,14 @@ layer_cache::handle layer_cache::acquire(int slot) {
       cv_.wait(lk);
       continue;
     }
+    buffer b;
     if (s.st == state::queued) {  // take it from the queue and read it here
       queue_.erase(std::find(queue_.begin(), queue_.end(), slot));
       s.st = state::empty;
+      b = s.buf;  // the buffer prefetch reserved (keep_resident), if any
+      s.buf = {};
     }
-    buffer b;
-    if (!reserve(lk, slot, s.bytes, true, &b)) {  // every slot pinned or loading: wait
+    if (!b.p && !reserve(lk, slot, s.bytes, true, &b)) {  // every slot pinned or loading: wait
       cv_.wait(lk);
       continue;
     }
@@ -628,7 +672,7 @@ void layer_cache::shutdown() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_.store(true, std::memory_order_release);
-    for (int slot : queue_) slots_[static_cast<size_t>(slot)].st = state::empty;
+    for (int slot : queue_) drop_queued(slot);
     queue_.clear();
   }
   cv_.notify_all();

@@ -19,7 +19,8 @@
 //                   every slot. With keep_resident, a fixed set of slots (as many as the capacity
 //                   holds beside a ring of prefetch_distance + 1 buffers, spread evenly over the
 //                   walk) is never evicted once loaded, and only the others stream through the
-//                   ring: a pass reads the streamed slots' bytes, not all of them;
+//                   ring: a pass reads the streamed slots' bytes, not all of them. Among the
+//                   streamed slots, the one the walk needs last is evicted first;
 //   shutdown()      stops and joins the loader, even in the middle of a load (reads go in chunks and
 //                   check a stop flag between them); later acquires throw;
 //   errors          a failed read (I/O error, file truncated) is thrown by acquire as a
@@ -180,7 +181,7 @@ class layer_cache {
     uint64_t bytes = 0;
     state st = state::empty;
     bool by_loader = false;              // the load in flight is the loader's
-    buffer buf;
+    buffer buf;                          // ready; or queued, reserved by prefetch (keep_resident)
     int pins = 0;
     bool keep = false;                   // keep_resident: never evicted once loaded
     uint64_t last_use = 0;
@@ -191,6 +192,8 @@ class layer_cache {
   void release(int slot);
   bool protected_slot(int slot) const;  // in the window after the last acquired slot
   void choose_kept();                   // keep_resident: marks the kept slots
+  void drop_queued(int slot);           // a queued request is dropped (its buffer to the pool)
+  int walk_distance(int slot) const;    // acquires from the last acquired slot until slot's turn
   // Finds room for `need` bytes (evicting); false when there is none now. demand: may evict
   // protected slots. Lock held.
   bool reserve(std::unique_lock<std::mutex>& lk, int slot, uint64_t need, bool demand, buffer* out);

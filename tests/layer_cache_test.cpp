@@ -434,12 +434,13 @@ TEST(LayerCache, KeepResidentReadsOnlyTheStreamedLayersPerPass) {
     }
     EXPECT_EQ(n_kept, kept);
     EXPECT_LE(longest_run, (kept + 9) / (10 - kept) + 1) << distance;
+    // The first pass reads everything (and a streamed slot again where a kept slot's first load
+    // took its buffer); the second may still find a streamed slot left from it.
+    walk(c, distance);
+    EXPECT_GE(c.metrics().bytes_read, 10 * k_layer);
+    EXPECT_LE(c.metrics().bytes_read, static_cast<uint64_t>(10 + ring) * k_layer);
     walk(c, distance);
     const layer_cache_metrics first = c.metrics();
-    // The first pass reads everything, and a prefetched layer or two again where a kept layer's
-    // first load took its buffer.
-    EXPECT_GE(first.bytes_read, 10 * k_layer);
-    EXPECT_LE(first.bytes_read, static_cast<uint64_t>(10 + distance) * k_layer);
     for (int pass = 0; pass < 4; ++pass) walk(c, distance);
     m = c.metrics() - first;
     EXPECT_EQ(m.passes, 4u);
