@@ -35,6 +35,9 @@ using f16 = uint16_t;
 class cpu_backend final : public backend {
  public:
   cpu_backend(const model& m, const backend_options& opt) : m_(m), hp_(m.hp()), opt_(opt) {
+    // Before the KV cache and scratch are allocated: a cgroup's usage would count them, and the
+    // plan (plan_memory) counts them too.
+    limit_ = detect_memory_limit(opt.mem_budget);
     cpu::set_num_threads(opt.n_threads);
     const size_t nb = static_cast<size_t>(opt.n_batch);
     x_.resize(nb * hp_.n_embd);
@@ -571,10 +574,12 @@ class cpu_backend final : public backend {
   weights_plan plan_memory(uint64_t layer_bytes, uint64_t kv_bytes, uint64_t scratch) {
     weights_need need;
     const bool tied = m_.output().t == m_.tok_embd().t;
-    need.nonlayer = m_.tok_embd().nbytes() +
-                    (opt_.output ? m_.output_norm().nbytes() + (tied ? 0 : m_.output().nbytes()) : 0);
+    // While layers stream, the output head is read on every token, the embedding only a row per
+    // token: room is kept for the first alone.
+    need.nonlayer = opt_.output ? m_.output_norm().nbytes() + m_.output().nbytes() : 0;
     need.layers = layer_bytes;
-    need.mapped = layer_bytes + need.nonlayer;
+    need.mapped = layer_bytes + m_.tok_embd().nbytes() +
+                  (opt_.output ? m_.output_norm().nbytes() + (tied ? 0 : m_.output().nbytes()) : 0);
     const char* env = std::getenv("TANDEM_REPACK");
     if (!(env && std::string(env) == "0")) {
       need.copies =
@@ -586,7 +591,6 @@ class cpu_backend final : public backend {
       need.max_layer = std::max(need.max_layer, m_.layer(il).nbytes() + std::size(k_fields) * 8192);
     need.kv = kv_bytes;
     need.scratch = scratch;
-    limit_ = detect_memory_limit(opt_.mem_budget);
     const weights_plan wp = plan_weights(need, limit_);
     if (need.copies && wp.how == weights_plan::kind::mapped)
       notes_.push_back(fmt::format(
@@ -616,7 +620,9 @@ class cpu_backend final : public backend {
     // 2.5% of a stories110M token). Map its pages now; where the weights are copied, it is copied
     // too (below), onto 2 MiB pages, where a new row costs 0.5 us instead of 11 (TLB misses on
     // the mapping's 4 KiB pages are that dear on the VM).
-    populate_read(m_.tok_embd().data(), m_.tok_embd().nbytes());
+    // (Not while layers stream: the pages would count against the memory limit for nothing.)
+    if (wp.how != weights_plan::kind::stream)
+      populate_read(m_.tok_embd().data(), m_.tok_embd().nbytes());
     if (opt_.output) {  // the output head stays mapped either way: ask the kernel to read ahead
       advise_willneed(m_.output_norm().data(), m_.output_norm().nbytes());
       advise_willneed(m_.output().data(), m_.output().nbytes());
@@ -819,7 +825,7 @@ class cpu_backend final : public backend {
   std::vector<std::string> notes_;
   std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)
   int prefetch_distance_ = 0;
-  memory_limit limit_;    // what plan_memory found
+  memory_limit limit_;    // found before anything was allocated
   uint64_t budget_ = 0;   // the layer cache's budget: --mem-budget or the automatic plan's
   double compute_s_ = 0;
   layer_cache_metrics mapped_;

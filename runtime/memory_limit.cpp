@@ -96,6 +96,24 @@ std::string cgroup_dir(const std::string& base, const std::string& path) {
   return fs::is_directory(dir, ec) ? dir : base;
 }
 
+// The page cache of a cgroup (file pages on its LRU lists, which the kernel reclaims before it
+// kills anything), from its memory.stat; 0 when unknown.
+uint64_t reclaimable_file_bytes(const std::string& dir, bool v2) {
+  const auto text = read_text(dir + "/memory.stat");
+  if (!text) return 0;
+  std::istringstream in(*text);
+  std::string key;
+  uint64_t v = 0, active = 0, inactive = 0, total_active = 0, total_inactive = 0;
+  bool have_total = false;
+  while (in >> key >> v) {
+    if (key == "active_file") active = v;
+    if (key == "inactive_file") inactive = v;
+    if (key == "total_active_file") total_active = v, have_total = true;  // v1, hierarchical
+    if (key == "total_inactive_file") total_inactive = v, have_total = true;
+  }
+  return !v2 && have_total ? total_active + total_inactive : active + inactive;
+}
+
 // Bounds of the cgroup at `dir` and of each ancestor up to `base` that has a limit.
 void cgroup_bounds(const std::string& base, const std::string& dir, bool v2,
                    std::vector<memory_source>* out) {
@@ -108,13 +126,18 @@ void cgroup_bounds(const std::string& base, const std::string& dir, bool v2,
     const auto limit = read_number((p / limit_file).string(), &is_max);
     // v1 writes "no limit" as a page-rounded 2^63 - 1; anything past 2^60 is no limit.
     if (limit && *limit < (1ull << 60)) {
-      const uint64_t usage = read_number((p / usage_file).string()).value_or(0);
+      // The usage counts the page cache (the model file's pages too): only the rest is taken.
+      const uint64_t charged = read_number((p / usage_file).string()).value_or(0);
+      const uint64_t cache = std::min(charged, reclaimable_file_bytes(p.string(), v2));
+      const uint64_t usage = charged - cache;
       std::string rel = p.lexically_relative(root).generic_string();
       rel = rel == "." ? "/" : "/" + rel;
       out->push_back({fmt::format("cgroup {} {}", v2 ? "v2" : "v1", rel),
                       *limit > usage ? *limit - usage : 0,
-                      fmt::format("{} {} - {} {}", limit_file, format_memory(*limit), usage_file,
-                                  format_memory(usage))});
+                      fmt::format("{} {} - {} {}{}", limit_file, format_memory(*limit), usage_file,
+                                  format_memory(usage),
+                                  cache ? fmt::format(" (less {} of page cache)", format_memory(cache))
+                                        : std::string())});
     }
     if (p == root || !p.has_parent_path() || p.parent_path() == p) break;
     p = p.parent_path();

@@ -1,7 +1,9 @@
 // The memory Tandem may use: the least of --mem-budget (when given), the system's available
 // memory (MemAvailable in /proc/meminfo) and what the process's own memory cgroup has left (its
 // limit minus its usage, for the cgroup and each of its ancestors; cgroup v2 memory.max /
-// memory.current, v1 memory.limit_in_bytes / memory.usage_in_bytes).
+// memory.current, v1 memory.limit_in_bytes / memory.usage_in_bytes). The usage leaves out the
+// cgroup's page cache (active_file + inactive_file in memory.stat): the kernel reclaims it before
+// it kills anything, and the model file's own pages are in it.
 //
 // TANDEM_MEM_LIMIT=SIZE (e.g. 320M) acts as one more cgroup limit, with no usage counted against
 // it: a way to try the plan for a small machine on a large one, and the tests' hook.

@@ -62,10 +62,19 @@ TEST(MemoryLimit, CgroupV1LimitMinusUsage) {
   f.write("proc/self/cgroup", "12:pids:/x\n4:memory:/process_api/abc\n3:cpuset:/\n0::/\n");
   f.write("cgroup/memory/process_api/abc/memory.limit_in_bytes", std::to_string(320 * MiB) + "\n");
   f.write("cgroup/memory/process_api/abc/memory.usage_in_bytes", std::to_string(20 * MiB) + "\n");
-  const memory_limit l = detect_memory_limit(0, f.roots);
+  memory_limit l = detect_memory_limit(0, f.roots);
   EXPECT_EQ(l.bytes, 300 * MiB);
   EXPECT_EQ(l.source, "cgroup v1 /process_api/abc");
   EXPECT_NE(l.describe().find("memory.limit_in_bytes 320.00 MiB - memory.usage_in_bytes 20.00 MiB"),
+            std::string::npos)
+      << l.describe();
+  // The page cache in the usage is not taken: the kernel reclaims it (v1: the hierarchical totals).
+  f.write("cgroup/memory/process_api/abc/memory.stat",
+          "cache 9999\nrss 1\nactive_file 1\ninactive_file 2\ntotal_active_file " +
+              std::to_string(4 * MiB) + "\ntotal_inactive_file " + std::to_string(12 * MiB) + "\n");
+  l = detect_memory_limit(0, f.roots);
+  EXPECT_EQ(l.bytes, 316 * MiB);
+  EXPECT_NE(l.describe().find("memory.usage_in_bytes 4.00 MiB (less 16.00 MiB of page cache)"),
             std::string::npos)
       << l.describe();
 }
@@ -105,6 +114,16 @@ TEST(MemoryLimit, CgroupV2MaxAndNestedPaths) {
   const memory_limit own = detect_memory_limit(0, f.roots);
   EXPECT_EQ(own.bytes, 100 * MiB - 1000);
   EXPECT_EQ(own.source, "cgroup v2 /user.slice/app.scope");
+  // v2's memory.stat: file pages on the LRU lists are reclaimable (never more than the usage).
+  f.write("cgroup/user.slice/memory.stat",
+          "anon 100\nfile 999999999\nactive_file " + std::to_string(100 * MiB) +
+              "\ninactive_file " + std::to_string(90 * MiB) + "\n");
+  f.write("cgroup/user.slice/app.scope/memory.stat", "active_file 5000\ninactive_file 0\n");
+  const memory_limit cached = detect_memory_limit(0, f.roots);
+  EXPECT_EQ(cached.bytes, 100 * MiB);  // the own cgroup: 1000 bytes used, all page cache
+  const memory_source* outer = find_source(cached, "cgroup v2 /user.slice");
+  ASSERT_NE(outer, nullptr);
+  EXPECT_EQ(outer->bytes, 510 * MiB);
 }
 
 TEST(MemoryLimit, CgroupV2InAHybridLayoutAndAContainerRoot) {

@@ -128,6 +128,7 @@ command add_run(CLI::App& app) {
     auto t1 = clock::now();
     std::vector<float> logits = eng.eval(ids);
     const double prompt_ms = ms_since(t1);
+    const layer_cache_metrics after_prompt = cache_metrics;
     int32_t prev = ids.back();
     int n_gen = 0;
     const int limit = o->n_predict < 0 ? eng.n_ctx() - static_cast<int>(ids.size()) : o->n_predict;
@@ -157,6 +158,11 @@ command add_run(CLI::App& app) {
                n_gen, gen_ms, n_gen * 1000.0 / std::max(gen_ms, 1e-9), eng.describe(),
                smp.seed());
     if (o->verbose) fmt::print(stderr, "{}", cache_metrics.summary());
+    if (o->verbose && cache_metrics.active) {  // what decode read: the weights a token costs
+      const layer_cache_metrics d = cache_metrics - after_prompt;
+      fmt::print(stderr, "  decode: {} passes, {} read, {} per token\n", d.passes,
+                 format_bytes(d.bytes_read), format_bytes(static_cast<uint64_t>(d.bytes_per_pass())));
+    }
     if (!o->trace.empty()) {
       trace.write(o->trace);
       const auto s = trace.summarize();
