@@ -574,9 +574,6 @@ class cpu_backend final : public backend {
   weights_plan plan_memory(uint64_t layer_bytes, uint64_t kv_bytes, uint64_t scratch) {
     weights_need need;
     const bool tied = m_.output().t == m_.tok_embd().t;
-    // While layers stream, the output head is read on every token, the embedding only a row per
-    // token: room is kept for the first alone.
-    need.nonlayer = opt_.output ? m_.output_norm().nbytes() + m_.output().nbytes() : 0;
     need.layers = layer_bytes;
     need.mapped = layer_bytes + m_.tok_embd().nbytes() +
                   (opt_.output ? m_.output_norm().nbytes() + (tied ? 0 : m_.output().nbytes()) : 0);
@@ -587,8 +584,6 @@ class cpu_backend final : public backend {
       for (int il : opt_.layers)
         for (auto f : k_fields) need.copies += resident_bytes(m_.layer(il).*f);
     }
-    for (int il : opt_.layers)  // a cache buffer: the tensors' bytes, rounded to pages
-      need.max_layer = std::max(need.max_layer, m_.layer(il).nbytes() + std::size(k_fields) * 8192);
     need.kv = kv_bytes;
     need.scratch = scratch;
     const weights_plan wp = plan_weights(need, limit_);
@@ -698,13 +693,24 @@ class cpu_backend final : public backend {
       slot_of_[static_cast<size_t>(il)] = static_cast<int>(slots.size());
       slots.push_back(std::move(ext));
     }
-    const uint64_t need = one_layer + kv_bytes + scratch;
+    // The automatic plan holds the output head in memory (repacked where it can be): it is read on
+    // every token, and from the mapping, under a cgroup limit with no room left for its pages in
+    // the page cache, it was read again by page faults on every token (tinyllama Q4_0 under a
+    // 152 MiB cgroup: 0.9 tokens/s, 49% of the disk bound).
+    const char* rp = std::getenv("TANDEM_REPACK");
+    const bool repack = !(rp && std::string(rp) == "0");
+    const uint64_t out_copy =
+        wp.automatic && opt_.output
+            ? (repack ? resident_bytes(m_.output()) : (m_.output().nbytes() + 63) / 64 * 64)
+            : 0;
+    const uint64_t need = one_layer + kv_bytes + scratch + out_copy;
     if (need > budget_ && wp.automatic)
       throw error(fmt::format(
-          "the memory limit, {}, is too small for this model: one layer needs {} + KV cache {} + "
-          "scratch {} (+ {} kept free); raise the limit or use a smaller context (-c)",
-          limit_.describe(), size_str(one_layer), size_str(kv_bytes), size_str(scratch),
-          size_str(memory_margin(limit_.bytes))));
+          "the memory limit, {}, is too small for this model: one layer needs {} + output head {} "
+          "+ KV cache {} + scratch {} (+ {} kept free); raise the limit or use a smaller context "
+          "(-c)",
+          limit_.describe(), size_str(one_layer), size_str(out_copy), size_str(kv_bytes),
+          size_str(scratch), size_str(memory_margin(limit_.bytes))));
     if (need > budget_)
       throw error(
           fmt::format("--mem-budget {} is too small: one layer needs {} + KV cache {} + "
@@ -713,7 +719,7 @@ class cpu_backend final : public backend {
                       size_str(scratch), size_at_least(need)));
     layer_cache_config cfg;
     cfg.path = f.path();
-    cfg.capacity_bytes = budget_ - kv_bytes - scratch;
+    cfg.capacity_bytes = budget_ - kv_bytes - scratch - out_copy;
     const int cap_layers = static_cast<int>(cfg.capacity_bytes / std::max<uint64_t>(one_layer, 1));
     const int max_d = std::max(0, std::min(cap_layers, static_cast<int>(slots.size())) - 1);
     // The cache keeps a fixed set of layers and streams the rest through a ring of
@@ -734,6 +740,13 @@ class cpu_backend final : public backend {
                     (wp.automatic && !(env && std::string(env) == "0"));
     cfg.layer_ids = opt_.layers;
     cache_ = std::make_unique<layer_cache>(std::move(cfg), std::move(slots));
+    if (out_copy) {
+      arena_ = cpu::large_buffer(out_copy);
+      if (repack) pack(m_.output(), &packed_output_);
+      output_tensor_ = *m_.output().t;
+      if (!packed_output_) copy(m_.output(), &output_tensor_);
+      output_ = weight{&output_tensor_};
+    }
     if (wp.automatic) {
       const layer_cache_metrics cm = cache_->metrics();
       const std::string what =
@@ -741,7 +754,7 @@ class cpu_backend final : public backend {
               ? fmt::format("streaming {} of {} layers from disk", cm.streamed_layers,
                             cache_->n_slots())
               : fmt::format("all {} layers kept in the layer cache (not repacked), the embedding "
-                            "and output head read from the file mapping",
+                            "read from the file mapping",
                             cache_->n_slots());
       notes_.push_back(fmt::format("model {} (+ KV cache {}, scratch {}, {} kept free) > memory "
                                    "limit {}: {}",

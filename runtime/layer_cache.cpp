@@ -252,8 +252,10 @@ layer_cache::~layer_cache() {
 void layer_cache::choose_kept() {
   const int n = n_slots();
   const int ring = std::max(1, cfg_.prefetch_distance + 1);
-  const int cap = capacity_layers();
-  const int keep = cap >= n ? n : std::clamp(cap - ring, 0, n);  // no ring when all fit
+  uint64_t total = 0;
+  for (const slot_t& s : slots_) total += s.bytes;
+  // No ring when all fit (by their own sizes: capacity_layers counts the largest).
+  const int keep = total <= cfg_.capacity_bytes ? n : std::clamp(capacity_layers() - ring, 0, n);
   // Spread over the walk, so that the loader reads streamed slots while kept ones compute.
   m_.resident_layers = keep;
   m_.streamed_layers = n - keep;

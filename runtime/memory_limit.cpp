@@ -227,6 +227,7 @@ memory_shape memory_shape_of(const model& m) {
   // The CPU backend's x, h, q, k, v, attention, gate and up rows, and the engine's hidden state.
   s.scratch_bytes_per_token =
       sizeof(float) * (3ull * hp.n_embd + 2ull * hp.n_embd_q() + 2ull * hp.n_embd_kv() + 2ull * hp.n_ff);
+  s.output_bytes = m.output().nbytes() + m.output_norm().nbytes();
   return s;
 }
 
@@ -235,7 +236,7 @@ std::string fit_batch_and_context(const memory_shape& s, const memory_limit& lim
                                   bool may_shrink_ctx) {
   if (lim.bytes == 0 || lim.from_budget()) return "";
   const auto need = [&] {
-    return overhead + s.max_layer_bytes * static_cast<uint64_t>(ring_layers) +
+    return overhead + s.output_bytes + s.max_layer_bytes * static_cast<uint64_t>(ring_layers) +
            s.kv_bytes_per_pos * static_cast<uint64_t>(*n_ctx) +
            s.scratch_bytes_per_token * static_cast<uint64_t>(*n_batch);
   };
@@ -268,12 +269,7 @@ weights_plan plan_weights(const weights_need& n, const memory_limit& lim) {
     return {held, 0, false};
   }
   if (!bounded || held == kind::copies || fits(n.mapped)) return {held, 0, false};
-  // Stream. The embedding and output head are read from the mapping (page cache the kernel may
-  // reclaim, but the output head is read on every token): leave room for them when that still
-  // leaves a ring of three layers.
-  const uint64_t least = n.kv + n.scratch + 3 * n.max_layer;
-  const uint64_t budget = usable >= n.nonlayer + least ? usable - n.nonlayer : usable;
-  return {kind::stream, budget, true};
+  return {kind::stream, usable, true};
 }
 
 }  // namespace tandem

@@ -62,13 +62,14 @@ struct memory_shape {
   uint64_t max_layer_bytes = 0;  // the largest layer's weights, as stored in the file
   uint64_t kv_bytes_per_pos = 0;  // KV cache bytes per context position, all CPU layers
   uint64_t scratch_bytes_per_token = 0;  // the CPU backend's per-token buffers
+  uint64_t output_bytes = 0;  // the output head: held in memory while the layers stream
 };
 
 // The shape of the model for the CPU backend holding all its layers (an estimate of its buffers).
 memory_shape memory_shape_of(const model& m);
 
-// When the limit is too small for `ring_layers` streamed layers + the KV cache (n_ctx) + scratch
-// (n_batch) + `overhead`, halves *n_batch (down to 32) and then, when may_shrink_ctx, *n_ctx (down
+// When the limit is too small for `ring_layers` streamed layers + the output head + the KV cache
+// (n_ctx) + scratch (n_batch) + `overhead`, halves *n_batch (down to 32) and then, when may_shrink_ctx, *n_ctx (down
 // to 256) until it fits or neither can shrink further. Returns what it changed as a note for the
 // user ("" when nothing).
 std::string fit_batch_and_context(const memory_shape& s, const memory_limit& lim,
@@ -80,15 +81,14 @@ struct weights_need {
   uint64_t copies = 0;     // every weight copied as the backend would (repacked); 0: no copies
   uint64_t mapped = 0;     // every weight read from the file mapping instead
   uint64_t layers = 0;     // the layers' weights alone (file bytes)
-  uint64_t nonlayer = 0;   // token embedding and output head: stay mapped while layers stream
-  uint64_t max_layer = 0;  // the largest layer's layer cache buffer
   uint64_t kv = 0;         // KV cache
   uint64_t scratch = 0;    // per-batch buffers
 };
 
 struct weights_plan {
   enum class kind { copies, mapped, stream } how = kind::copies;
-  uint64_t budget = 0;  // stream: bytes for the layer cache + KV cache + scratch
+  // stream: bytes for the layer cache + KV cache + scratch (+ the output head, automatic)
+  uint64_t budget = 0;
   bool automatic = false;  // stream chosen by the limit, not by --mem-budget
 };
 
@@ -98,9 +98,8 @@ uint64_t memory_margin(uint64_t limit);
 
 // How to hold the weights under the limit: copied (repacked) when the copies, KV cache and
 // scratch fit the limit less the margin; else mapped when the mapped weights fit; else streamed
-// through the layer cache with a budget of what is left (less the mapped embedding and output
-// head where there is room for them and a ring of layers). A binding --mem-budget keeps its own
-// meaning: the layers + KV cache + scratch within it, or streaming with that budget.
+// through the layer cache with a budget of all that is left. A binding --mem-budget keeps its
+// own meaning: the layers + KV cache + scratch within it, or streaming with that budget.
 weights_plan plan_weights(const weights_need& n, const memory_limit& lim);
 
 }  // namespace tandem
