@@ -252,7 +252,7 @@ std::string fit_batch_and_context(const memory_shape& s, const memory_limit& lim
                      what);
 }
 
-uint64_t memory_margin(uint64_t limit) { return (16ull << 20) + limit / 16; }
+uint64_t memory_margin(uint64_t limit) { return (8ull << 20) + limit / 16; }
 
 weights_plan plan_weights(const weights_need& n, const memory_limit& lim) {
   using kind = weights_plan::kind;

@@ -92,7 +92,7 @@ struct weights_plan {
   bool automatic = false;  // stream chosen by the limit, not by --mem-budget
 };
 
-// Room kept for what no plan counts (code, heap, the tokenizer, threads' stacks): 16 MiB + 1/16
+// Room kept for what no plan counts (heap, threads' stacks, the engine's buffers): 8 MiB + 1/16
 // of the limit.
 uint64_t memory_margin(uint64_t limit);
 
