@@ -82,8 +82,9 @@ fi
 
 rate_after=$(disk_rate)  # the disk is shared: its rate before and after, averaged
 disk_rate=$(( (rate_before + rate_after) / 2 ))
-grep -E "^tandem: |^load: |layer cache: |policy: |decode: |^error" "$err" || true
-tokens_s=$(sed -nE 's/.*generation: [0-9]+ tokens in [0-9.]+ ms \(([0-9.]+) tokens\/s\).*/\1/p' "$err")
+grep -E "^tandem: |^load: |layer cache: |policy: |  time: |decode: |^error" "$err" | grep -v "no GPU" || true
+tokens_s=$(sed -nE 's/.*generation: ([0-9]+) tokens in ([0-9.]+) ms.*/\1 \2/p' "$err" |
+  awk '$2 > 0 { printf "%.3f", $1 * 1000 / $2 }')
 per_token=$(sed -nE 's/.*decode: [0-9]+ passes, .* read, ([0-9.]+ [KMG]?i?B) per token.*/\1/p' "$err")
 per_token_bytes=$( [ -n "$per_token" ] && numfmt --from=iec "$(echo "$per_token" | sed -E 's/ //; s/iB$//; s/B$//')" || echo 0)
 echo "---"

@@ -71,7 +71,8 @@ command add_run(CLI::App& app) {
                  "device memory to plan with (e.g. 2G), instead of the device's budget");
   app.add_option("--mem-budget", o->mem_budget,
                  "memory for layer weights + KV cache + scratch (e.g. 512M, 4G); layers that do "
-                 "not fit are read from the file into a bounded cache");
+                 "not fit are read from the file into a bounded cache (without it: planned from "
+                 "the memory limit that `tandem info` shows)");
   app.add_option("--prefetch-distance", o->prefetch_distance,
                  "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
   app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
