@@ -23,14 +23,6 @@ constexpr const char* k_space_marker = "\xe2\x96\x81";  // U+2581 "▁", Sentenc
 // Ids GGUF writers use for "no such token" in a u32 field.
 constexpr int64_t k_null_u32 = 0xFFFFFFFFll;
 
-// Token texts llama.cpp treats as end of generation (and as control tokens) whatever their
-// declared type; converters get the type of these wrong often enough that it checks by text.
-constexpr const char* k_eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>",    "<|end|>",        "<end_of_turn>",  "<|endoftext|>",
-    "</s>",       "<|eom_id|>",    "<EOT>",          "_<EOT>",         "<|end_of_text|>",
-    "<end_of_utterance>",          "<eos>",          "<｜end▁of▁sentence｜>",
-};
-
 const gguf_value* find_array(const gguf_file& f, const std::string& key, bool required) {
   const gguf_value* v = f.find(key);
   if (!v) {
@@ -156,23 +148,7 @@ vocab_data load_vocab(const gguf_file& f, bool spm) {
   v.add_bos = bool_key(f, "tokenizer.ggml.add_bos_token", spm);
   v.add_space_prefix = bool_key(f, "tokenizer.ggml.add_space_prefix", spm);
 
-  for (int32_t id : {v.eos, eot, eom})
-    if (id >= 0) v.eog.push_back(id);
-  for (const char* t : k_eog_texts) {
-    const int32_t id = v.find(t);
-    if (id < 0) continue;
-    v.eog.push_back(id);
-    v.type[id] = token_type::control;
-  }
-  std::sort(v.eog.begin(), v.eog.end());
-  v.eog.erase(std::unique(v.eog.begin(), v.eog.end()), v.eog.end());
-
-  for (size_t i = 0; i < n; ++i)
-    if (v.type[i] == token_type::user_defined && !v.text[i].empty())
-      v.split_tokens.push_back(static_cast<int32_t>(i));
-  std::stable_sort(v.split_tokens.begin(), v.split_tokens.end(), [&](int32_t a, int32_t b) {
-    return v.text[a].size() > v.text[b].size();
-  });
+  detail::classify_special_tokens(f, v, eot, eom);
   return v;
 }
 
@@ -190,13 +166,16 @@ class spm_tokenizer final : public detail::vocab_tokenizer {
     }
   }
 
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
+  std::vector<int32_t> encode(std::string_view text, bool add_bos,
+                              bool parse_special) const override {
     std::vector<int32_t> out;
     if (add_bos && v_.bos >= 0) out.push_back(v_.bos);
-    // The space prefix goes at the start and after every user-defined token, as in llama.cpp.
+    // The space prefix goes at the start of the text and after every special token (control or
+    // user-defined) split out of it, never after ordinary text: llama.cpp's is_prev_special. So
+    // "<s>Hi" with parse_special is <s> "▁Hi", and "a<s>" is "▁a" <s>.
     bool prev_special = true;
     std::string s;
-    for (const detail::fragment& fr : detail::split_user_defined(v_, text)) {
+    for (const detail::fragment& fr : detail::split_special(v_, text, parse_special)) {
       if (fr.token >= 0) {
         out.push_back(fr.token);
         prev_special = true;
@@ -318,36 +297,6 @@ class spm_tokenizer final : public detail::vocab_tokenizer {
 
 namespace detail {
 
-std::vector<fragment> split_user_defined(const vocab_data& v, std::string_view text) {
-  std::vector<fragment> frags;
-  if (text.empty()) return frags;
-  frags.push_back({text, -1});
-  // Longest tokens first, each splitting every remaining run at all its occurrences: the order
-  // llama.cpp's tokenizer_st_partition uses, so overlapping candidates resolve the same way.
-  std::vector<fragment> next;
-  for (int32_t id : v.split_tokens) {
-    const std::string& t = v.text[id];
-    next.clear();
-    bool changed = false;
-    for (const fragment& fr : frags) {
-      if (fr.token >= 0) {
-        next.push_back(fr);
-        continue;
-      }
-      std::string_view rest = fr.text;
-      for (size_t pos; (pos = rest.find(t)) != std::string_view::npos;) {
-        if (pos > 0) next.push_back({rest.substr(0, pos), -1});
-        next.push_back({{}, id});
-        rest.remove_prefix(pos + t.size());
-        changed = true;
-      }
-      if (!rest.empty()) next.push_back({rest, -1});
-    }
-    if (changed) frags.swap(next);
-  }
-  return frags;
-}
-
 void vocab_tokenizer::check_id(int32_t id) const {
   if (id < 0 || id >= n_vocab())
     throw error(fmt::format("{}: token id {} is outside the vocabulary (0..{})", v_.path, id,
@@ -363,15 +312,23 @@ bool vocab_tokenizer::is_eog(int32_t id) const {
   return std::binary_search(v_.eog.begin(), v_.eog.end(), id);
 }
 
-std::string vocab_tokenizer::piece(int32_t id, int32_t prev) const {
+bool vocab_tokenizer::is_control(int32_t id) const {
+  check_id(id);
+  return v_.type[id] == token_type::control || v_.type[id] == token_type::unknown;
+}
+
+std::string vocab_tokenizer::piece(int32_t id, int32_t prev, bool show_special) const {
   check_id(id);
   std::string s;
   switch (v_.type[id]) {
     case token_type::normal: s = normal_piece(v_.text[id]); break;
+    case token_type::control:
     case token_type::unknown:
+      if (show_special) s = v_.text[id];
+      return s;  // llama.cpp's token_to_piece(special = show_special)
     case token_type::user_defined: s = v_.text[id]; break;
     case token_type::byte: s.assign(1, static_cast<char>(v_.byte_value[id])); break;
-    default: return s;  // control, unused, undefined: llama.cpp renders nothing
+    default: return s;  // unused, undefined: llama.cpp renders nothing, even with special
   }
   // SentencePiece drops the space it prefixed to the text, i.e. the one right after BOS.
   if (v_.add_space_prefix && v_.bos >= 0 && prev == v_.bos && !s.empty() && s[0] == ' ')
@@ -398,11 +355,11 @@ std::unique_ptr<tokenizer> tokenizer::from_gguf(const gguf_file& f) {
                           f.path(), model->str));
 }
 
-std::string tokenizer::decode(const std::vector<int32_t>& ids) const {
+std::string tokenizer::decode(const std::vector<int32_t>& ids, bool show_special) const {
   std::string out;
   int32_t prev = -1;
   for (int32_t id : ids) {
-    out += piece(id, prev);
+    out += piece(id, prev, show_special);
     prev = id;
   }
   return out;

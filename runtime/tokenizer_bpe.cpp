@@ -1,10 +1,11 @@
 // GPT-2-style byte-level BPE ("gpt2"): llama.cpp's llm_tokenizer_bpe and unicode_regex_split,
 // step for step, because its output is what GGUF models were tested against.
 //
-// Encoding: split out user-defined tokens; split the rest into words with the pre-tokenizer
-// expressions of tokenizer.ggml.pre (each applied inside the pieces the previous one left);
-// map every byte of a word to its GPT-2 stand-in character; merge adjacent symbols by lowest
-// merge rank (tokenizer.ggml.merges order), leftmost first.
+// Encoding: split out special tokens (user-defined ones, control ones with parse_special); split
+// the rest into words with the pre-tokenizer expressions of tokenizer.ggml.pre (each applied
+// inside the pieces the previous one left); map every byte of a word to its GPT-2 stand-in
+// character; merge adjacent symbols by lowest merge rank (tokenizer.ggml.merges order), leftmost
+// first.
 //
 // The expressions use \p{L}, \p{N}, ... which std::regex lacks. llama.cpp hand-writes splitters
 // for the GPT-2 and Llama-3 expressions and runs the others through std::regex, on a "collapsed"
@@ -706,10 +707,11 @@ class bpe_tokenizer final : public detail::vocab_tokenizer {
     }
   }
 
-  std::vector<int32_t> encode(std::string_view text, bool add_bos) const override {
+  std::vector<int32_t> encode(std::string_view text, bool add_bos,
+                              bool parse_special) const override {
     std::vector<int32_t> out;
     if (add_bos && v_.bos >= 0) out.push_back(v_.bos);
-    for (const detail::fragment& fr : detail::split_user_defined(v_, text)) {
+    for (const detail::fragment& fr : detail::split_special(v_, text, parse_special)) {
       if (fr.token >= 0) {
         out.push_back(fr.token);
         continue;

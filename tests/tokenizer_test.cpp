@@ -67,6 +67,7 @@ void check_golden(const std::string& vocab) {
 // ---- SentencePiece (llama) ---------------------------------------------------------------
 
 TEST(TokenizerSpm, GoldenLlamaSpm) { check_golden("llama-spm"); }
+TEST(TokenizerSpm, GoldenPhi3) { check_golden("phi-3"); }
 
 TEST(TokenizerSpm, DecodeRoundTrip) {
   const golden g = read_golden("llama-spm");
@@ -94,7 +95,9 @@ TEST(TokenizerSpm, BosAndSpecials) {
   EXPECT_NE(tok->encode("<s>", false), std::vector<int32_t>{1});
   EXPECT_EQ(tok->piece(1), "");
   EXPECT_EQ(tok->piece(2), "");
-  EXPECT_EQ(tok->piece(0), "<unk>");
+  // Unknown tokens are hidden like control tokens unless shown (llama.cpp's token_to_piece).
+  EXPECT_EQ(tok->piece(0), "");
+  EXPECT_EQ(tok->piece(0, -1, true), "<unk>");
   EXPECT_EQ(tok->piece(13), "\n");
   EXPECT_EQ(tok->token_text(13), "<0x0A>");
   EXPECT_EQ(tok->piece(15043), " Hello");
@@ -232,6 +235,8 @@ TEST(TokenizerSpm, Errors) {
 TEST(TokenizerBpe, GoldenGpt2) { check_golden("gpt-2"); }
 TEST(TokenizerBpe, GoldenStarcoder) { check_golden("starcoder"); }
 TEST(TokenizerBpe, GoldenDeepseekLlm) { check_golden("deepseek-llm"); }
+TEST(TokenizerBpe, GoldenLlamaBpe) { check_golden("llama-bpe"); }
+TEST(TokenizerBpe, GoldenQwen2) { check_golden("qwen2"); }
 
 TEST(TokenizerBpe, DecodeRoundTrip) {
   const golden g = read_golden("gpt-2");
