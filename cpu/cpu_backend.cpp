@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <iterator>
 #include <memory>
@@ -26,6 +25,7 @@
 #include "cpu/repack.h"
 #include "runtime/backend_factory.h"
 #include "runtime/layer_cache.h"
+#include "runtime/memory_limit.h"
 
 namespace tandem {
 namespace {
@@ -35,6 +35,9 @@ using f16 = uint16_t;
 class cpu_backend final : public backend {
  public:
   cpu_backend(const model& m, const backend_options& opt) : m_(m), hp_(m.hp()), opt_(opt) {
+    // Before the KV cache and scratch are allocated: a cgroup's usage would count them, and the
+    // plan (plan_memory) counts them too.
+    limit_ = detect_memory_limit(opt.mem_budget);
     cpu::set_num_threads(opt.n_threads);
     const size_t nb = static_cast<size_t>(opt.n_batch);
     x_.resize(nb * hp_.n_embd);
@@ -521,17 +524,6 @@ class cpu_backend final : public backend {
     t->data = p;
   }
 
-  // MemAvailable from /proc/meminfo, in bytes (0 when unknown).
-  static uint64_t available_memory() {
-    std::ifstream in("/proc/meminfo");
-    std::string key;
-    uint64_t kb = 0;
-    std::string unit;
-    while (in >> key >> kb >> unit)
-      if (key == "MemAvailable:") return kb * 1024;
-    return 0;
-  }
-
   // Packs w when the active kernels have an x16 layout for it (TANDEM_REPACK=0 turns this off),
   // then drops its pages of the mapping: from here on only the packed copy is read.
   void pack(const weight& w, cpu::packed_matrix* out) {
@@ -590,6 +582,32 @@ class cpu_backend final : public backend {
     return fmt::format("{:.1f}{}", std::ceil(v * 10.0) / 10.0, units[u]);
   }
 
+  // How the weights are held under the memory limit (runtime/memory_limit.h): what the copies,
+  // the mapping and the layer cache would take.
+  weights_plan plan_memory(uint64_t layer_bytes, uint64_t kv_bytes, uint64_t scratch) {
+    weights_need need;
+    const bool tied = m_.output().t == m_.tok_embd().t;
+    need.layers = layer_bytes;
+    need.mapped = layer_bytes + m_.tok_embd().nbytes() +
+                  (opt_.output ? m_.output_norm().nbytes() + (tied ? 0 : m_.output().nbytes()) : 0);
+    const char* env = std::getenv("TANDEM_REPACK");
+    if (!(env && std::string(env) == "0")) {
+      need.copies =
+          (m_.tok_embd().nbytes() + 63) / 64 * 64 + (opt_.output ? resident_bytes(m_.output()) : 0);
+      for (int il : opt_.layers)
+        for (auto f : k_fields) need.copies += resident_bytes(m_.layer(il).*f);
+    }
+    need.kv = kv_bytes;
+    need.scratch = scratch;
+    const weights_plan wp = plan_weights(need, limit_);
+    if (need.copies && wp.how == weights_plan::kind::mapped)
+      notes_.push_back(fmt::format(
+          "weights left in the file mapping, not repacked for the faster kernels: the copies "
+          "({}) and the KV cache ({}) would not fit the memory limit, {}",
+          size_str(need.copies), size_str(kv_bytes), limit_.describe()));
+    return wp;
+  }
+
   void setup_weights() {
     const size_t n_layers = static_cast<size_t>(hp_.n_layer);
     slot_of_.assign(n_layers, -1);
@@ -603,39 +621,34 @@ class cpu_backend final : public backend {
     uint64_t scratch = 0;
     for (const auto* v : {&x_, &h_, &q_, &k_, &v_, &att_, &gate_, &up_})
       scratch += sizeof(float) * v->size();
-    mapped_.budget_bytes = opt_.mem_budget;
+    const weights_plan wp = plan_memory(layer_bytes, kv_bytes, scratch);
+    budget_ = wp.how == weights_plan::kind::stream ? wp.budget : opt_.mem_budget;
+    mapped_.budget_bytes = budget_;
     // embed() reads one row of the token embedding per token, from a page that no token has
     // touched yet for most: from the mapping, a page fault each (about 30 us on the 2-core VM,
     // 2.5% of a stories110M token). Map its pages now; where the weights are copied, it is copied
     // too (below), onto 2 MiB pages, where a new row costs 0.5 us instead of 11 (TLB misses on
     // the mapping's 4 KiB pages are that dear on the VM).
-    populate_read(m_.tok_embd().data(), m_.tok_embd().nbytes());
+    // (Not while layers stream: the pages would count against the memory limit for nothing.)
+    if (wp.how != weights_plan::kind::stream)
+      populate_read(m_.tok_embd().data(), m_.tok_embd().nbytes());
     if (opt_.output) {  // the output head stays mapped either way: ask the kernel to read ahead
       advise_willneed(m_.output_norm().data(), m_.output_norm().nbytes());
       advise_willneed(m_.output().data(), m_.output().nbytes());
     }
-    if (opt_.mem_budget == 0 || layer_bytes + kv_bytes + scratch <= opt_.mem_budget) {
+    if (wp.how != weights_plan::kind::stream) {
       // Everything fits: the weights stay views into the mapping, read ahead too.
       for (int il : opt_.layers)
         for (auto f : k_fields)
           if (const weight& w = m_.layer(il).*f) advise_willneed(w.data(), w.nbytes());
-      const char* env = std::getenv("TANDEM_REPACK");
-      if (env && std::string(env) == "0") return;
-      // Copies are anonymous memory (the file's pages are dropped as each is made): skip them
-      // when they would not fit beside the KV cache, rather than push the system into swapping
-      // or the OOM killer; the kernels then read the mapping.
+      // Copies are anonymous memory (the file's pages are dropped as each is made): skipped
+      // (TANDEM_REPACK=0, or plan_memory found they would not fit beside the KV cache, rather
+      // than push the system into swapping or the OOM killer); the kernels then read the mapping.
+      if (wp.how == weights_plan::kind::mapped) return;
       uint64_t copy_total =
           (m_.tok_embd().nbytes() + 63) / 64 * 64 + (opt_.output ? resident_bytes(m_.output()) : 0);
       for (int il : opt_.layers)
         for (auto f : k_fields) copy_total += resident_bytes(m_.layer(il).*f);
-      const uint64_t avail = available_memory();
-      if (avail > 0 && copy_total + kv_bytes + scratch > avail / 10 * 9) {
-        notes_.push_back(fmt::format(
-            "weights left in the file mapping, not repacked for the faster kernels: the copies "
-            "({}) and the KV cache ({}) would not fit in available memory ({})",
-            size_str(copy_total), size_str(kv_bytes), size_str(avail)));
-        return;
-      }
       // One arena for every copy: 2 MiB pages without a partly used page per matrix.
       arena_ = cpu::large_buffer(copy_total);
       packed_.resize(n_layers);
@@ -694,8 +707,25 @@ class cpu_backend final : public backend {
       slot_of_[static_cast<size_t>(il)] = static_cast<int>(slots.size());
       slots.push_back(std::move(ext));
     }
-    const uint64_t need = one_layer + kv_bytes + scratch;
-    if (need > opt_.mem_budget)
+    // The automatic plan holds the output head in memory (repacked where it can be): it is read on
+    // every token, and from the mapping, under a cgroup limit with no room left for its pages in
+    // the page cache, it was read again by page faults on every token (tinyllama Q4_0 under a
+    // 152 MiB cgroup: 0.9 tokens/s, 49% of the disk bound).
+    const char* rp = std::getenv("TANDEM_REPACK");
+    const bool repack = !(rp && std::string(rp) == "0");
+    const uint64_t out_copy =
+        wp.automatic && opt_.output
+            ? (repack ? resident_bytes(m_.output()) : (m_.output().nbytes() + 63) / 64 * 64)
+            : 0;
+    const uint64_t need = one_layer + kv_bytes + scratch + out_copy;
+    if (need > budget_ && wp.automatic)
+      throw error(fmt::format(
+          "the memory limit, {}, is too small for this model: one layer needs {} + output head {} "
+          "+ KV cache {} + scratch {} (+ {} kept free); raise the limit or use a smaller context "
+          "(-c)",
+          limit_.describe(), size_str(one_layer), size_str(out_copy), size_str(kv_bytes),
+          size_str(scratch), size_str(memory_margin(limit_.bytes))));
+    if (need > budget_)
       throw error(
           fmt::format("--mem-budget {} is too small: one layer needs {} + KV cache {} + "
                       "scratch {}; use at least {}",
@@ -703,17 +733,49 @@ class cpu_backend final : public backend {
                       size_str(scratch), size_at_least(need)));
     layer_cache_config cfg;
     cfg.path = f.path();
-    cfg.capacity_bytes = opt_.mem_budget - kv_bytes - scratch;
+    cfg.capacity_bytes = budget_ - kv_bytes - scratch - out_copy;
     const int cap_layers = static_cast<int>(cfg.capacity_bytes / std::max<uint64_t>(one_layer, 1));
     const int max_d = std::max(0, std::min(cap_layers, static_cast<int>(slots.size())) - 1);
+    // The cache keeps a fixed set of layers and streams the rest through a ring of
+    // prefetch distance + 1 buffers (layer_cache_config::keep_resident). One ahead keeps the
+    // loader busy whenever loads are slower than compute (the kept layers, spread between the
+    // streamed ones, compute while it reads the next streamed one), and each buffer more in the
+    // ring is a layer less kept.
     prefetch_distance_ =
-        opt_.prefetch_distance < 0 ? std::min(max_d, 4) : std::min(max_d, opt_.prefetch_distance);
+        opt_.prefetch_distance < 0 ? std::min(max_d, 1) : std::min(max_d, opt_.prefetch_distance);
     cfg.prefetch_distance = prefetch_distance_;
+    cfg.keep_resident = true;
     cfg.queue_capacity = static_cast<size_t>(std::max(4, 2 * prefetch_distance_));
+    // An automatic plan reads with O_DIRECT: streamed layers would otherwise fill the page cache
+    // that the memory limit counts, pushing out the mapped output head (TANDEM_DIRECT_IO=0 keeps
+    // the page cache).
     const char* env = std::getenv("TANDEM_DIRECT_IO");
-    cfg.direct_io = opt_.direct_io || (env && *env && std::string(env) != "0");
+    cfg.direct_io = opt_.direct_io || (env && *env && std::string(env) != "0") ||
+                    (wp.automatic && !(env && std::string(env) == "0"));
     cfg.layer_ids = opt_.layers;
     cache_ = std::make_unique<layer_cache>(std::move(cfg), std::move(slots));
+    if (out_copy) {
+      arena_ = cpu::large_buffer(out_copy);
+      if (repack) pack(m_.output(), &packed_output_);
+      output_tensor_ = *m_.output().t;
+      if (!packed_output_) copy(m_.output(), &output_tensor_);
+      output_ = weight{&output_tensor_};
+    }
+    if (wp.automatic) {
+      const layer_cache_metrics cm = cache_->metrics();
+      const std::string what =
+          cm.streamed_layers > 0
+              ? fmt::format("streaming {} of {} layers from disk", cm.streamed_layers,
+                            cache_->n_slots())
+              : fmt::format("all {} layers kept in the layer cache (not repacked), the embedding "
+                            "read from the file mapping",
+                            cache_->n_slots());
+      notes_.push_back(fmt::format("model {} (+ KV cache {}, scratch {}, {} kept free) > memory "
+                                   "limit {}: {}",
+                                   size_str(m_.weight_bytes()), size_str(kv_bytes),
+                                   size_str(scratch), size_str(memory_margin(limit_.bytes)),
+                                   limit_.describe(), what));
+    }
   }
 
   // Layer il's weights without a layer cache: its resident copy, or the model's views.
@@ -732,8 +794,7 @@ class cpu_backend final : public backend {
     pin = cache_->acquire(slot);
     cached_layer& c = cached_[static_cast<size_t>(il)];
     for (size_t k = 0; k < c.tensors.size(); ++k) c.tensors[k].data = pin.data(k);
-    const int n_slots = cache_->n_slots();
-    for (int d = 1; d <= prefetch_distance_; ++d) cache_->prefetch((slot + d) % n_slots);
+    cache_->prefetch_ahead(slot, prefetch_distance_);
     return c.lw;
   }
 
@@ -741,7 +802,7 @@ class cpu_backend final : public backend {
     compute_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!opt_.metrics) return;
     layer_cache_metrics m = cache_ ? cache_->metrics() : mapped_;
-    m.budget_bytes = opt_.mem_budget;
+    m.budget_bytes = budget_;
     m.compute_s = compute_s_;
     *opt_.metrics = m;
   }
@@ -792,6 +853,8 @@ class cpu_backend final : public backend {
   std::vector<std::string> notes_;
   std::vector<int> slot_of_;  // layer -> cache slot (-1: not on this backend)
   int prefetch_distance_ = 0;
+  memory_limit limit_;    // found before anything was allocated
+  uint64_t budget_ = 0;   // the layer cache's budget: --mem-budget or the automatic plan's
   double compute_s_ = 0;
   layer_cache_metrics mapped_;
   std::unique_ptr<layer_cache> cache_;  // null: weights are views into the mapping

@@ -7,6 +7,7 @@
 
 #include "runtime/backend_factory.h"
 #include "runtime/cost_model.h"
+#include "runtime/memory_limit.h"
 #include "runtime/scheduler.h"
 #include "runtime/trace.h"
 
@@ -21,6 +22,14 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   if (opt.n_seq < 1 || opt.n_seq > 256)
     throw error(fmt::format("{} KV sequences: use 1 to 256 sessions", opt.n_seq));
   n_past_.assign(static_cast<size_t>(opt.n_seq), 0);
+  // A memory limit too small for the KV cache and scratch beside a few streamed layers gets a
+  // smaller batch, then (unless -c set it) context (runtime/memory_limit.h).
+  const memory_limit lim = detect_memory_limit(opt.mem_budget);
+  memory_shape shape = memory_shape_of(m);
+  shape.kv_bytes_per_pos *= static_cast<uint64_t>(std::max(1, opt.n_seq));
+  const std::string fit = fit_batch_and_context(shape, lim, memory_margin(lim.bytes), 3, &n_batch_,
+                                                &n_ctx_, opt.n_ctx <= 0);
+  if (!fit.empty()) notes_.push_back(fit);
 
   // Plan: which layers (and the output head) go to the GPU.
   plan_request req;

@@ -60,6 +60,11 @@ std::string layer_cache_metrics::summary() const {
       "I/O {}\n",
       bytes_str(capacity_bytes), capacity_layers, bytes_str(slot_bytes), bytes_str(budget_bytes),
       prefetch_distance, direct_io ? "on" : "off");
+  if (streamed_layers > 0 || resident_layers > 0)
+    s += fmt::format("  policy: {} layers kept resident, {} streamed through the ring ({} per pass); "
+                     "{} passes, {} read per pass\n",
+                     resident_layers, streamed_layers, bytes_str(streamed_bytes), passes,
+                     bytes_str(static_cast<uint64_t>(bytes_per_pass())));
   s += fmt::format("  acquires: {} hits, {} misses ({} waited for a prefetch in flight)\n", hits,
                    misses, late_prefetches);
   s += fmt::format("  loads: {}, {} read in {:.3f} s ({:.2f} GB/s); {} evictions; {} read errors\n",
@@ -89,6 +94,7 @@ layer_cache_metrics operator-(const layer_cache_metrics& a, const layer_cache_me
   d.prefetch_dropped -= b.prefetch_dropped;
   d.evictions -= b.evictions;
   d.load_errors -= b.load_errors;
+  d.passes -= b.passes;
   d.blocked_s -= b.blocked_s;
   d.load_s -= b.load_s;
   d.compute_s -= b.compute_s;
@@ -231,6 +237,7 @@ layer_cache::layer_cache(layer_cache_config cfg, std::vector<std::vector<layer_e
   m_.capacity_layers = capacity_layers();
   m_.prefetch_distance = cfg_.prefetch_distance;
   m_.direct_io = direct_io();
+  if (cfg_.keep_resident) choose_kept();
   loader_ = std::thread([this] { loader_main(); });
 }
 
@@ -240,6 +247,23 @@ layer_cache::~layer_cache() {
   for (buffer& b : pool_) free_buffer(b);
   if (direct_fd_ >= 0) ::close(direct_fd_);
   if (fd_ >= 0) ::close(fd_);
+}
+
+void layer_cache::choose_kept() {
+  const int n = n_slots();
+  const int ring = std::max(1, cfg_.prefetch_distance + 1);
+  uint64_t total = 0;
+  for (const slot_t& s : slots_) total += s.bytes;
+  // No ring when all fit (by their own sizes: capacity_layers counts the largest).
+  const int keep = total <= cfg_.capacity_bytes ? n : std::clamp(capacity_layers() - ring, 0, n);
+  // Spread over the walk, so that the loader reads streamed slots while kept ones compute.
+  m_.resident_layers = keep;
+  m_.streamed_layers = n - keep;
+  for (int i = 0; i < n; ++i) {
+    slot_t& s = slots_[static_cast<size_t>(i)];
+    s.keep = static_cast<int64_t>(i + 1) * keep / n != static_cast<int64_t>(i) * keep / n;
+    if (!s.keep) m_.streamed_bytes += s.bytes;
+  }
 }
 
 void layer_cache::free_buffer(buffer& b) {
@@ -298,9 +322,27 @@ void layer_cache::release(int slot) {
 
 // ---- eviction -----------------------------------------------------------------------------
 
+int layer_cache::walk_distance(int slot) const {
+  const int n = n_slots();
+  if (cursor_ < 0) return slot;
+  const int d = ((slot - cursor_) % n + n) % n;
+  return d == 0 ? n : d;  // the slot just acquired is needed again last
+}
+
 bool layer_cache::protected_slot(int slot) const {
   const int d = cfg_.prefetch_distance, n = n_slots();
   if (d <= 0 || cursor_ < 0) return false;
+  if (cfg_.keep_resident) {  // the next d streamed slots (kept ones are never victims anyway)
+    if (slots_[static_cast<size_t>(slot)].keep) return false;
+    int seen = 0;
+    for (int k = 1; k < n && seen < d; ++k) {
+      const int s = (cursor_ + k) % n;
+      if (slots_[static_cast<size_t>(s)].keep) continue;
+      if (s == slot) return true;
+      ++seen;
+    }
+    return false;
+  }
   const int dist = ((slot - cursor_) % n + n) % n;
   return dist >= 1 && dist <= d;
 }
@@ -341,21 +383,30 @@ bool layer_cache::reserve(std::unique_lock<std::mutex>&, int slot, uint64_t need
       pool_.pop_back();
       continue;
     }
-    // Evict: least recently used among unpinned, unprotected resident slots; for a demand load,
-    // failing that, the protected slot needed last.
-    int victim = -1, victim_prot = -1, prot_dist = -1;
+    // Evict: least recently used among unpinned, unprotected resident slots that are not kept; for
+    // a demand load, failing that, the protected slot needed last, and failing that (slot sizes
+    // that do not add up to the plan), a kept one.
+    int victim = -1, victim_prot = -1, prot_dist = -1, victim_kept = -1;
     const int n = n_slots();
     for (int i = 0; i < n; ++i) {
       const slot_t& s = slots_[static_cast<size_t>(i)];
       if (i == slot || s.st != state::ready || s.pins > 0) continue;
-      if (!protected_slot(i)) {
-        if (victim < 0 || s.last_use < slots_[static_cast<size_t>(victim)].last_use) victim = i;
+      if (s.keep) {
+        if (demand && victim_kept < 0) victim_kept = i;
+      } else if (!protected_slot(i)) {
+        // keep_resident: the streamed slot the walk needs last (the one used last, in a cyclic
+        // walk: the ring then holds exactly the slots ahead, whatever the loads' timing).
+        if (victim < 0 ||
+            (cfg_.keep_resident ? walk_distance(i) > walk_distance(victim)
+                                : s.last_use < slots_[static_cast<size_t>(victim)].last_use))
+          victim = i;
       } else if (demand) {
         const int dist = ((i - cursor_) % n + n) % n;
         if (dist > prot_dist) prot_dist = dist, victim_prot = i;
       }
     }
     if (victim < 0) victim = victim_prot;
+    if (victim < 0) victim = victim_kept;
     if (victim < 0) return false;
     evict(victim);
   }
@@ -450,7 +501,13 @@ void layer_cache::loader_main() {
     buffer b;
     bool ok = false;
     try {
-      ok = reserve(lk, slot, s.bytes, false, &b);
+      if (s.buf.p) {  // reserved by prefetch (keep_resident)
+        b = s.buf;
+        s.buf = {};
+        ok = true;
+      } else {
+        ok = reserve(lk, slot, s.bytes, false, &b);
+      }
     } catch (const std::bad_alloc&) {
       s.st = state::empty;
       s.error = fmt::format("out of memory allocating {} for a layer buffer", bytes_str(s.bytes));
@@ -477,15 +534,22 @@ void layer_cache::loader_main() {
     --loader_busy_;
     finish_load(slot, b, err, stopped, nread, secs, true);
   }
-  for (int slot : queue_) slots_[static_cast<size_t>(slot)].st = state::empty;
+  for (int slot : queue_) drop_queued(slot);
   queue_.clear();
   cv_.notify_all();
+}
+
+void layer_cache::drop_queued(int slot) {
+  slot_t& s = slots_[static_cast<size_t>(slot)];
+  s.st = state::empty;
+  if (s.buf.p) pool_.push_back(s.buf);
+  s.buf = {};
 }
 
 bool layer_cache::prefetch(int slot) {
   if (slot < 0 || slot >= n_slots())
     throw error(fmt::format("layer cache: prefetch of slot {} (the cache has {})", slot, n_slots()));
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   ++m_.prefetch_requests;
   if (stop_.load()) return false;
   slot_t& s = slots_[static_cast<size_t>(slot)];
@@ -497,11 +561,47 @@ bool layer_cache::prefetch(int slot) {
     ++m_.prefetch_dropped;
     return false;
   }
+  // keep_resident: the buffer is taken (and its slot evicted) now, in the caller's walk order,
+  // not when the loader gets to it: what stays resident then does not depend on the loader's
+  // timing, and a pass reads exactly the streamed slots.
+  if (cfg_.keep_resident) {
+    buffer b;
+    bool ok = false;
+    try {
+      ok = reserve(lk, slot, s.bytes, false, &b);
+    } catch (const std::bad_alloc&) {
+      ok = false;
+    }
+    if (!ok) {
+      ++m_.prefetch_dropped;
+      return false;
+    }
+    s.buf = b;
+  }
   s.st = state::queued;
   queue_.push_back(slot);
   ++m_.prefetch_queued;
   cv_.notify_all();
   return true;
+}
+
+int layer_cache::prefetch_ahead(int slot, int distance) {
+  if (slot < 0 || slot >= n_slots())
+    throw error(fmt::format("layer cache: prefetch after slot {} (the cache has {})", slot, n_slots()));
+  std::vector<int> want;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    const int n = n_slots();
+    for (int k = 1; k < n && static_cast<int>(want.size()) < distance; ++k) {
+      const int s = (slot + k) % n;
+      const slot_t& t = slots_[static_cast<size_t>(s)];
+      if (t.keep && t.st == state::ready) continue;
+      want.push_back(s);
+    }
+  }
+  int queued = 0;
+  for (int s : want) queued += prefetch(s) ? 1 : 0;
+  return queued;
 }
 
 layer_cache::handle layer_cache::acquire(int slot) {
@@ -510,6 +610,7 @@ layer_cache::handle layer_cache::acquire(int slot) {
   const auto t0 = clock::now();
   std::unique_lock<std::mutex> lk(mu_);
   if (stop_.load()) throw error("the layer cache is shut down");
+  if (cursor_ < 0 || slot <= cursor_) ++m_.passes;
   cursor_ = slot;  // the protected window now follows this slot
   slot_t& s = slots_[static_cast<size_t>(slot)];
   if (s.st == state::ready) {
@@ -543,12 +644,14 @@ layer_cache::handle layer_cache::acquire(int slot) {
       cv_.wait(lk);
       continue;
     }
+    buffer b;
     if (s.st == state::queued) {  // take it from the queue and read it here
       queue_.erase(std::find(queue_.begin(), queue_.end(), slot));
       s.st = state::empty;
+      b = s.buf;  // the buffer prefetch reserved (keep_resident), if any
+      s.buf = {};
     }
-    buffer b;
-    if (!reserve(lk, slot, s.bytes, true, &b)) {  // every slot pinned or loading: wait
+    if (!b.p && !reserve(lk, slot, s.bytes, true, &b)) {  // every slot pinned or loading: wait
       cv_.wait(lk);
       continue;
     }
@@ -571,7 +674,7 @@ void layer_cache::shutdown() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_.store(true, std::memory_order_release);
-    for (int slot : queue_) slots_[static_cast<size_t>(slot)].st = state::empty;
+    for (int slot : queue_) drop_queued(slot);
     queue_.clear();
   }
   cv_.notify_all();

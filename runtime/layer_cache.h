@@ -14,6 +14,13 @@
 //                   the end of one token protects the start of the next); the rest go by least
 //                   recent use. A demand load that finds only protected slots takes the one needed
 //                   last rather than deadlock;
+//   keep_resident   the policy for a cyclic walk of the slots (0, 1, .., n-1, 0, ..): plain LRU
+//                   over such a walk evicts exactly the slot needed next, so that every pass reads
+//                   every slot. With keep_resident, a fixed set of slots (as many as the capacity
+//                   holds beside a ring of prefetch_distance + 1 buffers, spread evenly over the
+//                   walk) is never evicted once loaded, and only the others stream through the
+//                   ring: a pass reads the streamed slots' bytes, not all of them. Among the
+//                   streamed slots, the one the walk needs last is evicted first;
 //   shutdown()      stops and joins the loader, even in the middle of a load (reads go in chunks and
 //                   check a stop flag between them); later acquires throw;
 //   errors          a failed read (I/O error, file truncated) is thrown by acquire as a
@@ -46,6 +53,10 @@ struct layer_cache_metrics {
   int capacity_layers = 0;        // capacity_bytes / slot_bytes
   int prefetch_distance = 0;      // effective (clamped to capacity_layers - 1)
   bool direct_io = false;         // reads bypass the page cache (O_DIRECT)
+  // keep_resident policy (0 streamed layers and 0 bytes when off: every layer may be evicted).
+  int resident_layers = 0;        // slots kept once loaded
+  int streamed_layers = 0;        // slots read on every pass
+  uint64_t streamed_bytes = 0;    // their buffer bytes: what a pass reads once warm
 
   uint64_t hits = 0;              // acquire found the layer resident
   uint64_t misses = 0;            // acquire had to wait: its own read or a load in flight
@@ -58,6 +69,7 @@ struct layer_cache_metrics {
   uint64_t prefetch_dropped = 0;  // queue full, or no evictable room for a background load
   uint64_t evictions = 0;
   uint64_t load_errors = 0;
+  uint64_t passes = 0;            // walks over the slots (an acquire of a slot <= the last one)
   double blocked_s = 0;           // time spent in acquire on misses (waiting for weights)
   double load_s = 0;              // time spent reading (all loads, background included)
   double compute_s = 0;           // time computing layers and the output head (the backend's)
@@ -65,6 +77,8 @@ struct layer_cache_metrics {
   // "load-bound" when the layers waited for their weights for more than 10% of the layer time,
   // "compute-bound" when loads were hidden behind compute, "mapped" when the cache is unused.
   std::string bound() const;
+  // bytes_read / passes (0 when no pass): a decode token is one pass over the layers.
+  double bytes_per_pass() const { return passes ? static_cast<double>(bytes_read) / passes : 0.0; }
   // Several lines for `tandem run --verbose`.
   std::string summary() const;
 };
@@ -84,6 +98,7 @@ struct layer_cache_config {
   bool direct_io = false;            // try O_DIRECT, falling back when the filesystem refuses it
   uint64_t chunk_bytes = 4u << 20;   // read granularity (the stop flag is checked between chunks)
   std::vector<int> layer_ids;        // optional: the layer of each slot, for error messages
+  bool keep_resident = false;        // the cyclic-walk policy (see the top of this file)
   // Test hook: called before each chunk is read, outside the lock, in the reading thread.
   std::function<void(int slot, uint64_t offset)> before_chunk;
 };
@@ -122,6 +137,10 @@ class layer_cache {
   // Queues a background load. Returns true when queued, false when not needed (resident, queued,
   // in flight) or refused (queue full, shut down).
   bool prefetch(int slot);
+  // Queues the next `distance` slots after `slot` in the walk that a pass reads: with
+  // keep_resident, kept slots already resident are skipped (they need no load). Returns how many
+  // were queued.
+  int prefetch_ahead(int slot, int distance);
   // Stops the loader and joins it; idempotent. Pending requests are dropped, a load in progress is
   // abandoned at its next chunk, waiting acquires throw.
   void shutdown();
@@ -129,6 +148,7 @@ class layer_cache {
   // Waits until no request is queued or being loaded (tests, measurements).
   void wait_idle();
   bool resident(int slot) const;
+  bool kept(int slot) const { return slots_.at(static_cast<size_t>(slot)).keep; }
   size_t queued() const;
   bool stopping() const { return stop_.load(std::memory_order_acquire); }
   int n_slots() const { return static_cast<int>(slots_.size()); }
@@ -161,8 +181,9 @@ class layer_cache {
     uint64_t bytes = 0;
     state st = state::empty;
     bool by_loader = false;              // the load in flight is the loader's
-    buffer buf;
+    buffer buf;                          // ready; or queued, reserved by prefetch (keep_resident)
     int pins = 0;
+    bool keep = false;                   // keep_resident: never evicted once loaded
     uint64_t last_use = 0;
     std::string error;                   // a failed background load, thrown by the next acquire
   };
@@ -170,6 +191,9 @@ class layer_cache {
   void loader_main();
   void release(int slot);
   bool protected_slot(int slot) const;  // in the window after the last acquired slot
+  void choose_kept();                   // keep_resident: marks the kept slots
+  void drop_queued(int slot);           // a queued request is dropped (its buffer to the pool)
+  int walk_distance(int slot) const;    // acquires from the last acquired slot until slot's turn
   // Finds room for `need` bytes (evicting); false when there is none now. demand: may evict
   // protected slots. Lock held.
   bool reserve(std::unique_lock<std::mutex>& lk, int slot, uint64_t need, bool demand, buffer* out);

@@ -392,6 +392,74 @@ TEST(LayerCache, ManyThreadsAcquireAtOnce) {
   EXPECT_LE(resident, 4);
 }
 
+// One pass over the slots 0 .. n-1 as the CPU backend walks them: acquire, queue the next ones,
+// compute (here: check the bytes), release. wait_idle after each prefetch makes the background
+// loads land in a fixed order.
+void walk(layer_cache& c, int distance) {
+  for (int s = 0; s < c.n_slots(); ++s) {
+    auto h = c.acquire(s);
+    c.prefetch_ahead(s, distance);
+    c.wait_idle();
+    EXPECT_TRUE(holds_pattern(h.data(0), static_cast<uint64_t>(s) * k_layer, k_layer)) << s;
+  }
+}
+
+TEST(LayerCache, PlainLruOverACyclicWalkReadsEveryLayerEveryPass) {
+  const std::string path = write_pattern_file("lru-walk.bin", 10 * k_layer);
+  layer_cache c(config(path, 6, 0), simple_slots(10, 0, k_layer, k_layer));
+  walk(c, 0);
+  const layer_cache_metrics first = c.metrics();
+  for (int pass = 0; pass < 3; ++pass) walk(c, 0);
+  const layer_cache_metrics d = c.metrics() - first;
+  EXPECT_EQ(d.passes, 3u);
+  EXPECT_EQ(d.bytes_read, 3 * 10 * k_layer);  // the layer needed next is always the one evicted
+}
+
+TEST(LayerCache, KeepResidentReadsOnlyTheStreamedLayersPerPass) {
+  const std::string path = write_pattern_file("keep-walk.bin", 10 * k_layer);
+  for (int distance : {0, 1, 2}) {
+    layer_cache_config cfg = config(path, 6, distance);
+    cfg.keep_resident = true;
+    layer_cache c(cfg, simple_slots(10, 0, k_layer, k_layer));
+    const int ring = distance + 1, kept = 6 - ring;
+    layer_cache_metrics m = c.metrics();
+    EXPECT_EQ(m.resident_layers, kept);
+    EXPECT_EQ(m.streamed_layers, 10 - kept);
+    EXPECT_EQ(m.streamed_bytes, static_cast<uint64_t>(10 - kept) * k_layer);
+    int n_kept = 0, longest_run = 0, run = 0;  // spread out: no long run of kept slots
+    for (int s = 0; s < 10; ++s) {
+      n_kept += c.kept(s);
+      run = c.kept(s) ? run + 1 : 0;
+      longest_run = std::max(longest_run, run);
+    }
+    EXPECT_EQ(n_kept, kept);
+    EXPECT_LE(longest_run, (kept + 9) / (10 - kept) + 1) << distance;
+    // The first pass reads everything (and a streamed slot again where a kept slot's first load
+    // took its buffer); the second may still find a streamed slot left from it.
+    walk(c, distance);
+    EXPECT_GE(c.metrics().bytes_read, 10 * k_layer);
+    EXPECT_LE(c.metrics().bytes_read, static_cast<uint64_t>(10 + ring) * k_layer);
+    walk(c, distance);
+    const layer_cache_metrics first = c.metrics();
+    for (int pass = 0; pass < 4; ++pass) walk(c, distance);
+    m = c.metrics() - first;
+    EXPECT_EQ(m.passes, 4u);
+    EXPECT_EQ(m.bytes_read, 4 * m.streamed_bytes) << "distance " << distance;
+    EXPECT_EQ(m.load_errors, 0u);
+    for (int s = 0; s < 10; ++s)
+      if (c.kept(s)) EXPECT_TRUE(c.resident(s)) << s;
+  }
+  // A capacity that holds every slot keeps them all: later passes read nothing.
+  layer_cache_config cfg = config(path, 10, 2);
+  cfg.keep_resident = true;
+  layer_cache all(cfg, simple_slots(10, 0, k_layer, k_layer));
+  EXPECT_EQ(all.metrics().streamed_layers, 0);
+  walk(all, 2);
+  const uint64_t once = all.metrics().bytes_read;
+  walk(all, 2);
+  EXPECT_EQ(all.metrics().bytes_read, once);
+}
+
 TEST(LayerCache, MetricsTellLoadBoundFromComputeBound) {
   layer_cache_metrics m;
   EXPECT_EQ(m.bound(), "mapped");

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "runtime/gguf.h"
+#include "runtime/memory_limit.h"
 #include "runtime/model.h"
 #include "runtime/scheduler.h"
 #include "tools/tandem/commands.h"
@@ -29,6 +30,14 @@ void print_devices() {
                format_bytes(d.device_local_bytes), format_bytes(d.budget_bytes),
                d.details.empty() ? "" : "      " + d.details + "\n");
 }
+// The memory limit the CPU path plans with (runtime/memory_limit.h), and each bound found.
+void print_memory_limit() {
+  const memory_limit lim = detect_memory_limit();
+  fmt::print("memory limit: {}\n", lim.describe());
+  for (const memory_source& s : lim.sources)
+    fmt::print("  {:<28} {:>12} left{}\n", s.name, format_bytes(s.bytes),
+               s.detail.empty() ? "" : "  (" + s.detail + ")");
+}
 }  // namespace
 
 command add_info(CLI::App& app) {
@@ -40,6 +49,7 @@ command add_info(CLI::App& app) {
   app.add_option("-c,--ctx-size", o->n_ctx, "context size the plan assumes (0 = the model's, at most 4096)");
   return [o] {
     if (o->model.empty()) {
+      print_memory_limit();
       print_devices();
       return 0;
     }
@@ -92,6 +102,7 @@ command add_info(CLI::App& app) {
       }
     }
     fmt::print("\n");
+    print_memory_limit();
     print_devices();
     return 0;
   };

@@ -72,7 +72,8 @@ command add_run(CLI::App& app) {
                  "device memory to plan with (e.g. 2G), instead of the device's budget");
   app.add_option("--mem-budget", o->mem_budget,
                  "memory for layer weights + KV cache + scratch (e.g. 512M, 4G); layers that do "
-                 "not fit are read from the file into a bounded cache");
+                 "not fit are read from the file into a bounded cache (without it: planned from "
+                 "the memory limit that `tandem info` shows)");
   app.add_option("--prefetch-distance", o->prefetch_distance,
                  "layers the cache loads ahead (-1: from the budget, 0: off)")->capture_default_str();
   app.add_flag("--direct-io", o->direct_io, "layer cache reads bypass the page cache (O_DIRECT)");
@@ -130,6 +131,7 @@ command add_run(CLI::App& app) {
     auto t1 = clock::now();
     std::vector<float> logits = eng.eval(ids);
     const double prompt_ms = ms_since(t1);
+    const layer_cache_metrics after_prompt = cache_metrics;
     int32_t prev = ids.back();
     int n_gen = 0;
     const int limit = o->n_predict < 0 ? eng.n_ctx() - static_cast<int>(ids.size()) : o->n_predict;
@@ -160,6 +162,11 @@ command add_run(CLI::App& app) {
                n_gen, gen_ms, n_gen * 1000.0 / std::max(gen_ms, 1e-9), eng.describe(),
                smp.seed());
     if (o->verbose) fmt::print(stderr, "{}", cache_metrics.summary());
+    if (o->verbose && cache_metrics.active) {  // what decode read: the weights a token costs
+      const layer_cache_metrics d = cache_metrics - after_prompt;
+      fmt::print(stderr, "  decode: {} passes, {} read, {} per token\n", d.passes,
+                 format_bytes(d.bytes_read), format_bytes(static_cast<uint64_t>(d.bytes_per_pass())));
+    }
     if (!o->trace.empty()) {
       trace.write(o->trace);
       const auto s = trace.summarize();
