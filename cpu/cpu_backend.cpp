@@ -45,12 +45,16 @@ class cpu_backend final : public backend {
     att_.resize(nb * hp_.n_embd_q());
     gate_.resize(nb * hp_.n_ff);
     up_.resize(nb * hp_.n_ff);
-    kv_.resize(static_cast<size_t>(hp_.n_layer));
-    decode_.resize(static_cast<size_t>(hp_.n_layer));
-    for (int il : opt.layers) {
-      kv_[static_cast<size_t>(il)].k.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
-      kv_[static_cast<size_t>(il)].v.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
+    if (opt.n_seq < 1) throw error(fmt::format("cpu: {} KV sequences (at least 1)", opt.n_seq));
+    kv_.resize(static_cast<size_t>(opt.n_seq));
+    for (auto& seq : kv_) {
+      seq.resize(static_cast<size_t>(hp_.n_layer));
+      for (int il : opt.layers) {
+        seq[static_cast<size_t>(il)].k.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
+        seq[static_cast<size_t>(il)].v.resize(static_cast<size_t>(opt.n_ctx) * hp_.n_embd_kv());
+      }
     }
+    decode_.resize(static_cast<size_t>(hp_.n_layer));
     setup_weights();
   }
 
@@ -86,7 +90,7 @@ class cpu_backend final : public backend {
     layer_cache::handle pin;  // keeps a cached layer's buffer resident until the layer is done
     const layer_weights& L = layer(il, pin);
     const auto t0 = std::chrono::steady_clock::now();
-    kv_cache& kv = kv_[static_cast<size_t>(il)];
+    kv_cache& kv = kv_of(il);
     if (kv.k.empty()) throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
 
@@ -168,6 +172,11 @@ class cpu_backend final : public backend {
   }
 
   void truncate_kv(int) override {}  // positions past n_past are overwritten before use
+  void select_seq(int seq) override {
+    if (seq < 0 || seq >= opt_.n_seq)
+      throw error(fmt::format("cpu: no KV sequence {} (the backend holds {})", seq, opt_.n_seq));
+    seq_ = seq;
+  }
 
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
 
@@ -193,6 +202,8 @@ class cpu_backend final : public backend {
   struct kv_cache {
     std::vector<f16, aligned64<f16>> k, v;
   };
+  // Layer il's cache in the selected sequence.
+  kv_cache& kv_of(int il) { return kv_[static_cast<size_t>(seq_)][static_cast<size_t>(il)]; }
   int64_t kv_head_stride() const { return static_cast<int64_t>(opt_.n_ctx) * hp_.head_dim; }
   // Where element i (0 .. n_embd_kv) of position pos's K or V vector lives.
   size_t kv_index(int pos, int i) const {
@@ -297,7 +308,6 @@ class cpu_backend final : public backend {
     const auto att_first = [this, n_att](int64_t i) {  // the first KV head of attention item i
       return static_cast<int>(i * hp_.n_head_kv / n_att);
     };
-    kv_cache* kv = &kv_[static_cast<size_t>(il)];
     const layer_weights* W = &L;
     // llama's RoPE rotates adjacent pairs, each on its own: with every QKV job in units of an
     // even number of rows, the QKV step's rows are finished as they land, on the thread that
@@ -307,8 +317,9 @@ class cpu_backend final : public backend {
     const bool by_rows = hp_.rope == rope_style::adjacent && hp_.head_dim % 2 == 0 &&
                          D.qkv.unit_rows(0) % 2 == 0 && D.qkv.unit_rows(1) % 2 == 0 &&
                          D.qkv.unit_rows(2) % 2 == 0;
-    const auto qkv_rows = [this, W, kv, &D](int64_t u0, int64_t u1) {
+    const auto qkv_rows = [this, W, il, &D](int64_t u0, int64_t u1) {
       const int hd = hp_.head_dim, pos = decode_pos_;
+      kv_cache* kv = &kv_of(il);
       int64_t r0, r1;
       D.qkv.rows(0, u0, u1, &r0, &r1);
       if (r0 < r1) {
@@ -364,8 +375,9 @@ class cpu_backend final : public backend {
         // store of its K and V and of its query heads (the same ops, slice by slice, as
         // forward_layer), then the run's attention.
         {n_att,
-         [this, W, kv, att_first, by_rows](int64_t i) {
+         [this, W, il, att_first, by_rows](int64_t i) {
            const int group = hp_.n_head / hp_.n_head_kv, hd = hp_.head_dim;
+           kv_cache* kv = &kv_of(il);
            const int pos = decode_pos_;
            const int g0 = att_first(i), g1 = att_first(i + 1);
            for (int g = g0; g < g1 && !by_rows; ++g) {
@@ -383,8 +395,9 @@ class cpu_backend final : public backend {
            cpu::attention(att_.data(), q_.data(), kv->k.data(), kv->v.data(), 1, pos, hp_.n_head,
                           hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
          },
-         [this, kv, att_first](int64_t i) {  // the first KV head's first rows (earlier positions)
+         [this, il, att_first](int64_t i) {  // the first KV head's first rows (earlier positions)
            const int g = att_first(i), hd = hp_.head_dim;
+           kv_cache* kv = &kv_of(il);
            const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
                                 static_cast<size_t>(std::min(decode_pos_, 64));
            cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
@@ -432,7 +445,7 @@ class cpu_backend final : public backend {
     if (!runs_layers(n)) return backend::forward_layers(il0, il1, n, pos0, logits);
     const auto t0 = std::chrono::steady_clock::now();
     for (int il = il0; il < il1; ++il) {
-      if (kv_[static_cast<size_t>(il)].k.empty())
+      if (kv_of(il).k.empty())
         throw std::logic_error(fmt::format("layer {} is not placed on the CPU", il));
       layer_cache::handle pin;
       if (decode_steps(il, layer(il, pin), packed(il)).steps.empty())
@@ -582,8 +595,9 @@ class cpu_backend final : public backend {
     slot_of_.assign(n_layers, -1);
     uint64_t kv_bytes = 0, layer_bytes = 0;
     for (int il : opt_.layers) {
-      kv_bytes += sizeof(f16) *
-                  (kv_[static_cast<size_t>(il)].k.size() + kv_[static_cast<size_t>(il)].v.size());
+      for (const auto& seq : kv_)
+        kv_bytes += sizeof(f16) *
+                    (seq[static_cast<size_t>(il)].k.size() + seq[static_cast<size_t>(il)].v.size());
       layer_bytes += m_.layer(il).nbytes();
     }
     uint64_t scratch = 0;
@@ -760,7 +774,8 @@ class cpu_backend final : public backend {
   float* out_y_ = nullptr;
   uint64_t out_generation_ = 0;
   bool out_ok_ = false;
-  std::vector<kv_cache> kv_;
+  std::vector<std::vector<kv_cache>> kv_;  // per KV sequence, per layer (empty: not placed here)
+  int seq_ = 0;                             // the selected sequence (select_seq)
   std::vector<cached_layer> cached_;
   // Without --mem-budget: per layer, x16 copies of the matrices that have a layout (packed_) and
   // views whose tensors point at plain copies of everything else (resident_); empty with

@@ -52,8 +52,12 @@ class backend {
   // Final norm and output head. With all_tokens, logits holds n_tokens x n_vocab floats, else
   // only the last token's n_vocab.
   virtual void forward_output(int n_tokens, bool all_tokens, float* logits) = 0;
-  // Forget KV entries at positions >= n_past.
+  // Forget KV entries at positions >= n_past (of the selected sequence).
   virtual void truncate_kv(int n_past) = 0;
+  // KV sequences: the backend holds backend_options::n_seq KV caches per layer (one per
+  // session; the weights shared). forward_layer and forward_layers read and append the one
+  // selected here (0 until called). Throws tandem::error for seq outside 0 .. n_seq - 1.
+  virtual void select_seq(int seq) = 0;
   // Optional per-op capture (see capture_fn); an empty fn turns it off. Costs nothing when off;
   // on a GPU it downloads every intermediate, so it is for checking, not for speed.
   virtual void set_capture(capture_fn /*fn*/) {}

@@ -16,6 +16,7 @@ class trace_recorder;        // runtime/trace.h
 
 struct backend_options {
   int n_ctx = 0;                 // KV cache positions
+  int n_seq = 1;                 // KV caches per layer (backend::select_seq picks one)
   int n_batch = 512;             // largest batch forward_layer will see
   std::vector<int> layers;       // the layers placed on this backend (it owns their KV cache)
   bool output = true;            // whether forward_output runs here

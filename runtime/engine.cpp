@@ -18,6 +18,9 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   if (n_ctx_ > (1 << 20))
     throw error(fmt::format("context size {} is too large (at most {})", n_ctx_, 1 << 20));
   n_batch_ = std::max(1, std::min(opt.n_batch, n_ctx_));
+  if (opt.n_seq < 1 || opt.n_seq > 256)
+    throw error(fmt::format("{} KV sequences: use 1 to 256 sessions", opt.n_seq));
+  n_past_.assign(static_cast<size_t>(opt.n_seq), 0);
 
   // Plan: which layers (and the output head) go to the GPU.
   plan_request req;
@@ -25,6 +28,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   req.n_ctx = n_ctx_;
   req.n_batch = n_batch_;
   req.vram_budget = opt.vram_budget;
+  req.n_seq = opt.n_seq;
   const offload_spec spec = parse_offload(opt.offload);
   const bool explicit_gpu =
       spec.kind == offload_spec::all || (spec.kind == offload_spec::count && spec.n > 0);
@@ -39,6 +43,10 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   plan p = make_plan(m, req, dev ? &*dev : nullptr);
   const std::string stream_text =
       apply_stream_policy(m, opt.stream_policy, n_batch_, dev ? &*dev : nullptr, p);
+  const auto report = [&opt](float done) {
+    if (opt.progress && !opt.progress(done)) throw load_cancelled();
+  };
+  report(0.1f);
   if (spec.kind == offload_spec::automatic && !p.uses_gpu())
     notes_.push_back(dev ? p.reason : fmt::format("no GPU ({}); running on the CPU", why));
 
@@ -47,6 +55,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
     backend_options gpu_opt;
     gpu_opt.n_ctx = n_ctx_;
     gpu_opt.n_batch = n_batch_;
+    gpu_opt.n_seq = opt.n_seq;
     for (int il = 0; il < hp.n_layer; ++il) {
       const placement pl = p.layers[static_cast<size_t>(il)];
       if (pl != placement::cpu) gpu_opt.layers.push_back(il);
@@ -68,13 +77,16 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
       notes_.push_back(
           fmt::format("GPU backend failed ({}); running every layer on the CPU", e.what()));
     }
-    if (!gpu) p = make_plan(m, plan_request{"0", n_ctx_, n_batch_, 0}, nullptr);
+    if (!gpu) p = make_plan(m, plan_request{"0", n_ctx_, n_batch_, 0, opt.n_seq}, nullptr);
   }
   plan_text_ = format_plan(p, m) + (gpu ? stream_text : std::string());
+  plan_ = p;
+  report(gpu ? 0.7f : 0.2f);
 
   backend_options bo;
   bo.n_ctx = n_ctx_;
   bo.n_batch = n_batch_;
+  bo.n_seq = opt.n_seq;
   for (int il = 0; il < hp.n_layer; ++il)
     if (p.layers[static_cast<size_t>(il)] == placement::cpu) bo.layers.push_back(il);
   bo.output = p.output == placement::cpu;
@@ -91,6 +103,7 @@ engine::engine(const model& m, const engine_options& opt) : m_(m) {
   output_backend_ = p.output == placement::cpu ? cpu_ : gpu;
   hidden_.resize(static_cast<size_t>(n_batch_) * hp.n_embd);
   trace_ = opt.trace;
+  report(1.0f);
 }
 
 engine::~engine() = default;
@@ -111,6 +124,21 @@ const backend* engine::layer_backend(int il) const {
   return il >= 0 && il < m_.hp().n_layer ? layer_backend_[static_cast<size_t>(il)] : nullptr;
 }
 
+void engine::select_seq(int seq) {
+  if (seq < 0 || seq >= n_seq())
+    throw error(fmt::format("no KV sequence {} (the engine holds {})", seq, n_seq()));
+  if (seq == seq_) return;
+  for (auto& b : backends_) b->select_seq(seq);
+  seq_ = seq;
+}
+
+void engine::set_n_past(int n) {
+  if (n < 0 || n > n_past())
+    throw error(fmt::format("set_n_past({}): keep 0 .. {} positions", n, n_past()));
+  for (auto& b : backends_) b->truncate_kv(n);
+  n_past_[static_cast<size_t>(seq_)] = n;
+}
+
 void engine::set_op_capture(const capture_fn& fn) {
   for (auto& b : backends_) b->set_capture(fn);
 }
@@ -119,10 +147,11 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
   const hparams& hp = m_.hp();
   const int n_total = static_cast<int>(tokens.size());
   if (n_total == 0) throw error("eval: no tokens to evaluate");
-  if (n_past_ + n_total > n_ctx_)
+  const int n_past0 = n_past();
+  if (n_past0 + n_total > n_ctx_)
     throw error(fmt::format("{} tokens do not fit in the context: {} already used of {}; raise "
                             "the context size with -c or use a shorter prompt",
-                            n_total, n_past_, n_ctx_));
+                            n_total, n_past0, n_ctx_));
   const size_t nv = static_cast<size_t>(hp.n_vocab);
   // No fill: forward_output writes every logit it returns (the fill of a 32000-token vocabulary's
   // 128 KiB took 2-4 us of each decode token, out of cache after the weights streamed by).
@@ -150,7 +179,7 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
         const double t_run = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
         // The last layers and the output head in one go where one backend runs both.
         output_done = il1 == hp.n_layer && b == output_backend_ && !all_logits && last_chunk;
-        b->forward_layers(il, il1, n, n_past_, output_done ? logits_.data() : nullptr);
+        b->forward_layers(il, il1, n, n_past(), output_done ? logits_.data() : nullptr);
         if (trace_ && b == cpu_)
           trace_->add(
               {fmt::format("layers {}-{}{} (CPU)", il, il1 - 1, output_done ? " + output" : ""),
@@ -160,7 +189,7 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
       }
       if (il + 1 < hp.n_layer) layer_backend_[static_cast<size_t>(il + 1)]->prepare_layer(il + 1);
       const double t_layer = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
-      b->forward_layer(il, n, n_past_);
+      b->forward_layer(il, n, n_past());
       if (trace_ && b == cpu_)  // the CPU backend returns when the layer is done
         trace_->add({fmt::format("layer {} (CPU)", il), trace_track::cpu_compute, t_layer,
                      trace_recorder::now_us() - t_layer, il, "host"});
@@ -171,7 +200,7 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
       }
     }
     if (output_done) {
-      n_past_ += n;
+      n_past_[static_cast<size_t>(seq_)] += n;
       continue;
     }
     if (output_backend_ != cur) {
@@ -183,7 +212,7 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
     } else if (last_chunk) {
       output_backend_->forward_output(n, false, logits_.data());
     }
-    n_past_ += n;
+    n_past_[static_cast<size_t>(seq_)] += n;
   }
   return logits_;
 }

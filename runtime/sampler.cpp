@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
+#include <unordered_map>
 
 namespace tandem {
 
@@ -15,12 +15,14 @@ void sampler::accept(int32_t token) {
 }
 
 int32_t sampler::sample(float* logits, int n_vocab) {
-  if (p_.repeat_penalty != 1.0f) {
-    std::unordered_set<int32_t> seen(recent_.begin(), recent_.end());
-    for (int32_t t : seen) {
+  if (p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) {
+    std::unordered_map<int32_t, int> count;
+    for (int32_t t : recent_) ++count[t];
+    for (const auto& [t, c] : count) {
       if (t < 0 || t >= n_vocab) continue;
       float& l = logits[t];
-      l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+      if (p_.repeat_penalty != 1.0f) l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
+      l -= static_cast<float>(c) * p_.frequency_penalty + p_.presence_penalty;
     }
   }
   int32_t chosen = 0;

@@ -1,5 +1,6 @@
-// Token sampling: greedy at temperature 0; otherwise repetition penalty, top-k, top-p, min-p and
-// temperature, in llama.cpp's order, drawn from a seeded generator (same seed, same tokens).
+// Token sampling: the penalties (repetition; OpenAI's presence and frequency), then greedy at
+// temperature 0, otherwise top-k, top-p, min-p and temperature, in llama.cpp's order, drawn from
+// a seeded generator (same seed, same tokens).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -14,7 +15,11 @@ struct sampler_params {
   float top_p = 0.95f;     // 1: off
   float min_p = 0.05f;     // 0: off
   float repeat_penalty = 1.0f;  // 1: off
-  int repeat_last_n = 64;
+  int repeat_last_n = 64;       // window of the penalties (the last N accepted tokens)
+  // OpenAI's: a token seen c > 0 times in the window has its logit lowered by
+  // c * frequency_penalty + presence_penalty. 0: off.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
   uint32_t seed = 0xFFFFFFFF;   // 0xFFFFFFFF: random
 };
 

@@ -45,7 +45,8 @@ plan make_plan(const model& m, const plan_request& req, const gpu_device_info* d
   p.layers.assign(static_cast<size_t>(hp.n_layer), placement::cpu);
   for (int il = 0; il < hp.n_layer; ++il) p.layer_bytes.push_back(m.layer(il).nbytes());
   p.output_bytes = m.output().nbytes() + m.output_norm().nbytes();
-  p.kv_bytes_per_layer = 2ull * static_cast<uint64_t>(std::max(req.n_ctx, 1)) * hp.n_embd_kv() * 2;
+  p.kv_bytes_per_layer = 2ull * static_cast<uint64_t>(std::max(req.n_ctx, 1)) * hp.n_embd_kv() *
+                         2 * static_cast<uint64_t>(std::max(req.n_seq, 1));
   const uint64_t nb = static_cast<uint64_t>(std::max(req.n_batch, 1));
   p.scratch_bytes = nb * 4 * (3ull * hp.n_embd + hp.n_embd_q() * 2ull + 2ull * hp.n_embd_kv() +
                               2ull * hp.n_ff) +

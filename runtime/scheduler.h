@@ -19,6 +19,7 @@ struct plan_request {
   int n_ctx = 0;
   int n_batch = 512;
   uint64_t vram_budget = 0;      // 0: from the device (heaps / VK_EXT_memory_budget)
+  int n_seq = 1;                 // KV caches per layer (sessions)
 };
 
 struct plan {
@@ -26,7 +27,7 @@ struct plan {
   placement output = placement::cpu;
   std::vector<uint64_t> layer_bytes;
   uint64_t output_bytes = 0;     // norm + head
-  uint64_t kv_bytes_per_layer = 0;
+  uint64_t kv_bytes_per_layer = 0;  // every sequence's
   uint64_t scratch_bytes = 0;
   uint64_t gpu_budget = 0;       // what fitting used (0 when no GPU)
   std::string device;            // GPU name, or "" when everything is on the CPU

@@ -46,7 +46,7 @@ struct device_layer {
   device_weight wo;               // (n_embd_q -> n_embd)
   device_weight ffn_norm;         // (n_embd) F32
   device_weight gate, up, down;   // (n_embd -> n_ff), (n_ff -> n_embd)
-  buffer_range k_cache, v_cache;  // (n_ctx x n_embd_kv) F16
+  std::vector<buffer_range> k_cache, v_cache;  // per KV sequence: (n_ctx x n_embd_kv) F16
   bool streamed = false;          // matrices above live in host_region, run from a slot
   buffer_range host_region;       // streamed: the packed matrices in pinned host memory
 };
@@ -73,6 +73,7 @@ class vulkan_backend final : public backend {
   void forward_layer(int il, int n_tokens, int pos0) override;
   void forward_output(int n_tokens, bool all_tokens, float* logits) override;
   void truncate_kv(int n_past) override { n_past_ = std::min(n_past_, std::max(0, n_past)); }
+  void select_seq(int seq) override;
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
   void prepare_layer(int il) override;
 
@@ -91,6 +92,7 @@ class vulkan_backend final : public backend {
   int n_ctx_ = 0;
   int n_logit_rows_ = 1;  // tokens per output-head pass (bounded by the binding limit)
   int n_past_ = 0;
+  int seq_ = 0;  // the selected KV sequence
 
   std::unique_ptr<pipeline_cache> pipes_;
   std::unique_ptr<arena> weights_, device_mem_;
@@ -237,7 +239,8 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
       n_batch * f * (2 * row_floats[0] + 2 * row_floats[1] + 2 * row_floats[2] + 2 * row_floats[3]);
   if (opt.output) scratch_bytes += static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
   const uint64_t rope_bytes = static_cast<uint64_t>(n_ctx_) * static_cast<uint64_t>(hp.n_rot) * f;
-  const uint64_t kv_total = 2 * kv_bytes * opt.layers.size();
+  if (opt.n_seq < 1) throw error(fmt::format("vulkan: {} KV sequences (at least 1)", opt.n_seq));
+  const uint64_t kv_total = 2 * kv_bytes * opt.layers.size() * static_cast<uint64_t>(opt.n_seq);
   const uint64_t need =
       weight_bytes + n_slots * stream_bytes + kv_total + scratch_bytes + rope_bytes;
   const uint64_t budget = ctx_->device_local_budget();
@@ -288,8 +291,10 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
       L.up = upload_matrix(lw.ffn_up, n_embd, n_ff);
       L.down = upload_matrix(lw.ffn_down, n_ff, n_embd);
     }
-    L.k_cache = device_mem_->alloc(kv_bytes);
-    L.v_cache = device_mem_->alloc(kv_bytes);
+    for (int s = 0; s < opt.n_seq; ++s) {
+      L.k_cache.push_back(device_mem_->alloc(kv_bytes));
+      L.v_cache.push_back(device_mem_->alloc(kv_bytes));
+    }
   }
   if (opt.output) {
     output_norm_ = upload_vector(m.output_norm(), n_embd);
@@ -496,12 +501,20 @@ void vulkan_backend::download_hidden(float* x, int n_tokens) {
   if (timer_) timer_->collect();
 }
 
+void vulkan_backend::select_seq(int seq) {
+  if (seq < 0 || seq >= opt_.n_seq)
+    throw error(fmt::format("vulkan: no KV sequence {} (the backend holds {})", seq, opt_.n_seq));
+  seq_ = seq;
+}
+
 void vulkan_backend::forward_layer(int il, int n, int pos0) {
   op_scope scope(fmt::format("forward_layer {}", il));
   if (il < 0 || il >= hp_.n_layer || !layers_[static_cast<size_t>(il)].present)
     throw error(fmt::format("vulkan: layer {} is not placed on this backend", il));
   check_batch(n, pos0);
   const device_layer& L = layers_[static_cast<size_t>(il)];
+  const buffer_range& k_cache = L.k_cache[static_cast<size_t>(seq_)];
+  const buffer_range& v_cache = L.v_cache[static_cast<size_t>(seq_)];
   const int n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
   const int hd = hp_.head_dim;
   // The matrices: resident, or in the slot the layer was streamed into.
@@ -546,13 +559,13 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
   cap(r, "rope:q", q_, n, n_q);
   cap(r, "rope:k", k_, n, n_kv);
-  ops::kv_store(r, v_, L.v_cache, n_kv, n, pos0, n_kv);
-  cap(r, "kv_store:v", L.v_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
+  ops::kv_store(r, v_, v_cache, n_kv, n, pos0, n_kv);
+  cap(r, "kv_store:v", v_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
   r.barrier();
-  ops::kv_store(r, k_, L.k_cache, n_kv, n, pos0, n_kv);
-  cap(r, "kv_store:k", L.k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
+  ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
+  cap(r, "kv_store:k", k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
   r.barrier();
-  ops::attention(r, q_, L.k_cache, L.v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd);
+  ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd);
   cap(r, "attention", att_, n, n_q);
   r.barrier();
   ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true);

@@ -1,0 +1,52 @@
+// Chat templates: the Jinja text a model ships as tokenizer.chat_template, rendered the way the
+// Hugging Face `transformers` library renders it (Python's jinja2 in its immutable sandbox, with
+// trim_blocks, lstrip_blocks, loop controls, raise_exception, strftime_now and a tojson that keeps
+// non-ASCII characters). The interpreter is our own (runtime/jinja*.cpp); it is tested byte for
+// byte against renderings made by jinja2 itself.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tandem {
+
+struct chat_inputs {
+  nlohmann::json messages = nlohmann::json::array();  // OpenAI-style messages (content may be
+                                                      // a string, null, or a list of parts)
+  nlohmann::json tools;            // null when none
+  bool add_generation_prompt = true;
+  std::string bos_token, eos_token;
+  std::string now;                 // "2026-01-15T09:30:00" for strftime_now; empty: local time now
+  nlohmann::json extra;            // object of more variables (e.g. enable_thinking), or null
+};
+
+class chat_template {
+ public:
+  // Parses; throws tandem::error("chat template line L, column C: ...") on a syntax error or
+  // an unsupported construct.
+  explicit chat_template(std::string source);
+  ~chat_template();
+  chat_template(chat_template&&) noexcept;
+  chat_template& operator=(chat_template&&) noexcept;
+
+  // Renders; throws tandem::error with the template's raise_exception message (exactly its text)
+  // or a runtime error naming line/column. Hostile templates stop with a one-line error: at most
+  // 50 million evaluation steps, 200 nested macro calls and 32 MiB of output or of any one value.
+  // Safe to call from several threads at once.
+  std::string render(const chat_inputs& in) const;
+  const std::string& source() const;
+
+  // Built-in templates by name ("chatml", "llama3", "llama2", "mistral", "gemma", "phi3",
+  // "qwen2" = chatml, ...), written for this project. Throws tandem::error listing the names.
+  static std::string builtin(std::string_view name);
+  static std::vector<std::string> builtin_names();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> p_;
+};
+
+}  // namespace tandem

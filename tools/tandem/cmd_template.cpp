@@ -1,0 +1,98 @@
+// `tandem template`: renders a chat template for a conversation given as a case file (the format
+// of ../shared/models/templates/cases: messages, add_generation_prompt, tools, and optionally
+// bos_token, eos_token, now, extra), printing exactly the rendered text.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "runtime/chat_template.h"
+#include "runtime/error.h"
+#include "runtime/gguf.h"
+#include "runtime/tokenizer.h"
+#include "tools/tandem/commands.h"
+
+namespace tandem::cli {
+namespace {
+
+struct template_opts {
+  std::string model, template_file, case_file, chat_template;
+};
+
+std::string read_text(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error(fmt::format("cannot read the {} '{}'", what, path));
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// --chat-template: a built-in name or a Jinja file.
+std::string named_template(const std::string& arg) {
+  for (auto& n : chat_template::builtin_names())
+    if (n == arg) return chat_template::builtin(n);
+  if (std::filesystem::is_regular_file(arg)) return read_text(arg, "chat template");
+  std::string known;
+  for (auto& n : chat_template::builtin_names()) known += (known.empty() ? "" : ", ") + n;
+  throw error(fmt::format("--chat-template '{}' is neither a built-in template ({}) nor a file", arg, known));
+}
+
+chat_inputs read_case(const std::string& path) {
+  nlohmann::json c;
+  try {
+    c = nlohmann::json::parse(read_text(path, "case file"));
+  } catch (const nlohmann::json::exception& e) {
+    throw error(fmt::format("the case file '{}' is not valid JSON: {}", path, e.what()));
+  }
+  if (!c.is_object() || !c.contains("messages") || !c["messages"].is_array())
+    throw error(fmt::format("the case file '{}' needs a \"messages\" array", path));
+  chat_inputs in;
+  in.messages = c["messages"];
+  in.add_generation_prompt = c.value("add_generation_prompt", false);
+  if (c.contains("tools")) in.tools = c["tools"];
+  if (c.contains("extra")) in.extra = c["extra"];
+  // The reference renderer's clock, so that templates which print the date render the same.
+  in.now = c.value("now", std::string("2026-01-15T09:30:00"));
+  return in;
+}
+
+}  // namespace
+
+command add_template(CLI::App& app) {
+  auto o = std::make_shared<template_opts>();
+  app.add_option("-m,--model", o->model, "GGUF model whose tokenizer.chat_template is rendered");
+  app.add_option("--template", o->template_file, "a Jinja chat template file to render");
+  app.add_option("case", o->case_file, "conversation JSON: messages, add_generation_prompt, tools, "
+                                       "bos_token, eos_token, now, extra")->required();
+  app.add_option("--chat-template", o->chat_template,
+                 "render this built-in template (chatml, llama3, ...) or Jinja file instead");
+  return [o] {
+    if (o->model.empty() == o->template_file.empty() && o->chat_template.empty())
+      throw error("give a model (-m MODEL.gguf) or a template (--template FILE.jinja), not both");
+    chat_inputs in = read_case(o->case_file);
+    std::string source;
+    if (!o->model.empty()) {
+      auto f = gguf_file::open(o->model);
+      source = f->get_string("tokenizer.chat_template", "");
+      auto tok = tokenizer::from_gguf(*f);
+      if (tok->bos() >= 0) in.bos_token = tok->token_text(tok->bos());
+      if (tok->eos() >= 0) in.eos_token = tok->token_text(tok->eos());
+      if (source.empty() && o->chat_template.empty()) {
+        fmt::print(stderr, "{} has no tokenizer.chat_template; using the built-in ChatML template\n", o->model);
+        source = chat_template::builtin("chatml");
+      }
+    } else if (!o->template_file.empty()) {
+      source = read_text(o->template_file, "chat template");
+    }
+    if (!o->chat_template.empty()) source = named_template(o->chat_template);
+    nlohmann::json c = nlohmann::json::parse(read_text(o->case_file, "case file"));
+    if (c.contains("bos_token")) in.bos_token = c["bos_token"].get<std::string>();
+    if (c.contains("eos_token")) in.eos_token = c["eos_token"].get<std::string>();
+    std::string out = chat_template(source).render(in);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return 0;
+  };
+}
+
+}  // namespace tandem::cli
