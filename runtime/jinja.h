@@ -201,6 +201,7 @@ struct stmt {
   body_t body, else_body;
   std::vector<macro_param> params;      // macro, call block (caller's parameters)
   std::vector<std::pair<std::string, expr_ptr>> assigns;  // with
+  bool uses_loop = true;                // for: whether the body names `loop` (else not built)
 };
 
 // Parses tokens into statements; throws tandem::error("chat template line L, column C: ...").
@@ -209,7 +210,7 @@ body_t parse(const std::vector<token>& tokens);
 // ---- evaluation --------------------------------------------------------------------------------
 
 struct limits {
-  uint64_t max_steps = 50'000'000;
+  uint64_t max_steps = 10'000'000;
   int max_call_depth = 200;
   size_t max_output = max_value_bytes;
 };

@@ -100,8 +100,7 @@ value arith(const std::string& op, const value& a, const value& b) {
       r.insert(r.end(), b.l->begin(), b.l->end());
       return a.k == kind::tuple ? value::tuple(std::move(r)) : value::list(std::move(r));
     }
-    if (a.is_string() || b.is_string())
-      fail(fmt::format("can only concatenate str (not \"{}\") to str", type_name(a.is_string() ? b : a)));
+    if (a.is_string()) fail(fmt::format("can only concatenate str (not \"{}\") to str", type_name(b)));
     return unsupported();
   }
   if (op == "*" && (a.is_int() || b.is_int())) {
@@ -271,7 +270,7 @@ class evaluator {
         if (!s.text.empty()) {
           const value* target = f->lookup(s.targets[0]);
           if (!target || target->k != kind::ns)
-            fail(fmt::format("cannot assign attribute on non-namespace object '{}'", s.targets[0]));
+            fail("cannot assign attribute on non-namespace object");
           target->d->set(value::str(s.text), std::move(v));
         } else {
           assign(*f, s.targets, v);
@@ -318,20 +317,22 @@ class evaluator {
 
   value loop_object(const std::vector<value>& items, size_t i) {
     value loop = value::ns();
-    auto& d = *loop.d;
+    auto& d = loop.d->items;
     int64_t n = int64_t(items.size()), k = int64_t(i);
-    d.set(value::str("index"), value::integer(k + 1));
-    d.set(value::str("index0"), value::integer(k));
-    d.set(value::str("revindex"), value::integer(n - k));
-    d.set(value::str("revindex0"), value::integer(n - k - 1));
-    d.set(value::str("first"), value::boolean(k == 0));
-    d.set(value::str("last"), value::boolean(k == n - 1));
-    d.set(value::str("length"), value::integer(n));
-    d.set(value::str("depth"), value::integer(1));
-    d.set(value::str("depth0"), value::integer(0));
-    if (k > 0) d.set(value::str("previtem"), items[i - 1]);
-    if (k + 1 < n) d.set(value::str("nextitem"), items[i + 1]);
-    d.set(value::str("cycle"), value::func("cycle", [k](std::vector<value>& args, kwargs_t&) {
+    d.reserve(12);
+    auto put = [&](const char* key, value v) { d.emplace_back(value::str(key), std::move(v)); };
+    put("index", value::integer(k + 1));
+    put("index0", value::integer(k));
+    put("revindex", value::integer(n - k));
+    put("revindex0", value::integer(n - k - 1));
+    put("first", value::boolean(k == 0));
+    put("last", value::boolean(k == n - 1));
+    put("length", value::integer(n));
+    put("depth", value::integer(1));
+    put("depth0", value::integer(0));
+    if (k > 0) put("previtem", items[i - 1]);
+    if (k + 1 < n) put("nextitem", items[i + 1]);
+    put("cycle", value::func("cycle", [k](std::vector<value>& args, kwargs_t&) {
       if (args.empty()) fail("no items for cycling given");
       return args[size_t(k) % args.size()];
     }));
@@ -359,7 +360,7 @@ class evaluator {
       auto inner = std::make_shared<frame>();
       inner->parent = f;
       assign(*inner, s.targets, items[i]);
-      inner->vars["loop"] = loop_object(items, i);
+      if (s.uses_loop) inner->vars["loop"] = loop_object(items, i);
       flow r = exec(s.body, inner);
       if (r == flow::brk) break;
     }

@@ -582,8 +582,8 @@ bool apply_test(const std::string& name, std::vector<value>& args, kwargs_t& kwa
     call_method(value::str(to_str(v)), name == "lower" ? "islower" : "isupper", none, kw, out);
     return out.b;
   }
-  if (name == "filter") return known_filter(to_str(arg()));
-  if (name == "test") return known_test(to_str(arg()));
+  if (name == "filter") return v.is_string() && known_filter(v.s);
+  if (name == "test") return v.is_string() && known_test(v.s);
   fail(fmt::format("no test named '{}'", name));
 }
 
