@@ -197,8 +197,10 @@ class evaluator {
   int call_depth_ = 0;
   frame_ptr root_;
   value block_value_;
+  stack_budget stack_;
 
   void step() {
+    if (stack_.exceeded()) fail("the template nests too deeply for this thread's stack");
     if (++steps_ > lim_.max_steps)
       fail(fmt::format("the template ran more than {} steps; it loops without end or does too much work",
                        lim_.max_steps));
@@ -234,8 +236,8 @@ class evaluator {
   }
 
   flow exec_stmt(const stmt& s, frame_ptr& f) {
-    step();
     try {
+      step();
       return exec_stmt_inner(s, f);
     } catch (eval_error& e) {
       if (!e.line) e.line = s.line, e.col = s.col;
@@ -413,8 +415,8 @@ class evaluator {
   // ---- expressions ---------------------------------------------------------------------------
 
   value eval(const expr& e, const frame_ptr& f) {
-    step();
     try {
+      step();
       return eval_inner(e, f);
     } catch (eval_error& err) {
       if (!err.line) err.line = e.line, err.col = e.col;

@@ -53,6 +53,7 @@ class parser {
   const std::vector<token>& t_;
   size_t i_ = 0;
   int depth_ = 0;
+  stack_budget stack_;
 
   struct nest {
     parser& p;
@@ -61,6 +62,7 @@ class parser {
       p.depth_ += n;
       if (p.depth_ > max_nesting)
         p.error(p.cur(), fmt::format("the template nests more than {} levels deep", max_nesting));
+      if (p.stack_.exceeded()) p.error(p.cur(), "the template nests too deeply for this thread's stack");
     }
     ~nest() { p.depth_ -= n; }
   };

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <pthread.h>
+
 #include <thread>
 
 #include "runtime/chat_template.h"
@@ -141,7 +143,7 @@ TEST(ChatTemplate, FeatureTemplatesRenderAsJinja2Does) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 107);
+  EXPECT_EQ(checked, 131);
 }
 
 TEST(ChatTemplate, BuiltinTemplatesRenderAsJinja2Does) {
@@ -309,4 +311,28 @@ TEST(ChatTemplate, DeepNestingIsASyntaxErrorNotACrash) {
   EXPECT_NE(parse_error(attrs + " }}").find("nests more than 256 levels"), std::string::npos);
   // Nesting within the limit is fine.
   EXPECT_EQ(render("{{ " + std::string(100, '(') + "7" + std::string(100, ')') + " }}"), "7");
+}
+
+TEST(ChatTemplate, SmallThreadStacksGetAnErrorNotACrash) {
+  // A thread with 256 KiB of stack (less than the call-depth limit would need): the deep
+  // recursion and the deep nesting stop with a message.
+  struct job {
+    std::string recursion, nesting;
+  } j;
+  auto run = [](void* arg) -> void* {
+    auto* jb = static_cast<job*>(arg);
+    jb->recursion = render_error(chat_template("{% macro f(n) %}{% if n > 0 %}{% for i in [1] %}{{ f(n - 1) | trim }}"
+                                               "{% endfor %}{% else %}done{% endif %}{% endmacro %}{{ f(199) }}"), {});
+    jb->nesting = parse_error("{{ " + std::string(120, '[') + "1" + std::string(120, ']') + " }}");
+    return nullptr;
+  };
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 256 << 10);
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, &attr, run, &j), 0);
+  pthread_join(th, nullptr);
+  pthread_attr_destroy(&attr);
+  EXPECT_NE(j.recursion.find("the template nests too deeply for this thread's stack"), std::string::npos) << j.recursion;
+  EXPECT_NE(j.nesting.find("the template nests too deeply for this thread's stack"), std::string::npos) << j.nesting;
 }
