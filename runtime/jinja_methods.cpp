@@ -329,7 +329,8 @@ std::string py_format(const std::string& fmt_s, const args_view& a) {
   return out;
 }
 
-bool str_method(const std::string& s, const std::string& name, const args_view& a, value& out) {
+// strip, split, splitlines, startswith/endswith and the case methods.
+bool str_split_case(const std::string& s, const std::string& name, const args_view& a, value& out) {
   auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
   auto boolean = [&](bool x) { out = value::boolean(x); return true; };
   if (name == "strip" || name == "lstrip" || name == "rstrip")
@@ -372,6 +373,12 @@ bool str_method(const std::string& s, const std::string& name, const args_view& 
     if (!c.empty()) c[0] = to_upper(c[0]);
     return str(utf8_encode(c));
   }
+  return false;
+}
+
+// replace, join, find/rfind/index/rindex/count.
+bool str_edit_search(const std::string& s, const std::string& name, const args_view& a, value& out) {
+  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
   if (name == "replace") {
     const std::string& from = a.get_str(0, "old");
     const std::string& to = a.get_str(1, "new");
@@ -431,6 +438,13 @@ bool str_method(const std::string& s, const std::string& name, const args_view& 
     out = value::integer(int64_t(is_ascii(s) ? f : utf8_decode(s.substr(0, f)).size()));
     return true;
   }
+  return false;
+}
+
+// The is...() tests, padding, partition, removeprefix/removesuffix and format.
+bool str_test_pad(const std::string& s, const std::string& name, const args_view& a, value& out) {
+  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
+  auto boolean = [&](bool x) { out = value::boolean(x); return true; };
   auto all_of = [&](bool (*pred)(char32_t)) {
     std::u32string c = as_u32(s);
     return boolean(!c.empty() && std::all_of(c.begin(), c.end(), pred));
@@ -482,6 +496,10 @@ bool str_method(const std::string& s, const std::string& name, const args_view& 
   }
   if (name == "format") return str(py_format(s, a));
   return false;
+}
+
+bool str_method(const std::string& s, const std::string& name, const args_view& a, value& out) {
+  return str_split_case(s, name, a, out) || str_edit_search(s, name, a, out) || str_test_pad(s, name, a, out);
 }
 
 }  // namespace

@@ -385,9 +385,9 @@ class parser {
     expr_ptr left = operand();
     int grown = 0;
     for (;;) {
-      const char* found = nullptr;
-      for (const char* o : ops)
-        if (names ? is_name(o) : is_op(o)) found = o;
+      if (cur().type != (names ? tok::name : tok::op)) break;
+      bool found = false;
+      for (const char* o : ops) found = found || cur().text == o;
       if (!found) break;
       const token& at = next();
       ++grown;
@@ -397,7 +397,7 @@ class parser {
         error(at, fmt::format("the template nests more than {} levels deep", max_nesting));
       }
       auto b = make(ek::binary, at);
-      b->name = found;
+      b->name = at.text;
       b->a.push_back(std::move(left));
       b->a.push_back(operand());
       left = std::move(b);
