@@ -61,7 +61,11 @@ value arith(const std::string& op, const value& a, const value& b) {
       if (op == "+") return value::floating(x + y);
       if (op == "-") return value::floating(x - y);
       if (op == "*") return value::floating(x * y);
-      if (op == "**") return value::floating(std::pow(x, y));
+      if (op == "**") {
+        if (x == 0 && y < 0) fail("0.0 cannot be raised to a negative power");
+        if (x < 0 && y != std::floor(y)) fail("a negative number to a fractional power is complex, which is not supported");
+        return value::floating(std::pow(x, y));
+      }
       if (y == 0) fail("float division by zero");
       if (op == "//") return value::floating(std::floor(x / y));
       return value::floating(py_fmod(x, y));
@@ -71,7 +75,10 @@ value arith(const std::string& op, const value& a, const value& b) {
     if (op == "-") return value::integer(checked(sub_ov, x, y));
     if (op == "*") return value::integer(checked(mul_ov, x, y));
     if (op == "**") {
-      if (y < 0) return value::floating(std::pow(double(x), double(y)));
+      if (y < 0) {
+        if (x == 0) fail("0.0 cannot be raised to a negative power");
+        return value::floating(std::pow(double(x), double(y)));
+      }
       int64_t acc = 1;
       for (int64_t k = 0; k < y; ++k) {
         acc = checked(mul_ov, acc, x);
@@ -141,7 +148,9 @@ bool contains(const value& container, const value& item) {
       for (auto& e : *container.l)
         if (equals(e, item)) return true;
       return false;
-    case kind::dict: return container.d->find(item) != nullptr;
+    case kind::dict:
+      if (item.k == kind::list || item.k == kind::dict) fail(fmt::format("unhashable type: '{}'", type_name(item)));
+      return container.d->find(item) != nullptr;
     default: fail(fmt::format("argument of type '{}' is not iterable", type_name(container)));
   }
 }

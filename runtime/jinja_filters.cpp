@@ -94,6 +94,7 @@ std::string html_escape(const std::string& s) {
 }
 
 value to_int(const value& v, const value& def, int base) {
+  if (v.is_undefined()) fail(v.s.empty() ? "undefined value cannot be converted" : v.s);
   if (v.is_int()) return value::integer(v.as_int());
   if (v.k == kind::floating) {
     if (!std::isfinite(v.f)) return def;
@@ -115,6 +116,7 @@ value to_int(const value& v, const value& def, int base) {
 }
 
 value to_float(const value& v, const value& def) {
+  if (v.is_undefined()) fail(v.s.empty() ? "undefined value cannot be converted" : v.s);
   if (v.is_number()) return value::floating(v.as_double());
   if (v.is_string()) {
     std::string s = py_strip(v.s, nullptr, true, true);
@@ -153,7 +155,10 @@ value do_round(const params& p) {
 }
 
 value do_indent(const params& p) {
-  std::string s = to_str(p.pos[0]);
+  if (p.pos[0].is_undefined()) fail(p.pos[0].s.empty() ? "undefined value cannot be indented" : p.pos[0].s);
+  if (!p.pos[0].is_string())
+    fail(fmt::format("can only concatenate {} (not \"str\") to {}", type_name(p.pos[0]), type_name(p.pos[0])));
+  std::string s = p.pos[0].s;
   const value* w = p.get(1, "width");
   std::string ind = w && w->is_string() ? w->s : std::string(size_t(p.integer(1, "width", 4)), ' ');
   bool first = p.flag(2, "first", false), blank = p.flag(3, "blank", false);

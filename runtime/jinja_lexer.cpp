@@ -136,13 +136,19 @@ class lexer {
     p = skip_spaces(s_, p);
     if (s_.compare(p, 3, "raw") != 0) return false;
     p = skip_spaces(s_, p + 3);
+    // jinja2 knows "{% raw %}" and "{% raw -%}" only; "{% raw +%}" is an unknown tag 'raw'.
     size_t save = pos_;
+    bool before = line_starting_;
     pos_ = p;
-    if (!tag_end('%', false)) {
+    if ((p < s_.size() && s_[p] == '+') || !tag_end('%', false)) {
       pos_ = save;
+      line_starting_ = before;
       return false;
     }
+    bool after_opener = line_starting_;
+    line_starting_ = before;
     emit_text(text_begin, tag, sign, true);
+    line_starting_ = after_opener;
     // The body runs to the first {% endraw %}.
     for (size_t q = s_.find("{%", pos_); q != std::string::npos; q = s_.find("{%", q + 2)) {
       size_t r = q + 2;
@@ -158,7 +164,7 @@ class lexer {
       }
       size_t after = pos_;
       bool ls = line_starting_;
-      line_starting_ = false;
+      line_starting_ = after_opener;
       emit_text(body, q, esign, true);
       line_starting_ = ls;
       pos_ = after;

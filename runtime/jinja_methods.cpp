@@ -107,6 +107,7 @@ value get_item(const value& obj, const value& key) {
 
 value slice(const value& obj, const value* lo, const value* hi, const value* step) {
   if (obj.is_undefined()) fail(obj.s.empty() ? "undefined value cannot be sliced" : obj.s);
+  if (obj.is_mapping()) fail("unhashable type: 'slice'");
   auto arg = [](const value* v, const char* what) -> std::optional<int64_t> {
     if (!v || v->is_none()) return std::nullopt;
     if (!v->is_int()) fail(fmt::format("slice {} must be an integer or none", what));
@@ -122,7 +123,7 @@ value slice(const value& obj, const value* lo, const value* hi, const value* ste
     n = int64_t(cps.size());
   } else if (obj.is_seq()) {
     n = int64_t(obj.l->size());
-  } else {
+  } else {  // jinja2 slices with Python's own [] (not its getitem), so this is an error
     fail(fmt::format("'{}' object is not subscriptable", type_name(obj)));
   }
   // Python's PySlice_AdjustIndices.

@@ -200,7 +200,7 @@ class parser {
                                  "endwith", "endgeneration", "elif", "else", "endraw"};
     for (const char* e : ends)
       if (n == e) error(t, fmt::format("unexpected '{}': no block is open that it could end", n));
-    error(t, fmt::format("unknown tag '{}'", n));
+    error(t, fmt::format("Encountered unknown tag '{}'.", n));
   }
 
   stmt_ptr parse_if() {

@@ -143,7 +143,7 @@ TEST(ChatTemplate, FeatureTemplatesRenderAsJinja2Does) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 131);
+  EXPECT_EQ(checked, 133);
 }
 
 TEST(ChatTemplate, BuiltinTemplatesRenderAsJinja2Does) {
@@ -238,7 +238,7 @@ TEST(ChatTemplate, SyntaxErrorsNameLineAndColumn) {
   EXPECT_EQ(parse_error("{{ x is nope }}"), "chat template line 1, column 9: no test named 'nope'");
   EXPECT_EQ(parse_error("{% for x in y %}"), "chat template line 1, column 17: unexpected end of template: expected 'endfor' or 'else'");
   EXPECT_EQ(parse_error("{% include 'x.jinja' %}"), "chat template line 1, column 4: '{% include %}' is not supported in chat templates");
-  EXPECT_EQ(parse_error("{% frobnicate %}"), "chat template line 1, column 4: unknown tag 'frobnicate'");
+  EXPECT_EQ(parse_error("{% frobnicate %}"), "chat template line 1, column 4: Encountered unknown tag 'frobnicate'.");
   EXPECT_EQ(parse_error("{% endif %}"), "chat template line 1, column 4: unexpected 'endif': no block is open that it could end");
   EXPECT_EQ(parse_error("x\n\n  {{ 'unclosed }}"), "chat template line 3, column 6: unexpected end of string literal");
   EXPECT_EQ(parse_error("{{ (1 + 2 }}"), "chat template line 1, column 11: unexpected '}', expected ')'");
