@@ -12,18 +12,31 @@
 
 namespace tandem::jinja {
 
+namespace {
+// The lowest address of the calling thread's stack (null when unknown); looked up once per
+// thread, since for the main thread glibc reads /proc/self/maps to answer.
+const char* stack_low_end() {
+  thread_local const char* low = [] {
+    const char* r = nullptr;
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      void* addr = nullptr;
+      size_t size = 0;
+      if (pthread_attr_getstack(&attr, &addr, &size) == 0) r = static_cast<const char*>(addr);
+      pthread_attr_destroy(&attr);
+    }
+    return r;
+  }();
+  return low;
+}
+}  // namespace
+
 stack_budget::stack_budget() {
   char here;
   base_ = &here;
   size_t left = size_t(8) << 20;
-  pthread_attr_t attr;
-  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-    void* addr = nullptr;
-    size_t size = 0;
-    if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr && &here > static_cast<char*>(addr))
-      left = std::min(left, size_t(&here - static_cast<char*>(addr)));
-    pthread_attr_destroy(&attr);
-  }
+  const char* low = stack_low_end();
+  if (low && &here > low) left = std::min(left, size_t(&here - low));
   constexpr size_t margin = 96 << 10;
   budget_ = left > 2 * margin ? left - margin : left / 2;
 }
