@@ -166,7 +166,7 @@ const std::map<std::string, std::string, std::less<>>& builtins() {
         "{%- if message.role == 'user' -%}\n"
         "{{- '[INST] ' + (ns.system + '\\n\\n' if ns.system and loop.index0 == ns.last_user else '') + text(message.content) + '[/INST]' -}}\n"
         "{%- elif message.role == 'assistant' -%}\n"
-        "{{- ' ' + text(message.content) + eos_token -}}\n"
+        "{{- ' ' + text(message.content) | trim + eos_token -}}\n"
         "{%- endif -%}\n"
         "{%- endfor -%}\n";
     // Gemma has no system role: the system prompt opens the first user turn.

@@ -94,6 +94,7 @@ std::string html_escape(const std::string& s) {
 }
 
 value to_int(const value& v, const value& def, int base) {
+  if (v.is_undefined()) fail(v.s.empty() ? "undefined value cannot be converted" : v.s);
   if (v.is_int()) return value::integer(v.as_int());
   if (v.k == kind::floating) {
     if (!std::isfinite(v.f)) return def;
@@ -115,6 +116,7 @@ value to_int(const value& v, const value& def, int base) {
 }
 
 value to_float(const value& v, const value& def) {
+  if (v.is_undefined()) fail(v.s.empty() ? "undefined value cannot be converted" : v.s);
   if (v.is_number()) return value::floating(v.as_double());
   if (v.is_string()) {
     std::string s = py_strip(v.s, nullptr, true, true);
@@ -153,7 +155,10 @@ value do_round(const params& p) {
 }
 
 value do_indent(const params& p) {
-  std::string s = to_str(p.pos[0]);
+  if (p.pos[0].is_undefined()) fail(p.pos[0].s.empty() ? "undefined value cannot be indented" : p.pos[0].s);
+  if (!p.pos[0].is_string())
+    fail(fmt::format("can only concatenate {} (not \"str\") to {}", type_name(p.pos[0]), type_name(p.pos[0])));
+  std::string s = p.pos[0].s;
   const value* w = p.get(1, "width");
   std::string ind = w && w->is_string() ? w->s : std::string(size_t(p.integer(1, "width", 4)), ' ');
   bool first = p.flag(2, "first", false), blank = p.flag(3, "blank", false);
@@ -183,7 +188,7 @@ value do_tojson(const params& p) {
     else st.indent = int(std::max<int64_t>(0, p.integer(2, "indent", 0)));
     st.item_sep = ",";
   }
-  if (p.flag(1, "ensure_ascii", false)) fail("tojson(ensure_ascii=true) is not supported");
+  st.ensure_ascii = p.flag(1, "ensure_ascii", false);
   const value* sep = p.get(3, "separators");
   if (sep && !sep->is_none()) {
     if (!sep->is_seq() || sep->l->size() != 2 || !(*sep->l)[0].is_string() || !(*sep->l)[1].is_string())
@@ -582,8 +587,8 @@ bool apply_test(const std::string& name, std::vector<value>& args, kwargs_t& kwa
     call_method(value::str(to_str(v)), name == "lower" ? "islower" : "isupper", none, kw, out);
     return out.b;
   }
-  if (name == "filter") return known_filter(to_str(arg()));
-  if (name == "test") return known_test(to_str(arg()));
+  if (name == "filter") return v.is_string() && known_filter(v.s);
+  if (name == "test") return v.is_string() && known_test(v.s);
   fail(fmt::format("no test named '{}'", name));
 }
 

@@ -107,6 +107,7 @@ value get_item(const value& obj, const value& key) {
 
 value slice(const value& obj, const value* lo, const value* hi, const value* step) {
   if (obj.is_undefined()) fail(obj.s.empty() ? "undefined value cannot be sliced" : obj.s);
+  if (obj.is_mapping()) fail("unhashable type: 'slice'");
   auto arg = [](const value* v, const char* what) -> std::optional<int64_t> {
     if (!v || v->is_none()) return std::nullopt;
     if (!v->is_int()) fail(fmt::format("slice {} must be an integer or none", what));
@@ -122,7 +123,7 @@ value slice(const value& obj, const value* lo, const value* hi, const value* ste
     n = int64_t(cps.size());
   } else if (obj.is_seq()) {
     n = int64_t(obj.l->size());
-  } else {
+  } else {  // jinja2 slices with Python's own [] (not its getitem), so this is an error
     fail(fmt::format("'{}' object is not subscriptable", type_name(obj)));
   }
   // Python's PySlice_AdjustIndices.
@@ -202,18 +203,14 @@ std::vector<value> py_split(const std::string& s, const value* sep, int64_t maxs
       i = j;
     }
     if (maxsplit >= 0 && int64_t(words.size()) > maxsplit + 1) {
+      // Python keeps the rest as it is, whitespace and all (on its far side).
       if (!from_right) {
-        auto rest = std::u32string_view(cps).substr(words[size_t(maxsplit)].first);
-        size_t e = rest.size();
-        while (e > 0 && is_py_space(rest[e - 1])) --e;
-        words.resize(size_t(maxsplit));
-        for (auto& [a, b] : words) parts.push_back(utf8_encode(cps.substr(a, b - a)));
-        parts.push_back(utf8_encode(rest.substr(0, e)));
+        for (size_t w = 0; w < size_t(maxsplit); ++w)
+          parts.push_back(utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
+        parts.push_back(utf8_encode(cps.substr(words[size_t(maxsplit)].first)));
       } else {
         size_t k = words.size() - size_t(maxsplit);
-        size_t b = 0;
-        while (b < cps.size() && is_py_space(cps[b])) ++b;
-        parts.push_back(utf8_encode(cps.substr(b, words[k - 1].second - b)));
+        parts.push_back(utf8_encode(cps.substr(0, words[k - 1].second)));
         for (size_t w = k; w < words.size(); ++w)
           parts.push_back(utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
       }
@@ -333,7 +330,8 @@ std::string py_format(const std::string& fmt_s, const args_view& a) {
   return out;
 }
 
-bool str_method(const std::string& s, const std::string& name, const args_view& a, value& out) {
+// strip, split, splitlines, startswith/endswith and the case methods.
+bool str_split_case(const std::string& s, const std::string& name, const args_view& a, value& out) {
   auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
   auto boolean = [&](bool x) { out = value::boolean(x); return true; };
   if (name == "strip" || name == "lstrip" || name == "rstrip")
@@ -376,6 +374,12 @@ bool str_method(const std::string& s, const std::string& name, const args_view& 
     if (!c.empty()) c[0] = to_upper(c[0]);
     return str(utf8_encode(c));
   }
+  return false;
+}
+
+// replace, join, find/rfind/index/rindex/count.
+bool str_edit_search(const std::string& s, const std::string& name, const args_view& a, value& out) {
+  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
   if (name == "replace") {
     const std::string& from = a.get_str(0, "old");
     const std::string& to = a.get_str(1, "new");
@@ -435,6 +439,13 @@ bool str_method(const std::string& s, const std::string& name, const args_view& 
     out = value::integer(int64_t(is_ascii(s) ? f : utf8_decode(s.substr(0, f)).size()));
     return true;
   }
+  return false;
+}
+
+// The is...() tests, padding, partition, removeprefix/removesuffix and format.
+bool str_test_pad(const std::string& s, const std::string& name, const args_view& a, value& out) {
+  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
+  auto boolean = [&](bool x) { out = value::boolean(x); return true; };
   auto all_of = [&](bool (*pred)(char32_t)) {
     std::u32string c = as_u32(s);
     return boolean(!c.empty() && std::all_of(c.begin(), c.end(), pred));
@@ -486,6 +497,10 @@ bool str_method(const std::string& s, const std::string& name, const args_view& 
   }
   if (name == "format") return str(py_format(s, a));
   return false;
+}
+
+bool str_method(const std::string& s, const std::string& name, const args_view& a, value& out) {
+  return str_split_case(s, name, a, out) || str_edit_search(s, name, a, out) || str_test_pad(s, name, a, out);
 }
 
 }  // namespace

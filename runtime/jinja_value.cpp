@@ -6,9 +6,40 @@
 #include <charconv>
 #include <cmath>
 
+#include <pthread.h>
+
 #include "runtime/jinja.h"
 
 namespace tandem::jinja {
+
+namespace {
+// The lowest address of the calling thread's stack (null when unknown); looked up once per
+// thread, since for the main thread glibc reads /proc/self/maps to answer.
+const char* stack_low_end() {
+  thread_local const char* low = [] {
+    const char* r = nullptr;
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      void* addr = nullptr;
+      size_t size = 0;
+      if (pthread_attr_getstack(&attr, &addr, &size) == 0) r = static_cast<const char*>(addr);
+      pthread_attr_destroy(&attr);
+    }
+    return r;
+  }();
+  return low;
+}
+}  // namespace
+
+stack_budget::stack_budget() {
+  char here;
+  base_ = &here;
+  size_t left = size_t(8) << 20;
+  const char* low = stack_low_end();
+  if (low && &here > low) left = std::min(left, size_t(&here - low));
+  constexpr size_t margin = 96 << 10;
+  budget_ = left > 2 * margin ? left - margin : left / 2;
+}
 
 // ---- construction ------------------------------------------------------------------------------
 
@@ -424,9 +455,21 @@ std::string repr(const value& v) {
 // ---- json.dumps ---------------------------------------------------------------------------------
 
 namespace {
-void json_string(std::string& out, std::string_view s) {
+void json_string(std::string& out, std::string_view s, bool ascii) {
   out += '"';
-  for (char c : s) {
+  auto escape_cp = [&](char32_t c) {
+    if (c >= 0x10000) {
+      c -= 0x10000;
+      out += fmt::format("\\u{:04x}\\u{:04x}", unsigned(0xD800 + (c >> 10)), unsigned(0xDC00 + (c & 0x3FF)));
+    } else {
+      out += fmt::format("\\u{:04x}", unsigned(c));
+    }
+  };
+  // Bytes pass through (UTF-8 stays UTF-8) unless ensure_ascii asks for escapes of characters.
+  std::u32string cps = ascii ? utf8_decode(s) : std::u32string();
+  size_t n = ascii ? cps.size() : s.size();
+  for (size_t i = 0; i < n; ++i) {
+    char32_t c = ascii ? cps[i] : char32_t(static_cast<unsigned char>(s[i]));
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -436,8 +479,8 @@ void json_string(std::string& out, std::string_view s) {
       case '\b': out += "\\b"; break;
       case '\f': out += "\\f"; break;
       default:
-        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", unsigned(c));
-        else out += c;
+        if (c < 0x20 || (ascii && c >= 0x7F)) escape_cp(c);
+        else out += ascii ? utf8_encode(std::u32string(1, c)) : std::string(1, char(c));
     }
   }
   out += '"';
@@ -478,7 +521,7 @@ void json_value(std::string& out, const value& v, const json_style& st, int leve
       else if (std::isinf(v.f)) out += v.f < 0 ? "-Infinity" : "Infinity";
       else out += float_repr(v.f);
       return;
-    case kind::string: json_string(out, v.s); return;
+    case kind::string: json_string(out, v.s, st.ensure_ascii); return;
     case kind::list:
     case kind::tuple: {
       if (v.l->empty()) {
@@ -507,7 +550,7 @@ void json_value(std::string& out, const value& v, const json_style& st, int leve
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += st.item_sep;
         out += nl;
-        json_string(out, items[i].first);
+        json_string(out, items[i].first, st.ensure_ascii);
         out += st.key_sep;
         json_value(out, *items[i].second, st, level + 1);
       }
