@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "runtime/backend_factory.h"
 #include "runtime/gguf.h"
 #include "runtime/host.h"
 #include "runtime/session.h"
@@ -292,6 +294,30 @@ TEST(Sessions, PrefixReuseGivesTheSameTokensAsAFreshSession) {
   s.reset();
   ASSERT_EQ(s.generate(prompt, greedy(&third, 2), &r), session::status::ok);
   EXPECT_EQ(r.cached_tokens, 0);
+}
+
+// Two sessions on the Vulkan path (lavapipe, asked for explicitly), generating on two threads at
+// once: each gives the golden text.
+TEST(Sessions, TwoThreadsOnVulkanGiveTheGoldenText) {
+  std::string why;
+  if (!select_gpu_device(true, &why)) {
+    if (std::getenv("CI")) FAIL() << "CI has lavapipe, but no Vulkan device: " << why;
+    GTEST_SKIP() << "no Vulkan device: " << why;
+  }
+  host_options o = options(2, 128);
+  o.engine.offload = "all";
+  model_host host(test::model_path("stories260K.gguf"), o);
+  ASSERT_EQ(host.eng().get_plan().n_gpu_layers(), 5);
+  const std::vector<int32_t> prompt = host.tok().encode("Once upon a time", true);
+  const std::string golden = test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt"));
+  session a(host), b(host);
+  pieces pa, pb;
+  std::thread ta([&] { a.generate(prompt, greedy(&pa, 60), nullptr); });
+  std::thread tb([&] { b.generate(prompt, greedy(&pb, 60), nullptr); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ("Once upon a time" + pa.all() + "\n", golden);
+  EXPECT_EQ("Once upon a time" + pb.all() + "\n", golden);
 }
 
 // ---- the text stream on its own -----------------------------------------------------------------
