@@ -6,25 +6,25 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "runtime/backend_factory.h"
 #include "runtime/gguf.h"
 #include "runtime/host.h"
 #include "runtime/session.h"
 #include "runtime/stop.h"
+#include "tests/chain_model.h"
 #include "tests/test_util.h"
 
 namespace tandem {
 namespace {
 
-// ---- the chain model ---------------------------------------------------------------------------
-// Every layer's matrices are zero, so the hidden state is the token's embedding; embeddings are
-// one-hot (token t: unit t), and output row j is the unit of the token before j in the chain.
-// Greedy decoding from BOS then walks the chain exactly: "Hello", the three bytes of "€", " wor",
-// "ld", "!", EOS.
+// ---- the chain model (tests/chain_model.h) -----------------------------------------------------
+// Greedy decoding from BOS walks "Hello", the three bytes of "€", " wor", "ld", "!", EOS.
 constexpr int k_vocab = 32;
 enum : int32_t { k_unk, k_bos, k_eos, k_hello, k_e2, k_82, k_ac, k_wor, k_ld, k_bang };
 const std::vector<int32_t> k_chain = {k_bos, k_hello, k_e2, k_82, k_ac, k_wor, k_ld, k_bang, k_eos};
@@ -32,17 +32,7 @@ const std::vector<int32_t> k_chain = {k_bos, k_hello, k_e2, k_82, k_ac, k_wor, k
 std::string write_chain_model() {
   const std::string path = test::temp_dir() + "/chain.gguf";
   if (std::filesystem::exists(path)) return path;
-  const int d = k_vocab, n_ff = 32, n_head = 4, n_head_kv = 2;
   gguf_writer w;
-  w.set_string("general.architecture", "llama");
-  w.set_string("general.name", "chain");
-  w.set_u32("llama.embedding_length", d);
-  w.set_u32("llama.block_count", 1);
-  w.set_u32("llama.feed_forward_length", n_ff);
-  w.set_u32("llama.attention.head_count", n_head);
-  w.set_u32("llama.attention.head_count_kv", n_head_kv);
-  w.set_u32("llama.context_length", 64);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
   std::vector<std::string> toks = {"<unk>", "<s>", "</s>", "\xe2\x96\x81Hello", "<0xE2>",
                                    "<0x82>", "<0xAC>", "\xe2\x96\x81wor", "ld", "!"};
   std::vector<int32_t> types = {2, 3, 3, 1, 6, 6, 6, 1, 1, 1};
@@ -58,34 +48,7 @@ std::string write_chain_model() {
   w.set_array_i32("tokenizer.ggml.token_type", types);
   w.set_u32("tokenizer.ggml.bos_token_id", k_bos);
   w.set_u32("tokenizer.ggml.eos_token_id", k_eos);
-  const auto tensor = [&](const std::string& name, int cols, int rows, const std::vector<float>& f) {
-    std::vector<uint8_t> b(f.size() * 4);
-    std::memcpy(b.data(), f.data(), b.size());
-    if (rows == 0)
-      w.add_tensor(name, dtype::f32, {cols}, std::move(b));
-    else
-      w.add_tensor(name, dtype::f32, {cols, rows}, std::move(b));
-  };
-  const auto zeros = [](int n) { return std::vector<float>(static_cast<size_t>(n), 0.0f); };
-  const auto ones = [](int n) { return std::vector<float>(static_cast<size_t>(n), 1.0f); };
-  std::vector<float> embd = zeros(d * k_vocab), out = zeros(d * k_vocab);
-  for (int t = 0; t < k_vocab; ++t) embd[static_cast<size_t>(t * d + t)] = 1.0f;
-  for (size_t i = 0; i + 1 < k_chain.size(); ++i)  // logit of chain[i+1] reads unit chain[i]
-    out[static_cast<size_t>(k_chain[i + 1] * d + k_chain[i])] = 1.0f;
-  const int hd = d / n_head;
-  tensor("token_embd.weight", d, k_vocab, embd);
-  tensor("blk.0.attn_norm.weight", d, 0, ones(d));
-  tensor("blk.0.attn_q.weight", d, n_head * hd, zeros(d * n_head * hd));
-  tensor("blk.0.attn_k.weight", d, n_head_kv * hd, zeros(d * n_head_kv * hd));
-  tensor("blk.0.attn_v.weight", d, n_head_kv * hd, zeros(d * n_head_kv * hd));
-  tensor("blk.0.attn_output.weight", n_head * hd, d, zeros(d * n_head * hd));
-  tensor("blk.0.ffn_norm.weight", d, 0, ones(d));
-  tensor("blk.0.ffn_gate.weight", d, n_ff, zeros(d * n_ff));
-  tensor("blk.0.ffn_up.weight", d, n_ff, zeros(d * n_ff));
-  tensor("blk.0.ffn_down.weight", n_ff, d, zeros(d * n_ff));
-  tensor("output_norm.weight", d, 0, ones(d));
-  tensor("output.weight", d, k_vocab, out);
-  w.write(path);
+  test::write_chain_model(w, k_vocab, k_chain, path);
   return path;
 }
 
@@ -331,6 +294,30 @@ TEST(Sessions, PrefixReuseGivesTheSameTokensAsAFreshSession) {
   s.reset();
   ASSERT_EQ(s.generate(prompt, greedy(&third, 2), &r), session::status::ok);
   EXPECT_EQ(r.cached_tokens, 0);
+}
+
+// Two sessions on the Vulkan path (lavapipe, asked for explicitly), generating on two threads at
+// once: each gives the golden text.
+TEST(Sessions, TwoThreadsOnVulkanGiveTheGoldenText) {
+  std::string why;
+  if (!select_gpu_device(true, &why)) {
+    if (std::getenv("CI")) FAIL() << "CI has lavapipe, but no Vulkan device: " << why;
+    GTEST_SKIP() << "no Vulkan device: " << why;
+  }
+  host_options o = options(2, 128);
+  o.engine.offload = "all";
+  model_host host(test::model_path("stories260K.gguf"), o);
+  ASSERT_EQ(host.eng().get_plan().n_gpu_layers(), 5);
+  const std::vector<int32_t> prompt = host.tok().encode("Once upon a time", true);
+  const std::string golden = test::read_file(test::model_path("golden/stories260K_t0_n64_once.txt"));
+  session a(host), b(host);
+  pieces pa, pb;
+  std::thread ta([&] { a.generate(prompt, greedy(&pa, 60), nullptr); });
+  std::thread tb([&] { b.generate(prompt, greedy(&pb, 60), nullptr); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ("Once upon a time" + pa.all() + "\n", golden);
+  EXPECT_EQ("Once upon a time" + pb.all() + "\n", golden);
 }
 
 // ---- the text stream on its own -----------------------------------------------------------------
