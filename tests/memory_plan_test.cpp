@@ -12,6 +12,7 @@
 #include "runtime/engine.h"
 #include "runtime/layer_cache.h"
 #include "runtime/model.h"
+#include "runtime/tandem.h"
 #include "tests/test_util.h"
 
 namespace tandem {
@@ -86,10 +87,18 @@ TEST(MemoryPlanEndToEnd, AMadeModelStreamsWhatDoesNotFitWithTheSameOutput) {
   ASSERT_EQ(roomy.status, 0) << roomy.err;
   EXPECT_EQ(roomy.out, whole.out);
   EXPECT_NE(roomy.err.find("all 6 layers kept in the layer cache"), std::string::npos) << roomy.err;
+  // No room for the output head's copy beside a layer: it is read from the mapping.
+  auto tight = test::run_cli_env("TANDEM_REPACK=0 TANDEM_MEM_LIMIT=12M", args);
+  ASSERT_EQ(tight.status, 0) << tight.err;
+  EXPECT_EQ(tight.out, whole.out);
+  EXPECT_NE(tight.err.find("the output head (4.94 MiB) is read from the file mapping"),
+            std::string::npos)
+      << tight.err;
+  EXPECT_EQ(streamed_in_note(tight.err, 6), 6) << tight.err;
   // A limit too small for even one layer beside the KV cache: one line, no crash.
-  auto tiny = test::run_cli_env("TANDEM_MEM_LIMIT=16M", args);
+  auto tiny = test::run_cli_env("TANDEM_MEM_LIMIT=10M", args);
   EXPECT_EQ(tiny.status, 1);
-  EXPECT_NE(tiny.err.find("error: the memory limit, 16.00 MiB (TANDEM_MEM_LIMIT), is too small"),
+  EXPECT_NE(tiny.err.find("error: the memory limit, 10.00 MiB (TANDEM_MEM_LIMIT), is too small"),
             std::string::npos)
       << tiny.err;
   auto bad = test::run_cli_env("TANDEM_MEM_LIMIT=lots", args);
@@ -136,6 +145,25 @@ TEST(MemoryPlanEndToEnd, ADecodeTokenReadsOnlyTheStreamedLayers) {
     // Without the policy every token would read every layer.
     EXPECT_LT(per_token, 0.9 * 6 * m->layer(0).nbytes());
   }
+}
+
+TEST(MemoryPlanEndToEnd, TheCApiLoadReportsThePlan) {
+  scoped_env limit("TANDEM_MEM_LIMIT", "10M");
+  tandem_model_params p = tandem_model_params_default();
+  p.offload = "0";
+  tandem_model* model = tandem_model_load(k_stories.c_str(), &p);
+  ASSERT_NE(model, nullptr) << tandem_last_error();
+  char* notes = tandem_model_notes(model);
+  const std::string text = notes ? notes : "";
+  tandem_string_free(notes);
+  tandem_model_free(model);
+  std::string as_printed;  // one "tandem: " line per note, as tandem run prints them
+  for (size_t a = 0; a <= text.size();) {
+    const size_t b = std::min(text.find('\n', a), text.size());
+    as_printed += "tandem: " + text.substr(a, b - a) + "\n";
+    a = b + 1;
+  }
+  EXPECT_GE(streamed_in_note(as_printed, 5), 1) << text;
 }
 
 TEST(MemoryPlanEndToEnd, InfoShowsTheLimitAndWhereItComesFrom) {

@@ -83,19 +83,26 @@ fi
 rate_after=$(disk_rate)  # the disk is shared: its rate before and after, averaged
 disk_rate=$(( (rate_before + rate_after) / 2 ))
 grep -E "^tandem: |^load: |layer cache: |policy: |  time: |decode: |^error" "$err" | grep -v "no GPU" || true
+gen_ms=$(sed -nE 's/.*generation: [0-9]+ tokens in ([0-9.]+) ms.*/\1/p' "$err")
 tokens_s=$(sed -nE 's/.*generation: ([0-9]+) tokens in ([0-9.]+) ms.*/\1 \2/p' "$err" |
   awk '$2 > 0 { printf "%.3f", $1 * 1000 / $2 }')
+# The first generated token comes from the prompt's logits: decode evaluations are the passes.
+passes=$(sed -nE 's/.*decode: ([0-9]+) passes, .*/\1/p' "$err")
+evals_s=$( [ -n "$passes" ] && [ -n "$gen_ms" ] && awk -v p="$passes" -v t="$gen_ms" 'BEGIN { printf "%.3f", p * 1000 / t }' || echo "")
+ttft=$(sed -nE 's/^load: ([0-9.]+) ms \| prompt: [0-9]+ tokens in ([0-9.]+) ms.*/\1 \2/p' "$err" |
+  awk '{ printf "%.2f", ($1 + $2) / 1000 }')
 per_token=$(sed -nE 's/.*decode: [0-9]+ passes, .* read, ([0-9.]+ [KMG]?i?B) per token.*/\1/p' "$err")
 per_token_bytes=$( [ -n "$per_token" ] && numfmt --from=iec "$(echo "$per_token" | sed -E 's/ //; s/iB$//; s/B$//')" || echo 0)
 echo "---"
 echo "model $(du -h --apparent-size "$model" | cut -f1), cgroup v$version limit $limit ($limit_bytes bytes), page cache dropped: $dropped"
 echo "exit status $status, cgroup peak ${peak} bytes, OOM kills ${ooms}"
-echo "decode: ${tokens_s:-?} tokens/s, ${per_token:-no layer cache (all in memory)} read per token"
+echo "time to first token (load + prompt): ${ttft:-?} s"
+echo "decode: ${tokens_s:-?} tokens/s as tandem counts them (${evals_s:-?} decode evaluations/s), ${per_token:-no layer cache (all in memory)} read per token"
 awk -v a="$rate_before" -v b="$rate_after" -v r="$disk_rate" 'BEGIN {
   printf "disk: %.2f GB/s (dd bs=4M iflag=direct: %.2f before, %.2f after)\n", r / 1e9, a / 1e9, b / 1e9 }'
-if [ "${per_token_bytes:-0}" != 0 ] && [ -n "$tokens_s" ]; then
-  awk -v r="$disk_rate" -v b="$per_token_bytes" -v t="$tokens_s" 'BEGIN {
-    bound = r / b; printf "disk bound: %.2f tokens/s; measured %.2f = %.0f%% of it\n", bound, t, 100 * t / bound }'
+if [ "${per_token_bytes:-0}" != 0 ] && [ -n "$evals_s" ]; then
+  awk -v r="$disk_rate" -v b="$per_token_bytes" -v t="$evals_s" 'BEGIN {
+    bound = r / b; printf "disk bound: %.2f decode evaluations/s; measured %.2f = %.0f%% of it\n", bound, t, 100 * t / bound }'
 fi
 rm -f "$err"
 exit "$status"
