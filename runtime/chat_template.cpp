@@ -87,7 +87,7 @@ const std::string& chat_template::source() const { return p_->source; }
 
 std::string chat_template::render(const chat_inputs& in) const {
   jinja::globals g;
-  g.vars.emplace_back("messages", jinja::value::from_json(in.messages.is_null() ? nlohmann::ordered_json::array() : in.messages));
+  g.vars.emplace_back("messages", in.messages.is_null() ? jinja::value::list() : jinja::value::from_json(in.messages));
   if (!in.tools.is_null()) g.vars.emplace_back("tools", jinja::value::from_json(in.tools));
   g.vars.emplace_back("add_generation_prompt", jinja::value::boolean(in.add_generation_prompt));
   g.vars.emplace_back("bos_token", jinja::value::str(in.bos_token));

@@ -336,3 +336,15 @@ TEST(ChatTemplate, SmallThreadStacksGetAnErrorNotACrash) {
   EXPECT_NE(j.recursion.find("the template nests too deeply for this thread's stack"), std::string::npos) << j.recursion;
   EXPECT_NE(j.nesting.find("the template nests too deeply for this thread's stack"), std::string::npos) << j.nesting;
 }
+
+TEST(ChatTemplate, InputsTakePlainAndOrderedJson) {
+  chat_inputs in;
+  nlohmann::json plain = {{"role", "user"}, {"content", "x"}};
+  in.messages.push_back(plain);                                      // a plain json message
+  in.messages.push_back(nlohmann::ordered_json::parse(R"({"role": "assistant", "content": "y"})"));
+  in.tools = nlohmann::ordered_json::parse(R"([{"z": 1, "a": 2}])");  // keeps the client's order
+  EXPECT_EQ(render("{% for m in messages %}{{ m.role }}={{ m.content }};{% endfor %}{{ tools[0] | tojson }}", in),
+            "user=x;assistant=y;{\"z\": 1, \"a\": 2}");
+  in.tools = nlohmann::json::parse(R"([{"z": 1, "a": 2}])");          // a plain json sorts its keys
+  EXPECT_EQ(render("{{ tools[0] | tojson }}", in), "{\"a\": 2, \"z\": 1}");
+}
