@@ -4,9 +4,8 @@
 // non-ASCII characters). The interpreter is our own (runtime/jinja*.cpp); it is tested byte for
 // byte against renderings made by jinja2 itself.
 #pragma once
-#include <nlohmann/json.hpp>
-
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,17 +23,19 @@ struct chat_json : nlohmann::ordered_json {
   chat_json(const nlohmann::ordered_json& j) : nlohmann::ordered_json(j) {}
   chat_json(const nlohmann::json& j) : nlohmann::ordered_json(j) {}
   using nlohmann::ordered_json::push_back;
-  void push_back(const nlohmann::json& j) { nlohmann::ordered_json::push_back(nlohmann::ordered_json(j)); }
+  void push_back(const nlohmann::json& j) {
+    nlohmann::ordered_json::push_back(nlohmann::ordered_json(j));
+  }
 };
 
 struct chat_inputs {
   chat_json messages = nlohmann::ordered_json::array();  // OpenAI-style messages (content may be
                                                          // a string, null, or a list of parts)
-  chat_json tools;                 // null when none
+  chat_json tools;                                       // null when none
   bool add_generation_prompt = true;
   std::string bos_token, eos_token;
-  std::string now;                 // "2026-01-15T09:30:00" for strftime_now; empty: local time now
-  chat_json extra;                 // object of more variables (e.g. enable_thinking), or null
+  std::string now;  // "2026-01-15T09:30:00" for strftime_now; empty: local time now
+  chat_json extra;  // object of more variables (e.g. enable_thinking), or null
 };
 
 class chat_template {
