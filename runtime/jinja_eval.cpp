@@ -3,6 +3,7 @@
 // operators, and the limits that stop hostile templates (steps, call depth, output size).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/error.h"
@@ -215,6 +216,14 @@ class evaluator {
     root_ = root;
     std::string out;
     out_ = &out;
+    // A namespace can hold itself (set ns.me = ns): empty them all afterwards so that no cycle
+    // of shared pointers outlives the rendering.
+    struct release {
+      std::vector<dict_ptr>& all;
+      ~release() {
+        for (auto& d : all) d->items.clear();
+      }
+    } guard{namespaces_};
     exec(program, root);
     return out;
   }
@@ -228,6 +237,7 @@ class evaluator {
   frame_ptr root_;
   value block_value_;
   stack_budget stack_;
+  std::vector<dict_ptr> namespaces_;  // every namespace() made, emptied at the end
 
   void step() {
     if (stack_.exceeded()) fail("the template nests too deeply for this thread's stack");
@@ -308,7 +318,9 @@ class evaluator {
         value v = eval(*s.e, f);
         if (!s.text.empty()) {
           const value* target = f->lookup(s.targets[0]);
-          if (!target || target->k != kind::ns)
+          // Only namespace() objects take attributes (not loop, which is namespace-like here).
+          if (!target || target->k != kind::ns ||
+              std::find(namespaces_.begin(), namespaces_.end(), target->d) == namespaces_.end())
             fail("cannot assign attribute on non-namespace object");
           target->d->set(value::str(s.text), std::move(v));
         } else {
@@ -480,8 +492,9 @@ class evaluator {
       return value::func("range", [](std::vector<value>& a, kwargs_t&) { return make_range(a); });
     if (name == "namespace" || name == "dict") {
       bool ns = name == "namespace";
-      return value::func(name, [ns](std::vector<value>& a, kwargs_t& kw) {
+      return value::func(name, [this, ns](std::vector<value>& a, kwargs_t& kw) {
         value d = ns ? value::ns() : value::dict();
+        if (ns) namespaces_.push_back(d.d);
         for (auto& x : a) {
           if (!x.is_mapping())
             fail(fmt::format("{}() takes a mapping or keyword arguments",

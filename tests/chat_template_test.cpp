@@ -149,7 +149,7 @@ TEST(ChatTemplate, FeatureTemplatesRenderAsJinja2Does) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 133);
+  EXPECT_EQ(checked, 135);
 }
 
 TEST(ChatTemplate, BuiltinTemplatesRenderAsJinja2Does) {
