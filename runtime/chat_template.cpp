@@ -26,7 +26,8 @@ std::string strftime_at(const std::string& now, const std::string& fmt_s) {
     int y, mo, d, h = 0, mi = 0, s = 0;
     char sep = 'T';
     int n = std::sscanf(now.c_str(), "%d-%d-%d%c%d:%d:%d", &y, &mo, &d, &sep, &h, &mi, &s);
-    if (n != 3 && n < 6) fail(fmt::format("the date-time '{}' is not of the form 2026-01-15T09:30:00", now));
+    if (n != 3 && n < 6)
+      fail(fmt::format("the date-time '{}' is not of the form 2026-01-15T09:30:00", now));
     size_t dot = now.find('.');
     if (dot != std::string::npos) {
       std::string frac = now.substr(dot + 1, 6);
@@ -46,7 +47,8 @@ std::string strftime_at(const std::string& now, const std::string& fmt_s) {
   for (size_t i = 0; i < fmt_s.size(); ++i) {
     if (fmt_s[i] == '%' && i + 1 < fmt_s.size()) {
       char c = fmt_s[i + 1];
-      if (c == 'f') f += fmt::format("{:06d}", micro);
+      if (c == 'f')
+        f += fmt::format("{:06d}", micro);
       else if (c == 'z' || c == 'Z') {
       } else {
         f += fmt_s.substr(i, 2);
@@ -83,17 +85,21 @@ chat_template::~chat_template() = default;
 chat_template::chat_template(chat_template&&) noexcept = default;
 chat_template& chat_template::operator=(chat_template&&) noexcept = default;
 
-const std::string& chat_template::source() const { return p_->source; }
+const std::string& chat_template::source() const {
+  return p_->source;
+}
 
 std::string chat_template::render(const chat_inputs& in) const {
   jinja::globals g;
-  g.vars.emplace_back("messages", jinja::value::from_json(in.messages.is_null() ? nlohmann::ordered_json::array() : in.messages));
+  g.vars.emplace_back("messages", in.messages.is_null() ? jinja::value::list()
+                                                        : jinja::value::from_json(in.messages));
   if (!in.tools.is_null()) g.vars.emplace_back("tools", jinja::value::from_json(in.tools));
   g.vars.emplace_back("add_generation_prompt", jinja::value::boolean(in.add_generation_prompt));
   g.vars.emplace_back("bos_token", jinja::value::str(in.bos_token));
   g.vars.emplace_back("eos_token", jinja::value::str(in.eos_token));
   if (!in.extra.is_null()) {
-    if (!in.extra.is_object()) throw error("chat template: \"extra\" must be a JSON object of variables");
+    if (!in.extra.is_object())
+      throw error("chat template: \"extra\" must be a JSON object of variables");
     for (auto& [k, v] : in.extra.items()) {
       std::erase_if(g.vars, [&](auto& kv) { return kv.first == k; });
       g.vars.emplace_back(k, jinja::value::from_json(v));
@@ -120,73 +126,87 @@ constexpr const char* content_macro =
     "{%- macro text(content) -%}"
     "{%- if content is string -%}{{ content }}"
     "{%- elif content is iterable and content is not mapping -%}"
-    "{%- for part in content if part is mapping and part.type == 'text' -%}{{ part.text }}{%- endfor -%}"
+    "{%- for part in content if part is mapping and part.type == 'text' -%}{{ part.text }}{%- "
+    "endfor -%}"
     "{%- endif -%}"
     "{%- endmacro -%}\n";
 
 const std::map<std::string, std::string, std::less<>>& builtins() {
   static const std::map<std::string, std::string, std::less<>> m = [] {
     std::map<std::string, std::string, std::less<>> t;
-    t["chatml"] = std::string(content_macro) +
+    t["chatml"] =
+        std::string(content_macro) +
         "{%- for message in messages -%}\n"
         "{{- '<|im_start|>' + message.role + '\\n' + text(message.content) + '<|im_end|>\\n' -}}\n"
         "{%- endfor -%}\n"
         "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}\n";
     t["qwen2"] = t["chatml"];
     t["llama3"] = std::string(content_macro) +
-        "{{- bos_token -}}\n"
-        "{%- for message in messages -%}\n"
-        "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + text(message.content) | trim + '<|eot_id|>' -}}\n"
-        "{%- endfor -%}\n"
-        "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}\n";
+                  "{{- bos_token -}}\n"
+                  "{%- for message in messages -%}\n"
+                  "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + "
+                  "text(message.content) | trim + '<|eot_id|>' -}}\n"
+                  "{%- endfor -%}\n"
+                  "{%- if add_generation_prompt -%}{{- "
+                  "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}\n";
     // Llama 2 chat: the system prompt goes inside the first [INST] in <<SYS>> markers.
     t["llama2"] = std::string(content_macro) +
-        "{%- set ns = namespace(system='') -%}\n"
-        "{%- for message in messages if message.role == 'system' -%}{%- set ns.system = text(message.content) | trim -%}{%- endfor -%}\n"
-        "{%- set ns.first = true -%}\n"
-        "{%- for message in messages if message.role != 'system' -%}\n"
-        "{%- if message.role == 'user' -%}\n"
-        "{{- bos_token + '[INST] ' -}}\n"
-        "{%- if ns.first and ns.system -%}{{- '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' -}}{%- endif -%}\n"
-        "{{- text(message.content) | trim + ' [/INST]' -}}\n"
-        "{%- set ns.first = false -%}\n"
-        "{%- elif message.role == 'assistant' -%}\n"
-        "{{- ' ' + text(message.content) | trim + ' ' + eos_token -}}\n"
-        "{%- endif -%}\n"
-        "{%- endfor -%}\n";
+                  "{%- set ns = namespace(system='') -%}\n"
+                  "{%- for message in messages if message.role == 'system' -%}{%- set ns.system = "
+                  "text(message.content) | trim -%}{%- endfor -%}\n"
+                  "{%- set ns.first = true -%}\n"
+                  "{%- for message in messages if message.role != 'system' -%}\n"
+                  "{%- if message.role == 'user' -%}\n"
+                  "{{- bos_token + '[INST] ' -}}\n"
+                  "{%- if ns.first and ns.system -%}{{- '<<SYS>>\\n' + ns.system + "
+                  "'\\n<</SYS>>\\n\\n' -}}{%- endif -%}\n"
+                  "{{- text(message.content) | trim + ' [/INST]' -}}\n"
+                  "{%- set ns.first = false -%}\n"
+                  "{%- elif message.role == 'assistant' -%}\n"
+                  "{{- ' ' + text(message.content) | trim + ' ' + eos_token -}}\n"
+                  "{%- endif -%}\n"
+                  "{%- endfor -%}\n";
     // Mistral Instruct (v0.1-v0.3): a system prompt is put before the last user message.
-    t["mistral"] = std::string(content_macro) +
+    t["mistral"] =
+        std::string(content_macro) +
         "{%- set ns = namespace(system='', last_user=-1) -%}\n"
         "{%- for message in messages -%}\n"
-        "{%- if message.role == 'system' -%}{%- set ns.system = text(message.content) -%}{%- endif -%}\n"
+        "{%- if message.role == 'system' -%}{%- set ns.system = text(message.content) -%}{%- endif "
+        "-%}\n"
         "{%- if message.role == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}\n"
         "{%- endfor -%}\n"
         "{{- bos_token -}}\n"
         "{%- for message in messages -%}\n"
         "{%- if message.role == 'user' -%}\n"
-        "{{- '[INST] ' + (ns.system + '\\n\\n' if ns.system and loop.index0 == ns.last_user else '') + text(message.content) + '[/INST]' -}}\n"
+        "{{- '[INST] ' + (ns.system + '\\n\\n' if ns.system and loop.index0 == ns.last_user else "
+        "'') + text(message.content) + '[/INST]' -}}\n"
         "{%- elif message.role == 'assistant' -%}\n"
         "{{- ' ' + text(message.content) | trim + eos_token -}}\n"
         "{%- endif -%}\n"
         "{%- endfor -%}\n";
     // Gemma has no system role: the system prompt opens the first user turn.
-    t["gemma"] = std::string(content_macro) +
+    t["gemma"] =
+        std::string(content_macro) +
         "{{- bos_token -}}\n"
         "{%- set ns = namespace(system='') -%}\n"
         "{%- for message in messages -%}\n"
-        "{%- if message.role == 'system' -%}{%- set ns.system = text(message.content) | trim + '\\n\\n' -%}\n"
+        "{%- if message.role == 'system' -%}{%- set ns.system = text(message.content) | trim + "
+        "'\\n\\n' -%}\n"
         "{%- else -%}\n"
-        "{{- '<start_of_turn>' + ('model' if message.role == 'assistant' else message.role) + '\\n' + ns.system + text(message.content) | trim + '<end_of_turn>\\n' -}}\n"
+        "{{- '<start_of_turn>' + ('model' if message.role == 'assistant' else message.role) + "
+        "'\\n' + ns.system + text(message.content) | trim + '<end_of_turn>\\n' -}}\n"
         "{%- set ns.system = '' -%}\n"
         "{%- endif -%}\n"
         "{%- endfor -%}\n"
         "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}\n";
     t["phi3"] = std::string(content_macro) +
-        "{%- for message in messages -%}\n"
-        "{{- '<|' + message.role + '|>\\n' + text(message.content) + '<|end|>\\n' -}}\n"
-        "{%- endfor -%}\n"
-        "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- else -%}{{- eos_token -}}{%- endif -%}\n";
-    t["zephyr"] = std::string(content_macro) +
+                "{%- for message in messages -%}\n"
+                "{{- '<|' + message.role + '|>\\n' + text(message.content) + '<|end|>\\n' -}}\n"
+                "{%- endfor -%}\n"
+                "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- else -%}{{- "
+                "eos_token -}}{%- endif -%}\n";
+    t["zephyr"] =
+        std::string(content_macro) +
         "{%- for message in messages -%}\n"
         "{{- '<|' + message.role + '|>\\n' + text(message.content) + eos_token + '\\n' -}}\n"
         "{%- endfor -%}\n"

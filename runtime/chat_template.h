@@ -4,27 +4,38 @@
 // non-ASCII characters). The interpreter is our own (runtime/jinja*.cpp); it is tested byte for
 // byte against renderings made by jinja2 itself.
 #pragma once
-#include <nlohmann/json.hpp>
-
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace tandem {
 
-// The JSON is ordered_json because key order is part of the prompt: a template's tojson prints
-// a tool's schema keys in the order the client sent them, as Python's dicts keep them. Parse
-// requests with nlohmann::ordered_json::parse (a plain nlohmann::json assigns too, but its keys
-// come sorted).
+// Key order is part of the prompt: a template's tojson prints a tool's schema keys in the order
+// the client sent them, as Python's dicts keep them. chat_json is an nlohmann::ordered_json that
+// also takes a plain nlohmann::json (assigned or push_back'ed; its keys come sorted, since
+// nlohmann::json sorts them when it parses): parse requests with nlohmann::ordered_json::parse to
+// keep the client's order.
+struct chat_json : nlohmann::ordered_json {
+  using nlohmann::ordered_json::ordered_json;
+  chat_json() = default;
+  chat_json(const nlohmann::ordered_json& j) : nlohmann::ordered_json(j) {}
+  chat_json(const nlohmann::json& j) : nlohmann::ordered_json(j) {}
+  using nlohmann::ordered_json::push_back;
+  void push_back(const nlohmann::json& j) {
+    nlohmann::ordered_json::push_back(nlohmann::ordered_json(j));
+  }
+};
+
 struct chat_inputs {
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();  // OpenAI-style messages
-                                   // (content may be a string, null, or a list of parts)
-  nlohmann::ordered_json tools;    // null when none
+  chat_json messages = nlohmann::ordered_json::array();  // OpenAI-style messages (content may be
+                                                         // a string, null, or a list of parts)
+  chat_json tools;                                       // null when none
   bool add_generation_prompt = true;
   std::string bos_token, eos_token;
-  std::string now;                 // "2026-01-15T09:30:00" for strftime_now; empty: local time now
-  nlohmann::ordered_json extra;    // object of more variables (e.g. enable_thinking), or null
+  std::string now;  // "2026-01-15T09:30:00" for strftime_now; empty: local time now
+  chat_json extra;  // object of more variables (e.g. enable_thinking), or null
 };
 
 class chat_template {

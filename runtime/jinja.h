@@ -6,11 +6,10 @@
 // controls, autoescape off, the default Undefined (prints as "", fails when its attribute is taken
 // or it is called).
 #pragma once
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,7 +22,17 @@ namespace tandem::jinja {
 // ---- values ------------------------------------------------------------------------------------
 
 enum class kind : uint8_t {
-  undefined, none, boolean, integer, floating, string, list, tuple, dict, ns, function,
+  undefined,
+  none,
+  boolean,
+  integer,
+  floating,
+  string,
+  list,
+  tuple,
+  dict,
+  ns,
+  function,
 };
 
 struct value;
@@ -38,18 +47,46 @@ struct value {
   bool b = false;
   int64_t i = 0;
   double f = 0;
-  std::string s;   // string; for undefined: why it is undefined (the error it raises when used)
-  list_ptr l;      // list, tuple
-  dict_ptr d;      // dict, namespace
+  std::string s;  // string; for undefined: why it is undefined (the error it raises when used)
+  list_ptr l;     // list, tuple
+  dict_ptr d;     // dict, namespace
   std::shared_ptr<function_t> fn;
 
   value() = default;
-  static value undef(std::string why) { value v; v.s = std::move(why); return v; }
-  static value none_v() { value v; v.k = kind::none; return v; }
-  static value boolean(bool x) { value v; v.k = kind::boolean; v.b = x; return v; }
-  static value integer(int64_t x) { value v; v.k = kind::integer; v.i = x; return v; }
-  static value floating(double x) { value v; v.k = kind::floating; v.f = x; return v; }
-  static value str(std::string x) { value v; v.k = kind::string; v.s = std::move(x); return v; }
+  static value undef(std::string why) {
+    value v;
+    v.s = std::move(why);
+    return v;
+  }
+  static value none_v() {
+    value v;
+    v.k = kind::none;
+    return v;
+  }
+  static value boolean(bool x) {
+    value v;
+    v.k = kind::boolean;
+    v.b = x;
+    return v;
+  }
+  static value integer(int64_t x) {
+    value v;
+    v.k = kind::integer;
+    v.i = x;
+    return v;
+  }
+  static value floating(double x) {
+    value v;
+    v.k = kind::floating;
+    v.f = x;
+    return v;
+  }
+  static value str(std::string x) {
+    value v;
+    v.k = kind::string;
+    v.s = std::move(x);
+    return v;
+  }
   static value list(std::vector<value> items = {});
   static value tuple(std::vector<value> items);
   static value dict();
@@ -95,10 +132,10 @@ bool truthy(const value& v);
 bool equals(const value& a, const value& b);
 // Python's a < b; throws for types that do not order.
 bool less(const value& a, const value& b);
-std::string type_name(const value& v);          // "str", "int", "list", "dict", ...
-std::string object_type_repr(const value& v);   // "dict object", "None", ... (jinja2's wording)
-std::string to_str(const value& v);             // Python's str()
-std::string repr(const value& v);               // Python's repr()
+std::string type_name(const value& v);         // "str", "int", "list", "dict", ...
+std::string object_type_repr(const value& v);  // "dict object", "None", ... (jinja2's wording)
+std::string to_str(const value& v);            // Python's str()
+std::string repr(const value& v);              // Python's repr()
 std::string float_repr(double x);
 std::string py_string_repr(std::string_view s);
 // json.dumps(v, ensure_ascii=False, indent, separators, sort_keys); indent < 0: none, and
@@ -157,7 +194,17 @@ class stack_budget {
 // ---- lexer -------------------------------------------------------------------------------------
 
 enum class tok : uint8_t {
-  text, var_begin, var_end, block_begin, block_end, name, string, integer, floating, op, eof,
+  text,
+  var_begin,
+  var_end,
+  block_begin,
+  block_end,
+  name,
+  string,
+  integer,
+  floating,
+  op,
+  eof,
 };
 
 struct token {
@@ -174,8 +221,22 @@ std::vector<token> lex(std::string_view source);
 // ---- syntax tree -------------------------------------------------------------------------------
 
 enum class ek : uint8_t {
-  literal, name, list, tuple, dict, attr, item, slice, call, filter, test, unary, binary, compare,
-  cond, block_value,
+  literal,
+  name,
+  list,
+  tuple,
+  dict,
+  attr,
+  item,
+  slice,
+  call,
+  filter,
+  test,
+  unary,
+  binary,
+  compare,
+  cond,
+  block_value,
 };
 
 struct expr;
@@ -184,18 +245,29 @@ using expr_ptr = std::unique_ptr<expr>;
 struct expr {
   ek kind;
   int line = 0, col = 0;
-  value lit;                  // literal
-  std::string name;           // name, attr, filter, test; unary/binary operator
-  std::vector<expr_ptr> a;    // operands: attr/item/slice/call/filter/test: a[0] is the target
+  value lit;                // literal
+  std::string name;         // name, attr, filter, test; unary/binary operator
+  std::vector<expr_ptr> a;  // operands: attr/item/slice/call/filter/test: a[0] is the target
   std::vector<std::pair<std::string, expr_ptr>> kw;  // keyword arguments of call/filter/test
   std::vector<std::string> ops;                      // compare: one operator per a[1..]
-  bool negate = false;        // test: "is not"
-  bool has[3] = {};           // slice: which of lower, upper, step are given (in a[1..3])
+  bool negate = false;                               // test: "is not"
+  bool has[3] = {};  // slice: which of lower, upper, step are given (in a[1..3])
 };
 
 enum class sk : uint8_t {
-  text, output, if_, for_, set, set_block, macro, call_block, filter_block, with, break_,
-  continue_, generation,
+  text,
+  output,
+  if_,
+  for_,
+  set,
+  set_block,
+  macro,
+  call_block,
+  filter_block,
+  with,
+  break_,
+  continue_,
+  generation,
 };
 
 struct stmt;
@@ -210,15 +282,15 @@ struct macro_param {
 struct stmt {
   sk kind;
   int line = 0, col = 0;
-  std::string text;                     // text; macro name; set: attribute of a namespace
-  std::vector<std::string> targets;     // for/set: names (several: tuple unpacking)
-  expr_ptr e;                           // output/set/for iterable/call_block call/filter chain
-  expr_ptr cond;                        // for: the `if` filter
+  std::string text;                  // text; macro name; set: attribute of a namespace
+  std::vector<std::string> targets;  // for/set: names (several: tuple unpacking)
+  expr_ptr e;                        // output/set/for iterable/call_block call/filter chain
+  expr_ptr cond;                     // for: the `if` filter
   std::vector<std::pair<expr_ptr, body_t>> branches;  // if/elif
   body_t body, else_body;
-  std::vector<macro_param> params;      // macro, call block (caller's parameters)
+  std::vector<macro_param> params;                        // macro, call block (caller's parameters)
   std::vector<std::pair<std::string, expr_ptr>> assigns;  // with
-  bool uses_loop = true;                // for: whether the body names `loop` (else not built)
+  bool uses_loop = true;  // for: whether the body names `loop` (else not built)
 };
 
 // Parses tokens into statements; throws tandem::error("chat template line L, column C: ...").

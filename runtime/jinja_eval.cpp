@@ -3,6 +3,7 @@
 // operators, and the limits that stop hostile templates (steps, call depth, output size).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/error.h"
@@ -34,9 +35,15 @@ int64_t checked(F op, int64_t x, int64_t y) {
   if (op(x, y, &r)) fail("integer overflow (the result does not fit in 64 bits)");
   return r;
 }
-bool add_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_add_overflow(x, y, r); }
-bool sub_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_sub_overflow(x, y, r); }
-bool mul_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_mul_overflow(x, y, r); }
+bool add_ov(int64_t x, int64_t y, int64_t* r) {
+  return __builtin_add_overflow(x, y, r);
+}
+bool sub_ov(int64_t x, int64_t y, int64_t* r) {
+  return __builtin_sub_overflow(x, y, r);
+}
+bool mul_ov(int64_t x, int64_t y, int64_t* r) {
+  return __builtin_mul_overflow(x, y, r);
+}
 
 double py_fmod(double a, double b) {
   double m = std::fmod(a, b);
@@ -48,7 +55,8 @@ value arith(const std::string& op, const value& a, const value& b) {
   if (a.is_undefined()) fail(a.s.empty() ? "undefined value in arithmetic" : a.s);
   if (b.is_undefined()) fail(b.s.empty() ? "undefined value in arithmetic" : b.s);
   auto unsupported = [&]() -> value {
-    fail(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a), type_name(b)));
+    fail(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a),
+                     type_name(b)));
   };
   if (a.is_number() && b.is_number()) {
     bool fl = a.k == kind::floating || b.k == kind::floating;
@@ -63,7 +71,8 @@ value arith(const std::string& op, const value& a, const value& b) {
       if (op == "*") return value::floating(x * y);
       if (op == "**") {
         if (x == 0 && y < 0) fail("0.0 cannot be raised to a negative power");
-        if (x < 0 && y != std::floor(y)) fail("a negative number to a fractional power is complex, which is not supported");
+        if (x < 0 && y != std::floor(y))
+          fail("a negative number to a fractional power is complex, which is not supported");
         return value::floating(std::pow(x, y));
       }
       if (y == 0) fail("float division by zero");
@@ -83,7 +92,10 @@ value arith(const std::string& op, const value& a, const value& b) {
       for (int64_t k = 0; k < y; ++k) {
         acc = checked(mul_ov, acc, x);
         if (acc == 0 || acc == 1) break;
-        if (acc == -1 && k + 1 < y) { acc = ((y - k - 1) % 2) ? 1 : -1; break; }
+        if (acc == -1 && k + 1 < y) {
+          acc = ((y - k - 1) % 2) ? 1 : -1;
+          break;
+        }
       }
       return value::integer(acc);
     }
@@ -107,7 +119,8 @@ value arith(const std::string& op, const value& a, const value& b) {
       r.insert(r.end(), b.l->begin(), b.l->end());
       return a.k == kind::tuple ? value::tuple(std::move(r)) : value::list(std::move(r));
     }
-    if (a.is_string()) fail(fmt::format("can only concatenate str (not \"{}\") to str", type_name(b)));
+    if (a.is_string())
+      fail(fmt::format("can only concatenate str (not \"{}\") to str", type_name(b)));
     return unsupported();
   }
   if (op == "*" && (a.is_int() || b.is_int())) {
@@ -120,7 +133,8 @@ value arith(const std::string& op, const value& a, const value& b) {
       return value::str(std::move(r));
     }
     if (seq.is_seq()) {
-      check_size(uint64_t(n) > max_value_bytes ? max_value_bytes + 1 : size_t(n) * seq.l->size() * sizeof(value));
+      check_size(uint64_t(n) > max_value_bytes ? max_value_bytes + 1
+                                               : size_t(n) * seq.l->size() * sizeof(value));
       std::vector<value> r;
       for (int64_t k = 0; k < n; ++k) r.insert(r.end(), seq.l->begin(), seq.l->end());
       return seq.k == kind::tuple ? value::tuple(std::move(r)) : value::list(std::move(r));
@@ -128,8 +142,10 @@ value arith(const std::string& op, const value& a, const value& b) {
   }
   if (op == "%" && a.is_string()) {  // printf-style formatting
     std::vector<value> args{a};
-    if (b.k == kind::tuple) args.insert(args.end(), b.l->begin(), b.l->end());
-    else args.push_back(b);
+    if (b.k == kind::tuple)
+      args.insert(args.end(), b.l->begin(), b.l->end());
+    else
+      args.push_back(b);
     kwargs_t kw;
     return apply_filter("format", args, kw);
   }
@@ -138,7 +154,8 @@ value arith(const std::string& op, const value& a, const value& b) {
 
 bool contains(const value& container, const value& item) {
   switch (container.k) {
-    case kind::undefined: return false;
+    case kind::undefined:
+      return false;
     case kind::string:
       if (!item.is_string())
         fail(fmt::format("'in <string>' requires string as left operand, not {}", type_name(item)));
@@ -149,9 +166,11 @@ bool contains(const value& container, const value& item) {
         if (equals(e, item)) return true;
       return false;
     case kind::dict:
-      if (item.k == kind::list || item.k == kind::dict) fail(fmt::format("unhashable type: '{}'", type_name(item)));
+      if (item.k == kind::list || item.k == kind::dict)
+        fail(fmt::format("unhashable type: '{}'", type_name(item)));
       return container.d->find(item) != nullptr;
-    default: fail(fmt::format("argument of type '{}' is not iterable", type_name(container)));
+    default:
+      fail(fmt::format("argument of type '{}' is not iterable", type_name(container)));
   }
 }
 
@@ -168,9 +187,11 @@ bool compare(const std::string& op, const value& a, const value& b) {
 
 value make_range(std::vector<value>& args) {
   for (auto& a : args)
-    if (!a.is_int()) fail(fmt::format("'{}' object cannot be interpreted as an integer", type_name(a)));
+    if (!a.is_int())
+      fail(fmt::format("'{}' object cannot be interpreted as an integer", type_name(a)));
   int64_t start = 0, stop = 0, step = 1;
-  if (args.size() == 1) stop = args[0].as_int();
+  if (args.size() == 1)
+    stop = args[0].as_int();
   else if (args.size() == 2 || args.size() == 3) {
     start = args[0].as_int();
     stop = args[1].as_int();
@@ -182,7 +203,8 @@ value make_range(std::vector<value>& args) {
   double n = std::ceil((double(stop) - double(start)) / double(step));
   if (n > 100000) fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
   std::vector<value> out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(value::integer(i));
+  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+    out.push_back(value::integer(i));
   return value::list(std::move(out));
 }
 
@@ -194,6 +216,14 @@ class evaluator {
     root_ = root;
     std::string out;
     out_ = &out;
+    // A namespace can hold itself (set ns.me = ns): empty them all afterwards so that no cycle
+    // of shared pointers outlives the rendering.
+    struct release {
+      std::vector<dict_ptr>& all;
+      ~release() {
+        for (auto& d : all) d->items.clear();
+      }
+    } guard{namespaces_};
     exec(program, root);
     return out;
   }
@@ -207,12 +237,14 @@ class evaluator {
   frame_ptr root_;
   value block_value_;
   stack_budget stack_;
+  std::vector<dict_ptr> namespaces_;  // every namespace() made, emptied at the end
 
   void step() {
     if (stack_.exceeded()) fail("the template nests too deeply for this thread's stack");
     if (++steps_ > lim_.max_steps)
-      fail(fmt::format("the template ran more than {} steps; it loops without end or does too much work",
-                       lim_.max_steps));
+      fail(fmt::format(
+          "the template ran more than {} steps; it loops without end or does too much work",
+          lim_.max_steps));
   }
   void write(std::string_view s) {
     out_->append(s);
@@ -263,24 +295,32 @@ class evaluator {
     if (items.size() != names.size())
       fail(items.size() > names.size()
                ? fmt::format("too many values to unpack (expected {})", names.size())
-               : fmt::format("not enough values to unpack (expected {}, got {})", names.size(), items.size()));
+               : fmt::format("not enough values to unpack (expected {}, got {})", names.size(),
+                             items.size()));
     for (size_t i = 0; i < names.size(); ++i) f.vars[names[i]] = items[i];
   }
 
   flow exec_stmt_inner(const stmt& s, frame_ptr& f) {
     switch (s.kind) {
-      case sk::text: write(s.text); return flow::normal;
-      case sk::output: write(to_str(eval(*s.e, f))); return flow::normal;
+      case sk::text:
+        write(s.text);
+        return flow::normal;
+      case sk::output:
+        write(to_str(eval(*s.e, f)));
+        return flow::normal;
       case sk::if_:
         for (auto& [cond, body] : s.branches)
           if (truthy(eval(*cond, f))) return exec(body, f);
         return exec(s.else_body, f);
-      case sk::for_: return exec_for(s, f);
+      case sk::for_:
+        return exec_for(s, f);
       case sk::set: {
         value v = eval(*s.e, f);
         if (!s.text.empty()) {
           const value* target = f->lookup(s.targets[0]);
-          if (!target || target->k != kind::ns)
+          // Only namespace() objects take attributes (not loop, which is namespace-like here).
+          if (!target || target->k != kind::ns ||
+              std::find(namespaces_.begin(), namespaces_.end(), target->d) == namespaces_.end())
             fail("cannot assign attribute on non-namespace object");
           target->d->set(value::str(s.text), std::move(v));
         } else {
@@ -294,7 +334,9 @@ class evaluator {
         f->vars[s.targets[0]] = v;
         return flow::normal;
       }
-      case sk::macro: f->vars[s.text] = make_macro(s, f, s.text); return flow::normal;
+      case sk::macro:
+        f->vars[s.text] = make_macro(s, f, s.text);
+        return flow::normal;
       case sk::call_block: {
         value caller = make_macro(s, f, "caller");
         write(to_str(eval_call(*s.e, f, &caller)));
@@ -311,9 +353,12 @@ class evaluator {
         for (auto& [name, e] : s.assigns) inner->vars[name] = eval(*e, f);
         return exec(s.body, inner);
       }
-      case sk::break_: return flow::brk;
-      case sk::continue_: return flow::cont;
-      case sk::generation: return exec(s.body, f);
+      case sk::break_:
+        return flow::brk;
+      case sk::continue_:
+        return flow::cont;
+      case sk::generation:
+        return exec(s.body, f);
     }
     return flow::normal;
   }
@@ -344,9 +389,9 @@ class evaluator {
     if (k > 0) put("previtem", items[i - 1]);
     if (k + 1 < n) put("nextitem", items[i + 1]);
     put("cycle", value::func("cycle", [k](std::vector<value>& args, kwargs_t&) {
-      if (args.empty()) fail("no items for cycling given");
-      return args[size_t(k) % args.size()];
-    }));
+          if (args.empty()) fail("no items for cycling given");
+          return args[size_t(k) % args.size()];
+        }));
     return loop;
   }
 
@@ -386,10 +431,11 @@ class evaluator {
     });
   }
 
-  value call_macro(const stmt& s, frame_ptr parent, const std::string& name, std::vector<value>& args,
-                   kwargs_t& kw) {
+  value call_macro(const stmt& s, frame_ptr parent, const std::string& name,
+                   std::vector<value>& args, kwargs_t& kw) {
     if (call_depth_ >= lim_.max_call_depth)
-      fail(fmt::format("macro calls nest more than {} deep (endless recursion?)", lim_.max_call_depth));
+      fail(fmt::format("macro calls nest more than {} deep (endless recursion?)",
+                       lim_.max_call_depth));
     struct depth_guard {
       int& d;
       explicit depth_guard(int& x) : d(x) { ++d; }
@@ -399,23 +445,30 @@ class evaluator {
     f->parent = parent ? parent : root_;
     std::vector<value> varargs;
     for (size_t i = 0; i < args.size(); ++i) {
-      if (i < s.params.size()) f->vars[s.params[i].name] = args[i];
-      else varargs.push_back(args[i]);
+      if (i < s.params.size())
+        f->vars[s.params[i].name] = args[i];
+      else
+        varargs.push_back(args[i]);
     }
     value kwargs = value::dict();
     for (auto& [k, v] : kw) {
       bool is_param = false;
       for (size_t i = 0; i < s.params.size(); ++i)
         if (s.params[i].name == k) {
-          if (i < args.size()) fail(fmt::format("macro '{}' got multiple values for argument '{}'", name, k));
+          if (i < args.size())
+            fail(fmt::format("macro '{}' got multiple values for argument '{}'", name, k));
           is_param = true;
         }
-      if (is_param || k == "caller") f->vars[k] = v;
-      else kwargs.d->set(value::str(k), v);
+      if (is_param || k == "caller")
+        f->vars[k] = v;
+      else
+        kwargs.d->set(value::str(k), v);
     }
     for (auto& p : s.params)
       if (!f->vars.count(p.name))
-        f->vars[p.name] = p.def ? eval(*p.def, f) : value::undef(fmt::format("parameter '{}' was not provided", p.name));
+        f->vars[p.name] =
+            p.def ? eval(*p.def, f)
+                  : value::undef(fmt::format("parameter '{}' was not provided", p.name));
     f->vars["varargs"] = value::tuple(std::move(varargs));
     f->vars["kwargs"] = kwargs;
     return value::str(capture(s.body, f));
@@ -435,13 +488,17 @@ class evaluator {
 
   value lookup(const std::string& name, const frame_ptr& f) {
     if (const value* v = f->lookup(name)) return *v;
-    if (name == "range") return value::func("range", [](std::vector<value>& a, kwargs_t&) { return make_range(a); });
+    if (name == "range")
+      return value::func("range", [](std::vector<value>& a, kwargs_t&) { return make_range(a); });
     if (name == "namespace" || name == "dict") {
       bool ns = name == "namespace";
-      return value::func(name, [ns](std::vector<value>& a, kwargs_t& kw) {
+      return value::func(name, [this, ns](std::vector<value>& a, kwargs_t& kw) {
         value d = ns ? value::ns() : value::dict();
+        if (ns) namespaces_.push_back(d.d);
         for (auto& x : a) {
-          if (!x.is_mapping()) fail(fmt::format("{}() takes a mapping or keyword arguments", ns ? "namespace" : "dict"));
+          if (!x.is_mapping())
+            fail(fmt::format("{}() takes a mapping or keyword arguments",
+                             ns ? "namespace" : "dict"));
           for (auto& kv : x.d->items) d.d->set(kv.first, kv.second);
         }
         for (auto& [k, v] : kw) d.d->set(value::str(k), v);
@@ -472,15 +529,19 @@ class evaluator {
     eval_args(e, f, args, kw);
     if (caller) kw.emplace_back("caller", *caller);
     if (callee.k == kind::function) return callee.fn->call(args, kw);
-    if (callee.is_undefined()) fail(callee.s.empty() ? "undefined value is not callable" : callee.s);
+    if (callee.is_undefined())
+      fail(callee.s.empty() ? "undefined value is not callable" : callee.s);
     fail(fmt::format("'{}' object is not callable", type_name(callee)));
   }
 
   value eval_inner(const expr& e, const frame_ptr& f) {
     switch (e.kind) {
-      case ek::literal: return e.lit;
-      case ek::name: return lookup(e.name, f);
-      case ek::block_value: return block_value_;
+      case ek::literal:
+        return e.lit;
+      case ek::name:
+        return lookup(e.name, f);
+      case ek::block_value:
+        return block_value_;
       case ek::list:
       case ek::tuple: {
         std::vector<value> items;
@@ -497,8 +558,10 @@ class evaluator {
         }
         return d;
       }
-      case ek::attr: return get_attr(eval(*e.a[0], f), e.name);
-      case ek::item: return get_item(eval(*e.a[0], f), eval(*e.a[1], f));
+      case ek::attr:
+        return get_attr(eval(*e.a[0], f), e.name);
+      case ek::item:
+        return get_item(eval(*e.a[0], f), eval(*e.a[1], f));
       case ek::slice: {
         value obj = eval(*e.a[0], f);
         value parts[3];
@@ -507,7 +570,8 @@ class evaluator {
         return slice(obj, e.has[0] ? &parts[0] : nullptr, e.has[1] ? &parts[1] : nullptr,
                      e.has[2] ? &parts[2] : nullptr);
       }
-      case ek::call: return eval_call(e, f);
+      case ek::call:
+        return eval_call(e, f);
       case ek::filter: {
         std::vector<value> args{eval(*e.a[0], f)};
         kwargs_t kw;
@@ -524,7 +588,8 @@ class evaluator {
         value v = eval(*e.a[0], f);
         if (e.name == "not") return value::boolean(!truthy(v));
         if (v.is_undefined()) fail(v.s.empty() ? "undefined value in arithmetic" : v.s);
-        if (!v.is_number()) fail(fmt::format("bad operand type for unary {}: '{}'", e.name, type_name(v)));
+        if (!v.is_number())
+          fail(fmt::format("bad operand type for unary {}: '{}'", e.name, type_name(v)));
         if (e.name == "+") return v.k == kind::boolean ? value::integer(v.as_int()) : v;
         if (v.k == kind::floating) return value::floating(-v.f);
         if (v.as_int() == INT64_MIN) fail("integer overflow (the result does not fit in 64 bits)");

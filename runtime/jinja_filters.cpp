@@ -13,16 +13,20 @@ namespace tandem::jinja {
 namespace {
 
 const std::set<std::string, std::less<>> filter_names = {
-    "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e",
-    "escape", "first", "float", "forceescape", "format", "indent", "int", "items", "join", "last",
-    "length", "list", "lower", "map", "max", "min", "pprint", "reject", "rejectattr", "replace",
-    "reverse", "round", "safe", "select", "selectattr", "sort", "string", "sum", "title", "tojson",
-    "trim", "unique", "upper", "wordcount"};
+    "abs",        "attr",     "batch",   "capitalize", "center", "count",  "d",
+    "default",    "dictsort", "e",       "escape",     "first",  "float",  "forceescape",
+    "format",     "indent",   "int",     "items",      "join",   "last",   "length",
+    "list",       "lower",    "map",     "max",        "min",    "pprint", "reject",
+    "rejectattr", "replace",  "reverse", "round",      "safe",   "select", "selectattr",
+    "sort",       "string",   "sum",     "title",      "tojson", "trim",   "unique",
+    "upper",      "wordcount"};
 const std::set<std::string, std::less<>> test_names = {
-    "defined", "undefined", "none", "boolean", "false", "true", "integer", "float", "number",
-    "string", "mapping", "iterable", "sequence", "callable", "sameas", "escaped", "in", "even",
-    "odd", "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=",
-    "gt", "greaterthan", ">", "ge", ">=", "lower", "upper", "filter", "test"};
+    "defined", "undefined", "none",   "boolean",     "false",    "true",        "integer",
+    "float",   "number",    "string", "mapping",     "iterable", "sequence",    "callable",
+    "sameas",  "escaped",   "in",     "even",        "odd",      "divisibleby", "eq",
+    "equalto", "==",        "ne",     "!=",          "lt",       "lessthan",    "<",
+    "le",      "<=",        "gt",     "greaterthan", ">",        "ge",          ">=",
+    "lower",   "upper",     "filter", "test"};
 
 struct params {
   std::vector<value>& pos;  // pos[0] is the filtered value
@@ -75,19 +79,31 @@ std::function<value(const value&)> key_fn(const params& p, size_t cs_index, size
   bool cs = p.flag(cs_index, "case_sensitive", false);
   const value* attr = p.get(attr_index, "attribute");
   std::string path = attr && !attr->is_none() ? to_str(*attr) : "";
-  return [cs, path](const value& v) { return lower_if_str(path.empty() ? v : get_path(v, path), cs); };
+  return
+      [cs, path](const value& v) { return lower_if_str(path.empty() ? v : get_path(v, path), cs); };
 }
 
 std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -155,9 +171,11 @@ value do_round(const params& p) {
 }
 
 value do_indent(const params& p) {
-  if (p.pos[0].is_undefined()) fail(p.pos[0].s.empty() ? "undefined value cannot be indented" : p.pos[0].s);
+  if (p.pos[0].is_undefined())
+    fail(p.pos[0].s.empty() ? "undefined value cannot be indented" : p.pos[0].s);
   if (!p.pos[0].is_string())
-    fail(fmt::format("can only concatenate {} (not \"str\") to {}", type_name(p.pos[0]), type_name(p.pos[0])));
+    fail(fmt::format("can only concatenate {} (not \"str\") to {}", type_name(p.pos[0]),
+                     type_name(p.pos[0])));
   std::string s = p.pos[0].s;
   const value* w = p.get(1, "width");
   std::string ind = w && w->is_string() ? w->s : std::string(size_t(p.integer(1, "width", 4)), ' ');
@@ -173,7 +191,8 @@ value do_indent(const params& p) {
     for (size_t i = 0; i < lines.size(); ++i) rv += (i ? "\n" + ind : "") + lines[i].s;
   } else {
     rv = lines.empty() ? "" : lines[0].s;
-    for (size_t i = 1; i < lines.size(); ++i) rv += "\n" + (lines[i].s.empty() ? "" : ind + lines[i].s);
+    for (size_t i = 1; i < lines.size(); ++i)
+      rv += "\n" + (lines[i].s.empty() ? "" : ind + lines[i].s);
   }
   if (first) rv = ind + rv;
   check_size(rv.size());
@@ -184,14 +203,17 @@ value do_tojson(const params& p) {
   json_style st;
   const value* indent = p.get(2, "indent");
   if (indent && !indent->is_none()) {
-    if (indent->is_string()) st.indent_str = indent->s, st.indent = 0;
-    else st.indent = int(std::max<int64_t>(0, p.integer(2, "indent", 0)));
+    if (indent->is_string())
+      st.indent_str = indent->s, st.indent = 0;
+    else
+      st.indent = int(std::max<int64_t>(0, p.integer(2, "indent", 0)));
     st.item_sep = ",";
   }
   st.ensure_ascii = p.flag(1, "ensure_ascii", false);
   const value* sep = p.get(3, "separators");
   if (sep && !sep->is_none()) {
-    if (!sep->is_seq() || sep->l->size() != 2 || !(*sep->l)[0].is_string() || !(*sep->l)[1].is_string())
+    if (!sep->is_seq() || sep->l->size() != 2 || !(*sep->l)[0].is_string() ||
+        !(*sep->l)[1].is_string())
       fail("tojson separators must be a pair of strings");
     st.item_sep = (*sep->l)[0].s;
     st.key_sep = (*sep->l)[1].s;
@@ -207,9 +229,15 @@ value do_format(const params& p) {
   std::string out;
   size_t arg = 1;
   for (size_t i = 0; i < f.size(); ++i) {
-    if (f[i] != '%') { out += f[i]; continue; }
+    if (f[i] != '%') {
+      out += f[i];
+      continue;
+    }
     if (++i >= f.size()) fail("incomplete format");
-    if (f[i] == '%') { out += '%'; continue; }
+    if (f[i] == '%') {
+      out += '%';
+      continue;
+    }
     std::string spec = "%";
     while (i < f.size() && std::strchr("-+ #0123456789.", f[i])) spec += f[i++];
     if (i >= f.size()) fail("incomplete format");
@@ -222,7 +250,8 @@ value do_format(const params& p) {
       std::snprintf(buf, sizeof buf, (spec + "s").c_str(), s.c_str());
       out += spec == "%" ? s : std::string(buf);
     } else if (std::strchr("dioxX", conv)) {
-      if (!v.is_number()) fail(fmt::format("%{} format: a real number is required, not {}", conv, type_name(v)));
+      if (!v.is_number())
+        fail(fmt::format("%{} format: a real number is required, not {}", conv, type_name(v)));
       std::snprintf(buf, sizeof buf, (spec + "ll" + (conv == 'i' ? 'd' : conv)).c_str(),
                     (long long)(v.k == kind::floating ? int64_t(v.f) : v.as_int()));
       out += buf;
@@ -246,8 +275,10 @@ value do_sum(const params& p) {
   for (auto& e : iterate(p.pos[0])) {
     value x = attr && !attr->is_none() ? get_path(e, to_str(*attr)) : e;
     if (!acc.is_number() || !x.is_number())
-      fail(fmt::format("unsupported operand type(s) for +: '{}' and '{}'", type_name(acc), type_name(x)));
-    if (acc.k == kind::floating || x.k == kind::floating) acc = value::floating(acc.as_double() + x.as_double());
+      fail(fmt::format("unsupported operand type(s) for +: '{}' and '{}'", type_name(acc),
+                       type_name(x)));
+    if (acc.k == kind::floating || x.k == kind::floating)
+      acc = value::floating(acc.as_double() + x.as_double());
     else {
       int64_t r;
       if (__builtin_add_overflow(acc.as_int(), x.as_int(), &r)) fail("integer overflow in sum");
@@ -364,7 +395,8 @@ value do_unique(const params& p) {
   std::vector<value> seen, out;
   for (auto& e : iterate(p.pos[0])) {
     value k = key(e);
-    if (std::any_of(seen.begin(), seen.end(), [&](const value& s) { return equals(s, k); })) continue;
+    if (std::any_of(seen.begin(), seen.end(), [&](const value& s) { return equals(s, k); }))
+      continue;
     seen.push_back(k);
     out.push_back(e);
   }
@@ -405,7 +437,10 @@ value string_filter(const std::string& name, const params& p) {
     bool start = true;
     for (auto& x : c) {
       bool sep = x == '-' || x == '(' || x == '{' || x == '[' || x == '<' || is_py_space(x);
-      if (sep) { start = true; continue; }
+      if (sep) {
+        start = true;
+        continue;
+      }
       x = start ? to_upper(x) : to_lower(x);
       start = false;
     }
@@ -413,7 +448,8 @@ value string_filter(const std::string& name, const params& p) {
   }
   if (name == "trim") return value::str(py_strip(s, p.get(1, "chars"), true, true));
   if (name == "replace") {
-    std::vector<value> a{p.pos.size() > 1 ? p.pos[1] : value::str(""), p.pos.size() > 2 ? p.pos[2] : value::str("")};
+    std::vector<value> a{p.pos.size() > 1 ? p.pos[1] : value::str(""),
+                         p.pos.size() > 2 ? p.pos[2] : value::str("")};
     if (const value* c = p.get(3, "count"); c && !c->is_none()) a.push_back(*c);
     kwargs_t none_kw;
     call_method(value::str(s), "replace", a, none_kw, out);
@@ -439,8 +475,12 @@ value string_filter(const std::string& name, const params& p) {
 
 }  // namespace
 
-bool known_filter(const std::string& name) { return filter_names.count(name) > 0; }
-bool known_test(const std::string& name) { return test_names.count(name) > 0; }
+bool known_filter(const std::string& name) {
+  return filter_names.count(name) > 0;
+}
+bool known_test(const std::string& name) {
+  return test_names.count(name) > 0;
+}
 
 value apply_filter(const std::string& name, std::vector<value>& args, kwargs_t& kwargs) {
   params p{args, kwargs};
@@ -484,7 +524,8 @@ value apply_filter(const std::string& name, std::vector<value>& args, kwargs_t& 
   if (name == "round") return do_round(p);
   if (name == "first" || name == "last") {
     std::vector<value> items = iterate(v);
-    if (items.empty()) return value::undef(fmt::format("{} has no {} item", object_type_repr(v), name));
+    if (items.empty())
+      return value::undef(fmt::format("{} has no {} item", object_type_repr(v), name));
     return name == "first" ? items.front() : items.back();
   }
   if (name == "reverse") {
@@ -512,7 +553,8 @@ value apply_filter(const std::string& name, std::vector<value>& args, kwargs_t& 
   }
   if (name == "attr") return get_attr(v, p.string(1, "name", ""));
   if (name == "map") return do_map(p);
-  if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr") return do_select(name, p);
+  if (name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr")
+    return do_select(name, p);
   if (name == "min" || name == "max") return do_minmax(p, name == "max");
   if (name == "sort") return do_sort(p);
   if (name == "dictsort") return do_dictsort(p);
@@ -565,7 +607,8 @@ bool apply_test(const std::string& name, std::vector<value>& args, kwargs_t& kwa
   }
   if (name == "even" || name == "odd" || name == "divisibleby") {
     int64_t d = name == "divisibleby" ? p.integer(1, "num", 1) : 2;
-    if (!v.is_number()) fail(fmt::format("unsupported operand type(s) for %: '{}' and 'int'", type_name(v)));
+    if (!v.is_number())
+      fail(fmt::format("unsupported operand type(s) for %: '{}' and 'int'", type_name(v)));
     if (d == 0) fail("integer division or modulo by zero");
     if (v.k == kind::floating) {
       double r = std::fmod(v.f, double(d));

@@ -122,8 +122,10 @@ class lexer {
     if (p < s_.size() && (s_[p] == '+' || s_[p] == '-')) sign = s_[p++];
     if (p + 1 >= s_.size() + 0 || s_[p] != c1 || s_[p + 1] != '}') return false;
     p += 2;
-    if (sign == '-') p = skip_spaces(s_, p);
-    else if (!sign && trim_nl && p < s_.size() && s_[p] == '\n') ++p;
+    if (sign == '-')
+      p = skip_spaces(s_, p);
+    else if (!sign && trim_nl && p < s_.size() && s_[p] == '\n')
+      ++p;
     line_starting_ = p > 0 && s_[p - 1] == '\n';
     pos_ = p;
     return true;
@@ -228,7 +230,9 @@ class lexer {
       if (std::isdigit(static_cast<unsigned char>(ch))) {
         number(start);
       } else if (std::isalpha(static_cast<unsigned char>(ch)) || ch == '_') {
-        while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_')) ++pos_;
+        while (pos_ < s_.size() &&
+               (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_'))
+          ++pos_;
         push(tok::name, s_.substr(start, pos_ - start), start);
       } else if (ch == '\'' || ch == '"') {
         string_literal(start);
@@ -243,7 +247,9 @@ class lexer {
       size_t q = p;
       while (q < s_.size() && std::isdigit(static_cast<unsigned char>(s_[q]))) {
         ++q;
-        if (q + 1 < s_.size() && s_[q] == '_' && std::isdigit(static_cast<unsigned char>(s_[q + 1]))) ++q;
+        if (q + 1 < s_.size() && s_[q] == '_' &&
+            std::isdigit(static_cast<unsigned char>(s_[q + 1])))
+          ++q;
       }
       return q;
     };
@@ -251,7 +257,8 @@ class lexer {
     bool is_float = false;
     // No float right after a '.' (jinja2's (?<!\.)): x.0.1 is x[0][1].
     bool after_dot = start > 0 && s_[start - 1] == '.';
-    if (!after_dot && p + 1 < s_.size() && s_[p] == '.' && std::isdigit(static_cast<unsigned char>(s_[p + 1]))) {
+    if (!after_dot && p + 1 < s_.size() && s_[p] == '.' &&
+        std::isdigit(static_cast<unsigned char>(s_[p + 1]))) {
       p = digits(p + 1);
       is_float = true;
     }
@@ -269,7 +276,8 @@ class lexer {
       p = start + 1;
       while (p < s_.size() && (s_[p] == '0' || s_[p] == '_')) ++p;
     }
-    if (!is_float && s_[start] == '0' && p < s_.size() && std::strchr("bBoOxX", s_[p]) && p == start + 1) {
+    if (!is_float && s_[start] == '0' && p < s_.size() && std::strchr("bBoOxX", s_[p]) &&
+        p == start + 1) {
       int base = (s_[p] == 'b' || s_[p] == 'B') ? 2 : (s_[p] == 'o' || s_[p] == 'O') ? 8 : 16;
       size_t q = p + 1;
       std::string d;
@@ -321,35 +329,65 @@ class lexer {
       uint32_t cp = 0;
       for (int k = 0; k < n; ++k) {
         char h = s_[from + k];
-        if (!std::isxdigit(static_cast<unsigned char>(h))) error(p, "truncated \\x, \\u or \\U escape in a string");
-        cp = cp * 16 + uint32_t(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+        if (!std::isxdigit(static_cast<unsigned char>(h)))
+          error(p, "truncated \\x, \\u or \\U escape in a string");
+        cp = cp * 16 + uint32_t(std::isdigit(static_cast<unsigned char>(h))
+                                    ? h - '0'
+                                    : (std::tolower(h) - 'a' + 10));
       }
       if (cp > 0x10FFFF) error(p, "illegal Unicode character in an escape");
       v += utf8_encode(std::u32string(1, char32_t(cp)));
       return from + n;
     };
     switch (e) {
-      case '\n': return p + 2;
-      case '\\': v += '\\'; return p + 2;
-      case '\'': v += '\''; return p + 2;
-      case '"': v += '"'; return p + 2;
-      case 'a': v += '\a'; return p + 2;
-      case 'b': v += '\b'; return p + 2;
-      case 'f': v += '\f'; return p + 2;
-      case 'n': v += '\n'; return p + 2;
-      case 'r': v += '\r'; return p + 2;
-      case 't': v += '\t'; return p + 2;
-      case 'v': v += '\v'; return p + 2;
-      case 'x': return hex(p + 2, 2);
-      case 'u': return hex(p + 2, 4);
-      case 'U': return hex(p + 2, 8);
-      case 'N': error(p, "\\N{...} escapes are not supported; write the character itself");
-      default: break;
+      case '\n':
+        return p + 2;
+      case '\\':
+        v += '\\';
+        return p + 2;
+      case '\'':
+        v += '\'';
+        return p + 2;
+      case '"':
+        v += '"';
+        return p + 2;
+      case 'a':
+        v += '\a';
+        return p + 2;
+      case 'b':
+        v += '\b';
+        return p + 2;
+      case 'f':
+        v += '\f';
+        return p + 2;
+      case 'n':
+        v += '\n';
+        return p + 2;
+      case 'r':
+        v += '\r';
+        return p + 2;
+      case 't':
+        v += '\t';
+        return p + 2;
+      case 'v':
+        v += '\v';
+        return p + 2;
+      case 'x':
+        return hex(p + 2, 2);
+      case 'u':
+        return hex(p + 2, 4);
+      case 'U':
+        return hex(p + 2, 8);
+      case 'N':
+        error(p, "\\N{...} escapes are not supported; write the character itself");
+      default:
+        break;
     }
     if (e >= '0' && e <= '7') {
       uint32_t cp = 0;
       size_t q = p + 1;
-      for (int k = 0; k < 3 && q < s_.size() && s_[q] >= '0' && s_[q] <= '7'; ++k, ++q) cp = cp * 8 + uint32_t(s_[q] - '0');
+      for (int k = 0; k < 3 && q < s_.size() && s_[q] >= '0' && s_[q] <= '7'; ++k, ++q)
+        cp = cp * 8 + uint32_t(s_[q] - '0');
       v += utf8_encode(std::u32string(1, char32_t(cp)));
       return q;
     }
@@ -373,7 +411,8 @@ class lexer {
     if (c == '(' || c == '[' || c == '{') balance.push_back(c == '(' ? ')' : c == '[' ? ']' : '}');
     if (c == ')' || c == ']' || c == '}') {
       if (balance.empty()) error(start, fmt::format("unexpected '{}'", c));
-      if (balance.back() != c) error(start, fmt::format("unexpected '{}', expected '{}'", c, balance.back()));
+      if (balance.back() != c)
+        error(start, fmt::format("unexpected '{}', expected '{}'", c, balance.back()));
       balance.pop_back();
     }
     pos_ = start + 1;
@@ -383,6 +422,8 @@ class lexer {
 
 }  // namespace
 
-std::vector<token> lex(std::string_view source) { return lexer(source).run(); }
+std::vector<token> lex(std::string_view source) {
+  return lexer(source).run();
+}
 
 }  // namespace tandem::jinja

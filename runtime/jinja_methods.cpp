@@ -12,14 +12,16 @@ namespace tandem::jinja {
 namespace {
 
 const std::set<std::string, std::less<>> str_methods = {
-    "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith",
-    "upper", "lower", "title", "capitalize", "swapcase", "replace", "join", "find", "rfind",
-    "index", "rindex", "count", "isdigit", "isalpha", "isalnum", "isspace", "isupper", "islower",
-    "zfill", "center", "ljust", "rjust", "partition", "rpartition", "removeprefix", "removesuffix",
-    "format", "isnumeric", "isdecimal", "istitle"};
+    "strip",      "lstrip",     "rstrip",       "split",        "rsplit",  "splitlines",
+    "startswith", "endswith",   "upper",        "lower",        "title",   "capitalize",
+    "swapcase",   "replace",    "join",         "find",         "rfind",   "index",
+    "rindex",     "count",      "isdigit",      "isalpha",      "isalnum", "isspace",
+    "isupper",    "islower",    "zfill",        "center",       "ljust",   "rjust",
+    "partition",  "rpartition", "removeprefix", "removesuffix", "format",  "isnumeric",
+    "isdecimal",  "istitle"};
 const std::set<std::string, std::less<>> list_methods = {"index", "count", "copy"};
-const std::set<std::string, std::less<>> list_unsafe = {"append", "extend", "insert", "pop",
-                                                        "remove", "reverse", "sort", "clear"};
+const std::set<std::string, std::less<>> list_unsafe = {"append", "extend",  "insert", "pop",
+                                                        "remove", "reverse", "sort",   "clear"};
 const std::set<std::string, std::less<>> dict_methods = {"items", "keys", "values", "get", "copy"};
 const std::set<std::string, std::less<>> dict_unsafe = {"pop", "popitem", "setdefault", "update",
                                                         "clear"};
@@ -37,7 +39,9 @@ value bound(const value& obj, const std::string& name) {
 }
 
 // Python's index normalization for one position: negative counts from the end.
-int64_t norm_index(int64_t i, int64_t n) { return i < 0 ? i + n : i; }
+int64_t norm_index(int64_t i, int64_t n) {
+  return i < 0 ? i + n : i;
+}
 
 std::u32string as_u32(const std::string& s) {
   if (is_ascii(s)) return std::u32string(s.begin(), s.end());
@@ -49,21 +53,25 @@ std::u32string as_u32(const std::string& s) {
 value get_attr(const value& obj, const std::string& name) {
   if (obj.is_undefined()) fail(obj.s.empty() ? "undefined value has no attributes" : obj.s);
   if (!name.empty() && name[0] == '_')
-    return value::undef(fmt::format("access to attribute '{}' of '{}' object is unsafe.", name, type_name(obj)));
+    return value::undef(
+        fmt::format("access to attribute '{}' of '{}' object is unsafe.", name, type_name(obj)));
   switch (obj.k) {
     case kind::string:
       if (str_methods.count(name)) return bound(obj, name);
       break;
     case kind::list:
     case kind::tuple:
-      if (list_methods.count(name) && !(obj.k == kind::tuple && name == "copy")) return bound(obj, name);
+      if (list_methods.count(name) && !(obj.k == kind::tuple && name == "copy"))
+        return bound(obj, name);
       if (obj.k == kind::list && list_unsafe.count(name))
-        return value::undef(fmt::format("access to attribute '{}' of 'list' object is unsafe.", name));
+        return value::undef(
+            fmt::format("access to attribute '{}' of 'list' object is unsafe.", name));
       break;
     case kind::dict: {
       if (dict_methods.count(name)) return bound(obj, name);
       if (dict_unsafe.count(name))
-        return value::undef(fmt::format("access to attribute '{}' of 'dict' object is unsafe.", name));
+        return value::undef(
+            fmt::format("access to attribute '{}' of 'dict' object is unsafe.", name));
       if (const value* v = obj.d->find(std::string_view(name))) return *v;
       break;
     }
@@ -87,7 +95,8 @@ value get_item(const value& obj, const value& key) {
       if (key.is_int()) {
         int64_t n = int64_t(obj.l->size()), i = norm_index(key.as_int(), n);
         if (i >= 0 && i < n) return (*obj.l)[size_t(i)];
-        return value::undef(fmt::format("{} has no element {}", object_type_repr(obj), key.as_int()));
+        return value::undef(
+            fmt::format("{} has no element {}", object_type_repr(obj), key.as_int()));
       }
       break;
     case kind::string:
@@ -160,7 +169,9 @@ std::string py_strip(std::string_view s, const value* chars, bool left, bool rig
     set = as_u32(chars->s);
   }
   std::u32string cps = is_ascii(s) ? std::u32string(s.begin(), s.end()) : utf8_decode(s);
-  auto strip_it = [&](char32_t c) { return ws ? is_py_space(c) : set.find(c) != std::u32string::npos; };
+  auto strip_it = [&](char32_t c) {
+    return ws ? is_py_space(c) : set.find(c) != std::u32string::npos;
+  };
   size_t b = 0, e = cps.size();
   if (left)
     while (b < e && strip_it(cps[b])) ++b;
@@ -176,7 +187,9 @@ std::u32string case_map(const std::u32string& s, char32_t (*f)(char32_t)) {
   for (auto& c : out) c = f(c);
   return out;
 }
-bool is_cased(char32_t c) { return to_upper(c) != c || to_lower(c) != c; }
+bool is_cased(char32_t c) {
+  return to_upper(c) != c || to_lower(c) != c;
+}
 
 std::string py_title(const std::string& s) {
   std::u32string cps = as_u32(s);
@@ -188,7 +201,8 @@ std::string py_title(const std::string& s) {
   return utf8_encode(cps);
 }
 
-std::vector<value> py_split(const std::string& s, const value* sep, int64_t maxsplit, bool from_right) {
+std::vector<value> py_split(const std::string& s, const value* sep, int64_t maxsplit,
+                            bool from_right) {
   std::vector<std::string> parts;
   if (!sep || sep->is_none()) {
     std::u32string cps = as_u32(s);
@@ -206,13 +220,15 @@ std::vector<value> py_split(const std::string& s, const value* sep, int64_t maxs
       // Python keeps the rest as it is, whitespace and all (on its far side).
       if (!from_right) {
         for (size_t w = 0; w < size_t(maxsplit); ++w)
-          parts.push_back(utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
+          parts.push_back(
+              utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
         parts.push_back(utf8_encode(cps.substr(words[size_t(maxsplit)].first)));
       } else {
         size_t k = words.size() - size_t(maxsplit);
         parts.push_back(utf8_encode(cps.substr(0, words[k - 1].second)));
         for (size_t w = k; w < words.size(); ++w)
-          parts.push_back(utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
+          parts.push_back(
+              utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
       }
     } else {
       for (auto& [a, b] : words) parts.push_back(utf8_encode(cps.substr(a, b - a)));
@@ -275,7 +291,8 @@ bool affix_match(const std::string& s, const value& what, bool prefix) {
   auto one = [&](const value& p) {
     if (!p.is_string()) fail("startswith/endswith takes a string or a tuple of strings");
     if (p.s.size() > s.size()) return false;
-    return prefix ? s.compare(0, p.s.size(), p.s) == 0 : s.compare(s.size() - p.s.size(), p.s.size(), p.s) == 0;
+    return prefix ? s.compare(0, p.s.size(), p.s) == 0
+                  : s.compare(s.size() - p.s.size(), p.s.size(), p.s) == 0;
   };
   if (what.is_seq()) {
     for (auto& p : *what.l)
@@ -289,7 +306,8 @@ std::string pad(const std::string& s, int64_t width, const value* fill, int wher
   std::u32string cps = as_u32(s);
   std::u32string f = U" ";
   if (fill) {
-    if (!fill->is_string() || length(*fill) != 1) fail("the fill character must be exactly one character long");
+    if (!fill->is_string() || length(*fill) != 1)
+      fail("the fill character must be exactly one character long");
     f = as_u32(fill->s);
   }
   if (width <= int64_t(cps.size())) return s;
@@ -306,16 +324,28 @@ std::string py_format(const std::string& fmt_s, const args_view& a) {
   size_t auto_idx = 0;
   for (size_t i = 0; i < fmt_s.size(); ++i) {
     char c = fmt_s[i];
-    if (c == '{' && i + 1 < fmt_s.size() && fmt_s[i + 1] == '{') { out += '{'; ++i; continue; }
-    if (c == '}' && i + 1 < fmt_s.size() && fmt_s[i + 1] == '}') { out += '}'; ++i; continue; }
-    if (c != '{') { out += c; continue; }
+    if (c == '{' && i + 1 < fmt_s.size() && fmt_s[i + 1] == '{') {
+      out += '{';
+      ++i;
+      continue;
+    }
+    if (c == '}' && i + 1 < fmt_s.size() && fmt_s[i + 1] == '}') {
+      out += '}';
+      ++i;
+      continue;
+    }
+    if (c != '{') {
+      out += c;
+      continue;
+    }
     size_t close = fmt_s.find('}', i);
     if (close == std::string::npos) fail("Single '{' encountered in format string");
     std::string field = fmt_s.substr(i + 1, close - i - 1);
     if (field.find_first_of(":!.[") != std::string::npos)
       fail("format fields with conversions, specs or lookups are not supported; use filters");
     const value* v = nullptr;
-    if (field.empty()) v = auto_idx < a.pos.size() ? &a.pos[auto_idx++] : nullptr;
+    if (field.empty())
+      v = auto_idx < a.pos.size() ? &a.pos[auto_idx++] : nullptr;
     else if (std::all_of(field.begin(), field.end(), ::isdigit)) {
       size_t k = std::stoul(field);
       v = k < a.pos.size() ? &a.pos[k] : nullptr;
@@ -332,8 +362,14 @@ std::string py_format(const std::string& fmt_s, const args_view& a) {
 
 // strip, split, splitlines, startswith/endswith and the case methods.
 bool str_split_case(const std::string& s, const std::string& name, const args_view& a, value& out) {
-  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
-  auto boolean = [&](bool x) { out = value::boolean(x); return true; };
+  auto str = [&](std::string x) {
+    out = value::str(std::move(x));
+    return true;
+  };
+  auto boolean = [&](bool x) {
+    out = value::boolean(x);
+    return true;
+  };
   if (name == "strip" || name == "lstrip" || name == "rstrip")
     return str(py_strip(s, a.get(0, "chars"), name != "rstrip", name != "lstrip"));
   if (name == "split" || name == "rsplit") {
@@ -378,8 +414,12 @@ bool str_split_case(const std::string& s, const std::string& name, const args_vi
 }
 
 // replace, join, find/rfind/index/rindex/count.
-bool str_edit_search(const std::string& s, const std::string& name, const args_view& a, value& out) {
-  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
+bool str_edit_search(const std::string& s, const std::string& name, const args_view& a,
+                     value& out) {
+  auto str = [&](std::string x) {
+    out = value::str(std::move(x));
+    return true;
+  };
   if (name == "replace") {
     const std::string& from = a.get_str(0, "old");
     const std::string& to = a.get_str(1, "new");
@@ -389,7 +429,10 @@ bool str_edit_search(const std::string& s, const std::string& name, const args_v
       std::u32string cps = as_u32(s);
       int64_t n = 0;
       for (size_t i = 0; i <= cps.size(); ++i) {
-        if (count < 0 || n < count) { r += to; ++n; }
+        if (count < 0 || n < count) {
+          r += to;
+          ++n;
+        }
         if (i < cps.size()) r += utf8_encode(cps.substr(i, 1));
         check_size(r.size());
       }
@@ -413,7 +456,8 @@ bool str_edit_search(const std::string& s, const std::string& name, const args_v
     std::string r;
     bool first = true;
     for (auto& e : iterate(*it)) {
-      if (!e.is_string()) fail(fmt::format("sequence item: expected str instance, {} found", type_name(e)));
+      if (!e.is_string())
+        fail(fmt::format("sequence item: expected str instance, {} found", type_name(e)));
       if (!first) r += s;
       first = false;
       r += e.s;
@@ -424,7 +468,10 @@ bool str_edit_search(const std::string& s, const std::string& name, const args_v
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
     const std::string& sub = a.get_str(0, "sub");
     if (name == "count") {
-      if (sub.empty()) { out = value::integer(length(value::str(s)) + 1); return true; }
+      if (sub.empty()) {
+        out = value::integer(length(value::str(s)) + 1);
+        return true;
+      }
       int64_t n = 0;
       for (size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
       out = value::integer(n);
@@ -444,8 +491,14 @@ bool str_edit_search(const std::string& s, const std::string& name, const args_v
 
 // The is...() tests, padding, partition, removeprefix/removesuffix and format.
 bool str_test_pad(const std::string& s, const std::string& name, const args_view& a, value& out) {
-  auto str = [&](std::string x) { out = value::str(std::move(x)); return true; };
-  auto boolean = [&](bool x) { out = value::boolean(x); return true; };
+  auto str = [&](std::string x) {
+    out = value::str(std::move(x));
+    return true;
+  };
+  auto boolean = [&](bool x) {
+    out = value::boolean(x);
+    return true;
+  };
   auto all_of = [&](bool (*pred)(char32_t)) {
     std::u32string c = as_u32(s);
     return boolean(!c.empty() && std::all_of(c.begin(), c.end(), pred));
@@ -465,7 +518,9 @@ bool str_test_pad(const std::string& s, const std::string& name, const args_view
     }
     return boolean(any && ok);
   }
-  if (name == "istitle") return boolean(!s.empty() && py_title(s) == s && s != utf8_encode(case_map(as_u32(s), to_lower)));
+  if (name == "istitle")
+    return boolean(!s.empty() && py_title(s) == s &&
+                   s != utf8_encode(case_map(as_u32(s), to_lower)));
   if (name == "zfill") {
     int64_t w = a.get_int(0, "width", 0);
     int64_t n = length(value::str(s));
@@ -475,7 +530,10 @@ bool str_test_pad(const std::string& s, const std::string& name, const args_view
     return str(s.substr(0, sign) + std::string(size_t(w - n), '0') + s.substr(sign));
   }
   if (name == "center" || name == "ljust" || name == "rjust")
-    return str(pad(s, a.get_int(0, "width", 0), a.get(1, "fillchar"), name == "ljust" ? -1 : name == "rjust" ? 1 : 0));
+    return str(pad(s, a.get_int(0, "width", 0), a.get(1, "fillchar"),
+                   name == "ljust"   ? -1
+                   : name == "rjust" ? 1
+                                     : 0));
   if (name == "partition" || name == "rpartition") {
     const std::string& sep = a.get_str(0, "sep");
     if (sep.empty()) fail("empty separator");
@@ -484,14 +542,16 @@ bool str_test_pad(const std::string& s, const std::string& name, const args_view
       out = name == "partition" ? value::tuple({value::str(s), value::str(""), value::str("")})
                                 : value::tuple({value::str(""), value::str(""), value::str(s)});
     } else {
-      out = value::tuple({value::str(s.substr(0, f)), value::str(sep), value::str(s.substr(f + sep.size()))});
+      out = value::tuple(
+          {value::str(s.substr(0, f)), value::str(sep), value::str(s.substr(f + sep.size()))});
     }
     return true;
   }
   if (name == "removeprefix" || name == "removesuffix") {
     const std::string& x = a.get_str(0, "affix");
     bool pre = name == "removeprefix";
-    if (x.size() <= s.size() && (pre ? s.compare(0, x.size(), x) == 0 : s.compare(s.size() - x.size(), x.size(), x) == 0))
+    if (x.size() <= s.size() &&
+        (pre ? s.compare(0, x.size(), x) == 0 : s.compare(s.size() - x.size(), x.size(), x) == 0))
       return str(pre ? s.substr(x.size()) : s.substr(0, s.size() - x.size()));
     return str(s);
   }
@@ -500,26 +560,34 @@ bool str_test_pad(const std::string& s, const std::string& name, const args_view
 }
 
 bool str_method(const std::string& s, const std::string& name, const args_view& a, value& out) {
-  return str_split_case(s, name, a, out) || str_edit_search(s, name, a, out) || str_test_pad(s, name, a, out);
+  return str_split_case(s, name, a, out) || str_edit_search(s, name, a, out) ||
+         str_test_pad(s, name, a, out);
 }
 
 }  // namespace
 
-bool call_method(const value& obj, const std::string& name, std::vector<value>& args, kwargs_t& kwargs,
-                 value& out) {
+bool call_method(const value& obj, const std::string& name, std::vector<value>& args,
+                 kwargs_t& kwargs, value& out) {
   args_view a{args, kwargs};
   if (obj.k == kind::string) return str_method(obj.s, name, a, out);
   if (obj.is_seq()) {
-    if (name == "copy") { out = value::list(*obj.l); return true; }
+    if (name == "copy") {
+      out = value::list(*obj.l);
+      return true;
+    }
     const value* x = a.get(0, "value");
     if (!x) fail(fmt::format("{}() takes exactly one argument", name));
     if (name == "count") {
-      out = value::integer(std::count_if(obj.l->begin(), obj.l->end(), [&](const value& e) { return equals(e, *x); }));
+      out = value::integer(std::count_if(obj.l->begin(), obj.l->end(),
+                                         [&](const value& e) { return equals(e, *x); }));
       return true;
     }
     if (name == "index") {
       for (size_t i = 0; i < obj.l->size(); ++i)
-        if (equals((*obj.l)[i], *x)) { out = value::integer(int64_t(i)); return true; }
+        if (equals((*obj.l)[i], *x)) {
+          out = value::integer(int64_t(i));
+          return true;
+        }
       fail(fmt::format("{} is not in list", repr(*x)));
     }
     return false;

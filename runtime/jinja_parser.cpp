@@ -62,7 +62,8 @@ class parser {
       p.depth_ += n;
       if (p.depth_ > max_nesting)
         p.error(p.cur(), fmt::format("the template nests more than {} levels deep", max_nesting));
-      if (p.stack_.exceeded()) p.error(p.cur(), "the template nests too deeply for this thread's stack");
+      if (p.stack_.exceeded())
+        p.error(p.cur(), "the template nests too deeply for this thread's stack");
     }
     ~nest() { p.depth_ -= n; }
   };
@@ -76,12 +77,18 @@ class parser {
   }
   static std::string describe(const token& t) {
     switch (t.type) {
-      case tok::eof: return "end of template";
-      case tok::block_end: return "end of statement block";
-      case tok::var_end: return "end of print statement";
-      case tok::string: return "string";
-      case tok::text: return "template text";
-      default: return "'" + t.text + "'";
+      case tok::eof:
+        return "end of template";
+      case tok::block_end:
+        return "end of statement block";
+      case tok::var_end:
+        return "end of print statement";
+      case tok::string:
+        return "string";
+      case tok::text:
+        return "template text";
+      default:
+        return "'" + t.text + "'";
     }
   }
   bool is_op(const char* s) const { return cur().type == tok::op && cur().text == s; }
@@ -100,12 +107,14 @@ class parser {
     if (!skip_op(s)) error(cur(), fmt::format("expected '{}', got {}", s, describe(cur())));
   }
   std::string expect_name() {
-    if (cur().type != tok::name) error(cur(), fmt::format("expected a name, got {}", describe(cur())));
+    if (cur().type != tok::name)
+      error(cur(), fmt::format("expected a name, got {}", describe(cur())));
     return next().text;
   }
   void expect_block_end() {
     if (cur().type != tok::block_end)
-      error(cur(), fmt::format("expected the end of the statement block ('%}}'), got {}", describe(cur())));
+      error(cur(), fmt::format("expected the end of the statement block ('%}}'), got {}",
+                               describe(cur())));
     next();
   }
 
@@ -136,7 +145,8 @@ class parser {
       if (t.type == tok::eof) {
         if (ends.size() == 0) return body;
         std::string names;
-        for (const char* e : ends) names += std::string(names.empty() ? "" : " or ") + "'" + e + "'";
+        for (const char* e : ends)
+          names += std::string(names.empty() ? "" : " or ") + "'" + e + "'";
         error(t, fmt::format("unexpected end of template: expected {}", names));
       }
       if (t.type == tok::text) {
@@ -149,7 +159,8 @@ class parser {
         auto s = make_stmt(sk::output, t);
         s->e = parse_tuple(false);
         if (cur().type != tok::var_end)
-          error(cur(), fmt::format("expected the end of the print statement ('}}}}'), got {}", describe(cur())));
+          error(cur(), fmt::format("expected the end of the print statement ('}}}}'), got {}",
+                                   describe(cur())));
         next();
         body.push_back(std::move(s));
       } else if (t.type == tok::block_begin) {
@@ -192,12 +203,13 @@ class parser {
       expect_block_end();
       return s;
     }
-    static const char* unsupported[] = {"include", "extends", "block", "import", "from", "do",
-                                        "autoescape", "trans", "pluralize"};
+    static const char* unsupported[] = {"include", "extends",    "block", "import",   "from",
+                                        "do",      "autoescape", "trans", "pluralize"};
     for (const char* u : unsupported)
       if (n == u) error(t, fmt::format("'{{% {} %}}' is not supported in chat templates", n));
-    static const char* ends[] = {"endif", "endfor", "endset", "endmacro", "endcall", "endfilter",
-                                 "endwith", "endgeneration", "elif", "else", "endraw"};
+    static const char* ends[] = {"endif",   "endfor",    "endset",  "endmacro",
+                                 "endcall", "endfilter", "endwith", "endgeneration",
+                                 "elif",    "else",      "endraw"};
     for (const char* e : ends)
       if (n == e) error(t, fmt::format("unexpected '{}': no block is open that it could end", n));
     error(t, fmt::format("Encountered unknown tag '{}'.", n));
@@ -282,7 +294,8 @@ class parser {
       if (skip_op(")")) break;
       macro_param p;
       p.name = expect_name();
-      if (skip_op("=")) p.def = parse_expression(true);
+      if (skip_op("="))
+        p.def = parse_expression(true);
       else if (!params.empty() && params.back().def)
         error(cur(), "a parameter without a default follows one with a default");
       params.push_back(std::move(p));
@@ -349,7 +362,8 @@ class parser {
     auto t = make(ek::tuple, at);
     t->a.push_back(std::move(first));
     while (skip_op(",")) {
-      if (cur().type == tok::block_end || cur().type == tok::var_end || is_op(")") || is_name("if")) break;
+      if (cur().type == tok::block_end || cur().type == tok::var_end || is_op(")") || is_name("if"))
+        break;
       t->a.push_back(parse_expression(!no_condexpr));
     }
     return t;
@@ -406,8 +420,12 @@ class parser {
     return left;
   }
 
-  expr_ptr parse_or() { return binary_chain([&] { return parse_and(); }, {"or"}, true); }
-  expr_ptr parse_and() { return binary_chain([&] { return parse_not(); }, {"and"}, true); }
+  expr_ptr parse_or() {
+    return binary_chain([&] { return parse_and(); }, {"or"}, true);
+  }
+  expr_ptr parse_and() {
+    return binary_chain([&] { return parse_not(); }, {"and"}, true);
+  }
   expr_ptr parse_not() {
     if (is_name("not")) {
       nest guard(*this);
@@ -424,8 +442,9 @@ class parser {
     expr_ptr cmp;
     for (;;) {
       std::string op;
-      if (cur().type == tok::op && (cur().text == "==" || cur().text == "!=" || cur().text == "<" ||
-                                    cur().text == "<=" || cur().text == ">" || cur().text == ">=")) {
+      if (cur().type == tok::op &&
+          (cur().text == "==" || cur().text == "!=" || cur().text == "<" || cur().text == "<=" ||
+           cur().text == ">" || cur().text == ">=")) {
         op = next().text;
       } else if (is_name("in")) {
         next();
@@ -447,12 +466,18 @@ class parser {
     }
     return cmp ? std::move(cmp) : std::move(first);
   }
-  expr_ptr parse_math1() { return binary_chain([&] { return parse_concat(); }, {"+", "-"}, false); }
-  expr_ptr parse_concat() { return binary_chain([&] { return parse_math2(); }, {"~"}, false); }
+  expr_ptr parse_math1() {
+    return binary_chain([&] { return parse_concat(); }, {"+", "-"}, false);
+  }
+  expr_ptr parse_concat() {
+    return binary_chain([&] { return parse_math2(); }, {"~"}, false);
+  }
   expr_ptr parse_math2() {
     return binary_chain([&] { return parse_pow(); }, {"*", "/", "//", "%"}, false);
   }
-  expr_ptr parse_pow() { return binary_chain([&] { return parse_unary(true); }, {"**"}, false); }
+  expr_ptr parse_pow() {
+    return binary_chain([&] { return parse_unary(true); }, {"**"}, false);
+  }
 
   expr_ptr parse_unary(bool with_filter) {
     nest guard(*this);
@@ -476,9 +501,12 @@ class parser {
       case tok::name: {
         next();
         auto e = make(ek::literal, t);
-        if (t.text == "true" || t.text == "True") e->lit = value::boolean(true);
-        else if (t.text == "false" || t.text == "False") e->lit = value::boolean(false);
-        else if (t.text == "none" || t.text == "None") e->lit = value::none_v();
+        if (t.text == "true" || t.text == "True")
+          e->lit = value::boolean(true);
+        else if (t.text == "false" || t.text == "False")
+          e->lit = value::boolean(false);
+        else if (t.text == "none" || t.text == "None")
+          e->lit = value::none_v();
         else {
           e->kind = ek::name;
           e->name = t.text;
@@ -711,8 +739,9 @@ class parser {
     e->a.push_back(std::move(target));
     if (is_op("(")) {
       parse_args(*e);
-    } else if ((cur().type == tok::name || cur().type == tok::string || cur().type == tok::integer ||
-                cur().type == tok::floating || is_op("(") || is_op("[") || is_op("{")) &&
+    } else if ((cur().type == tok::name || cur().type == tok::string ||
+                cur().type == tok::integer || cur().type == tok::floating || is_op("(") ||
+                is_op("[") || is_op("{")) &&
                !is_name("else") && !is_name("or") && !is_name("and")) {
       if (is_name("is")) error(cur(), "tests cannot be chained with 'is'");
       e->a.push_back(parse_primary_postfix());
@@ -723,6 +752,8 @@ class parser {
 
 }  // namespace
 
-body_t parse(const std::vector<token>& tokens) { return parser(tokens).program(); }
+body_t parse(const std::vector<token>& tokens) {
+  return parser(tokens).program();
+}
 
 }  // namespace tandem::jinja

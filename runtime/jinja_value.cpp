@@ -1,12 +1,11 @@
 // Jinja values with Python's semantics: truthiness, ==, <, str(), repr(), json.dumps(), len(),
 // iteration, and the UTF-8 / Unicode helpers they need.
 #include <fmt/format.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-
-#include <pthread.h>
 
 #include "runtime/jinja.h"
 
@@ -74,16 +73,21 @@ value value::func(std::string name, std::function<value(std::vector<value>&, kwa
 
 value value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return none_v();
-    case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::null:
+      return none_v();
+    case nlohmann::ordered_json::value_t::boolean:
+      return boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return integer(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       uint64_t u = j.get<uint64_t>();
       if (u > uint64_t(INT64_MAX)) return floating(double(u));
       return integer(int64_t(u));
     }
-    case nlohmann::ordered_json::value_t::number_float: return floating(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return str(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_float:
+      return floating(j.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return str(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<value> items;
       items.reserve(j.size());
@@ -95,7 +99,8 @@ value value::from_json(const nlohmann::ordered_json& j) {
       for (auto& [key, e] : j.items()) d.d->items.emplace_back(str(key), from_json(e));
       return d;
     }
-    default: return none_v();
+    default:
+      return none_v();
   }
 }
 
@@ -118,7 +123,9 @@ void dict_t::set(const value& key, value v) {
   items.emplace_back(key, std::move(v));
 }
 
-void fail(std::string msg) { throw eval_error{std::move(msg)}; }
+void fail(std::string msg) {
+  throw eval_error{std::move(msg)};
+}
 
 void check_size(size_t bytes) {
   if (bytes > max_value_bytes)
@@ -243,27 +250,39 @@ bool is_alnum(char32_t c) {
   if (c < 0x80) return std::isalnum(int(c)) != 0;
   if (c < 0xC0) return c == 0xAA || c == 0xB5 || c == 0xBA;
   if (c == 0xD7 || c == 0xF7 || is_py_space(c)) return false;
-  if ((c >= 0x2000 && c <= 0x2BFF) || (c >= 0x3000 && c <= 0x303F) || (c >= 0xFE00 && c <= 0xFE0F) ||
-      (c >= 0xFF00 && c <= 0xFF0F) || (c >= 0x1F000 && c <= 0x1FAFF) || (c >= 0xDC80 && c <= 0xDCFF))
+  if ((c >= 0x2000 && c <= 0x2BFF) || (c >= 0x3000 && c <= 0x303F) ||
+      (c >= 0xFE00 && c <= 0xFE0F) || (c >= 0xFF00 && c <= 0xFF0F) ||
+      (c >= 0x1F000 && c <= 0x1FAFF) || (c >= 0xDC80 && c <= 0xDCFF))
     return false;
   return true;
 }
-bool is_alpha(char32_t c) { return c < 0x80 ? std::isalpha(int(c)) != 0 : is_alnum(c); }
+bool is_alpha(char32_t c) {
+  return c < 0x80 ? std::isalpha(int(c)) != 0 : is_alnum(c);
+}
 
-// ---- truth, equality, order ----------------------------------------------------------------------
+// ---- truth, equality, order
+// ----------------------------------------------------------------------
 
 bool truthy(const value& v) {
   switch (v.k) {
     case kind::undefined:
-    case kind::none: return false;
-    case kind::boolean: return v.b;
-    case kind::integer: return v.i != 0;
-    case kind::floating: return v.f != 0;
-    case kind::string: return !v.s.empty();
+    case kind::none:
+      return false;
+    case kind::boolean:
+      return v.b;
+    case kind::integer:
+      return v.i != 0;
+    case kind::floating:
+      return v.f != 0;
+    case kind::string:
+      return !v.s.empty();
     case kind::list:
-    case kind::tuple: return !v.l->empty();
-    case kind::dict: return !v.d->items.empty();
-    default: return true;
+    case kind::tuple:
+      return !v.l->empty();
+    case kind::dict:
+      return !v.d->items.empty();
+    default:
+      return true;
   }
 }
 
@@ -275,8 +294,10 @@ bool equals(const value& a, const value& b) {
   if (a.k != b.k) return false;
   switch (a.k) {
     case kind::undefined:
-    case kind::none: return true;
-    case kind::string: return a.s == b.s;
+    case kind::none:
+      return true;
+    case kind::string:
+      return a.s == b.s;
     case kind::list:
     case kind::tuple:
       if (a.l->size() != b.l->size()) return false;
@@ -291,9 +312,12 @@ bool equals(const value& a, const value& b) {
       }
       return true;
     }
-    case kind::ns: return a.d == b.d;
-    case kind::function: return a.fn == b.fn;
-    default: return false;
+    case kind::ns:
+      return a.d == b.d;
+    case kind::function:
+      return a.fn == b.fn;
+    default:
+      return false;
   }
 }
 
@@ -310,22 +334,34 @@ bool less(const value& a, const value& b) {
     }
     return a.l->size() < b.l->size();
   }
-  fail(fmt::format("'<' not supported between instances of '{}' and '{}'", type_name(a), type_name(b)));
+  fail(fmt::format("'<' not supported between instances of '{}' and '{}'", type_name(a),
+                   type_name(b)));
 }
 
 std::string type_name(const value& v) {
   switch (v.k) {
-    case kind::undefined: return "Undefined";
-    case kind::none: return "NoneType";
-    case kind::boolean: return "bool";
-    case kind::integer: return "int";
-    case kind::floating: return "float";
-    case kind::string: return "str";
-    case kind::list: return "list";
-    case kind::tuple: return "tuple";
-    case kind::dict: return "dict";
-    case kind::ns: return "Namespace";
-    case kind::function: return "function";
+    case kind::undefined:
+      return "Undefined";
+    case kind::none:
+      return "NoneType";
+    case kind::boolean:
+      return "bool";
+    case kind::integer:
+      return "int";
+    case kind::floating:
+      return "float";
+    case kind::string:
+      return "str";
+    case kind::list:
+      return "list";
+    case kind::tuple:
+      return "tuple";
+    case kind::dict:
+      return "dict";
+    case kind::ns:
+      return "Namespace";
+    case kind::function:
+      return "function";
   }
   return "object";
 }
@@ -335,7 +371,8 @@ std::string object_type_repr(const value& v) {
   return type_name(v) + " object";
 }
 
-// ---- str() and repr() ------------------------------------------------------------------------------
+// ---- str() and repr()
+// ------------------------------------------------------------------------------
 
 std::string float_repr(double x) {
   if (std::isnan(x)) return "nan";
@@ -392,9 +429,12 @@ std::string py_string_repr(std::string_view s) {
     } else if (c >= 0xDC80 && c <= 0xDCFF) {
       out += fmt::format("\\udc{:02x}", unsigned(c - 0xDC00));
     } else if (!printable(c)) {
-      if (c < 0x100) out += fmt::format("\\x{:02x}", unsigned(c));
-      else if (c < 0x10000) out += fmt::format("\\u{:04x}", unsigned(c));
-      else out += fmt::format("\\U{:08x}", unsigned(c));
+      if (c < 0x100)
+        out += fmt::format("\\x{:02x}", unsigned(c));
+      else if (c < 0x10000)
+        out += fmt::format("\\u{:04x}", unsigned(c));
+      else
+        out += fmt::format("\\U{:08x}", unsigned(c));
     } else {
       out += utf8_encode(std::u32string(1, c));
     }
@@ -431,17 +471,27 @@ std::string dict_str(const value& v) {
 
 std::string to_str(const value& v) {
   switch (v.k) {
-    case kind::undefined: return "";
-    case kind::none: return "None";
-    case kind::boolean: return v.b ? "True" : "False";
-    case kind::integer: return std::to_string(v.i);
-    case kind::floating: return float_repr(v.f);
-    case kind::string: return v.s;
+    case kind::undefined:
+      return "";
+    case kind::none:
+      return "None";
+    case kind::boolean:
+      return v.b ? "True" : "False";
+    case kind::integer:
+      return std::to_string(v.i);
+    case kind::floating:
+      return float_repr(v.f);
+    case kind::string:
+      return v.s;
     case kind::list:
-    case kind::tuple: return seq_str(v);
-    case kind::dict: return dict_str(v);
-    case kind::ns: return "<Namespace " + dict_str(v) + ">";
-    case kind::function: return "<function " + v.fn->name + ">";
+    case kind::tuple:
+      return seq_str(v);
+    case kind::dict:
+      return dict_str(v);
+    case kind::ns:
+      return "<Namespace " + dict_str(v) + ">";
+    case kind::function:
+      return "<function " + v.fn->name + ">";
   }
   return "";
 }
@@ -460,7 +510,8 @@ void json_string(std::string& out, std::string_view s, bool ascii) {
   auto escape_cp = [&](char32_t c) {
     if (c >= 0x10000) {
       c -= 0x10000;
-      out += fmt::format("\\u{:04x}\\u{:04x}", unsigned(0xD800 + (c >> 10)), unsigned(0xDC00 + (c & 0x3FF)));
+      out += fmt::format("\\u{:04x}\\u{:04x}", unsigned(0xD800 + (c >> 10)),
+                         unsigned(0xDC00 + (c & 0x3FF)));
     } else {
       out += fmt::format("\\u{:04x}", unsigned(c));
     }
@@ -471,16 +522,32 @@ void json_string(std::string& out, std::string_view s, bool ascii) {
   for (size_t i = 0; i < n; ++i) {
     char32_t c = ascii ? cps[i] : char32_t(static_cast<unsigned char>(s[i]));
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
-        if (c < 0x20 || (ascii && c >= 0x7F)) escape_cp(c);
-        else out += ascii ? utf8_encode(std::u32string(1, c)) : std::string(1, char(c));
+        if (c < 0x20 || (ascii && c >= 0x7F))
+          escape_cp(c);
+        else
+          out += ascii ? utf8_encode(std::u32string(1, c)) : std::string(1, char(c));
     }
   }
   out += '"';
@@ -488,12 +555,18 @@ void json_string(std::string& out, std::string_view s, bool ascii) {
 
 std::string json_key(const value& k) {
   switch (k.k) {
-    case kind::string: return k.s;
-    case kind::boolean: return k.b ? "true" : "false";
-    case kind::none: return "null";
-    case kind::integer: return std::to_string(k.i);
-    case kind::floating: return float_repr(k.f);
-    default: fail(fmt::format("keys must be str, int, float, bool or None, not {}", type_name(k)));
+    case kind::string:
+      return k.s;
+    case kind::boolean:
+      return k.b ? "true" : "false";
+    case kind::none:
+      return "null";
+    case kind::integer:
+      return std::to_string(k.i);
+    case kind::floating:
+      return float_repr(k.f);
+    default:
+      fail(fmt::format("keys must be str, int, float, bool or None, not {}", type_name(k)));
   }
 }
 
@@ -513,15 +586,26 @@ void json_value(std::string& out, const value& v, const json_style& st, int leve
     return c;
   };
   switch (v.k) {
-    case kind::none: out += "null"; return;
-    case kind::boolean: out += v.b ? "true" : "false"; return;
-    case kind::integer: out += std::to_string(v.i); return;
-    case kind::floating:
-      if (std::isnan(v.f)) out += "NaN";
-      else if (std::isinf(v.f)) out += v.f < 0 ? "-Infinity" : "Infinity";
-      else out += float_repr(v.f);
+    case kind::none:
+      out += "null";
       return;
-    case kind::string: json_string(out, v.s, st.ensure_ascii); return;
+    case kind::boolean:
+      out += v.b ? "true" : "false";
+      return;
+    case kind::integer:
+      out += std::to_string(v.i);
+      return;
+    case kind::floating:
+      if (std::isnan(v.f))
+        out += "NaN";
+      else if (std::isinf(v.f))
+        out += v.f < 0 ? "-Infinity" : "Infinity";
+      else
+        out += float_repr(v.f);
+      return;
+    case kind::string:
+      json_string(out, v.s, st.ensure_ascii);
+      return;
     case kind::list:
     case kind::tuple: {
       if (v.l->empty()) {
@@ -545,7 +629,8 @@ void json_value(std::string& out, const value& v, const json_style& st, int leve
       std::vector<std::pair<std::string, const value*>> items;
       for (auto& [k, e] : v.d->items) items.emplace_back(json_key(k), &e);
       if (st.sort_keys)
-        std::stable_sort(items.begin(), items.end(), [](auto& x, auto& y) { return x.first < y.first; });
+        std::stable_sort(items.begin(), items.end(),
+                         [](auto& x, auto& y) { return x.first < y.first; });
       out += "{";
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += st.item_sep;
@@ -570,13 +655,16 @@ std::string to_json(const value& v, const json_style& style) {
   return out;
 }
 
-// ---- iteration and length ------------------------------------------------------------------------
+// ---- iteration and length
+// ------------------------------------------------------------------------
 
 std::vector<value> iterate(const value& v) {
   switch (v.k) {
-    case kind::undefined: return {};
+    case kind::undefined:
+      return {};
     case kind::list:
-    case kind::tuple: return *v.l;
+    case kind::tuple:
+      return *v.l;
     case kind::dict: {
       std::vector<value> keys;
       keys.reserve(v.d->items.size());
@@ -588,22 +676,29 @@ std::vector<value> iterate(const value& v) {
       if (is_ascii(v.s)) {
         for (char c : v.s) chars.push_back(value::str(std::string(1, c)));
       } else {
-        for (char32_t c : utf8_decode(v.s)) chars.push_back(value::str(utf8_encode(std::u32string(1, c))));
+        for (char32_t c : utf8_decode(v.s))
+          chars.push_back(value::str(utf8_encode(std::u32string(1, c))));
       }
       return chars;
     }
-    default: fail(fmt::format("'{}' object is not iterable", type_name(v)));
+    default:
+      fail(fmt::format("'{}' object is not iterable", type_name(v)));
   }
 }
 
 int64_t length(const value& v) {
   switch (v.k) {
-    case kind::undefined: return 0;
-    case kind::string: return is_ascii(v.s) ? int64_t(v.s.size()) : int64_t(utf8_decode(v.s).size());
+    case kind::undefined:
+      return 0;
+    case kind::string:
+      return is_ascii(v.s) ? int64_t(v.s.size()) : int64_t(utf8_decode(v.s).size());
     case kind::list:
-    case kind::tuple: return int64_t(v.l->size());
-    case kind::dict: return int64_t(v.d->items.size());
-    default: fail(fmt::format("object of type '{}' has no len()", type_name(v)));
+    case kind::tuple:
+      return int64_t(v.l->size());
+    case kind::dict:
+      return int64_t(v.d->items.size());
+    default:
+      fail(fmt::format("object of type '{}' has no len()", type_name(v)));
   }
 }
 

@@ -2,16 +2,16 @@
 // every conversation there (byte for byte, or the template's own error), the feature templates in
 // tests/data/jinja and the built-in templates in tests/data/builtin_templates (expected outputs
 // rendered by ../shared/tools/render_chat_template.py), then errors, limits and the API.
+#include "runtime/chat_template.h"
+
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <pthread.h>
-
 #include <thread>
 
-#include "runtime/chat_template.h"
 #include "runtime/error.h"
 #include "runtime/jinja.h"
 #include "tests/test_util.h"
@@ -30,7 +30,9 @@ std::vector<fs::path> files(const fs::path& dir, const std::string& ext) {
   return out;
 }
 
-bool exists(const std::string& p) { return fs::exists(p); }
+bool exists(const std::string& p) {
+  return fs::exists(p);
+}
 
 std::string strip_newline(std::string s) {
   while (!s.empty() && s.back() == '\n') s.pop_back();
@@ -84,7 +86,8 @@ bool ends_with(const std::string& s, const std::string& tail) {
 
 TEST(ChatTemplate, EveryRealTemplateRendersEveryCaseAsJinja2Does) {
   const fs::path dir = tandem::test::model_path("templates");
-  auto special = nlohmann::json::parse(tandem::test::read_file((dir / "special_tokens.json").string()));
+  auto special =
+      nlohmann::json::parse(tandem::test::read_file((dir / "special_tokens.json").string()));
   auto templates = files(dir, ".jinja");
   auto cases = files(dir / "cases", ".json");
   ASSERT_EQ(templates.size(), 10u);
@@ -107,7 +110,9 @@ TEST(ChatTemplate, EveryRealTemplateRendersEveryCaseAsJinja2Does) {
         EXPECT_EQ(got, want) << what;
       } else {
         ASSERT_TRUE(exists(golden.string() + ".error")) << what << ": no golden";
-        EXPECT_EQ(render_error(t, in), strip_newline(tandem::test::read_file(golden.string() + ".error"))) << what;
+        EXPECT_EQ(render_error(t, in),
+                  strip_newline(tandem::test::read_file(golden.string() + ".error")))
+            << what;
         ++errors;
       }
       ++checked;
@@ -138,12 +143,13 @@ TEST(ChatTemplate, FeatureTemplatesRenderAsJinja2Does) {
     } else {
       // raise_exception messages come as they are; jinja2's own errors after "line L, column C: ".
       std::string want = strip_newline(tandem::test::read_file(stem.string() + ".error"));
-      EXPECT_TRUE(err == want || (err.rfind("chat template line ", 0) == 0 && ends_with(err, ": " + want)))
+      EXPECT_TRUE(err == want ||
+                  (err.rfind("chat template line ", 0) == 0 && ends_with(err, ": " + want)))
           << name << ": got '" << err << "', want '" << want << "'";
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 133);
+  EXPECT_EQ(checked, 135);
 }
 
 TEST(ChatTemplate, BuiltinTemplatesRenderAsJinja2Does) {
@@ -155,8 +161,10 @@ TEST(ChatTemplate, BuiltinTemplatesRenderAsJinja2Does) {
     chat_template t(chat_template::builtin(name));
     for (auto& cp : cases) {
       fs::path want = dir / (name + "." + cp.stem().string() + ".txt");
-      ASSERT_TRUE(exists(want.string())) << want << " (run tests/data/builtin_templates/render_expected.sh)";
-      EXPECT_EQ(t.render(read_case(cp)), tandem::test::read_file(want.string())) << name << " x " << cp.stem();
+      ASSERT_TRUE(exists(want.string()))
+          << want << " (run tests/data/builtin_templates/render_expected.sh)";
+      EXPECT_EQ(t.render(read_case(cp)), tandem::test::read_file(want.string()))
+          << name << " x " << cp.stem();
       ++checked;
     }
   }
@@ -181,9 +189,11 @@ TEST(ChatTemplate, UnknownBuiltinListsTheNames) {
 TEST(ChatTemplate, GenerationBlocksRenderTheirBody) {
   // transformers adds {% generation %} (for assistant masks); jinja2 alone does not know it.
   chat_inputs in;
-  in.messages = nlohmann::ordered_json::parse(R"([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])");
-  std::string with = "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}[{{ m.content }}]"
-                     "{% endgeneration %}{% else %}{{ m.content }}{% endif %}{% endfor %}";
+  in.messages = nlohmann::ordered_json::parse(
+      R"([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])");
+  std::string with =
+      "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}[{{ m.content }}]"
+      "{% endgeneration %}{% else %}{{ m.content }}{% endif %}{% endfor %}";
   EXPECT_EQ(render(with, in), "a[b]");
 }
 
@@ -191,36 +201,45 @@ TEST(ChatTemplate, ExtraVariablesAndDefaults) {
   chat_inputs in;
   in.extra = {{"enable_thinking", false}, {"bos_token", "<override>"}};
   in.bos_token = "<s>";
-  EXPECT_EQ(render("{{ bos_token }}|{{ enable_thinking }}|{{ add_generation_prompt }}|{{ tools is defined }}|{{ messages }}", in),
+  EXPECT_EQ(render("{{ bos_token }}|{{ enable_thinking }}|{{ add_generation_prompt }}|{{ tools is "
+                   "defined }}|{{ messages }}",
+                   in),
             "<override>|False|True|False|[]");
   in.extra = nlohmann::ordered_json::array();
-  EXPECT_NE(render_error(chat_template("x"), in).find("\"extra\" must be a JSON object"), std::string::npos);
+  EXPECT_NE(render_error(chat_template("x"), in).find("\"extra\" must be a JSON object"),
+            std::string::npos);
 }
 
 TEST(ChatTemplate, StrftimeNowUsesTheGivenClockOrTheLocalTime) {
   chat_inputs in;
   in.now = "2024-02-29T23:05:09";
-  EXPECT_EQ(render("{{ strftime_now('%d %B %Y, %A %H:%M:%S %j') }}", in), "29 February 2024, Thursday 23:05:09 060");
+  EXPECT_EQ(render("{{ strftime_now('%d %B %Y, %A %H:%M:%S %j') }}", in),
+            "29 February 2024, Thursday 23:05:09 060");
   in.now = "";
   std::string year = render("{{ strftime_now('%Y') }}", in);
   ASSERT_EQ(year.size(), 4u);
   EXPECT_GE(std::stoi(year), 2024);
   in.now = "yesterday";
-  EXPECT_NE(render_error(chat_template("{{ strftime_now('%Y') }}"), in).find("'yesterday'"), std::string::npos);
+  EXPECT_NE(render_error(chat_template("{{ strftime_now('%Y') }}"), in).find("'yesterday'"),
+            std::string::npos);
 }
 
 TEST(ChatTemplate, ContentMayBeNullOrParts) {
   chat_inputs in;
   in.messages = nlohmann::ordered_json::parse(
       R"([{"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image"}]}, {"role": "assistant", "content": null}])");
-  EXPECT_EQ(render("{% for m in messages %}{{ m.content }};{% endfor %}", in), "[{'type': 'text', 'text': 'x'}, {'type': 'image'}];None;");
+  EXPECT_EQ(render("{% for m in messages %}{{ m.content }};{% endfor %}", in),
+            "[{'type': 'text', 'text': 'x'}, {'type': 'image'}];None;");
 }
 
 TEST(ChatTemplate, SourceIsKeptAndRenderingIsRepeatable) {
-  chat_template t("{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}");
+  chat_template t(
+      "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ "
+      "ns.n }}");
   EXPECT_NE(t.source().find("namespace"), std::string::npos);
   chat_inputs in;
-  in.messages = nlohmann::ordered_json::parse(R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])");
+  in.messages = nlohmann::ordered_json::parse(
+      R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])");
   EXPECT_EQ(t.render(in), "2");
   EXPECT_EQ(t.render(in), "2");  // no state carried over from the first rendering
   std::vector<std::string> outs(4);
@@ -233,18 +252,31 @@ TEST(ChatTemplate, SourceIsKeptAndRenderingIsRepeatable) {
 // ---- errors name the line and column ----------------------------------------------------------
 
 TEST(ChatTemplate, SyntaxErrorsNameLineAndColumn) {
-  EXPECT_EQ(parse_error("ab\n{{ 1 + }}"), "chat template line 2, column 8: unexpected end of print statement");
-  EXPECT_EQ(parse_error("{% if x %}\n  {{ x | nope }}\n{% endif %}"), "chat template line 2, column 10: no filter named 'nope'");
+  EXPECT_EQ(parse_error("ab\n{{ 1 + }}"),
+            "chat template line 2, column 8: unexpected end of print statement");
+  EXPECT_EQ(parse_error("{% if x %}\n  {{ x | nope }}\n{% endif %}"),
+            "chat template line 2, column 10: no filter named 'nope'");
   EXPECT_EQ(parse_error("{{ x is nope }}"), "chat template line 1, column 9: no test named 'nope'");
-  EXPECT_EQ(parse_error("{% for x in y %}"), "chat template line 1, column 17: unexpected end of template: expected 'endfor' or 'else'");
-  EXPECT_EQ(parse_error("{% include 'x.jinja' %}"), "chat template line 1, column 4: '{% include %}' is not supported in chat templates");
-  EXPECT_EQ(parse_error("{% frobnicate %}"), "chat template line 1, column 4: Encountered unknown tag 'frobnicate'.");
-  EXPECT_EQ(parse_error("{% endif %}"), "chat template line 1, column 4: unexpected 'endif': no block is open that it could end");
-  EXPECT_EQ(parse_error("x\n\n  {{ 'unclosed }}"), "chat template line 3, column 6: unexpected end of string literal");
-  EXPECT_EQ(parse_error("{{ (1 + 2 }}"), "chat template line 1, column 11: unexpected '}', expected ')'");
-  EXPECT_EQ(parse_error("{# never closed"), "chat template line 1, column 1: missing end of comment tag (#})");
-  EXPECT_EQ(parse_error("{% for x in y recursive %}{% endfor %}"), "chat template line 1, column 15: recursive for loops are not supported");
-  EXPECT_EQ(parse_error("é {{ x ! y }}"), "chat template line 1, column 8: unexpected char '!' (write 'not' or '!=')");
+  EXPECT_EQ(
+      parse_error("{% for x in y %}"),
+      "chat template line 1, column 17: unexpected end of template: expected 'endfor' or 'else'");
+  EXPECT_EQ(parse_error("{% include 'x.jinja' %}"),
+            "chat template line 1, column 4: '{% include %}' is not supported in chat templates");
+  EXPECT_EQ(parse_error("{% frobnicate %}"),
+            "chat template line 1, column 4: Encountered unknown tag 'frobnicate'.");
+  EXPECT_EQ(
+      parse_error("{% endif %}"),
+      "chat template line 1, column 4: unexpected 'endif': no block is open that it could end");
+  EXPECT_EQ(parse_error("x\n\n  {{ 'unclosed }}"),
+            "chat template line 3, column 6: unexpected end of string literal");
+  EXPECT_EQ(parse_error("{{ (1 + 2 }}"),
+            "chat template line 1, column 11: unexpected '}', expected ')'");
+  EXPECT_EQ(parse_error("{# never closed"),
+            "chat template line 1, column 1: missing end of comment tag (#})");
+  EXPECT_EQ(parse_error("{% for x in y recursive %}{% endfor %}"),
+            "chat template line 1, column 15: recursive for loops are not supported");
+  EXPECT_EQ(parse_error("é {{ x ! y }}"),
+            "chat template line 1, column 8: unexpected char '!' (write 'not' or '!=')");
 }
 
 TEST(ChatTemplate, RuntimeErrorsNameLineAndColumn) {
@@ -252,24 +284,32 @@ TEST(ChatTemplate, RuntimeErrorsNameLineAndColumn) {
   in.messages = nlohmann::ordered_json::parse(R"([{"role": "user", "content": "a"}])");
   EXPECT_EQ(render_error(chat_template("line one\n  {{ messages[0].nope.deeper }}"), in),
             "chat template line 2, column 22: 'dict object' has no attribute 'nope'");
-  EXPECT_EQ(render_error(chat_template("{% set l = [] %}\n{{ l.append(1) }}"), in),
-            "chat template line 2, column 12: access to attribute 'append' of 'list' object is unsafe.");
-  EXPECT_EQ(render_error(chat_template("{{ 1 // 0 }}"), in), "chat template line 1, column 6: integer division or modulo by zero");
-  EXPECT_EQ(render_error(chat_template("{{ 9223372036854775807 + 1 }}"), in),
-            "chat template line 1, column 24: integer overflow (the result does not fit in 64 bits)");
+  EXPECT_EQ(
+      render_error(chat_template("{% set l = [] %}\n{{ l.append(1) }}"), in),
+      "chat template line 2, column 12: access to attribute 'append' of 'list' object is unsafe.");
+  EXPECT_EQ(render_error(chat_template("{{ 1 // 0 }}"), in),
+            "chat template line 1, column 6: integer division or modulo by zero");
+  EXPECT_EQ(
+      render_error(chat_template("{{ 9223372036854775807 + 1 }}"), in),
+      "chat template line 1, column 24: integer overflow (the result does not fit in 64 bits)");
   // raise_exception's message comes alone, exactly as the template wrote it.
-  EXPECT_EQ(render_error(chat_template("{{ raise_exception('No system role, ' ~ messages[0].role) }}"), in),
+  EXPECT_EQ(render_error(
+                chat_template("{{ raise_exception('No system role, ' ~ messages[0].role) }}"), in),
             "No system role, user");
 }
 
 // ---- hostile templates stop with a one-line message ---------------------------------------------
 
 TEST(ChatTemplate, EndlessLoopsStopAtTheStepLimit) {
-  std::string err = render_error(chat_template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"), {});
+  std::string err = render_error(
+      chat_template(
+          "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
+      {});
   EXPECT_NE(err.find("the template ran more than 10000000 steps"), std::string::npos) << err;
   EXPECT_EQ(err.find('\n'), std::string::npos);
   // The evaluator's limits can be set lower (the API uses the defaults).
-  auto prog = tandem::jinja::parse(tandem::jinja::lex("{% for i in range(1000) %}{{ i }}{% endfor %}"));
+  auto prog =
+      tandem::jinja::parse(tandem::jinja::lex("{% for i in range(1000) %}{{ i }}{% endfor %}"));
   tandem::jinja::limits lim;
   lim.max_steps = 500;
   EXPECT_THROW(tandem::jinja::render(prog, {}, lim), tandem::error);
@@ -278,28 +318,40 @@ TEST(ChatTemplate, EndlessLoopsStopAtTheStepLimit) {
 }
 
 TEST(ChatTemplate, EndlessRecursionStopsAtTheCallDepthLimit) {
-  std::string err = render_error(chat_template("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), {});
-  EXPECT_EQ(err, "chat template line 1, column 21: macro calls nest more than 200 deep (endless recursion?)");
+  std::string err =
+      render_error(chat_template("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"), {});
+  EXPECT_EQ(
+      err,
+      "chat template line 1, column 21: macro calls nest more than 200 deep (endless recursion?)");
   // Mutual recursion too, and a deep but finite recursion still renders.
-  err = render_error(chat_template("{% macro a(n) %}{{ b(n) }}{% endmacro %}{% macro b(n) %}{{ a(n) }}{% endmacro %}{{ a(1) }}"), {});
+  err = render_error(chat_template("{% macro a(n) %}{{ b(n) }}{% endmacro %}{% macro b(n) %}{{ "
+                                   "a(n) }}{% endmacro %}{{ a(1) }}"),
+                     {});
   EXPECT_NE(err.find("macro calls nest more than 200 deep"), std::string::npos) << err;
-  EXPECT_EQ(render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% else %}done{% endif %}{% endmacro %}{{ f(150) }}"), "done");
+  EXPECT_EQ(render("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% else %}done{% endif %}{% "
+                   "endmacro %}{{ f(150) }}"),
+            "done");
 }
 
 TEST(ChatTemplate, HugeOutputStopsAtTheSizeLimit) {
-  std::string err = render_error(chat_template("{% set s = 'x' * 1000000 %}{% for i in range(100) %}{{ s }}{% endfor %}"), {});
+  std::string err = render_error(
+      chat_template("{% set s = 'x' * 1000000 %}{% for i in range(100) %}{{ s }}{% endfor %}"), {});
   EXPECT_NE(err.find("the template's output exceeds 32 MiB"), std::string::npos) << err;
   err = render_error(chat_template("{{ 'x' * 100000000000 }}"), {});
   EXPECT_NE(err.find("a value would exceed 32 MiB"), std::string::npos) << err;
-  err = render_error(chat_template("{% set s = 'ab' * 1000000 %}{% set ns = namespace(s=s) %}"
-                                   "{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"), {});
+  err = render_error(
+      chat_template("{% set s = 'ab' * 1000000 %}{% set ns = namespace(s=s) %}"
+                    "{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+      {});
   EXPECT_NE(err.find("a value would exceed 32 MiB"), std::string::npos) << err;
-  EXPECT_NE(render_error(chat_template("{{ range(1000000) | length }}"), {}).find("Range too big"), std::string::npos);
+  EXPECT_NE(render_error(chat_template("{{ range(1000000) | length }}"), {}).find("Range too big"),
+            std::string::npos);
 }
 
 TEST(ChatTemplate, DeepNestingIsASyntaxErrorNotACrash) {
   std::string deep = std::string(5000, '(') + "1" + std::string(5000, ')');
-  EXPECT_NE(parse_error("{{ " + deep + " }}").find("nests more than 256 levels"), std::string::npos);
+  EXPECT_NE(parse_error("{{ " + deep + " }}").find("nests more than 256 levels"),
+            std::string::npos);
   std::string chain = "{{ 1";
   for (int i = 0; i < 100000; ++i) chain += " + 1";
   EXPECT_NE(parse_error(chain + " }}").find("nests more than 256 levels"), std::string::npos);
@@ -321,8 +373,10 @@ TEST(ChatTemplate, SmallThreadStacksGetAnErrorNotACrash) {
   } j;
   auto run = [](void* arg) -> void* {
     auto* jb = static_cast<job*>(arg);
-    jb->recursion = render_error(chat_template("{% macro f(n) %}{% if n > 0 %}{% for i in [1] %}{{ f(n - 1) | trim }}"
-                                               "{% endfor %}{% else %}done{% endif %}{% endmacro %}{{ f(199) }}"), {});
+    jb->recursion = render_error(
+        chat_template("{% macro f(n) %}{% if n > 0 %}{% for i in [1] %}{{ f(n - 1) | trim }}"
+                      "{% endfor %}{% else %}done{% endif %}{% endmacro %}{{ f(199) }}"),
+        {});
     jb->nesting = parse_error("{{ " + std::string(120, '[') + "1" + std::string(120, ']') + " }}");
     return nullptr;
   };
@@ -333,6 +387,25 @@ TEST(ChatTemplate, SmallThreadStacksGetAnErrorNotACrash) {
   ASSERT_EQ(pthread_create(&th, &attr, run, &j), 0);
   pthread_join(th, nullptr);
   pthread_attr_destroy(&attr);
-  EXPECT_NE(j.recursion.find("the template nests too deeply for this thread's stack"), std::string::npos) << j.recursion;
-  EXPECT_NE(j.nesting.find("the template nests too deeply for this thread's stack"), std::string::npos) << j.nesting;
+  EXPECT_NE(j.recursion.find("the template nests too deeply for this thread's stack"),
+            std::string::npos)
+      << j.recursion;
+  EXPECT_NE(j.nesting.find("the template nests too deeply for this thread's stack"),
+            std::string::npos)
+      << j.nesting;
+}
+
+TEST(ChatTemplate, InputsTakePlainAndOrderedJson) {
+  chat_inputs in;
+  nlohmann::json plain = {{"role", "user"}, {"content", "x"}};
+  in.messages.push_back(plain);  // a plain json message
+  in.messages.push_back(nlohmann::ordered_json::parse(R"({"role": "assistant", "content": "y"})"));
+  in.tools = nlohmann::ordered_json::parse(R"([{"z": 1, "a": 2}])");  // keeps the client's order
+  EXPECT_EQ(
+      render(
+          "{% for m in messages %}{{ m.role }}={{ m.content }};{% endfor %}{{ tools[0] | tojson }}",
+          in),
+      "user=x;assistant=y;{\"z\": 1, \"a\": 2}");
+  in.tools = nlohmann::json::parse(R"([{"z": 1, "a": 2}])");  // a plain json sorts its keys
+  EXPECT_EQ(render("{{ tools[0] | tojson }}", in), "{\"a\": 2, \"z\": 1}");
 }

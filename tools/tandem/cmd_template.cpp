@@ -37,7 +37,8 @@ std::string named_template(const std::string& arg) {
   if (std::filesystem::is_regular_file(arg)) return read_text(arg, "chat template");
   std::string known;
   for (auto& n : chat_template::builtin_names()) known += (known.empty() ? "" : ", ") + n;
-  throw error(fmt::format("--chat-template '{}' is neither a built-in template ({}) nor a file", arg, known));
+  throw error(fmt::format("--chat-template '{}' is neither a built-in template ({}) nor a file",
+                          arg, known));
 }
 
 struct case_file {
@@ -62,12 +63,14 @@ case_file read_case(const std::string& path) {
   in.messages = c["messages"];
   in.add_generation_prompt = false;  // the reference renderer's default
   if (c.contains("add_generation_prompt")) {
-    if (!c["add_generation_prompt"].is_boolean()) throw bad("add_generation_prompt", "true or false");
+    if (!c["add_generation_prompt"].is_boolean())
+      throw bad("add_generation_prompt", "true or false");
     in.add_generation_prompt = c["add_generation_prompt"].get<bool>();
   }
   if (c.contains("tools")) in.tools = c["tools"];
   if (c.contains("extra")) {
-    if (!c["extra"].is_object() && !c["extra"].is_null()) throw bad("extra", "an object of variables");
+    if (!c["extra"].is_object() && !c["extra"].is_null())
+      throw bad("extra", "an object of variables");
     in.extra = c["extra"];
   }
   // The reference renderer's clock, so that templates which print the date render the same.
@@ -76,8 +79,10 @@ case_file read_case(const std::string& path) {
     if (!c.contains(key)) continue;
     if (!c[key].is_string()) throw bad(key, "a string");
     std::string v = c[key].get<std::string>();
-    if (key[0] == 'n') in.now = v;
-    else (key[0] == 'b' ? cf.bos : cf.eos) = v;
+    if (key[0] == 'n')
+      in.now = v;
+    else
+      (key[0] == 'b' ? cf.bos : cf.eos) = v;
   }
   return cf;
 }
@@ -88,16 +93,18 @@ command add_template(CLI::App& app) {
   auto o = std::make_shared<template_opts>();
   app.add_option("-m,--model", o->model, "GGUF model whose tokenizer.chat_template is rendered");
   app.add_option("--template", o->template_file, "a Jinja chat template file to render");
-  app.add_option("case", o->case_file, "conversation JSON: messages, add_generation_prompt, tools, "
-                                       "bos_token, eos_token, now, extra");
+  app.add_option("case", o->case_file,
+                 "conversation JSON: messages, add_generation_prompt, tools, "
+                 "bos_token, eos_token, now, extra");
   app.add_option("--chat-template", o->chat_template,
                  "render this built-in template (chatml, llama3, ...) or Jinja file instead");
   app.add_flag("--print-template", o->print_template,
                "print the template's Jinja source instead of rendering (no case file needed)");
   return [o] {
     if (o->model.empty() == o->template_file.empty() && o->chat_template.empty())
-      throw error("give a model (-m MODEL.gguf), a template (--template FILE.jinja) or "
-                  "--chat-template NAME, and not both -m and --template");
+      throw error(
+          "give a model (-m MODEL.gguf), a template (--template FILE.jinja) or "
+          "--chat-template NAME, and not both -m and --template");
     if (o->case_file.empty() && !o->print_template)
       throw error("give the conversation to render: a case file (JSON with \"messages\")");
     case_file cf = o->case_file.empty() ? case_file{} : read_case(o->case_file);
@@ -110,7 +117,9 @@ command add_template(CLI::App& app) {
       if (tok->bos() >= 0) in.bos_token = tok->token_text(tok->bos());
       if (tok->eos() >= 0) in.eos_token = tok->token_text(tok->eos());
       if (source.empty() && o->chat_template.empty()) {
-        fmt::print(stderr, "{} has no tokenizer.chat_template; using the built-in ChatML template\n", o->model);
+        fmt::print(stderr,
+                   "{} has no tokenizer.chat_template; using the built-in ChatML template\n",
+                   o->model);
         source = chat_template::builtin("chatml");
       }
     } else if (!o->template_file.empty()) {
