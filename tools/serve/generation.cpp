@@ -68,8 +68,10 @@ tandem_generate_params params_of(const gen_request& r, std::vector<const char*>&
 // One generation, from the session it holds to giving that session back (destructor).
 class generation {
  public:
-  generation(server_state& s, int slot, gen_request req, std::vector<int32_t> ids, int fd)
-      : s_(s), slot_(slot), req_(std::move(req)), ids_(std::move(ids)), fd_(fd) {
+  generation(server_state& s, int slot, gen_request req, std::string prompt,
+             std::vector<int32_t> ids, int fd)
+      : s_(s), slot_(slot), req_(std::move(req)), prompt_(std::move(prompt)), ids_(std::move(ids)),
+        fd_(fd) {
     ids_out_.id = new_id(req_.chat ? "chatcmpl-" : "cmpl-");
     ids_out_.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
@@ -104,8 +106,10 @@ class generation {
     tandem_generate_params p = params_of(req_, stops);
     p.on_token = &generation::on_token;
     p.user_data = this;
-    status_ = tandem_generate_tokens(s_.pool->session(slot_), ids_.data(),
-                                     static_cast<int32_t>(ids_.size()), &p, &result_);
+    // From the text, so that the runtime applies the model's own BOS rule; ids_ (the same text
+    // tokenized here) chose the session and checked the length.
+    p.parse_special = req_.chat;
+    status_ = tandem_generate(s_.pool->session(slot_), prompt_.c_str(), &p, &result_);
     if (status_ == TANDEM_ERROR) error_ = tandem_last_error();
     s_.metrics.count_generation(result_.prompt_tokens, result_.cached_tokens,
                                 result_.completion_tokens, result_.prompt_tokens_per_s,
@@ -197,6 +201,7 @@ class generation {
   server_state& s_;
   int slot_;
   gen_request req_;
+  std::string prompt_;
   std::vector<int32_t> ids_;
   int fd_;
   response_ids ids_out_;
@@ -242,7 +247,7 @@ void handle(server_state& s, const httplib::Request& req, httplib::Response& res
       throw api_error(503, "the server is shutting down; retry later", "server_error",
                       "shutting_down");
   }
-  auto g = std::make_shared<generation>(s, slot, std::move(r), std::move(ids), fd);
+  auto g = std::make_shared<generation>(s, slot, std::move(r), prompt, std::move(ids), fd);
   if (!g->stream()) {
     g->run(nullptr);
     g->answer(res);
