@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
     commands[sub] = fn(*sub);
   };
   add(tandem::cli::add_run, "run", "generate text from a prompt");
+  add(tandem::cli::add_chat, "chat", "chat with a model in the terminal (its chat template)");
   add(tandem::cli::add_info, "info", "print a model's metadata, tensors and the GPU devices");
   add(tandem::cli::add_bench, "bench", "measure prompt and generation speed (like llama-bench)");
   add(tandem::cli::add_perplexity, "perplexity", "perplexity of a text, as llama-perplexity computes it");
