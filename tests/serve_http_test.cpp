@@ -55,7 +55,10 @@ TEST(ServeRequest, ChatDefaultsAndFields) {
   EXPECT_FLOAT_EQ(r.frequency_penalty, -1.0f);
   EXPECT_EQ(r.messages[1]["content"], "ab");  // text parts joined
   EXPECT_EQ(r.tools.size(), 1u);
-  json t = json::parse(template_input(r));
+  EXPECT_EQ(parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"z":1,"a":2}]})")
+                .tools.dump(),
+            R"([{"z":1,"a":2}])");  // the client's key order is kept for the template
+  nlohmann::ordered_json t = nlohmann::ordered_json::parse(template_input(r));
   EXPECT_EQ(t["messages"], r.messages);
   EXPECT_EQ(t["tools"], r.tools);
   EXPECT_EQ(t["add_generation_prompt"], true);
