@@ -177,7 +177,7 @@ TEST(ServeMetrics, PrometheusText) {
   metrics m;
   m.count_request("/v1/chat/completions", 200);
   m.count_request("/v1/chat/completions", 200);
-  m.count_request("/nope/../x", 404);
+  m.count_request("other", 404);
   m.count_generation(10, 4, 20, 100.0, 50.0, false);
   m.count_generation(3, 0, 1, 10.0, 5.0, true);
   std::string t = m.render(2, 1, 4, layer_counts{3, 2, 1, true});
