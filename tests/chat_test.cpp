@@ -116,6 +116,55 @@ TEST(ChatCli, BadTemplateNameIsAOneLineError) {
   EXPECT_NE(r.err.find("no-such-template"), std::string::npos) << r.err;
 }
 
+// params.chat_template: a built-in name or Jinja text; a bad one fails the load with a message.
+TEST(ChatTemplate, ParamsChooseTheTemplate) {
+  const std::string model = test::model_path("stories260K.gguf");
+  tandem_model_params p = tandem_model_params_default();
+  p.offload = "0";
+  p.chat_template = "llama3";
+  tandem_model* m = tandem_model_load(model.c_str(), &p);
+  ASSERT_NE(m, nullptr) << tandem_last_error();
+  EXPECT_EQ(take(tandem_model_chat_template(m)), chat_template::builtin("llama3"));
+  tandem_model_free(m);
+
+  p.chat_template = "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}{{ bos_token }}";
+  m = tandem_model_load(model.c_str(), &p);
+  ASSERT_NE(m, nullptr) << tandem_last_error();
+  const tandem_chat_message msgs[] = {{"user", "Hi"}, {"assistant", "Hello"}};
+  EXPECT_EQ(take(tandem_chat_apply(m, msgs, 2, false)), "[user:Hi][assistant:Hello]<s>");
+  tandem_model_free(m);
+
+  p.chat_template = "no-such-template";
+  EXPECT_EQ(tandem_model_load(model.c_str(), &p), nullptr);
+  EXPECT_NE(std::string(tandem_last_error()).find("no-such-template"), std::string::npos)
+      << tandem_last_error();
+  p.chat_template = "{% if %}";
+  EXPECT_EQ(tandem_model_load(model.c_str(), &p), nullptr);
+  EXPECT_NE(std::string(tandem_last_error()).find("chat template"), std::string::npos)
+      << tandem_last_error();
+}
+
+// tandem_chat_apply_json keeps the client's key order (a template's tojson prints it), passes
+// tools and extra variables, and refuses what is not a request.
+TEST(ChatTemplate, ApplyJsonKeepsKeyOrderToolsAndExtra) {
+  tandem_model_params p = tandem_model_params_default();
+  p.offload = "0";
+  p.chat_template =
+      "{{ messages[0] | tojson }}|{{ tools | length }}|{{ flavour }}|"
+      "{% if add_generation_prompt %}gen{% endif %}";
+  tandem_model* m = tandem_model_load(test::model_path("stories260K.gguf").c_str(), &p);
+  ASSERT_NE(m, nullptr) << tandem_last_error();
+  const std::string out = take(tandem_chat_apply_json(
+      m, R"({"messages": [{"role": "user", "content": "Hi", "zeta": 1, "alpha": 2}],
+            "tools": [{"type": "function"}], "extra": {"flavour": "mint"}})"));
+  EXPECT_EQ(out, R"({"role": "user", "content": "Hi", "zeta": 1, "alpha": 2}|1|mint|gen)");
+  EXPECT_EQ(tandem_chat_apply_json(m, "not json"), nullptr);
+  EXPECT_NE(std::string(tandem_last_error()).find("not JSON"), std::string::npos);
+  EXPECT_EQ(tandem_chat_apply_json(m, R"({"messages": [], "tools": 3})"), nullptr);
+  EXPECT_NE(std::string(tandem_last_error()).find("tools"), std::string::npos);
+  tandem_model_free(m);
+}
+
 // ---- made models with real vocabularies and their templates ------------------------------
 
 struct vocab_case {

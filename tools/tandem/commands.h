@@ -16,6 +16,7 @@ command add_perplexity(CLI::App& app);
 command add_bench(CLI::App& app);
 command add_chat(CLI::App& app);
 command add_template(CLI::App& app);
+command add_tokenize(CLI::App& app);
 command add_serve(CLI::App& app);
 
 // "512M", "4G", "1.5GiB", "1000000" -> bytes; throws tandem::error naming the text.

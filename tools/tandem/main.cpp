@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add(tandem::cli::add_quantize, "quantize", "re-encode a model's weights: IN.gguf OUT.gguf TYPE");
   add(tandem::cli::add_make_model, "make-model", "write a random-weight model with a real shape");
   add(tandem::cli::add_template, "template", "render a chat template for a conversation (JSON case file)");
+  add(tandem::cli::add_tokenize, "tokenize", "print the token ids of a text");
   add(tandem::cli::add_serve, "serve", "OpenAI-compatible HTTP server with a web chat page");
   try {
     app.parse(argc, argv);
