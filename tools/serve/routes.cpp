@@ -198,7 +198,8 @@ void add_routes(httplib::Server& svr, server_state& s) {
   svr.set_exception_handler(on_exception);
   svr.set_error_handler(httplib::Server::HandlerWithResponse(on_error));
   svr.set_logger([&s](const httplib::Request& req, const httplib::Response& res) {
-    s.metrics.count_request(req.path, res.status);
+    const bool known = api_routes().count(req.path) || find_web_asset(req.path);
+    s.metrics.count_request(known ? req.path : "other", res.status);
   });
 
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {
