@@ -75,6 +75,7 @@ class vulkan_backend final : public backend {
   void truncate_kv(int n_past) override { n_past_ = std::min(n_past_, std::max(0, n_past)); }
   void select_seq(int seq) override;
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
+  bool traces_itself() const override { return true; }  // GPU timestamps (gpu_timer)
   void prepare_layer(int il) override;
 
  private:
