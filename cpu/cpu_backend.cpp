@@ -147,14 +147,14 @@ class cpu_backend final : public backend {
     // Feed-forward block (SwiGLU).
     norm(L.ffn_norm, n);
     cap(il, "rms_norm:ffn_norm", h_.data(), nt * d);
-    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
-                                       {&L.ffn_up, up_.data(), pk(P.up)}};
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.ffn_gate)},
+                                       {&L.ffn_up, up_.data(), pk(P.ffn_up)}};
     cpu::matmul_n(gate_up, 2, h_.data(), n);
     cap(il, "matmul:ffn_gate", gate_.data(), nt * hp_.n_ff);
     cap(il, "matmul:ffn_up", up_.data(), nt * hp_.n_ff);
     cpu::swiglu(gate_.data(), gate_.data(), up_.data(), static_cast<int64_t>(n) * hp_.n_ff);
     cap(il, "swiglu", gate_.data(), nt * hp_.n_ff);
-    cpu::matmul(L.ffn_down, gate_.data(), n, h_.data(), pk(P.down));
+    cpu::matmul(L.ffn_down, gate_.data(), n, h_.data(), pk(P.ffn_down));
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
     cap(il, "matmul:ffn_down", x_.data(), nt * d);
     add_compute(t0);
@@ -220,8 +220,16 @@ class cpu_backend final : public backend {
   }
 
   // Packed (x16, cpu/repack.h) copies of a layer's matrices; empty where not packed.
+  // A layer's matrices repacked for the kernels (empty where a format runs from the file).
   struct packed_layer {
-    cpu::packed_matrix wq, wk, wv, wo, gate, up, down;
+#define TANDEM_PACKED_FIELD(field, ...) cpu::packed_matrix field;
+    TANDEM_LAYER_MATRICES(TANDEM_PACKED_FIELD)
+#undef TANDEM_PACKED_FIELD
+  };
+  static constexpr cpu::packed_matrix packed_layer::*k_packed[] = {
+#define TANDEM_PACKED_MEMBER(field, ...) &packed_layer::field,
+      TANDEM_LAYER_MATRICES(TANDEM_PACKED_MEMBER)
+#undef TANDEM_PACKED_MEMBER
   };
   static const cpu::packed_matrix* pk(const cpu::packed_matrix& m) { return m ? &m : nullptr; }
   const packed_layer& packed(int il) const {
@@ -262,9 +270,9 @@ class cpu_backend final : public backend {
     const cpu::matmul_job qkv[] = {
         {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
     const cpu::matmul_job wo{&L.wo, h_.data(), pk(P.wo)};
-    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
-                                       {&L.ffn_up, up_.data(), pk(P.up)}};
-    const cpu::matmul_job down{&L.ffn_down, h_.data(), pk(P.down)};
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.ffn_gate)},
+                                       {&L.ffn_up, up_.data(), pk(P.ffn_up)}};
+    const cpu::matmul_job down{&L.ffn_down, h_.data(), pk(P.ffn_down)};
     // The gate/up units in groups of ff_rows rows of each (gate rows, then the same up rows), so
     // that a thread's share holds both halves of its SwiGLU inputs.
     constexpr int64_t ff_rows = cpu::matvec_plan::range_block;
@@ -562,11 +570,12 @@ class cpu_backend final : public backend {
 
   // ---- weights: views into the mapping, or through the layer cache under --mem-budget ----
 
-  static constexpr weight layer_weights::*k_fields[] = {
-      &layer_weights::attn_norm, &layer_weights::wq,     &layer_weights::wk,
-      &layer_weights::wv,        &layer_weights::bq,     &layer_weights::bk,
-      &layer_weights::bv,        &layer_weights::wo,     &layer_weights::ffn_norm,
-      &layer_weights::ffn_gate,  &layer_weights::ffn_up, &layer_weights::ffn_down};
+  // Every weight of a layer (runtime/model.h's lists).
+  inline static const std::vector<weight layer_weights::*> k_fields = [] {
+    std::vector<weight layer_weights::*> f(std::begin(layer_vectors), std::end(layer_vectors));
+    for (const layer_matrix& lm : layer_matrices) f.push_back(lm.field);
+    return f;
+  }();
 
   // A size as a user would write it: "1M", "1536M", "300K", or bytes.
   static std::string size_arg(uint64_t n) {
@@ -643,13 +652,8 @@ class cpu_backend final : public backend {
       for (int il : opt_.layers) {
         const layer_weights& L = m_.layer(il);
         packed_layer& P = packed_[static_cast<size_t>(il)];
-        pack(L.wq, &P.wq);
-        pack(L.wk, &P.wk);
-        pack(L.wv, &P.wv);
-        pack(L.wo, &P.wo);
-        pack(L.ffn_gate, &P.gate);
-        pack(L.ffn_up, &P.up);
-        pack(L.ffn_down, &P.down);
+        for (size_t i = 0; i < std::size(layer_matrices); ++i)
+          pack(L.*layer_matrices[i].field, &(P.*k_packed[i]));
         cached_layer& R = resident_[static_cast<size_t>(il)];
         for (auto fld : k_fields) {
           const weight& w = L.*fld;
@@ -680,7 +684,7 @@ class cpu_backend final : public backend {
     uint64_t one_layer = 0;
     for (int il : opt_.layers) {
       cached_layer& c = cached_[static_cast<size_t>(il)];
-      c.tensors.reserve(std::size(k_fields));
+      c.tensors.reserve(k_fields.size());
       std::vector<layer_extent> ext;
       for (auto fld : k_fields) {
         const weight& w = m_.layer(il).*fld;

@@ -73,8 +73,8 @@ weight_class class_of(dtype t) {
 weight_class layer_class(const model& m, int il) {
   const layer_weights& L = m.layer(il);
   weight_class c = weight_class::f32;
-  for (const weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
-    if (*w) c = std::max(c, class_of(w->type()));
+  for (const layer_matrix& lm : layer_matrices)
+    if (L.*lm.field) c = std::max(c, class_of((L.*lm.field).type()));
   return c;
 }
 
