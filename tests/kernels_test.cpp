@@ -515,7 +515,11 @@ TEST(MatvecPlan, UnitsSplitAndRowsCoverEveryRowOnce) {
     ASSERT_EQ(plan.units(), rows_total) << what;
     ASSERT_EQ(plan.groups(), want_groups) << what;
     ASSERT_EQ(plan.group_units() * want_groups, rows_total) << what;
-    EXPECT_GE(plan.grain(), 1);
+    // A grain is about grain_bytes of weights: as many whole rows (units) as that holds.
+    const size_t avg_row = bytes / static_cast<size_t>(rows_total);
+    EXPECT_EQ(plan.grain(),
+              std::max<int64_t>(1, static_cast<int64_t>(matvec_plan::grain_bytes / avg_row)))
+        << what;
     // Group k holds the k-th of want_groups equal runs of each job's rows.
     for (int k = 0; k < want_groups; ++k)
       for (size_t j = 0; j < ms.size(); ++j) {
