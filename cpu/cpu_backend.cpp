@@ -95,7 +95,8 @@ class cpu_backend final : public backend {
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
 
     const packed_layer& P = packed(il);
-    if (n == 1 && !capture_ && decode_layer(il, L, P, pos0)) return add_compute(t0);
+    if (n == 1 && !capture_ && !cpu::reference_products() && decode_layer(il, L, P, pos0))
+      return add_compute(t0);
 
     const size_t nt = static_cast<size_t>(n);
     // Attention block.
@@ -375,62 +376,65 @@ class cpu_backend final : public backend {
         D.down.quantize_range(c0, c0 + ff_rows);
       }
     };
-    D.steps = {
-        {1, [&D](int64_t) { D.head(); }},
-        by_rows ? D.qkv.as_step(warm_bytes, qkv_rows) : D.qkv.as_step(warm_bytes),
-        // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
-        // atomics): for each KV head g (unless the QKV step did it), biases, RoPE and the cache
-        // store of its K and V and of its query heads (the same ops, slice by slice, as
-        // forward_layer), then the run's attention.
-        {n_att,
-         [this, W, il, att_first, by_rows](int64_t i) {
-           const int group = hp_.n_head / hp_.n_head_kv, hd = hp_.head_dim;
-           kv_cache* kv = &kv_of(il);
-           const int pos = decode_pos_;
-           const int g0 = att_first(i), g1 = att_first(i + 1);
-           for (int g = g0; g < g1 && !by_rows; ++g) {
-             float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
-             float* kg = k_.data() + static_cast<int64_t>(g) * hd;
-             float* vg = v_.data() + static_cast<int64_t>(g) * hd;
-             add_bias_slice(W->bq, qg, g * group * hd, group * hd);
-             add_bias_slice(W->bk, kg, g * hd, hd);
-             add_bias_slice(W->bv, vg, g * hd, hd);
-             cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
-             const size_t at = kv_index(pos, g * hd);
-             cpu::fp32_to_fp16_row(kg, &kv->k[at], hd);
-             cpu::fp32_to_fp16_row(vg, &kv->v[at], hd);
-           }
-           cpu::attention(att_.data(), q_.data(), kv->k.data(), kv->v.data(), 1, pos, hp_.n_head,
-                          hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
-         },
-         [this, il, att_first](int64_t i) {  // the first KV head's first rows (earlier positions)
-           const int g = att_first(i), hd = hp_.head_dim;
-           kv_cache* kv = &kv_of(il);
-           const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
-                                static_cast<size_t>(std::min(decode_pos_, 64));
-           cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
-           cpu::prefetch_l2(&kv->v[kv_index(0, g * hd)], bytes);
-         },
-         {},
-         1,
-         {},
-         [this, &D] { D.wo.quantize(att_.data()); }},
-        residual(D.wo, &L.ffn_norm),
-        D.ff_done ? D.gate_up.as_step(warm_bytes, ffn_rows) : D.gate_up.as_step(warm_bytes),
-        residual(D.down, after_down),
-    };
-    D.steps[3].last = [this, W, &D] {
+    // The steps of a decode token through the layer, in order (cpu::run_steps).
+    cpu::step head_step{.n = 1, .item = [&D](int64_t) { D.head(); }};  // attention norm, quantized
+    cpu::step qkv_step = by_rows ? D.qkv.as_step(warm_bytes, qkv_rows) : D.qkv.as_step(warm_bytes);
+    // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
+    // atomics): for each KV head g (unless the QKV step did it), biases, RoPE and the cache
+    // store of its K and V and of its query heads (the same ops, slice by slice, as
+    // forward_layer), then the run's attention.
+    cpu::step attention_step{
+        .n = n_att,
+        .item = [this, W, il, att_first, by_rows](int64_t i) {
+          const int group = hp_.n_head / hp_.n_head_kv, hd = hp_.head_dim;
+          kv_cache* kv = &kv_of(il);
+          const int pos = decode_pos_;
+          const int g0 = att_first(i), g1 = att_first(i + 1);
+          for (int g = g0; g < g1 && !by_rows; ++g) {
+            float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
+            float* kg = k_.data() + static_cast<int64_t>(g) * hd;
+            float* vg = v_.data() + static_cast<int64_t>(g) * hd;
+            add_bias_slice(W->bq, qg, g * group * hd, group * hd);
+            add_bias_slice(W->bk, kg, g * hd, hd);
+            add_bias_slice(W->bv, vg, g * hd, hd);
+            cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
+            const size_t at = kv_index(pos, g * hd);
+            cpu::fp32_to_fp16_row(kg, &kv->k[at], hd);
+            cpu::fp32_to_fp16_row(vg, &kv->v[at], hd);
+          }
+          cpu::attention(att_.data(), q_.data(), kv->k.data(), kv->v.data(), 1, pos, hp_.n_head,
+                         hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
+        },
+        // Warm: the first KV head's first rows (earlier positions).
+        .warm = [this, il, att_first](int64_t i) {
+          const int g = att_first(i), hd = hp_.head_dim;
+          kv_cache* kv = &kv_of(il);
+          const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
+                               static_cast<size_t>(std::min(decode_pos_, 64));
+          cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
+          cpu::prefetch_l2(&kv->v[kv_index(0, g * hd)], bytes);
+        },
+        .last = [this, &D] { D.wo.quantize(att_.data()); }};
+    // The output product and its residual add; then the FFN norm, quantized for gate and up.
+    cpu::step wo_step = residual(D.wo, &L.ffn_norm);
+    wo_step.last = [this, W, &D] {
       norm(W->ffn_norm, 1);
       D.gate_up.quantize(h_.data());
       if (D.ff_done)
         for (int g = 0; g < D.gate_up.groups(); ++g)
           D.ff_done[static_cast<size_t>(g)].v.store(0, std::memory_order_relaxed);
     };
+    // Gate and up; SwiGLU and its quantization inside the groups (ff_done), else once after.
+    cpu::step gate_up_step =
+        D.ff_done ? D.gate_up.as_step(warm_bytes, ffn_rows) : D.gate_up.as_step(warm_bytes);
     if (!D.ff_done)
-      D.steps[4].last = [this, &D] {
+      gate_up_step.last = [this, &D] {
         cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
         D.down.quantize(gate_.data());
       };
+    cpu::step down_step = residual(D.down, after_down);
+    D.steps = {std::move(head_step), std::move(qkv_step),     std::move(attention_step),
+               std::move(wo_step),   std::move(gate_up_step), std::move(down_step)};
     return D;
   }
 
@@ -448,7 +452,9 @@ class cpu_backend final : public backend {
   // back to back, so that the threads go from layer to layer without a fork-join either (one
   // region per layer cost each token, on stories110M at 2 threads, ~2.6 us of the second
   // thread's start per layer and ~2.7 us between layers of building plans and steps).
-  bool runs_layers(int n_tokens) const override { return n_tokens == 1 && !capture_ && !cache_; }
+  bool runs_layers(int n_tokens) const override {
+    return n_tokens == 1 && !capture_ && !cache_ && !cpu::reference_products();
+  }
   void forward_layers(int il0, int il1, int n, int pos0, float* logits) override {
     if (!runs_layers(n)) return backend::forward_layers(il0, il1, n, pos0, logits);
     const auto t0 = std::chrono::steady_clock::now();
