@@ -118,7 +118,7 @@ class cpu_backend final : public backend {
       cpu::rope_qk(&q_[static_cast<size_t>(t) * dq], hp_.n_head, &k_[static_cast<size_t>(t) * dkv],
                    hp_.n_head_kv, hp_.head_dim, hp_.n_rot, pos0 + t, hp_.rope_freq_base,
                    hp_.rope_freq_scale, hp_.rope);
-      store_kv(kv, &k_[static_cast<size_t>(t) * dkv], &v_[static_cast<size_t>(t) * dkv], pos0 + t);
+      kv_store(kv, &k_[static_cast<size_t>(t) * dkv], &v_[static_cast<size_t>(t) * dkv], pos0 + t);
     }
     if (capture_) {
       cap(il, "rope:q", q_.data(), nt * dq);
@@ -166,7 +166,7 @@ class cpu_backend final : public backend {
     const int first = all_tokens ? 0 : n - 1;
     const int count = n - first;
     const int d = hp_.n_embd;
-    cpu::rmsnorm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
+    cpu::rms_norm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
                       static_cast<const float*>(m_.output_norm().data()), count, d, hp_.rms_eps);
     cpu::matmul(output_ ? output_ : m_.output(), h_.data(), count, logits, pk(packed_output_));
     add_compute(t0);
@@ -212,7 +212,7 @@ class cpu_backend final : public backend {
     return static_cast<size_t>(h * kv_head_stride() + static_cast<int64_t>(pos) * hp_.head_dim + d);
   }
   // Position pos's K and V vectors (n_embd_kv floats each), rounded to F16, into the cache.
-  void store_kv(kv_cache& kv, const float* k, const float* v, int pos) {
+  void kv_store(kv_cache& kv, const float* k, const float* v, int pos) {
     for (int h = 0; h < hp_.n_head_kv; ++h) {
       const size_t at = kv_index(pos, h * hp_.head_dim);
       cpu::fp32_to_fp16_row(k + static_cast<int64_t>(h) * hp_.head_dim, &kv.k[at], hp_.head_dim);
@@ -489,7 +489,7 @@ class cpu_backend final : public backend {
       }
       if (out) {  // forward_output's ops, on the plan cpu::matmul would use
         run_steps_.back().last = [this] {
-          cpu::rmsnorm_rows(h_.data(), x_.data(),
+          cpu::rms_norm_rows(h_.data(), x_.data(),
                             static_cast<const float*>(m_.output_norm().data()), 1, hp_.n_embd,
                             hp_.rms_eps);
           out_plan_.quantize(h_.data());
@@ -560,7 +560,7 @@ class cpu_backend final : public backend {
   }
 
   void norm(const weight& w, int n) {
-    cpu::rmsnorm_rows(h_.data(), x_.data(), static_cast<const float*>(w.data()), n, hp_.n_embd,
+    cpu::rms_norm_rows(h_.data(), x_.data(), static_cast<const float*>(w.data()), n, hp_.n_embd,
                       hp_.rms_eps);
   }
 

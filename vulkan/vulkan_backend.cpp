@@ -118,7 +118,7 @@ class vulkan_backend final : public backend {
   std::unique_ptr<staging_ring> ring_;  // the streaming slots and the copies into them
   device_weight output_norm_, output_;
   buffer_range rope_table_;
-  buffer_range x_, h_, q_, k_, v_, att_, g_, u_, logits_;  // scratch, n_batch rows
+  buffer_range x_, h_, q_, k_, v_, att_, gate_, up_, logits_;  // scratch, n_batch rows
 
   // gpu-cpu-parity's per-op capture (backend::set_capture), off unless set: each op's output is
   // copied into a readback buffer as the layer runs and handed over once the layer has finished.
@@ -321,8 +321,8 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
   att_ = scratch(row_floats[1]);
   k_ = scratch(row_floats[2]);
   v_ = scratch(row_floats[2]);
-  g_ = scratch(row_floats[3]);
-  u_ = scratch(row_floats[3]);
+  gate_ = scratch(row_floats[3]);
+  up_ = scratch(row_floats[3]);
   const uint64_t logit_bytes = static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
   if (opt.output) logits_ = device_mem_->alloc(logit_bytes);
   upload_staging_ = create_buffer(*ctx_, n_batch * row_floats[0] * f, memory_kind::upload);
@@ -575,15 +575,15 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
   r.barrier();
-  ops::matmul(r, ffn_gate, h_, g_, n, n_embd, n_ff, false);
-  ops::matmul(r, ffn_up, h_, u_, n, n_embd, n_ff, false);
-  cap(r, "matmul:ffn_gate", g_, n, n_ff);
-  cap(r, "matmul:ffn_up", u_, n, n_ff);
+  ops::matmul(r, ffn_gate, h_, gate_, n, n_embd, n_ff, false);
+  ops::matmul(r, ffn_up, h_, up_, n, n_embd, n_ff, false);
+  cap(r, "matmul:ffn_gate", gate_, n, n_ff);
+  cap(r, "matmul:ffn_up", up_, n, n_ff);
   r.barrier();
-  ops::swiglu(r, g_, u_, g_, n * n_ff);
-  cap(r, "swiglu", g_, n, n_ff);
+  ops::swiglu(r, gate_, up_, gate_, n * n_ff);
+  cap(r, "swiglu", gate_, n, n_ff);
   r.barrier();
-  ops::matmul(r, ffn_down, g_, x_, n, n_ff, n_embd, true);
+  ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
   cap(r, "matmul:ffn_down", x_, n, n_embd);
   if (timer_)
     timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),
