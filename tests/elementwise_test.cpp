@@ -44,8 +44,8 @@ TEST(Elementwise, RmsNormMatchesReference) {
       const auto w = gaussian(static_cast<size_t>(n), 99);
       std::vector<float> want(x.size()), got(x.size(), NAN);
       for (int t = 0; t < n_tok; ++t)
-        ref::rms_norm(&want[static_cast<size_t>(t * n)], &x[static_cast<size_t>(t * n)], w.data(), n,
-                     1e-5f);
+        ref::rms_norm(&want[static_cast<size_t>(t * n)], &x[static_cast<size_t>(t * n)], w.data(),
+                      n, 1e-5f);
       rms_norm_rows(got.data(), x.data(), w.data(), n_tok, n, 1e-5f);
       EXPECT_LT(max_rel(want, got), 2e-6) << "n " << n << " n_tok " << n_tok;
     }
