@@ -314,7 +314,7 @@ bool vocab_tokenizer::is_eog(int32_t id) const {
 
 bool vocab_tokenizer::is_control(int32_t id) const {
   check_id(id);
-  return v_.type[id] == token_type::control || v_.type[id] == token_type::unknown;
+  return v_.type[id] == token_type::control;
 }
 
 std::string vocab_tokenizer::piece(int32_t id, int32_t prev, bool show_special) const {

@@ -48,7 +48,8 @@ class tokenizer {
   virtual bool is_eog(int32_t id) const = 0;
   // Every end-of-generation id, sorted.
   virtual const std::vector<int32_t>& eog_ids() const = 0;
-  // True for control and unknown tokens: the ones piece() hides unless show_special.
+  // True for control tokens (BOS, EOS, "<|im_start|>", ...: llama.cpp's llama_vocab_is_control).
+  // piece() hides these and the unknown token unless show_special.
   virtual bool is_control(int32_t id) const = 0;
   // The id whose text is exactly text ("<|im_end|>"), or -1.
   virtual int32_t find_token(std::string_view text) const = 0;

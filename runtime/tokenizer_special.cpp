@@ -78,12 +78,18 @@ std::vector<int32_t> force_control(vocab_data& v, const char* const (&texts)[N])
   return ids;
 }
 
-// A FIM token: the key's id when the file gives one, otherwise the tokens spelled like one.
+// A FIM token: the id a key gives (the later key wins, as in llama.cpp, which reads the
+// deprecated prefix/suffix/middle keys after the fim_* ones), otherwise the tokens spelled like
+// one.
 template <size_t N>
-std::vector<int32_t> fim_tokens(const gguf_file& f, vocab_data& v, const char* kind,
+std::vector<int32_t> fim_tokens(const gguf_file& f, vocab_data& v,
+                                std::initializer_list<const char*> keys,
                                 const char* const (&texts)[N]) {
-  const int32_t id =
-      optional_id(f, std::string("tokenizer.ggml.fim_") + kind + "_token_id", v.text.size());
+  int32_t id = -1;
+  for (const char* k : keys)
+    if (const int32_t k_id = optional_id(f, std::string("tokenizer.ggml.") + k, v.text.size());
+        k_id >= 0)
+      id = k_id;
   if (id >= 0) return {id};
   return force_control(v, texts);
 }
@@ -100,8 +106,8 @@ void drop_false_eog(vocab_data& v) {
     v.type[id] = now;
   };
   // gpt-oss (o200k_harmony) and solar-open end a message with <|end|> but keep generating.
-  if (has("<|end|>") && ((has("<|return|>") && (has("<|call|>") || has("<|calls|>"))) ||
-                         (has("<|calls|>") && has("<|flush|>"))))
+  const bool call = has("<|call|>") || has("<|calls|>");
+  if (has("<|end|>") && call && (has("<|return|>") || has("<|flush|>")))
     drop("<|end|>", token_type::user_defined);
   // Gemma 4 and PaddleOCR: </s> is ordinary text there.
   if (has("<|tool_response>") && has("</s>")) drop("</s>", token_type::normal);
@@ -143,19 +149,19 @@ bool ascii_space(char c) {
 void classify_special_tokens(const gguf_file& f, vocab_data& v, int32_t eot, int32_t eom) {
   const size_t n = v.text.size();
   std::vector<int32_t> eog = force_control(v, k_eog_texts);
-  force_control(v, k_fim_pre);
-  force_control(v, k_fim_suf);
-  force_control(v, k_fim_mid);
-  for (int32_t id : fim_tokens(f, v, "pad", k_fim_pad)) eog.push_back(id);
-  for (int32_t id : fim_tokens(f, v, "rep", k_fim_rep)) eog.push_back(id);
-  for (int32_t id : fim_tokens(f, v, "sep", k_fim_sep)) eog.push_back(id);
+  fim_tokens(f, v, {"fim_pre_token_id", "prefix_token_id"}, k_fim_pre);
+  fim_tokens(f, v, {"fim_suf_token_id", "suffix_token_id"}, k_fim_suf);
+  fim_tokens(f, v, {"fim_mid_token_id", "middle_token_id"}, k_fim_mid);
+  for (int32_t id : fim_tokens(f, v, {"fim_pad_token_id"}, k_fim_pad)) eog.push_back(id);
+  for (int32_t id : fim_tokens(f, v, {"fim_rep_token_id"}, k_fim_rep)) eog.push_back(id);
+  for (int32_t id : fim_tokens(f, v, {"fim_sep_token_id"}, k_fim_sep)) eog.push_back(id);
   for (int32_t id : {v.eos, eot, eom})
     if (id >= 0) eog.push_back(id);
   std::sort(eog.begin(), eog.end());
   eog.erase(std::unique(eog.begin(), eog.end()), eog.end());
   v.eog = std::move(eog);
 
-  // gpt-oss's message-structure tokens are shown in the output and never parsed away.
+  // gpt-oss's message-structure tokens are user-defined: always split out, always shown.
   for (const char* t : {"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"})
     if (const int32_t id = v.find(t); id >= 0) v.type[id] = token_type::user_defined;
   drop_false_eog(v);

@@ -54,6 +54,8 @@ std::string show(const std::vector<int32_t>& ids) {
   return s;
 }
 
+// llama.cpp's test-tokenizer-0 made the .out files with llama_tokenize(text, add_special = false,
+// parse_special = false): no BOS, control tokens as text.
 void check_golden(const std::string& vocab) {
   const golden g = read_golden(vocab);
   ASSERT_EQ(g.texts.size(), 46u) << vocab;
