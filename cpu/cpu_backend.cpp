@@ -98,7 +98,8 @@ class cpu_backend final : public backend {
     const int d = hp_.n_embd, dq = hp_.n_embd_q(), dkv = hp_.n_embd_kv();
 
     const packed_layer& P = packed(il);
-    if (n == 1 && !capture_ && decode_layer(il, L, P, pos0)) return add_compute(t0);
+    if (n == 1 && !capture_ && !cpu::reference_products() && decode_layer(il, L, P, pos0))
+      return add_compute(t0);
 
     const size_t nt = static_cast<size_t>(n);
     // Attention block.
@@ -120,7 +121,7 @@ class cpu_backend final : public backend {
       cpu::rope_qk(&q_[static_cast<size_t>(t) * dq], hp_.n_head, &k_[static_cast<size_t>(t) * dkv],
                    hp_.n_head_kv, hp_.head_dim, hp_.n_rot, pos0 + t, hp_.rope_freq_base,
                    hp_.rope_freq_scale, hp_.rope);
-      store_kv(kv, &k_[static_cast<size_t>(t) * dkv], &v_[static_cast<size_t>(t) * dkv], pos0 + t);
+      kv_store(kv, &k_[static_cast<size_t>(t) * dkv], &v_[static_cast<size_t>(t) * dkv], pos0 + t);
     }
     if (capture_) {
       cap(il, "rope:q", q_.data(), nt * dq);
@@ -150,14 +151,14 @@ class cpu_backend final : public backend {
     // Feed-forward block (SwiGLU).
     norm(L.ffn_norm, n);
     cap(il, "rms_norm:ffn_norm", h_.data(), nt * d);
-    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
-                                       {&L.ffn_up, up_.data(), pk(P.up)}};
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.ffn_gate)},
+                                       {&L.ffn_up, up_.data(), pk(P.ffn_up)}};
     cpu::matmul_n(gate_up, 2, h_.data(), n);
     cap(il, "matmul:ffn_gate", gate_.data(), nt * hp_.n_ff);
     cap(il, "matmul:ffn_up", up_.data(), nt * hp_.n_ff);
     cpu::swiglu(gate_.data(), gate_.data(), up_.data(), static_cast<int64_t>(n) * hp_.n_ff);
     cap(il, "swiglu", gate_.data(), nt * hp_.n_ff);
-    cpu::matmul(L.ffn_down, gate_.data(), n, h_.data(), pk(P.down));
+    cpu::matmul(L.ffn_down, gate_.data(), n, h_.data(), pk(P.ffn_down));
     for (size_t i = 0; i < static_cast<size_t>(n) * d; ++i) x_[i] += h_[i];
     cap(il, "matmul:ffn_down", x_.data(), nt * d);
     add_compute(t0);
@@ -168,7 +169,7 @@ class cpu_backend final : public backend {
     const int first = all_tokens ? 0 : n - 1;
     const int count = n - first;
     const int d = hp_.n_embd;
-    cpu::rmsnorm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
+    cpu::rms_norm_rows(h_.data(), &x_[static_cast<size_t>(first) * d],
                       static_cast<const float*>(m_.output_norm().data()), count, d, hp_.rms_eps);
     cpu::matmul(output_ ? output_ : m_.output(), h_.data(), count, logits, pk(packed_output_));
     add_compute(t0);
@@ -214,7 +215,7 @@ class cpu_backend final : public backend {
     return static_cast<size_t>(h * kv_head_stride() + static_cast<int64_t>(pos) * hp_.head_dim + d);
   }
   // Position pos's K and V vectors (n_embd_kv floats each), rounded to F16, into the cache.
-  void store_kv(kv_cache& kv, const float* k, const float* v, int pos) {
+  void kv_store(kv_cache& kv, const float* k, const float* v, int pos) {
     for (int h = 0; h < hp_.n_head_kv; ++h) {
       const size_t at = kv_index(pos, h * hp_.head_dim);
       cpu::fp32_to_fp16_row(k + static_cast<int64_t>(h) * hp_.head_dim, &kv.k[at], hp_.head_dim);
@@ -223,8 +224,16 @@ class cpu_backend final : public backend {
   }
 
   // Packed (x16, cpu/repack.h) copies of a layer's matrices; empty where not packed.
+  // A layer's matrices repacked for the kernels (empty where a format runs from the file).
   struct packed_layer {
-    cpu::packed_matrix wq, wk, wv, wo, gate, up, down;
+#define TANDEM_PACKED_FIELD(field, ...) cpu::packed_matrix field;
+    TANDEM_LAYER_MATRICES(TANDEM_PACKED_FIELD)
+#undef TANDEM_PACKED_FIELD
+  };
+  static constexpr cpu::packed_matrix packed_layer::*k_packed[] = {
+#define TANDEM_PACKED_MEMBER(field, ...) &packed_layer::field,
+      TANDEM_LAYER_MATRICES(TANDEM_PACKED_MEMBER)
+#undef TANDEM_PACKED_MEMBER
   };
   static const cpu::packed_matrix* pk(const cpu::packed_matrix& m) { return m ? &m : nullptr; }
   const packed_layer& packed(int il) const {
@@ -265,9 +274,9 @@ class cpu_backend final : public backend {
     const cpu::matmul_job qkv[] = {
         {&L.wq, q_.data(), pk(P.wq)}, {&L.wk, k_.data(), pk(P.wk)}, {&L.wv, v_.data(), pk(P.wv)}};
     const cpu::matmul_job wo{&L.wo, h_.data(), pk(P.wo)};
-    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.gate)},
-                                       {&L.ffn_up, up_.data(), pk(P.up)}};
-    const cpu::matmul_job down{&L.ffn_down, h_.data(), pk(P.down)};
+    const cpu::matmul_job gate_up[] = {{&L.ffn_gate, gate_.data(), pk(P.ffn_gate)},
+                                       {&L.ffn_up, up_.data(), pk(P.ffn_up)}};
+    const cpu::matmul_job down{&L.ffn_down, h_.data(), pk(P.ffn_down)};
     // The gate/up units in groups of ff_rows rows of each (gate rows, then the same up rows), so
     // that a thread's share holds both halves of its SwiGLU inputs.
     constexpr int64_t ff_rows = cpu::matvec_plan::range_block;
@@ -370,62 +379,65 @@ class cpu_backend final : public backend {
         D.down.quantize_range(c0, c0 + ff_rows);
       }
     };
-    D.steps = {
-        {1, [&D](int64_t) { D.head(); }},
-        by_rows ? D.qkv.as_step(warm_bytes, qkv_rows) : D.qkv.as_step(warm_bytes),
-        // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
-        // atomics): for each KV head g (unless the QKV step did it), biases, RoPE and the cache
-        // store of its K and V and of its query heads (the same ops, slice by slice, as
-        // forward_layer), then the run's attention.
-        {n_att,
-         [this, W, il, att_first, by_rows](int64_t i) {
-           const int group = hp_.n_head / hp_.n_head_kv, hd = hp_.head_dim;
-           kv_cache* kv = &kv_of(il);
-           const int pos = decode_pos_;
-           const int g0 = att_first(i), g1 = att_first(i + 1);
-           for (int g = g0; g < g1 && !by_rows; ++g) {
-             float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
-             float* kg = k_.data() + static_cast<int64_t>(g) * hd;
-             float* vg = v_.data() + static_cast<int64_t>(g) * hd;
-             add_bias_slice(W->bq, qg, g * group * hd, group * hd);
-             add_bias_slice(W->bk, kg, g * hd, hd);
-             add_bias_slice(W->bv, vg, g * hd, hd);
-             cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
-             const size_t at = kv_index(pos, g * hd);
-             cpu::fp32_to_fp16_row(kg, &kv->k[at], hd);
-             cpu::fp32_to_fp16_row(vg, &kv->v[at], hd);
-           }
-           cpu::attention(att_.data(), q_.data(), kv->k.data(), kv->v.data(), 1, pos, hp_.n_head,
-                          hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
-         },
-         [this, il, att_first](int64_t i) {  // the first KV head's first rows (earlier positions)
-           const int g = att_first(i), hd = hp_.head_dim;
-           kv_cache* kv = &kv_of(il);
-           const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
-                                static_cast<size_t>(std::min(decode_pos_, 64));
-           cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
-           cpu::prefetch_l2(&kv->v[kv_index(0, g * hd)], bytes);
-         },
-         {},
-         1,
-         {},
-         [this, &D] { D.wo.quantize(att_.data()); }},
-        residual(D.wo, &L.ffn_norm),
-        D.ff_done ? D.gate_up.as_step(warm_bytes, ffn_rows) : D.gate_up.as_step(warm_bytes),
-        residual(D.down, after_down),
-    };
-    D.steps[3].last = [this, W, &D] {
+    // The steps of a decode token through the layer, in order (cpu::run_steps).
+    cpu::step head_step{.n = 1, .item = [&D](int64_t) { D.head(); }};  // attention norm, quantized
+    cpu::step qkv_step = by_rows ? D.qkv.as_step(warm_bytes, qkv_rows) : D.qkv.as_step(warm_bytes);
+    // Per run of KV heads [g0, g1) (one run per thread: each item is a new stream and two
+    // atomics): for each KV head g (unless the QKV step did it), biases, RoPE and the cache
+    // store of its K and V and of its query heads (the same ops, slice by slice, as
+    // forward_layer), then the run's attention.
+    cpu::step attention_step{
+        .n = n_att,
+        .item = [this, W, il, att_first, by_rows](int64_t i) {
+          const int group = hp_.n_head / hp_.n_head_kv, hd = hp_.head_dim;
+          kv_cache* kv = &kv_of(il);
+          const int pos = decode_pos_;
+          const int g0 = att_first(i), g1 = att_first(i + 1);
+          for (int g = g0; g < g1 && !by_rows; ++g) {
+            float* qg = q_.data() + static_cast<int64_t>(g) * group * hd;
+            float* kg = k_.data() + static_cast<int64_t>(g) * hd;
+            float* vg = v_.data() + static_cast<int64_t>(g) * hd;
+            add_bias_slice(W->bq, qg, g * group * hd, group * hd);
+            add_bias_slice(W->bk, kg, g * hd, hd);
+            add_bias_slice(W->bv, vg, g * hd, hd);
+            cpu::rope_qk(qg, group, kg, 1, hd, hp_.n_rot, rope_cs_.data(), hp_.rope);
+            const size_t at = kv_index(pos, g * hd);
+            cpu::fp32_to_fp16_row(kg, &kv->k[at], hd);
+            cpu::fp32_to_fp16_row(vg, &kv->v[at], hd);
+          }
+          cpu::attention(att_.data(), q_.data(), kv->k.data(), kv->v.data(), 1, pos, hp_.n_head,
+                         hp_.n_head_kv, hd, g0 * group, g1 * group, hd, kv_head_stride());
+        },
+        // Warm: the first KV head's first rows (earlier positions).
+        .warm = [this, il, att_first](int64_t i) {
+          const int g = att_first(i), hd = hp_.head_dim;
+          kv_cache* kv = &kv_of(il);
+          const size_t bytes = sizeof(f16) * static_cast<size_t>(hd) *
+                               static_cast<size_t>(std::min(decode_pos_, 64));
+          cpu::prefetch_l2(&kv->k[kv_index(0, g * hd)], bytes);
+          cpu::prefetch_l2(&kv->v[kv_index(0, g * hd)], bytes);
+        },
+        .last = [this, &D] { D.wo.quantize(att_.data()); }};
+    // The output product and its residual add; then the FFN norm, quantized for gate and up.
+    cpu::step wo_step = residual(D.wo, &L.ffn_norm);
+    wo_step.last = [this, W, &D] {
       norm(W->ffn_norm, 1);
       D.gate_up.quantize(h_.data());
       if (D.ff_done)
         for (int g = 0; g < D.gate_up.groups(); ++g)
           D.ff_done[static_cast<size_t>(g)].v.store(0, std::memory_order_relaxed);
     };
+    // Gate and up; SwiGLU and its quantization inside the groups (ff_done), else once after.
+    cpu::step gate_up_step =
+        D.ff_done ? D.gate_up.as_step(warm_bytes, ffn_rows) : D.gate_up.as_step(warm_bytes);
     if (!D.ff_done)
-      D.steps[4].last = [this, &D] {
+      gate_up_step.last = [this, &D] {
         cpu::swiglu(gate_.data(), gate_.data(), up_.data(), hp_.n_ff);
         D.down.quantize(gate_.data());
       };
+    cpu::step down_step = residual(D.down, after_down);
+    D.steps = {std::move(head_step), std::move(qkv_step),     std::move(attention_step),
+               std::move(wo_step),   std::move(gate_up_step), std::move(down_step)};
     return D;
   }
 
@@ -443,7 +455,9 @@ class cpu_backend final : public backend {
   // back to back, so that the threads go from layer to layer without a fork-join either (one
   // region per layer cost each token, on stories110M at 2 threads, ~2.6 us of the second
   // thread's start per layer and ~2.7 us between layers of building plans and steps).
-  bool runs_layers(int n_tokens) const override { return n_tokens == 1 && !capture_ && !cache_; }
+  bool runs_layers(int n_tokens) const override {
+    return n_tokens == 1 && !capture_ && !cache_ && !cpu::reference_products();
+  }
   void forward_layers(int il0, int il1, int n, int pos0, float* logits) override {
     if (!runs_layers(n)) return backend::forward_layers(il0, il1, n, pos0, logits);
     const auto t0 = std::chrono::steady_clock::now();
@@ -478,7 +492,7 @@ class cpu_backend final : public backend {
       }
       if (out) {  // forward_output's ops, on the plan cpu::matmul would use
         run_steps_.back().last = [this] {
-          cpu::rmsnorm_rows(h_.data(), x_.data(),
+          cpu::rms_norm_rows(h_.data(), x_.data(),
                             static_cast<const float*>(m_.output_norm().data()), 1, hp_.n_embd,
                             hp_.rms_eps);
           out_plan_.quantize(h_.data());
@@ -538,7 +552,7 @@ class cpu_backend final : public backend {
   }
 
   void norm(const weight& w, int n) {
-    cpu::rmsnorm_rows(h_.data(), x_.data(), static_cast<const float*>(w.data()), n, hp_.n_embd,
+    cpu::rms_norm_rows(h_.data(), x_.data(), static_cast<const float*>(w.data()), n, hp_.n_embd,
                       hp_.rms_eps);
   }
 
@@ -554,11 +568,12 @@ class cpu_backend final : public backend {
 
   // ---- weights: views into the mapping, or through the layer cache under --mem-budget ----
 
-  static constexpr weight layer_weights::*k_fields[] = {
-      &layer_weights::attn_norm, &layer_weights::wq,     &layer_weights::wk,
-      &layer_weights::wv,        &layer_weights::bq,     &layer_weights::bk,
-      &layer_weights::bv,        &layer_weights::wo,     &layer_weights::ffn_norm,
-      &layer_weights::ffn_gate,  &layer_weights::ffn_up, &layer_weights::ffn_down};
+  // Every weight of a layer (runtime/model.h's lists).
+  inline static const std::vector<weight layer_weights::*> k_fields = [] {
+    std::vector<weight layer_weights::*> f(std::begin(layer_vectors), std::end(layer_vectors));
+    for (const layer_matrix& lm : layer_matrices) f.push_back(lm.field);
+    return f;
+  }();
 
   // A size as a user would write it: "1M", "1536M", "300K", or bytes.
   static std::string size_arg(uint64_t n) {
@@ -656,13 +671,8 @@ class cpu_backend final : public backend {
       for (int il : opt_.layers) {
         const layer_weights& L = m_.layer(il);
         packed_layer& P = packed_[static_cast<size_t>(il)];
-        pack(L.wq, &P.wq);
-        pack(L.wk, &P.wk);
-        pack(L.wv, &P.wv);
-        pack(L.wo, &P.wo);
-        pack(L.ffn_gate, &P.gate);
-        pack(L.ffn_up, &P.up);
-        pack(L.ffn_down, &P.down);
+        for (size_t i = 0; i < std::size(layer_matrices); ++i)
+          pack(L.*layer_matrices[i].field, &(P.*k_packed[i]));
         cached_layer& R = resident_[static_cast<size_t>(il)];
         for (auto fld : k_fields) {
           const weight& w = L.*fld;
@@ -693,7 +703,7 @@ class cpu_backend final : public backend {
     uint64_t one_layer = 0;
     for (int il : opt_.layers) {
       cached_layer& c = cached_[static_cast<size_t>(il)];
-      c.tensors.reserve(std::size(k_fields));
+      c.tensors.reserve(k_fields.size());
       std::vector<layer_extent> ext;
       for (auto fld : k_fields) {
         const weight& w = m_.layer(il).*fld;

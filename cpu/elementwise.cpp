@@ -10,14 +10,14 @@
 
 namespace tandem::cpu {
 
-void rmsnorm_rows(float* y, const float* x, const float* w, int n_tok, int n, float eps) {
+void rms_norm_rows(float* y, const float* x, const float* w, int n_tok, int n, float eps) {
   const bool simd = active_kernel_level() != kernel_level::scalar;
   auto rows = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       if (simd)
-        detail::rmsnorm_avx2(y + t * n, x + t * n, w, n, eps);
+        detail::rms_norm_avx2(y + t * n, x + t * n, w, n, eps);
       else
-        ref::rmsnorm(y + t * n, x + t * n, w, n, eps);
+        ref::rms_norm(y + t * n, x + t * n, w, n, eps);
     }
   };
   if (n_tok >= 16)

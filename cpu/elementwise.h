@@ -8,8 +8,8 @@
 
 namespace tandem::cpu {
 
-// y[t] = rmsnorm(x[t]) * w for n_tok rows of n elements.
-void rmsnorm_rows(float* y, const float* x, const float* w, int n_tok, int n, float eps);
+// y[t] = rms_norm(x[t]) * w for n_tok rows of n elements.
+void rms_norm_rows(float* y, const float* x, const float* w, int n_tok, int n, float eps);
 
 // out[i] = silu(gate[i]) * up[i], n elements (in parallel when n is large).
 void swiglu(float* out, const float* gate, const float* up, int64_t n);
@@ -33,7 +33,7 @@ void rope_rows(float* x, int64_t r0, int64_t r1, int head_dim, int n_rot, const 
 
 namespace detail {
 // AVX2 bodies (cpu/elementwise_avx2.cpp).
-void rmsnorm_avx2(float* y, const float* x, const float* w, int n, float eps);
+void rms_norm_avx2(float* y, const float* x, const float* w, int n, float eps);
 void swiglu_avx2(float* out, const float* gate, const float* up, int64_t n);
 // Adjacent pairs (v[2i], v[2i + 1]) of n elements (n even), cs holding their (cos, sin) in the
 // same places (cpu/rope_avx2.cpp).

@@ -8,7 +8,7 @@
 
 namespace tandem::cpu::detail {
 
-void rmsnorm_avx2(float* y, const float* x, const float* w, int n, float eps) {
+void rms_norm_avx2(float* y, const float* x, const float* w, int n, float eps) {
   __m256 s0 = _mm256_setzero_ps(), s1 = s0;
   int i = 0;
   for (; i + 16 <= n; i += 16) {

@@ -51,51 +51,8 @@ void set_kernel_level(kernel_level l);
 void set_prefetch_distance(int bytes);
 int prefetch_distance();  // the distance set for every type, or -1: the per-type defaults
 int prefetch_distance(dtype t);
-// Measured end to end with `TANDEM_PREFETCH=0|1024|2048|4096|8192 tandem bench -p 0 -n 32
-// --memory` on the 2-core Zen 4 development VM (tinyllama-1.1b shape, 2 threads, AVX-512 level,
-// 2-4 alternating rounds), tg t/s at 0 -> 4096: Q4_K_M 57.5 -> 92.6, 58.0 -> 88.6, 63.7 -> 95.4
-// (+50%); Q6_K 46.1 -> 69.3, 39.0 -> 63.1 (+55%); F16 31.4 -> 34.8, 29.6 -> 34.0 (+12%); Q4_0
-// 75.1 -> 87.8, 85.8 -> 84.5, 75.5 -> 78.3 (+5%); 8192 no better than 4096, 1024-2048 in between.
-// Q5_K (x16 layout, `tandem_kernel_bench --benchmark_filter=matvec_x16/q5_k/tinyllama_up`, 2
-// threads): 232 -> 142 us per product at AVX-512, 294 -> 185 us at AVX2.
-// Q8_0 (and, on a later host, Q4_0: tinyllama tg32 72.7 / 73.2 at 0 against 63.9 / 67.2 at 4096)
-// were faster without while their kernels took one x16 block (64 columns) per step. They now take
-// four per step at AVX-512 and two at AVX2, with one prefetch burst per step
-// (kernels_x16_avx512.cpp), and need the prefetch: tinyllama Q8_0 tg32 at 0 -> 4096, 34.3 ->
-// 34.9, 35.6 -> 35.9, 44.8 -> 46.5, 48.0 -> 53.2, 37.0 -> 54.2, 44.6 -> 51.5 (6 alternating
-// rounds); at the AVX2 level 28.2 -> 52.6, 22.1 -> 50.0. An earlier host of the same VM showed no
-// distance faster than none (its hardware prefetchers kept up alone): the best distance depends
-// on the machine, so TANDEM_PREFETCH stays for measuring it.
-// On the same VM in its faster memory state (a streaming read at 70-85 GB/s instead of 33-45),
-// the four-block steps of Q4_0 / Q8_0 (2304 / 4352 bytes at AVX-512) and the Q5_K / Q6_K blocks
-// left a burst 4096 bytes ahead too little lead. `tandem_kernel_bench
-// --benchmark_filter='matvec_x16/.*/tinyllama_up/level:./pf:(4096|6144|8192|12288)'`, 2 threads,
-// GB/s at 4096 / 6144 / 8192 in two runs: AVX-512 Q4_0 72.0 / 78.7 / 74.0 and 68.9 / 73.5 / 70.2,
-// Q8_0 74.1 / 77.8 / 72.0 and 75.3 / 78.8 / 72.3, Q5_K 73.4 / 75.0 / 78.7 and 72.8 / 75.3 / 73.9,
-// Q6_K 74.0 / 75.2 / 68.5 and 68.1 / 71.3 / 66.2, but Q4_K 74.8 / 73.8 / 70.5 and 74.1 / 73.0 /
-// 70.6, F16 83.2 / 80.6 / 77.4 and 81.6 / 80.1 / 80.4 (12288 slower for every type); AVX2 Q8_0
-// 69.5 / 73.9 / 70.5, Q5_K 47.7 / 50.1 / 51.0, Q6_K 59.8 / 64.1 / 63.6, Q4_0 about even (64.9 /
-// 63.4, 64.4 / 63.8 at 4096 / 6144). Medians of 4 later runs at 4096 / 5120 / 6144 (tinyllama
-// up, down): Q4_0 74.9 / 78.5 / 82.0, 69.5 / 74.7 / 71.4; Q8_0 75.6 / 79.6 / 82.0, 72.2 / 74.0 /
-// 79.6; Q6_K 75.9 / 78.7 / 80.3, 74.5 / 77.0 / 77.6 (probe 82-84). End to end, tinyllama Q4_0 tg32
-// (3 alternating rounds of `TANDEM_PREFETCH=4096|6144|8192 tandem bench -p 0 -n 32`): 108.7,
-// 108.9, 108.6 at 4096 against 119.9, 118.1, 114.8 at 6144. Q4_K_M, medians of 4 rounds: 111.5
-// with these defaults, 110.7 with every type at 6144, 113.3 at 5120: within the noise, so Q4_K
-// stays at 4096.
-// Where in a block the burst goes (AVX-512 matrix-vector kernels, `tandem bench -p 0 -n 32 -r 3
-// --memory`, tinyllama shape, 4 alternating rounds, t/s medians): Q5_K and Q6_K issue the first
-// half of a block's lines at its start and the second half halfway through its steps. Against the
-// whole burst at the start: Q6_K 87.3 -> 91.6, Q5_K_M 102.1 -> 106.2 t/s; the burst in quarters
-// 84.1 and 94.5. In a decode of Q4_K_M with the instrumented per-step times, the Q6_K `ffn_down`
-// products ran at 0.955 of the Q4_K ones' bytes per second with one burst and 0.99-1.0 with
-// halves (halves issued at step 2, 3, 5 or 6 instead of 4: 0.96-1.0). Q4_K, Q4_0, Q8_0 and F16 keep
-// one burst. In halves, Q4_K's products ran 0.91 times as fast (the same per-step measure, against
-// the Q6_K ones), and the whole Q4_K burst at step 2 or 4 instead of the start 0.96 and 0.95;
-// tinyllama Q4_0, Q8_0 and F16 tg32 0.97, 0.99, 1.0 (0.99, 0.97, 0.87 in a round with memory at
-// 45-50 GB/s). Q6_K in halves at 4096 / 6144 / 8192: 1.0 / 1.018 / 0.982; Q5_K_M in halves at
-// 4096 / 5120 / 6144 / 8192: 1.0 / 1.027 / 1.072 / 1.033. Against the binary before (8 paired
-// rounds, t/s ratio medians): tinyllama Q6_K 1.018, Q5_K_M 1.041, Q4_K_M 1.004; stories110M Q6_K
-// 1.008, Q5_K_M 1.012, Q4_K_M 1.004 (an earlier set of 6: 1.033, 1.033, 1.028; 1.041, 1.062, 1.151).
+// The defaults below were measured per type (end to end and with tandem_kernel_bench); the
+// figures are in docs/performance.md ("Prefetch distance").
 constexpr int default_prefetch_distance(dtype t) {
   switch (t) {
     case dtype::q4_0:

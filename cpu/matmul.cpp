@@ -399,12 +399,34 @@ void matmul(const weight& w, const float* x, int n_tok, float* y, const packed_m
   matmul_n(&job, 1, x, n_tok);
 }
 
+namespace {
+std::atomic<bool> g_reference_products{false};
+}  // namespace
+
+void set_reference_products(bool on) {
+  g_reference_products.store(on);
+}
+
+bool reference_products() {
+  return g_reference_products.load(std::memory_order_relaxed);
+}
+
 void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok) {
   if (n_tok <= 0 || n_jobs <= 0) return;
   const kernel_table& kt = kernels();
   for (int j = 0; j < n_jobs; ++j)
     if (jobs[j].w->cols() != jobs[0].w->cols())
       throw std::logic_error("matmul_n: the weights do not share an input width");
+  if (reference_products()) {
+    for (int j = 0; j < n_jobs; ++j) {
+      const weight& w = *jobs[j].w;
+      const int64_t rows = w.rows(), cols = w.cols();
+      parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+        ref::matmul(w.type(), w.data(), cols, rows, x, n_tok, jobs[j].y, r0, r1);
+      });
+    }
+    return;
+  }
   if (matvec_plan::suits(jobs, n_jobs, n_tok)) return matmul_rows(jobs, n_jobs, x, n_tok);
   for (int j = 0; j < n_jobs; ++j) {
     const weight& w = *jobs[j].w;

@@ -30,6 +30,14 @@ struct matmul_job {
 };
 void matmul_n(const matmul_job* jobs, int n_jobs, const float* x, int n_tok);
 
+// Reference products, for checking (gpu-cpu-parity model --cpu reference): every product reads
+// the weights in their file layout through the scalar reference (ref::matmul: each row
+// dequantized, F32 activations) instead of the kernels, which round the
+// activations of quantized products to 8 bits and pack F16 weights to 14-bit levels. The CPU
+// backend then also runs decode layer by layer (no decode region). Off by default; process-wide.
+void set_reference_products(bool on);
+bool reference_products();
+
 namespace detail {
 // A growable 64-byte aligned buffer; one per thread and purpose.
 class scratch {

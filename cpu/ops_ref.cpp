@@ -8,7 +8,7 @@
 
 namespace tandem::cpu::ref {
 
-void rmsnorm(float* y, const float* x, const float* w, int n, float eps) {
+void rms_norm(float* y, const float* x, const float* w, int n, float eps) {
   double ss = 0;
   for (int i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
   const float scale = static_cast<float>(1.0 / std::sqrt(ss / n + eps));

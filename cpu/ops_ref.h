@@ -10,7 +10,7 @@
 namespace tandem::cpu::ref {
 
 // y = x / sqrt(mean(x^2) + eps) * w, over n elements.
-void rmsnorm(float* y, const float* x, const float* w, int n, float eps);
+void rms_norm(float* y, const float* x, const float* w, int n, float eps);
 
 // Rotates the first n_rot dims of each of n_heads heads (head_dim apart) of one token at pos.
 // adjacent: pairs (x[2i], x[2i+1]); neox: pairs (x[i], x[i + n_rot/2]).

@@ -61,6 +61,10 @@ class backend {
   // Optional per-op capture (see capture_fn); an empty fn turns it off. Costs nothing when off;
   // on a GPU it downloads every intermediate, so it is for checking, not for speed.
   virtual void set_capture(capture_fn /*fn*/) {}
+  // Whether the backend puts its own spans in the --trace (runtime/trace.h), e.g. from device
+  // timestamps. When false its calls return when the work is done, and the engine records each
+  // one as a span of host compute.
+  virtual bool traces_itself() const { return false; }
   // One-line notices for the user about choices made at construction (e.g. a fallback).
   virtual std::vector<std::string> notes() const { return {}; }
 };

@@ -35,8 +35,8 @@ std::string cache_file(const std::string& device) {
 uint64_t layer_params(const model& m, int il) {
   const layer_weights& lw = m.layer(il);
   uint64_t n = 0;
-  for (const weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_gate, &lw.ffn_up, &lw.ffn_down})
-    if (*w) n += static_cast<uint64_t>(w->t->n_elements());
+  for (const layer_matrix& lm : layer_matrices)
+    if (lw.*lm.field) n += static_cast<uint64_t>((lw.*lm.field).t->n_elements());
   return n;
 }
 

@@ -185,11 +185,12 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
       while (il1 < hp.n_layer && layer_backend_[static_cast<size_t>(il1)] == b) ++il1;
       if (il1 - il > 1 && !layer_capture_ && b->runs_layers(n)) {
         if (il1 < hp.n_layer) layer_backend_[static_cast<size_t>(il1)]->prepare_layer(il1);
-        const double t_run = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
+        const bool host_span = trace_ && !b->traces_itself();
+        const double t_run = host_span ? trace_recorder::now_us() : 0.0;
         // The last layers and the output head in one go where one backend runs both.
         output_done = il1 == hp.n_layer && b == output_backend_ && !all_logits && last_chunk;
         b->forward_layers(il, il1, n, n_past(), output_done ? logits_.data() : nullptr);
-        if (trace_ && b == cpu_)
+        if (host_span)
           trace_->add(
               {fmt::format("layers {}-{}{} (CPU)", il, il1 - 1, output_done ? " + output" : ""),
                trace_track::cpu_compute, t_run, trace_recorder::now_us() - t_run, il, "host"});
@@ -197,9 +198,10 @@ const std::vector<float>& engine::eval(const std::vector<int32_t>& tokens, bool 
         continue;
       }
       if (il + 1 < hp.n_layer) layer_backend_[static_cast<size_t>(il + 1)]->prepare_layer(il + 1);
-      const double t_layer = trace_ && b == cpu_ ? trace_recorder::now_us() : 0.0;
+      const bool host_span = trace_ && !b->traces_itself();
+      const double t_layer = host_span ? trace_recorder::now_us() : 0.0;
       b->forward_layer(il, n, n_past());
-      if (trace_ && b == cpu_)  // the CPU backend returns when the layer is done
+      if (host_span)  // the backend returned when the layer was done
         trace_->add({fmt::format("layer {} (CPU)", il), trace_track::cpu_compute, t_layer,
                      trace_recorder::now_us() - t_layer, il, "host"});
       if (layer_capture_) {

@@ -9,9 +9,10 @@ namespace tandem {
 
 uint64_t layer_weights::nbytes() const {
   uint64_t n = 0;
-  for (const weight* w : {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &wo, &ffn_norm, &ffn_gate,
-                          &ffn_up, &ffn_down})
-    if (*w) n += w->nbytes();
+  for (auto f : layer_vectors)
+    if (this->*f) n += (this->*f).nbytes();
+  for (const layer_matrix& lm : layer_matrices)
+    if (this->*lm.field) n += (this->*lm.field).nbytes();
   return n;
 }
 
@@ -154,17 +155,12 @@ std::unique_ptr<model> model::load(const std::string& path) {
     const std::string p = fmt::format("blk.{}.", il);
     layer_weights l;
     l.attn_norm = ld.get(p + "attn_norm.weight", hp.n_embd, 0);
-    l.wq = ld.get(p + "attn_q.weight", hp.n_embd, hp.n_embd_q());
-    l.wk = ld.get(p + "attn_k.weight", hp.n_embd, hp.n_embd_kv());
-    l.wv = ld.get(p + "attn_v.weight", hp.n_embd, hp.n_embd_kv());
     l.bq = ld.get(p + "attn_q.bias", hp.n_embd_q(), 0, bias);
     l.bk = ld.get(p + "attn_k.bias", hp.n_embd_kv(), 0, bias);
     l.bv = ld.get(p + "attn_v.bias", hp.n_embd_kv(), 0, bias);
-    l.wo = ld.get(p + "attn_output.weight", hp.n_embd_q(), hp.n_embd);
     l.ffn_norm = ld.get(p + "ffn_norm.weight", hp.n_embd, 0);
-    l.ffn_gate = ld.get(p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
-    l.ffn_up = ld.get(p + "ffn_up.weight", hp.n_embd, hp.n_ff);
-    l.ffn_down = ld.get(p + "ffn_down.weight", hp.n_ff, hp.n_embd);
+    for (const layer_matrix& lm : layer_matrices)
+      l.*lm.field = ld.get(p + lm.name, size_of(hp, lm.cols), size_of(hp, lm.rows));
     m->layers_.push_back(l);
   }
   return m;

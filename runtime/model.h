@@ -1,6 +1,7 @@
 // The model description: hyper-parameters from GGUF metadata and the per-layer tensor table.
 // Weights stay views into the mapped file; nothing here computes.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,16 +42,57 @@ struct weight {
   explicit operator bool() const { return t != nullptr; }
 };
 
+// The seven matrices of a layer, in the order of the forward pass: the one list of them.
+// X(field, GGUF name after "blk.<il>.", cols, rows): cols (ne[0]) and rows (ne[1]) are `dim`s.
+// The backends declare their own copies of the matrices from this list (vulkan: device_layer,
+// cpu: packed_layer) and walk layer_matrices to load, pack or upload them.
+#define TANDEM_LAYER_MATRICES(X)                \
+  X(wq, "attn_q.weight", n_embd, n_embd_q)      \
+  X(wk, "attn_k.weight", n_embd, n_embd_kv)     \
+  X(wv, "attn_v.weight", n_embd, n_embd_kv)     \
+  X(wo, "attn_output.weight", n_embd_q, n_embd) \
+  X(ffn_gate, "ffn_gate.weight", n_embd, n_ff)  \
+  X(ffn_up, "ffn_up.weight", n_embd, n_ff)      \
+  X(ffn_down, "ffn_down.weight", n_ff, n_embd)
+
+// A size of the model's hyper-parameters.
+enum class dim : uint8_t { n_embd, n_embd_q, n_embd_kv, n_ff };
+inline int64_t size_of(const hparams& hp, dim d) {
+  switch (d) {
+    case dim::n_embd: return hp.n_embd;
+    case dim::n_embd_q: return hp.n_embd_q();
+    case dim::n_embd_kv: return hp.n_embd_kv();
+    case dim::n_ff: return hp.n_ff;
+  }
+  return 0;
+}
+
 struct layer_weights {
   weight attn_norm;                 // (n_embd)
-  weight wq, wk, wv;                // (n_embd -> n_embd_q / n_embd_kv)
-  weight bq, bk, bv;                // optional biases (qwen2)
-  weight wo;                        // (n_embd_q -> n_embd)
+  weight bq, bk, bv;                // optional biases (qwen2): (n_embd_q / n_embd_kv)
   weight ffn_norm;                  // (n_embd)
-  weight ffn_gate, ffn_up;          // (n_embd -> n_ff)
-  weight ffn_down;                  // (n_ff -> n_embd)
+#define TANDEM_LAYER_FIELD(field, ...) weight field;
+  TANDEM_LAYER_MATRICES(TANDEM_LAYER_FIELD)  // wq, wk, wv, wo, ffn_gate, ffn_up, ffn_down
+#undef TANDEM_LAYER_FIELD
   uint64_t nbytes() const;          // all weights of the layer
 };
+
+struct layer_matrix {
+  weight layer_weights::*field;
+  const char* name;  // GGUF name after "blk.<il>."
+  dim cols, rows;
+};
+inline constexpr layer_matrix layer_matrices[] = {
+#define TANDEM_LAYER_ROW(field, name, cols, rows) \
+  {&layer_weights::field, name, dim::cols, dim::rows},
+    TANDEM_LAYER_MATRICES(TANDEM_LAYER_ROW)
+#undef TANDEM_LAYER_ROW
+};
+
+// Every weight of a layer: the vectors (norms, biases), then the matrices.
+inline constexpr weight layer_weights::*layer_vectors[] = {
+    &layer_weights::attn_norm, &layer_weights::bq, &layer_weights::bk, &layer_weights::bv,
+    &layer_weights::ffn_norm};
 
 class model {
  public:

@@ -201,16 +201,38 @@ TEST(Gguf, NoCrashOnAnyCorruption) {
   auto b = bytes_of(make_small("src.gguf"));
   const std::string p = test::temp_dir() + "/fuzz.gguf";
   const size_t header = find_name(b, "b.weight") + 24;
+  int read = 0, refused = 0;
   for (size_t i = 0; i < header; ++i) {
     for (uint8_t v : {uint8_t{0}, uint8_t{0xff}, uint8_t{0x7f}}) {
       auto c = b;
       c[i] = v;
       write_bytes(p, c);
       try {
-        gguf_file::open(p);
-      } catch (const error&) {
+        auto f = gguf_file::open(p);
+        ++read;
+        // What was read holds together: every tensor inside the file, its bytes its shape's.
+        for (const gguf_tensor& t : f->tensors()) {
+          ASSERT_GE(t.n_elements(), 0) << "byte " << i << " = " << int(v);
+          ASSERT_LE(f->data_offset() + t.offset + t.nbytes, f->file_size())
+              << t.name << ", byte " << i << " = " << int(v);
+          ASSERT_EQ(t.nbytes, row_bytes(t.type, static_cast<uint64_t>(t.ne[0])) *
+                                  static_cast<uint64_t>(t.n_elements() / t.ne[0]))
+              << t.name << ", byte " << i << " = " << int(v);
+        }
+      } catch (const error& e) {
+        ++refused;
+        EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();  // one line
       }
     }
+  }
+  // Both outcomes happen: a changed byte of a name or a value is read, of a count or a type is
+  // refused.
+  EXPECT_GT(read, 0);
+  EXPECT_GT(refused, 0);
+  // Every truncation of the header is refused.
+  for (size_t n = 0; n < header; ++n) {
+    write_bytes(p, std::vector<uint8_t>(b.begin(), b.begin() + static_cast<long>(n)));
+    EXPECT_THROW(gguf_file::open(p), error) << "truncated to " << n << " bytes";
   }
 }
 

@@ -114,11 +114,28 @@ bool is_float(dtype t) {
   return t == dtype::f32 || t == dtype::f16;
 }
 
+// The levels this CPU runs; the tests that loop over them check each. A level the CPU lacks is
+// reported as a skipped test of its own (KernelLevels.*) instead of vanishing from the loops.
 std::vector<kernel_level> levels() {
   std::vector<kernel_level> v;
   for (auto l : {kernel_level::scalar, kernel_level::avx2, kernel_level::avx512})
     if (cpu_supports(l)) v.push_back(l);
   return v;
+}
+
+TEST(KernelLevels, Avx2IsChecked) {
+  if (!cpu_supports(kernel_level::avx2))
+    GTEST_SKIP() << "this CPU lacks AVX2/FMA/F16C: the AVX2 kernels were not checked";
+  const auto v = levels();
+  EXPECT_NE(std::find(v.begin(), v.end(), kernel_level::avx2), v.end());
+}
+
+TEST(KernelLevels, Avx512IsChecked) {
+  if (!cpu_supports(kernel_level::avx512))
+    GTEST_SKIP() << "this CPU lacks AVX-512 (F, BW, VL, DQ, VNNI): the AVX-512 kernels were not "
+                    "checked";
+  const auto v = levels();
+  EXPECT_NE(std::find(v.begin(), v.end(), kernel_level::avx512), v.end());
 }
 
 struct shape {
@@ -515,7 +532,11 @@ TEST(MatvecPlan, UnitsSplitAndRowsCoverEveryRowOnce) {
     ASSERT_EQ(plan.units(), rows_total) << what;
     ASSERT_EQ(plan.groups(), want_groups) << what;
     ASSERT_EQ(plan.group_units() * want_groups, rows_total) << what;
-    EXPECT_GE(plan.grain(), 1);
+    // A grain is about grain_bytes of weights: as many whole rows (units) as that holds.
+    const size_t avg_row = bytes / static_cast<size_t>(rows_total);
+    EXPECT_EQ(plan.grain(),
+              std::max<int64_t>(1, static_cast<int64_t>(matvec_plan::grain_bytes / avg_row)))
+        << what;
     // Group k holds the k-th of want_groups equal runs of each job's rows.
     for (int k = 0; k < want_groups; ++k)
       for (size_t j = 0; j < ms.size(); ++j) {

@@ -1,7 +1,7 @@
 # The layering rule, checked on the sources (ctest: layers). runtime/ includes neither backend;
 # cpu/ and vulkan/ do not include each other. Run as
 #   cmake -DSRC=<source dir> -P tests/layers.cmake
-# Fails with one line per offending include.
+# Fails with one line per offending include (or branch on the CPU backend in runtime/).
 if(NOT SRC)
   message(FATAL_ERROR "give -DSRC=<the source directory>")
 endif()
@@ -24,6 +24,17 @@ foreach(rule ${rules})
       string(STRIP "${l}" l)
       list(APPEND bad "${rel}: ${l} (${dir}/ must not include ${forbidden}/)")
     endforeach()
+  endforeach()
+endforeach()
+# The engine walks the plan and never branches on the kind of backend (ARCHITECTURE.md: the
+# backend contract): no comparison with the CPU backend's pointer in runtime/.
+file(GLOB runtime_files ${SRC}/runtime/*.cpp ${SRC}/runtime/*.h)
+foreach(f ${runtime_files})
+  file(STRINGS ${f} lines REGEX "[!=]=[ \t]*cpu_[^a-z0-9_]|[^a-z0-9_]cpu_[ \t]*[!=]=")
+  foreach(l ${lines})
+    file(RELATIVE_PATH rel ${SRC} ${f})
+    string(STRIP "${l}" l)
+    list(APPEND bad "${rel}: ${l} (the engine must not branch on the kind of backend)")
   endforeach()
 endforeach()
 if(bad)

@@ -34,7 +34,7 @@ TEST(Fp16, KnownValues) {
 TEST(OpsRef, RmsNorm) {
   const float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 2};
   float y[4];
-  ref::rmsnorm(y, x, w, 4, 0.0f);  // mean square 7.5
+  ref::rms_norm(y, x, w, 4, 0.0f);  // mean square 7.5
   const float s = 1.0f / std::sqrt(7.5f);
   EXPECT_NEAR(y[0], s, 1e-6);
   EXPECT_NEAR(y[1], 2 * s, 1e-6);

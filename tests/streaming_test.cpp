@@ -1,11 +1,13 @@
 // Streamed layers (vulkan/staging_ring.h) end to end through the CLI on lavapipe: a plan in which
 // some layers must stream (--offload all with a --vram-budget too small for every layer) prints
-// the golden text, and the --trace of a streamed prompt shows the upload of layer i+1 starting
-// before the compute of layer i ends. Without a Vulkan device the tests skip, except under CI (env CI set),
-// where a missing device is a failure.
+// the golden text; the --trace of a streamed prompt has one upload and one compute per streamed
+// layer and eval; and the ring's order: the upload of layer i+1 is issued before layer i's compute
+// and waits only for layer i-1's (checked on the ring itself, not on timestamps). Without a Vulkan
+// device the tests skip, except under CI (env CI set), where a missing device is a failure.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -15,6 +17,12 @@
 #include "runtime/model.h"
 #include "runtime/scheduler.h"
 #include "tests/test_util.h"
+#ifdef TANDEM_HAVE_VULKAN
+#include "tests/vulkan_test_util.h"
+#include "vulkan/host_buffer.h"
+#include "vulkan/pipeline.h"
+#include "vulkan/staging_ring.h"
+#endif
 
 namespace tandem {
 namespace {
@@ -66,14 +74,11 @@ struct span {
   int layer;
 };
 
-TEST(Streaming, TraceShowsUploadOverlappingCompute) {
-  // Every eval (the prompt, then each decoded token) streams the layers again; with two slots the
-  // upload of layer i+1 waits for the compute of layer i-1, not for that of layer i, so it starts
-  // before layer i's compute ends. With one slot, or uploads issued after the computes, it would
-  // start after. (Whether the short upload is still running when layer i's compute starts is
-  // timing: on a loaded machine a small upload can land in the gap between two submits, and this
-  // test once failed in CI when it asked for that.) The k-th upload of layer i+1 belongs to the
-  // same eval as the k-th compute of layer i.
+TEST(Streaming, TraceHasAnUploadAndAComputePerStreamedLayerAndEval) {
+  // Every eval (the prompt, then each decoded token) streams the layers again: the trace pairs
+  // the k-th upload of layer i+1 with the k-th compute of layer i. How much they overlap is
+  // timing (a loaded machine moves it), so it is printed, not asserted: the order that makes the
+  // overlap possible is checked on the ring (StreamingRing below).
   const std::string path = test::temp_dir() + "/stream-trace.json";
   auto r =
       test::run_cli("run -m " + k_stories +
@@ -116,9 +121,58 @@ TEST(Streaming, TraceShowsUploadOverlappingCompute) {
     }
   }
   ASSERT_GT(pairs, 0) << r.err;
-  // Every pair, less a few a scheduler delay longer than a layer's compute may push late.
-  EXPECT_GE(early, pairs - pairs / 4) << seen;
+  std::printf("uploads of layer i+1 started before layer i's compute ended: %d of %d\n", early,
+              pairs);
 }
+
+#ifdef TANDEM_HAVE_VULKAN  // the ring itself
+
+class StreamingRing : public vk::test::vulkan_test {};
+
+// The engine asks for layer i+1 (prepare) before it runs layer i, as the backend does. With two
+// slots the copy of layer i+1 goes to the slot layer i-1 used and waits for that compute only;
+// layer i's slot is left alone. (With one slot, or a copy issued after layer i's compute, it
+// would have to wait for layer i: no overlap.)
+void check_ring_order(vk::context& c) {
+  vk::arena device(c, vk::memory_kind::device, 1 << 20);
+  vk::staging_ring ring(c, device, 4096, 2, nullptr, nullptr);
+  SCOPED_TRACE(ring.mode());
+  vk::host_buffer src(c, 4096);
+  vk::pipeline_cache pipes(c);
+  vk::command_stream stream(pipes);
+  std::vector<int> slot;
+  std::vector<uint64_t> done;  // compute timeline value of layer i
+  slot.push_back(ring.prepare(0, src));
+  EXPECT_EQ(ring.copy_waits_for(slot[0]), 0u);
+  for (int il = 0; il < 6; ++il) {
+    slot.push_back(ring.prepare(il + 1, src));  // before layer il runs
+    EXPECT_NE(slot[il + 1], slot[il]) << "layer " << il + 1 << " took running layer " << il
+                                      << "'s slot";
+    EXPECT_EQ(ring.copy_waits_for(slot[il + 1]), il == 0 ? 0u : done[il - 1])
+        << "the copy of layer " << il + 1 << " waits for the wrong compute";
+    const vk::timeline_wait w = ring.acquire(slot[il]);
+    stream.begin();
+    done.push_back(w.q ? stream.submit({w}) : stream.submit());
+    ring.release(slot[il], done.back());
+    EXPECT_EQ(ring.find(il), slot[il]);
+  }
+  stream.finish();
+  ring.finish();
+}
+
+TEST_F(StreamingRing, TheNextUploadWaitsOnlyForTheLayerBeforeLast) {
+  check_ring_order(ctx());  // the device's own choice (lavapipe: host copy)
+  const char* before = std::getenv("TANDEM_STREAM_COPY");
+  const std::string saved = before ? before : "";
+  ::setenv("TANDEM_STREAM_COPY", "queue", 1);  // and the transfer-queue copy
+  check_ring_order(ctx());
+  if (before)
+    ::setenv("TANDEM_STREAM_COPY", saved.c_str(), 1);
+  else
+    ::unsetenv("TANDEM_STREAM_COPY");
+}
+
+#endif  // TANDEM_HAVE_VULKAN
 
 // ---- the cost model (runtime/cost_model.h), from cached speeds: no device, no measurement ----
 

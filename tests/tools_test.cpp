@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "cpu/kernels.h"
+#include "runtime/blocks.h"
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
@@ -32,12 +34,43 @@ std::string generated(const std::string& shape, const std::string& type) {
   return p;
 }
 
+// NMSE of layer 0's matrices in `out` (dequantized by the reference) against the same matrices
+// of `src`: the worst of the seven.
+double worst_matrix_nmse(const model& src, const model& out) {
+  double worst = 0;
+  for (const layer_matrix& lm : layer_matrices) {
+    const weight& a = src.layer(0).*lm.field;
+    const weight& b = out.layer(0).*lm.field;
+    const int64_t n = a.cols() * a.rows();
+    std::vector<float> fa(static_cast<size_t>(n)), fb(static_cast<size_t>(n));
+    dequantize_row(a.type(), a.data(), fa.data(), n);
+    dequantize_row(b.type(), b.data(), fb.data(), n);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < fa.size(); ++i) {
+      num += (static_cast<double>(fa[i]) - fb[i]) * (static_cast<double>(fa[i]) - fb[i]);
+      den += static_cast<double>(fa[i]) * fa[i];
+    }
+    worst = std::max(worst, num / den);
+  }
+  return worst;
+}
+
 TEST(Tools, QuantizeEveryTypeThenRun) {
   const std::string f16 = generated("stories15M", "f16");
-  for (const char* t : {"f16", "q8_0", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}) {
+  const auto src = model::load(f16);
+  // The weights keep what the type can hold: the NMSE of each type's rounding of Gaussian
+  // weights (measured: f16 0, q8_0 1.4e-5, q6_k 1.8e-4, q5_k_m 7.6e-4, q4_k_m 3.0e-3, q4_0
+  // 4.3e-3), with a margin of 2-3x; a wrong scale or block layout gives 1e-1 or more.
+  const std::pair<const char*, double> types[] = {{"f16", 0},       {"q8_0", 4e-5},
+                                                  {"q4_0", 1e-2},   {"q4_k_m", 6e-3},
+                                                  {"q5_k_m", 2e-3}, {"q6_k", 4e-4}};
+  for (const auto& [t, max_nmse] : types) {
     const std::string out = test::temp_dir() + "/s15-" + t + ".gguf";
     auto q = test::run_cli("quantize " + f16 + " " + out + " " + t);
     ASSERT_EQ(q.status, 0) << q.err;
+    const double e = worst_matrix_nmse(*src, *model::load(out));
+    std::printf("quantize %s: worst layer-0 matrix NMSE %.3g\n", t, e);
+    EXPECT_LE(e, max_nmse) << t;
     auto r = test::run_cli("run -m " + out + " -p 'Once upon a time' -n 8 --temp 0");
     ASSERT_EQ(r.status, 0) << t << ": " << r.err;
     EXPECT_GT(r.out.size(), std::string("Once upon a time\n").size()) << t;

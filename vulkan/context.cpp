@@ -333,7 +333,8 @@ int choose(const std::vector<candidate>& cs, const std::string& selector, bool a
     if (cs.empty())
       *why = "no Vulkan device found (the loader reports none; is a GPU driver installed?)";
     else
-      *why = fmt::format("only {}, used when asked for (--offload N)", device_list(cs));
+      *why = fmt::format("only a CPU device, {}, used when asked for (--offload N)",
+                         device_list(cs));
   }
   return best;
 }

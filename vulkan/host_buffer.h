@@ -1,7 +1,7 @@
-// What checks of the shaders against the CPU reference share (vulkan/op_check.cpp, the op level of
-// gpu-cpu-parity, and tests/vulkan_test.cpp): host-visible buffers that shaders bind directly, and
-// a runner that records ops on one pipeline cache and waits for them. The backend itself keeps
-// its tensors in device memory.
+// What checks of the shaders against the CPU reference share (tools/op_check, the op level of
+// gpu-cpu-parity, run by tests/vulkan_test.cpp too): host-visible buffers that shaders bind
+// directly, and a runner that records ops on one pipeline cache and waits for them. The backend
+// itself keeps its tensors in device memory.
 #pragma once
 #include <algorithm>
 #include <cstring>

@@ -59,7 +59,7 @@ enum class matmul_kernel { automatic, vector, tiled };
 
 namespace ops {
 
-// y[r] = rmsnorm(x[x_row0 + r]) * w for n_rows rows of n elements.
+// y[r] = rms_norm(x[x_row0 + r]) * w for n_rows rows of n elements.
 void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
               int n, int n_rows, int x_row0, int ldx, int ldy, float eps);
 

@@ -123,6 +123,7 @@ int staging_ring::prepare(int layer, const buffer_range& src) {
   sl.layer = layer;
   sl.used = false;
   sl.stamp = ++clock_;
+  sl.wait_compute = sl.released;
   bytes_copied_ += src.size;
 
   if (host_copy_) {

@@ -53,6 +53,9 @@ class staging_ring {
   timeline_wait acquire(int s);
   // After that submit: compute timeline value at which the slot is free again.
   void release(int s, uint64_t compute_value);
+  // The compute timeline value the latest copy into slot s waits for before it writes: that of
+  // the last work that read the slot (0: none). Lets tests check the order of the ring.
+  uint64_t copy_waits_for(int s) const { return slots_[static_cast<size_t>(s)].wait_compute; }
   // Waits for every copy (the destructor does too).
   void finish();
   // Bytes copied and seconds spent copying (host copy: the memcpy; queue copy: not measured).
@@ -66,6 +69,7 @@ class staging_ring {
     uint64_t stamp = 0;     // last prepare or use, least recently used is evicted first
     uint64_t ready = 0;     // queue copy: transfer timeline value of its copy
     uint64_t released = 0;  // compute timeline value of the last work that read it
+    uint64_t wait_compute = 0;  // what the latest copy into it waits for (released, then)
     uint64_t job = 0;       // host copy: the job number of its copy
     VkCommandBuffer cb = VK_NULL_HANDLE;
   };

@@ -38,14 +38,24 @@ namespace {
 constexpr uint64_t k_mib = 1ull << 20;
 
 // One owned layer on the device; bq/bk/bv have no pieces when the model has no biases.
-struct device_layer {
+// A layer's seven matrices on the device (runtime/model.h's list).
+struct device_matrices {
+#define TANDEM_DEVICE_FIELD(field, ...) device_weight field;
+  TANDEM_LAYER_MATRICES(TANDEM_DEVICE_FIELD)  // wq .. ffn_down
+#undef TANDEM_DEVICE_FIELD
+};
+// In the order of layer_matrices.
+constexpr device_weight device_matrices::*k_matrices[] = {
+#define TANDEM_DEVICE_MEMBER(field, ...) &device_matrices::field,
+    TANDEM_LAYER_MATRICES(TANDEM_DEVICE_MEMBER)
+#undef TANDEM_DEVICE_MEMBER
+};
+
+struct device_layer : device_matrices {
   bool present = false;
   device_weight attn_norm;        // (n_embd) F32
-  device_weight wq, wk, wv;       // (n_embd -> n_embd_q / n_embd_kv)
   device_weight bq, bk, bv;       // (n_embd_q / n_embd_kv) F32, optional
-  device_weight wo;               // (n_embd_q -> n_embd)
   device_weight ffn_norm;         // (n_embd) F32
-  device_weight gate, up, down;   // (n_embd -> n_ff), (n_ff -> n_embd)
   std::vector<buffer_range> k_cache, v_cache;  // per KV sequence: (n_ctx x n_embd_kv) F16
   bool streamed = false;          // matrices above live in host_region, run from a slot
   buffer_range host_region;       // streamed: the packed matrices in pinned host memory
@@ -53,9 +63,8 @@ struct device_layer {
 
 // A device region that holds one streamed layer's matrices at a time (vulkan/staging_ring.h
 // owns the regions and orders the copies into them).
-struct stream_slot {
+struct stream_slot : device_matrices {  // the layer's matrices in this slot
   int layer = -1;
-  device_weight wq, wk, wv, wo, gate, up, down;  // the layer's matrices in this slot
 };
 
 std::string tensor_name(const weight& w) {
@@ -75,6 +84,7 @@ class vulkan_backend final : public backend {
   void truncate_kv(int n_past) override { n_past_ = std::min(n_past_, std::max(0, n_past)); }
   void select_seq(int seq) override;
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
+  bool traces_itself() const override { return true; }  // GPU timestamps (gpu_timer)
   void prepare_layer(int il) override;
 
  private:
@@ -108,7 +118,7 @@ class vulkan_backend final : public backend {
   std::unique_ptr<staging_ring> ring_;  // the streaming slots and the copies into them
   device_weight output_norm_, output_;
   buffer_range rope_table_;
-  buffer_range x_, h_, q_, k_, v_, att_, g_, u_, logits_;  // scratch, n_batch rows
+  buffer_range x_, h_, q_, k_, v_, att_, gate_, up_, logits_;  // scratch, n_batch rows
 
   // gpu-cpu-parity's per-op capture (backend::set_capture), off unless set: each op's output is
   // copied into a readback buffer as the layer runs and handed over once the layer has finished.
@@ -269,7 +279,7 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
       *ctx_, std::clamp<uint64_t>(weight_bytes + rope_bytes, k_mib, 64 * k_mib));
 
   // ---- weights, uploaded once --------------------------------------------------------------
-  const int64_t n_embd = hp.n_embd, n_q = hp.n_embd_q(), n_kv = hp.n_embd_kv(), n_ff = hp.n_ff;
+  const int64_t n_embd = hp.n_embd, n_q = hp.n_embd_q(), n_kv = hp.n_embd_kv();
   layers_.resize(static_cast<size_t>(hp.n_layer));
   for (int il : opt.layers) {
     const layer_weights& lw = m.layer(il);
@@ -283,13 +293,11 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
     if (streamed(il)) {
       pack_streamed(lw, L);
     } else {
-      L.wq = upload_matrix(lw.wq, n_embd, n_q);
-      L.wk = upload_matrix(lw.wk, n_embd, n_kv);
-      L.wv = upload_matrix(lw.wv, n_embd, n_kv);
-      L.wo = upload_matrix(lw.wo, n_q, n_embd);
-      L.gate = upload_matrix(lw.ffn_gate, n_embd, n_ff);
-      L.up = upload_matrix(lw.ffn_up, n_embd, n_ff);
-      L.down = upload_matrix(lw.ffn_down, n_ff, n_embd);
+      for (size_t i = 0; i < std::size(layer_matrices); ++i) {
+        const layer_matrix& lm = layer_matrices[i];
+        L.*k_matrices[i] =
+            upload_matrix(lw.*lm.field, size_of(hp_, lm.cols), size_of(hp_, lm.rows));
+      }
     }
     for (int s = 0; s < opt.n_seq; ++s) {
       L.k_cache.push_back(device_mem_->alloc(kv_bytes));
@@ -313,8 +321,8 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
   att_ = scratch(row_floats[1]);
   k_ = scratch(row_floats[2]);
   v_ = scratch(row_floats[2]);
-  g_ = scratch(row_floats[3]);
-  u_ = scratch(row_floats[3]);
+  gate_ = scratch(row_floats[3]);
+  up_ = scratch(row_floats[3]);
   const uint64_t logit_bytes = static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
   if (opt.output) logits_ = device_mem_->alloc(logit_bytes);
   upload_staging_ = create_buffer(*ctx_, n_batch * row_floats[0] * f, memory_kind::upload);
@@ -338,18 +346,18 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
 // Packs a streamed layer's matrices into one region of pinned host memory, laid out exactly as
 // they will sit in a device slot, so that one copy moves the whole layer.
 void vulkan_backend::pack_streamed(const layer_weights& lw, device_layer& L) {
-  const hparams& hp = hp_;
-  const int64_t n_embd = hp.n_embd, n_q = hp.n_embd_q(), n_kv = hp.n_embd_kv(), n_ff = hp.n_ff;
   const uint64_t limit = max_piece_bytes(*ctx_), align = ctx_->caps().storage_align;
   struct item {
     const weight* w;
     int64_t cols, rows;
     device_weight* out;
   };
-  const item items[] = {{&lw.wq, n_embd, n_q, &L.wq},          {&lw.wk, n_embd, n_kv, &L.wk},
-                        {&lw.wv, n_embd, n_kv, &L.wv},         {&lw.wo, n_q, n_embd, &L.wo},
-                        {&lw.ffn_gate, n_embd, n_ff, &L.gate}, {&lw.ffn_up, n_embd, n_ff, &L.up},
-                        {&lw.ffn_down, n_ff, n_embd, &L.down}};
+  std::vector<item> items;
+  for (size_t i = 0; i < std::size(layer_matrices); ++i) {
+    const layer_matrix& lm = layer_matrices[i];
+    items.push_back({&(lw.*lm.field), size_of(hp_, lm.cols), size_of(hp_, lm.rows),
+                     &(L.*k_matrices[i])});
+  }
   uint64_t cursor = 0;
   for (const item& it : items) {
     const weight& w = *it.w;
@@ -388,13 +396,7 @@ void vulkan_backend::prepare_layer(int il) {
   const buffer_range& range = ring_->range(index);
   sl.layer = il;
   const buffer_range base{range.buf, range.offset - L.host_region.offset, 0, nullptr};
-  sl.wq = rebase(L.wq, base);
-  sl.wk = rebase(L.wk, base);
-  sl.wv = rebase(L.wv, base);
-  sl.wo = rebase(L.wo, base);
-  sl.gate = rebase(L.gate, base);
-  sl.up = rebase(L.up, base);
-  sl.down = rebase(L.down, base);
+  for (auto m : k_matrices) sl.*m = rebase(L.*m, base);
 }
 
 // Builds every pipeline the forward pass will use now, at load time, instead of in the first
@@ -409,7 +411,7 @@ void vulkan_backend::warm_up() {
   bool bias = false;
   for (const auto& L : layers_) {
     if (!L.present) continue;
-    for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.gate, &L.up, &L.down}) note(*w);
+    for (auto m : k_matrices) note(L.*m);
     bias |= !L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty();
   }
   note(output_);
@@ -527,13 +529,9 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
     slot = slot_of(il);
     sl = &slots_[static_cast<size_t>(slot)];
   }
-  const device_weight& wq = sl ? sl->wq : L.wq;
-  const device_weight& wk = sl ? sl->wk : L.wk;
-  const device_weight& wv = sl ? sl->wv : L.wv;
-  const device_weight& wo = sl ? sl->wo : L.wo;
-  const device_weight& gate = sl ? sl->gate : L.gate;
-  const device_weight& up = sl ? sl->up : L.up;
-  const device_weight& down = sl ? sl->down : L.down;
+  const device_matrices& M = sl ? static_cast<const device_matrices&>(*sl) : L;
+  const device_weight &wq = M.wq, &wk = M.wk, &wv = M.wv, &wo = M.wo;
+  const device_weight &ffn_gate = M.ffn_gate, &ffn_up = M.ffn_up, &ffn_down = M.ffn_down;
 
   recorder& r = stream_->begin();
   const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
@@ -577,15 +575,15 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
   r.barrier();
-  ops::matmul(r, gate, h_, g_, n, n_embd, n_ff, false);
-  ops::matmul(r, up, h_, u_, n, n_embd, n_ff, false);
-  cap(r, "matmul:ffn_gate", g_, n, n_ff);
-  cap(r, "matmul:ffn_up", u_, n, n_ff);
+  ops::matmul(r, ffn_gate, h_, gate_, n, n_embd, n_ff, false);
+  ops::matmul(r, ffn_up, h_, up_, n, n_embd, n_ff, false);
+  cap(r, "matmul:ffn_gate", gate_, n, n_ff);
+  cap(r, "matmul:ffn_up", up_, n, n_ff);
   r.barrier();
-  ops::swiglu(r, g_, u_, g_, n * n_ff);
-  cap(r, "swiglu", g_, n, n_ff);
+  ops::swiglu(r, gate_, up_, gate_, n * n_ff);
+  cap(r, "swiglu", gate_, n, n_ff);
   r.barrier();
-  ops::matmul(r, down, g_, x_, n, n_ff, n_embd, true);
+  ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
   cap(r, "matmul:ffn_down", x_, n, n_embd);
   if (timer_)
     timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/kernels.h"
+#include "cpu/matmul.h"
 #include "runtime/backend_factory.h"
 #include "runtime/engine.h"
 #include "runtime/error.h"
@@ -73,8 +75,8 @@ weight_class class_of(dtype t) {
 weight_class layer_class(const model& m, int il) {
   const layer_weights& L = m.layer(il);
   weight_class c = weight_class::f32;
-  for (const weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
-    if (*w) c = std::max(c, class_of(w->type()));
+  for (const layer_matrix& lm : layer_matrices)
+    if (L.*lm.field) c = std::max(c, class_of((L.*lm.field).type()));
   return c;
 }
 
@@ -565,6 +567,7 @@ command add_model(CLI::App& app) {
     bool json = false;
     bool verbose = false;
     bool no_stream = false;
+    std::string cpu = "optimized";
   };
   auto o = std::make_shared<opts>();
   app.add_option("-m,--model", o->model, "GGUF model file")->required();
@@ -587,11 +590,27 @@ command add_model(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--no-stream", o->no_stream,
                "skip the streamed plan (every layer on the GPU, streamed through two slots)");
+  app.add_option("--cpu", o->cpu,
+                 "the CPU side of the comparison: optimized (the kernels tandem runs: SIMD, 8-bit "
+                 "activations for quantized weights, thresholds by weight type) or reference "
+                 "(scalar reference kernels, F32 activations, weights in their file layout: "
+                 "the GPU's arithmetic, so the F32 thresholds hold for every type)")
+      ->check(CLI::IsMember({"optimized", "reference"}))
+      ->capture_default_str();
   app.add_flag("--json", o->json, "print the results as JSON");
   app.add_flag("-v,--verbose", o->verbose, "print every op of every layer and every position");
 
   return [o]() -> int {
     if (o->n_tokens < 0) throw error("--tokens must be at least 0");
+    const bool reference = o->cpu == "reference";
+    if (reference) {  // before any backend exists: no packed copies, no decode region
+      cpu::set_kernel_level(cpu::kernel_level::scalar);
+      cpu::set_reference_products(true);
+    }
+    const std::string comparison =
+        reference ? "GPU against the CPU reference (scalar kernels, F32 activations)"
+                  : "GPU against the optimized CPU path (SIMD kernels, 8-bit activations for "
+                    "quantized weights)";
     auto m = model::load(o->model);
     auto tok = tokenizer::from_gguf(m->file());
     const auto& hp = m->hp();
@@ -599,8 +618,12 @@ command add_model(CLI::App& app) {
     if (prompt.empty() && tok->bos() >= 0) prompt.push_back(tok->bos());
     if (prompt.empty()) throw error("the prompt is empty and the vocabulary has no BOS token");
     const int n_prompt = static_cast<int>(prompt.size());
-    const weight_class wc = model_class(*m);
-    const bool quant = wc == weight_class::quantized;
+    // The class whose thresholds apply: against the reference, the F32 ones for every type.
+    const weight_class wc = reference ? weight_class::f32 : model_class(*m);
+    const auto thr_class = [&](int il) {
+      return reference ? weight_class::f32 : layer_class(*m, il);
+    };
+    const bool quant = model_class(*m) == weight_class::quantized;
 
     engine_options eo;
     eo.n_ctx = (n_prompt + o->n_tokens + 1 + 15) / 16 * 16;
@@ -665,7 +688,7 @@ command add_model(CLI::App& app) {
       res.top1_need = top1_need;
       compare(
           *m, ref, iso, /*with_ops=*/true,
-          [&](int il) { return k_thr.iso_nmse.of(layer_class(*m, il)); }, res);
+          [&](int il) { return k_thr.iso_nmse.of(thr_class(il)); }, res);
       results.push_back(std::move(res));
     }
 
@@ -708,7 +731,7 @@ command add_model(CLI::App& app) {
       }
       compare(
           *m, ref, got, /*with_ops=*/false,
-          [&](int il) { return k_thr.e2e_nmse.of(layer_class(*m, il)); }, res);
+          [&](int il) { return k_thr.e2e_nmse.of(thr_class(il)); }, res);
       res.has_greedy = true;
       res.greedy = free_run(eng, *m, prompt, o->n_tokens);
       while (res.greedy_agree < static_cast<int>(res.greedy.size()) &&
@@ -737,7 +760,9 @@ command add_model(CLI::App& app) {
       j["model"] = o->model;
       j["n_layer"] = hp.n_layer;
       j["quantized"] = quant;
-      j["weights"] = class_name(wc);
+      j["weights"] = class_name(model_class(*m));
+      j["cpu"] = o->cpu;
+      j["comparison"] = comparison;
       j["prompt_tokens"] = prompt;
       j["continuation"] = cont;
       j["cpu_greedy"] = cpu_greedy;
@@ -768,7 +793,9 @@ command add_model(CLI::App& app) {
     fmt::print(
         "  {} layers ({} weights), {} prompt tokens [{}] + {} continuation tokens (the "
         "CPU's greedy) [{}]\n",
-        hp.n_layer, class_name(wc), n_prompt, join_tokens(prompt), cont.size(), join_tokens(cont));
+        hp.n_layer, class_name(model_class(*m)), n_prompt, join_tokens(prompt), cont.size(),
+        join_tokens(cont));
+    fmt::print("  comparison: {}\n", comparison);
     fmt::print(
         "  weights {} ({}: the CPU's top-1 probability averages {:.3f}; its smallest lead "
         "over the runner-up is {:.3g})\n",

@@ -156,7 +156,7 @@ class checker {
       });
       std::vector<float> ref(static_cast<size_t>(s.n) * s.rows);
       for (int t = 0; t < s.rows; ++t)
-        cpu::ref::rmsnorm(&ref[static_cast<size_t>(t) * s.n],
+        cpu::ref::rms_norm(&ref[static_cast<size_t>(t) * s.n],
                           &x[static_cast<size_t>(t + s.row0) * ldx], w.data(), s.n, 1e-5f);
       record("rms_norm", "f32", v,
              fmt::format("n={} rows={} row0={} ldx={}", s.n, s.rows, s.row0, ldx), ref,
