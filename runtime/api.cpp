@@ -317,8 +317,9 @@ char* tandem_chat_apply(const tandem_model* model, const tandem_chat_message* me
     for (size_t i = 0; i < n_messages; ++i) {
       if (!messages[i].role)
         throw error(fmt::format("tandem_chat_apply: message {} has no role", i));
-      nlohmann::json msg = {{"role", messages[i].role}};
-      msg["content"] = messages[i].content ? nlohmann::json(messages[i].content) : nlohmann::json();
+      nlohmann::ordered_json msg = {{"role", messages[i].role}};
+      msg["content"] =
+          messages[i].content ? nlohmann::ordered_json(messages[i].content) : nlohmann::ordered_json();
       in.messages.push_back(std::move(msg));
     }
     in.add_generation_prompt = add_generation_prompt;
@@ -330,10 +331,10 @@ char* tandem_chat_apply_json(const tandem_model* model, const char* request_json
   return guarded<char*>(nullptr, [&] {
     need(model, "model", "tandem_chat_apply_json");
     need(request_json, "request_json", "tandem_chat_apply_json");
-    nlohmann::json req;
+    nlohmann::ordered_json req;  // the client's key order is part of the prompt (tojson)
     try {
-      req = nlohmann::json::parse(request_json);
-    } catch (const nlohmann::json::parse_error& e) {
+      req = nlohmann::ordered_json::parse(request_json);
+    } catch (const nlohmann::ordered_json::parse_error& e) {
       throw error(fmt::format("tandem_chat_apply_json: the request is not JSON ({})", e.what()));
     }
     if (!req.is_object() || !req.contains("messages") || !req["messages"].is_array())

@@ -87,7 +87,7 @@ const std::string& chat_template::source() const { return p_->source; }
 
 std::string chat_template::render(const chat_inputs& in) const {
   jinja::globals g;
-  g.vars.emplace_back("messages", jinja::value::from_json(in.messages.is_null() ? nlohmann::json::array() : in.messages));
+  g.vars.emplace_back("messages", jinja::value::from_json(in.messages.is_null() ? nlohmann::ordered_json::array() : in.messages));
   if (!in.tools.is_null()) g.vars.emplace_back("tools", jinja::value::from_json(in.tools));
   g.vars.emplace_back("add_generation_prompt", jinja::value::boolean(in.add_generation_prompt));
   g.vars.emplace_back("bos_token", jinja::value::str(in.bos_token));
@@ -166,7 +166,7 @@ const std::map<std::string, std::string, std::less<>>& builtins() {
         "{%- if message.role == 'user' -%}\n"
         "{{- '[INST] ' + (ns.system + '\\n\\n' if ns.system and loop.index0 == ns.last_user else '') + text(message.content) + '[/INST]' -}}\n"
         "{%- elif message.role == 'assistant' -%}\n"
-        "{{- ' ' + text(message.content) + eos_token -}}\n"
+        "{{- ' ' + text(message.content) | trim + eos_token -}}\n"
         "{%- endif -%}\n"
         "{%- endfor -%}\n";
     // Gemma has no system role: the system prompt opens the first user turn.

@@ -13,14 +13,18 @@
 
 namespace tandem {
 
+// The JSON is ordered_json because key order is part of the prompt: a template's tojson prints
+// a tool's schema keys in the order the client sent them, as Python's dicts keep them. Parse
+// requests with nlohmann::ordered_json::parse (a plain nlohmann::json assigns too, but its keys
+// come sorted).
 struct chat_inputs {
-  nlohmann::json messages = nlohmann::json::array();  // OpenAI-style messages (content may be
-                                                      // a string, null, or a list of parts)
-  nlohmann::json tools;            // null when none
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();  // OpenAI-style messages
+                                   // (content may be a string, null, or a list of parts)
+  nlohmann::ordered_json tools;    // null when none
   bool add_generation_prompt = true;
   std::string bos_token, eos_token;
   std::string now;                 // "2026-01-15T09:30:00" for strftime_now; empty: local time now
-  nlohmann::json extra;            // object of more variables (e.g. enable_thinking), or null
+  nlohmann::ordered_json extra;    // object of more variables (e.g. enable_thinking), or null
 };
 
 class chat_template {
@@ -34,7 +38,7 @@ class chat_template {
 
   // Renders; throws tandem::error with the template's raise_exception message (exactly its text)
   // or a runtime error naming line/column. Hostile templates stop with a one-line error: at most
-  // 50 million evaluation steps, 200 nested macro calls and 32 MiB of output or of any one value.
+  // 10 million evaluation steps, 200 nested macro calls and 32 MiB of output or of any one value.
   // Safe to call from several threads at once.
   std::string render(const chat_inputs& in) const;
   const std::string& source() const;

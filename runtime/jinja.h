@@ -55,7 +55,7 @@ struct value {
   static value dict();
   static value ns();
   static value func(std::string name, std::function<value(std::vector<value>&, kwargs_t&)> call);
-  static value from_json(const nlohmann::json& j);
+  static value from_json(const nlohmann::ordered_json& j);
 
   bool is_undefined() const { return k == kind::undefined; }
   bool is_none() const { return k == kind::none; }
@@ -108,6 +108,7 @@ struct json_style {
   std::string indent_str;
   std::string item_sep = ", ", key_sep = ": ";
   bool sort_keys = false;
+  bool ensure_ascii = false;  // \uXXXX for every character outside printable ASCII
 };
 std::string to_json(const value& v, const json_style& style);
 // The items a for loop visits: list/tuple elements, dict keys, string characters.
@@ -136,6 +137,22 @@ char32_t to_upper(char32_t c);
 char32_t to_lower(char32_t c);
 bool is_alpha(char32_t c);
 bool is_alnum(char32_t c);
+
+// How much of the calling thread's stack the parser and the evaluator may use: what is left of
+// it below the point where they start, less a margin, so that a deeply nested template fails
+// with an error instead of overflowing a small thread stack.
+class stack_budget {
+ public:
+  stack_budget();
+  bool exceeded() const {
+    char here;
+    return &here < base_ && size_t(base_ - &here) > budget_;
+  }
+
+ private:
+  const char* base_;
+  size_t budget_;
+};
 
 // ---- lexer -------------------------------------------------------------------------------------
 
@@ -201,6 +218,7 @@ struct stmt {
   body_t body, else_body;
   std::vector<macro_param> params;      // macro, call block (caller's parameters)
   std::vector<std::pair<std::string, expr_ptr>> assigns;  // with
+  bool uses_loop = true;                // for: whether the body names `loop` (else not built)
 };
 
 // Parses tokens into statements; throws tandem::error("chat template line L, column C: ...").
@@ -209,7 +227,7 @@ body_t parse(const std::vector<token>& tokens);
 // ---- evaluation --------------------------------------------------------------------------------
 
 struct limits {
-  uint64_t max_steps = 50'000'000;
+  uint64_t max_steps = 10'000'000;
   int max_call_depth = 200;
   size_t max_output = max_value_bytes;
 };

@@ -28,10 +28,15 @@ struct frame {
 
 enum class flow { normal, brk, cont };
 
-int64_t checked(bool overflow, int64_t r) {
-  if (overflow) fail("integer overflow (the result does not fit in 64 bits)");
+template <class F>
+int64_t checked(F op, int64_t x, int64_t y) {
+  int64_t r;
+  if (op(x, y, &r)) fail("integer overflow (the result does not fit in 64 bits)");
   return r;
 }
+bool add_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_add_overflow(x, y, r); }
+bool sub_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_sub_overflow(x, y, r); }
+bool mul_ov(int64_t x, int64_t y, int64_t* r) { return __builtin_mul_overflow(x, y, r); }
 
 double py_fmod(double a, double b) {
   double m = std::fmod(a, b);
@@ -61,15 +66,15 @@ value arith(const std::string& op, const value& a, const value& b) {
       if (op == "//") return value::floating(std::floor(x / y));
       return value::floating(py_fmod(x, y));
     }
-    int64_t x = a.as_int(), y = b.as_int(), r = 0;
-    if (op == "+") return value::integer(checked(__builtin_add_overflow(x, y, &r), r));
-    if (op == "-") return value::integer(checked(__builtin_sub_overflow(x, y, &r), r));
-    if (op == "*") return value::integer(checked(__builtin_mul_overflow(x, y, &r), r));
+    int64_t x = a.as_int(), y = b.as_int();
+    if (op == "+") return value::integer(checked(add_ov, x, y));
+    if (op == "-") return value::integer(checked(sub_ov, x, y));
+    if (op == "*") return value::integer(checked(mul_ov, x, y));
     if (op == "**") {
       if (y < 0) return value::floating(std::pow(double(x), double(y)));
       int64_t acc = 1;
       for (int64_t k = 0; k < y; ++k) {
-        acc = checked(__builtin_mul_overflow(acc, x, &r), r);
+        acc = checked(mul_ov, acc, x);
         if (acc == 0 || acc == 1) break;
         if (acc == -1 && k + 1 < y) { acc = ((y - k - 1) % 2) ? 1 : -1; break; }
       }
@@ -95,8 +100,7 @@ value arith(const std::string& op, const value& a, const value& b) {
       r.insert(r.end(), b.l->begin(), b.l->end());
       return a.k == kind::tuple ? value::tuple(std::move(r)) : value::list(std::move(r));
     }
-    if (a.is_string() || b.is_string())
-      fail(fmt::format("can only concatenate str (not \"{}\") to str", type_name(a.is_string() ? b : a)));
+    if (a.is_string()) fail(fmt::format("can only concatenate str (not \"{}\") to str", type_name(b)));
     return unsupported();
   }
   if (op == "*" && (a.is_int() || b.is_int())) {
@@ -193,8 +197,10 @@ class evaluator {
   int call_depth_ = 0;
   frame_ptr root_;
   value block_value_;
+  stack_budget stack_;
 
   void step() {
+    if (stack_.exceeded()) fail("the template nests too deeply for this thread's stack");
     if (++steps_ > lim_.max_steps)
       fail(fmt::format("the template ran more than {} steps; it loops without end or does too much work",
                        lim_.max_steps));
@@ -230,8 +236,8 @@ class evaluator {
   }
 
   flow exec_stmt(const stmt& s, frame_ptr& f) {
-    step();
     try {
+      step();
       return exec_stmt_inner(s, f);
     } catch (eval_error& e) {
       if (!e.line) e.line = s.line, e.col = s.col;
@@ -266,7 +272,7 @@ class evaluator {
         if (!s.text.empty()) {
           const value* target = f->lookup(s.targets[0]);
           if (!target || target->k != kind::ns)
-            fail(fmt::format("cannot assign attribute on non-namespace object '{}'", s.targets[0]));
+            fail("cannot assign attribute on non-namespace object");
           target->d->set(value::str(s.text), std::move(v));
         } else {
           assign(*f, s.targets, v);
@@ -313,20 +319,22 @@ class evaluator {
 
   value loop_object(const std::vector<value>& items, size_t i) {
     value loop = value::ns();
-    auto& d = *loop.d;
+    auto& d = loop.d->items;
     int64_t n = int64_t(items.size()), k = int64_t(i);
-    d.set(value::str("index"), value::integer(k + 1));
-    d.set(value::str("index0"), value::integer(k));
-    d.set(value::str("revindex"), value::integer(n - k));
-    d.set(value::str("revindex0"), value::integer(n - k - 1));
-    d.set(value::str("first"), value::boolean(k == 0));
-    d.set(value::str("last"), value::boolean(k == n - 1));
-    d.set(value::str("length"), value::integer(n));
-    d.set(value::str("depth"), value::integer(1));
-    d.set(value::str("depth0"), value::integer(0));
-    if (k > 0) d.set(value::str("previtem"), items[i - 1]);
-    if (k + 1 < n) d.set(value::str("nextitem"), items[i + 1]);
-    d.set(value::str("cycle"), value::func("cycle", [k](std::vector<value>& args, kwargs_t&) {
+    d.reserve(12);
+    auto put = [&](const char* key, value v) { d.emplace_back(value::str(key), std::move(v)); };
+    put("index", value::integer(k + 1));
+    put("index0", value::integer(k));
+    put("revindex", value::integer(n - k));
+    put("revindex0", value::integer(n - k - 1));
+    put("first", value::boolean(k == 0));
+    put("last", value::boolean(k == n - 1));
+    put("length", value::integer(n));
+    put("depth", value::integer(1));
+    put("depth0", value::integer(0));
+    if (k > 0) put("previtem", items[i - 1]);
+    if (k + 1 < n) put("nextitem", items[i + 1]);
+    put("cycle", value::func("cycle", [k](std::vector<value>& args, kwargs_t&) {
       if (args.empty()) fail("no items for cycling given");
       return args[size_t(k) % args.size()];
     }));
@@ -354,7 +362,7 @@ class evaluator {
       auto inner = std::make_shared<frame>();
       inner->parent = f;
       assign(*inner, s.targets, items[i]);
-      inner->vars["loop"] = loop_object(items, i);
+      if (s.uses_loop) inner->vars["loop"] = loop_object(items, i);
       flow r = exec(s.body, inner);
       if (r == flow::brk) break;
     }
@@ -407,8 +415,8 @@ class evaluator {
   // ---- expressions ---------------------------------------------------------------------------
 
   value eval(const expr& e, const frame_ptr& f) {
-    step();
     try {
+      step();
       return eval_inner(e, f);
     } catch (eval_error& err) {
       if (!err.line) err.line = e.line, err.col = e.col;

@@ -183,7 +183,7 @@ value do_tojson(const params& p) {
     else st.indent = int(std::max<int64_t>(0, p.integer(2, "indent", 0)));
     st.item_sep = ",";
   }
-  if (p.flag(1, "ensure_ascii", false)) fail("tojson(ensure_ascii=true) is not supported");
+  st.ensure_ascii = p.flag(1, "ensure_ascii", false);
   const value* sep = p.get(3, "separators");
   if (sep && !sep->is_none()) {
     if (!sep->is_seq() || sep->l->size() != 2 || !(*sep->l)[0].is_string() || !(*sep->l)[1].is_string())
@@ -582,8 +582,8 @@ bool apply_test(const std::string& name, std::vector<value>& args, kwargs_t& kwa
     call_method(value::str(to_str(v)), name == "lower" ? "islower" : "isupper", none, kw, out);
     return out.b;
   }
-  if (name == "filter") return known_filter(to_str(arg()));
-  if (name == "test") return known_test(to_str(arg()));
+  if (name == "filter") return v.is_string() && known_filter(v.s);
+  if (name == "test") return v.is_string() && known_test(v.s);
   fail(fmt::format("no test named '{}'", name));
 }
 

@@ -74,14 +74,24 @@ class lexer {
   bool line_starting_ = true;
   std::vector<size_t> line_starts_;
   std::vector<token> out_;
+  mutable int cache_line_ = 0, cache_col_ = 1;
+  mutable size_t cache_pos_ = 0;
 
+  // Line and column (in characters) of pos; tokens come in order, so the column is counted on
+  // from the last position asked for rather than from the start of the line.
   std::pair<int, int> where(size_t pos) const {
     auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), pos);
+    int line = int(it - line_starts_.begin());
     size_t ls = *(it - 1);
-    int col = 1;
-    for (size_t i = ls; i < pos && i < s_.size(); ++i)
-      if ((static_cast<unsigned char>(s_[i]) & 0xC0) != 0x80) ++col;
-    return {int(it - line_starts_.begin()), col};
+    if (line != cache_line_ || pos < cache_pos_) {
+      cache_line_ = line;
+      cache_pos_ = ls;
+      cache_col_ = 1;
+    }
+    for (size_t i = cache_pos_; i < pos && i < s_.size(); ++i)
+      if ((static_cast<unsigned char>(s_[i]) & 0xC0) != 0x80) ++cache_col_;
+    cache_pos_ = pos;
+    return {line, cache_col_};
   }
   [[noreturn]] void error(size_t pos, const std::string& msg) const {
     auto [l, c] = where(pos);
@@ -198,8 +208,9 @@ class lexer {
       if (pos_ >= s_.size())
         error(tag, end_char == '}' ? "unexpected end of template: '{{' without '}}'"
                                    : "unexpected end of template: '{%' without '%}'");
+      size_t at = pos_;
       if (balance.empty() && tag_end(end_char, end_char == '%')) {
-        push(end_char == '}' ? tok::var_end : tok::block_end, "", pos_ - 1);
+        push(end_char == '}' ? tok::var_end : tok::block_end, "", at);
         return;
       }
       if (size_t n = space_at(s_, pos_)) {
@@ -232,11 +243,13 @@ class lexer {
     };
     size_t p = digits(start);
     bool is_float = false;
-    if (p + 1 < s_.size() && s_[p] == '.' && std::isdigit(static_cast<unsigned char>(s_[p + 1]))) {
+    // No float right after a '.' (jinja2's (?<!\.)): x.0.1 is x[0][1].
+    bool after_dot = start > 0 && s_[start - 1] == '.';
+    if (!after_dot && p + 1 < s_.size() && s_[p] == '.' && std::isdigit(static_cast<unsigned char>(s_[p + 1]))) {
       p = digits(p + 1);
       is_float = true;
     }
-    if (p < s_.size() && (s_[p] == 'e' || s_[p] == 'E')) {
+    if (!after_dot && p < s_.size() && (s_[p] == 'e' || s_[p] == 'E')) {
       size_t q = p + 1;
       if (q < s_.size() && (s_[q] == '+' || s_[q] == '-')) ++q;
       size_t r = digits(q);

@@ -202,18 +202,14 @@ std::vector<value> py_split(const std::string& s, const value* sep, int64_t maxs
       i = j;
     }
     if (maxsplit >= 0 && int64_t(words.size()) > maxsplit + 1) {
+      // Python keeps the rest as it is, whitespace and all (on its far side).
       if (!from_right) {
-        auto rest = std::u32string_view(cps).substr(words[size_t(maxsplit)].first);
-        size_t e = rest.size();
-        while (e > 0 && is_py_space(rest[e - 1])) --e;
-        words.resize(size_t(maxsplit));
-        for (auto& [a, b] : words) parts.push_back(utf8_encode(cps.substr(a, b - a)));
-        parts.push_back(utf8_encode(rest.substr(0, e)));
+        for (size_t w = 0; w < size_t(maxsplit); ++w)
+          parts.push_back(utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
+        parts.push_back(utf8_encode(cps.substr(words[size_t(maxsplit)].first)));
       } else {
         size_t k = words.size() - size_t(maxsplit);
-        size_t b = 0;
-        while (b < cps.size() && is_py_space(cps[b])) ++b;
-        parts.push_back(utf8_encode(cps.substr(b, words[k - 1].second - b)));
+        parts.push_back(utf8_encode(cps.substr(0, words[k - 1].second)));
         for (size_t w = k; w < words.size(); ++w)
           parts.push_back(utf8_encode(cps.substr(words[w].first, words[w].second - words[w].first)));
       }

@@ -14,6 +14,31 @@ namespace {
 
 constexpr int max_nesting = 256;
 
+bool mentions(const expr* e, const std::string& name) {
+  if (!e) return false;
+  if (e->kind == ek::name && e->name == name) return true;
+  for (auto& x : e->a)
+    if (mentions(x.get(), name)) return true;
+  for (auto& kv : e->kw)
+    if (mentions(kv.second.get(), name)) return true;
+  return false;
+}
+
+bool mentions(const body_t& body, const std::string& name) {
+  for (auto& s : body) {
+    if (mentions(s->e.get(), name) || mentions(s->cond.get(), name) || mentions(s->body, name) ||
+        mentions(s->else_body, name))
+      return true;
+    for (auto& [c, b] : s->branches)
+      if (mentions(c.get(), name) || mentions(b, name)) return true;
+    for (auto& p : s->params)
+      if (mentions(p.def.get(), name)) return true;
+    for (auto& kv : s->assigns)
+      if (mentions(kv.second.get(), name)) return true;
+  }
+  return false;
+}
+
 class parser {
  public:
   explicit parser(const std::vector<token>& t) : t_(t) {}
@@ -28,6 +53,7 @@ class parser {
   const std::vector<token>& t_;
   size_t i_ = 0;
   int depth_ = 0;
+  stack_budget stack_;
 
   struct nest {
     parser& p;
@@ -36,6 +62,7 @@ class parser {
       p.depth_ += n;
       if (p.depth_ > max_nesting)
         p.error(p.cur(), fmt::format("the template nests more than {} levels deep", max_nesting));
+      if (p.stack_.exceeded()) p.error(p.cur(), "the template nests too deeply for this thread's stack");
     }
     ~nest() { p.depth_ -= n; }
   };
@@ -225,6 +252,7 @@ class parser {
       s->else_body = subparse({"endfor"}, &end);
     }
     expect_block_end();
+    s->uses_loop = mentions(s->body, "loop");
     return s;
   }
 

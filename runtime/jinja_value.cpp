@@ -6,9 +6,27 @@
 #include <charconv>
 #include <cmath>
 
+#include <pthread.h>
+
 #include "runtime/jinja.h"
 
 namespace tandem::jinja {
+
+stack_budget::stack_budget() {
+  char here;
+  base_ = &here;
+  size_t left = size_t(8) << 20;
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* addr = nullptr;
+    size_t size = 0;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr && &here > static_cast<char*>(addr))
+      left = std::min(left, size_t(&here - static_cast<char*>(addr)));
+    pthread_attr_destroy(&attr);
+  }
+  constexpr size_t margin = 96 << 10;
+  budget_ = left > 2 * margin ? left - margin : left / 2;
+}
 
 // ---- construction ------------------------------------------------------------------------------
 
@@ -41,25 +59,25 @@ value value::func(std::string name, std::function<value(std::vector<value>&, kwa
   return v;
 }
 
-value value::from_json(const nlohmann::json& j) {
+value value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return none_v();
-    case nlohmann::json::value_t::boolean: return boolean(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return integer(j.get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: {
+    case nlohmann::ordered_json::value_t::null: return none_v();
+    case nlohmann::ordered_json::value_t::boolean: return boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer: return integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
       uint64_t u = j.get<uint64_t>();
       if (u > uint64_t(INT64_MAX)) return floating(double(u));
       return integer(int64_t(u));
     }
-    case nlohmann::json::value_t::number_float: return floating(j.get<double>());
-    case nlohmann::json::value_t::string: return str(j.get<std::string>());
-    case nlohmann::json::value_t::array: {
+    case nlohmann::ordered_json::value_t::number_float: return floating(j.get<double>());
+    case nlohmann::ordered_json::value_t::string: return str(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::array: {
       std::vector<value> items;
       items.reserve(j.size());
       for (auto& e : j) items.push_back(from_json(e));
       return list(std::move(items));
     }
-    case nlohmann::json::value_t::object: {
+    case nlohmann::ordered_json::value_t::object: {
       value d = dict();
       for (auto& [key, e] : j.items()) d.d->items.emplace_back(str(key), from_json(e));
       return d;
@@ -424,9 +442,21 @@ std::string repr(const value& v) {
 // ---- json.dumps ---------------------------------------------------------------------------------
 
 namespace {
-void json_string(std::string& out, std::string_view s) {
+void json_string(std::string& out, std::string_view s, bool ascii) {
   out += '"';
-  for (char c : s) {
+  auto escape_cp = [&](char32_t c) {
+    if (c >= 0x10000) {
+      c -= 0x10000;
+      out += fmt::format("\\u{:04x}\\u{:04x}", unsigned(0xD800 + (c >> 10)), unsigned(0xDC00 + (c & 0x3FF)));
+    } else {
+      out += fmt::format("\\u{:04x}", unsigned(c));
+    }
+  };
+  // Bytes pass through (UTF-8 stays UTF-8) unless ensure_ascii asks for escapes of characters.
+  std::u32string cps = ascii ? utf8_decode(s) : std::u32string();
+  size_t n = ascii ? cps.size() : s.size();
+  for (size_t i = 0; i < n; ++i) {
+    char32_t c = ascii ? cps[i] : char32_t(static_cast<unsigned char>(s[i]));
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -436,8 +466,8 @@ void json_string(std::string& out, std::string_view s) {
       case '\b': out += "\\b"; break;
       case '\f': out += "\\f"; break;
       default:
-        if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", unsigned(c));
-        else out += c;
+        if (c < 0x20 || (ascii && c >= 0x7F)) escape_cp(c);
+        else out += ascii ? utf8_encode(std::u32string(1, c)) : std::string(1, char(c));
     }
   }
   out += '"';
@@ -478,7 +508,7 @@ void json_value(std::string& out, const value& v, const json_style& st, int leve
       else if (std::isinf(v.f)) out += v.f < 0 ? "-Infinity" : "Infinity";
       else out += float_repr(v.f);
       return;
-    case kind::string: json_string(out, v.s); return;
+    case kind::string: json_string(out, v.s, st.ensure_ascii); return;
     case kind::list:
     case kind::tuple: {
       if (v.l->empty()) {
@@ -507,7 +537,7 @@ void json_value(std::string& out, const value& v, const json_style& st, int leve
       for (size_t i = 0; i < items.size(); ++i) {
         if (i) out += st.item_sep;
         out += nl;
-        json_string(out, items[i].first);
+        json_string(out, items[i].first, st.ensure_ascii);
         out += st.key_sep;
         json_value(out, *items[i].second, st, level + 1);
       }

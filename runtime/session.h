@@ -66,6 +66,8 @@ class session {
   // generated tokens that were evaluated).
   std::vector<int32_t> cached() const;
   int seq() const { return seq_; }
+  // Whether a generation runs on the session now.
+  bool running() const { return running_; }
 
  private:
   struct run;

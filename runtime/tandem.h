@@ -64,7 +64,9 @@ typedef struct tandem_model tandem_model;
 typedef struct tandem_session tandem_session;
 
 /* Load progress in [0, 1]; return false to cancel the load (tandem_model_load then returns NULL
- * and tandem_last_error() says it was cancelled). */
+ * and tandem_last_error() says it was cancelled). Called on the thread that called
+ * tandem_model_load, at a few points of the load (file opened, plan made, GPU weights uploaded,
+ * CPU weights placed, done). */
 typedef bool (*tandem_progress_fn)(float progress, void* user_data);
 
 typedef struct tandem_model_params {
@@ -89,7 +91,8 @@ TANDEM_API tandem_model_params tandem_model_params_default(void);
  * tandem_last_error(). No Vulkan device is not a failure: the model runs on the CPU and
  * tandem_model_notes() says so. */
 TANDEM_API tandem_model* tandem_model_load(const char* path, const tandem_model_params* params);
-/* Frees the model. Every session of it must have been freed first. NULL is allowed. */
+/* Frees the model. Every session of it must have been freed first (otherwise nothing is freed
+ * and tandem_last_error() says so). NULL is allowed. */
 TANDEM_API void tandem_model_free(tandem_model* model);
 
 typedef struct tandem_model_info {
@@ -170,7 +173,8 @@ TANDEM_API char* tandem_model_chat_template(const tandem_model* model);
 /* A new session (its own KV cache; the model's weights shared). NULL when params.n_seq_max
  * sessions already exist. */
 TANDEM_API tandem_session* tandem_session_create(tandem_model* model);
-/* Frees a session (waits for its generation to stop if one runs: cancel it first). */
+/* Frees a session. A generation running on it is cancelled, and waited for. Not from inside
+ * the session's own callback. NULL is allowed. */
 TANDEM_API void tandem_session_free(tandem_session* session);
 /* Forgets the cached tokens: the next prompt is processed from the start. */
 TANDEM_API void tandem_session_reset(tandem_session* session);
@@ -204,12 +208,16 @@ typedef enum tandem_finish_reason {
   TANDEM_FINISH_ERROR = 6         /* see tandem_last_error() */
 } tandem_finish_reason;
 
-/* "stop", "length", "cancelled" or "error": the OpenAI finish_reason of a finish. */
+/* "stop", "length", "cancelled" or "error": the OpenAI finish_reason of a finish ("none" for
+ * TANDEM_FINISH_NONE). */
 TANDEM_API const char* tandem_finish_reason_name(tandem_finish_reason reason);
 
 /* Called with each piece of generated text that is ready to show: whole UTF-8 characters, with
  * text that could be the start of a stop string held back until it is known not to be. token is
- * the id that completed the piece. Return false to stop (finish TANDEM_FINISH_CANCELLED). */
+ * the id that completed the piece. text is NUL-terminated after len bytes. Called on the thread
+ * that called tandem_generate, outside the model's lock (other sessions go on meanwhile); it
+ * may call tandem_session_cancel, not tandem_session_free of its own session. Return false to
+ * stop (finish TANDEM_FINISH_CANCELLED). */
 typedef bool (*tandem_token_fn)(const char* text, size_t len, int32_t token, void* user_data);
 
 typedef struct tandem_generate_params {

@@ -205,6 +205,11 @@ class raw_connection {
     }
     return got_;
   }
+  // True when there is something to read (or the peer closed), without blocking.
+  bool readable() const {
+    pollfd p{fd_, POLLIN, 0};
+    return poll(&p, 1, 0) > 0;
+  }
   // True when the peer has closed its end (EOF or an error), without blocking.
   bool peer_closed() const {
     pollfd p{fd_, POLLIN | POLLRDHUP, 0};

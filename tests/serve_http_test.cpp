@@ -2,7 +2,10 @@
 // their SSE framing, the Prometheus text, the session pool's prefix choice. No model, no sockets.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
 
 #include "tools/serve/metrics.h"
 #include "tools/serve/openai.h"
@@ -52,7 +55,10 @@ TEST(ServeRequest, ChatDefaultsAndFields) {
   EXPECT_FLOAT_EQ(r.frequency_penalty, -1.0f);
   EXPECT_EQ(r.messages[1]["content"], "ab");  // text parts joined
   EXPECT_EQ(r.tools.size(), 1u);
-  json t = json::parse(template_input(r));
+  EXPECT_EQ(parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"z":1,"a":2}]})")
+                .tools.dump(),
+            R"([{"z":1,"a":2}])");  // the client's key order is kept for the template
+  nlohmann::ordered_json t = nlohmann::ordered_json::parse(template_input(r));
   EXPECT_EQ(t["messages"], r.messages);
   EXPECT_EQ(t["tools"], r.tools);
   EXPECT_EQ(t["add_generation_prompt"], true);
@@ -131,7 +137,7 @@ TEST(ServeOpenAI, ChunksAndSse) {
   EXPECT_EQ(first["model"], "stories");
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
   EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
-  json last = chat_chunk(ids, json::object(), std::string("length"));
+  json last = chat_chunk(ids, ojson::object(), std::string("length"));
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
   EXPECT_TRUE(last["choices"][0]["delta"].empty());
   EXPECT_EQ(sse_event(json{{"a", 1}}), "data: {\"a\":1}\n\n");
@@ -171,7 +177,7 @@ TEST(ServeMetrics, PrometheusText) {
   metrics m;
   m.count_request("/v1/chat/completions", 200);
   m.count_request("/v1/chat/completions", 200);
-  m.count_request("/nope/../x", 404);
+  m.count_request("other", 404);
   m.count_generation(10, 4, 20, 100.0, 50.0, false);
   m.count_generation(3, 0, 1, 10.0, 5.0, true);
   std::string t = m.render(2, 1, 4, layer_counts{3, 2, 1, true});
@@ -197,6 +203,63 @@ TEST(ServePool, CommonPrefix) {
   EXPECT_EQ(session_pool::common_prefix({1, 2, 3}, {1, 2, 4}), 2u);
   EXPECT_EQ(session_pool::common_prefix({}, {1}), 0u);
   EXPECT_EQ(session_pool::common_prefix({1, 2}, {1, 2, 3}), 2u);
+}
+
+// The pool on a real model (two sessions): the longest shared prefix wins, the queue is bounded,
+// a waiter gets the session that is given back, leaves when its client goes, and stop wakes all.
+TEST(ServePool, PrefixChoiceQueueAndStop) {
+  tandem_model_params mp = tandem_model_params_default();
+  mp.n_seq_max = 2;
+  mp.offload = "0";
+  tandem_model* m = tandem_model_load(test::model_path("stories260K.gguf").c_str(), &mp);
+  ASSERT_NE(m, nullptr) << tandem_last_error();
+  {
+    session_pool pool(m, 2, 1);
+    int a = -1, b = -1;
+    ASSERT_EQ(pool.acquire({1, 2, 3}, nullptr, &a), session_pool::outcome::ok);
+    ASSERT_EQ(pool.acquire({1, 5}, nullptr, &b), session_pool::outcome::ok);
+    ASSERT_NE(a, b);
+    EXPECT_EQ(pool.busy(), 2);
+    pool.release(a, {1, 2, 3, 9});
+    pool.release(b, {1, 5, 9});
+    int got = -1;
+    ASSERT_EQ(pool.acquire({1, 5, 9, 7}, nullptr, &got), session_pool::outcome::ok);
+    EXPECT_EQ(got, b);  // shares 3 tokens with b's cache, 1 with a's
+    int other = -1;
+    ASSERT_EQ(pool.acquire({1, 5, 9, 7}, nullptr, &other), session_pool::outcome::ok);
+    EXPECT_EQ(other, a);  // the only free one
+
+    // Both busy: one request may wait, the next is refused.
+    auto waiter = std::async(std::launch::async, [&] {
+      int i = -1;
+      auto r = pool.acquire({1, 2}, nullptr, &i);
+      return std::make_pair(r, i);
+    });
+    while (pool.queued() != 1) std::this_thread::yield();
+    int refused = -1;
+    EXPECT_EQ(pool.acquire({1}, nullptr, &refused), session_pool::outcome::queue_full);
+    pool.release(other, {1, 2, 3});
+    auto [r, i] = waiter.get();
+    EXPECT_EQ(r, session_pool::outcome::ok);
+    EXPECT_EQ(i, other);
+    EXPECT_EQ(pool.queued(), 0);
+
+    // A waiter whose client went away leaves the queue; stop wakes the rest.
+    int gone = -1;
+    EXPECT_EQ(pool.acquire({1}, [] { return true; }, &gone), session_pool::outcome::abandoned);
+    auto stopped = std::async(std::launch::async, [&] {
+      int j = -1;
+      return pool.acquire({1}, nullptr, &j);
+    });
+    while (pool.queued() != 1) std::this_thread::yield();
+    pool.stop();
+    EXPECT_EQ(stopped.get(), session_pool::outcome::stopping);
+    int late = -1;
+    EXPECT_EQ(pool.acquire({1}, nullptr, &late), session_pool::outcome::stopping);
+    pool.release(got, {});
+    pool.release(i, {});
+  }
+  tandem_model_free(m);
 }
 
 }  // namespace

@@ -3,7 +3,11 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <optional>
 
 #include "tools/serve/connection.h"
@@ -14,7 +18,6 @@
 namespace tandem::serve {
 namespace {
 
-using json = nlohmann::json;
 
 std::string take(char* s) {
   std::string r = s ? s : "";
@@ -66,11 +69,51 @@ tandem_generate_params params_of(const gen_request& r, std::vector<const char*>&
   return p;
 }
 
+// Watches a client's connection while its generation runs, for the time when no token comes
+// back to check it between (a long prompt): a client that goes away cancels the session's
+// generation within 50 ms. Cancelling is repeated while the client stays gone, since a cancel
+// before the runtime starts the generation is forgotten.
+class connection_watch {
+ public:
+  connection_watch(int fd, tandem_session* session, std::atomic<bool>& gone) {
+    if (fd < 0) return;
+    thread_ = std::thread([this, fd, session, &gone] {
+      std::unique_lock lock(mu_);
+      while (!done_) {
+        if (peer_closed(fd)) {
+          gone = true;
+          tandem_session_cancel(session);
+        }
+        cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return done_; });
+      }
+    });
+  }
+  ~connection_watch() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  connection_watch(const connection_watch&) = delete;
+  connection_watch& operator=(const connection_watch&) = delete;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
 // One generation, from the session it holds to giving that session back (destructor).
 class generation {
  public:
-  generation(server_state& s, int slot, gen_request req, std::vector<int32_t> ids, int fd)
-      : s_(s), slot_(slot), req_(std::move(req)), ids_(std::move(ids)), fd_(fd) {
+  generation(server_state& s, int slot, gen_request req, std::string prompt,
+             std::vector<int32_t> ids, int fd)
+      : s_(s), slot_(slot), req_(std::move(req)), prompt_(std::move(prompt)), ids_(std::move(ids)),
+        fd_(fd) {
     ids_out_.id = new_id(req_.chat ? "chatcmpl-" : "cmpl-");
     ids_out_.created = std::chrono::duration_cast<std::chrono::seconds>(
                            std::chrono::system_clock::now().time_since_epoch())
@@ -105,8 +148,13 @@ class generation {
     tandem_generate_params p = params_of(req_, stops);
     p.on_token = &generation::on_token;
     p.user_data = this;
-    status_ = tandem_generate_tokens(s_.pool->session(slot_), ids_.data(),
-                                     static_cast<int32_t>(ids_.size()), &p, &result_);
+    // From the text, so that the runtime applies the model's own BOS rule; ids_ (the same text
+    // tokenized here) chose the session and checked the length.
+    p.parse_special = req_.chat;
+    {
+      connection_watch watch(fd_, s_.pool->session(slot_), client_gone_);
+      status_ = tandem_generate(s_.pool->session(slot_), prompt_.c_str(), &p, &result_);
+    }
     if (status_ == TANDEM_ERROR) error_ = tandem_last_error();
     s_.metrics.count_generation(result_.prompt_tokens, result_.cached_tokens,
                                 result_.completion_tokens, result_.prompt_tokens_per_s,
@@ -128,9 +176,9 @@ class generation {
       return;
     }
     const std::string reason = tandem_finish_reason_name(result_.finish);
-    json j = req_.chat ? chat_completion(ids_out_, text_, reason, usage())
+    ojson j = req_.chat ? chat_completion(ids_out_, text_, reason, usage())
                        : text_completion(ids_out_, text_, reason, usage());
-    res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    res.set_content(j.dump(-1, ' ', false, ojson::error_handler_t::replace), "application/json");
   }
 
  private:
@@ -138,20 +186,20 @@ class generation {
     auto* g = static_cast<generation*>(user_data);
     g->text_.append(text, len);
     if (g->s_.stopping) return false;
-    if (peer_closed(g->fd_)) return g->client_gone_ = true, false;
+    if (peer_closed(g->fd_)) return g->client_gone_ = true, false;  // between tokens
     if (!g->sink_) return true;
     std::string piece(text, len);
-    json chunk = g->req_.chat ? chat_chunk(g->ids_out_, {{"content", piece}}, std::nullopt)
+    ojson chunk = g->req_.chat ? chat_chunk(g->ids_out_, {{"content", piece}}, std::nullopt)
                               : text_chunk(g->ids_out_, piece, std::nullopt);
     return g->write(chunk);
   }
 
-  json first_chunk() const {
+  ojson first_chunk() const {
     return req_.chat ? chat_chunk(ids_out_, {{"role", "assistant"}, {"content", ""}}, std::nullopt)
                      : text_chunk(ids_out_, "", std::nullopt);
   }
 
-  bool write(const json& chunk) { return write_raw(sse_event(chunk)); }
+  bool write(const ojson& chunk) { return write_raw(sse_event(chunk)); }
   bool write_raw(const std::string& data) {
     if (!sink_->write(data.data(), data.size())) client_gone_ = true;
     return !client_gone_;
@@ -173,7 +221,7 @@ class generation {
       return true;
     }
     const std::string reason = tandem_finish_reason_name(result_.finish);
-    json last = req_.chat ? chat_chunk(ids_out_, json::object(), reason)
+    ojson last = req_.chat ? chat_chunk(ids_out_, ojson::object(), reason)
                           : text_chunk(ids_out_, "", reason);
     last["timings"] = timings_json(usage());  // llama-server's extension, read by the web page
     if (!write(last)) return false;
@@ -198,12 +246,13 @@ class generation {
   server_state& s_;
   int slot_;
   gen_request req_;
+  std::string prompt_;
   std::vector<int32_t> ids_;
   int fd_;
   response_ids ids_out_;
   httplib::DataSink* sink_ = nullptr;
   std::string text_;
-  bool client_gone_ = false;
+  std::atomic<bool> client_gone_{false};
   tandem_status status_ = TANDEM_OK;
   tandem_result result_{};
   std::string error_;
@@ -243,7 +292,7 @@ void handle(server_state& s, const httplib::Request& req, httplib::Response& res
       throw api_error(503, "the server is shutting down; retry later", "server_error",
                       "shutting_down");
   }
-  auto g = std::make_shared<generation>(s, slot, std::move(r), std::move(ids), fd);
+  auto g = std::make_shared<generation>(s, slot, std::move(r), prompt, std::move(ids), fd);
   if (!g->stream()) {
     g->run(nullptr);
     g->answer(res);

@@ -5,14 +5,8 @@
 namespace tandem::serve {
 
 void metrics::count_request(const std::string& endpoint, int status) {
-  static const char* known[] = {"/",       "/health",       "/v1/models",         "/v1/chat/completions",
-                                "/props",  "/metrics",      "/v1/completions",    "/apply-template"};
-  std::string e = "other";
-  for (const char* k : known)
-    if (endpoint == k) e = k;
-  if (endpoint.rfind("/static/", 0) == 0) e = "/static";
   std::lock_guard lock(mu_);
-  ++requests_[{e, status}];
+  ++requests_[{endpoint, status}];
 }
 
 void metrics::count_generation(int32_t prompt_tokens, int32_t cached_tokens,

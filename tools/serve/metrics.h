@@ -18,8 +18,8 @@ struct layer_counts {
 
 class metrics {
  public:
-  // One answered HTTP request: endpoint is the route ("/v1/chat/completions"; unknown paths
-  // are counted as "other" so that scanners cannot grow the table).
+  // One answered HTTP request: endpoint is the route ("/v1/chat/completions"), or "other" for
+  // paths the server does not serve (so that scanners cannot grow the table).
   void count_request(const std::string& endpoint, int status);
   // One finished generation (also a cancelled one).
   void count_generation(int32_t prompt_tokens, int32_t cached_tokens, int32_t completion_tokens,

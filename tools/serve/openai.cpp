@@ -4,7 +4,7 @@
 
 namespace tandem::serve {
 
-using json = nlohmann::json;
+using json = ojson;
 
 std::string new_id(const std::string& prefix) {
   static const char k_chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

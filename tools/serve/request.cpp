@@ -9,7 +9,7 @@
 namespace tandem::serve {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 [[noreturn]] void bad(const std::string& param, const std::string& message) {
   throw api_error(400, message, "invalid_request_error", "invalid_value", param);

@@ -33,8 +33,9 @@ class api_error : public std::runtime_error {
 struct gen_request {
   bool chat = true;                 // /v1/chat/completions (else /v1/completions)
   std::string model;                // as the client named it ("" when left out)
-  nlohmann::json messages;          // chat: the messages, contents flattened to strings
-  nlohmann::json tools;             // chat: the tool definitions (null when none)
+  // Ordered: a template's tojson must print the client's keys in the client's order.
+  nlohmann::ordered_json messages;  // chat: the messages, contents flattened to strings
+  nlohmann::ordered_json tools;     // chat: the tool definitions (null when none)
   std::string prompt;               // completions: the prompt text
   bool stream = false;
   bool include_usage = false;       // stream_options.include_usage

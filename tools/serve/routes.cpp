@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -88,10 +89,21 @@ httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::
                "invalid_request_error", "method_not_allowed");
     return R::Handled;
   }
+  // Refused from the header, before the body is read (cpp-httplib would read and discard it all).
+  if (req.has_header("Content-Length") &&
+      std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > s.opt.max_body) {
+    res.set_header("Connection", "close");
+    send_error(res, 413,
+               fmt::format("the request body has {} bytes; this server takes at most {}",
+                           req.get_header_value("Content-Length"), s.opt.max_body),
+               "invalid_request_error", "request_too_large");
+    return R::Handled;
+  }
   // cpp-httplib (0.11) holds a chunked body to the size limit only when it has a Content-Length:
   // a chunked one would be read into memory whatever its size. Refused before it is read.
   if (req.has_header("Transfer-Encoding") &&
       req.get_header_value("Transfer-Encoding") != "identity") {
+    res.set_header("Connection", "close");
     send_error(res, 411,
                "chunked request bodies are not accepted; send the body with a Content-Length",
                "invalid_request_error", "length_required");
@@ -196,7 +208,8 @@ void add_routes(httplib::Server& svr, server_state& s) {
   svr.set_exception_handler(on_exception);
   svr.set_error_handler(httplib::Server::HandlerWithResponse(on_error));
   svr.set_logger([&s](const httplib::Request& req, const httplib::Response& res) {
-    s.metrics.count_request(req.path, res.status);
+    const bool known = api_routes().count(req.path) || find_web_asset(req.path);
+    s.metrics.count_request(known ? req.path : "other", res.status);
   });
 
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) {

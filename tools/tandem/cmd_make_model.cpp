@@ -4,9 +4,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 
 #include "cpu/convert.h"
+#include "runtime/chat_template.h"
 #include "runtime/gguf.h"
 #include "tools/tandem/commands.h"
 
@@ -25,6 +29,8 @@ struct shape {
 
 const std::map<std::string, shape>& shapes() {
   static const std::map<std::string, shape> s = {
+      // For tests of the vocabularies, templates and the API: small layers, any --vocab.
+      {"tiny", {64, 2, 4, 2, 128, 2048, 10000.0f, "llama", 1e-5f, false, true}},
       {"stories15M", {288, 6, 6, 6, 768, 256, 10000.0f}},
       {"stories110M", {768, 12, 12, 12, 2048, 1024, 10000.0f}},
       {"tinyllama-1.1b", {2048, 22, 32, 4, 5632, 2048, 10000.0f}},
@@ -39,6 +45,7 @@ const std::map<std::string, shape>& shapes() {
 
 struct make_opts {
   std::string shape_name, out, type = "f16", vocab;  // vocab: the shape's default when empty
+  std::string chat_template;  // written as tokenizer.chat_template: a built-in name or a file
   uint64_t seed = 1;
 };
 
@@ -48,6 +55,20 @@ uint64_t splitmix(uint64_t& s) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
+}
+
+// --chat-template: a built-in template's name or a Jinja file.
+std::string template_text(const std::string& arg) {
+  if (std::filesystem::is_regular_file(arg)) {
+    std::ifstream in(arg, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  for (const std::string& n : chat_template::builtin_names())
+    if (n == arg) return chat_template::builtin(n);
+  std::string known;
+  for (const std::string& n : chat_template::builtin_names()) known += (known.empty() ? "" : ", ") + n;
+  throw error(fmt::format("--chat-template '{}' is neither a built-in template ({}) nor a file",
+                          arg, known));
 }
 
 }  // namespace
@@ -64,6 +85,9 @@ command add_make_model(CLI::App& app) {
   app.add_option("--vocab", o->vocab,
                  "vocab-only GGUF whose tokenizer the model gets (default: "
                  "../shared/models/vocab/ggml-vocab-llama-spm.gguf; gpt-2's for qwen2.5-0.5b)");
+  app.add_option("--chat-template", o->chat_template,
+                 "write tokenizer.chat_template: a built-in template's name (chatml, llama3, ...) "
+                 "or a Jinja file");
   return [o] {
     auto it = shapes().find(o->shape_name);
     if (it == shapes().end())
@@ -101,6 +125,8 @@ command add_make_model(CLI::App& app) {
     w.set_f32(a + "attention.layer_norm_rms_epsilon", s.eps);
     for (auto& [k, v] : vocab->metadata())
       if (k.rfind("tokenizer.", 0) == 0) w.set_value(k, v);
+    if (!o->chat_template.empty())
+      w.set_string("tokenizer.chat_template", template_text(o->chat_template));
 
     uint64_t tensor_id = 0;
     int n_fallback = 0;

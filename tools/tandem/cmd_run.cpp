@@ -105,6 +105,7 @@ command add_run(CLI::App& app) {
     eo.metrics = &cache_metrics;
     trace_recorder trace;
     if (!o->trace.empty()) eo.trace = &trace;
+    if (stderr_is_terminal()) eo.progress = draw_load_progress;
     engine eng(*m, eo);
     for (const std::string& note : eng.notes()) fmt::print(stderr, "tandem: {}\n", note);
     if (eng.plan_text().find("GPU resident") != std::string::npos ||

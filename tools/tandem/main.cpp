@@ -16,13 +16,14 @@ int main(int argc, char** argv) {
     commands[sub] = fn(*sub);
   };
   add(tandem::cli::add_run, "run", "generate text from a prompt");
+  add(tandem::cli::add_chat, "chat", "chat with a model in the terminal (its chat template)");
   add(tandem::cli::add_info, "info", "print a model's metadata, tensors and the GPU devices");
   add(tandem::cli::add_bench, "bench", "measure prompt and generation speed (like llama-bench)");
   add(tandem::cli::add_perplexity, "perplexity", "perplexity of a text, as llama-perplexity computes it");
   add(tandem::cli::add_quantize, "quantize", "re-encode a model's weights: IN.gguf OUT.gguf TYPE");
   add(tandem::cli::add_make_model, "make-model", "write a random-weight model with a real shape");
-  add(tandem::cli::add_tokenize, "tokenize", "print the token ids of a text");
   add(tandem::cli::add_template, "template", "render a chat template for a conversation (JSON case file)");
+  add(tandem::cli::add_tokenize, "tokenize", "print the token ids of a text");
   add(tandem::cli::add_serve, "serve", "OpenAI-compatible HTTP server with a web chat page");
   try {
     app.parse(argc, argv);
