@@ -118,11 +118,19 @@ struct job {
   int tokens = 0;         // completion tokens of a well-formed answer
 };
 
+job make_job(kind k, size_t d, int variant = 0) {
+  job j{};
+  j.k = k;
+  j.d = d;
+  j.variant = variant;
+  return j;
+}
+
 // The storm's plan: n requests in a fixed shuffled order.
 std::vector<job> plan(size_t n, size_t n_distinct, uint32_t seed) {
   std::vector<job> jobs;
   auto add = [&](kind k, size_t count) {
-    for (size_t i = 0; i < count; ++i) jobs.push_back({k, i % n_distinct, static_cast<int>(i)});
+    for (size_t i = 0; i < count; ++i) jobs.push_back(make_job(k, i % n_distinct, static_cast<int>(i)));
   };
   add(kind::cancel, n / 4);
   add(kind::malformed, n / 10);
@@ -424,7 +432,7 @@ TEST(ServeLoad, ClientThatNeverReadsDoesNotBlockOthers) {
   ASSERT_TRUE(wait_metric(s.port(), "tandem_sessions_busy", 1));
 
   std::vector<job> jobs;
-  for (size_t i = 0; i < 24; ++i) jobs.push_back({i % 2 ? kind::stream : kind::whole, i % reqs.size()});
+  for (size_t i = 0; i < 24; ++i) jobs.push_back(make_job(i % 2 ? kind::stream : kind::whole, i % reqs.size()));
   storm(s.port(), reqs, expected, jobs, 6);
   for (const job& j : jobs) EXPECT_TRUE(j.ok) << j.why;
   // A streamed answer's session is given back just after its last byte is sent: polled.
