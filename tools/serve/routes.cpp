@@ -3,14 +3,12 @@
 // (errors as OpenAI-style JSON, the request counters).
 #include <fmt/format.h>
 #include <httplib.h>
-#include <sys/socket.h>
 
 #include <cstdlib>
 #include <map>
 #include <set>
 
 #include "runtime/error.h"
-#include "tools/serve/connection.h"
 #include "tools/serve/openai.h"
 #include "tools/serve/request.h"
 #include "tools/serve/server.h"
@@ -62,15 +60,6 @@ bool authorized(const server_state& s, const httplib::Request& req) {
   return diff == 0;
 }
 
-// cpp-httplib (0.11) keeps a connection open whatever the response's Connection header says: a
-// body left unread would be read as the next request, its first "line" (megabytes without a
-// newline) buffered whole in memory. Shut for reading, the socket gives that next read an end of
-// stream, and the connection closes after the answer.
-void close_after_answer(const httplib::Request& req) {
-  int fd = find_socket(req.local_addr, req.local_port, req.remote_addr, req.remote_port);
-  if (fd >= 0) shutdown(fd, SHUT_RD);
-}
-
 httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::Request& req,
                                                 httplib::Response& res) {
   using R = httplib::Server::HandlerResponse;
@@ -104,7 +93,6 @@ httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::
   if (req.has_header("Content-Length") &&
       std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > s.opt.max_body) {
     res.set_header("Connection", "close");
-    close_after_answer(req);
     send_error(res, 413,
                fmt::format("the request body has {} bytes; this server takes at most {}",
                            req.get_header_value("Content-Length"), s.opt.max_body),
@@ -116,7 +104,6 @@ httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::
   if (req.has_header("Transfer-Encoding") &&
       req.get_header_value("Transfer-Encoding") != "identity") {
     res.set_header("Connection", "close");
-    close_after_answer(req);
     send_error(res, 411,
                "chunked request bodies are not accepted; send the body with a Content-Length",
                "invalid_request_error", "length_required");
