@@ -99,6 +99,16 @@ httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::
                "invalid_request_error", "request_too_large");
     return R::Handled;
   }
+  // cpp-httplib (0.11) holds a chunked body to the size limit only when it has a Content-Length:
+  // a chunked one would be read into memory whatever its size. Refused before it is read.
+  if (req.has_header("Transfer-Encoding") &&
+      req.get_header_value("Transfer-Encoding") != "identity") {
+    res.set_header("Connection", "close");
+    send_error(res, 411,
+               "chunked request bodies are not accepted; send the body with a Content-Length",
+               "invalid_request_error", "length_required");
+    return R::Handled;
+  }
   if (needs_key(req.path) && !authorized(s, req)) {
     res.set_header("WWW-Authenticate", "Bearer");
     send_error(res, 401,

@@ -4,13 +4,17 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
 
 #include "runtime/error.h"
+#include "tools/serve/task_queue.h"
 
 namespace tandem::serve {
 namespace {
@@ -83,6 +87,19 @@ int bind(httplib::Server& svr, const server_options& o) {
   return port;
 }
 
+// Threads for connections at most (see elastic_task_queue); connections beyond wait for one.
+constexpr size_t k_max_threads = 4096;
+
+// Every open connection is a descriptor: the soft limit (often 1024) up to the hard one, so that
+// a thousand clients do not make accept() fail.
+void raise_open_files_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 }  // namespace
 
 int run_server(const server_options& opt) {
@@ -102,19 +119,30 @@ int run_server(const server_options& opt) {
 
   // The port first: a port in use is said at once, before a long model load.
   httplib::Server svr;
-  // Every session's request, every waiting one, and a few for /health, /metrics and the page.
+  // Every session's request, every waiting one, and a few for /health, /metrics and the page;
+  // more while connections hold them all (each connection holds a thread while it is open, an
+  // idle one for the keep-alive timeout), so that idle clients cannot keep others waiting.
   const size_t threads = static_cast<size_t>(s.opt.parallel + s.opt.queue + 8);
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.new_task_queue = [threads] {
+    return new elastic_task_queue(threads, std::max<size_t>(threads, k_max_threads),
+                                  std::chrono::seconds(10));
+  };
+  raise_open_files_limit();
   // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, which would let a second
   // server share a port that is in use instead of saying so.
-  svr.set_socket_options([](int sock) {
+  int listen_fd = -1;
+  svr.set_socket_options([&listen_fd](int sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd = sock;
   });
   svr.set_read_timeout(s.opt.timeout_s);
   svr.set_write_timeout(s.opt.timeout_s);
   svr.set_payload_max_length(s.opt.max_body);
   const int port = bind(svr, s.opt);
+  // cpp-httplib listens with a backlog of 5: a burst of clients overflows it, and the kernel
+  // drops their SYNs, which they resend only a second later. Listening again sets the backlog.
+  if (listen_fd >= 0) listen(listen_fd, SOMAXCONN);
 
   owner.m = load(s.opt);
   s.model = owner.m;
