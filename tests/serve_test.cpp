@@ -430,13 +430,22 @@ TEST_F(Serve, ErrorsAreOpenAIShaped) {
   EXPECT_EQ(r->get_header_value("Allow"), "POST");
   check(405, r->body, "method_not_allowed");
 
-  // A body over the limit is refused from its Content-Length, before it is read.
+  // A body over the 8 MiB limit is read and discarded in small pieces, then refused; the
+  // connection stays usable (the body is not taken for the next request).
   raw_connection big(server_->port());
   ASSERT_TRUE(big.ok());
+  const size_t size = (8u << 20) + 1;
   big.send_text("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                "Content-Length: 100000000\r\n\r\n{");
-  std::string got = big.read_until("\r\n\r\n");
+                "Content-Length: " + std::to_string(size) + "\r\n\r\n");
+  const std::string piece(1 << 16, ' ');
+  for (size_t sent = 0; sent < size; sent += piece.size())
+    big.send_text(piece.substr(0, std::min(piece.size(), size - sent)));
+  std::string got = big.read_until("}}");
   EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
+  EXPECT_NE(got.find("request_too_large"), std::string::npos) << got;
+  big.send_text("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = big.read_until("\"ok\"");
+  EXPECT_NE(got.find("HTTP/1.1 200"), std::string::npos) << got;
 }
 
 TEST(ServeAuth, ApiKey) {

@@ -89,16 +89,10 @@ httplib::Server::HandlerResponse before_routing(server_state& s, const httplib::
                "invalid_request_error", "method_not_allowed");
     return R::Handled;
   }
-  // Refused from the header, before the body is read (cpp-httplib would read and discard it all).
-  if (req.has_header("Content-Length") &&
-      std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > s.opt.max_body) {
-    res.set_header("Connection", "close");
-    send_error(res, 413,
-               fmt::format("the request body has {} bytes; this server takes at most {}",
-                           req.get_header_value("Content-Length"), s.opt.max_body),
-               "invalid_request_error", "request_too_large");
-    return R::Handled;
-  }
+  // A body over the limit with a Content-Length is left to cpp-httplib (set_payload_max_length):
+  // it reads and discards the body in small pieces, then answers 413 (on_error below). Answered
+  // here from the header, the unread body would be parsed as the next request's line on the kept
+  // connection and held in memory whole.
   // cpp-httplib (0.11) holds a chunked body to the size limit only when it has a Content-Length:
   // a chunked one would be read into memory whatever its size. Refused before it is read.
   if (req.has_header("Transfer-Encoding") &&
