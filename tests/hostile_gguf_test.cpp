@@ -75,7 +75,11 @@ result load_in_child(const std::string& path) {
   const pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
-    alarm(30);  // a hang ends as SIGALRM, reported as a crash
+    // A hang ends as a signal, reported as a crash: 60 s of CPU (SIGXCPU; CPU time, not wall
+    // time, so that a busy machine does not fail it), or 10 minutes of waiting (SIGALRM).
+    rlimit cpu{60, 61};
+    setrlimit(RLIMIT_CPU, &cpu);
+    alarm(600);
 #ifndef TANDEM_TEST_SANITIZED
     const uint64_t limit = vm_size() + allowance(std::filesystem::file_size(path));
     rlimit rl{limit, limit};
