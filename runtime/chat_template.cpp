@@ -98,11 +98,11 @@ std::string chat_template::render(const chat_inputs& in) const {
   g.vars.emplace_back("bos_token", jinja::value::str(in.bos_token));
   g.vars.emplace_back("eos_token", jinja::value::str(in.eos_token));
   if (!in.extra.is_null()) {
-    if (!in.extra.is_object())
-      throw error("chat template: \"extra\" must be a JSON object of variables");
-    for (auto& [k, v] : in.extra.items()) {
+    if (!in.extra.is_object()) throw error("chat template: \"extra\" must be a JSON object of variables");
+    for (auto& item : in.extra.items()) {  // (no structured binding: clang 14 cannot capture one)
+      const std::string& k = item.key();
       std::erase_if(g.vars, [&](auto& kv) { return kv.first == k; });
-      g.vars.emplace_back(k, jinja::value::from_json(v));
+      g.vars.emplace_back(k, jinja::value::from_json(item.value()));
     }
   }
   g.now = in.now;

@@ -49,7 +49,7 @@ class chat_template {
 
   // Renders; throws tandem::error with the template's raise_exception message (exactly its text)
   // or a runtime error naming line/column. Hostile templates stop with a one-line error: at most
-  // 10 million evaluation steps, 200 nested macro calls and 32 MiB of output or of any one value.
+  // 2 million evaluation steps, 200 nested macro calls and 32 MiB of output or of any one value.
   // Safe to call from several threads at once.
   std::string render(const chat_inputs& in) const;
   const std::string& source() const;

@@ -299,7 +299,10 @@ body_t parse(const std::vector<token>& tokens);
 // ---- evaluation --------------------------------------------------------------------------------
 
 struct limits {
-  uint64_t max_steps = 10'000'000;
+  // A step (a loop iteration, a statement, a call) costs about 1 us of CPU in a release build:
+  // 2 million is some 2 s, far above any real template (thousands of steps for a long chat with
+  // tools) and short enough that a hostile one cannot hold a server thread for a minute.
+  uint64_t max_steps = 2'000'000;
   int max_call_depth = 200;
   size_t max_output = max_value_bytes;
 };

@@ -24,6 +24,8 @@ const std::map<std::string, body>& targets() {
       {"gguf_header", fuzz::gguf_header},
       {"tokenizer", fuzz::tokenizer},
       {"sampler", fuzz::sampler},
+      {"template", fuzz::template_text},
+      {"template_messages", fuzz::template_messages},
   };
   return t;
 }
@@ -63,10 +65,18 @@ TEST(FuzzRegressions, TheHostileCorpusGoesThroughTheGgufTargets) {
 
 TEST(FuzzRegressions, TheTokenizerAndSamplerBodiesRun) {
   for (char vocab = 0; vocab < 7; ++vocab)
-    for (char mode : {0, 1, 4})
+    for (char mode : {0, 1, 2, 3, 4, 12})
       feed(fuzz::tokenizer, std::string{vocab, mode} + " Hello, world! 3.14 \xe4\xb8\x96 <s>\n\t");
   feed(fuzz::sampler, std::string(64, '\x3f'));
   feed(fuzz::sampler, std::string(64, '\xff'));  // NaN parameters
+}
+
+TEST(FuzzRegressions, TheTemplateBodiesRun) {
+  feed(fuzz::template_text, "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}");
+  feed(fuzz::template_text, "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");  // stopped
+  for (char k = 0; k < 10; ++k)
+    feed(fuzz::template_messages, std::string(1, k) + test::read_file(test::model_path(
+                                                          "templates/cases/toolcall.json")));
 }
 
 }  // namespace

@@ -583,6 +583,28 @@ void vocab_cases(corpus& c) {
          "an unknown pre-tokenizer");
 }
 
+// Chat templates that never end on their own; the engine's limits must stop them.
+void template_cases(corpus& c) {
+  auto add = [&](const std::string& name, const std::string& source, const std::string& expect,
+                 const std::string& what) {
+    image m = base_model(false);
+    m.set("tokenizer.chat_template", str(source));
+    c.add(name, m.build(), expect, what);
+    c.cases.back().at_render = true;
+  };
+  add("template_loop_forever", "{% for i in range(1000000000) %}{{ i }}{% endfor %}",
+      "chat template", "a loop of a billion steps that prints");
+  add("template_nested_loops", "{% for a in range(100000) %}{% for b in range(100000) %}"
+      "{% endfor %}{% endfor %}", "chat template", "ten billion silent steps");
+  add("template_recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+      "chat template", "a macro that calls itself without end");
+  add("template_string_bomb", "{% set s = namespace(v='ab') %}{% for i in range(64) %}"
+      "{% set s.v = s.v + s.v %}{% endfor %}{{ s.v }}", "chat template",
+      "a string doubled 64 times");
+  add("template_syntax_error", "{% for m in messages %}{{ m.content }", "chat template",
+      "an unclosed expression");
+}
+
 // The base model cut at every structural boundary of its header, and in and at each tensor's data.
 void truncation_cases(corpus& c) {
   std::vector<size_t> cuts;
@@ -616,6 +638,7 @@ std::vector<hostile_case> write_hostile_ggufs(const std::string& dir) {
   tensor_info_cases(c);
   model_cases(c);
   vocab_cases(c);
+  template_cases(c);
   truncation_cases(c);
   return c.cases;
 }

@@ -12,6 +12,9 @@ struct hostile_case {
   std::string name;    // file name in the corpus directory (NAME.gguf)
   std::string expect;  // a piece of the refusal message that names the problem
   std::string what;    // one line: what the file does wrong
+  // The problem shows when a request renders the chat template, not at load: the message names
+  // the template's line and column instead of the file.
+  bool at_render = false;
 };
 
 // Writes every hostile file into dir (which must exist) and returns one case per file.

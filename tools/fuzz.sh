@@ -52,12 +52,14 @@ case "$target" in
     [ "$target" = gguf ] && "$build/tests/fuzz/hostile_gguf" "$seeds/hostile" >/dev/null
     ;;
   tokenizer)
-    i=0  # the order of vocabularies in tests/fuzz/fuzz_tokenizer.cpp
+    # Byte 0 picks the vocabulary (index = byte % 7, in the order of fuzz_tokenizer.cpp; 7.. keeps
+    # NUL out of the shell's strings), byte 1 the mode: 3 = BOS + special tokens, 16 = plain.
+    i=7
     for v in llama-spm phi-3 gpt-2 starcoder llama-bpe qwen2 deepseek-llm; do
-      byte=$(printf '\\%03o' "$i")
-      split_inp "$models/vocab/ggml-vocab-$v.gguf.inp" "$(printf "$byte")\001" "$seeds/$v-bos-"
-      split_inp "$models/vocab/ggml-vocab-$v.gguf.inp" "$(printf "$byte")\000" "$seeds/$v-"
-      head -c 300 "$models/vocab/ggml-vocab-$v.gguf.out" | { printf "$byte\004"; cat; } >"$seeds/$v-decode"
+      byte=$(printf '\\%03o' "$i")  # e.g. \007, interpreted by awk and printf
+      split_inp "$models/vocab/ggml-vocab-$v.gguf.inp" "$byte\\003" "$seeds/$v-special-"
+      split_inp "$models/vocab/ggml-vocab-$v.gguf.inp" "$byte\\020" "$seeds/$v-"
+      head -c 300 "$models/vocab/ggml-vocab-$v.gguf.out" | { printf "$byte\\004"; cat; } >"$seeds/$v-decode"
       i=$((i + 1))
     done
     ;;
@@ -72,7 +74,12 @@ case "$target" in
     for t in "$models"/templates/*.jinja; do cp "$t" "$seeds/"; done
     ;;
   template_messages)
-    for c in "$models"/templates/cases/*.json; do cp "$c" "$seeds/"; done
+    # Byte 0 picks the template (byte % the number of templates): '0'..'9' cover ten of them.
+    for c in "$models"/templates/cases/*.json; do
+      for k in 0 1 2 3 4 5 6 7 8 9; do
+        { printf '%s' "$k"; cat "$c"; } >"$seeds/$k-$(basename "$c")"
+      done
+    done
     ;;
   request)
     for c in "$models"/templates/cases/*.json; do cp "$c" "$seeds/"; done

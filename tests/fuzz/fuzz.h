@@ -14,6 +14,8 @@ void gguf(const uint8_t* data, size_t size);         // a whole file: reader, mo
 void gguf_header(const uint8_t* data, size_t size);  // a header, followed by 64 KiB of zeros
 void tokenizer(const uint8_t* data, size_t size);    // encode/decode on the real vocabularies
 void sampler(const uint8_t* data, size_t size);      // parameters and logits
+void template_text(const uint8_t* data, size_t size);      // chat template source
+void template_messages(const uint8_t* data, size_t size);  // messages JSON, real templates
 
 // data as the contents of a file: the path of an in-memory file (memfd) holding exactly those
 // bytes, valid until the next call.

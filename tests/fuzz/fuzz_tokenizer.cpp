@@ -1,6 +1,6 @@
 // Fuzz target: both tokenizer families on the real vocabularies of ../shared/models/vocab.
-// Input: byte 0 picks the vocabulary, byte 1 the mode (bit 0: add BOS; bit 2: decode instead of
-// encode), the rest is the text to encode or the ids to decode (little-endian u16 each, so that
+// Input: byte 0 picks the vocabulary, byte 1 the mode (bit 0: add BOS; bit 1: parse special
+// tokens; bit 2: decode instead of encode; bit 3: show special tokens), the rest is the text to encode or the ids to decode (little-endian u16 each, so that
 // most land inside the vocabulary and a few just outside). Seeds: the vocabularies' .inp strings.
 #include <cstring>
 #include <memory>
@@ -33,7 +33,8 @@ void tokenizer(const uint8_t* data, size_t size) {
   if (size < 2) return;
   const auto& vocabs = vocabularies();
   const tandem::tokenizer& tok = *vocabs[data[0] % vocabs.size()];
-  const bool add_bos = data[1] & 1, decode = data[1] & 4;
+  const bool add_bos = data[1] & 1, special = data[1] & 2, decode = data[1] & 4,
+             show = data[1] & 8;
   const int32_t n = tok.n_vocab();
   if (decode) {
     std::vector<int32_t> ids;
@@ -45,7 +46,7 @@ void tokenizer(const uint8_t* data, size_t size) {
     bool in_range = true;
     for (int32_t id : ids) in_range &= id >= 0 && id < n;
     try {
-      tok.decode(ids);
+      tok.decode(ids, show);
       if (!in_range) broken("decode accepted an id outside the vocabulary");
     } catch (const error&) {
       if (in_range) broken("decode refused ids inside the vocabulary");
@@ -53,7 +54,7 @@ void tokenizer(const uint8_t* data, size_t size) {
     int32_t prev = -1;
     for (int32_t id : ids) {
       try {
-        tok.piece(id, prev);
+        tok.piece(id, prev, show);
       } catch (const error&) {
       }
       prev = id;
@@ -63,13 +64,13 @@ void tokenizer(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data + 2), size - 2);
   std::vector<int32_t> ids;
   try {
-    ids = tok.encode(text, add_bos);
+    ids = tok.encode(text, add_bos, special);
   } catch (const error&) {
     return;  // e.g. a byte the vocabulary cannot spell
   }
   for (int32_t id : ids)
     if (id < 0 || id >= n) broken("encode produced an id outside the vocabulary");
-  tok.decode(ids);
+  tok.decode(ids, show);
 }
 
 }  // namespace tandem::fuzz
