@@ -26,6 +26,7 @@ const std::map<std::string, body>& targets() {
       {"sampler", fuzz::sampler},
       {"template", fuzz::template_text},
       {"template_messages", fuzz::template_messages},
+      {"request", fuzz::request},
   };
   return t;
 }
@@ -77,6 +78,14 @@ TEST(FuzzRegressions, TheTemplateBodiesRun) {
   for (char k = 0; k < 10; ++k)
     feed(fuzz::template_messages, std::string(1, k) + test::read_file(test::model_path(
                                                           "templates/cases/toolcall.json")));
+}
+
+TEST(FuzzRegressions, TheRequestBodyRuns) {
+  feed(fuzz::request, std::string(1, '\0') + test::read_file(test::model_path(
+                                                   "templates/cases/toolcall.json")));
+  feed(fuzz::request, std::string(1, '\1') + R"({"prompt": "Once", "max_tokens": 4, "stop": ["."]})");
+  feed(fuzz::request, std::string(1, '\0') + R"({"messages": 3, "temperature": 1e999})");
+  feed(fuzz::request, std::string(1, '\0') + "{\"messages\": [");
 }
 
 }  // namespace

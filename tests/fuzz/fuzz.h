@@ -16,6 +16,7 @@ void tokenizer(const uint8_t* data, size_t size);    // encode/decode on the rea
 void sampler(const uint8_t* data, size_t size);      // parameters and logits
 void template_text(const uint8_t* data, size_t size);      // chat template source
 void template_messages(const uint8_t* data, size_t size);  // messages JSON, real templates
+void request(const uint8_t* data, size_t size);  // a chat/completions request body (tools/serve)
 
 // data as the contents of a file: the path of an in-memory file (memfd) holding exactly those
 // bytes, valid until the next call.
