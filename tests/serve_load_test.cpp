@@ -366,7 +366,13 @@ TEST(ServeLoad, StormOf400RequestsFrom16Clients) {
   const long rss_after = s.rss_kib();
   std::printf("serve load: VmRSS %ld KiB after the warm-up, %ld KiB after the storm\n", rss_warm,
               rss_after);
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed blocks in its quarantine (256 MiB): resident memory says
+  // nothing about leaks there; the release build checks it.
+  std::printf("serve load: resident memory not compared under AddressSanitizer\n");
+#else
   EXPECT_LE(rss_after, rss_warm + rss_warm / 10) << "resident memory grew by more than 10%";
+#endif
   // The same answers after the storm as before it.
   EXPECT_EQ(texts_alone(s.port(), reqs), expected);
   EXPECT_EQ(s.stop(SIGTERM), 0) << "SIGTERM must stop the server cleanly (exit 0)";
