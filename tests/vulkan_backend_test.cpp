@@ -49,7 +49,7 @@ pair_of_backends make_backends(const model& m, int split, bool with_gpu, int n_c
   backend_options co;
   co.n_ctx = n_ctx;
   co.n_batch = n_batch;
-  co.n_threads = 2;
+  co.n_threads = 0;  // the default: the physical cores, or TANDEM_THREADS (1 under TSan)
   co.output = !with_gpu;
   for (int il = 0; il < p.split; ++il) co.layers.push_back(il);
   p.cpu = make_cpu_backend(m, co);
