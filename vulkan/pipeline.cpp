@@ -181,6 +181,8 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
         fmt::format("vulkan: dispatch of {} with {} bytes of push constants and {} "
                     "buffers (expects {} and {})",
                     p.name, push_size, bufs.size(), p.push_size, p.bindings));
+  last_cost_ = next_cost_;
+  next_cost_ = {};
   if (gx == 0 || gy == 0 || gz == 0) return;
   const auto& caps = pipes_.ctx().caps();
   if (gx > caps.max_groups[0] || gy > caps.max_groups[1] || gz > caps.max_groups[2])

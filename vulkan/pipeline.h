@@ -68,6 +68,15 @@ class descriptor_allocator {
   size_t current_ = 0;
 };
 
+// What one dispatch must move and compute at the least: the bytes it has to read and write
+// (weights in their file type, activations, KV cache) and its arithmetic operations (a multiply-
+// add counts 2). The ops set it before each dispatch (recorder::cost); GPU timestamps divided
+// into it give the achieved GB/s and FLOP/s per kernel (`tandem bench --trace`).
+struct dispatch_cost {
+  uint64_t bytes = 0;
+  uint64_t flops = 0;
+};
+
 class recorder {
  public:
   recorder(pipeline_cache& pipes, descriptor_allocator& desc, VkCommandBuffer cb)
@@ -78,6 +87,10 @@ class recorder {
                 std::initializer_list<buffer_range> bufs) {
     dispatch_raw(p, gx, gy, gz, &push, sizeof(Push), bufs);
   }
+  // The cost of the next dispatch (consumed by it; a dispatch without one costs {0, 0}).
+  void cost(uint64_t bytes, uint64_t flops) { next_cost_ = {bytes, flops}; }
+  // The cost of the last dispatch recorded.
+  const dispatch_cost& last_cost() const { return last_cost_; }
   // All earlier compute and transfer writes become visible to later compute and transfer work
   // (also across command buffers on the queue).
   void barrier();
@@ -94,6 +107,7 @@ class recorder {
   pipeline_cache& pipes_;
   descriptor_allocator& desc_;
   VkCommandBuffer cb_;
+  dispatch_cost next_cost_, last_cost_;
 };
 
 // Command buffers on the compute queue, a small ring of frames so that recording the next one
