@@ -554,261 +554,304 @@ void print(const config_result& r, const tokenizer& tok, const std::vector<int32
   fmt::print("  {}\n", r.pass ? "PASS" : "FAIL");
 }
 
-}  // namespace
+struct model_opts {
+  std::string model;
+  std::string prompt = "Once upon a time, there was a little";
+  int n_tokens = 8;
+  int split = -1;
+  int threads = 0;
+  std::string expect = "auto";
+  bool json = false;
+  bool verbose = false;
+  bool no_stream = false;
+  std::string cpu = "optimized";
+};
 
-command add_model(CLI::App& app) {
-  struct opts {
-    std::string model;
-    std::string prompt = "Once upon a time, there was a little";
-    int n_tokens = 8;
-    int split = -1;
-    int threads = 0;
-    std::string expect = "auto";
-    bool json = false;
-    bool verbose = false;
-    bool no_stream = false;
-    std::string cpu = "optimized";
-  };
-  auto o = std::make_shared<opts>();
-  app.add_option("-m,--model", o->model, "GGUF model file")->required();
-  app.add_option("-p,--prompt", o->prompt, "prompt (evaluated as one batch)")
-      ->capture_default_str();
-  app.add_option("-n,--tokens", o->n_tokens,
+void add_options(CLI::App& app, model_opts& o) {
+  app.add_option("-m,--model", o.model, "GGUF model file")->required();
+  app.add_option("-p,--prompt", o.prompt, "prompt (evaluated as one batch)")->capture_default_str();
+  app.add_option("-n,--tokens", o.n_tokens,
                  "continuation tokens fed one at a time after the prompt (the CPU's greedy "
                  "choices); also the length of the free-running greedy comparison")
       ->capture_default_str();
-  app.add_option("--split", o->split,
+  app.add_option("--split", o.split,
                  "layers on the GPU in the split plan: the last K, with the output head (default: "
                  "half of them, at least 1)");
-  app.add_option("-t,--threads", o->threads, "CPU threads (0 = physical cores)")
+  app.add_option("-t,--threads", o.threads, "CPU threads (0 = physical cores)")
       ->capture_default_str();
-  app.add_option("--expect", o->expect,
+  app.add_option("--expect", o.expect,
                  "trained: top-1 must agree at every position and the greedy text must be "
                  "identical; random: top-1 >= 75%, greedy text only reported; auto: trained when "
                  "the CPU's top-1 probability averages 0.3 or more")
       ->check(CLI::IsMember({"auto", "trained", "random"}))
       ->capture_default_str();
-  app.add_flag("--no-stream", o->no_stream,
+  app.add_flag("--no-stream", o.no_stream,
                "skip the streamed plan (every layer on the GPU, streamed through two slots)");
-  app.add_option("--cpu", o->cpu,
+  app.add_option("--cpu", o.cpu,
                  "the CPU side of the comparison: optimized (the kernels tandem runs: SIMD, 8-bit "
                  "activations for quantized weights, thresholds by weight type) or reference "
                  "(scalar reference kernels, F32 activations, weights in their file layout: "
                  "the GPU's arithmetic, so the F32 thresholds hold for every type)")
       ->check(CLI::IsMember({"optimized", "reference"}))
       ->capture_default_str();
-  app.add_flag("--json", o->json, "print the results as JSON");
-  app.add_flag("-v,--verbose", o->verbose, "print every op of every layer and every position");
+  app.add_flag("--json", o.json, "print the results as JSON");
+  app.add_flag("-v,--verbose", o.verbose, "print every op of every layer and every position");
+}
 
-  return [o]() -> int {
-    if (o->n_tokens < 0) throw error("--tokens must be at least 0");
-    const bool reference = o->cpu == "reference";
-    if (reference) {  // before any backend exists: no packed copies, no decode region
-      cpu::set_kernel_level(cpu::kernel_level::scalar);
-      cpu::set_reference_products(true);
+// One comparison: the model, the tokens, the reference run and what follows from it.
+struct parity_run {
+  const model_opts& o;
+  const model& m;
+  const tokenizer& tok;
+  bool reference = false;    // --cpu reference
+  std::string comparison{};  // which comparison it makes, in words
+  std::vector<int32_t> prompt{};
+  engine_options eo{};
+  std::vector<int32_t> cont{};        // the continuation: the reference's greedy choices
+  run_data ref{};                     // every layer on the CPU, every op captured
+  std::vector<int32_t> cpu_greedy{};  // the reference's free-running greedy text
+  double min_margin = INFINITY;       // the reference's smallest top-1 lead over the runner-up
+  double mean_top1_prob = 0;          // and its mean top-1 probability
+  bool trained = false;
+  double top1_need = 0;
+  // The class whose thresholds apply: against the reference, the F32 ones for every type.
+  weight_class model_thr() const { return reference ? weight_class::f32 : model_class(m); }
+  weight_class layer_thr(int il) const {
+    return reference ? weight_class::f32 : layer_class(m, il);
+  }
+};
+
+// Trained or random weights: how confident the reference is (and its smallest top-1 lead).
+void judge_weights(parity_run& r) {
+  double top1_prob_sum = 0;
+  int n_pos = 0;
+  const size_t nv = static_cast<size_t>(r.m.hp().n_vocab);
+  for (const step& s : r.ref.steps)
+    for (int t = 0; t < s.n; ++t) {
+      const float* l = s.logits.data() + static_cast<size_t>(t) * nv;
+      const int top = argmax(l, nv);
+      float second = -INFINITY;
+      for (size_t i = 0; i < nv; ++i)
+        if (static_cast<int>(i) != top) second = std::max(second, l[i]);
+      if (nv > 1) r.min_margin = std::min(r.min_margin, static_cast<double>(l[top]) - second);
+      double z = 0;
+      for (size_t i = 0; i < nv; ++i) z += std::exp(static_cast<double>(l[i]) - l[top]);
+      top1_prob_sum += 1.0 / z;
+      ++n_pos;
     }
-    const std::string comparison =
-        reference ? "GPU against the CPU reference (scalar kernels, F32 activations)"
-                  : "GPU against the optimized CPU path (SIMD kernels, 8-bit activations for "
-                    "quantized weights)";
-    auto m = model::load(o->model);
-    auto tok = tokenizer::from_gguf(m->file());
-    const auto& hp = m->hp();
-    std::vector<int32_t> prompt = tok->encode(o->prompt, tok->add_bos_default());
-    if (prompt.empty() && tok->bos() >= 0) prompt.push_back(tok->bos());
-    if (prompt.empty()) throw error("the prompt is empty and the vocabulary has no BOS token");
-    const int n_prompt = static_cast<int>(prompt.size());
-    // The class whose thresholds apply: against the reference, the F32 ones for every type.
-    const weight_class wc = reference ? weight_class::f32 : model_class(*m);
-    const auto thr_class = [&](int il) {
-      return reference ? weight_class::f32 : layer_class(*m, il);
-    };
-    const bool quant = model_class(*m) == weight_class::quantized;
+  r.mean_top1_prob = top1_prob_sum / std::max(1, n_pos);
+  r.trained = r.o.expect == "trained" ||
+              (r.o.expect == "auto" && r.mean_top1_prob >= k_thr.trained_top1_prob);
+  r.top1_need = r.trained ? k_thr.top1_trained : k_thr.top1_random;
+}
 
-    engine_options eo;
-    eo.n_ctx = (n_prompt + o->n_tokens + 1 + 15) / 16 * 16;
-    eo.n_batch = n_prompt;
-    eo.n_threads = o->threads;
+// Isolated: every layer on the GPU, each fed the CPU's input. Empty without a Vulkan device.
+std::optional<config_result> run_isolated_plan(const parity_run& r) {
+  backend_options bo;
+  bo.n_ctx = r.eo.n_ctx;
+  bo.n_batch = r.eo.n_batch;
+  bo.n_threads = r.o.threads;
+  bo.output = false;
+  auto embedder = make_cpu_backend(r.m, bo);
+  for (int il = 0; il < r.m.hp().n_layer; ++il) bo.layers.push_back(il);
+  bo.output = true;
+  std::string why;
+  auto gpu = make_vulkan_backend(r.m, bo, /*allow_cpu_device=*/true, &why);
+  if (!gpu) {
+    fmt::print(stderr, "gpu-cpu-parity: no Vulkan device: {}\n", why);
+    return std::nullopt;
+  }
+  const run_data iso = run_isolated(r.m, r.ref, *embedder, *gpu);
+  config_result res;
+  res.name = "isolated";
+  res.plan = iso.plan;
+  res.kl_threshold = k_thr.iso_kl.of(r.model_thr());
+  res.top1_need = r.top1_need;
+  compare(
+      r.m, r.ref, iso, /*with_ops=*/true,
+      [&](int il) { return k_thr.iso_nmse.of(r.layer_thr(il)); }, res);
+  return res;
+}
 
-    // The reference: every layer on the CPU, every op captured.
-    eo.offload = "0";
-    std::vector<int32_t> cont;
-    run_data ref;
-    std::vector<int32_t> cpu_greedy;
-    {
-      engine cpu_eng(*m, eo);
-      ref = run_forced(cpu_eng, *m, prompt, &cont, o->n_tokens, /*reference=*/true, /*ops=*/true);
-      cpu_greedy = free_run(cpu_eng, *m, prompt, o->n_tokens);
-    }
+struct plan_spec {
+  std::string name, offload;
+  bool streamed;  // a VRAM budget of one byte: every layer streams through the two slots
+};
 
-    // Trained or random weights: how confident the reference is (and its smallest top-1 lead).
-    double min_margin = INFINITY, top1_prob_sum = 0;
-    int n_pos = 0;
-    const size_t nv = static_cast<size_t>(hp.n_vocab);
-    for (const step& s : ref.steps)
-      for (int t = 0; t < s.n; ++t) {
-        const float* l = s.logits.data() + static_cast<size_t>(t) * nv;
-        const int top = argmax(l, nv);
-        float second = -INFINITY;
-        for (size_t i = 0; i < nv; ++i)
-          if (static_cast<int>(i) != top) second = std::max(second, l[i]);
-        if (nv > 1) min_margin = std::min(min_margin, static_cast<double>(l[top]) - second);
-        double z = 0;
-        for (size_t i = 0; i < nv; ++i) z += std::exp(static_cast<double>(l[i]) - l[top]);
-        top1_prob_sum += 1.0 / z;
-        ++n_pos;
-      }
-    const double mean_top1_prob = top1_prob_sum / std::max(1, n_pos);
-    const bool trained = o->expect == "trained" ||
-                         (o->expect == "auto" && mean_top1_prob >= k_thr.trained_top1_prob);
-    const double top1_need = trained ? k_thr.top1_trained : k_thr.top1_random;
+// End to end: the engine runs the plan. Empty when it put nothing on a GPU.
+std::optional<config_result> run_plan(parity_run& r, const plan_spec& p) {
+  engine_options eo = r.eo;
+  eo.offload = p.offload;
+  eo.vram_budget = p.streamed ? 1 : 0;
+  eo.stream_policy = p.streamed ? "gpu" : "auto";
+  engine eng(r.m, eo);
+  bool on_gpu = false;
+  for (int il = 0; il <= r.m.hp().n_layer; ++il)
+    on_gpu |= short_device(eng.layer_backend(il)->name()) == "GPU";
+  if (!on_gpu) {
+    std::string why;
+    for (const auto& n : eng.notes()) why += n;
+    fmt::print(stderr, "gpu-cpu-parity: no Vulkan device for --offload {}: {}\n", p.offload, why);
+    return std::nullopt;
+  }
+  config_result res;
+  res.name = p.name;
+  res.offload = p.streamed ? p.offload + " --vram-budget 1 --stream gpu" : p.offload;
+  res.kl_threshold = k_thr.e2e_kl.of(r.model_thr());
+  res.top1_need = r.top1_need;
+  const run_data got =
+      run_forced(eng, r.m, r.prompt, &r.cont, r.o.n_tokens, /*reference=*/false, /*ops=*/false);
+  res.plan = got.plan;
+  if (p.streamed) {
+    int n_streamed = 0;
+    for (size_t i = 0; (i = eng.plan_text().find("GPU streamed", i)) != std::string::npos; ++i)
+      ++n_streamed;
+    res.plan += fmt::format(" ({} streamed)", n_streamed);
+  }
+  compare(
+      r.m, r.ref, got, /*with_ops=*/false,
+      [&](int il) { return k_thr.e2e_nmse.of(r.layer_thr(il)); }, res);
+  res.has_greedy = true;
+  res.greedy = free_run(eng, r.m, r.prompt, r.o.n_tokens);
+  while (res.greedy_agree < static_cast<int>(res.greedy.size()) &&
+         res.greedy[static_cast<size_t>(res.greedy_agree)] ==
+             r.cpu_greedy[static_cast<size_t>(res.greedy_agree)])
+    ++res.greedy_agree;
+  if (r.trained && res.greedy_agree < static_cast<int>(res.greedy.size())) {
+    res.pass = false;
+    res.problems.push_back(
+        fmt::format("greedy text differs from the CPU's at token {}", res.greedy_agree));
+  }
+  return res;
+}
 
-    std::vector<config_result> results;
-    // Isolated: every layer on the GPU, each fed the CPU's input.
-    {
-      backend_options bo;
-      bo.n_ctx = eo.n_ctx;
-      bo.n_batch = eo.n_batch;
-      bo.n_threads = o->threads;
-      bo.output = false;
-      auto embedder = make_cpu_backend(*m, bo);
-      for (int il = 0; il < hp.n_layer; ++il) bo.layers.push_back(il);
-      bo.output = true;
-      std::string why;
-      auto gpu = make_vulkan_backend(*m, bo, /*allow_cpu_device=*/true, &why);
-      if (!gpu) {
-        fmt::print(stderr, "gpu-cpu-parity: no Vulkan device: {}\n", why);
-        return no_device_status();
-      }
-      const run_data iso = run_isolated(*m, ref, *embedder, *gpu);
-      config_result res;
-      res.name = "isolated";
-      res.plan = iso.plan;
-      res.kl_threshold = k_thr.iso_kl.of(wc);
-      res.top1_need = top1_need;
-      compare(
-          *m, ref, iso, /*with_ops=*/true,
-          [&](int il) { return k_thr.iso_nmse.of(thr_class(il)); }, res);
-      results.push_back(std::move(res));
-    }
+using first_divergence = std::optional<std::pair<std::string, divergence>>;
 
-    // End to end: the engine runs each plan.
-    struct plan_spec {
-      std::string name, offload;
-      bool streamed;  // a VRAM budget of one byte: every layer streams through the two slots
-    };
-    std::vector<plan_spec> plans = {{"gpu", "all", false}};
-    const int split = o->split >= 0 ? o->split : std::max(1, hp.n_layer / 2);
-    if (split > 0 && split < hp.n_layer) plans.push_back({"split", std::to_string(split), false});
-    if (!o->no_stream) plans.push_back({"stream", "all", true});
-    for (const auto& [name, offload, streamed] : plans) {
-      eo.offload = offload;
-      eo.vram_budget = streamed ? 1 : 0;
-      eo.stream_policy = streamed ? "gpu" : "auto";
-      engine eng(*m, eo);
-      bool on_gpu = false;
-      for (int il = 0; il <= hp.n_layer; ++il)
-        on_gpu |= short_device(eng.layer_backend(il)->name()) == "GPU";
-      if (!on_gpu) {
-        std::string why;
-        for (const auto& n : eng.notes()) why += n;
-        fmt::print(stderr, "gpu-cpu-parity: no Vulkan device for --offload {}: {}\n", offload, why);
-        return no_device_status();
-      }
-      config_result res;
-      res.name = name;
-      res.offload = streamed ? offload + " --vram-budget 1 --stream gpu" : offload;
-      res.kl_threshold = k_thr.e2e_kl.of(wc);
-      res.top1_need = top1_need;
-      const run_data got =
-          run_forced(eng, *m, prompt, &cont, o->n_tokens, /*reference=*/false, /*ops=*/false);
-      res.plan = got.plan;
-      if (streamed) {
-        int n_streamed = 0;
-        for (size_t p = 0; (p = eng.plan_text().find("GPU streamed", p)) != std::string::npos; ++p)
-          ++n_streamed;
-        res.plan += fmt::format(" ({} streamed)", n_streamed);
-      }
-      compare(
-          *m, ref, got, /*with_ops=*/false,
-          [&](int il) { return k_thr.e2e_nmse.of(thr_class(il)); }, res);
-      res.has_greedy = true;
-      res.greedy = free_run(eng, *m, prompt, o->n_tokens);
-      while (res.greedy_agree < static_cast<int>(res.greedy.size()) &&
-             res.greedy[static_cast<size_t>(res.greedy_agree)] ==
-                 cpu_greedy[static_cast<size_t>(res.greedy_agree)])
-        ++res.greedy_agree;
-      if (trained && res.greedy_agree < static_cast<int>(res.greedy.size())) {
-        res.pass = false;
-        res.problems.push_back(
-            fmt::format("greedy text differs from the CPU's at token {}", res.greedy_agree));
-      }
-      results.push_back(std::move(res));
-    }
+void print_json(const parity_run& r, const std::vector<config_result>& results,
+                const first_divergence& first, bool all_pass) {
+  const hparams& hp = r.m.hp();
+  nlohmann::json j;
+  j["mode"] = "model";
+  j["model"] = r.o.model;
+  j["n_layer"] = hp.n_layer;
+  j["quantized"] = model_class(r.m) == weight_class::quantized;
+  j["weights"] = class_name(model_class(r.m));
+  j["cpu"] = r.o.cpu;
+  j["comparison"] = r.comparison;
+  j["prompt_tokens"] = r.prompt;
+  j["continuation"] = r.cont;
+  j["cpu_greedy"] = r.cpu_greedy;
+  j["cpu_greedy_text"] = r.tok.decode(r.cpu_greedy);
+  j["expect"] = r.trained ? "trained" : "random";
+  j["min_top1_margin"] = r.min_margin;
+  j["mean_top1_prob"] = r.mean_top1_prob;
+  const weight_class wc = r.model_thr();
+  j["thresholds"] = {{"isolated_nmse", k_thr.iso_nmse.of(wc)},
+                     {"isolated_kl", k_thr.iso_kl.of(wc)},
+                     {"end_to_end_nmse", k_thr.e2e_nmse.of(wc)},
+                     {"end_to_end_kl", k_thr.e2e_kl.of(wc)},
+                     {"top1", r.top1_need}};
+  j["configs"] = nlohmann::json::array();
+  for (const config_result& c : results) j["configs"].push_back(to_json(c, r.tok));
+  if (first)
+    j["first_divergence"] = {
+        {"config", first->first},       {"layer", first->second.layer},
+        {"op", first->second.op},       {"pos", first->second.pos},
+        {"value", first->second.value}, {"threshold", first->second.threshold}};
+  else
+    j["first_divergence"] = nullptr;
+  j["pass"] = all_pass;
+  fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+}
 
-    bool all_pass = true;
-    for (const config_result& r : results) all_pass &= r.pass;
-    // The first divergence overall: the isolated run names the layer and op that adds the error;
-    // a plan that fails although every layer is right on its own points at the hand-off.
-    std::optional<std::pair<std::string, divergence>> first;
-    for (const config_result& r : results)
-      if (!first && r.first && !r.pass) first = std::pair{r.name, *r.first};
+void print_text(const parity_run& r, const std::vector<config_result>& results,
+                const first_divergence& first, bool all_pass) {
+  fmt::print("gpu-cpu-parity model: {}\n", r.o.model);
+  fmt::print(
+      "  {} layers ({} weights), {} prompt tokens [{}] + {} continuation tokens (the "
+      "CPU's greedy) [{}]\n",
+      r.m.hp().n_layer, class_name(model_class(r.m)), r.prompt.size(), join_tokens(r.prompt),
+      r.cont.size(), join_tokens(r.cont));
+  fmt::print("  comparison: {}\n", r.comparison);
+  fmt::print(
+      "  weights {} ({}: the CPU's top-1 probability averages {:.3f}; its smallest lead "
+      "over the runner-up is {:.3g})\n",
+      r.trained ? "trained" : "random", r.o.expect == "auto" ? "auto-detected" : "--expect",
+      r.mean_top1_prob, r.min_margin);
+  fmt::print("  reference: {}\n", r.ref.plan);
+  for (const config_result& c : results) print(c, r.tok, r.cpu_greedy, r.trained, r.o.verbose);
+  if (first)
+    fmt::print("\nFAIL: first divergence [{}]: {}\n", first->first, first->second.what());
+  else
+    fmt::print("\n{}\n", all_pass ? "PASS" : "FAIL");
+}
 
-    if (o->json) {
-      nlohmann::json j;
-      j["mode"] = "model";
-      j["model"] = o->model;
-      j["n_layer"] = hp.n_layer;
-      j["quantized"] = quant;
-      j["weights"] = class_name(model_class(*m));
-      j["cpu"] = o->cpu;
-      j["comparison"] = comparison;
-      j["prompt_tokens"] = prompt;
-      j["continuation"] = cont;
-      j["cpu_greedy"] = cpu_greedy;
-      j["cpu_greedy_text"] = tok->decode(cpu_greedy);
-      j["expect"] = trained ? "trained" : "random";
-      j["min_top1_margin"] = min_margin;
-      j["mean_top1_prob"] = mean_top1_prob;
-      j["thresholds"] = {{"isolated_nmse", k_thr.iso_nmse.of(wc)},
-                         {"isolated_kl", k_thr.iso_kl.of(wc)},
-                         {"end_to_end_nmse", k_thr.e2e_nmse.of(wc)},
-                         {"end_to_end_kl", k_thr.e2e_kl.of(wc)},
-                         {"top1", top1_need}};
-      j["configs"] = nlohmann::json::array();
-      for (const config_result& r : results) j["configs"].push_back(to_json(r, *tok));
-      if (first)
-        j["first_divergence"] = {
-            {"config", first->first},       {"layer", first->second.layer},
-            {"op", first->second.op},       {"pos", first->second.pos},
-            {"value", first->second.value}, {"threshold", first->second.threshold}};
-      else
-        j["first_divergence"] = nullptr;
-      j["pass"] = all_pass;
-      fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
-      return all_pass ? 0 : 1;
-    }
+// The reference run (every layer on the CPU, every op captured), then each plan against it.
+int run_model(const model_opts& o) {
+  if (o.n_tokens < 0) throw error("--tokens must be at least 0");
+  const bool reference = o.cpu == "reference";
+  if (reference) {  // before any backend exists: no packed copies, no decode region
+    cpu::set_kernel_level(cpu::kernel_level::scalar);
+    cpu::set_reference_products(true);
+  }
+  auto m = model::load(o.model);
+  auto tok = tokenizer::from_gguf(m->file());
+  parity_run r{.o = o, .m = *m, .tok = *tok, .reference = reference};
+  r.comparison = reference
+                     ? "GPU against the CPU reference (scalar kernels, F32 activations)"
+                     : "GPU against the optimized CPU path (SIMD kernels, 8-bit activations for "
+                       "quantized weights)";
+  r.prompt = tok->encode(o.prompt, tok->add_bos_default());
+  if (r.prompt.empty() && tok->bos() >= 0) r.prompt.push_back(tok->bos());
+  if (r.prompt.empty()) throw error("the prompt is empty and the vocabulary has no BOS token");
+  const int n_prompt = static_cast<int>(r.prompt.size());
+  r.eo.n_ctx = (n_prompt + o.n_tokens + 1 + 15) / 16 * 16;
+  r.eo.n_batch = n_prompt;
+  r.eo.n_threads = o.threads;
+  r.eo.offload = "0";
+  {
+    engine cpu_eng(*m, r.eo);
+    r.ref = run_forced(cpu_eng, *m, r.prompt, &r.cont, o.n_tokens, /*reference=*/true,
+                       /*ops=*/true);
+    r.cpu_greedy = free_run(cpu_eng, *m, r.prompt, o.n_tokens);
+  }
+  judge_weights(r);
 
-    fmt::print("gpu-cpu-parity model: {}\n", o->model);
-    fmt::print(
-        "  {} layers ({} weights), {} prompt tokens [{}] + {} continuation tokens (the "
-        "CPU's greedy) [{}]\n",
-        hp.n_layer, class_name(model_class(*m)), n_prompt, join_tokens(prompt), cont.size(),
-        join_tokens(cont));
-    fmt::print("  comparison: {}\n", comparison);
-    fmt::print(
-        "  weights {} ({}: the CPU's top-1 probability averages {:.3f}; its smallest lead "
-        "over the runner-up is {:.3g})\n",
-        trained ? "trained" : "random", o->expect == "auto" ? "auto-detected" : "--expect",
-        mean_top1_prob, min_margin);
-    fmt::print("  reference: {}\n", ref.plan);
-    for (const config_result& r : results) print(r, *tok, cpu_greedy, trained, o->verbose);
-    if (first)
-      fmt::print("\nFAIL: first divergence [{}]: {}\n", first->first, first->second.what());
-    else
-      fmt::print("\n{}\n", all_pass ? "PASS" : "FAIL");
-    return all_pass ? 0 : 1;
-  };
+  std::vector<config_result> results;
+  std::optional<config_result> iso = run_isolated_plan(r);
+  if (!iso) return no_device_status();
+  results.push_back(std::move(*iso));
+  std::vector<plan_spec> plans = {{"gpu", "all", false}};
+  const int split = o.split >= 0 ? o.split : std::max(1, m->hp().n_layer / 2);
+  if (split > 0 && split < m->hp().n_layer)
+    plans.push_back({"split", std::to_string(split), false});
+  if (!o.no_stream) plans.push_back({"stream", "all", true});
+  for (const plan_spec& p : plans) {
+    std::optional<config_result> res = run_plan(r, p);
+    if (!res) return no_device_status();
+    results.push_back(std::move(*res));
+  }
+
+  bool all_pass = true;
+  for (const config_result& c : results) all_pass &= c.pass;
+  // The first divergence overall: the isolated run names the layer and op that adds the error;
+  // a plan that fails although every layer is right on its own points at the hand-off.
+  first_divergence first;
+  for (const config_result& c : results)
+    if (!first && c.first && !c.pass) first = std::pair{c.name, *c.first};
+  if (o.json)
+    print_json(r, results, first, all_pass);
+  else
+    print_text(r, results, first, all_pass);
+  return all_pass ? 0 : 1;
+}
+
+}  // namespace
+
+command add_model(CLI::App& app) {
+  auto o = std::make_shared<model_opts>();
+  add_options(app, *o);
+  return [o]() -> int { return run_model(*o); };
 }
 
 }  // namespace tandem::parity
