@@ -135,12 +135,9 @@ struct region_state {
   }
 };
 
-}  // namespace
-
-void run_steps(const step* steps, int n_steps) {
-  if (n_steps <= 0) return;
-  // start[s]: the work before step s (its items or units, and its `last` as one more).
-  thread_local std::vector<int64_t> start;
+// start[s]: the work before step s (its items or units, and its `last` as one more); the total
+// at start[n_steps].
+void count_work(const step* steps, int n_steps, std::vector<int64_t>& start) {
   start.assign(static_cast<size_t>(n_steps) + 1, 0);
   for (int s = 0; s < n_steps; ++s) {
     if (steps[s].last && steps[s].n <= 0)
@@ -148,28 +145,26 @@ void run_steps(const step* steps, int n_steps) {
     start[static_cast<size_t>(s) + 1] =
         start[static_cast<size_t>(s)] + std::max<int64_t>(0, steps[s].n) + (steps[s].last ? 1 : 0);
   }
-  const int64_t total = start[static_cast<size_t>(n_steps)];
-  if (total == 0) return;
   for (int s = 0; s < n_steps; ++s)
     if (steps[s].range && steps[s].n >= (int64_t{1} << 31))
       throw std::length_error("run_steps: a unit step of 2^31 units or more");
-  auto& a = arena();
-  const int threads = g_threads;
-  if (threads == 1) {
-    for (int s = 0; s < n_steps; ++s) {
-      if (steps[s].n <= 0) continue;
-      if (steps[s].range)
-        steps[s].range(0, steps[s].n);
-      else
-        for (int64_t i = 0; i < steps[s].n; ++i) steps[s].item(i);
-      if (steps[s].last) steps[s].last();
-    }
-    return;
+}
+
+// The steps in order on the calling thread.
+void run_serial(const step* steps, int n_steps) {
+  for (int s = 0; s < n_steps; ++s) {
+    if (steps[s].n <= 0) continue;
+    if (steps[s].range)
+      steps[s].range(0, steps[s].n);
+    else
+      for (int64_t i = 0; i < steps[s].n; ++i) steps[s].item(i);
+    if (steps[s].last) steps[s].last();
   }
-  thread_local region_state t_rs;
-  region_state& rs = t_rs;  // the caller's: the workers' lambda must not name the thread_local
+}
+
+// Each unit step's units cut into one share per thread: share t is [at(t), at(t + 1)).
+void cut_shares(const step* steps, int n_steps, int threads, region_state& rs) {
   const auto T = static_cast<size_t>(threads);
-  rs.reset(static_cast<size_t>(n_steps) * T, static_cast<size_t>(n_steps));
   for (int s = 0; s < n_steps; ++s) {
     const step& S = steps[s];
     if (!S.range) continue;
@@ -178,7 +173,7 @@ void run_steps(const step* steps, int n_steps) {
       if (k >= threads) return n;
       return std::clamp<int64_t>(S.split ? S.split(k, threads) : n * k / threads, 0, n);
     };
-    int64_t front = 0;  // share t is [at(t), at(t + 1)), each cut asked for once
+    int64_t front = 0;  // each cut asked for once
     for (int t = 0; t < threads; ++t) {
       const int64_t back = std::max(front, at(t + 1));
       rs.shares[static_cast<size_t>(s) * T + static_cast<size_t>(t)].v.store(
@@ -186,112 +181,159 @@ void run_steps(const step* steps, int n_steps) {
       front = back;
     }
   }
-  // Items and units done, on a line of its own: every item bumps it.
-  counter done_c;
-  std::atomic<int64_t>& done = done_c.v;
-  std::exception_ptr failed;
-  std::atomic<bool> has_failed{false};
-  const int64_t* st = start.data();
-  const auto guarded = [&](auto&& f) {
+}
+
+// One parallel region of run_steps: what its threads share, and what each of them runs.
+class region {
+ public:
+  region(const step* steps, int n_steps, const int64_t* start, region_state& rs, int threads)
+      : steps_(steps), n_steps_(n_steps), st_(start), rs_(rs), T_(static_cast<size_t>(threads)) {}
+
+  // Thread t's part: every step in order, its items or its share of units (then stolen ones).
+  void work(int t) {
+    for (int s = 0; s < n_steps_; ++s) {
+      if (steps_[s].n <= 0) continue;
+      if (steps_[s].range)
+        run_units(s, t);
+      else
+        run_items(s);
+    }
+  }
+  // The first exception an item, a unit or a `last` threw, after the region.
+  void rethrow() const {
+    if (failed_) std::rethrow_exception(failed_);
+  }
+
+ private:
+  template <typename F>
+  void guarded(F&& f) {
     try {
       f();
     } catch (...) {
-      if (!has_failed.exchange(true)) failed = std::current_exception();
+      if (!has_failed_.exchange(true)) failed_ = std::current_exception();
     }
-  };
+  }
   // The thread whose `added` items or units (done was `prev` before them) complete step s runs
   // the step's `last`, at once, as one more unit of the step.
-  const auto finish = [&](int s, int64_t prev, int64_t added) {
-    const step& S = steps[s];
-    if (!S.last || added <= 0 || prev + added != st[s] + S.n) return;
+  void finish(int s, int64_t prev, int64_t added) {
+    const step& S = steps_[s];
+    if (!S.last || added <= 0 || prev + added != st_[s] + S.n) return;
     guarded([&] { S.last(); });
-    done.fetch_add(1, std::memory_order_acq_rel);
-  };
+    done_.fetch_add(1, std::memory_order_acq_rel);
+  }
   // Spins until every item and unit of the steps before s is done; warm() first if it must.
-  const auto wait_for = [&](int s, auto&& warm) {
-    if (done.load(std::memory_order_acquire) >= st[s]) return;
+  template <typename W>
+  void wait_for(int s, W&& warm) {
+    if (done_.load(std::memory_order_acquire) >= st_[s]) return;
     warm();
-    while (done.load(std::memory_order_acquire) < st[s]) _mm_pause();
-  };
-  auto work = [&](int t) {
-    for (int s = 0; s < n_steps; ++s) {
-      const step& S = steps[s];
-      if (S.n <= 0) continue;
-      if (!S.range) {
-        for (int64_t i; (i = rs.next[s].v.fetch_add(1, std::memory_order_relaxed)) < S.n;) {
-          wait_for(s, [&] {
-            if (S.warm) S.warm(i);
-          });
-          guarded([&] { S.item(i); });
-          finish(s, done.fetch_add(1, std::memory_order_acq_rel), 1);
-        }
-        continue;
-      }
-      share* sh = &rs.shares[static_cast<size_t>(s) * T];
-      std::atomic<uint64_t>& own = sh[t].v;
+    while (done_.load(std::memory_order_acquire) < st_[s]) _mm_pause();
+  }
+  void run_items(int s) {
+    const step& S = steps_[s];
+    for (int64_t i; (i = rs_.next[s].v.fetch_add(1, std::memory_order_relaxed)) < S.n;) {
       wait_for(s, [&] {
-        const uint64_t v = own.load(std::memory_order_relaxed);
-        if (S.warm && front_of(v) < back_of(v)) S.warm(front_of(v));
+        if (S.warm) S.warm(i);
       });
-      const int64_t grain = std::max<int64_t>(1, S.grain);
-      int64_t ran = 0;
-      for (;;) {
-        // The own share from the front, in runs of half of what is left of it, at least a grain
-        // and at most max_grains grains: each run costs a kernel call and a locked instruction
-        // (which waits for the loads before it), and the short runs at the end of the share keep
-        // what another thread may wait out to about a grain.
-        for (;;) {
-          const uint64_t seen = own.load(std::memory_order_relaxed);  // a hint: a thief may cut it
-          const int64_t take =
-              std::clamp<int64_t>((back_of(seen) - front_of(seen)) / 2, grain, max_grains * grain);
-          const uint64_t v = own.fetch_add(static_cast<uint64_t>(take), std::memory_order_relaxed);
-          const int64_t f = front_of(v), b = back_of(v);
-          if (f >= b) break;
-          const int64_t u1 = std::min(b, f + take);
-          guarded([&] { S.range(f, u1); });
-          ran += u1 - f;
+      guarded([&] { S.item(i); });
+      finish(s, done_.fetch_add(1, std::memory_order_acq_rel), 1);
+    }
+  }
+  void run_units(int s, int t) {
+    const step& S = steps_[s];
+    share* sh = &rs_.shares[static_cast<size_t>(s) * T_];
+    std::atomic<uint64_t>& own = sh[t].v;
+    wait_for(s, [&] {
+      const uint64_t v = own.load(std::memory_order_relaxed);
+      if (S.warm && front_of(v) < back_of(v)) S.warm(front_of(v));
+    });
+    do {
+      const int64_t ran = run_share(S, own);
+      // Published once per share, not per grain: both threads bumping the one line every
+      // grain would pass it back and forth.
+      finish(s, done_.fetch_add(ran, std::memory_order_acq_rel), ran);
+    } while (steal(s, sh, own));
+  }
+  // The own share from the front, in runs of half of what is left of it, at least a grain and at
+  // most max_grains grains: each run costs a kernel call and a locked instruction (which waits
+  // for the loads before it), and the short runs at the end of the share keep what another
+  // thread may wait out to about a grain. Returns the units run.
+  int64_t run_share(const step& S, std::atomic<uint64_t>& own) {
+    const int64_t grain = std::max<int64_t>(1, S.grain);
+    int64_t ran = 0;
+    for (;;) {
+      const uint64_t seen = own.load(std::memory_order_relaxed);  // a hint: a thief may cut it
+      const int64_t take =
+          std::clamp<int64_t>((back_of(seen) - front_of(seen)) / 2, grain, max_grains * grain);
+      const uint64_t v = own.fetch_add(static_cast<uint64_t>(take), std::memory_order_relaxed);
+      const int64_t f = front_of(v), b = back_of(v);
+      if (f >= b) return ran;
+      const int64_t u1 = std::min(b, f + take);
+      guarded([&] { S.range(f, u1); });
+      ran += u1 - f;
+    }
+  }
+  // The back half of the largest share left, as the own share; not a look at the other shares
+  // (lines the other threads write) once every unit of the step is done. False: none left.
+  bool steal(int s, share* sh, std::atomic<uint64_t>& own) {
+    while (done_.load(std::memory_order_acquire) < st_[s] + steps_[s].n) {
+      size_t victim = T_;
+      int64_t most = 0;
+      uint64_t seen = 0;
+      for (size_t k = 0; k < T_; ++k) {
+        const uint64_t v = sh[k].v.load(std::memory_order_relaxed);
+        if (back_of(v) - front_of(v) > most) {
+          most = back_of(v) - front_of(v);
+          victim = k;
+          seen = v;
         }
-        // Published once per share, not per grain: both threads bumping the one line every
-        // grain would pass it back and forth.
-        finish(s, done.fetch_add(ran, std::memory_order_acq_rel), ran);
-        ran = 0;
-        // Then the back half of the largest share left, as the own share; not a look at the
-        // other shares (lines the other threads write) once every unit of the step is done.
-        bool stole = false;
-        while (done.load(std::memory_order_acquire) < st[s] + S.n) {
-          size_t victim = T;
-          int64_t most = 0;
-          uint64_t seen = 0;
-          for (size_t k = 0; k < T; ++k) {
-            const uint64_t v = sh[k].v.load(std::memory_order_relaxed);
-            if (back_of(v) - front_of(v) > most) {
-              most = back_of(v) - front_of(v);
-              victim = k;
-              seen = v;
-            }
-          }
-          if (victim == T) break;
-          const int64_t f = front_of(seen), b = back_of(seen), half = (b - f + 1) / 2;
-          if (sh[victim].v.compare_exchange_weak(seen, pack(f, b - half),
-                                                 std::memory_order_relaxed)) {
-            own.store(pack(b - half, b), std::memory_order_relaxed);
-            stole = true;
-            break;
-          }
-        }
-        if (!stole) break;
+      }
+      if (victim == T_) return false;
+      const int64_t f = front_of(seen), b = back_of(seen), half = (b - f + 1) / 2;
+      if (sh[victim].v.compare_exchange_weak(seen, pack(f, b - half), std::memory_order_relaxed)) {
+        own.store(pack(b - half, b), std::memory_order_relaxed);
+        return true;
       }
     }
-  };
+    return false;
+  }
+
+  const step* steps_;
+  int n_steps_;
+  const int64_t* st_;  // count_work's start
+  region_state& rs_;
+  size_t T_;  // threads
+  // Items and units done, on a line of its own: every item bumps it.
+  counter done_c_;
+  std::atomic<int64_t>& done_ = done_c_.v;
+  std::exception_ptr failed_;
+  std::atomic<bool> has_failed_{false};
+};
+
+}  // namespace
+
+void run_steps(const step* steps, int n_steps) {
+  if (n_steps <= 0) return;
+  thread_local std::vector<int64_t> start;
+  count_work(steps, n_steps, start);
+  if (start[static_cast<size_t>(n_steps)] == 0) return;
+  auto& a = arena();
+  const int threads = g_threads;
+  if (threads == 1) return run_serial(steps, n_steps);
+  thread_local region_state t_rs;
+  region_state& rs = t_rs;  // the caller's: the workers' lambda must not name the thread_local
+  rs.reset(static_cast<size_t>(n_steps) * static_cast<size_t>(threads),
+           static_cast<size_t>(n_steps));
+  cut_shares(steps, n_steps, threads, rs);
+  region reg(steps, n_steps, start.data(), rs, threads);
   a.execute([&] {
     tbb::parallel_for(
         tbb::blocked_range<int>(0, threads, 1),
         [&](const tbb::blocked_range<int>& r) {
-          for (int k = r.begin(); k < r.end(); ++k) work(k);
+          for (int k = r.begin(); k < r.end(); ++k) reg.work(k);
         },
         tbb::simple_partitioner());
   });
-  if (failed) std::rethrow_exception(failed);
+  reg.rethrow();
 }
 
 }  // namespace tandem::cpu
