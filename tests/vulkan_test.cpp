@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <unistd.h>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "runtime/blocks.h"
 #include "runtime/backend_factory.h"
 #include "runtime/gguf.h"
+#include "shaders/push_constants.h"
 #include "tools/op_check/op_check.h"
 #include "tests/test_util.h"
 #include "tests/vulkan_test_util.h"
@@ -201,6 +203,33 @@ TEST_F(VulkanOps, UnsupportedWeightTypeIsNamed) {
   EXPECT_NE(weight_unsupported(dtype::q4_1, 32).find("q4_1"), std::string::npos);
   EXPECT_NE(weight_unsupported(dtype::q4_k, 172).find("block size"), std::string::npos);
   EXPECT_EQ(weight_unsupported(dtype::f32, 172), "");
+}
+
+// ops::elementwise dispatches an element-wise row of the op table with no function of its own
+// in vulkan/ops.h (vulkan/op_table.h lists what a new op touches): add through it gives the CPU's
+// bits on a size that is not a multiple of the workgroup, with its cost recorded; a push struct,
+// a buffer count or an op that the table's row does not match is refused.
+TEST_F(VulkanOps, ElementwiseDispatchFollowsTheOpTable) {
+  runner run(ctx(), true);
+  const int n = 1000, nb = 10;  // add's workgroup is 256: four groups, the last one partly idle
+  const auto y = random_floats(n, 3), b = random_floats(nb, 4);
+  host_buffer by(ctx(), n * 4), bb(ctx(), nb * 4);
+  by.set(y);
+  bb.set(b);
+  run.run([&](recorder& r) {
+    ops::elementwise(r, kernel::add, add_push{n, nb}, {by, bb}, by, n, {123, 45});
+    EXPECT_EQ(r.last_cost().bytes, 123u);
+    EXPECT_EQ(r.last_cost().flops, 45u);
+    EXPECT_THROW(ops::elementwise(r, kernel::add, swiglu_push{n}, {by, bb}, by, n, {}),
+                 std::logic_error);
+    EXPECT_THROW(ops::elementwise(r, kernel::add, add_push{n, nb}, {by}, by, n, {}),
+                 std::logic_error);
+    EXPECT_THROW(ops::elementwise(r, kernel::rope, add_push{n, nb}, {by, bb}, by, n, {}),
+                 std::logic_error);
+  });
+  std::vector<float> want = y;
+  for (int i = 0; i < n; ++i) want[static_cast<size_t>(i)] += b[static_cast<size_t>(i % nb)];
+  EXPECT_EQ(by.floats(want.size()), want);
 }
 
 // The block layouts against llama.cpp itself: blk.0.attn_q.weight of each quantized file in

@@ -9,18 +9,20 @@
 // weight type: <name>_<type>), specialization constants 1.. (op_spec), when warm_up builds it
 // (op_use).
 //
-// A new element-wise op (a GELU wired as swiglu is) touches these files:
+// A new element-wise op (a GELU wired as swiglu is) touches these five files, its check included:
 //   1. shaders/gelu.comp                  the shader (its `// tandem-variants:` line)
 //   2. vulkan/op_table.h                  its row here
-//   3. vulkan/ops.h, 4. vulkan/ops.cpp    ops::gelu, the one-line dispatch
-//   5. cpu/ops_ref.h + .cpp (two files)   the scalar reference the check compares against
-//   6. tools/op_check/op_check.cpp        its cases (shapes, threshold): tandem_tests and
-//                                         gpu-cpu-parity both run them (tests/vulkan_test.cpp
+//   3. cpu/ops_ref.h, 4. cpu/ops_ref.cpp  the scalar reference the check compares against
+//   5. tools/op_check/op_check.cpp        its cases (shapes, threshold), which dispatch it with
+//                                         ops::elementwise (vulkan/ops.h: the grid, the cost and
+//                                         the TANDEM_PARITY_BREAK hook come from this row, so no
+//                                         function of its own in vulkan/ops.{h,cpp}); tandem_tests
+//                                         and gpu-cpu-parity both run them (tests/vulkan_test.cpp
 //                                         and tests/parity_test.cpp take the op from this table)
-// That is seven files for an op that is checked on every device (eight when it needs a push
-// struct of its own, in shaders/push_constants.h). Using it in a layer adds the two backends'
-// forward passes (cpu/cpu_backend.cpp, vulkan/vulkan_backend.cpp) and, for speed on the CPU, a
-// SIMD kernel next to the reference (cpu/elementwise*.cpp).
+// Six when it needs a push struct of its own (shaders/push_constants.h; one that holds only n can
+// take swiglu_push). Using it in a layer adds the two backends' forward passes
+// (cpu/cpu_backend.cpp, vulkan/vulkan_backend.cpp; there it is one ops::elementwise line) and, for
+// speed on the CPU, a SIMD kernel next to the reference (cpu/elementwise*.cpp).
 #pragma once
 #include <cstdint>
 

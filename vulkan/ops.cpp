@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "runtime/error.h"
@@ -231,19 +232,33 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
 
 void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,
             int n) {
-  const auto& p = rec.pipes().get(kernel::swiglu);
-  uint32_t gx, gy;
-  rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
-  rec.dispatch(p, gx, gy, 1, swiglu_push{u32(n)}, {g, u, y});
-  if (parity_break("swiglu")) parity_double(rec, y, static_cast<uint64_t>(n));
+  const uint64_t n64 = static_cast<uint64_t>(n);  // reads g, u; writes y; exp, add, div, mul
+  elementwise(rec, kernel::swiglu, swiglu_push{u32(n)}, {g, u, y}, y, n, {12 * n64, 4 * n64});
 }
 
 void add(recorder& rec, const buffer_range& y, const buffer_range& b, int n, int nb) {
-  const auto& p = rec.pipes().get(kernel::add);
-  uint32_t gx, gy;
-  rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
-  rec.dispatch(p, gx, gy, 1, add_push{u32(n), u32(nb)}, {y, b});
-  if (parity_break("add")) parity_double(rec, y, static_cast<uint64_t>(n));
+  const uint64_t n64 = static_cast<uint64_t>(n), nb64 = static_cast<uint64_t>(nb);
+  elementwise(rec, kernel::add, add_push{u32(n), u32(nb)}, {y, b}, y, n,
+              {8 * n64 + 4 * nb64, n64});
+}
+
+const pipeline& elementwise_grid(recorder& rec, kernel k, size_t push_size, size_t n_bufs,
+                                 int64_t n, uint32_t* gx, uint32_t* gy) {
+  const op_row& row = op_rows[static_cast<size_t>(k)];
+  if (row.typed || row.spec != op_spec::none || row.push_size != push_size ||
+      row.bindings != n_bufs)
+    throw std::logic_error(fmt::format(
+        "ops::elementwise({}): {} push bytes and {} buffers given, the op table says {} and {}{}",
+        row.name, push_size, n_bufs, row.push_size, row.bindings,
+        row.typed || row.spec != op_spec::none ? " (and variants: not element-wise)" : ""));
+  const pipeline& p = rec.pipes().get(k);
+  rec.split_groups(div_up(static_cast<uint64_t>(std::max<int64_t>(n, 0)), p.wg), gx, gy);
+  return p;
+}
+
+void elementwise_done(recorder& rec, kernel k, const buffer_range& out, int64_t n) {
+  if (parity_break(op_rows[static_cast<size_t>(k)].name))
+    parity_double(rec, out, static_cast<uint64_t>(n));
 }
 
 }  // namespace ops

@@ -89,5 +89,32 @@ void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const b
 // y[i] += b[i % nb] for i < n.
 void add(recorder& rec, const buffer_range& y, const buffer_range& b, int n, int nb);
 
+// ---- element-wise ops, driven by the op table ----
+// An element-wise op of the op table (vulkan/op_table.h): one invocation per element i < n, the
+// grid from n and the table's workgroup size, `push` (the table's push struct: checked by size),
+// the storage buffers in the shader's binding order, its cost (recorder::cost), and `out` (n
+// floats) doubled under TANDEM_PARITY_BREAK=<the table's name>. A new element-wise op needs no
+// function of its own here; its caller writes, e.g.
+//   ops::elementwise(rec, kernel::gelu, gelu_push{n}, {x, y}, y, n, {8ull * n, 8ull * n});
+template <class Push>
+void elementwise(recorder& rec, kernel k, const Push& push,
+                 std::initializer_list<buffer_range> bufs, const buffer_range& out, int64_t n,
+                 dispatch_cost cost);
+// Its two halves (ops.cpp): the pipeline and grid, after checking the op's row; the parity hook.
+const pipeline& elementwise_grid(recorder& rec, kernel k, size_t push_size, size_t n_bufs,
+                                 int64_t n, uint32_t* gx, uint32_t* gy);
+void elementwise_done(recorder& rec, kernel k, const buffer_range& out, int64_t n);
+
+template <class Push>
+void elementwise(recorder& rec, kernel k, const Push& push,
+                 std::initializer_list<buffer_range> bufs, const buffer_range& out, int64_t n,
+                 dispatch_cost cost) {
+  uint32_t gx, gy;
+  const pipeline& p = elementwise_grid(rec, k, sizeof(Push), bufs.size(), n, &gx, &gy);
+  rec.cost(cost.bytes, cost.flops);
+  rec.dispatch(p, gx, gy, 1, push, bufs);
+  elementwise_done(rec, k, out, n);
+}
+
 }  // namespace ops
 }  // namespace tandem::vk
