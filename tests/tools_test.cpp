@@ -80,24 +80,73 @@ TEST(Tools, QuantizeEveryTypeThenRun) {
 
 // The qwen2.5-0.5b shape: a qwen2 model (Q/K/V biases, tied output head, NeoX RoPE) with
 // Qwen2.5-0.5B's layer shapes and GPT-2's BPE vocabulary by default; it loads and generates.
+// make-model's Qwen2.5-0.5B: the shape (through the library and `tandem info`), a file that is a
+// function of its seed, and what the model computes, pinned: the greedy text (tied embeddings: the
+// made weights leave each token its own nearest) and the log-perplexity of a fixed text, which
+// every layer's arithmetic feeds (1% apart: the kernel levels differ by 0.2%; seed 2 by 6%).
 TEST(Tools, MakeModelQwen25Shape) {
-  const std::string p = test::temp_dir() + "/qwen2.5-0.5b-q4_0.gguf";
-  auto r = test::run_cli("make-model --shape qwen2.5-0.5b --type q4_0 --vocab " +
-                         test::model_path("vocab/ggml-vocab-gpt-2.gguf") + " -o " + p);
-  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string dir = test::temp_dir();
+  const auto make = [&](const std::string& name, int seed) {
+    const std::string p = dir + "/" + name;
+    auto r = test::run_cli("make-model --shape qwen2.5-0.5b --type q4_0 --seed " +
+                           std::to_string(seed) + " --vocab " +
+                           test::model_path("vocab/ggml-vocab-gpt-2.gguf") + " -o " + p);
+    EXPECT_EQ(r.status, 0) << r.err;
+    return p;
+  };
+  const std::string p = make("qwen2.5-0.5b-q4_0.gguf", 1);
   auto m = model::load(p);
-  EXPECT_EQ(m->hp().arch, "qwen2");
-  EXPECT_EQ(m->hp().n_embd, 896);
-  EXPECT_EQ(m->hp().n_layer, 24);
-  EXPECT_EQ(m->hp().n_head, 14);
-  EXPECT_EQ(m->hp().n_head_kv, 2);
-  EXPECT_EQ(m->hp().n_ff, 4864);
-  EXPECT_EQ(m->hp().n_vocab, 50257);
-  EXPECT_TRUE(m->layer(0).bq && m->layer(0).bk && m->layer(0).bv);
+  const hparams& hp = m->hp();
+  EXPECT_EQ(hp.arch, "qwen2");
+  EXPECT_EQ(hp.n_embd, 896);
+  EXPECT_EQ(hp.n_layer, 24);
+  EXPECT_EQ(hp.n_head, 14);
+  EXPECT_EQ(hp.n_head_kv, 2);
+  EXPECT_EQ(hp.head_dim, 64);
+  EXPECT_EQ(hp.n_rot, 64);
+  EXPECT_EQ(hp.n_ff, 4864);
+  EXPECT_EQ(hp.n_vocab, 50257);
+  EXPECT_EQ(hp.rope, rope_style::neox);
+  EXPECT_FLOAT_EQ(hp.rope_freq_base, 1e6f);
+  EXPECT_FLOAT_EQ(hp.rms_eps, 1e-6f);
+  for (int il = 0; il < hp.n_layer; ++il) {
+    const layer_weights& L = m->layer(il);
+    EXPECT_TRUE(L.bq && L.bk && L.bv) << "layer " << il;
+    for (const layer_matrix& lm : layer_matrices)
+      EXPECT_EQ((L.*lm.field).type(), dtype::q4_0) << "layer " << il << " " << lm.name;
+  }
   EXPECT_EQ(m->file().tensor("output.weight"), nullptr);  // tied to token_embd
-  auto g = test::run_cli("run -m " + p + " -p 'Hello world' -n 4 --temp 0 -c 64");
+  const auto info = test::run_cli("info -m " + p);
+  ASSERT_EQ(info.status, 0) << info.err;
+  for (const char* line : {"general.architecture                         string       qwen2",
+                           "qwen2.attention.head_count_kv                u32          2",
+                           "qwen2.rope.freq_base                         f32          1e+06",
+                           "tensors (290):"})
+    EXPECT_NE(info.out.find(line), std::string::npos) << line << "\n" << info.out;
+  // The same seed writes the same bytes; another seed other weights.
+  EXPECT_EQ(test::read_file(make("again.gguf", 1)), test::read_file(p));
+  const std::string p2 = make("seed2.gguf", 2);
+  EXPECT_NE(test::read_file(p2), test::read_file(p));
+
+  auto g = test::run_cli("run -m " + p + " -p 'Hello world' -n 6 --temp 0 -c 64 --offload 0");
   ASSERT_EQ(g.status, 0) << g.err;
-  EXPECT_NE(g.err.find("generation: 4 tokens"), std::string::npos) << g.err;
+  EXPECT_EQ(g.out, "Hello world world world world world world world\n") << g.err;
+  const std::string text = dir + "/text.txt";
+  std::FILE* f = std::fopen(text.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("Once upon a time, there was a little girl named Lily. She loved to play outside in "
+             "the park with her friends and her dog. One day she found a shiny red ball under a "
+             "big tree.\n",
+             f);
+  std::fclose(f);
+  const auto log_ppl = [&](const std::string& model) {
+    auto r = test::run_cli("perplexity -m " + model + " -f " + text + " -c 16");
+    EXPECT_EQ(r.status, 0) << r.err;
+    return std::log(ppl_of(r.out + r.err));
+  };
+  const double lp = log_ppl(p);
+  EXPECT_NEAR(lp, 199.7, 2.0);
+  EXPECT_GT(std::abs(log_ppl(p2) - lp), 5.0);
 }
 
 TEST(Tools, QuantizeSaysWhatItKeeps) {
