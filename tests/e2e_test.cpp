@@ -10,6 +10,7 @@
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+#include "tests/greedy_text.h"
 #include "tests/test_util.h"
 
 namespace tandem {
@@ -78,36 +79,11 @@ TEST(EndToEnd, SeedMakesSamplingReproducible) {
   EXPECT_NE(a.out, c.out);
 }
 
-// What `tandem run -p prompt -n n --temp 0` prints with these flags, computed in this process
-// through the engine (its greedy choices, detokenized as the CLI does): the CLI must print exactly
-// the engine's text, not just some text of the right length.
-std::string engine_greedy_text(const std::string& path, const std::string& prompt, int n,
-                               const std::string& offload) {
-  auto m = model::load(path);
-  auto tok = tokenizer::from_gguf(m->file());
-  engine_options eo;
-  eo.offload = offload;
-  engine eng(*m, eo);
-  const std::vector<int32_t> ids = tok->encode(prompt, tok->add_bos_default());
-  std::vector<float> logits = eng.eval(ids);
-  std::string out = prompt;
-  int32_t prev = ids.back();
-  for (int i = 0; i < n; ++i) {
-    const float* l = logits.data();
-    const int32_t next = static_cast<int32_t>(std::max_element(l, l + m->hp().n_vocab) - l);
-    if (tok->is_eog(next)) break;
-    out += tok->piece(next, prev);
-    prev = next;
-    if (i + 1 < n) logits = eng.eval({next});
-  }
-  return out;
-}
-
 TEST(EndToEnd, TinyRandomF16LoadsAndGenerates) {
   const std::string path = test::model_path("llama-2-tiny-random.gguf");
   auto r = test::run_cli("run -m " + path + " -p 'Hello world' -n 16 --temp 0 --offload 0");
   ASSERT_EQ(r.status, 0) << r.err;
-  const std::string want = engine_greedy_text(path, "Hello world", 16, "0");
+  const std::string want = test::engine_greedy_text(path, "Hello world", 16, "0");
   EXPECT_GT(want.size(), std::string("Hello world").size());
   EXPECT_EQ(r.out, want + "\n") << r.err;
   EXPECT_NE(r.err.find("generation: 16 tokens"), std::string::npos) << r.err;

@@ -11,36 +11,11 @@
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+#include "tests/greedy_text.h"
 #include "tests/test_util.h"
 
 namespace tandem {
 namespace {
-
-// What `tandem run -p prompt -n n --temp 0` prints with these flags, computed in this process
-// through the engine (its greedy choices, detokenized as the CLI does): the CLI must print exactly
-// the engine's text, not just some text of the right length.
-std::string engine_greedy_text(const std::string& path, const std::string& prompt, int n,
-                               const std::string& offload) {
-  auto m = model::load(path);
-  auto tok = tokenizer::from_gguf(m->file());
-  engine_options eo;
-  eo.offload = offload;
-  engine eng(*m, eo);
-  const std::vector<int32_t> ids = tok->encode(prompt, tok->add_bos_default());
-  std::vector<float> logits = eng.eval(ids);
-  std::string out = prompt;
-  int32_t prev = ids.back();
-  for (int i = 0; i < n; ++i) {
-    const float* l = logits.data();
-    const int32_t next = static_cast<int32_t>(std::max_element(l, l + m->hp().n_vocab) - l);
-    if (tok->is_eog(next)) break;
-    out += tok->piece(next, prev);
-    prev = next;
-    if (i + 1 < n) logits = eng.eval({next});
-  }
-  return out;
-}
-
 
 bool have_vulkan_device(const std::string& info_out) {
   return info_out.find("Vulkan devices:\n") != std::string::npos;
@@ -76,8 +51,8 @@ TEST_F(Offload, TinyRandomF16RunsOnTheGpu) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("vulkan"), std::string::npos) << r.err;
   // The engine's own greedy text on the same plan (every layer on the lavapipe GPU).
-  const std::string want =
-      engine_greedy_text(test::model_path("llama-2-tiny-random.gguf"), "Hello world", 8, "all");
+  const std::string want = test::engine_greedy_text(
+      test::model_path("llama-2-tiny-random.gguf"), "Hello world", 8, "all");
   EXPECT_GT(want.size(), std::string("Hello world").size());
   EXPECT_EQ(r.out, want + "\n") << r.err;
   EXPECT_NE(r.err.find("generation: 8 tokens"), std::string::npos) << r.err;

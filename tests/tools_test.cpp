@@ -12,6 +12,7 @@
 #include "runtime/engine.h"
 #include "runtime/model.h"
 #include "runtime/tokenizer.h"
+#include "tests/greedy_text.h"
 #include "tests/test_util.h"
 
 namespace tandem {
@@ -71,9 +72,12 @@ TEST(Tools, QuantizeEveryTypeThenRun) {
     const double e = worst_matrix_nmse(*src, *model::load(out));
     std::printf("quantize %s: worst layer-0 matrix NMSE %.3g\n", t, e);
     EXPECT_LE(e, max_nmse) << t;
-    auto r = test::run_cli("run -m " + out + " -p 'Once upon a time' -n 8 --temp 0");
+    // It runs, and the CLI prints the engine's greedy text for it.
+    auto r = test::run_cli("run -m " + out + " -p 'Once upon a time' -n 8 --temp 0 --offload 0");
     ASSERT_EQ(r.status, 0) << t << ": " << r.err;
-    EXPECT_GT(r.out.size(), std::string("Once upon a time\n").size()) << t;
+    const std::string want = test::engine_greedy_text(out, "Once upon a time", 8, "0");
+    EXPECT_GT(want.size(), std::string("Once upon a time").size()) << t;
+    EXPECT_EQ(r.out, want + "\n") << t << ": " << r.err;
     EXPECT_NE(r.err.find("generation: 8 tokens"), std::string::npos) << t << ": " << r.err;
   }
 }
