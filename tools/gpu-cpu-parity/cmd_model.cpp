@@ -311,92 +311,88 @@ double kl_divergence(const float* p_logits, const float* q_logits, size_t n) {
   return std::isfinite(kl) ? std::max(0.0, kl) : INFINITY;
 }
 
-// Compares got against the reference position by position: every op (when got has them), each
-// layer's output against layer_threshold(il), the logits against res.kl_threshold; notes the
-// first divergence in the order the model computes (position batch, layer, op).
-template <class Threshold>
-void compare(const model& m, const run_data& ref, const run_data& got, bool with_ops,
-             Threshold layer_threshold, config_result& res) {
-  const auto& hp = m.hp();
-  const size_t nv = static_cast<size_t>(hp.n_vocab);
-  res.layers.resize(static_cast<size_t>(hp.n_layer));
-  for (int il = 0; il < hp.n_layer; ++il) {
-    layer_result& L = res.layers[static_cast<size_t>(il)];
-    L.layer = il;
-    L.device = got.layer_device[static_cast<size_t>(il)];
-    L.threshold = layer_threshold(il);
-  }
-  auto diverge = [&](int pos, int il, const std::string& op, double v, double thr) {
-    if (!res.first) res.first = divergence{pos, il, op, v, thr};
-  };
-  for (size_t si = 0; si < ref.steps.size() && si < got.steps.size(); ++si) {
-    const step& a = ref.steps[si];
-    const step& b = got.steps[si];
-    for (int il = 0; il < hp.n_layer; ++il) {
-      layer_result& L = res.layers[static_cast<size_t>(il)];
-      const captured_layer& ca = a.layers[static_cast<size_t>(il)];
-      const captured_layer& cb = b.layers[static_cast<size_t>(il)];
-      // The ops in the reference's order (with_ops), then the layer output.
-      std::vector<std::pair<std::string, const std::vector<float>*>> items;
-      if (with_ops)
-        for (const auto& [op, data] : ca.ops) items.emplace_back(op, &data);
-      items.emplace_back("output", &ca.hidden);
-      for (const auto& [op, data_a] : items) {
-        const bool is_output = op == "output";
-        const std::vector<float>* data_b = is_output ? &cb.hidden : nullptr;
-        if (!is_output)
-          for (const auto& [opb, dat] : cb.ops)
-            if (opb == op) data_b = &dat;
-        op_result* orr = nullptr;
-        if (!is_output) {
-          auto it = std::find_if(L.ops.begin(), L.ops.end(),
-                                 [&](const op_result& x) { return x.op == op; });
-          if (it == L.ops.end()) it = L.ops.insert(L.ops.end(), op_result{op, {}, true});
-          orr = &*it;
-        }
-        if (!data_b || data_b->size() != data_a->size() || data_a->empty() || a.n <= 0 ||
-            data_a->size() % static_cast<size_t>(a.n) != 0) {
-          const std::string why =
-              fmt::format("layer {} op {}: {} on {} ({} floats, the reference {})", il, op,
-                          data_b ? "a different size" : "not captured", L.device,
-                          data_b ? data_b->size() : 0, data_a->size());
-          if (res.problems.size() < 8 &&
-              std::find(res.problems.begin(), res.problems.end(), why) == res.problems.end())
-            res.problems.push_back(why);
-          L.pass = false;
-          if (orr) orr->pass = false;
-          diverge(a.pos0, il, op, INFINITY, L.threshold);
-          continue;
-        }
-        const size_t width = data_a->size() / static_cast<size_t>(a.n);
-        for (int t = 0; t < a.n; ++t) {
-          const size_t off = static_cast<size_t>(t) * width;
-          const row_err e = compare_rows(data_a->data() + off, data_b->data() + off, width);
-          const int pos = a.pos0 + t;
-          (orr ? orr->w : L.hidden).add(e.nmse, e.max_abs, pos);
-          if (e.nmse > L.threshold) {
-            L.pass = false;
-            if (orr) orr->pass = false;
-            diverge(pos, il, op, e.nmse, L.threshold);
-          }
-        }
+void diverge(config_result& res, int pos, int il, const std::string& op, double v, double thr) {
+  if (!res.first) res.first = divergence{pos, il, op, v, thr};
+}
+
+// An op (or the layer output) that got lacks or holds at another size: a problem, and a failure.
+void missing_capture(config_result& res, layer_result& L, op_result* orr, const step& a,
+                     const std::string& op, const std::vector<float>* data_a,
+                     const std::vector<float>* data_b) {
+  const std::string why = fmt::format("layer {} op {}: {} on {} ({} floats, the reference {})",
+                                      L.layer, op, data_b ? "a different size" : "not captured",
+                                      L.device, data_b ? data_b->size() : 0, data_a->size());
+  if (res.problems.size() < 8 &&
+      std::find(res.problems.begin(), res.problems.end(), why) == res.problems.end())
+    res.problems.push_back(why);
+  L.pass = false;
+  if (orr) orr->pass = false;
+  diverge(res, a.pos0, L.layer, op, INFINITY, L.threshold);
+}
+
+// One layer of one eval step: its ops in the reference's order (with_ops), then its output,
+// position by position.
+void compare_layer(config_result& res, layer_result& L, const step& a, const step& b,
+                   bool with_ops) {
+  const captured_layer& ca = a.layers[static_cast<size_t>(L.layer)];
+  const captured_layer& cb = b.layers[static_cast<size_t>(L.layer)];
+  std::vector<std::pair<std::string, const std::vector<float>*>> items;
+  if (with_ops)
+    for (const auto& [op, data] : ca.ops) items.emplace_back(op, &data);
+  items.emplace_back("output", &ca.hidden);
+  for (const auto& [op, data_a] : items) {
+    const bool is_output = op == "output";
+    const std::vector<float>* data_b = is_output ? &cb.hidden : nullptr;
+    if (!is_output)
+      for (const auto& [opb, dat] : cb.ops)
+        if (opb == op) data_b = &dat;
+    op_result* orr = nullptr;
+    if (!is_output) {
+      auto it =
+          std::find_if(L.ops.begin(), L.ops.end(), [&](const op_result& x) { return x.op == op; });
+      if (it == L.ops.end()) it = L.ops.insert(L.ops.end(), op_result{op, {}, true});
+      orr = &*it;
+    }
+    if (!data_b || data_b->size() != data_a->size() || data_a->empty() || a.n <= 0 ||
+        data_a->size() % static_cast<size_t>(a.n) != 0) {
+      missing_capture(res, L, orr, a, op, data_a, data_b);
+      continue;
+    }
+    const size_t width = data_a->size() / static_cast<size_t>(a.n);
+    for (int t = 0; t < a.n; ++t) {
+      const size_t off = static_cast<size_t>(t) * width;
+      const row_err e = compare_rows(data_a->data() + off, data_b->data() + off, width);
+      const int pos = a.pos0 + t;
+      (orr ? orr->w : L.hidden).add(e.nmse, e.max_abs, pos);
+      if (e.nmse > L.threshold) {
+        L.pass = false;
+        if (orr) orr->pass = false;
+        diverge(res, pos, L.layer, op, e.nmse, L.threshold);
       }
     }
-    for (int t = 0; t < a.n; ++t) {
-      const float* la = a.logits.data() + static_cast<size_t>(t) * nv;
-      const float* lb = b.logits.data() + static_cast<size_t>(t) * nv;
-      logit_pos lp;
-      lp.pos = a.pos0 + t;
-      lp.top_ref = argmax(la, nv);
-      lp.top_got = argmax(lb, nv);
-      lp.kl = kl_divergence(la, lb, nv);
-      const row_err e = compare_rows(la, lb, nv);
-      lp.nmse = e.nmse;
-      lp.max_abs = e.max_abs;
-      res.logits.push_back(lp);
-      if (lp.kl > res.kl_threshold) diverge(lp.pos, hp.n_layer, "logits", lp.kl, res.kl_threshold);
-    }
   }
+}
+
+// The logits of one eval step, position by position.
+void compare_logits(config_result& res, const step& a, const step& b, size_t nv, int n_layer) {
+  for (int t = 0; t < a.n; ++t) {
+    const float* la = a.logits.data() + static_cast<size_t>(t) * nv;
+    const float* lb = b.logits.data() + static_cast<size_t>(t) * nv;
+    logit_pos lp;
+    lp.pos = a.pos0 + t;
+    lp.top_ref = argmax(la, nv);
+    lp.top_got = argmax(lb, nv);
+    lp.kl = kl_divergence(la, lb, nv);
+    const row_err e = compare_rows(la, lb, nv);
+    lp.nmse = e.nmse;
+    lp.max_abs = e.max_abs;
+    res.logits.push_back(lp);
+    if (lp.kl > res.kl_threshold) diverge(res, lp.pos, n_layer, "logits", lp.kl, res.kl_threshold);
+  }
+}
+
+// The logits' figures over every position, and the verdict.
+void judge(config_result& res) {
   int agree = 0;
   double kl_sum = 0;
   for (const logit_pos& lp : res.logits) {
@@ -421,6 +417,28 @@ void compare(const model& m, const run_data& ref, const run_data& got, bool with
     res.problems.push_back(fmt::format("logits: top-1 agreement {:.1f}% < {:.0f}%", 100 * res.top1,
                                        100 * res.top1_need));
   }
+}
+
+// Compares got against the reference position by position: every op (when got has them), each
+// layer's output against layer_threshold(il), the logits against res.kl_threshold; notes the
+// first divergence in the order the model computes (position batch, layer, op).
+template <class Threshold>
+void compare(const model& m, const run_data& ref, const run_data& got, bool with_ops,
+             Threshold layer_threshold, config_result& res) {
+  const auto& hp = m.hp();
+  res.layers.resize(static_cast<size_t>(hp.n_layer));
+  for (int il = 0; il < hp.n_layer; ++il) {
+    layer_result& L = res.layers[static_cast<size_t>(il)];
+    L.layer = il;
+    L.device = got.layer_device[static_cast<size_t>(il)];
+    L.threshold = layer_threshold(il);
+  }
+  for (size_t si = 0; si < ref.steps.size() && si < got.steps.size(); ++si) {
+    for (layer_result& L : res.layers)
+      compare_layer(res, L, ref.steps[si], got.steps[si], with_ops);
+    compare_logits(res, ref.steps[si], got.steps[si], static_cast<size_t>(hp.n_vocab), hp.n_layer);
+  }
+  judge(res);
 }
 
 std::string short_device(const std::string& name) {
