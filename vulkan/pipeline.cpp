@@ -39,8 +39,8 @@ const spv::blob* find_blob(const std::string& name) {
 // ---- the op table's rows (op_table.h) ---------------------------------------------------------
 
 const op_row op_rows[] = {
-#define TANDEM_VK_OP_ROW(name, bindings, push, wg, typed, spec, use) \
-  {kernel::name, #name, bindings, sizeof(push), wg, typed, spec, use},
+#define TANDEM_VK_OP_ROW(name, bindings, push, wg, typed, spec, use, writes) \
+  {kernel::name, #name, bindings, sizeof(push), wg, typed, spec, use, writes},
     TANDEM_VK_OPS(TANDEM_VK_OP_ROW)
 #undef TANDEM_VK_OP_ROW
 };
@@ -215,6 +215,7 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
   fn.vkCmdBindDescriptorSets(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0, nullptr);
   fn.vkCmdPushConstants(cb_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.push_size, push);
   fn.vkCmdDispatch(cb_, gx, gy, gz);
+  if (counts_) ++counts_->dispatches;
 }
 
 void recorder::barrier() {
@@ -227,6 +228,7 @@ void recorder::barrier() {
       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
   fn.vkCmdPipelineBarrier(cb_, stages, stages | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr,
                           0, nullptr);
+  if (counts_) ++counts_->barriers;
 }
 
 void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {
@@ -262,7 +264,7 @@ command_stream::command_stream(pipeline_cache& pipes, int n_frames)
     ai.commandBufferCount = 1;
     VK_CHECK(fn.vkAllocateCommandBuffers(ctx_.device(), &ai, &f.cb));
     f.desc = std::make_unique<descriptor_allocator>(ctx_);
-    f.rec = std::make_unique<recorder>(pipes_, *f.desc, f.cb);
+    f.rec = std::make_unique<recorder>(pipes_, *f.desc, f.cb, &counts_);
   }
 }
 
@@ -297,6 +299,7 @@ uint64_t command_stream::submit(std::initializer_list<timeline_wait> waits) {
   f.rec->barrier();  // makes the results visible to the host and to the next frame
   VK_CHECK(fn.vkEndCommandBuffer(f.cb));
   f.value = ctx_.submit(ctx_.compute(), f.cb, waits);
+  ++counts_.submits;
   next_ = (next_ + 1) % frames_.size();
   return f.value;
 }

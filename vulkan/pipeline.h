@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "runtime/backend.h"
 #include "runtime/dtype.h"
 #include "vulkan/context.h"
 #include "vulkan/memory.h"
@@ -79,8 +80,10 @@ struct dispatch_cost {
 
 class recorder {
  public:
-  recorder(pipeline_cache& pipes, descriptor_allocator& desc, VkCommandBuffer cb)
-      : pipes_(pipes), desc_(desc), cb_(cb) {}
+  // counts (may be null) receives the dispatches and barriers recorded.
+  recorder(pipeline_cache& pipes, descriptor_allocator& desc, VkCommandBuffer cb,
+           backend_counters* counts = nullptr)
+      : pipes_(pipes), desc_(desc), cb_(cb), counts_(counts) {}
 
   template <class Push>
   void dispatch(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz, const Push& push,
@@ -107,6 +110,7 @@ class recorder {
   pipeline_cache& pipes_;
   descriptor_allocator& desc_;
   VkCommandBuffer cb_;
+  backend_counters* counts_;
   dispatch_cost next_cost_, last_cost_;
 };
 
@@ -125,6 +129,8 @@ class command_stream {
   uint64_t submit(std::initializer_list<timeline_wait> waits = {});
   void wait(uint64_t value);
   void finish();  // waits for everything submitted
+  // Dispatches, barriers and submits recorded through this stream so far.
+  const backend_counters& counters() const { return counts_; }
 
  private:
   struct frame {
@@ -139,6 +145,7 @@ class command_stream {
   std::vector<frame> frames_;
   size_t next_ = 0;
   int open_ = -1;
+  backend_counters counts_;
 };
 
 }  // namespace tandem::vk

@@ -86,6 +86,9 @@ class vulkan_backend final : public backend {
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
   bool traces_itself() const override { return true; }  // GPU timestamps (gpu_timer)
   void prepare_layer(int il) override;
+  backend_counters counters() const override {
+    return stream_ ? stream_->counters() : backend_counters{};
+  }
 
  private:
   device_weight upload_matrix(const weight& w, int64_t cols, int64_t rows);

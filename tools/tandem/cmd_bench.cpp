@@ -17,6 +17,7 @@
 #include "runtime/layer_cache.h"
 #include "runtime/model.h"
 #include "runtime/trace.h"
+#include "tools/tandem/bench_gpu.h"
 #include "tools/tandem/commands.h"
 
 namespace tandem::cli {
@@ -177,9 +178,11 @@ command add_bench(CLI::App& app) {
         eo.metrics = &cm;
         trace_recorder trace;  // always on: streamed runs report their overlap
         eo.trace = &trace;
+        trace.set_kernel_timing(!o->trace.empty());  // per-dispatch GPU timestamps
         engine eng(*m, eo);
         auto run_test = [&](const char* kind, int n) {
           if (n <= 0) return;
+          const gpu_counts_probe gpu_counts(eng);
           std::vector<double> tps, overlap, rep_bw, rep_frac;
           double upload_ms = 0, compute_ms = 0;
           layer_cache_metrics cm0;
@@ -239,6 +242,7 @@ command add_bench(CLI::App& app) {
               row["fraction_of_memory_bw_per_rep"] = rep_frac;
             }
           }
+          gpu_counts.add(eng, test, n * (o->reps + 1), row);
           rows.push_back(row);
           if (o->output == "md") {
             std::string extra = kind[0] == 't' && !rep_frac.empty()
@@ -256,8 +260,10 @@ command add_bench(CLI::App& app) {
                   "|  |  | streamed layers: overlap efficiency {:.2f} (run time / max(upload "
                   "{:.2f} ms, GPU compute {:.2f} ms)) |  |  |  |  |  |\n",
                   summarize(overlap).mean, upload_ms, compute_ms);
+            print_gpu_counts(row);
             std::fflush(stdout);
           }
+          report_kernels(trace, eng, rows.back(), o->output == "md");
           if (!o->trace.empty()) trace.write(o->trace);
         };
         run_test("pp", o->n_prompt);
