@@ -10,6 +10,7 @@
 // barrier between them. Plain data, no Vulkan calls: the unit tests drive it directly.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace tandem::vk {
@@ -23,8 +24,7 @@ struct tracked_access {
 class hazard_tracker {
  public:
   // Whether work with these accesses must wait for a barrier (given what came since the last).
-  template <class Range>
-  bool conflicts(const Range& accesses) const {
+  bool conflicts(std::span<const tracked_access> accesses) const {
     for (const tracked_access& a : accesses) {
       if (a.begin >= a.end) continue;
       for (const tracked_access& w : written_)
@@ -36,8 +36,7 @@ class hazard_tracker {
     return false;
   }
   // Notes the accesses of work recorded after the last barrier.
-  template <class Range>
-  void add(const Range& accesses) {
+  void add(std::span<const tracked_access> accesses) {
     for (const tracked_access& a : accesses) {
       if (a.begin >= a.end) continue;
       (a.write ? written_ : read_).push_back(a);

@@ -29,6 +29,11 @@ const op_row& row_of(kernel k) {
   throw error("vulkan: unknown kernel");
 }
 
+// A buffer handle as an integer for the hazard tracker (a pointer or a uint64_t, by platform).
+uint64_t handle_id(VkBuffer b) {
+  return (uint64_t)b;  // NOLINT: C cast, valid for either definition of the handle
+}
+
 const spv::blob* find_blob(const std::string& name) {
   for (const auto& b : spv::all)
     if (name == b.name) return &b;
@@ -222,7 +227,7 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
                       p.name, b.size >> 20, i, caps.max_storage_range >> 20));
     // Bind whole words: shaders read F16 and block data as 32-bit words.
     infos[i] = {b.buf, b.offset, std::max<VkDeviceSize>(4, (b.size + 3) / 4 * 4)};
-    access[i] = {(uint64_t)b.buf, b.offset, b.offset + infos[i].range, ((p.writes >> i) & 1) != 0};
+    access[i] = {handle_id(b.buf), b.offset, b.offset + infos[i].range, ((p.writes >> i) & 1) != 0};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
     writes[i].dstBinding = i;
     writes[i].descriptorCount = 1;
@@ -251,12 +256,7 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
 // A barrier before work with these accesses where they overlap unordered earlier work (always,
 // with per-dispatch timing: each kernel is timed alone).
 void recorder::order(const tracked_access* a, size_t n) {
-  struct view {
-    const tracked_access* b;
-    const tracked_access* e;
-    const tracked_access* begin() const { return b; }
-    const tracked_access* end() const { return e; }
-  } v{a, a + n};
+  const std::span<const tracked_access> v(a, n);
   if (!hazards_) {
     barrier();
     return;
@@ -291,8 +291,8 @@ void recorder::barrier_raw() {
 
 void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {
   if (n == 0) return;
-  const tracked_access a[2] = {{(uint64_t)src.buf, src.offset, src.offset + n, false},
-                               {(uint64_t)dst.buf, dst.offset, dst.offset + n, true}};
+  const tracked_access a[2] = {{handle_id(src.buf), src.offset, src.offset + n, false},
+                               {handle_id(dst.buf), dst.offset, dst.offset + n, true}};
   order(a, 2);
   VkBufferCopy c{src.offset, dst.offset, n};
   fn.vkCmdCopyBuffer(cb_, src.buf, dst.buf, 1, &c);
