@@ -90,7 +90,9 @@ int gpu_timer::begin(VkCommandBuffer cb, uint32_t family) {
   const uint32_t q = next_;
   next_ += 2;
   cmd_reset_(cb, pool_, q, 2);
-  cmd_write_(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool_, q);
+  // When the work before it has finished: layers share a command buffer without a barrier
+  // between them, so a span starts when the layer before it ends, not when it is reached.
+  cmd_write_(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool_, q);
   return static_cast<int>(q);
 }
 
