@@ -257,36 +257,36 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
 // with per-dispatch timing: each kernel is timed alone).
 void recorder::order(const tracked_access* a, size_t n) {
   const std::span<const tracked_access> v(a, n);
-  if (!hazards_) {
-    barrier();
-    return;
-  }
-  if (hazards_->conflicts(v)) {
-    barrier();
+  if (!hazards_ || hazards_->conflicts(v)) {
+    barrier_raw(false);
+    if (counts_) ++counts_->barriers;
+    if (hazards_) hazards_->clear();
   } else if (timer_ && !hazards_->empty()) {
     // Not a barrier the work needs: neither counted nor taken off the tracker, so that the
     // counts of a timed run are those of an untimed one.
-    barrier_raw();
+    barrier_raw(false);
   }
   hazards_->add(v);
 }
 
 void recorder::barrier() {
-  barrier_raw();
+  barrier_raw(true);
   if (counts_) ++counts_->barriers;
   if (hazards_) hazards_->clear();
 }
 
-void recorder::barrier_raw() {
+// Compute and transfer writes before it visible to compute and transfer work after it; with
+// host, to the host too (before it reads what the queue wrote).
+void recorder::barrier_raw(bool host) {
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                      VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
-                     VK_ACCESS_HOST_READ_BIT;
+                     (host ? VK_ACCESS_HOST_READ_BIT : 0);
   const VkPipelineStageFlags stages =
       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  fn.vkCmdPipelineBarrier(cb_, stages, stages | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr,
-                          0, nullptr);
+  fn.vkCmdPipelineBarrier(cb_, stages, stages | (host ? VK_PIPELINE_STAGE_HOST_BIT : 0), 0, 1,
+                          &mb, 0, nullptr, 0, nullptr);
 }
 
 void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {

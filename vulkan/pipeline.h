@@ -131,7 +131,7 @@ class recorder {
   void dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz, const void* push,
                     size_t push_size, std::initializer_list<buffer_range> bufs);
   void order(const tracked_access* a, size_t n);
-  void barrier_raw();
+  void barrier_raw(bool host);
   pipeline_cache& pipes_;
   descriptor_allocator& desc_;
   VkCommandBuffer cb_;
