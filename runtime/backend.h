@@ -20,6 +20,12 @@ namespace tandem {
 //   residual add: the layer's output).
 using capture_fn = std::function<void(int layer, const char* op, const float* data, size_t n)>;
 
+// Work a GPU backend has recorded since it was made: kernel dispatches, pipeline barriers and
+// queue submits (the fixed costs per token that `tandem bench` reports). Zero on the CPU.
+struct backend_counters {
+  uint64_t dispatches = 0, barriers = 0, submits = 0;
+};
+
 class backend {
  public:
   virtual ~backend() = default;
@@ -67,6 +73,8 @@ class backend {
   virtual bool traces_itself() const { return false; }
   // One-line notices for the user about choices made at construction (e.g. a fallback).
   virtual std::vector<std::string> notes() const { return {}; }
+  // What the backend has recorded so far (see backend_counters).
+  virtual backend_counters counters() const { return {}; }
 };
 
 inline void backend::embed(const int32_t*, int, float*) {

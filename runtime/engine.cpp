@@ -133,6 +133,17 @@ const backend* engine::layer_backend(int il) const {
   return il >= 0 && il < m_.hp().n_layer ? layer_backend_[static_cast<size_t>(il)] : nullptr;
 }
 
+backend_counters engine::counters() const {
+  backend_counters sum;
+  for (const auto& b : backends_) {
+    const backend_counters c = b->counters();
+    sum.dispatches += c.dispatches;
+    sum.barriers += c.barriers;
+    sum.submits += c.submits;
+  }
+  return sum;
+}
+
 void engine::select_seq(int seq) {
   if (seq < 0 || seq >= n_seq())
     throw error(fmt::format("no KV sequence {} (the engine holds {})", seq, n_seq()));

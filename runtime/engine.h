@@ -78,6 +78,8 @@ class engine {
   const std::vector<std::string>& notes() const { return notes_; }
   // The backend running layer il (nullptr for il = n_layer: the output head's), for reports.
   const backend* layer_backend(int il) const;
+  // Every backend's counters summed (dispatches, barriers, submits; backend::counters).
+  backend_counters counters() const;
 
   // Checking hooks (gpu-cpu-parity); empty functions turn them off. The layer capture gets the
   // hidden state after each layer (op "hidden", n_tokens x n_embd floats, downloaded from the

@@ -30,6 +30,27 @@ std::vector<trace_span> trace_recorder::spans() const {
 void trace_recorder::clear() {
   std::lock_guard<std::mutex> lock(mu_);
   spans_.clear();
+  kernels_.clear();
+}
+
+void trace_recorder::add_kernel(const std::string& name, double us, uint64_t bytes,
+                                uint64_t flops) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = std::find_if(kernels_.begin(), kernels_.end(),
+                         [&](const kernel_stat& k) { return k.name == name; });
+  if (it == kernels_.end()) it = kernels_.insert(kernels_.end(), kernel_stat{name});
+  ++it->calls;
+  it->us += us;
+  it->bytes += bytes;
+  it->flops += flops;
+}
+
+std::vector<kernel_stat> trace_recorder::kernels() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<kernel_stat> k = kernels_;
+  std::stable_sort(k.begin(), k.end(),
+                   [](const kernel_stat& a, const kernel_stat& b) { return a.us > b.us; });
+  return k;
 }
 
 static std::string json_escape(const std::string& s) {
@@ -72,7 +93,23 @@ void trace_recorder::write(const std::string& path) const {
         "\"dur\": {:.3f}, \"args\": {{\"layer\": {}, \"clock\": \"{}\"}}}}",
         json_escape(e.name), e.track == trace_track::upload ? "upload" : "compute", static_cast<int>(e.track),
         e.ts_us - t0, std::max(e.dur_us, 0.0), e.layer, e.clock.empty() ? "host" : e.clock);
-  out += "\n]}\n";
+  out += "\n]";
+  const std::vector<kernel_stat> ks = kernels();
+  if (!ks.empty()) {
+    out += ",\n\"kernels\": [";
+    for (size_t i = 0; i < ks.size(); ++i) {
+      const kernel_stat& k = ks[i];
+      const double sec = k.us / 1e6;
+      out += fmt::format(
+          "{}\n  {{\"name\": \"{}\", \"calls\": {}, \"ms\": {:.4f}, \"bytes\": {}, \"flops\": {}, "
+          "\"GBps\": {:.3f}, \"GFLOPps\": {:.3f}}}",
+          i ? "," : "", json_escape(k.name), k.calls, k.us / 1000, k.bytes, k.flops,
+          sec > 0 ? static_cast<double>(k.bytes) / sec / 1e9 : 0.0,
+          sec > 0 ? static_cast<double>(k.flops) / sec / 1e9 : 0.0);
+    }
+    out += "\n]";
+  }
+  out += "}\n";
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw error(fmt::format("--trace {}: cannot open for writing", path));
   const bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();

@@ -25,6 +25,16 @@ struct trace_span {
   std::string clock;  // "gpu" (device timestamps) or "host"
 };
 
+// Per-kernel totals from GPU timestamps around each dispatch (`tandem bench --trace`): the
+// kernel's variant name, its calls, their summed time and the bytes and FLOPs they had to move and
+// do at the least (the ops' recorder::cost), so GB/s = bytes / time.
+struct kernel_stat {
+  std::string name;
+  uint64_t calls = 0;
+  double us = 0;
+  uint64_t bytes = 0, flops = 0;
+};
+
 class trace_recorder {
  public:
   // The steady clock in microseconds, the time base of every span.
@@ -46,9 +56,19 @@ class trace_recorder {
   };
   summary summarize() const;
 
+  // Per-dispatch GPU timing, off unless asked for before the backends are made (it puts two
+  // timestamps around every dispatch). Backends that can time dispatches add them here.
+  void set_kernel_timing(bool on) { kernel_timing_ = on; }
+  bool kernel_timing() const { return kernel_timing_; }
+  void add_kernel(const std::string& name, double us, uint64_t bytes, uint64_t flops);
+  // The totals since the last clear(), slowest first; write() puts them under "kernels".
+  std::vector<kernel_stat> kernels() const;
+
  private:
   mutable std::mutex mu_;
   std::vector<trace_span> spans_;
+  std::vector<kernel_stat> kernels_;
+  bool kernel_timing_ = false;
 };
 
 }  // namespace tandem

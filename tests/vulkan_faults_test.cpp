@@ -4,6 +4,8 @@
 // "error: ..." line naming the call, the VkResult and the op. Never a hang or a crash.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <string>
 
@@ -50,10 +52,12 @@ TEST_F(VulkanFaults, DeviceLossAtLoadFallsBackToTheCpu) {
 }
 
 // The submission that fails is the Nth: as N grows, the loss moves from the load (fallback) into
-// the request (an error) and then past its end (no effect). Some N must stop the request.
+// the request (an error) and then past its end (no effect). Some N must stop the request. A
+// decode token is one submit (layers are submitted together), so the request is a short run of
+// submits after the load's: the steps stay below it.
 TEST_F(VulkanFaults, DeviceLossDuringARequestStopsItWithOneLine) {
   bool stopped = false;
-  for (int n = 8; n < 4096 && !stopped; n = n * 3 / 2) {
+  for (int n = 8; n < 4096 && !stopped; n += std::max(1, n / 6)) {
     auto r = test::run_cli_env("TANDEM_VK_FAULT=device_lost:" + std::to_string(n),
                                k_run + "--offload all");
     if (r.status == 0) {

@@ -191,6 +191,7 @@ candidate describe(VkPhysicalDevice pd, int index) {
   const auto exts = device_extensions(pd);
   caps.memory_budget = contains(exts, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   caps.portability_subset = contains(exts, "VK_KHR_portability_subset");
+  caps.push_descriptor = contains(exts, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
 
   VkPhysicalDeviceSubgroupProperties sg{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
   VkPhysicalDeviceMaintenance3Properties m3{
@@ -425,6 +426,7 @@ std::unique_ptr<context> context::create(const context_options& opt, std::string
   std::vector<const char*> exts;
   if (c.caps.memory_budget) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   if (c.caps.portability_subset) exts.push_back("VK_KHR_portability_subset");
+  if (c.caps.push_descriptor) exts.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
 
   VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   f12.timelineSemaphore = VK_TRUE;

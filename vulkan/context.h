@@ -52,6 +52,7 @@ struct device_caps {
   bool subgroup_arithmetic = false;  // subgroupAdd/Max in compute shaders
   bool memory_budget = false;        // VK_EXT_memory_budget
   bool portability_subset = false;
+  bool push_descriptor = false;      // VK_KHR_push_descriptor (enabled when present)
   uint64_t max_storage_range = 0;  // maxStorageBufferRange
   uint64_t max_allocation = 0;     // maxMemoryAllocationSize
   uint64_t storage_align = 16;     // minStorageBufferOffsetAlignment

@@ -90,7 +90,9 @@ int gpu_timer::begin(VkCommandBuffer cb, uint32_t family) {
   const uint32_t q = next_;
   next_ += 2;
   cmd_reset_(cb, pool_, q, 2);
-  cmd_write_(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool_, q);
+  // When the work before it has finished: layers share a command buffer without a barrier
+  // between them, so a span starts when the layer before it ends, not when it is reached.
+  cmd_write_(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool_, q);
   return static_cast<int>(q);
 }
 
@@ -120,6 +122,73 @@ void gpu_timer::collect() {
     trace_.add({p.name, p.track, a, b - a, p.layer, "gpu"});
   }
   pending_.clear();
+}
+
+// ---- dispatch_timer -------------------------------------------------------------------------
+
+dispatch_timer::dispatch_timer(context& ctx, trace_recorder& trace) : ctx_(ctx), trace_(trace) {
+  uint32_t n = 0;
+  fn.vkGetPhysicalDeviceQueueFamilyProperties(ctx.physical(), &n, nullptr);
+  std::vector<VkQueueFamilyProperties> qf(n);
+  fn.vkGetPhysicalDeviceQueueFamilyProperties(ctx.physical(), &n, qf.data());
+  const uint32_t family = ctx.compute().family;
+  valid_bits_ = family < qf.size() ? qf[family].timestampValidBits : 0;
+  ns_per_tick_ = ctx.caps().props.limits.timestampPeriod;
+  auto load = [&](const char* name) { return fn.vkGetDeviceProcAddr(ctx.device(), name); };
+  auto create_pool = reinterpret_cast<PFN_vkCreateQueryPool>(load("vkCreateQueryPool"));
+  destroy_pool_ = reinterpret_cast<PFN_vkDestroyQueryPool>(load("vkDestroyQueryPool"));
+  cmd_reset_ = reinterpret_cast<PFN_vkCmdResetQueryPool>(load("vkCmdResetQueryPool"));
+  cmd_write_ = reinterpret_cast<PFN_vkCmdWriteTimestamp>(load("vkCmdWriteTimestamp"));
+  get_results_ = reinterpret_cast<PFN_vkGetQueryPoolResults>(load("vkGetQueryPoolResults"));
+  if (!create_pool || !destroy_pool_ || !cmd_reset_ || !cmd_write_ || !get_results_ ||
+      valid_bits_ == 0 || ns_per_tick_ <= 0)
+    return;
+  capacity_ = 16384;  // 8192 dispatches between reads: a token of a 500-layer model
+  VkQueryPoolCreateInfo ci{VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO};
+  ci.queryType = VK_QUERY_TYPE_TIMESTAMP;
+  ci.queryCount = capacity_;
+  VK_CHECK(create_pool(ctx.device(), &ci, nullptr, &pool_));
+}
+
+dispatch_timer::~dispatch_timer() {
+  if (pool_) destroy_pool_(ctx_.device(), pool_, nullptr);
+}
+
+int dispatch_timer::begin(VkCommandBuffer cb) {
+  if (!pool_) return -1;
+  if (next_ + 2 > capacity_) {
+    ++dropped_;
+    return -1;
+  }
+  const uint32_t q = next_;
+  next_ += 2;
+  cmd_reset_(cb, pool_, q, 2);
+  cmd_write_(cb, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool_, q);
+  return static_cast<int>(q);
+}
+
+void dispatch_timer::end(VkCommandBuffer cb, int handle, const char* name, uint64_t bytes,
+                         uint64_t flops) {
+  if (handle < 0) return;
+  const auto q = static_cast<uint32_t>(handle);
+  cmd_write_(cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool_, q + 1);
+  pending_.push_back({q, name, bytes, flops});
+}
+
+void dispatch_timer::collect() {
+  if (pending_.empty()) return;
+  op_scope scope("read dispatch timestamps");
+  std::vector<uint64_t> t(next_);
+  VK_CHECK(get_results_(ctx_.device(), pool_, 0, next_, t.size() * sizeof(uint64_t), t.data(),
+                        sizeof(uint64_t), VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
+  const uint64_t mask = valid_bits_ < 64 ? (1ull << valid_bits_) - 1 : ~0ull;
+  for (const pending& p : pending_) {
+    const uint64_t ticks = ((t[p.query + 1] & mask) - (t[p.query] & mask)) & mask;
+    trace_.add_kernel(p.name, static_cast<double>(ticks) * ns_per_tick_ / 1000.0, p.bytes,
+                      p.flops);
+  }
+  pending_.clear();
+  next_ = 0;
 }
 
 }  // namespace tandem::vk

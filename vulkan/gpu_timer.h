@@ -55,4 +55,44 @@ class gpu_timer {
   PFN_vkGetQueryPoolResults get_results_ = nullptr;
 };
 
+// Per-dispatch timestamps for `tandem bench --trace`: a pair around each dispatch (the recorder
+// calls begin/end), read back once the host has waited for the work and summed per kernel name
+// into the trace (trace_recorder::add_kernel) with the dispatch's cost, for achieved GB/s and
+// FLOP/s. Without timestamps on the compute queue, supported() is false and nothing is recorded.
+class dispatch_timer {
+ public:
+  dispatch_timer(context& ctx, trace_recorder& trace);
+  ~dispatch_timer();
+  dispatch_timer(const dispatch_timer&) = delete;
+  dispatch_timer& operator=(const dispatch_timer&) = delete;
+
+  bool supported() const { return pool_ != VK_NULL_HANDLE; }
+  // Before a dispatch: a handle for end(), or -1 (unsupported, or the pool is full until the
+  // next collect(): that dispatch goes untimed and is counted in dropped()).
+  int begin(VkCommandBuffer cb);
+  void end(VkCommandBuffer cb, int handle, const char* name, uint64_t bytes, uint64_t flops);
+  // Reads every pending pair (their command buffers must have been submitted and waited for).
+  void collect();
+  uint64_t dropped() const { return dropped_; }
+
+ private:
+  context& ctx_;
+  trace_recorder& trace_;
+  VkQueryPool pool_ = VK_NULL_HANDLE;
+  uint32_t capacity_ = 0, next_ = 0;
+  uint32_t valid_bits_ = 0;
+  double ns_per_tick_ = 1.0;
+  uint64_t dropped_ = 0;
+  struct pending {
+    uint32_t query;
+    const char* name;
+    uint64_t bytes, flops;
+  };
+  std::vector<pending> pending_;
+  PFN_vkDestroyQueryPool destroy_pool_ = nullptr;
+  PFN_vkCmdResetQueryPool cmd_reset_ = nullptr;
+  PFN_vkCmdWriteTimestamp cmd_write_ = nullptr;
+  PFN_vkGetQueryPoolResults get_results_ = nullptr;
+};
+
 }  // namespace tandem::vk

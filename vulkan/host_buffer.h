@@ -45,7 +45,9 @@ class host_buffer {
 // One pipeline cache (subgroup or shared-memory reductions) and a stream to run ops on.
 class runner {
  public:
-  runner(context& ctx, bool subgroups) : pipes_(ctx, subgroups), stream_(pipes_, 1) {}
+  // push = false: descriptor sets from pools even where push descriptors are available.
+  runner(context& ctx, bool subgroups, bool push = true)
+      : pipes_(ctx, subgroups, push), stream_(pipes_, 1) {}
   template <class F>
   void run(F&& record) {
     recorder& r = stream_.begin();

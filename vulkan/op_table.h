@@ -7,7 +7,13 @@
 // Columns: name (shader file stem), storage buffers (bindings 0 .. n-1), push-constant struct
 // (shaders/push_constants.h), workgroup size (specialization constant 0), typed (one variant per
 // weight type: <name>_<type>), specialization constants 1.. (op_spec), when warm_up builds it
-// (op_use).
+// (op_use), written bindings (a mask: bit i set when the shader writes binding i, e.g. 0b100 for
+// y in (w, x, y); a binding read and written in place, such as rope's x, counts as written).
+//
+// The written-bindings mask is what the recorder's hazard tracking (vulkan/hazard.h) relies on:
+// a barrier goes in only where a dispatch touches a range written since the last barrier, or
+// writes one read since it. A bit missing from the mask is a missing barrier (a race the
+// validation layer does not report); a bit too many only costs a barrier. When in doubt, set it.
 //
 // A new element-wise op (a GELU wired as swiglu is) touches these five files, its check included:
 //   1. shaders/gelu.comp                  the shader (its `// tandem-variants:` line)
@@ -42,15 +48,15 @@ enum class op_use : uint8_t {
   bias,    // when a layer on the backend has q/k/v biases
 };
 
-#define TANDEM_VK_OPS(X)                                                                  \
-  X(rms_norm, 3, rms_norm_push, 256, false, op_spec::none, op_use::always)                \
-  X(rope, 2, rope_push, 64, false, op_spec::rope_style, op_use::layers)                   \
-  X(swiglu, 3, swiglu_push, 256, false, op_spec::none, op_use::layers)                    \
-  X(add, 2, add_push, 256, false, op_spec::none, op_use::bias)                            \
-  X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers)                \
-  X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers)              \
-  X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always)               \
-  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)
+#define TANDEM_VK_OPS(X)                                                                       \
+  X(rms_norm, 3, rms_norm_push, 256, false, op_spec::none, op_use::always, 0b100)              \
+  X(rope, 2, rope_push, 64, false, op_spec::rope_style, op_use::layers, 0b01)                  \
+  X(swiglu, 3, swiglu_push, 256, false, op_spec::none, op_use::layers, 0b100)                  \
+  X(add, 2, add_push, 256, false, op_spec::none, op_use::bias, 0b01)                           \
+  X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers, 0b10)               \
+  X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers, 0b1000)           \
+  X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always, 0b100)             \
+  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always, 0b100)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,
@@ -75,6 +81,7 @@ struct op_row {
   bool typed;
   op_spec spec;
   op_use use;
+  uint32_t writes;  // bit i: the shader writes binding i
 };
 
 // Every row, in table order (defined in vulkan/pipeline.cpp, where the push structs are known).

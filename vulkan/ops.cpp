@@ -21,6 +21,9 @@ uint32_t u32(int64_t v) {
 uint32_t div_up(uint64_t a, uint64_t b) {
   return static_cast<uint32_t>((a + b - 1) / b);
 }
+uint64_t u64(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
 
 // A test hook of gpu-cpu-parity, never set in normal use: TANDEM_PARITY_BREAK=<kernel> (or
 // <kernel>_<type> for matvec/matmul, e.g. matvec_q4_k) doubles that kernel's output after it
@@ -155,6 +158,8 @@ namespace ops {
 void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
               int n, int n_rows, int x_row0, int ldx, int ldy, float eps) {
   const auto& p = rec.pipes().get(kernel::rms_norm);
+  // x read, y written, w read once; per element a square-add, a scale and a multiply
+  rec.cost(4 * u64(n) * (2 * u64(n_rows) + 1), 4 * u64(n) * u64(n_rows));
   rec.dispatch(p, u32(n_rows), 1, 1, rms_norm_push{u32(n), u32(x_row0), u32(ldx), u32(ldy), eps},
                {x, w, y});
   if (parity_break("rms_norm")) parity_double(rec, y, static_cast<uint64_t>(n_rows) * ldy);
@@ -163,6 +168,9 @@ void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const
 void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n_tok, int n_heads,
           int head_dim, int n_rot, int pos0, int ld, rope_style style) {
   const auto& p = rec.pipes().get(kernel::rope, dtype::f32, {style == rope_style::neox ? 1u : 0u});
+  // the rotated elements read and written, a cos/sin pair per pair and position; 6 per pair
+  const uint64_t pairs = u64(n_tok) * u64(n_heads) * u64(n_rot / 2);
+  rec.cost(8 * 2 * pairs + 8 * u64(n_tok) * u64(n_rot / 2), 6 * pairs);
   rec.dispatch(p, div_up(static_cast<uint64_t>(n_rot / 2), p.wg), u32(n_heads), u32(n_tok),
                rope_push{u32(n_tok), u32(n_heads), u32(head_dim), u32(n_rot), u32(pos0), u32(ld)},
                {x, table});
@@ -184,6 +192,10 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
   for (const auto& piece : w.pieces) {
     const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx),
                            u32(ldy),    u32(piece.row0), row_threads};
+    // the piece's weights once, the activations once, the outputs (read too when accumulating)
+    rec.cost(w.row_bytes * u64(piece.rows) + 4 * u64(n_tok) * u64(w.cols) +
+                 4 * u64(n_tok) * u64(piece.rows) * (accumulate ? 2 : 1),
+             2 * u64(n_tok) * u64(w.cols) * u64(piece.rows));
     if (k == kernel::matvec) {
       uint32_t gx, gy;
       rec.split_groups(div_up(static_cast<uint64_t>(piece.rows), rows_per_wg), &gx, &gy);
@@ -205,6 +217,7 @@ void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, i
   uint32_t gx, gy;
   rec.split_groups(div_up(words, p.wg), &gx, &gy);
   if (parity_break("kv_store")) parity_double(rec, x, static_cast<uint64_t>(n_tok) * ldx);
+  rec.cost(6 * u64(n_tok) * u64(n), 0);  // F32 rows read, F16 rows written
   rec.dispatch(p, gx, gy, 1, kv_store_push{u32(n), u32(n_tok), u32(pos0), u32(ldx)}, {x, cache});
 }
 
@@ -225,6 +238,13 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
                             u32(n_head * head_dim),
                             u32(n_head_kv * head_dim),
                             1.0f / std::sqrt(static_cast<float>(head_dim))};
+  // q read and out written once; the K and V rows of the context read once (F16); per query head
+  // and visible position a dot product and an axpy of head_dim (2 flops each per element)
+  const uint64_t ctx_end = u64(pos0) + u64(n_tok);
+  const uint64_t visible = u64(n_tok) * u64(pos0) + u64(n_tok) * (u64(n_tok) + 1) / 2;
+  rec.cost(8 * u64(n_tok) * u64(n_head) * u64(head_dim) +
+               4 * ctx_end * u64(n_head_kv) * u64(head_dim),
+           4 * visible * u64(n_head) * u64(head_dim));
   rec.dispatch(p, u32(n_head), u32(n_tok), 1, push, {q, k_cache, v_cache, out});
   if (parity_break("attention"))
     parity_double(rec, out, static_cast<uint64_t>(n_tok) * n_head * head_dim);

@@ -11,6 +11,7 @@
 #include "shaders/push_constants.h"
 #include "tandem_shaders.h"  // generated: the SPIR-V of every shader variant
 #include "vulkan/check.h"
+#include "vulkan/gpu_timer.h"
 
 namespace tandem::vk {
 
@@ -28,6 +29,11 @@ const op_row& row_of(kernel k) {
   throw error("vulkan: unknown kernel");
 }
 
+// A buffer handle as an integer for the hazard tracker (a pointer or a uint64_t, by platform).
+uint64_t handle_id(VkBuffer b) {
+  return (uint64_t)b;  // NOLINT: C cast, valid for either definition of the handle
+}
+
 const spv::blob* find_blob(const std::string& name) {
   for (const auto& b : spv::all)
     if (name == b.name) return &b;
@@ -39,18 +45,24 @@ const spv::blob* find_blob(const std::string& name) {
 // ---- the op table's rows (op_table.h) ---------------------------------------------------------
 
 const op_row op_rows[] = {
-#define TANDEM_VK_OP_ROW(name, bindings, push, wg, typed, spec, use) \
-  {kernel::name, #name, bindings, sizeof(push), wg, typed, spec, use},
+#define TANDEM_VK_OP_ROW(name, bindings, push, wg, typed, spec, use, writes) \
+  {kernel::name, #name, bindings, sizeof(push), wg, typed, spec, use, writes},
     TANDEM_VK_OPS(TANDEM_VK_OP_ROW)
 #undef TANDEM_VK_OP_ROW
 };
 
 // ---- pipeline_cache -------------------------------------------------------------------------
 
-pipeline_cache::pipeline_cache(context& ctx, bool allow_subgroups) : ctx_(ctx) {
-  const char* no_sg = std::getenv("TANDEM_VK_NO_SUBGROUPS");
-  subgroups_ =
-      allow_subgroups && ctx.caps().subgroup_arithmetic && !(no_sg && std::string(no_sg) == "1");
+pipeline_cache::pipeline_cache(context& ctx, bool allow_subgroups, bool allow_push)
+    : ctx_(ctx), flat_(static_cast<size_t>(n_ops) * k_types * k_specs, nullptr) {
+  auto env_on = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == "1";
+  };
+  subgroups_ = allow_subgroups && ctx.caps().subgroup_arithmetic && !env_on("TANDEM_VK_NO_SUBGROUPS");
+  if (allow_push && ctx.caps().push_descriptor && !env_on("TANDEM_VK_NO_PUSH_DESCRIPTORS"))
+    push_ = reinterpret_cast<PFN_vkCmdPushDescriptorSetKHR>(
+        fn.vkGetDeviceProcAddr(ctx.device(), "vkCmdPushDescriptorSetKHR"));
 }
 
 pipeline_cache::~pipeline_cache() {
@@ -63,6 +75,17 @@ pipeline_cache::~pipeline_cache() {
 }
 
 const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uint32_t> spec) {
+  const auto ti = static_cast<size_t>(t);
+  const size_t si = spec.size() == 0 ? 0 : spec.size() == 1 && *spec.begin() < k_specs - 1
+                                               ? *spec.begin() + 1
+                                               : k_specs;
+  if (ti >= k_types || si >= k_specs) return build(k, t, spec);
+  const pipeline*& slot = flat_[(static_cast<size_t>(k) * k_types + ti) * k_specs + si];
+  if (!slot) slot = &build(k, t, spec);
+  return *slot;
+}
+
+const pipeline& pipeline_cache::build(kernel k, dtype t, std::initializer_list<uint32_t> spec) {
   const op_row& row = row_of(k);
   const uint32_t type_key = row.typed ? static_cast<uint32_t>(t) : 0;
   auto key = std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec));
@@ -85,6 +108,7 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
   p->push_size = row.push_size;
   p->wg = row.wg;
   p->name = blob->name;
+  p->writes = row.writes;
   const VkDevice dev = ctx_.device();
 
   VkDescriptorSetLayout& sl = set_layouts_[row.bindings];
@@ -95,6 +119,7 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
     VkDescriptorSetLayoutCreateInfo ci{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
     ci.bindingCount = row.bindings;
     ci.pBindings = b.data();
+    if (push_) ci.flags = VK_DESCRIPTOR_SET_LAYOUT_CREATE_PUSH_DESCRIPTOR_BIT_KHR;
     VK_CHECK(fn.vkCreateDescriptorSetLayout(dev, &ci, nullptr, &sl));
   }
   p->set_layout = sl;
@@ -190,9 +215,9 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
         fmt::format("vulkan: dispatch of {} with {}x{}x{} workgroups exceeds the device "
                     "limit",
                     p.name, gx, gy, gz));
-  const VkDescriptorSet set = desc_.allocate(p.set_layout);
   VkDescriptorBufferInfo infos[8];
   VkWriteDescriptorSet writes[8];
+  tracked_access access[8];
   uint32_t i = 0;
   for (const auto& b : bufs) {
     if (b.size > caps.max_storage_range)
@@ -202,35 +227,73 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
                       p.name, b.size >> 20, i, caps.max_storage_range >> 20));
     // Bind whole words: shaders read F16 and block data as 32-bit words.
     infos[i] = {b.buf, b.offset, std::max<VkDeviceSize>(4, (b.size + 3) / 4 * 4)};
+    access[i] = {handle_id(b.buf), b.offset, b.offset + infos[i].range, ((p.writes >> i) & 1) != 0};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
-    writes[i].dstSet = set;
     writes[i].dstBinding = i;
     writes[i].descriptorCount = 1;
     writes[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
     writes[i].pBufferInfo = &infos[i];
     ++i;
   }
-  fn.vkUpdateDescriptorSets(pipes_.ctx().device(), i, writes, 0, nullptr);
+  order(access, i);
+  const int tq = timer_ ? timer_->begin(cb_) : -1;
   fn.vkCmdBindPipeline(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipe);
-  fn.vkCmdBindDescriptorSets(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0, nullptr);
+  if (pipes_.push_descriptors()) {
+    pipes_.push_fn()(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, i, writes);
+  } else {
+    const VkDescriptorSet set = desc_.allocate(p.set_layout);
+    for (uint32_t j = 0; j < i; ++j) writes[j].dstSet = set;
+    fn.vkUpdateDescriptorSets(pipes_.ctx().device(), i, writes, 0, nullptr);
+    fn.vkCmdBindDescriptorSets(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0,
+                               nullptr);
+  }
   fn.vkCmdPushConstants(cb_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.push_size, push);
   fn.vkCmdDispatch(cb_, gx, gy, gz);
+  if (counts_) ++counts_->dispatches;
+  if (tq >= 0) timer_->end(cb_, tq, p.name, last_cost_.bytes, last_cost_.flops);
+}
+
+// A barrier before work with these accesses where they overlap unordered earlier work (always,
+// with per-dispatch timing: each kernel is timed alone).
+void recorder::order(const tracked_access* a, size_t n) {
+  const std::span<const tracked_access> v(a, n);
+  if (!hazards_ || hazards_->conflicts(v)) {
+    barrier_raw(false);
+    if (counts_) ++counts_->barriers;
+    if (hazards_) hazards_->clear();
+  } else if (timer_ && !hazards_->empty()) {
+    // Not a barrier the work needs: neither counted nor taken off the tracker, so that the
+    // counts of a timed run are those of an untimed one.
+    barrier_raw(false);
+  }
+  hazards_->add(v);
 }
 
 void recorder::barrier() {
+  barrier_raw(true);
+  if (counts_) ++counts_->barriers;
+  if (hazards_) hazards_->clear();
+}
+
+// Compute and transfer writes before it visible to compute and transfer work after it; with
+// host, to the host too (before it reads what the queue wrote).
+void recorder::barrier_raw(bool host) {
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
   mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                      VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
-                     VK_ACCESS_HOST_READ_BIT;
+                     (host ? VK_ACCESS_HOST_READ_BIT : 0);
   const VkPipelineStageFlags stages =
       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  fn.vkCmdPipelineBarrier(cb_, stages, stages | VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr,
-                          0, nullptr);
+  fn.vkCmdPipelineBarrier(cb_, stages, stages | (host ? VK_PIPELINE_STAGE_HOST_BIT : 0), 0, 1,
+                          &mb, 0, nullptr, 0, nullptr);
 }
 
 void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {
   if (n == 0) return;
+  const tracked_access a[2] = {{handle_id(src.buf), src.offset, src.offset + n, false},
+                               {handle_id(dst.buf), dst.offset, dst.offset + n, true}};
+  order(a, 2);
   VkBufferCopy c{src.offset, dst.offset, n};
   fn.vkCmdCopyBuffer(cb_, src.buf, dst.buf, 1, &c);
 }
@@ -262,7 +325,7 @@ command_stream::command_stream(pipeline_cache& pipes, int n_frames)
     ai.commandBufferCount = 1;
     VK_CHECK(fn.vkAllocateCommandBuffers(ctx_.device(), &ai, &f.cb));
     f.desc = std::make_unique<descriptor_allocator>(ctx_);
-    f.rec = std::make_unique<recorder>(pipes_, *f.desc, f.cb);
+    f.rec = std::make_unique<recorder>(pipes_, *f.desc, f.cb, &counts_, &hazards_);
   }
 }
 
@@ -284,19 +347,20 @@ recorder& command_stream::begin() {
   VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   VK_CHECK(fn.vkBeginCommandBuffer(f.cb, &bi));
-  // Orders this frame after everything submitted before it (scratch buffers are shared).
-  f.rec->barrier();
+  // No barrier here: the hazard tracker (shared by the frames) carries over what the frames
+  // submitted before left unordered, and the first dispatch that touches it waits for it.
   open_ = static_cast<int>(next_);
   return *f.rec;
 }
 
-uint64_t command_stream::submit(std::initializer_list<timeline_wait> waits) {
+uint64_t command_stream::submit(std::initializer_list<timeline_wait> waits, bool host_reads) {
   if (open_ < 0) throw error("vulkan: command_stream::submit without begin");
   frame& f = frames_[static_cast<size_t>(open_)];
   open_ = -1;
-  f.rec->barrier();  // makes the results visible to the host and to the next frame
+  if (host_reads && !hazards_.empty()) f.rec->barrier();  // results visible to the host
   VK_CHECK(fn.vkEndCommandBuffer(f.cb));
   f.value = ctx_.submit(ctx_.compute(), f.cb, waits);
+  ++counts_.submits;
   next_ = (next_ + 1) % frames_.size();
   return f.value;
 }

@@ -1,7 +1,10 @@
 // Compute pipelines and command recording. The op table (op_table.h) has one row per shader;
-// pipelines are built on first use per (op, weight type, specialization constants) and cached.
-// recorder::dispatch is the one-line call site of every op: it checks the push-constant size,
-// allocates and writes the descriptor set, binds and dispatches.
+// pipelines are built on first use per (op, weight type, specialization constants) and cached;
+// later lookups of the common keys (at most one specialization constant below 4) are a flat
+// array index, not a map search. recorder::dispatch is the one-line call site of every op: it
+// checks the push-constant size, puts in a barrier where the dispatch's buffers overlap earlier
+// unordered work (vulkan/hazard.h), binds the buffers (push descriptors where the device has
+// VK_KHR_push_descriptor, else a descriptor set from a per-frame pool) and dispatches.
 #pragma once
 #include <cstdint>
 #include <initializer_list>
@@ -10,12 +13,16 @@
 #include <tuple>
 #include <vector>
 
+#include "runtime/backend.h"
 #include "runtime/dtype.h"
 #include "vulkan/context.h"
+#include "vulkan/hazard.h"
 #include "vulkan/memory.h"
 #include "vulkan/op_table.h"
 
 namespace tandem::vk {
+
+class dispatch_timer;  // vulkan/gpu_timer.h
 
 struct pipeline {
   VkPipeline pipe = VK_NULL_HANDLE;
@@ -24,14 +31,16 @@ struct pipeline {
   uint32_t bindings = 0;
   uint32_t push_size = 0;
   uint32_t wg = 0;  // workgroup size (x)
+  uint32_t writes = 0;  // the op table's written-bindings mask
   const char* name = "";
 };
 
 class pipeline_cache {
  public:
   // allow_subgroups = false forces the shared-memory reductions (tests run both variants; so does
-  // TANDEM_VK_NO_SUBGROUPS=1).
-  explicit pipeline_cache(context& ctx, bool allow_subgroups = true);
+  // TANDEM_VK_NO_SUBGROUPS=1). allow_push = false forces descriptor sets from pools where the
+  // device has push descriptors (tests run both paths; so does TANDEM_VK_NO_PUSH_DESCRIPTORS=1).
+  explicit pipeline_cache(context& ctx, bool allow_subgroups = true, bool allow_push = true);
   ~pipeline_cache();
   pipeline_cache(const pipeline_cache&) = delete;
   pipeline_cache& operator=(const pipeline_cache&) = delete;
@@ -42,11 +51,19 @@ class pipeline_cache {
   const pipeline& get(kernel k, dtype t = dtype::f32, std::initializer_list<uint32_t> spec = {});
   // Whether the reduction kernels use their subgroup variant on this device.
   bool subgroups() const { return subgroups_; }
+  // Whether dispatches bind their buffers with vkCmdPushDescriptorSetKHR (no descriptor sets).
+  bool push_descriptors() const { return push_ != nullptr; }
+  PFN_vkCmdPushDescriptorSetKHR push_fn() const { return push_; }
   context& ctx() { return ctx_; }
 
  private:
+  const pipeline& build(kernel k, dtype t, std::initializer_list<uint32_t> spec);
   context& ctx_;
   bool subgroups_ = false;
+  PFN_vkCmdPushDescriptorSetKHR push_ = nullptr;
+  // The pipelines of (kernel, type < 32, one spec constant < 4 or none) by flat index.
+  static constexpr size_t k_types = 32, k_specs = 5;
+  std::vector<const pipeline*> flat_;
   std::map<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>>, std::unique_ptr<pipeline>> cache_;
   std::map<uint32_t, VkDescriptorSetLayout> set_layouts_;  // by binding count
 };
@@ -79,8 +96,11 @@ struct dispatch_cost {
 
 class recorder {
  public:
-  recorder(pipeline_cache& pipes, descriptor_allocator& desc, VkCommandBuffer cb)
-      : pipes_(pipes), desc_(desc), cb_(cb) {}
+  // counts (may be null) receives the dispatches and barriers recorded; hazards is the tracker
+  // shared by the frames of a command stream (their submits are in queue order).
+  recorder(pipeline_cache& pipes, descriptor_allocator& desc, VkCommandBuffer cb,
+           backend_counters* counts, hazard_tracker* hazards)
+      : pipes_(pipes), desc_(desc), cb_(cb), counts_(counts), hazards_(hazards) {}
 
   template <class Push>
   void dispatch(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz, const Push& push,
@@ -91,10 +111,16 @@ class recorder {
   void cost(uint64_t bytes, uint64_t flops) { next_cost_ = {bytes, flops}; }
   // The cost of the last dispatch recorded.
   const dispatch_cost& last_cost() const { return last_cost_; }
-  // All earlier compute and transfer writes become visible to later compute and transfer work
-  // (also across command buffers on the queue).
+  // All earlier compute and transfer writes become visible to later compute, transfer and host
+  // work (also across command buffers on the queue). Dispatches and copies put one in themselves
+  // where they need it; call it only before the host reads results.
   void barrier();
+  // A buffer copy (ordered against the dispatches around it like a dispatch that reads src and
+  // writes dst).
   void copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n);
+  // Per-dispatch GPU timing (tandem bench --trace): each dispatch gets a barrier before it and a
+  // timestamp pair around it, named after its pipeline, with its cost. Null: off.
+  void set_dispatch_timer(dispatch_timer* t) { timer_ = t; }
   pipeline_cache& pipes() { return pipes_; }
   context& ctx() { return pipes_.ctx(); }
   VkCommandBuffer cb() const { return cb_; }
@@ -104,9 +130,14 @@ class recorder {
  private:
   void dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz, const void* push,
                     size_t push_size, std::initializer_list<buffer_range> bufs);
+  void order(const tracked_access* a, size_t n);
+  void barrier_raw(bool host);
   pipeline_cache& pipes_;
   descriptor_allocator& desc_;
   VkCommandBuffer cb_;
+  backend_counters* counts_;
+  hazard_tracker* hazards_;
+  dispatch_timer* timer_ = nullptr;
   dispatch_cost next_cost_, last_cost_;
 };
 
@@ -120,11 +151,18 @@ class command_stream {
   command_stream& operator=(const command_stream&) = delete;
 
   recorder& begin();
+  // The frame being recorded, begun if none is.
+  recorder& open() { return open_ >= 0 ? *frames_[static_cast<size_t>(open_)].rec : begin(); }
+  bool is_open() const { return open_ >= 0; }
   // Ends and submits the frame begun last, after the given waits on the transfer queue;
-  // returns the compute timeline value of its completion.
-  uint64_t submit(std::initializer_list<timeline_wait> waits = {});
+  // returns the compute timeline value of its completion. host_reads: the host will read what
+  // it wrote (a final barrier makes it visible); without, later frames order themselves against
+  // it through the shared hazard tracker.
+  uint64_t submit(std::initializer_list<timeline_wait> waits = {}, bool host_reads = true);
   void wait(uint64_t value);
   void finish();  // waits for everything submitted
+  // Dispatches, barriers and submits recorded through this stream so far.
+  const backend_counters& counters() const { return counts_; }
 
  private:
   struct frame {
@@ -139,6 +177,16 @@ class command_stream {
   std::vector<frame> frames_;
   size_t next_ = 0;
   int open_ = -1;
+  backend_counters counts_;
+  hazard_tracker hazards_;
+  dispatch_timer* timer_ = nullptr;
+
+ public:
+  // Per-dispatch GPU timing for every frame from now on (null: off).
+  void set_dispatch_timer(dispatch_timer* t) {
+    timer_ = t;
+    for (auto& f : frames_) f.rec->set_dispatch_timer(t);
+  }
 };
 
 }  // namespace tandem::vk

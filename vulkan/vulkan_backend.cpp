@@ -1,7 +1,11 @@
 // The Vulkan backend: the weights of its layers (and the output head) resident in device memory,
-// uploaded once; per-layer F16 KV caches; scratch activations for n_batch tokens. A layer is one
-// command buffer, one submit; the host waits only when results come back (download_hidden,
-// forward_output), so recording layer i+1 overlaps the GPU running layer i.
+// uploaded once; per-layer F16 KV caches; scratch activations for n_batch tokens. Consecutive
+// layers are recorded into one command buffer and submitted together: when the host needs
+// results (download_hidden, forward_output), before and after a streamed layer (its slot's
+// timeline waits), and every k_layers_per_submit layers so that the GPU starts early and
+// recording the next layers overlaps it running these. Barriers go in where a dispatch's buffers
+// overlap earlier unordered work (the recorder's hazard tracking, vulkan/hazard.h), not after
+// every op.
 //
 // Streamed layers (backend_options::streamed_layers) keep their matrices in pinned host memory,
 // packed into one region per layer, and run from one of two device slots: prepare_layer(i+1)
@@ -15,6 +19,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -36,6 +41,8 @@ namespace tandem::vk {
 namespace {
 
 constexpr uint64_t k_mib = 1ull << 20;
+// Layers recorded into one command buffer before it is submitted (when nothing asks earlier).
+constexpr int k_layers_per_submit = 8;
 
 // One owned layer on the device; bq/bk/bv have no pieces when the model has no biases.
 // A layer's seven matrices on the device (runtime/model.h's list).
@@ -86,6 +93,9 @@ class vulkan_backend final : public backend {
   void set_capture(capture_fn fn) override { capture_ = std::move(fn); }
   bool traces_itself() const override { return true; }  // GPU timestamps (gpu_timer)
   void prepare_layer(int il) override;
+  backend_counters counters() const override {
+    return stream_ ? stream_->counters() : backend_counters{};
+  }
 
  private:
   device_weight upload_matrix(const weight& w, int64_t cols, int64_t rows);
@@ -94,6 +104,21 @@ class vulkan_backend final : public backend {
   int slot_of(int il) const;
   void check_batch(int n_tokens, int pos0) const;
   void warm_up();
+  // The sizes the constructor's steps share.
+  struct load_sizes {
+    uint64_t weight_bytes = 0, n_tensors = 0, stream_bytes = 0, n_streamed = 0, n_slots = 0;
+    uint64_t kv_bytes = 0, kv_total = 0, scratch_bytes = 0, rope_bytes = 0;
+  };
+  load_sizes check_budget(const model& m);
+  void make_arenas(const load_sizes& z);
+  void upload_weights(const model& m, const load_sizes& z);
+  void make_scratch(const load_sizes& z);
+  void make_streaming_slots(const load_sizes& z);
+  std::array<uint64_t, 4> row_floats() const;
+  bool streamed(int il) const;
+  // Submits the open frame (see forward_layer); returns its compute timeline value.
+  uint64_t submit_frame(std::initializer_list<timeline_wait> waits, bool host_reads);
+  void collect_timers();  // after the host waited for every frame submitted
 
   // Destroyed last (declared first): everything below lives on its device.
   std::unique_ptr<context> ctx_;
@@ -115,6 +140,9 @@ class vulkan_backend final : public backend {
   std::unique_ptr<arena> host_weights_;  // streamed layers' matrices, pinned host memory
   std::vector<stream_slot> slots_;
   std::unique_ptr<gpu_timer> timer_;  // --trace: GPU timestamps of uploads and layers
+  std::unique_ptr<dispatch_timer> dispatch_timer_;  // bench --trace: per-dispatch timestamps
+  bool upload_in_frame_ = false;  // the open frame copies out of upload_staging_
+  int layers_in_frame_ = 0;       // layers recorded into the open frame
   std::unique_ptr<staging_ring> ring_;  // the streaming slots and the copies into them
   device_weight output_norm_, output_;
   buffer_range rope_table_;
@@ -142,7 +170,7 @@ class vulkan_backend final : public backend {
 };
 
 // Records a copy of n_tokens rows of width elements (F32, or F16 cache rows) into the capture
-// buffer, between barriers. Sized at the layer's first capture for the largest layer.
+// buffer (ordered after the op that wrote them by the hazard tracking). Sized at the layer's first capture for the largest layer.
 void vulkan_backend::cap(recorder& r, const char* op, const buffer_range& src, int n_tokens,
                          int width, bool f16) {
   if (!capture_) return;
@@ -163,9 +191,7 @@ void vulkan_backend::cap(recorder& r, const char* op, const buffer_range& src, i
   const uint64_t bytes = n * (f16 ? 2 : 4);
   if (capture_used_ + bytes > capture_buf_->b.size)
     throw std::logic_error("vulkan: capture buffer too small");
-  r.barrier();
   r.copy(src, whole(capture_buf_->b).sub(capture_used_, bytes), bytes);
-  r.barrier();
   captured_.push_back({op, capture_used_, n, f16});
   capture_used_ += (bytes + 3) / 4 * 4;
 }
@@ -197,91 +223,108 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
                                std::unique_ptr<context> ctx)
     : ctx_(std::move(ctx)), hp_(m.hp()), opt_(opt) {
   op_scope scope("load model onto " + ctx_->info().name);
-  const auto& hp = hp_;
-  n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : hp.n_ctx_train;
+  n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : hp_.n_ctx_train;
   if (opt_.n_batch <= 0) opt_.n_batch = 512;
-  const uint64_t n_batch = static_cast<uint64_t>(opt_.n_batch);
-  const uint64_t f = sizeof(float);
+  const load_sizes sz = check_budget(m);
+  pipes_ = std::make_unique<pipeline_cache>(*ctx_);
+  make_arenas(sz);
+  upload_weights(m, sz);
+  make_scratch(sz);
+  make_streaming_slots(sz);
+  warm_up();
+}
 
-  // ---- what it takes: weights, KV cache, scratch; checked against the budget first ----------
-  auto streamed = [&](int il) {
-    return std::find(opt.streamed_layers.begin(), opt.streamed_layers.end(), il) !=
-           opt.streamed_layers.end();
-  };
-  uint64_t weight_bytes = 0, n_tensors = 0, stream_bytes = 0, n_streamed = 0;
-  for (int il : opt.layers) {
+// The scratch rows per token: n_embd, n_embd_q, n_embd_kv, n_ff floats.
+std::array<uint64_t, 4> vulkan_backend::row_floats() const {
+  return {static_cast<uint64_t>(hp_.n_embd), static_cast<uint64_t>(hp_.n_embd_q()),
+          static_cast<uint64_t>(hp_.n_embd_kv()), static_cast<uint64_t>(hp_.n_ff)};
+}
+
+bool vulkan_backend::streamed(int il) const {
+  const auto& s = opt_.streamed_layers;
+  return std::find(s.begin(), s.end(), il) != s.end();
+}
+
+// What it takes: weights, KV cache, scratch; checked against the device's limits and budget
+// before anything is allocated.
+vulkan_backend::load_sizes vulkan_backend::check_budget(const model& m) {
+  const auto& hp = hp_;
+  const uint64_t n_batch = static_cast<uint64_t>(opt_.n_batch), f = sizeof(float);
+  load_sizes z;
+  for (int il : opt_.layers) {
     if (il < 0 || il >= hp.n_layer) throw error(fmt::format("vulkan: no layer {}", il));
-    n_tensors += 12;
+    z.n_tensors += 12;
     if (streamed(il)) {
-      stream_bytes = std::max(stream_bytes, m.layer(il).nbytes() + 64 * 1024);
-      ++n_streamed;
+      z.stream_bytes = std::max(z.stream_bytes, m.layer(il).nbytes() + 64 * 1024);
+      ++z.n_streamed;
     } else {
-      weight_bytes += m.layer(il).nbytes();
+      z.weight_bytes += m.layer(il).nbytes();
     }
   }
-  const uint64_t n_slots = std::min<uint64_t>(2, n_streamed);
-  if (opt.output) {
-    weight_bytes += m.output_norm().nbytes() + m.output().nbytes();
-    n_tensors += 2;
+  z.n_slots = std::min<uint64_t>(2, z.n_streamed);
+  if (opt_.output) {
+    z.weight_bytes += m.output_norm().nbytes() + m.output().nbytes();
+    z.n_tensors += 2;
   }
   const uint64_t kv_row = static_cast<uint64_t>(hp.n_embd_kv()) * 2;
-  const uint64_t kv_bytes = static_cast<uint64_t>(n_ctx_) * kv_row;
-  if (kv_bytes > ctx_->caps().max_storage_range)
+  z.kv_bytes = static_cast<uint64_t>(n_ctx_) * kv_row;
+  if (z.kv_bytes > ctx_->caps().max_storage_range)
     throw error(
         fmt::format("vulkan: a KV cache of {} positions ({} MiB per layer) exceeds the "
                     "device's maxStorageBufferRange ({} MiB); use a smaller --ctx",
-                    n_ctx_, kv_bytes / k_mib, ctx_->caps().max_storage_range / k_mib));
+                    n_ctx_, z.kv_bytes / k_mib, ctx_->caps().max_storage_range / k_mib));
   const uint64_t max_binding = std::min<uint64_t>(ctx_->caps().max_storage_range, 64 * k_mib);
   n_logit_rows_ = static_cast<int>(
       std::clamp<uint64_t>(max_binding / (static_cast<uint64_t>(hp.n_vocab) * f), 1, n_batch));
-  const uint64_t row_floats[] = {
-      static_cast<uint64_t>(hp.n_embd), static_cast<uint64_t>(hp.n_embd_q()),
-      static_cast<uint64_t>(hp.n_embd_kv()), static_cast<uint64_t>(hp.n_ff)};
-  uint64_t scratch_bytes = 0;
-  for (uint64_t r : row_floats) {
+  const auto rows = row_floats();
+  for (uint64_t r : rows) {
     if (n_batch * r * f > ctx_->caps().max_storage_range)
       throw error(
           fmt::format("vulkan: scratch for a batch of {} tokens exceeds the device's "
                       "maxStorageBufferRange; use a smaller batch",
                       n_batch));
   }
-  scratch_bytes =
-      n_batch * f * (2 * row_floats[0] + 2 * row_floats[1] + 2 * row_floats[2] + 2 * row_floats[3]);
-  if (opt.output) scratch_bytes += static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
-  const uint64_t rope_bytes = static_cast<uint64_t>(n_ctx_) * static_cast<uint64_t>(hp.n_rot) * f;
-  if (opt.n_seq < 1) throw error(fmt::format("vulkan: {} KV sequences (at least 1)", opt.n_seq));
-  const uint64_t kv_total = 2 * kv_bytes * opt.layers.size() * static_cast<uint64_t>(opt.n_seq);
+  z.scratch_bytes = n_batch * f * 2 * (rows[0] + rows[1] + rows[2] + rows[3]);
+  if (opt_.output) z.scratch_bytes += static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
+  z.rope_bytes = static_cast<uint64_t>(n_ctx_) * static_cast<uint64_t>(hp.n_rot) * f;
+  if (opt_.n_seq < 1) throw error(fmt::format("vulkan: {} KV sequences (at least 1)", opt_.n_seq));
+  z.kv_total = 2 * z.kv_bytes * opt_.layers.size() * static_cast<uint64_t>(opt_.n_seq);
   const uint64_t need =
-      weight_bytes + n_slots * stream_bytes + kv_total + scratch_bytes + rope_bytes;
+      z.weight_bytes + z.n_slots * z.stream_bytes + z.kv_total + z.scratch_bytes + z.rope_bytes;
   const uint64_t budget = ctx_->device_local_budget();
   if (budget > 0 && need > budget)
     throw error(
         fmt::format("vulkan: {} layers need {} MiB of device memory (weights {}, KV "
                     "cache {}, scratch {}), but {} has {} MiB free; offload fewer layers",
-                    opt.layers.size(), need / k_mib, weight_bytes / k_mib, kv_total / k_mib,
-                    scratch_bytes / k_mib, ctx_->info().name, budget / k_mib));
+                    opt_.layers.size(), need / k_mib, z.weight_bytes / k_mib, z.kv_total / k_mib,
+                    z.scratch_bytes / k_mib, ctx_->info().name, budget / k_mib));
+  return z;
+}
 
-  pipes_ = std::make_unique<pipeline_cache>(*ctx_);
+void vulkan_backend::make_arenas(const load_sizes& z) {
   const uint64_t slack = ctx_->caps().storage_align * 2 + 64;
   weights_ = std::make_unique<arena>(
       *ctx_, memory_kind::device,
-      std::clamp<uint64_t>(weight_bytes + n_tensors * slack, k_mib, 256 * k_mib));
-  device_mem_ =
-      std::make_unique<arena>(*ctx_, memory_kind::device,
-                              std::clamp<uint64_t>(kv_total + scratch_bytes + rope_bytes +
-                                                       n_slots * stream_bytes + 32 * slack,
-                                                   k_mib, 256 * k_mib));
-  if (n_streamed)
+      std::clamp<uint64_t>(z.weight_bytes + z.n_tensors * slack, k_mib, 256 * k_mib));
+  device_mem_ = std::make_unique<arena>(
+      *ctx_, memory_kind::device,
+      std::clamp<uint64_t>(z.kv_total + z.scratch_bytes + z.rope_bytes +
+                               z.n_slots * z.stream_bytes + 32 * slack,
+                           k_mib, 256 * k_mib));
+  if (z.n_streamed)
     host_weights_ = std::make_unique<arena>(
         *ctx_, memory_kind::upload,
-        std::clamp<uint64_t>(n_streamed * stream_bytes, k_mib, 1024 * k_mib));
+        std::clamp<uint64_t>(z.n_streamed * z.stream_bytes, k_mib, 1024 * k_mib));
   uploader_ = std::make_unique<uploader>(
-      *ctx_, std::clamp<uint64_t>(weight_bytes + rope_bytes, k_mib, 64 * k_mib));
+      *ctx_, std::clamp<uint64_t>(z.weight_bytes + z.rope_bytes, k_mib, 64 * k_mib));
+}
 
-  // ---- weights, uploaded once --------------------------------------------------------------
-  const int64_t n_embd = hp.n_embd, n_q = hp.n_embd_q(), n_kv = hp.n_embd_kv();
-  layers_.resize(static_cast<size_t>(hp.n_layer));
-  for (int il : opt.layers) {
+// The weights, uploaded once (streamed layers' matrices packed into pinned host memory), the KV
+// caches and the RoPE table.
+void vulkan_backend::upload_weights(const model& m, const load_sizes& z) {
+  const int64_t n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv();
+  layers_.resize(static_cast<size_t>(hp_.n_layer));
+  for (int il : opt_.layers) {
     const layer_weights& lw = m.layer(il);
     device_layer& L = layers_[static_cast<size_t>(il)];
     L.present = true;
@@ -299,48 +342,58 @@ vulkan_backend::vulkan_backend(const model& m, const backend_options& opt,
             upload_matrix(lw.*lm.field, size_of(hp_, lm.cols), size_of(hp_, lm.rows));
       }
     }
-    for (int s = 0; s < opt.n_seq; ++s) {
-      L.k_cache.push_back(device_mem_->alloc(kv_bytes));
-      L.v_cache.push_back(device_mem_->alloc(kv_bytes));
+    for (int s = 0; s < opt_.n_seq; ++s) {
+      L.k_cache.push_back(device_mem_->alloc(z.kv_bytes));
+      L.v_cache.push_back(device_mem_->alloc(z.kv_bytes));
     }
   }
-  if (opt.output) {
+  if (opt_.output) {
     output_norm_ = upload_vector(m.output_norm(), n_embd);
-    output_ = upload_matrix(m.output(), n_embd, hp.n_vocab);
+    output_ = upload_matrix(m.output(), n_embd, hp_.n_vocab);
   }
-  const auto table = rope_table(n_ctx_, hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale);
-  rope_table_ = device_mem_->alloc(std::max<uint64_t>(rope_bytes, 16));
-  if (!table.empty()) uploader_->upload(rope_table_, 0, table.data(), table.size() * f);
+  const auto table = rope_table(n_ctx_, hp_.n_rot, hp_.rope_freq_base, hp_.rope_freq_scale);
+  rope_table_ = device_mem_->alloc(std::max<uint64_t>(z.rope_bytes, 16));
+  if (!table.empty()) uploader_->upload(rope_table_, 0, table.data(), table.size() * sizeof(float));
   uploader_->finish();
+}
 
-  // ---- scratch and staging -----------------------------------------------------------------
+// Scratch activations for n_batch tokens, the host staging buffers and the command stream.
+void vulkan_backend::make_scratch(const load_sizes&) {
+  const uint64_t n_batch = static_cast<uint64_t>(opt_.n_batch), f = sizeof(float);
+  const auto rows = row_floats();
   auto scratch = [&](uint64_t row) { return device_mem_->alloc(n_batch * row * f); };
-  x_ = scratch(row_floats[0]);
-  h_ = scratch(row_floats[0]);
-  q_ = scratch(row_floats[1]);
-  att_ = scratch(row_floats[1]);
-  k_ = scratch(row_floats[2]);
-  v_ = scratch(row_floats[2]);
-  gate_ = scratch(row_floats[3]);
-  up_ = scratch(row_floats[3]);
-  const uint64_t logit_bytes = static_cast<uint64_t>(n_logit_rows_) * hp.n_vocab * f;
-  if (opt.output) logits_ = device_mem_->alloc(logit_bytes);
-  upload_staging_ = create_buffer(*ctx_, n_batch * row_floats[0] * f, memory_kind::upload);
-  readback_staging_ = create_buffer(*ctx_, std::max(n_batch * row_floats[0] * f, logit_bytes),
+  x_ = scratch(rows[0]);
+  h_ = scratch(rows[0]);
+  q_ = scratch(rows[1]);
+  att_ = scratch(rows[1]);
+  k_ = scratch(rows[2]);
+  v_ = scratch(rows[2]);
+  gate_ = scratch(rows[3]);
+  up_ = scratch(rows[3]);
+  const uint64_t logit_bytes = static_cast<uint64_t>(n_logit_rows_) * hp_.n_vocab * f;
+  if (opt_.output) logits_ = device_mem_->alloc(logit_bytes);
+  upload_staging_ = create_buffer(*ctx_, n_batch * rows[0] * f, memory_kind::upload);
+  readback_staging_ = create_buffer(*ctx_, std::max(n_batch * rows[0] * f, logit_bytes),
                                     memory_kind::readback);
   stream_ = std::make_unique<command_stream>(*pipes_);
+}
 
-  // ---- the streaming slots -------------------------------------------------------------------
-  if (opt.trace) timer_ = std::make_unique<gpu_timer>(*ctx_, *opt.trace);
-  if (n_slots) {
-    uint64_t region = 0;
-    for (const auto& L : layers_)
-      if (L.streamed) region = std::max<uint64_t>(region, L.host_region.size);
-    ring_ = std::make_unique<staging_ring>(*ctx_, *device_mem_, region, static_cast<int>(n_slots),
-                                           opt.trace, timer_.get());
-    slots_.resize(n_slots);
+// The trace's timers and the slots streamed layers run from.
+void vulkan_backend::make_streaming_slots(const load_sizes& z) {
+  if (opt_.trace) {
+    timer_ = std::make_unique<gpu_timer>(*ctx_, *opt_.trace);
+    if (opt_.trace->kernel_timing()) {
+      dispatch_timer_ = std::make_unique<dispatch_timer>(*ctx_, *opt_.trace);
+      if (dispatch_timer_->supported()) stream_->set_dispatch_timer(dispatch_timer_.get());
+    }
   }
-  warm_up();
+  if (!z.n_slots) return;
+  uint64_t region = 0;
+  for (const auto& L : layers_)
+    if (L.streamed) region = std::max<uint64_t>(region, L.host_region.size);
+  ring_ = std::make_unique<staging_ring>(*ctx_, *device_mem_, region, static_cast<int>(z.n_slots),
+                                         opt_.trace, timer_.get());
+  slots_.resize(z.n_slots);
 }
 
 // Packs a streamed layer's matrices into one region of pinned host memory, laid out exactly as
@@ -444,6 +497,7 @@ vulkan_backend::~vulkan_backend() {
   } catch (...) {
   }
   timer_.reset();
+  dispatch_timer_.reset();
   host_weights_.reset();
   uploader_.reset();
   destroy_buffer(*ctx_, upload_staging_);
@@ -487,22 +541,37 @@ void vulkan_backend::upload_hidden(const float* x, int n_tokens) {
   op_scope scope("upload_hidden");
   check_batch(n_tokens, 0);
   const uint64_t n = static_cast<uint64_t>(n_tokens) * hp_.n_embd * sizeof(float);
+  if (upload_in_frame_) submit_frame({}, false);  // its copy must run before staging is reused
   stream_->wait(upload_busy_until_);
   std::memcpy(upload_staging_.data, x, n);
-  recorder& r = stream_->begin();
+  recorder& r = stream_->open();  // submitted with the layers that follow
   r.copy(whole(upload_staging_), x_, n);
-  upload_busy_until_ = stream_->submit();
+  upload_in_frame_ = true;
+}
+
+uint64_t vulkan_backend::submit_frame(std::initializer_list<timeline_wait> waits,
+                                      bool host_reads) {
+  const uint64_t v = stream_->submit(waits, host_reads);
+  if (upload_in_frame_) upload_busy_until_ = v;
+  upload_in_frame_ = false;
+  layers_in_frame_ = 0;
+  return v;
 }
 
 void vulkan_backend::download_hidden(float* x, int n_tokens) {
   op_scope scope("download_hidden");
   check_batch(n_tokens, 0);
   const uint64_t n = static_cast<uint64_t>(n_tokens) * hp_.n_embd * sizeof(float);
-  recorder& r = stream_->begin();
+  recorder& r = stream_->open();
   r.copy(x_, whole(readback_staging_), n);
-  stream_->wait(stream_->submit());
+  stream_->wait(submit_frame({}, true));
   std::memcpy(x, readback_staging_.data, n);
+  collect_timers();
+}
+
+void vulkan_backend::collect_timers() {
   if (timer_) timer_->collect();
+  if (dispatch_timer_) dispatch_timer_->collect();
 }
 
 void vulkan_backend::select_seq(int seq) {
@@ -533,19 +602,19 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   const device_weight &wq = M.wq, &wk = M.wk, &wv = M.wv, &wo = M.wo;
   const device_weight &ffn_gate = M.ffn_gate, &ffn_up = M.ffn_up, &ffn_down = M.ffn_down;
 
-  recorder& r = stream_->begin();
+  // A streamed layer waits for its slot's copy: the layers before it go ahead without that wait.
+  if (sl && stream_->is_open()) submit_frame({}, false);
+  recorder& r = stream_->open();
   const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
   ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:attn_norm", h_, n, n_embd);
-  r.barrier();
   ops::matmul(r, wq, h_, q_, n, n_embd, n_q, false);
   ops::matmul(r, wk, h_, k_, n, n_embd, n_kv, false);
   ops::matmul(r, wv, h_, v_, n, n_embd, n_kv, false);
   cap(r, "matmul:wq", q_, n, n_q);
   cap(r, "matmul:wk", k_, n, n_kv);
   cap(r, "matmul:wv", v_, n, n_kv);
-  r.barrier();
   if (!L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty()) {
     if (!L.bq.pieces.empty()) ops::add(r, q_, L.bq.pieces[0].range, n * n_q, n_q);
     if (!L.bk.pieces.empty()) ops::add(r, k_, L.bk.pieces[0].range, n * n_kv, n_kv);
@@ -553,7 +622,6 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
     if (!L.bq.pieces.empty()) cap(r, "add:bq", q_, n, n_q);
     if (!L.bk.pieces.empty()) cap(r, "add:bk", k_, n, n_kv);
     if (!L.bv.pieces.empty()) cap(r, "add:bv", v_, n, n_kv);
-    r.barrier();
   }
   ops::rope(r, q_, rope_table_, n, hp_.n_head, hd, hp_.n_rot, pos0, n_q, hp_.rope);
   ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
@@ -561,41 +629,35 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   cap(r, "rope:k", k_, n, n_kv);
   ops::kv_store(r, v_, v_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:v", v_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
-  r.barrier();
   ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:k", k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
-  r.barrier();
   ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd);
   cap(r, "attention", att_, n, n_q);
-  r.barrier();
   ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true);
   cap(r, "matmul:wo", x_, n, n_embd);
-  r.barrier();
   // feed-forward block: h = norm(x); x += (silu(h Wg^T) * (h Wu^T)) Wd^T
   ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
-  r.barrier();
   ops::matmul(r, ffn_gate, h_, gate_, n, n_embd, n_ff, false);
   ops::matmul(r, ffn_up, h_, up_, n, n_embd, n_ff, false);
   cap(r, "matmul:ffn_gate", gate_, n, n_ff);
   cap(r, "matmul:ffn_up", up_, n, n_ff);
-  r.barrier();
   ops::swiglu(r, gate_, up_, gate_, n * n_ff);
   cap(r, "swiglu", gate_, n, n_ff);
-  r.barrier();
   ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
   cap(r, "matmul:ffn_down", x_, n, n_embd);
   if (timer_)
     timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),
                 trace_track::gpu_compute, il);
   const double t_submit = opt_.trace && tq < 0 ? trace_recorder::now_us() : 0.0;
+  ++layers_in_frame_;
   if (sl) {
-    ring_->release(slot, stream_->submit({ring_->acquire(slot)}));
-  } else {
-    stream_->submit();
+    ring_->release(slot, submit_frame({ring_->acquire(slot)}, false));
+  } else if (capture_ || layers_in_frame_ >= k_layers_per_submit) {
+    submit_frame({}, capture_ != nullptr);
   }
-  if (opt_.trace && tq < 0)  // no timestamps on this device: the host-side submit time only
-    opt_.trace->add({fmt::format("layer {} (submitted)", il), trace_track::gpu_compute, t_submit,
+  if (opt_.trace && tq < 0)  // no timestamps on this device: the host-side record time only
+    opt_.trace->add({fmt::format("layer {} (recorded)", il), trace_track::gpu_compute, t_submit,
                      trace_recorder::now_us() - t_submit, il, "host"});
   deliver_capture(il);
   n_past_ = std::max(n_past_, pos0 + n);
@@ -609,20 +671,18 @@ void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits
   const int first = all_tokens ? 0 : n_tokens - 1;
   for (int t0 = first; t0 < n_tokens; t0 += n_logit_rows_) {
     const int cnt = std::min(n_logit_rows_, n_tokens - t0);
-    recorder& r = stream_->begin();
+    recorder& r = stream_->open();  // after the layers recorded last, if not submitted yet
     const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
     ops::rms_norm(r, x_, output_norm_.pieces[0].range, h_, n_embd, cnt, t0, n_embd, n_embd,
                   hp_.rms_eps);
-    r.barrier();
     ops::matmul(r, output_, h_, logits_, cnt, n_embd, n_vocab, false);
-    r.barrier();
     const uint64_t bytes = static_cast<uint64_t>(cnt) * n_vocab * sizeof(float);
     r.copy(logits_, whole(readback_staging_), bytes);
     if (timer_) timer_->end(r.cb(), tq, "output head", trace_track::gpu_compute, hp_.n_layer);
-    stream_->wait(stream_->submit());
+    stream_->wait(submit_frame({}, true));
     std::memcpy(logits + static_cast<int64_t>(t0 - first) * n_vocab, readback_staging_.data, bytes);
   }
-  if (timer_) timer_->collect();
+  collect_timers();
 }
 
 }  // namespace

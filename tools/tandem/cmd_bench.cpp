@@ -17,6 +17,7 @@
 #include "runtime/layer_cache.h"
 #include "runtime/model.h"
 #include "runtime/trace.h"
+#include "tools/tandem/bench_gpu.h"
 #include "tools/tandem/commands.h"
 
 namespace tandem::cli {
@@ -162,6 +163,7 @@ void make_engine(const bench_run& b, const std::string& off, int t, bench_engine
   eo.direct_io = b.o.direct_io;
   eo.metrics = &be->cm;
   eo.trace = &be->trace;
+  be->trace.set_kernel_timing(!b.o.trace.empty());  // per-dispatch GPU timestamps
   be->offload = off;
   be->threads = t;
   be->eng = std::make_unique<engine>(b.m, eo);
@@ -271,10 +273,17 @@ void print_md_row(const bench_run& b, const bench_engine& be, const std::string&
 // One test (pp or tg of n tokens) on one engine: measured, kept as a JSON row, printed.
 void run_test(bench_run& b, bench_engine& be, const char* kind, int n) {
   if (n <= 0) return;
+  const gpu_counts_probe gpu_counts(*be.eng);
   const test_samples ts = measure(b, be, kind, n);
   const std::string test = fmt::format("{}{}", kind, n);
   b.rows.push_back(row_json(b, be, test, ts));
-  if (b.o.output == "md") print_md_row(b, be, test, ts);
+  gpu_counts.add(*be.eng, test, n * (b.o.reps + 1), b.rows.back());
+  if (b.o.output == "md") {
+    print_md_row(b, be, test, ts);
+    print_gpu_counts(b.rows.back());
+    std::fflush(stdout);
+  }
+  report_kernels(be.trace, *be.eng, b.rows.back(), b.o.output == "md");
   if (!b.o.trace.empty()) be.trace.write(b.o.trace);
 }
 

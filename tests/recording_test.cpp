@@ -1,0 +1,232 @@
+// Command recording: the hazard tracker that decides where barriers go (vulkan/hazard.h), the
+// counters `tandem bench` reports (exact dispatches, barriers and submits of a recorded token of
+// stories260K, resident and streamed), and the two ways of binding buffers (push descriptors and
+// descriptor sets from pools) giving the same results.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "vulkan/hazard.h"
+
+namespace tandem::vk {
+namespace {
+
+std::vector<tracked_access> reads(uint64_t buf, uint64_t b, uint64_t e) {
+  return {{buf, b, e, false}};
+}
+std::vector<tracked_access> writes(uint64_t buf, uint64_t b, uint64_t e) {
+  return {{buf, b, e, true}};
+}
+
+// Records like the recorder does: a barrier (clear) where the tracker asks for one. Returns the
+// indices of the steps that got a barrier before them.
+std::vector<int> barriers_for(const std::vector<std::vector<tracked_access>>& steps) {
+  hazard_tracker t;
+  std::vector<int> out;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (t.conflicts(steps[i])) {
+      out.push_back(static_cast<int>(i));
+      t.clear();
+    }
+    t.add(steps[i]);
+  }
+  return out;
+}
+
+TEST(HazardTracker, ReadAfterWriteOfAnOverlappingRangeNeedsABarrier) {
+  EXPECT_EQ(barriers_for({writes(1, 0, 100), reads(1, 50, 60)}), std::vector<int>{1});
+  EXPECT_EQ(barriers_for({writes(1, 0, 100), reads(1, 99, 200)}), std::vector<int>{1});
+}
+
+TEST(HazardTracker, DisjointRangesAndOtherBuffersNeedNone) {
+  EXPECT_TRUE(barriers_for({writes(1, 0, 100), reads(1, 100, 200)}).empty());  // adjacent
+  EXPECT_TRUE(barriers_for({writes(1, 0, 100), writes(2, 0, 100), reads(3, 0, 100)}).empty());
+  EXPECT_TRUE(barriers_for({reads(1, 0, 100), reads(1, 0, 100)}).empty());  // read after read
+}
+
+TEST(HazardTracker, WriteAfterReadAndWriteAfterWriteNeedOne) {
+  EXPECT_EQ(barriers_for({reads(1, 0, 100), writes(1, 10, 20)}), std::vector<int>{1});
+  EXPECT_EQ(barriers_for({writes(1, 0, 100), writes(1, 10, 20)}), std::vector<int>{1});
+}
+
+TEST(HazardTracker, EmptyRangesAreIgnored) {
+  EXPECT_TRUE(barriers_for({writes(1, 0, 100), reads(1, 50, 50)}).empty());
+}
+
+// The attention block of a layer (decode): norm x -> h; Q, K, V products of h; RoPE of q and k
+// and the V store; the K store; attention; Wo accumulating into x. Buffers: 1 x, 2 h, 3 q, 4 k,
+// 5 v, 6 K cache, 7 V cache, 8 att, 9 weights (one buffer, disjoint ranges).
+TEST(HazardTracker, AttentionBlockGetsBarriersOnlyBetweenDependentSteps) {
+  auto step = [](std::vector<tracked_access> a) { return a; };
+  const std::vector<std::vector<tracked_access>> steps = {
+      step({{1, 0, 256, false}, {9, 0, 256, false}, {2, 0, 256, true}}),      // 0 rms_norm
+      step({{9, 256, 512, false}, {2, 0, 256, false}, {3, 0, 256, true}}),    // 1 wq
+      step({{9, 512, 768, false}, {2, 0, 256, false}, {4, 0, 128, true}}),    // 2 wk
+      step({{9, 768, 1024, false}, {2, 0, 256, false}, {5, 0, 128, true}}),   // 3 wv
+      step({{3, 0, 256, true}, {10, 0, 64, false}}),                          // 4 rope q
+      step({{4, 0, 128, true}, {10, 0, 64, false}}),                          // 5 rope k
+      step({{5, 0, 128, false}, {7, 0, 4096, true}}),                         // 6 kv_store v
+      step({{4, 0, 128, false}, {6, 0, 4096, true}}),                         // 7 kv_store k
+      step({{3, 0, 256, false}, {6, 0, 4096, false}, {7, 0, 4096, false},
+            {8, 0, 256, true}}),                                              // 8 attention
+      step({{9, 1024, 2048, false}, {8, 0, 256, false}, {1, 0, 256, true}}),  // 9 wo
+  };
+  // Not before wk, wv (read h like wq, write elsewhere), rope k (k was written before the
+  // barrier that rope q needed), the V store (v likewise).
+  EXPECT_EQ(barriers_for(steps), (std::vector<int>{1, 4, 7, 8, 9}));
+}
+
+}  // namespace
+}  // namespace tandem::vk
+
+#ifdef TANDEM_HAVE_VULKAN
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <random>
+
+#include "runtime/backend_factory.h"
+#include "runtime/model.h"
+#include "runtime/trace.h"
+#include "tests/test_util.h"
+#include "tests/vulkan_test_util.h"
+#include "vulkan/host_buffer.h"
+#include "vulkan/ops.h"
+
+namespace tandem::vk::test {
+namespace {
+
+class VulkanRecording : public vulkan_test {
+ protected:
+  void SetUp() override {
+    vulkan_test::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    if (!std::ifstream(path())) GTEST_SKIP() << "no " << path();
+  }
+  static std::string path() { return tandem::test::model_path("stories260K.gguf"); }
+};
+
+std::unique_ptr<backend> gpu_backend(const model& m, std::vector<int> streamed = {},
+                                     trace_recorder* trace = nullptr) {
+  backend_options o;
+  o.trace = trace;
+  o.n_ctx = 64;
+  o.n_batch = 8;
+  o.output = true;
+  for (int il = 0; il < m.hp().n_layer; ++il) o.layers.push_back(il);
+  o.streamed_layers = std::move(streamed);
+  std::string why;
+  auto b = make_vulkan_backend(m, o, /*allow_cpu_device=*/true, &why);
+  EXPECT_NE(b, nullptr) << why;
+  return b;
+}
+
+// One decode token as the engine runs it: upload, every layer (asking for the next ahead), head.
+backend_counters decode_token(backend& b, const model& m, int pos) {
+  const auto& hp = m.hp();
+  std::vector<float> x(static_cast<size_t>(hp.n_embd), 0.01f * static_cast<float>(pos + 1));
+  std::vector<float> logits(static_cast<size_t>(hp.n_vocab));
+  const backend_counters c0 = b.counters();
+  b.upload_hidden(x.data(), 1);
+  for (int il = 0; il < hp.n_layer; ++il) {
+    if (il + 1 < hp.n_layer) b.prepare_layer(il + 1);
+    b.forward_layer(il, 1, pos);
+  }
+  b.forward_output(1, false, logits.data());
+  const backend_counters c1 = b.counters();
+  return {c1.dispatches - c0.dispatches, c1.barriers - c0.barriers, c1.submits - c0.submits};
+}
+
+// stories260K (5 layers, no biases), one decode token, all layers resident:
+//   dispatches: per layer norm, Q, K, V, 2 RoPE, 2 KV stores, attention, Wo, norm, gate, up,
+//     SwiGLU, down = 15; the head norm and product = 2: 77.
+//   barriers: per layer 10, before norm (x), Q (h), RoPE q (q), K store (k), attention (cache),
+//     Wo (att), norm (x), gate (h), SwiGLU (gate, up), down (gate); the head: before its norm,
+//     its product, the logits copy, and one for the host to read: 54.
+//   submits: one (5 layers < one frame's 8, uploaded hidden state and head included).
+TEST_F(VulkanRecording, CountsOfADecodeTokenAreExact) {
+  auto m = model::load(path());
+  auto b = gpu_backend(*m);
+  ASSERT_NE(b, nullptr);
+  for (int pos = 0; pos < 3; ++pos) {
+    const backend_counters c = decode_token(*b, *m, pos);
+    EXPECT_EQ(c.dispatches, 77u) << "position " << pos;
+    EXPECT_EQ(c.barriers, 54u) << "position " << pos;
+    EXPECT_EQ(c.submits, 1u) << "position " << pos;
+  }
+}
+
+// Streamed layers 1, 2 and 4 each run in a submit of their own (their slot's copy is waited
+// for): layer 0 (with the upload) goes before layer 1; layer 3 before layer 4; the head last.
+TEST_F(VulkanRecording, StreamedLayersSubmitAroundTheirSlotWaits) {
+  auto m = model::load(path());
+  auto b = gpu_backend(*m, {1, 2, 4});
+  ASSERT_NE(b, nullptr);
+  const backend_counters c = decode_token(*b, *m, 0);
+  EXPECT_EQ(c.dispatches, 77u);
+  EXPECT_EQ(c.submits, 6u);
+}
+
+// With per-dispatch timing, every dispatch of a token is timed once under its pipeline's name,
+// and every kernel has a cost (the ops call recorder::cost before each dispatch).
+TEST_F(VulkanRecording, EveryDispatchIsTimedWithItsCost) {
+  auto m = model::load(path());
+  trace_recorder trace;
+  trace.set_kernel_timing(true);
+  auto b = gpu_backend(*m, {}, &trace);
+  ASSERT_NE(b, nullptr);
+  const backend_counters c = decode_token(*b, *m, 0);
+  const auto ks = trace.kernels();
+  if (ks.empty()) GTEST_SKIP() << "the device writes no timestamps";
+  uint64_t calls = 0;
+  bool attention = false;
+  for (const kernel_stat& k : ks) {
+    calls += k.calls;
+    attention |= k.name.rfind("attention", 0) == 0;
+    EXPECT_GT(k.bytes, 0u) << k.name << " has no cost (recorder::cost before its dispatch)";
+    EXPECT_GE(k.us, 0.0) << k.name;
+  }
+  EXPECT_EQ(calls, c.dispatches);
+  EXPECT_TRUE(attention);
+  EXPECT_EQ(c.barriers, 54u) << "timing changed the barrier count";
+}
+
+// The same ops bound with push descriptors and with descriptor sets from pools give the same
+// bytes (the pool path is the fallback of devices without VK_KHR_push_descriptor).
+TEST_F(VulkanRecording, PushDescriptorsAndPoolsGiveTheSameResults) {
+  const int n = 256, rows = 64, n_tok = 3;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> x(static_cast<size_t>(n) * n_tok), w(static_cast<size_t>(n) * rows), g(n);
+  for (auto& v : x) v = u(rng);
+  for (auto& v : w) v = u(rng);
+  for (auto& v : g) v = u(rng);
+  std::vector<std::vector<float>> out;
+  for (bool push : {true, false}) {
+    runner run(ctx(), true, push);
+    const char* off = std::getenv("TANDEM_VK_NO_PUSH_DESCRIPTORS");
+    const bool forced_off = off && std::string(off) == "1";
+    EXPECT_EQ(run.pipes().push_descriptors(), push && ctx().caps().push_descriptor && !forced_off);
+    host_buffer bx(ctx(), x.size() * 4), bg(ctx(), g.size() * 4), bh(ctx(), x.size() * 4);
+    host_buffer by(ctx(), static_cast<size_t>(rows) * n_tok * 4);
+    bx.set(x);
+    bg.set(g);
+    arena a(ctx(), memory_kind::device, 1 << 20);
+    uploader up(ctx(), 1 << 20);
+    const device_weight dw = upload_weight(a, up, dtype::f32, n, rows, w.data());
+    up.finish();
+    run.run([&](recorder& r) {
+      ops::rms_norm(r, bx, bg, bh, n, n_tok, 0, n, n, 1e-5f);
+      ops::matmul(r, dw, bh, by, n_tok, n, rows, false);
+    });
+    out.push_back(by.floats(static_cast<size_t>(rows) * n_tok));
+  }
+  EXPECT_EQ(out[0], out[1]);
+}
+
+}  // namespace
+}  // namespace tandem::vk::test
+
+#endif  // TANDEM_HAVE_VULKAN
