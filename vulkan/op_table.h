@@ -48,7 +48,10 @@ enum class op_use : uint8_t {
   X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers)                \
   X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers)              \
   X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always)               \
-  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)
+  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)              \
+  X(flash_attn, 5, flash_attn_push, 128, false, op_spec::none, op_use::layers)            \
+  X(flash_reduce, 2, flash_reduce_push, 128, false, op_spec::none, op_use::layers)        \
+  X(rotary_kv, 6, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,
