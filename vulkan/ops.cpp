@@ -370,6 +370,8 @@ void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, cons
                rotary_kv_push{u32(n_tok), u32(n_head), u32(n_head_kv), u32(head_dim), u32(n_rot),
                               u32(pos0), u32(ldq), u32(ldkv)},
                {q, k, v, table, k_cache, v_cache});
+  // The rope break (and its own) doubles q after, as the unfused rope's: a model run with either
+  // kernel broken diverges at rope:q. (The op check's filters keep rope and rotary_kv apart.)
   if (parity_break("rotary_kv") || parity_break("rope"))
     parity_double(rec, q, nt * static_cast<uint64_t>(ldq));
 }
