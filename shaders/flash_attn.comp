@@ -7,8 +7,9 @@
 // registers, the lanes over (row, head dimension). One split (n_split = 1) writes the output;
 // several (flash-decoding, long contexts with few query rows) write unnormalised partials
 // (acc, m, l) that shaders/flash_reduce.comp combines. No n x n scratch anywhere.
-// Sizes (host: vulkan/ops.cpp): rows R = heads_per_wg * toks_per_wg <= min(32, 2048 / head_dim),
-// KT <= min(32, 4096 / head_dim); head_dim even, <= 256. Shared memory: ~28.5 KiB.
+// Sizes (host: vulkan/ops.cpp, plan_attention): rows R = heads_per_wg * toks_per_wg <= min(32,
+// 2048 / head_dim), KT a power of two <= 128 that fits the pool; head_dim even, <= 256. Shared
+// memory: 28.4 KiB.
 // tandem-variants: none  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
@@ -23,18 +24,16 @@ layout(binding = 3) writeonly buffer o_buf { float o[]; };  // output, or partia
 layout(binding = 4) writeonly buffer part_buf { float part[]; };
 
 #define MAX_ROWS 32u
-#define Q_FLOATS 2048u   // R * head_dim
-#define K_WORDS 2112u    // KT * (head_dim / 2 + 1): rows padded by a word against bank conflicts
-#define V_WORDS 2048u    // KT * head_dim / 2
-#define S_FLOATS 1024u   // R * KT
-#define ACC 16u          // Q_FLOATS / 128: accumulators per lane (workgroup of 128)
+#define POOL_WORDS 7168u  // q rows, the K and V tiles, the scores: 28 KiB, laid out per call
+#define ACC 16u           // 2048 / 128: accumulators per lane (R * head_dim <= 2048, 128 lanes)
+#define ROWS_PER_LANE 8u  // score rows per lane (R <= 8 * 128 / KT)
 #define NEG_BIG -1.0e30
 #define MASKED -2.0e30
 
-shared float qs[Q_FLOATS];
-shared uint ks[K_WORDS];
-shared uint vs[V_WORDS];
-shared float ss[S_FLOATS];
+// The pool: q (R x D floats), K tile (KT rows of D/2 + 1 words: padded against bank conflicts),
+// V tile (KT x D/2 words), scores (R rows of KT + 1 floats). KT is larger where R is small
+// (decode without GQA) so that the score pass keeps the lanes busy (vulkan/ops.cpp).
+shared uint pool[POOL_WORDS];
 shared float row_m[MAX_ROWS], row_l[MAX_ROWS], row_c[MAX_ROWS];
 
 void main() {
@@ -45,11 +44,13 @@ void main() {
   const uint g = gl_WorkGroupID.x / n_hblk, hblk = gl_WorkGroupID.x % n_hblk;
   const uint t0 = gl_WorkGroupID.y * tb, split = gl_WorkGroupID.z;
   const uint R = hb * tb;
+  const uint k_off = R * D, v_off = k_off + KT * (D2 + 1u), s_off = v_off + KT * D2, SP = KT + 1u;
 
   // Query rows: row r is token t0 + r / hb, query head g * group + hblk * hb + r % hb.
   for (uint e = tid; e < R * D; e += nth) {
     const uint r = e / D, t = t0 + r / hb, hh = hblk * hb + r % hb;
-    qs[e] = (t < p.n_tok && hh < group) ? q[t * p.ldq + (g * group + hh) * D + e % D] : 0.0;
+    pool[e] = floatBitsToUint(
+        (t < p.n_tok && hh < group) ? q[t * p.ldq + (g * group + hh) * D + e % D] : 0.0);
   }
   if (tid < R) {
     row_m[tid] = NEG_BIG;
@@ -70,37 +71,47 @@ void main() {
     for (uint w = tid; w < cnt * D2; w += nth) {
       const uint c = w / D2, j = w % D2;
       const uint src = ((c0 + c) * p.kv_stride + kv0) / 2u + j;
-      ks[c * (D2 + 1u) + j] = kc[src];
-      vs[w] = vc[src];
+      pool[k_off + c * (D2 + 1u) + j] = kc[src];
+      pool[v_off + w] = vc[src];
     }
     barrier();
-    for (uint e = tid; e < R * KT; e += nth) {
-      const uint r = e / KT, c = e % KT;
-      const uint row_pos = p.pos0 + t0 + r / hb;  // the query's own position
-      float s = MASKED;
-      if (c < cnt && c0 + c <= row_pos) {
-        float dot = 0.0;
-        const uint qb = r * D, kb = c * (D2 + 1u);
+    // Scores: a lane takes position c of the tile and rows rg, rg + rstep, ...: each K pair is
+    // read from shared memory once for up to 8 rows (the q reads are broadcasts in a warp).
+    {
+      const uint c = tid % KT, rg = tid / KT, rstep = nth / KT;
+      const uint nr = rg < R ? (R - rg + rstep - 1u) / rstep : 0u;  // rows of this lane
+      float dot[ROWS_PER_LANE];
+      for (uint k = 0; k < ROWS_PER_LANE; ++k) dot[k] = 0.0;
+      if (rg < rstep && c < cnt) {
+        const uint kb = k_off + c * (D2 + 1u);
         for (uint j = 0; j < D2; ++j) {
-          const vec2 k = unpackHalf2x16(ks[kb + j]);
-          dot += qs[qb + 2u * j] * k.x;
-          dot += qs[qb + 2u * j + 1u] * k.y;
+          const vec2 kv = unpackHalf2x16(pool[kb + j]);
+          for (uint k = 0; k < ROWS_PER_LANE; ++k) {
+            if (k >= nr) break;
+            const uint qb = (rg + k * rstep) * D + 2u * j;
+            dot[k] += uintBitsToFloat(pool[qb]) * kv.x;
+            dot[k] += uintBitsToFloat(pool[qb + 1u]) * kv.y;
+          }
         }
-        s = dot * p.scale;
       }
-      ss[e] = s;
+      for (uint k = 0; k < ROWS_PER_LANE; ++k) {
+        const uint r = rg + k * rstep;
+        if (rg < rstep && k < nr && c < cnt)  // causal: a query sees positions up to its own
+          pool[s_off + r * SP + c] = floatBitsToUint(
+              c0 + c <= p.pos0 + t0 + r / hb ? dot[k] * p.scale : MASKED);
+      }
     }
     barrier();
     if (tid < R) {  // the online softmax of row tid over this tile
-      const uint sb = tid * KT;
+      const uint sb = s_off + tid * SP;
       float mx = row_m[tid];
-      for (uint c = 0; c < cnt; ++c) mx = max(mx, ss[sb + c]);
+      for (uint c = 0; c < cnt; ++c) mx = max(mx, uintBitsToFloat(pool[sb + c]));
       const float corr = exp(row_m[tid] - mx);
       float sum = 0.0;
       for (uint c = 0; c < cnt; ++c) {
-        const float s = ss[sb + c];
+        const float s = uintBitsToFloat(pool[sb + c]);
         const float e = s > NEG_BIG ? exp(s - mx) : 0.0;
-        ss[sb + c] = e;
+        pool[sb + c] = floatBitsToUint(e);
         sum += e;
       }
       row_l[tid] = row_l[tid] * corr + sum;
@@ -113,9 +124,9 @@ void main() {
       if (e < R * D) {
         const uint r = e / D, d = e % D;
         float a = acc[i] * row_c[r];
-        const uint sb = r * KT, vb = d >> 1u, sh = (d & 1u) * 16u;
+        const uint sb = s_off + r * SP, vb = v_off + (d >> 1u), sh = (d & 1u) * 16u;
         for (uint c = 0; c < cnt; ++c)
-          a += ss[sb + c] * unpackHalf2x16(vs[c * D2 + vb] >> sh).x;
+          a += uintBitsToFloat(pool[sb + c]) * unpackHalf2x16(pool[vb + c * D2] >> sh).x;
         acc[i] = a;
       }
     }

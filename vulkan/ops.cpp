@@ -154,15 +154,15 @@ std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_
 }
 
 // Flash attention's launch shape. Shared memory (shaders/flash_attn.comp) holds R query rows of
-// head_dim floats (R <= min(32, 2048 / head_dim)) and tiles of kt positions (kt <= min(32, 4096 /
-// head_dim)). A workgroup takes as many query heads of one KV group as fit (all of them up to
+// head_dim floats (R <= min(32, 2048 / head_dim)) and tiles of kt positions (up to 128 where the
+// rows are few, 16 at head_dim 256). A workgroup takes as many query heads of one KV group as fit (all of them up to
 // R: K/V are read once per group) and, with the rows left, that many query tokens (prompts).
 //
 // The KV split (flash-decoding): a decode step has only n_head_kv workgroups (4 on a GQA 32/4
 // model), far too few for a GPU with 132 SMs, each walking the whole context. Splitting the
 // positions into n_split ranges gives n_head_kv * n_split workgroups, up to two per compute unit
 // (context caps: the SM/CU count from the driver, or its estimate), while every split keeps at
-// least 4 tiles (128 positions) so that the partials (head_dim + 2 floats per row and split) and
+// least 128 positions so that the partials (head_dim + 2 floats per row and split) and
 // the reduce pass stay small next to the K/V reads. Prompts have workgroups enough: one split.
 //
 // What an H100 should reach at 4096 tokens (TinyLlama 1.1B: 22 layers, 4 KV heads of 64 dims,
@@ -187,7 +187,7 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
       v.k = attention_variant::kind::basic;
     } else if (f == "flash") {
       v = {attention_variant::kind::flash, 1};
-    } else if (f.rfind("split", 0) == 0 && f.size() > 5 &&
+    } else if (f.rfind("split", 0) == 0 && f.size() > 5 && f.size() <= 7 &&
                f.find_first_not_of("0123456789", 5) == std::string::npos &&
                std::stoi(f.substr(5)) >= 2 && std::stoi(f.substr(5)) <= 64) {
       v = {attention_variant::kind::flash, std::stoi(f.substr(5))};
@@ -204,9 +204,16 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
   }
   const uint32_t hd = u32(head_dim), group = u32(n_head / n_head_kv), nt = u32(n_tok);
   const uint32_t rows = std::min(32u, 2048u / hd);
-  pl.kt = std::min(32u, 4096u / hd);
   pl.heads_per_wg = std::min(group, rows);
   pl.toks_per_wg = std::clamp(rows / pl.heads_per_wg, 1u, nt);
+  // The largest tile (a power of two <= 128) whose q rows, K/V tiles and scores fit the shader's
+  // pool of 7168 words, with at most 8 score rows per lane (R <= 8 * 128 / kt).
+  const uint32_t r = pl.heads_per_wg * pl.toks_per_wg;
+  auto fits = [&](uint32_t kt) {
+    return r * hd + kt * (hd / 2 + 1) + kt * (hd / 2) + r * (kt + 1) <= 7168 && r <= 8 * 128 / kt;
+  };
+  pl.kt = 128;
+  while (pl.kt > 1 && !fits(pl.kt)) pl.kt /= 2;
   const uint32_t n_hblk = (group + pl.heads_per_wg - 1) / pl.heads_per_wg;
   pl.groups_x = u32(n_head_kv) * n_hblk;
   pl.groups_y = (nt + pl.toks_per_wg - 1) / pl.toks_per_wg;
@@ -215,7 +222,7 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
   if (want == 0) {
     const uint64_t base = static_cast<uint64_t>(pl.groups_x) * pl.groups_y;
     const uint64_t target = 2ull * ctx.caps().compute_units;
-    want = std::min<uint64_t>((target + base - 1) / base, n_pos / (4ull * pl.kt));
+    want = std::min<uint64_t>((target + base - 1) / base, n_pos / 128);
   }
   // Partials of one split: acc (n_q floats) and (m, l) per token and head.
   const uint64_t per_split = static_cast<uint64_t>(nt) * n_head * (hd + 2) * sizeof(float);

@@ -390,9 +390,9 @@ class checker {
     cpu::ref::attention(ref.data(), q.data(), k.data(), vv.data(), s.n_tok, s.pos0, s.n_head,
                         s.n_head_kv, s.head_dim, 0, s.n_head);
     record(op, "f32", variant,
-           fmt::format("heads={}/{} head_dim={} n_tok={} pos0={} splits={} rows={}x{}", s.n_head,
+           fmt::format("heads={}/{} head_dim={} n_tok={} pos0={} splits={} rows={}x{} kt={}", s.n_head,
                        s.n_head_kv, s.head_dim, s.n_tok, s.pos0, pl.n_split, pl.heads_per_wg,
-                       pl.toks_per_wg),
+                       pl.toks_per_wg, pl.kt),
            ref, bo.floats(ref.size()), 1e-10);
   }
 
