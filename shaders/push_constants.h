@@ -72,6 +72,47 @@ struct add_push {
   uint nb;
 };
 
+// Flash attention (shaders/flash_attn.comp): one workgroup per (KV head and block of its query
+// heads, block of query tokens, split of the KV positions).
+struct flash_attn_push {
+  uint n_tok;
+  uint pos0;
+  uint n_head;
+  uint n_head_kv;
+  uint head_dim;
+  uint ldq;           // q / out row stride
+  uint kv_stride;     // halves per cache position
+  float scale;
+  uint heads_per_wg;  // query heads of one KV group per workgroup
+  uint toks_per_wg;   // query tokens per workgroup
+  uint kt;            // KV positions per shared-memory tile
+  uint n_split;       // 1: writes the output; else partials for flash_reduce
+  uint split_len;     // KV positions per split (a multiple of kt)
+  uint ml_off;        // partials: offset of the (m, l) pairs (floats)
+};
+
+// Combines flash_attn's partials (shaders/flash_reduce.comp).
+struct flash_reduce_push {
+  uint n_tok;
+  uint n_head;
+  uint head_dim;
+  uint ldq;
+  uint n_split;
+  uint ml_off;
+};
+
+// RoPE of q and k fused with the F16 append of k and v to the caches (shaders/rotary_kv.comp).
+struct rotary_kv_push {
+  uint n_tok;
+  uint n_head;
+  uint n_head_kv;
+  uint head_dim;
+  uint n_rot;
+  uint pos0;
+  uint ldq;   // q row stride (floats)
+  uint ldkv;  // k / v row stride (floats)
+};
+
 #ifdef __cplusplus
 }  // namespace tandem::vk
 #endif

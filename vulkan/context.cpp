@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "runtime/error.h"
 #include "vulkan/check.h"
@@ -183,6 +184,16 @@ struct candidate {
   int transfer_family = -1;  // a dedicated transfer family, or -1
 };
 
+// Compute units of a device whose driver does not say: a mid-range discrete GPU has 30-80
+// SMs/CUs, an integrated one 2-12; a CPU device (lavapipe) runs a workgroup per hardware thread.
+uint32_t estimated_compute_units(VkPhysicalDeviceType type) {
+  switch (type) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 32;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return std::max(1u, std::thread::hardware_concurrency());
+    default: return 8;
+  }
+}
+
 candidate describe(VkPhysicalDevice pd, int index) {
   candidate c;
   c.pd = pd;
@@ -199,7 +210,31 @@ candidate describe(VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
   p2.pNext = &sg;
   sg.pNext = &m3;
+  VkPhysicalDeviceShaderSMBuiltinsPropertiesNV nv_sm{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV};
+  VkPhysicalDeviceShaderCorePropertiesAMD amd_core{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD};
+  const bool has_nv_sm = contains(exts, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
+  const bool has_amd_core = contains(exts, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME);
+  if (has_nv_sm) {
+    nv_sm.pNext = m3.pNext;
+    m3.pNext = &nv_sm;
+  }
+  if (has_amd_core) {
+    amd_core.pNext = m3.pNext;
+    m3.pNext = &amd_core;
+  }
   fn.vkGetPhysicalDeviceProperties2(pd, &p2);
+  caps.compute_units = estimated_compute_units(caps.props.deviceType);
+  if (has_nv_sm && nv_sm.shaderSMCount > 0) {
+    caps.compute_units = nv_sm.shaderSMCount;
+    caps.compute_units_exact = true;
+  } else if (has_amd_core && amd_core.shaderEngineCount * amd_core.shaderArraysPerEngineCount *
+                                  amd_core.computeUnitsPerShaderArray > 0) {
+    caps.compute_units = amd_core.shaderEngineCount * amd_core.shaderArraysPerEngineCount *
+                         amd_core.computeUnitsPerShaderArray;
+    caps.compute_units_exact = true;
+  }
   caps.subgroup_size = std::max(1u, sg.subgroupSize);
   caps.subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                              (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&

@@ -58,6 +58,11 @@ struct device_caps {
   uint64_t storage_align = 16;     // minStorageBufferOffsetAlignment
   uint32_t max_groups[3] = {65535, 65535, 65535};
   uint32_t max_shared = 16384;
+  // Compute units (SMs, CUs): VK_NV_shader_sm_builtins or VK_AMD_shader_core_properties where
+  // the driver has them; else an estimate by device type (discrete 32, integrated 8, CPU: its
+  // hardware threads, other 8). Sizes work splits (flash-decoding's KV split).
+  uint32_t compute_units = 8;
+  bool compute_units_exact = false;  // from a driver extension, not the estimate
 };
 
 class context {

@@ -56,7 +56,10 @@ enum class op_use : uint8_t {
   X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers, 0b10)               \
   X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers, 0b1000)           \
   X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always, 0b100)             \
-  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always, 0b100)
+  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always, 0b100)             \
+  X(flash_attn, 5, flash_attn_push, 128, false, op_spec::none, op_use::layers, 0b11000)      \
+  X(flash_reduce, 2, flash_reduce_push, 128, false, op_spec::none, op_use::layers, 0b10)     \
+  X(rotary_kv, 6, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers, 0b110011)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,

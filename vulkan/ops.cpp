@@ -10,6 +10,7 @@
 
 #include "runtime/error.h"
 #include "shaders/push_constants.h"
+#include "vulkan/variant.h"
 
 namespace tandem::vk {
 
@@ -37,6 +38,9 @@ bool parity_break(const char* name, const dtype* t = nullptr) {
   if (s.empty()) return false;
   return s == name || (t && s == std::string(name) + "_" + std::string(dtype_name(*t)));
 }
+static_assert(sizeof(flash_attn_push) == 56 && sizeof(flash_reduce_push) == 24 &&
+              sizeof(rotary_kv_push) == 32);
+
 void parity_double(recorder& rec, const buffer_range& y, uint64_t n) {
   n = std::min<uint64_t>(n, y.size / sizeof(float));
   const auto& p = rec.pipes().get(kernel::add);
@@ -153,6 +157,87 @@ std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_
   return t;
 }
 
+// Flash attention's launch shape. Shared memory (shaders/flash_attn.comp) holds R query rows of
+// head_dim floats (R <= min(32, 2048 / head_dim)) and tiles of kt positions (up to 128 where the
+// rows are few, 16 at head_dim 256). A workgroup takes as many query heads of one KV group as fit (all of them up to
+// R: K/V are read once per group) and, with the rows left, that many query tokens (prompts).
+//
+// The KV split (flash-decoding): a decode step has only n_head_kv workgroups (4 on a GQA 32/4
+// model), far too few for a GPU with 132 SMs, each walking the whole context. Splitting the
+// positions into n_split ranges gives n_head_kv * n_split workgroups, up to two per compute unit
+// (context caps: the SM/CU count from the driver, or its estimate), while every split keeps at
+// least 128 positions so that the partials (head_dim + 2 floats per row and split) and
+// the reduce pass stay small next to the K/V reads. Prompts have workgroups enough: one split.
+//
+// What an H100 should reach at 4096 tokens (TinyLlama 1.1B: 22 layers, 4 KV heads of 64 dims,
+// F16 cache): K+V are 4096 x 2 x 256 x 2 B = 4 MiB per layer, 88 MiB per token, ~30 us at
+// ~3 TB/s. The plan gives min(2 x 132 / 4, 4096 / 128) = 32 splits, 128 workgroups (about one
+// per SM) each streaming 64 KiB: ~1-2 us of memory time per layer, so the two dispatches (partial,
+// reduce) are bound by launch and barrier latency, ~5 us per layer, ~0.1 ms per token, against
+// ~0.2 ms for the Q4_0 weights (~0.6 GB): attention at ~25-35 % of a 4096-token step until the
+// per-dispatch cost falls (recorded command buffers), and 20-40x under the unsplit kernel's
+// 3-9 ms (4-32 workgroups each reading the whole context, K rows strided across the lanes).
+attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_head, int n_head_kv,
+                              int head_dim, uint64_t scratch_bytes, attention_variant v) {
+  if (head_dim % 2 != 0 || head_dim > 256 || head_dim <= 0 || n_head_kv <= 0 ||
+      n_head % n_head_kv != 0)
+    throw error(
+        fmt::format("vulkan: attention needs an even head_dim <= 256 and n_head a "
+                    "multiple of n_head_kv (head_dim {}, n_head {}, n_head_kv {})",
+                    head_dim, n_head, n_head_kv));
+  if (v.k == attention_variant::kind::automatic) {
+    const std::string f = forced_variant("attention");
+    if (f == "basic") {
+      v.k = attention_variant::kind::basic;
+    } else if (f == "flash") {
+      v = {attention_variant::kind::flash, 1};
+    } else if (f.rfind("split", 0) == 0 && f.size() > 5 && f.size() <= 7 &&
+               f.find_first_not_of("0123456789", 5) == std::string::npos &&
+               std::stoi(f.substr(5)) >= 2 && std::stoi(f.substr(5)) <= 64) {
+      v = {attention_variant::kind::flash, std::stoi(f.substr(5))};
+    } else if (!f.empty()) {
+      throw error(fmt::format("TANDEM_VK_VARIANT: unknown attention variant '{}' (known: basic, "
+                              "flash, split<N> with N from 2 to 64)",
+                              f));
+    }
+  }
+  attention_plan pl;
+  if (v.k == attention_variant::kind::basic) {
+    pl.flash = false;
+    return pl;
+  }
+  const uint32_t hd = u32(head_dim), group = u32(n_head / n_head_kv), nt = u32(n_tok);
+  const uint32_t rows = std::min(32u, 2048u / hd);
+  pl.heads_per_wg = std::min(group, rows);
+  pl.toks_per_wg = std::clamp(rows / pl.heads_per_wg, 1u, nt);
+  // The largest tile (a power of two <= 128) whose q rows, K/V tiles and scores fit the shader's
+  // pool of 7168 words, with at most 8 score rows per lane (R <= 8 * 128 / kt).
+  const uint32_t r = pl.heads_per_wg * pl.toks_per_wg;
+  auto fits = [&](uint32_t kt) {
+    return r * hd + kt * (hd / 2 + 1) + kt * (hd / 2) + r * (kt + 1) <= 7168 && r <= 8 * 128 / kt;
+  };
+  pl.kt = 128;
+  while (pl.kt > 1 && !fits(pl.kt)) pl.kt /= 2;
+  const uint32_t n_hblk = (group + pl.heads_per_wg - 1) / pl.heads_per_wg;
+  pl.groups_x = u32(n_head_kv) * n_hblk;
+  pl.groups_y = (nt + pl.toks_per_wg - 1) / pl.toks_per_wg;
+  const uint64_t n_pos = static_cast<uint64_t>(pos0) + nt;
+  uint64_t want = static_cast<uint64_t>(std::max(v.n_split, 0));
+  if (want == 0) {
+    const uint64_t base = static_cast<uint64_t>(pl.groups_x) * pl.groups_y;
+    const uint64_t target = 2ull * ctx.caps().compute_units;
+    want = std::min<uint64_t>((target + base - 1) / base, n_pos / 128);
+  }
+  // Partials of one split: acc (n_q floats) and (m, l) per token and head.
+  const uint64_t per_split = static_cast<uint64_t>(nt) * n_head * (hd + 2) * sizeof(float);
+  want = std::clamp<uint64_t>(std::min<uint64_t>(want, scratch_bytes / per_split), 1, 64);
+  uint64_t len = (n_pos + want - 1) / want;
+  if (v.n_split == 0) len = (len + pl.kt - 1) / pl.kt * pl.kt;  // whole tiles when chosen here
+  pl.split_len = u32(static_cast<int64_t>(len));
+  pl.n_split = u32(static_cast<int64_t>((n_pos + len - 1) / len));
+  return pl;
+}
+
 namespace ops {
 
 void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
@@ -223,31 +308,89 @@ void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, i
 
 void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache,
                const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
-               int n_head, int n_head_kv, int head_dim) {
-  if (head_dim % 2 != 0 || head_dim > 256 || n_head % n_head_kv != 0)
-    throw error(
-        fmt::format("vulkan: attention needs an even head_dim <= 256 and n_head a "
-                    "multiple of n_head_kv (head_dim {}, n_head {}, n_head_kv {})",
-                    head_dim, n_head, n_head_kv));
-  const auto& p = rec.pipes().get(kernel::attention);
-  const attention_push push{u32(n_tok),
-                            u32(pos0),
-                            u32(n_head),
-                            u32(n_head_kv),
-                            u32(head_dim),
-                            u32(n_head * head_dim),
-                            u32(n_head_kv * head_dim),
-                            1.0f / std::sqrt(static_cast<float>(head_dim))};
-  // q read and out written once; the K and V rows of the context read once (F16); per query head
-  // and visible position a dot product and an axpy of head_dim (2 flops each per element)
-  const uint64_t ctx_end = u64(pos0) + u64(n_tok);
-  const uint64_t visible = u64(n_tok) * u64(pos0) + u64(n_tok) * (u64(n_tok) + 1) / 2;
-  rec.cost(8 * u64(n_tok) * u64(n_head) * u64(head_dim) +
-               4 * ctx_end * u64(n_head_kv) * u64(head_dim),
-           4 * visible * u64(n_head) * u64(head_dim));
-  rec.dispatch(p, u32(n_head), u32(n_tok), 1, push, {q, k_cache, v_cache, out});
-  if (parity_break("attention"))
-    parity_double(rec, out, static_cast<uint64_t>(n_tok) * n_head * head_dim);
+               int n_head, int n_head_kv, int head_dim, const buffer_range& scratch,
+               attention_variant v) {
+  const attention_plan pl =
+      plan_attention(rec.ctx(), n_tok, pos0, n_head, n_head_kv, head_dim, scratch.size, v);
+  const uint64_t nt = static_cast<uint64_t>(n_tok), hd = static_cast<uint64_t>(head_dim);
+  const uint64_t n_q = static_cast<uint64_t>(n_head) * hd;
+  const uint64_t n_kv = static_cast<uint64_t>(n_head_kv) * hd;
+  // The least it must move: q, the K/V rows of positions 0 .. pos0 + n_tok - 1 once, the output;
+  // 4 flops per (query head, position, dim): q.k and p v.
+  const uint64_t n_pos = static_cast<uint64_t>(pos0) + nt;
+  const uint64_t qk_pairs = nt * static_cast<uint64_t>(pos0) + nt * (nt + 1) / 2;
+  const uint64_t kv_bytes = 2 * n_pos * n_kv * 2;
+  const uint64_t flops = 4 * qk_pairs * static_cast<uint64_t>(n_head) * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  bool broken = parity_break("attention");
+  if (!pl.flash) {
+    const auto& p = rec.pipes().get(kernel::attention);
+    const attention_push push{u32(n_tok),     u32(pos0),          u32(n_head), u32(n_head_kv),
+                              u32(head_dim),  u32(n_q),           u32(n_kv),   scale};
+    rec.cost(kv_bytes + 2 * nt * n_q * sizeof(float), flops);
+    rec.dispatch(p, u32(n_head), u32(n_tok), 1, push, {q, k_cache, v_cache, out});
+  } else {
+    broken |= parity_break("flash_attn") || (pl.n_split > 1 && parity_break("flash_reduce"));
+    const uint64_t ml_off = static_cast<uint64_t>(pl.n_split) * nt * n_q;
+    const flash_attn_push push{u32(n_tok),       u32(pos0),        u32(n_head),
+                               u32(n_head_kv),   u32(head_dim),    u32(n_q),
+                               u32(n_kv),        scale,            pl.heads_per_wg,
+                               pl.toks_per_wg,   pl.kt,            pl.n_split,
+                               pl.split_len,     u32(static_cast<int64_t>(ml_off))};
+    const uint64_t part_bytes = pl.n_split > 1 ? (ml_off + 2 * ml_off / hd) * sizeof(float) : 0;
+    const auto& p = rec.pipes().get(kernel::flash_attn);
+    rec.cost(kv_bytes + nt * n_q * sizeof(float) + (pl.n_split > 1 ? part_bytes : nt * n_q * 4),
+             flops);
+    rec.dispatch(p, pl.groups_x, pl.groups_y, pl.n_split, push,
+                 {q, k_cache, v_cache, out, pl.n_split > 1 ? scratch : out});
+    if (pl.n_split > 1) {  // (the hazard tracker puts the barrier before the reduce pass)
+      const auto& r = rec.pipes().get(kernel::flash_reduce);
+      rec.cost(part_bytes + nt * n_q * sizeof(float), 3 * ml_off);
+      rec.dispatch(r, u32(n_head), u32(n_tok), 1,
+                   flash_reduce_push{u32(n_tok), u32(n_head), u32(head_dim), u32(n_q),
+                                     pl.n_split, u32(static_cast<int64_t>(ml_off))},
+                   {scratch, out});
+    }
+  }
+  if (broken) parity_double(rec, out, nt * n_q);
+}
+
+bool fused_rope_kv() {
+  const std::string f = forced_variant("rope_kv");
+  if (f.empty() || f == "fused") return true;
+  if (f == "separate") return false;
+  throw error(fmt::format(
+      "TANDEM_VK_VARIANT: unknown rope_kv variant '{}' (known: fused, separate)", f));
+}
+
+void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, const buffer_range& v,
+               const buffer_range& table, const buffer_range& k_cache, const buffer_range& v_cache,
+               int n_tok, int n_head, int n_head_kv, int head_dim, int n_rot, int pos0, int ldq,
+               int ldkv, rope_style style) {
+  if (head_dim % 2 != 0 || head_dim > 256 || n_rot > head_dim || n_rot % 2 != 0)
+    throw error(fmt::format("vulkan: rotary_kv needs an even head_dim <= 256 and an even n_rot "
+                            "<= head_dim (head_dim {}, n_rot {})",
+                            head_dim, n_rot));
+  const auto& p =
+      rec.pipes().get(kernel::rotary_kv, dtype::f32, {style == rope_style::neox ? 1u : 0u});
+  const uint64_t nt = static_cast<uint64_t>(n_tok);
+  const uint64_t n_q = static_cast<uint64_t>(n_head) * head_dim;
+  const uint64_t n_kv = static_cast<uint64_t>(n_head_kv) * head_dim;
+  // The kv_store break doubles the rows before (v: kv_store:v diverges first, as unfused).
+  if (parity_break("kv_store")) parity_double(rec, v, nt * static_cast<uint64_t>(ldkv));
+  const uint64_t pairs = nt * static_cast<uint64_t>(n_head + n_head_kv) * (n_rot / 2);
+  // Reads q, k, v and the table rows; writes q, k (F32) and k, v (F16).
+  rec.cost(nt * ((n_q + 2 * n_kv) * 4 + static_cast<uint64_t>(n_rot) * 4 + (n_q + n_kv) * 4 +
+                 2 * n_kv * 2),
+           pairs * 6);
+  rec.dispatch(p, u32(n_head + 2 * n_head_kv), u32(n_tok), 1,
+               rotary_kv_push{u32(n_tok), u32(n_head), u32(n_head_kv), u32(head_dim), u32(n_rot),
+                              u32(pos0), u32(ldq), u32(ldkv)},
+               {q, k, v, table, k_cache, v_cache});
+  // The rope break (and its own) doubles q after, as the unfused rope's: a model run with either
+  // kernel broken diverges at rope:q. (The op check's filters keep rope and rotary_kv apart.)
+  if (parity_break("rotary_kv") || parity_break("rope"))
+    parity_double(rec, q, nt * static_cast<uint64_t>(ldq));
 }
 
 void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,

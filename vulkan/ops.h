@@ -57,6 +57,26 @@ std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_
 
 enum class matmul_kernel { automatic, vector, tiled };
 
+// Which attention kernel runs: automatic is flash (shaders/flash_attn.comp) with the split count
+// chosen from the context length and the device's compute units, unless TANDEM_VK_VARIANT=
+// attention=<basic|flash|split<N>> forces one (basic: shaders/attention.comp, one workgroup per
+// query head and token; flash: one split; split<N>: N splits, 2..64, and the reduce pass).
+// The op checks pass an explicit kind, which the environment does not override.
+struct attention_variant {
+  enum class kind { automatic, basic, flash } k = kind::automatic;
+  int n_split = 0;  // flash: 0 chooses, else this many splits (capped by the context, scratch)
+};
+
+// The flash kernel's launch shape for one call (vulkan/ops.cpp explains the choice).
+struct attention_plan {
+  bool flash = true;
+  uint32_t heads_per_wg = 1, toks_per_wg = 1, kt = 32;
+  uint32_t n_split = 1, split_len = 0;
+  uint32_t groups_x = 1, groups_y = 1;
+};
+attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_head, int n_head_kv,
+                              int head_dim, uint64_t scratch_bytes, attention_variant v = {});
+
 namespace ops {
 
 // y[r] = rms_norm(x[x_row0 + r]) * w for n_rows rows of n elements.
@@ -77,10 +97,25 @@ void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, i
               int pos0, int ldx);
 
 // out = causal attention of q (n_tok x n_head*head_dim, token t at position pos0 + t) over the
-// cache positions 0 .. pos0 + t; query head h reads KV head h / (n_head / n_head_kv).
+// cache positions 0 .. pos0 + t; query head h reads KV head h / (n_head / n_head_kv). scratch
+// holds flash-decoding's partials (n_split x n_tok x n_head x (head_dim + 2) floats); without
+// one (or one too small) the flash kernel runs fewer splits (one at the least).
 void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache,
                const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
-               int n_head, int n_head_kv, int head_dim);
+               int n_head, int n_head_kv, int head_dim, const buffer_range& scratch = {},
+               attention_variant v = {});
+
+// Whether forward passes run RoPE fused with the KV store (rotary_kv): yes unless
+// TANDEM_VK_VARIANT=rope_kv=separate (rope twice, kv_store twice); rope_kv=fused forces it.
+bool fused_rope_kv();
+
+// One dispatch for rope + kv_store: rotates q (n_tok rows, stride ldq, n_head heads) and k (stride
+// ldkv, n_head_kv heads) in place and writes k and v (stride ldkv) as F16 into cache positions
+// pos0 .. pos0 + n_tok - 1 (rows of n_head_kv * head_dim halves).
+void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, const buffer_range& v,
+               const buffer_range& table, const buffer_range& k_cache, const buffer_range& v_cache,
+               int n_tok, int n_head, int n_head_kv, int head_dim, int n_rot, int pos0, int ldq,
+               int ldkv, rope_style style);
 
 // y[i] = silu(g[i]) * u[i] for i < n (y may be g).
 void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,

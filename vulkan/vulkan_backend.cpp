@@ -623,15 +623,22 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
     if (!L.bk.pieces.empty()) cap(r, "add:bk", k_, n, n_kv);
     if (!L.bv.pieces.empty()) cap(r, "add:bv", v_, n, n_kv);
   }
-  ops::rope(r, q_, rope_table_, n, hp_.n_head, hd, hp_.n_rot, pos0, n_q, hp_.rope);
-  ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
+  const bool fused_rope_kv = ops::fused_rope_kv();
+  if (fused_rope_kv) {  // one dispatch; k_ gets the roped rows too, so the captures stay as below
+    ops::rotary_kv(r, q_, k_, v_, rope_table_, k_cache, v_cache, n, hp_.n_head, hp_.n_head_kv, hd,
+                   hp_.n_rot, pos0, n_q, n_kv, hp_.rope);
+  } else {
+    ops::rope(r, q_, rope_table_, n, hp_.n_head, hd, hp_.n_rot, pos0, n_q, hp_.rope);
+    ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
+  }
   cap(r, "rope:q", q_, n, n_q);
   cap(r, "rope:k", k_, n, n_kv);
-  ops::kv_store(r, v_, v_cache, n_kv, n, pos0, n_kv);
+  if (!fused_rope_kv) ops::kv_store(r, v_, v_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:v", v_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
-  ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
+  if (!fused_rope_kv) ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:k", k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
-  ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd);
+  // gate_ (free until the feed-forward block) holds flash-decoding's partials.
+  ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd, gate_);
   cap(r, "attention", att_, n, n_q);
   ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true);
   cap(r, "matmul:wo", x_, n, n_embd);

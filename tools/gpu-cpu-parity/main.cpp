@@ -31,6 +31,7 @@ constexpr const char* k_footer =
     "Thresholds (NMSE = sum (cpu - gpu)^2 / sum cpu^2 per position; KL = KL(p_cpu || p_gpu)):\n"
     R"(  ops       rms_norm, swiglu, attention 1e-10; rope 1e-12; add, kv_store 0 (exact); matvec,
             matmul 1e-9 for every weight type. Measured on lavapipe: <= 3.5e-12 (most 1e-13 or 0).
+            flash_attn, flash_reduce 1e-10; rotary_kv 1e-12 (q, k), caches exact.
   model     every plan against every layer on the CPU, per position:
    isolated   each GPU layer fed the CPU's input to that layer; every op and the layer output:
               NMSE 1e-5 (F32 weights; measured <= 2.4e-7), 1e-4 (F16: the CPU packs F16

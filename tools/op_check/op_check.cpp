@@ -8,6 +8,8 @@
 //   rope                         1e-12  the same cos/sin table; only fma contraction differs
 //   add                          0      one IEEE add
 //   kv_store                     exact  the same round-to-nearest-even to F16, bit for bit
+//   flash_attn, flash_reduce     1e-10  as attention (tiles, splits: another order of the sums)
+//   rotary_kv                    1e-12  q, k as rope; the caches bit for bit (F16 of its own k)
 //   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
 //                                       order of summation differs
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
@@ -98,6 +100,9 @@ class checker {
         {"attention", &checker::attention, true, false},
         {"matvec", &checker::matvec, true, false},
         {"matmul", &checker::matmul, false, true},
+        {"flash_attn", &checker::flash_attn, false, false},
+        {"flash_reduce", &checker::flash_reduce, false, false},
+        {"rotary_kv", &checker::rotary_kv, false, false},
     };
     for (const auto& c : all)
       if (op == c.op) return &c;
@@ -295,7 +300,8 @@ class checker {
       bk.set(k);
       bv.set(vv);
       run.run([&](recorder& r) {
-        ops::attention(r, bq, bk, bv, bo, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim);
+        ops::attention(r, bq, bk, bv, bo, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim, {},
+                       {attention_variant::kind::basic, 0});
       });
       std::vector<float> ref(q.size());
       cpu::ref::attention(ref.data(), q.data(), k.data(), vv.data(), s.n_tok, s.pos0, s.n_head,
@@ -304,6 +310,158 @@ class checker {
              fmt::format("heads={}/{} (gqa {}) head_dim={} n_tok={} pos0={}", s.n_head,
                          s.n_head_kv, s.n_head / s.n_head_kv, s.head_dim, s.n_tok, s.pos0),
              ref, bo.floats(ref.size()), 1e-10);
+    }
+  }
+
+  // The flash kernel (shaders/flash_attn.comp): head blocks and token tiles on odd shapes. GQA
+  // 1, 4, 8 and 32 (more query heads than a workgroup's rows), head_dim 32..256 and 48, 80, 6;
+  // decode and prompts of up to 70 tokens after a filled cache (pos0 > 0).
+  struct flash_shape {
+    int n_head, n_head_kv, head_dim, n_tok, pos0;
+  };
+  static constexpr flash_shape k_flash_shapes[] = {
+      {4, 4, 32, 1, 100},  {8, 2, 64, 1, 257},  {32, 4, 128, 1, 300}, {8, 1, 256, 1, 77},
+      {4, 1, 48, 1, 130},  {2, 2, 80, 1, 45},   {8, 8, 64, 1, 0},     {32, 1, 128, 2, 50},
+      {4, 1, 64, 70, 13},  {8, 1, 32, 33, 5},   {4, 4, 48, 17, 40},   {16, 2, 128, 9, 31},
+      {8, 1, 256, 5, 3},   {8, 2, 80, 3, 29},   {4, 4, 6, 11, 2},     {8, 8, 32, 1, 1000},
+  };
+
+  // One split (the output written by flash_attn itself), and the automatic plan where it keeps
+  // one split.
+  void flash_attn(runner& run, const std::string&, bool) {
+    if (!wanted("flash_attn", "f32")) return;
+    for (const flash_shape& s : k_flash_shapes) {
+      attention_case(run, "flash_attn", "split1", s, {attention_variant::kind::flash, 1});
+      const auto pl = plan_attention(ctx_, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim,
+                                     scratch_bytes(s, 64));
+      if (pl.n_split == 1) attention_case(run, "flash_attn", "auto", s, {});
+    }
+  }
+
+  // Several splits (partials, then flash_reduce): counts that do not divide the context, more
+  // splits than tiles, and the automatic plan where it splits.
+  void flash_reduce(runner& run, const std::string&, bool) {
+    if (!wanted("flash_reduce", "f32")) return;
+    for (const flash_shape& s : k_flash_shapes) {
+      for (int n : {2, 3, 7}) {  // (unless the context is too short to give n splits)
+        const attention_variant av{attention_variant::kind::flash, n};
+        if (plan_attention(ctx_, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim,
+                           scratch_bytes(s, 64), av)
+                .n_split != static_cast<uint32_t>(n))
+          continue;
+        attention_case(run, "flash_reduce", fmt::format("split{}", n), s,
+                       {attention_variant::kind::flash, n});
+      }
+      const auto pl = plan_attention(ctx_, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim,
+                                     scratch_bytes(s, 64));
+      if (pl.n_split > 1) attention_case(run, "flash_reduce", "auto", s, {});
+    }
+  }
+
+  static uint64_t scratch_bytes(const flash_shape& s, int n_split) {
+    return static_cast<uint64_t>(n_split) * s.n_tok * s.n_head * (s.head_dim + 2) * 4;
+  }
+
+  void attention_case(runner& run, const char* op, const std::string& variant,
+                      const flash_shape& s, attention_variant av) {
+    const int ldq = s.n_head * s.head_dim, kvs = s.n_head_kv * s.head_dim;
+    const int n_pos = s.pos0 + s.n_tok;
+    const auto q = random_floats(static_cast<size_t>(ldq) * s.n_tok, seed(20));
+    const auto kf = random_floats(static_cast<size_t>(kvs) * n_pos, seed(21));
+    const auto vf = random_floats(static_cast<size_t>(kvs) * n_pos, seed(22));
+    std::vector<uint16_t> k(kf.size()), vv(vf.size());
+    for (size_t i = 0; i < kf.size(); ++i) {
+      k[i] = fp32_to_fp16(kf[i]);
+      vv[i] = fp32_to_fp16(vf[i]);
+    }
+    const uint64_t sb = scratch_bytes(s, 64);
+    host_buffer bq(ctx_, q.size() * 4), bk(ctx_, k.size() * 2), bv(ctx_, vv.size() * 2),
+        bo(ctx_, q.size() * 4), bs(ctx_, sb);
+    bq.set(q);
+    bk.set(k);
+    bv.set(vv);
+    const auto pl =
+        plan_attention(ctx_, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim, sb, av);
+    run.run([&](recorder& r) {
+      ops::attention(r, bq, bk, bv, bo, s.n_tok, s.pos0, s.n_head, s.n_head_kv, s.head_dim, bs,
+                     av);
+    });
+    std::vector<float> ref(q.size());
+    cpu::ref::attention(ref.data(), q.data(), k.data(), vv.data(), s.n_tok, s.pos0, s.n_head,
+                        s.n_head_kv, s.head_dim, 0, s.n_head);
+    record(op, "f32", variant,
+           fmt::format("heads={}/{} head_dim={} n_tok={} pos0={} splits={} rows={}x{} kt={}", s.n_head,
+                       s.n_head_kv, s.head_dim, s.n_tok, s.pos0, pl.n_split, pl.heads_per_wg,
+                       pl.toks_per_wg, pl.kt),
+           ref, bo.floats(ref.size()), 1e-10);
+  }
+
+  // RoPE fused with the KV store: q and k against the CPU rope (as the rope case), the caches bit
+  // for bit: k rows the F16 of the roped k the kernel wrote back, v rows the F16 of v, the
+  // neighbouring positions untouched.
+  void rotary_kv(runner& run, const std::string&, bool) {
+    if (!wanted("rotary_kv", "f32")) return;
+    struct shape {
+      int n_tok, n_head, n_head_kv, head_dim, n_rot, pos0;
+    };
+    for (rope_style style : {rope_style::adjacent, rope_style::neox}) {
+      for (const shape s : {shape{1, 4, 4, 8, 8, 0}, shape{5, 8, 2, 64, 32, 17},
+                            shape{3, 4, 1, 128, 128, 100}, shape{7, 6, 3, 130, 130, 1000},
+                            shape{70, 4, 1, 48, 48, 5}, shape{1, 8, 8, 256, 256, 3},
+                            shape{2, 8, 1, 80, 64, 40}}) {
+        const int n_q = s.n_head * s.head_dim, n_kv = s.n_head_kv * s.head_dim;
+        const int ldq = n_q + 3, ldkv = n_kv + 1;
+        auto q = random_floats(static_cast<size_t>(ldq) * s.n_tok, seed(23));
+        auto k = random_floats(static_cast<size_t>(ldkv) * s.n_tok, seed(24), 2.0f);
+        const auto v = random_floats(static_cast<size_t>(ldkv) * s.n_tok, seed(25), 2.0f);
+        const auto table = rope_table(s.pos0 + s.n_tok, s.n_rot, 10000.f, 1.f);
+        const int n_pos = s.pos0 + s.n_tok + 2;
+        std::vector<uint16_t> kc(static_cast<size_t>(n_pos) * n_kv, 0x3abc), vc(kc);
+        host_buffer bq(ctx_, q.size() * 4), bk(ctx_, k.size() * 4), bv(ctx_, v.size() * 4),
+            bt(ctx_, table.size() * 4), bkc(ctx_, kc.size() * 2), bvc(ctx_, vc.size() * 2);
+        bq.set(q);
+        bk.set(k);
+        bv.set(v);
+        bt.set(table);
+        bkc.set(kc);
+        bvc.set(vc);
+        run.run([&](recorder& r) {
+          ops::rotary_kv(r, bq, bk, bv, bt, bkc, bvc, s.n_tok, s.n_head, s.n_head_kv, s.head_dim,
+                         s.n_rot, s.pos0, ldq, ldkv, style);
+        });
+        const auto gq = bq.floats(q.size()), gk = bk.floats(k.size());
+        for (int t = 0; t < s.n_tok; ++t) {
+          cpu::ref::rope(&q[static_cast<size_t>(t) * ldq], s.n_head, s.head_dim, s.n_rot,
+                         s.pos0 + t, 10000.f, 1.f, style);
+          cpu::ref::rope(&k[static_cast<size_t>(t) * ldkv], s.n_head_kv, s.head_dim, s.n_rot,
+                         s.pos0 + t, 10000.f, 1.f, style);
+          for (int i = 0; i < n_kv; ++i) {
+            const size_t c = static_cast<size_t>(s.pos0 + t) * n_kv + i;
+            kc[c] = fp32_to_fp16(gk[static_cast<size_t>(t) * ldkv + i]);
+            vc[c] = fp32_to_fp16(v[static_cast<size_t>(t) * ldkv + i]);
+          }
+        }
+        std::vector<float> ref(q), got(gq);
+        ref.insert(ref.end(), k.begin(), k.end());
+        got.insert(got.end(), gk.begin(), gk.end());
+        const std::string name =
+            fmt::format("{} n_tok={} heads={}/{} head_dim={} n_rot={} pos0={}",
+                        style == rope_style::neox ? "neox" : "adjacent", s.n_tok, s.n_head,
+                        s.n_head_kv, s.head_dim, s.n_rot, s.pos0);
+        record("rotary_kv", "f32", "-", name + " q,k", ref, got, 1e-12);
+        const bool same = std::equal(kc.begin(), kc.end(), bkc.halves()) &&
+                          std::equal(vc.begin(), vc.end(), bvc.halves());
+        std::vector<float> cref, cgot;
+        for (size_t i = 0; i < kc.size(); ++i) {
+          cref.push_back(fp16_to_fp32(kc[i]));
+          cgot.push_back(fp16_to_fp32(bkc.halves()[i]));
+          cref.push_back(fp16_to_fp32(vc[i]));
+          cgot.push_back(fp16_to_fp32(bvc.halves()[i]));
+        }
+        record("rotary_kv", "f16", "-", name + (same ? " cache bits=" : " cache bits differ"),
+               cref, cgot, 0);
+        if (!same) out_.back().pass = false;
+      }
     }
   }
 
