@@ -57,6 +57,11 @@ struct device_caps {
   uint64_t storage_align = 16;     // minStorageBufferOffsetAlignment
   uint32_t max_groups[3] = {65535, 65535, 65535};
   uint32_t max_shared = 16384;
+  uint8_t device_uuid[VK_UUID_SIZE] = {};  // VkPhysicalDeviceIDProperties::deviceUUID
+  // VK_NV_cooperative_matrix with an F16 x F16 -> F32 shape of 16 x coopmat_n x 16 at subgroup
+  // scope, 32-lane subgroups, shaderFloat16 and the Vulkan memory model (the matmul_coopmat
+  // kernel's needs): coopmat_n is 16 or 8, 0 when the device lacks any of them.
+  uint32_t coopmat_n = 0;
 };
 
 class context {

@@ -63,12 +63,22 @@ pipeline_cache::~pipeline_cache() {
 }
 
 const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uint32_t> spec) {
+  return get(k, std::string(), t, spec);
+}
+
+const pipeline& pipeline_cache::get(kernel k, const std::string& variant, dtype t,
+                                    std::initializer_list<uint32_t> spec) {
   const op_row& row = row_of(k);
   const uint32_t type_key = row.typed ? static_cast<uint32_t>(t) : 0;
-  auto key = std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec));
+  auto key =
+      std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec), variant);
   if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
 
   std::string name = row.name;
+  if (!variant.empty()) {
+    name += '_';
+    name += variant;
+  }
   if (row.typed) {  // (two appends: "_" + std::string trips GCC 12's -Wrestrict false positive)
     name += '_';
     name += dtype_name(t);

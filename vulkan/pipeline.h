@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -40,6 +41,10 @@ class pipeline_cache {
   // spec holds the values of specialization constants 1, 2, ... (constant 0 is the workgroup
   // size, from the op table).
   const pipeline& get(kernel k, dtype t = dtype::f32, std::initializer_list<uint32_t> spec = {});
+  // The same for a variant of op k built from its own shader (<op>_<variant>_<type>, e.g.
+  // matmul_vec4_q4_0); an empty variant is get(k, t, spec).
+  const pipeline& get(kernel k, const std::string& variant, dtype t,
+                      std::initializer_list<uint32_t> spec = {});
   // Whether the reduction kernels use their subgroup variant on this device.
   bool subgroups() const { return subgroups_; }
   context& ctx() { return ctx_; }
@@ -47,7 +52,9 @@ class pipeline_cache {
  private:
   context& ctx_;
   bool subgroups_ = false;
-  std::map<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>>, std::unique_ptr<pipeline>> cache_;
+  std::map<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>, std::string>,
+           std::unique_ptr<pipeline>>
+      cache_;
   std::map<uint32_t, VkDescriptorSetLayout> set_layouts_;  // by binding count
 };
 
