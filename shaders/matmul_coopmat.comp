@@ -13,13 +13,15 @@
 // 16 x CM_N, 2 K-steps of 16 per tile. The accumulators go through shared memory on the way
 // out, where rows and tokens past the end are dropped and ACC adds the old y.
 //
-// On an H100 (dense F16 tensor cores ~990 TFLOP/s through wgmma; mma.sync, which this
-// extension maps to, reaches ~60% of that): per K-step a subgroup loads 2 A and 16/CM_N B
-// fragments from shared memory for 2 x 16/CM_N MMAs of 16 x CM_N x 16 (4096 or 2048 FMAs each),
-// i.e. 1 fragment load per MMA: shared-memory bound near ~25-35% of mma.sync peak, still ~150+
-// TFLOP/s for large prompts, so the prompt becomes bound by the weight decode and the memory
-// (a Q4_0 7B prompt of 512 tokens: 3.8 GB of weights per pass at 3.35 TB/s is ~1.2 ms, the
-// 7 TFLOP at 150 TFLOP/s ~47 ms): pp512 ~4-8x the F32 kernel (issue 26 asks >= 3x).
+// On an H100 (dense F16 tensor cores ~990 TFLOP/s through wgmma, roughly 60% of that through
+// mma.sync, which this extension compiles to; 128 B of shared memory per SM per clock): per
+// K-step of 16 a subgroup loads 2 A fragments (16x16 F16, 512 B) and 16/CM_N B fragments
+// (16 x CM_N) for 2 x 16/CM_N MMAs: 1536 B per 8192 FMAs, 0.19 B/FMA, so shared memory caps it
+// at ~680 FMAs per SM per clock, ~330 TFLOP/s (about half of mma.sync peak). With the decode to
+// F16, the x staging and two barriers per 32 columns, ~150-250 TFLOP/s is the expectation:
+// 5-10x the vec4 kernel's ~40 TFLOP/s, and a pp512 that is bound by the weight decode and the
+// rest of the layer rather than the products (issue 26 asks >= 3x the F32 kernel). Larger tiles
+// (128 x 128, BK 64) and ldmatrix-friendly layouts would be the next step once it is measured.
 // tandem-variants: types coopmat_n8  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require

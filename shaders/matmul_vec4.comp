@@ -11,14 +11,17 @@
 // read 8 different rows at the same column hit 8 different bank groups; the 2 token groups of a
 // warp read the same x words (broadcast).
 //
-// On an H100 (SXM, 132 SMs, FP32 peak ~67 TFLOP/s, 128 FP32 lanes and 128 B/clock of shared
-// memory per SM): the F32 kernel is bound by shared-memory bandwidth at 6 scalar loads per 8
-// FMAs, i.e. 0.75 loads/FMA -> ~1/3 of FP32 peak at best (~20 TFLOP/s, ~15 measured on such
-// kernels). Here 1 vec4 load (16 B) per 10.7 FMAs keeps the shared-memory pipe under 40% busy
-// at full FMA rate, so the kernel is FMA-bound: ~60-70% of FP32 peak (~40 TFLOP/s) once the
-// decode (one dequant8 per 8 weights, amortised over 64 tokens) and the two barriers per step
-// are paid -- about 2.5x the F32 kernel. The tensor cores (cooperative matrix, matmul_coopmat)
-// go beyond that.
+// On an H100 (SXM: 132 SMs at ~1.8 GHz, 128 FP32 FMAs and 128 B of shared memory per SM per
+// clock, FP32 peak ~67 TFLOP/s), counted per warp: the F32 kernel spends per column 6 shared-
+// memory wavefronts (4 row loads, 2 broadcast token loads) on 256 FMAs (2 clocks of FMA), so it
+// is shared-memory bound at ~1/3 of FP32 peak (~20 TFLOP/s at best). Here per 4 columns the 8
+// row vec4 loads take 2 wavefronts each (16 distinct rows x 16 B) and the 4 token loads 1 each
+// (2 distinct addresses, broadcast): 20 clocks of shared memory for 4096 FMAs (32 clocks of
+// FMA), so the kernel is FMA-bound with the shared-memory pipe ~60% busy. With the decode (one
+// dequant8 per 8 weights, amortised over 64 tokens), the two barriers per 32 columns and
+// occupancy (24 KiB of shared memory, ~90 registers: 2-3 workgroups per SM) an H100 should reach
+// ~60-70% of FP32 peak, ~40 TFLOP/s: ~2x the F32 kernel on large prompts. The tensor cores
+// (matmul_coopmat.comp) go well beyond that.
 // tandem-variants: types  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
