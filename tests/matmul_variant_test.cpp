@@ -115,9 +115,15 @@ TEST_F(VulkanMatmulVariant, VerdictsAreCachedPerDeviceDriverAndKernel) {
   EXPECT_FALSE(kernel_trusted(ctx(), bad, "fallback", failing));  // from memory: not run again
   EXPECT_TRUE(kernel_trusted(ctx(), good, "fallback", passing));
   EXPECT_EQ(runs, 2);
+  // A check that cannot run (a driver refusing the pipeline) is a failed one, never an error.
+  const std::string throws = "test_kernel_throws_" + std::to_string(::getpid());
+  EXPECT_FALSE(kernel_trusted(ctx(), throws, "fallback", []() -> self_check_result {
+    throw error("vulkan: no pipeline");
+  }));
   const std::string file = read_file(dir + "/tandem/kernel-checks");
   EXPECT_EQ(count(file, " " + bad + " fail "), 1) << file;
   EXPECT_EQ(count(file, " " + good + " pass "), 1) << file;
+  EXPECT_EQ(count(file, " " + throws + " fail inf"), 1) << file;
   EXPECT_NE(file.find(std::to_string(ctx().caps().props.driverVersion) + " " + bad), std::string::npos);
 
   // An unwritable cache: checked again, never an error.

@@ -130,7 +130,11 @@ self_check_result matmul_self_check(pipeline_cache& pipes, matmul_variant v, dty
   // Its own command stream on the compute queue: the caller may be recording a frame. The
   // transfer dependency noted for the caller's next submit is kept for it.
   context& ctx = pipes.ctx();
-  const uint64_t pending = ctx.compute().pending;
+  struct keep_pending {  // also when the check throws
+    context& ctx;
+    uint64_t value;
+    ~keep_pending() { ctx.depend(ctx.compute(), ctx.transfer(), value); }
+  } keep{ctx, ctx.compute().pending};
   self_check_result res;
   res.threshold = v == matmul_variant::coopmat ? 1e-5 : 1e-9;
   {
@@ -148,7 +152,6 @@ self_check_result matmul_self_check(pipeline_cache& pipes, matmul_variant v, dty
     for (const shape& s : shapes)
       res.nmse = std::max(res.nmse, check_shape(pipes, cs, v, t, s.cols, s.rows, s.n_tok, s.acc, rng));
   }
-  ctx.depend(ctx.compute(), ctx.transfer(), pending);
   return res;
 }
 
