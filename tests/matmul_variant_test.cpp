@@ -4,6 +4,8 @@
 // whole machinery on lavapipe through gpu-cpu-parity: the vec4 kernel checked as coopmat would be
 // (TANDEM_VK_SELF_CHECK=all), once correct and once broken on purpose (TANDEM_PARITY_BREAK), with
 // the notice, the fallback to a correct kernel, the cache file and its reuse.
+#include "vulkan/matmul_variant.h"
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,7 +18,6 @@
 #include "runtime/error.h"
 #include "tests/test_util.h"
 #include "tests/vulkan_test_util.h"
-#include "vulkan/matmul_variant.h"
 #include "vulkan/self_check.h"
 
 namespace tandem::vk::test {
@@ -34,8 +35,10 @@ class scoped_env {
     ::setenv(name, value.c_str(), 1);
   }
   ~scoped_env() {
-    if (had_) ::setenv(name_, old_.c_str(), 1);
-    else ::unsetenv(name_);
+    if (had_)
+      ::setenv(name_, old_.c_str(), 1);
+    else
+      ::unsetenv(name_);
   }
 
  private:
@@ -109,22 +112,28 @@ TEST_F(VulkanMatmulVariant, VerdictsAreCachedPerDeviceDriverAndKernel) {
   int runs = 0;
   const std::string bad = "test_kernel_bad_" + std::to_string(::getpid());
   const std::string good = "test_kernel_good_" + std::to_string(::getpid());
-  auto failing = [&] { ++runs; return self_check_result{1.0, 1e-9}; };
-  auto passing = [&] { ++runs; return self_check_result{1e-12, 1e-9}; };
+  auto failing = [&] {
+    ++runs;
+    return self_check_result{1.0, 1e-9};
+  };
+  auto passing = [&] {
+    ++runs;
+    return self_check_result{1e-12, 1e-9};
+  };
   EXPECT_FALSE(kernel_trusted(ctx(), bad, "fallback", failing));
   EXPECT_FALSE(kernel_trusted(ctx(), bad, "fallback", failing));  // from memory: not run again
   EXPECT_TRUE(kernel_trusted(ctx(), good, "fallback", passing));
   EXPECT_EQ(runs, 2);
   // A check that cannot run (a driver refusing the pipeline) is a failed one, never an error.
   const std::string throws = "test_kernel_throws_" + std::to_string(::getpid());
-  EXPECT_FALSE(kernel_trusted(ctx(), throws, "fallback", []() -> self_check_result {
-    throw error("vulkan: no pipeline");
-  }));
+  EXPECT_FALSE(kernel_trusted(ctx(), throws, "fallback",
+                              []() -> self_check_result { throw error("vulkan: no pipeline"); }));
   const std::string file = read_file(dir + "/tandem/kernel-checks");
   EXPECT_EQ(count(file, " " + bad + " fail "), 1) << file;
   EXPECT_EQ(count(file, " " + good + " pass "), 1) << file;
   EXPECT_EQ(count(file, " " + throws + " fail inf"), 1) << file;
-  EXPECT_NE(file.find(std::to_string(ctx().caps().props.driverVersion) + " " + bad), std::string::npos);
+  EXPECT_NE(file.find(std::to_string(ctx().caps().props.driverVersion) + " " + bad),
+            std::string::npos);
 
   // An unwritable cache: checked again, never an error.
   scoped_env e2("XDG_CACHE_HOME", "/dev/null/no");
@@ -173,8 +182,9 @@ TEST_F(VulkanMatmulVariant, SelfCheckDisablesABrokenKernelAndCachesTheVerdict) {
   const std::string checked = "XDG_CACHE_HOME=" + dir + " TANDEM_VK_SELF_CHECK=all ";
   const tool_run first = parity_model(model, checked + broken);
   EXPECT_EQ(first.status, 0) << first.err;
-  EXPECT_EQ(count(first.err, "tandem: Vulkan kernel matmul_vec4_f32 disagrees with the "
-                             "reference on "),
+  EXPECT_EQ(count(first.err,
+                  "tandem: Vulkan kernel matmul_vec4_f32 disagrees with the "
+                  "reference on "),
             1)
       << first.err;
   EXPECT_NE(first.err.find("; using matmul_f32 instead"), std::string::npos) << first.err;

@@ -48,9 +48,12 @@ std::string kernel_name(const context& ctx, matmul_variant v, dtype t) {
 
 matmul_kernel kind_of(matmul_variant v) {
   switch (v) {
-    case matmul_variant::vec4: return matmul_kernel::tiled_vec4;
-    case matmul_variant::coopmat: return matmul_kernel::tiled_coopmat;
-    default: return matmul_kernel::tiled_f32;
+    case matmul_variant::vec4:
+      return matmul_kernel::tiled_vec4;
+    case matmul_variant::coopmat:
+      return matmul_kernel::tiled_coopmat;
+    default:
+      return matmul_kernel::tiled_f32;
   }
 }
 
@@ -83,8 +86,7 @@ double check_shape(pipeline_cache& pipes, command_stream& cs, matmul_variant v, 
   w.row_bytes = rb;
   w.pieces.push_back({bw.range(), 0, rows});
   recorder& r = cs.begin();
-  ops::matmul(r, w, bx, by, n_tok, static_cast<int>(cols), static_cast<int>(rows), acc,
-              kind_of(v));
+  ops::matmul(r, w, bx, by, n_tok, static_cast<int>(cols), static_cast<int>(rows), acc, kind_of(v));
   cs.wait(cs.submit());
   const std::vector<float> got = by.floats(y0.size());
 
@@ -112,17 +114,23 @@ double check_shape(pipeline_cache& pipes, command_stream& cs, matmul_variant v, 
 
 const char* matmul_variant_name(matmul_variant v) {
   switch (v) {
-    case matmul_variant::vec4: return "vec4";
-    case matmul_variant::coopmat: return "coopmat";
-    default: return "f32";
+    case matmul_variant::vec4:
+      return "vec4";
+    case matmul_variant::coopmat:
+      return "coopmat";
+    default:
+      return "f32";
   }
 }
 
 std::string matmul_shader_variant(const context& ctx, matmul_variant v) {
   switch (v) {
-    case matmul_variant::vec4: return "vec4";
-    case matmul_variant::coopmat: return ctx.caps().coopmat_n == 8 ? "coopmat_n8" : "coopmat";
-    default: return "";
+    case matmul_variant::vec4:
+      return "vec4";
+    case matmul_variant::coopmat:
+      return ctx.caps().coopmat_n == 8 ? "coopmat_n8" : "coopmat";
+    default:
+      return "";
   }
 }
 
@@ -150,7 +158,8 @@ self_check_result matmul_self_check(pipeline_cache& pipes, matmul_variant v, dty
     const shape shapes[] = {{bs == 1 ? 100 : 2 * bs, 77, 13, false},
                             {bs == 1 ? 264 : 3 * bs, 140, 70, true}};
     for (const shape& s : shapes)
-      res.nmse = std::max(res.nmse, check_shape(pipes, cs, v, t, s.cols, s.rows, s.n_tok, s.acc, rng));
+      res.nmse =
+          std::max(res.nmse, check_shape(pipes, cs, v, t, s.cols, s.rows, s.n_tok, s.acc, rng));
   }
   return res;
 }
@@ -161,13 +170,14 @@ matmul_variant pick_matmul_variant(pipeline_cache& pipes, dtype t) {
   const bool everything = self_check_everything();
   while (v == matmul_variant::coopmat || everything) {
     const std::string name = kernel_name(ctx, v, t);
-    const std::string fb = v == matmul_variant::f32 ? std::string("nothing")
-                                                    : kernel_name(ctx, fallback_of(v), t);
+    const std::string fb =
+        v == matmul_variant::f32 ? std::string("nothing") : kernel_name(ctx, fallback_of(v), t);
     if (kernel_trusted(ctx, name, fb, [&] { return matmul_self_check(pipes, v, t); })) break;
     if (v == matmul_variant::f32)
-      throw error(fmt::format("vulkan: no prompt matmul kernel for {} agrees with the reference "
-                              "on {}; run without --offload",
-                              dtype_name(t), ctx.info().name));
+      throw error(
+          fmt::format("vulkan: no prompt matmul kernel for {} agrees with the reference "
+                      "on {}; run without --offload",
+                      dtype_name(t), ctx.info().name));
     v = fallback_of(v);
   }
   return v;

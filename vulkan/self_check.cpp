@@ -71,7 +71,8 @@ bool self_check_everything() {
   const char* e = std::getenv("TANDEM_VK_SELF_CHECK");
   if (!e || !*e) return false;
   if (std::string(e) == "all") return true;
-  throw error(fmt::format("TANDEM_VK_SELF_CHECK={}: the one value is 'all' (unset it otherwise)", e));
+  throw error(
+      fmt::format("TANDEM_VK_SELF_CHECK={}: the one value is 'all' (unset it otherwise)", e));
 }
 
 bool kernel_trusted(const context& ctx, const std::string& kernel, const std::string& fallback,

@@ -428,8 +428,9 @@ void vulkan_backend::warm_up() {
         case op_spec::accumulate:
           for (uint32_t acc : {0u, 1u})
             if (row.k == kernel::matmul)  // the prompt variant this device runs (self-checked)
-              pipes_->get(row.k, matmul_shader_variant(pipes_->ctx(), pick_matmul_variant(*pipes_, t)),
-                          t, {acc});
+              pipes_->get(row.k,
+                          matmul_shader_variant(pipes_->ctx(), pick_matmul_variant(*pipes_, t)), t,
+                          {acc});
             else
               pipes_->get(row.k, t, {acc});
           break;

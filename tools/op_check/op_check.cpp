@@ -347,11 +347,11 @@ class checker {
       const matmul_kernel k = mv == matmul_variant::f32    ? matmul_kernel::tiled_f32
                               : mv == matmul_variant::vec4 ? matmul_kernel::tiled_vec4
                                                            : matmul_kernel::tiled_coopmat;
-      const std::vector<mcase> cases = {
-          {67, 1, false, 0, k},  {1, 5, false, 0, k},    {67, 5, false, 0, k},
-          {130, 7, false, 0, k}, {130, 33, true, 0, k},  {67, 33, true, 0, k},
-          {200, 70, false, 0, k}, {300, 65, true, 0, k}, {130, 40, false, 33, k},
-          {257, 69, true, 100, k}};
+      const std::vector<mcase> cases = {{67, 1, false, 0, k},    {1, 5, false, 0, k},
+                                        {67, 5, false, 0, k},    {130, 7, false, 0, k},
+                                        {130, 33, true, 0, k},   {67, 33, true, 0, k},
+                                        {200, 70, false, 0, k},  {300, 65, true, 0, k},
+                                        {130, 40, false, 33, k}, {257, 69, true, 100, k}};
       // F16 inputs: the rounding of x and of the weights to F16 (~1e-7), far above 1e-9.
       const double threshold = mv == matmul_variant::coopmat ? 1e-5 : 1e-9;
       for (dtype t : k_types) {
@@ -367,14 +367,14 @@ class checker {
     const std::string type(dtype_name(t));
     if (!wanted(op, type)) return;
     std::vector<int64_t> cols_list;
-    if (long_cols) cols_list = {long_cols};
-    else switch (t) {
+    switch (t) {
       case dtype::f32:
       case dtype::f16: cols_list = {1, 33, 100, 256}; break;
       case dtype::q8_0:
       case dtype::q4_0: cols_list = {32, 96, 256, 544}; break;
       default: cols_list = {256, 768}; break;
     }
+    if (long_cols) cols_list = {long_cols};
     for (int64_t cols : cols_list) {
       const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
       for (const mcase& c : cases) {
