@@ -7,6 +7,9 @@
 #include "vulkan/matmul_variant.h"
 
 #include <gtest/gtest.h>
+
+#ifdef TANDEM_HAVE_VULKAN  // the build has a Vulkan backend
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -207,3 +210,5 @@ TEST_F(VulkanMatmulVariant, SelfCheckDisablesABrokenKernelAndCachesTheVerdict) {
 
 }  // namespace
 }  // namespace tandem::vk::test
+
+#endif  // TANDEM_HAVE_VULKAN
