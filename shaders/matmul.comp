@@ -1,6 +1,8 @@
 // Tiled matrix-matrix product for prompt batches: y[t, y_off + r] (+)= W[r, :] . x[t, :].
 // A workgroup of 256 computes a tile of BM rows x BN tokens, stepping over the columns BK at a
-// time: the W tile is decoded once into shared memory and reused by all BN tokens.
+// time: the W tile is decoded once into shared memory and reused by all BN tokens. The `f32`
+// variant of the prompt kernel (vulkan/matmul_variant.h): kept as the reference variant and the
+// last fallback; matmul_vec4.comp (the default) and matmul_coopmat.comp are the fast ones.
 // tandem-variants: types  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require

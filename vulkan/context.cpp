@@ -194,6 +194,25 @@ uint32_t estimated_compute_units(VkPhysicalDeviceType type) {
   }
 }
 
+// The N of an F16 x F16 -> F32 cooperative-matrix shape 16 x N x 16 at subgroup scope that pd
+// offers (16 preferred, else 8), 0 when none (VK_NV_cooperative_matrix).
+uint32_t coopmat_shape(VkPhysicalDevice pd) {
+  if (!fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV) return 0;
+  uint32_t n = 0;
+  VK_CHECK(fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, nullptr));
+  std::vector<VkCooperativeMatrixPropertiesNV> props(
+      n, VkCooperativeMatrixPropertiesNV{VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV});
+  VK_CHECK(fn.vkGetPhysicalDeviceCooperativeMatrixPropertiesNV(pd, &n, props.data()));
+  uint32_t best = 0;
+  for (const auto& p : props)
+    if (p.MSize == 16 && p.KSize == 16 && (p.NSize == 16 || p.NSize == 8) &&
+        p.AType == VK_COMPONENT_TYPE_FLOAT16_NV && p.BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+        p.CType == VK_COMPONENT_TYPE_FLOAT32_NV && p.DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+        p.scope == VK_SCOPE_SUBGROUP_NV)
+      best = std::max(best, p.NSize);
+  return best;
+}
+
 candidate describe(VkPhysicalDevice pd, int index) {
   candidate c;
   c.pd = pd;
@@ -210,6 +229,8 @@ candidate describe(VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
   p2.pNext = &sg;
   sg.pNext = &m3;
+  VkPhysicalDeviceIDProperties idp{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_ID_PROPERTIES};
+  m3.pNext = &idp;
   VkPhysicalDeviceShaderSMBuiltinsPropertiesNV nv_sm{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV};
   VkPhysicalDeviceShaderCorePropertiesAMD amd_core{
@@ -235,6 +256,7 @@ candidate describe(VkPhysicalDevice pd, int index) {
                          amd_core.computeUnitsPerShaderArray;
     caps.compute_units_exact = true;
   }
+  std::memcpy(caps.device_uuid, idp.deviceUUID, VK_UUID_SIZE);
   caps.subgroup_size = std::max(1u, sg.subgroupSize);
   caps.subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                              (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) &&
@@ -256,7 +278,14 @@ candidate describe(VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   f2.pNext = &f12;
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  const bool has_cm = contains(exts, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+  if (has_cm) f12.pNext = &fcm;
   fn.vkGetPhysicalDeviceFeatures2(pd, &f2);
+  if (has_cm && fcm.cooperativeMatrix && f12.shaderFloat16 && f12.vulkanMemoryModel &&
+      caps.subgroup_size == 32)
+    caps.coopmat_n = coopmat_shape(pd);
 
   uint32_t nq = 0;
   fn.vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, nullptr);
@@ -298,6 +327,8 @@ candidate describe(VkPhysicalDevice pd, int index) {
       c.transfer_family >= 0 ? fmt::format(", transfer family {}", c.transfer_family) : "",
       caps.subgroup_size, caps.subgroup_arithmetic ? " (arithmetic)" : " (no arithmetic)",
       caps.max_storage_range >> 20, caps.max_allocation >> 20);
+  if (caps.coopmat_n)
+    info.details += fmt::format("; cooperative matrix 16x{}x16 F16->F32", caps.coopmat_n);
 
   if (api < VK_API_VERSION_1_2)
     c.unusable_why = "Vulkan 1.2 needed";
@@ -467,6 +498,16 @@ std::unique_ptr<context> context::create(const context_options& opt, std::string
   f12.timelineSemaphore = VK_TRUE;
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   f2.pNext = &f12;
+  // The cooperative-matrix kernel (matmul_coopmat), only where the device has all it needs.
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  if (c.caps.coopmat_n) {
+    exts.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+    fcm.cooperativeMatrix = VK_TRUE;
+    f12.shaderFloat16 = VK_TRUE;
+    f12.vulkanMemoryModel = VK_TRUE;
+    f12.pNext = &fcm;
+  }
 
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
   dci.pNext = &f2;

@@ -63,6 +63,11 @@ struct device_caps {
   // hardware threads, other 8). Sizes work splits (flash-decoding's KV split).
   uint32_t compute_units = 8;
   bool compute_units_exact = false;  // from a driver extension, not the estimate
+  uint8_t device_uuid[VK_UUID_SIZE] = {};  // VkPhysicalDeviceIDProperties::deviceUUID
+  // VK_NV_cooperative_matrix with an F16 x F16 -> F32 shape of 16 x coopmat_n x 16 at subgroup
+  // scope, 32-lane subgroups, shaderFloat16 and the Vulkan memory model (the matmul_coopmat
+  // kernel's needs): coopmat_n is 16 or 8, 0 when the device lacks any of them.
+  uint32_t coopmat_n = 0;
 };
 
 class context {

@@ -80,7 +80,8 @@ namespace tandem::vk {
   X(vkCreateSemaphore)                        \
   X(vkDestroySemaphore)                       \
   X(vkWaitSemaphores)                         \
-  X(vkGetSemaphoreCounterValue)
+  X(vkGetSemaphoreCounterValue)              \
+  X(vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
 
 struct api {
 #define TANDEM_VK_DECLARE(name) PFN_##name name = nullptr;

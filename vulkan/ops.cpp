@@ -11,6 +11,7 @@
 #include "runtime/error.h"
 #include "shaders/push_constants.h"
 #include "vulkan/variant.h"
+#include "vulkan/matmul_variant.h"
 
 namespace tandem::vk {
 
@@ -239,6 +240,43 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
 }
 
 namespace ops {
+namespace {
+
+// The prompt (tiled) kernel in the variant asked for, or the one the device picks.
+void matmul_tiled(recorder& rec, const device_weight& w, const buffer_range& x,
+                  const buffer_range& y, int n_tok, int ldx, int ldy, bool accumulate,
+                  matmul_kernel kind) {
+  matmul_variant v = matmul_variant::f32;
+  switch (kind) {
+    case matmul_kernel::tiled_vec4: v = matmul_variant::vec4; break;
+    case matmul_kernel::tiled_coopmat: v = matmul_variant::coopmat; break;
+    case matmul_kernel::tiled_f32: v = matmul_variant::f32; break;
+    default: v = pick_matmul_variant(rec.pipes(), w.type); break;
+  }
+  // TANDEM_PARITY_BREAK=matmul[_<type>] breaks every variant, matmul_<variant>[_<type>] one.
+  const std::string vname = std::string("matmul_") + matmul_variant_name(v);
+  const bool broken = parity_break("matmul", &w.type) ||
+                      (v != matmul_variant::f32 && parity_break(vname.c_str(), &w.type));
+  const auto& p = rec.pipes().get(kernel::matmul, matmul_shader_variant(rec.ctx(), v), w.type,
+                                  {accumulate ? 1u : 0u});
+  // Tile of a workgroup: rows x tokens (the comments of shaders/matmul*.comp).
+  const uint32_t bm = v == matmul_variant::vec4 ? 128 : 64;
+  const uint32_t bn = v == matmul_variant::f32 ? 32 : 64;
+  const uint64_t act_bytes = static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(w.cols) * 4;
+  for (const auto& piece : w.pieces) {
+    const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx),
+                           u32(ldy),    u32(piece.row0), 1};
+    const uint64_t out = static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(piece.rows) * 4;
+    rec.cost(piece.range.size + act_bytes + out * (accumulate ? 2 : 1),
+             2 * static_cast<uint64_t>(piece.rows) * static_cast<uint64_t>(w.cols) *
+                 static_cast<uint64_t>(n_tok));
+    rec.dispatch(p, div_up(static_cast<uint64_t>(piece.rows), bm),
+                 div_up(static_cast<uint64_t>(n_tok), bn), 1, push, {piece.range, x, y});
+  }
+  if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+}
+
+}  // namespace
 
 void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
               int n, int n_rows, int x_row0, int ldx, int ldy, float eps) {
@@ -266,6 +304,10 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
             int n_tok, int ldx, int ldy, bool accumulate, matmul_kernel kind) {
   if (kind == matmul_kernel::automatic)
     kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
+  if (kind != matmul_kernel::vector) {
+    matmul_tiled(rec, w, x, y, n_tok, ldx, ldy, accumulate, kind);
+    return;
+  }
   const kernel k = kind == matmul_kernel::vector ? kernel::matvec : kernel::matmul;
   const bool broken = parity_break(k == kernel::matvec ? "matvec" : "matmul", &w.type);
   const auto& p = rec.pipes().get(k, w.type, {accumulate ? 1u : 0u});
@@ -281,14 +323,9 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
     rec.cost(w.row_bytes * u64(piece.rows) + 4 * u64(n_tok) * u64(w.cols) +
                  4 * u64(n_tok) * u64(piece.rows) * (accumulate ? 2 : 1),
              2 * u64(n_tok) * u64(w.cols) * u64(piece.rows));
-    if (k == kernel::matvec) {
-      uint32_t gx, gy;
-      rec.split_groups(div_up(static_cast<uint64_t>(piece.rows), rows_per_wg), &gx, &gy);
-      rec.dispatch(p, gx, gy, div_up(static_cast<uint64_t>(n_tok), 4), push, {piece.range, x, y});
-    } else {
-      rec.dispatch(p, div_up(static_cast<uint64_t>(piece.rows), 64),
-                   div_up(static_cast<uint64_t>(n_tok), 32), 1, push, {piece.range, x, y});
-    }
+    uint32_t gx, gy;
+    rec.split_groups(div_up(static_cast<uint64_t>(piece.rows), rows_per_wg), &gx, &gy);
+    rec.dispatch(p, gx, gy, div_up(static_cast<uint64_t>(n_tok), 4), push, {piece.range, x, y});
   }
   if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
 }

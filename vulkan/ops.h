@@ -55,7 +55,11 @@ device_weight rebase(const device_weight& w, const buffer_range& region);
 // computed exactly as cpu::ref::rope does.
 std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_scale);
 
-enum class matmul_kernel { automatic, vector, tiled };
+// automatic: vector for n_tok <= 4, else tiled. tiled: the prompt kernel the device picks
+// (vulkan/matmul_variant.h: forced by TANDEM_VK_VARIANT=matmul=<variant>, first-use self-check).
+// tiled_f32, tiled_vec4, tiled_coopmat: that variant of it, unchecked (the op checks, the
+// self-check itself).
+enum class matmul_kernel { automatic, vector, tiled, tiled_f32, tiled_vec4, tiled_coopmat };
 
 // Which attention kernel runs: automatic is flash (shaders/flash_attn.comp) with the split count
 // chosen from the context length and the device's compute units, unless TANDEM_VK_VARIANT=

@@ -79,19 +79,30 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
   const size_t si = spec.size() == 0 ? 0 : spec.size() == 1 && *spec.begin() < k_specs - 1
                                                ? *spec.begin() + 1
                                                : k_specs;
-  if (ti >= k_types || si >= k_specs) return build(k, t, spec);
+  if (ti >= k_types || si >= k_specs) return build(k, std::string(), t, spec);
   const pipeline*& slot = flat_[(static_cast<size_t>(k) * k_types + ti) * k_specs + si];
-  if (!slot) slot = &build(k, t, spec);
+  if (!slot) slot = &build(k, std::string(), t, spec);
   return *slot;
 }
 
-const pipeline& pipeline_cache::build(kernel k, dtype t, std::initializer_list<uint32_t> spec) {
+const pipeline& pipeline_cache::get(kernel k, const std::string& variant, dtype t,
+                                    std::initializer_list<uint32_t> spec) {
+  return variant.empty() ? get(k, t, spec) : build(k, variant, t, spec);
+}
+
+const pipeline& pipeline_cache::build(kernel k, const std::string& variant, dtype t,
+                                      std::initializer_list<uint32_t> spec) {
   const op_row& row = row_of(k);
   const uint32_t type_key = row.typed ? static_cast<uint32_t>(t) : 0;
-  auto key = std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec));
+  auto key =
+      std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec), variant);
   if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
 
   std::string name = row.name;
+  if (!variant.empty()) {
+    name += '_';
+    name += variant;
+  }
   if (row.typed) {  // (two appends: "_" + std::string trips GCC 12's -Wrestrict false positive)
     name += '_';
     name += dtype_name(t);

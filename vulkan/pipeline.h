@@ -10,6 +10,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -49,6 +50,10 @@ class pipeline_cache {
   // spec holds the values of specialization constants 1, 2, ... (constant 0 is the workgroup
   // size, from the op table).
   const pipeline& get(kernel k, dtype t = dtype::f32, std::initializer_list<uint32_t> spec = {});
+  // The same for a variant of op k built from its own shader (<op>_<variant>_<type>, e.g.
+  // matmul_vec4_q4_0); an empty variant is get(k, t, spec).
+  const pipeline& get(kernel k, const std::string& variant, dtype t,
+                      std::initializer_list<uint32_t> spec = {});
   // Whether the reduction kernels use their subgroup variant on this device.
   bool subgroups() const { return subgroups_; }
   // Whether dispatches bind their buffers with vkCmdPushDescriptorSetKHR (no descriptor sets).
@@ -57,14 +62,17 @@ class pipeline_cache {
   context& ctx() { return ctx_; }
 
  private:
-  const pipeline& build(kernel k, dtype t, std::initializer_list<uint32_t> spec);
+  const pipeline& build(kernel k, const std::string& variant, dtype t,
+                        std::initializer_list<uint32_t> spec);
   context& ctx_;
   bool subgroups_ = false;
   PFN_vkCmdPushDescriptorSetKHR push_ = nullptr;
   // The pipelines of (kernel, type < 32, one spec constant < 4 or none) by flat index.
   static constexpr size_t k_types = 32, k_specs = 5;
   std::vector<const pipeline*> flat_;
-  std::map<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>>, std::unique_ptr<pipeline>> cache_;
+  std::map<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>, std::string>,
+           std::unique_ptr<pipeline>>
+      cache_;
   std::map<uint32_t, VkDescriptorSetLayout> set_layouts_;  // by binding count
 };
 

@@ -29,6 +29,7 @@
 #include "runtime/error.h"
 #include "vulkan/check.h"
 #include "vulkan/context.h"
+#include "vulkan/matmul_variant.h"
 #include "vulkan/memory.h"
 #include "vulkan/ops.h"
 #include "vulkan/pipeline.h"
@@ -478,7 +479,13 @@ void vulkan_backend::warm_up() {
     for (dtype t : row_types) switch (row.spec) {
         case op_spec::none: pipes_->get(row.k, t); break;
         case op_spec::accumulate:
-          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc});
+          for (uint32_t acc : {0u, 1u})
+            if (row.k == kernel::matmul)  // the prompt variant this device runs (self-checked)
+              pipes_->get(row.k,
+                          matmul_shader_variant(pipes_->ctx(), pick_matmul_variant(*pipes_, t)), t,
+                          {acc});
+            else
+              pipes_->get(row.k, t, {acc});
           break;
         case op_spec::rope_style: pipes_->get(row.k, t, {neox}); break;
       }

@@ -56,7 +56,7 @@ constexpr const char* k_footer =
 Exit status: 0 pass, 1 failure (or error), 77 no Vulkan device (1 when CI is set).
 Test hook: TANDEM_PARITY_BREAK=<kernel>[_<type>] (rms_norm, rope, swiglu, add, kv_store,
 attention, matvec, matmul; e.g. matvec_q4_k) doubles that shader's output, to show that the
-checks catch it and name it.)";
+checks catch it and name it; matmul_vec4[_<type>] breaks only that variant of the prompt kernel.)";
 
 }  // namespace
 

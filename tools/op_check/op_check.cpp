@@ -11,7 +11,8 @@
 //   flash_attn, flash_reduce     1e-10  as attention (tiles, splits: another order of the sums)
 //   rotary_kv                    1e-12  q, k as rope; the caches bit for bit (F16 of its own k)
 //   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
-//                                       order of summation differs
+//                                       order of summation differs (matmul variants f32, vec4)
+//   matmul coopmat (every type)  1e-5   F16 inputs (x and weights rounded to F16: ~1e-7)
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
 // so every case is 280x or more under its threshold, while a real bug (a wrong scale, index or
 // block layout) gives 1e-4 or far more.
@@ -36,6 +37,7 @@
 #include "vulkan/check.h"
 #include "vulkan/context.h"
 #include "vulkan/host_buffer.h"
+#include "vulkan/matmul_variant.h"
 #include "vulkan/memory.h"
 #include "vulkan/op_table.h"
 #include "vulkan/ops.h"
@@ -482,25 +484,44 @@ class checker {
     for (dtype t : k_types) matrix(run, "matvec", v, t, cases);
   }
 
-  // The tiled kernel (no reduction: in the first variant only) and the automatic choice between
-  // the two kernels (in every variant, since it may pick the vector one).
+  // The automatic choice between the kernels (in every reduction variant, since it may pick the
+  // vector one), then each variant of the tiled kernel this device can run (no reduction: in the
+  // first reduction variant only) on rows and tokens off its tiles, accumulating or not, in
+  // pieces, and on long rows.
   void matmul(runner& run, const std::string& v, bool first_variant) {
-    const auto til = matmul_kernel::tiled, aut = matmul_kernel::automatic;
-    std::vector<mcase> cases = {{200, 70, false, 0, aut}, {67, 2, true, 20, aut},
-                                {130, 40, false, 33, aut}};
-    if (first_variant)
-      cases.insert(cases.begin(), {{67, 1, false, 0, til},
-                                   {67, 5, false, 0, til},
-                                   {130, 7, false, 0, til},
-                                   {130, 33, true, 0, til},
-                                   {67, 33, true, 0, til},
-                                   {200, 70, false, 0, til},
-                                   {130, 40, false, 33, til}});
-    for (dtype t : k_types) matrix(run, "matmul", v, t, cases);
+    const auto aut = matmul_kernel::automatic;
+    const std::vector<mcase> auto_cases = {
+        {200, 70, false, 0, aut}, {67, 2, true, 20, aut}, {130, 40, false, 33, aut}};
+    for (dtype t : k_types) {
+      // The variant the device picks for prompts (coopmat: F16 inputs, its own threshold).
+      const bool f16_inputs = wanted("matmul", std::string(dtype_name(t))) &&
+                              pick_matmul_variant(run.pipes(), t) == matmul_variant::coopmat;
+      matrix(run, "matmul", v, t, auto_cases, f16_inputs ? 1e-5 : 1e-9);
+    }
+    if (!first_variant) return;
+    std::vector<matmul_variant> variants = {matmul_variant::f32, matmul_variant::vec4};
+    if (ctx_.caps().coopmat_n) variants.push_back(matmul_variant::coopmat);
+    for (matmul_variant mv : variants) {
+      const matmul_kernel k = mv == matmul_variant::f32    ? matmul_kernel::tiled_f32
+                              : mv == matmul_variant::vec4 ? matmul_kernel::tiled_vec4
+                                                           : matmul_kernel::tiled_coopmat;
+      const std::vector<mcase> cases = {{67, 1, false, 0, k},    {1, 5, false, 0, k},
+                                        {67, 5, false, 0, k},    {130, 7, false, 0, k},
+                                        {130, 33, true, 0, k},   {67, 33, true, 0, k},
+                                        {200, 70, false, 0, k},  {300, 65, true, 0, k},
+                                        {130, 40, false, 33, k}, {257, 69, true, 100, k}};
+      // F16 inputs: the rounding of x and of the weights to F16 (~1e-7), far above 1e-9.
+      const double threshold = mv == matmul_variant::coopmat ? 1e-5 : 1e-9;
+      for (dtype t : k_types) {
+        matrix(run, "matmul", matmul_variant_name(mv), t, cases, threshold);
+        matrix(run, "matmul", matmul_variant_name(mv), t, {{67, 9, true, 0, k}}, threshold, 4096);
+      }
+    }
   }
 
+  // long_cols: only rows of that length, else 1 to 3 blocks (and odd lengths for F32/F16).
   void matrix(runner& run, const std::string& op, const std::string& v, dtype t,
-              const std::vector<mcase>& cases) {
+              const std::vector<mcase>& cases, double threshold = 1e-9, int64_t long_cols = 0) {
     const std::string type(dtype_name(t));
     if (!wanted(op, type)) return;
     std::vector<int64_t> cols_list;
@@ -511,6 +532,7 @@ class checker {
       case dtype::q4_0: cols_list = {32, 96, 256, 544}; break;
       default: cols_list = {256, 768}; break;
     }
+    if (long_cols) cols_list = {long_cols};
     for (int64_t cols : cols_list) {
       const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
       for (const mcase& c : cases) {
@@ -542,7 +564,7 @@ class checker {
                fmt::format("cols={} rows={} n_tok={}{}{}{}", cols, c.rows, c.n_tok,
                            c.acc ? " acc" : "", kind,
                            w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : ""),
-               ref, by.floats(ref.size()), 1e-9);
+               ref, by.floats(ref.size()), threshold);
         if (c.piece_rows && w.pieces.size() < 2) out_.back().pass = false;  // the split must happen
       }
     }
