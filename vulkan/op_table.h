@@ -31,6 +31,7 @@ enum class op_spec : uint8_t {
   none,
   accumulate,  // 1: y += instead of y = (both are built at load)
   rope_style,  // 1: neox (rotate halves) or adjacent pairs (the model's)
+  accumulate_glu,  // 1: accumulate, 2: x := silu(x) * u (matvec; built: plain, +=, += with GLU)
 };
 
 // When warm_up builds the op's pipelines.
@@ -47,7 +48,7 @@ enum class op_use : uint8_t {
   X(add, 2, add_push, 256, false, op_spec::none, op_use::bias)                            \
   X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers)                \
   X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers)              \
-  X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always)               \
+  X(matvec, 8, matvec_push, 128, true, op_spec::accumulate_glu, op_use::always)             \
   X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)
 
 enum class kernel : uint32_t {

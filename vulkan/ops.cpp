@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "runtime/error.h"
 #include "shaders/push_constants.h"
+#include "vulkan/variant.h"
 
 namespace tandem::vk {
 
@@ -42,6 +44,79 @@ void parity_double(recorder& rec, const buffer_range& y, uint64_t n) {
   rec.dispatch(p, gx, gy, 1, add_push{u32(static_cast<int64_t>(n)), u32(static_cast<int64_t>(n))},
                {y, y});
   rec.barrier();
+}
+
+// ---- the decode matvec (shaders/matvec.comp) --------------------------------------------------
+
+// Workgroups a matvec should launch at least, so that a matrix with few rows (wk, wv) still puts
+// work on every compute unit of a large GPU (an H100 has 132 SMs, 16 workgroups of 128 each).
+constexpr uint64_t k_matvec_min_groups = 256;
+
+// Lanes per row for rows x cols: enough for one group of 8 columns each (short rows share a
+// workgroup), at most 32 (4 rows per 128-lane workgroup: a row per NVIDIA subgroup, reduced by
+// subgroupAdd alone) unless so few rows would launch under k_matvec_min_groups workgroups; then
+// up to the whole workgroup per row.
+uint32_t matvec_row_threads(uint32_t wg, int64_t cols, int64_t rows) {
+  uint32_t cap = std::min<uint32_t>(32, wg);
+  while (cap < wg && static_cast<uint64_t>(rows) * cap / wg < k_matvec_min_groups) cap *= 2;
+  uint32_t t = 1;
+  while (t < cap && t * 8 < cols) t *= 2;
+  return t;
+}
+
+// The forced matvec variant: "fused" (the default: Q/K/V and gate/up in one dispatch each,
+// SwiGLU read by the down product) or "separate" (one dispatch per matrix and a swiglu dispatch:
+// what a device runs anyway where the matrices of a group differ in type or are split in pieces).
+bool matvec_fusion() {
+  const std::string v = forced_variant("matvec");
+  if (v.empty() || v == "fused") return true;
+  if (v == "separate") return false;
+  throw error(fmt::format("TANDEM_VK_VARIANT: matvec has no variant '{}' (fused, separate)", v));
+}
+
+// One part of a matvec dispatch: a weight piece and where its rows go.
+struct matvec_part {
+  const device_weight::piece* piece;
+  buffer_range y;
+  int ldy;
+};
+
+// One dispatch of the matvec over 1..3 parts of type t (rows of cols), all reading x (and u with
+// glu), n_tok <= 4 tokens per workgroup layer z.
+void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* parts, int n_parts,
+                     const buffer_range& x, const buffer_range& u, int n_tok, int ldx, bool acc,
+                     bool glu) {
+  const auto& p = rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u});
+  int64_t rows = 0;
+  uint64_t w_bytes = 0;
+  for (int i = 0; i < n_parts; ++i) {
+    rows += parts[i].piece->rows;
+    w_bytes += row_bytes(t, static_cast<uint64_t>(cols)) * static_cast<uint64_t>(parts[i].piece->rows);
+  }
+  const uint32_t tpr = matvec_row_threads(p.wg, cols, rows);
+  const uint32_t rpw = p.wg / tpr;
+  matvec_push push{u32(cols), u32(n_tok), u32(ldx), tpr, u32(n_parts), 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  uint32_t* rows_of = &push.rows0;
+  uint32_t* ldy_of = &push.ldy0;
+  uint32_t* off_of = &push.y_off0;
+  uint64_t groups = 0;
+  for (int i = 0; i < n_parts; ++i) {
+    rows_of[i] = u32(parts[i].piece->rows);
+    ldy_of[i] = u32(parts[i].ldy);
+    off_of[i] = u32(parts[i].piece->row0);
+    groups += div_up(static_cast<uint64_t>(parts[i].piece->rows), rpw);
+  }
+  const matvec_part& a = parts[0];
+  const matvec_part& b = parts[std::min(1, n_parts - 1)];
+  const matvec_part& c = parts[std::min(2, n_parts - 1)];
+  uint32_t gx, gy;
+  rec.split_groups(groups, &gx, &gy);
+  const uint64_t nt = static_cast<uint64_t>(n_tok), r = static_cast<uint64_t>(rows);
+  const uint64_t k = static_cast<uint64_t>(cols);
+  rec.cost(w_bytes + nt * k * 4 * (glu ? 2 : 1) + nt * r * 4 * (acc ? 2 : 1),
+           2 * nt * k * r + (glu ? 4 * nt * k : 0));
+  rec.dispatch(p, gx, gy, div_up(nt, 4), push,
+               {a.piece->range, b.piece->range, c.piece->range, x, glu ? u : x, a.y, b.y, c.y});
 }
 
 }  // namespace
@@ -174,25 +249,65 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
     kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
   const kernel k = kind == matmul_kernel::vector ? kernel::matvec : kernel::matmul;
   const bool broken = parity_break(k == kernel::matvec ? "matvec" : "matmul", &w.type);
+  if (k == kernel::matvec) {
+    for (const auto& piece : w.pieces) {
+      const matvec_part part{&piece, y, ldy};
+      matvec_dispatch(rec, w.type, w.cols, &part, 1, x, x, n_tok, ldx, accumulate, false);
+    }
+    if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+    return;
+  }
   const auto& p = rec.pipes().get(k, w.type, {accumulate ? 1u : 0u});
-  // matvec: invocations per row, enough for the row's groups of 8 columns (short rows share a
-  // workgroup instead of leaving most of it idle).
-  uint32_t row_threads = 1;
-  while (row_threads < p.wg && row_threads * 8 < w.cols) row_threads *= 2;
-  const uint32_t rows_per_wg = p.wg / row_threads;
   for (const auto& piece : w.pieces) {
     const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx),
-                           u32(ldy),    u32(piece.row0), row_threads};
-    if (k == kernel::matvec) {
-      uint32_t gx, gy;
-      rec.split_groups(div_up(static_cast<uint64_t>(piece.rows), rows_per_wg), &gx, &gy);
-      rec.dispatch(p, gx, gy, div_up(static_cast<uint64_t>(n_tok), 4), push, {piece.range, x, y});
-    } else {
-      rec.dispatch(p, div_up(static_cast<uint64_t>(piece.rows), 64),
-                   div_up(static_cast<uint64_t>(n_tok), 32), 1, push, {piece.range, x, y});
-    }
+                           u32(ldy),    u32(piece.row0), 0};
+    rec.dispatch(p, div_up(static_cast<uint64_t>(piece.rows), 64),
+                 div_up(static_cast<uint64_t>(n_tok), 32), 1, push, {piece.range, x, y});
   }
   if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+}
+
+bool matmul_fuses(int n_tok, matmul_kernel kind) {
+  if (kind == matmul_kernel::automatic)
+    kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
+  return kind == matmul_kernel::vector && matvec_fusion();
+}
+
+void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
+                  int n_tok, int ldx, matmul_kernel kind) {
+  if (outs.size() < 1 || outs.size() > 3)
+    throw std::logic_error("ops::matmul_multi takes 1 to 3 outputs");
+  const device_weight& w0 = *outs.begin()->w;
+  bool fuse = matmul_fuses(n_tok, kind);
+  for (const matmul_out& o : outs)
+    fuse &= o.w->type == w0.type && o.w->cols == w0.cols && o.w->pieces.size() == 1;
+  if (!fuse) {
+    for (const matmul_out& o : outs) matmul(rec, *o.w, x, o.y, n_tok, ldx, o.ldy, false, kind);
+    return;
+  }
+  matvec_part parts[3];
+  int n = 0;
+  for (const matmul_out& o : outs) parts[n++] = {&o.w->pieces[0], o.y, o.ldy};
+  matvec_dispatch(rec, w0.type, w0.cols, parts, n, x, x, n_tok, ldx, false, false);
+  if (parity_break("matvec", &w0.type))
+    for (const matmul_out& o : outs)
+      parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
+}
+
+void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
+                   const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
+                   bool accumulate, matmul_kernel kind) {
+  if (!matmul_fuses(n_tok, kind)) {
+    swiglu(rec, g, u, g, n_tok * ldx);
+    rec.barrier();
+    matmul(rec, w, g, y, n_tok, ldx, ldy, accumulate, kind);
+    return;
+  }
+  for (const auto& piece : w.pieces) {
+    const matvec_part part{&piece, y, ldy};
+    matvec_dispatch(rec, w.type, w.cols, &part, 1, g, u, n_tok, ldx, accumulate, true);
+  }
+  if (parity_break("matvec", &w.type)) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
 }
 
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
@@ -234,6 +349,7 @@ void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const b
   const auto& p = rec.pipes().get(kernel::swiglu);
   uint32_t gx, gy;
   rec.split_groups(div_up(static_cast<uint64_t>(n), p.wg), &gx, &gy);
+  rec.cost(12 * static_cast<uint64_t>(n), 5 * static_cast<uint64_t>(n));
   rec.dispatch(p, gx, gy, 1, swiglu_push{u32(n)}, {g, u, y});
   if (parity_break("swiglu")) parity_double(rec, y, static_cast<uint64_t>(n));
 }

@@ -4,6 +4,7 @@
 // starts at element r * ld); the KV cache is F16, one row of n_kv halves per position.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,29 @@ void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n
 void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
             int n_tok, int ldx, int ldy, bool accumulate,
             matmul_kernel kind = matmul_kernel::automatic);
+
+// Whether matmul_multi and matmul_swiglu fuse for n_tok tokens (the vector kernel, fusion not
+// turned off by TANDEM_VK_VARIANT=matvec=separate); matmul_multi also needs its matrices to share a
+// type and row length and to have one piece each.
+bool matmul_fuses(int n_tok, matmul_kernel kind = matmul_kernel::automatic);
+
+// One output of matmul_multi: y[t, r] = W[r, :] . x[t, :] (row stride ldy).
+struct matmul_out {
+  const device_weight* w;
+  buffer_range y;
+  int ldy;
+};
+// Up to three products of the same x (Q, K, V; gate, up), y = (no accumulate): one dispatch of the
+// vector kernel where matmul_fuses, else one ops::matmul each.
+void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
+                  int n_tok, int ldx, matmul_kernel kind = matmul_kernel::automatic);
+
+// y[t, :] (+)= W . (silu(g[t, :]) * u[t, :]) (g, u: n_tok rows of stride ldx = W's cols). Where
+// matmul_fuses, the vector kernel reads g and u (SwiGLU fused into the product's input; g is left
+// as it was); otherwise ops::swiglu writes silu(g) * u into g, a barrier, then ops::matmul.
+void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
+                   const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
+                   bool accumulate, matmul_kernel kind = matmul_kernel::automatic);
 
 // Writes n_tok rows of n floats (stride ldx) as F16 into cache positions pos0 .. pos0+n_tok-1.
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,

@@ -428,6 +428,10 @@ void vulkan_backend::warm_up() {
           for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc});
           break;
         case op_spec::rope_style: pipes_->get(row.k, t, {neox}); break;
+        case op_spec::accumulate_glu:
+          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 0u});
+          pipes_->get(row.k, t, {1u, 1u});
+          break;
       }
   }
 }
@@ -539,9 +543,7 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:attn_norm", h_, n, n_embd);
   r.barrier();
-  ops::matmul(r, wq, h_, q_, n, n_embd, n_q, false);
-  ops::matmul(r, wk, h_, k_, n, n_embd, n_kv, false);
-  ops::matmul(r, wv, h_, v_, n, n_embd, n_kv, false);
+  ops::matmul_multi(r, {{&wq, q_, n_q}, {&wk, k_, n_kv}, {&wv, v_, n_kv}}, h_, n, n_embd);
   cap(r, "matmul:wq", q_, n, n_q);
   cap(r, "matmul:wk", k_, n, n_kv);
   cap(r, "matmul:wv", v_, n, n_kv);
@@ -575,15 +577,25 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
   r.barrier();
-  ops::matmul(r, ffn_gate, h_, gate_, n, n_embd, n_ff, false);
-  ops::matmul(r, ffn_up, h_, up_, n, n_embd, n_ff, false);
+  ops::matmul_multi(r, {{&ffn_gate, gate_, n_ff}, {&ffn_up, up_, n_ff}}, h_, n, n_embd);
   cap(r, "matmul:ffn_gate", gate_, n, n_ff);
   cap(r, "matmul:ffn_up", up_, n, n_ff);
   r.barrier();
-  ops::swiglu(r, gate_, up_, gate_, n * n_ff);
-  cap(r, "swiglu", gate_, n, n_ff);
-  r.barrier();
-  ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
+  if (ops::matmul_fuses(n)) {
+    // SwiGLU is read by the down product; the capture still gets its value, from the swiglu
+    // kernel run after the product (capture only), and matmul:ffn_down checks the fused input.
+    ops::matmul_swiglu(r, ffn_down, gate_, up_, x_, n, n_ff, n_embd, true);
+    if (capture_) {
+      r.barrier();
+      ops::swiglu(r, gate_, up_, gate_, n * n_ff);
+      cap(r, "swiglu", gate_, n, n_ff);
+    }
+  } else {
+    ops::swiglu(r, gate_, up_, gate_, n * n_ff);
+    cap(r, "swiglu", gate_, n, n_ff);
+    r.barrier();
+    ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
+  }
   cap(r, "matmul:ffn_down", x_, n, n_embd);
   if (timer_)
     timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),
