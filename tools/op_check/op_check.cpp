@@ -322,6 +322,122 @@ class checker {
                                       {130, 3, true, 0, vec}, {67, 4, false, 0, vec},
                                       {67, 5, false, 0, vec}, {67, 2, true, 20, vec}};
     for (dtype t : k_types) matrix(run, "matvec", v, t, cases);
+    for (dtype t : k_types) fused(run, v, t);
+  }
+
+  // The fused dispatches of the vector kernel: Q/K/V- and gate/up-like groups in one dispatch
+  // (ops::matmul_multi) and the down product reading silu(g) * u (ops::matmul_swiglu); each also
+  // through its fallback (the tiled kernel; a group of two types; a weight in pieces).
+  void fused(runner& run, const std::string& v, dtype t) {
+    const std::string type(dtype_name(t));
+    if (!wanted("matvec", type)) return;
+    const auto vec = matmul_kernel::vector, til = matmul_kernel::tiled;
+    const int64_t cols = t == dtype::f32 || t == dtype::f16                ? 100
+                         : t == dtype::q8_0 || t == dtype::q4_0 ? 96
+                                                                          : 256;
+    const dtype other = t == dtype::f32 ? dtype::f16 : dtype::f32;
+    multi(run, v, t, t, cols, {67, 20, 20}, 1, vec);
+    multi(run, v, t, t, cols, {130, 130}, 3, vec);
+    multi(run, v, t, t, 2 * cols, {2100, 300, 7}, 4, vec);  // 32 lanes per row
+    multi(run, v, t, other, cols, {67, 20, 20}, 2, vec);     // two types: one dispatch each
+    multi(run, v, t, t, cols, {67, 20}, 6, til);
+    glu(run, v, t, cols, 67, 1, true, 0, vec);
+    glu(run, v, t, 2 * cols, 130, 4, false, 0, vec);
+    glu(run, v, t, cols, 67, 3, true, 20, vec);
+    glu(run, v, t, cols, 67, 7, true, 0, til);
+  }
+
+  device_weight random_weight(arena& a, dtype t, int64_t cols, int64_t rows, uint32_t s,
+                              std::vector<uint8_t>* q, uint64_t piece_rows = 0) {
+    const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
+    const auto wf = random_floats(static_cast<size_t>(cols * rows), s);
+    q->assign(rb * static_cast<uint64_t>(rows), 0);
+    for (int64_t r = 0; r < rows; ++r)
+      quantize_row(t, wf.data() + r * cols, q->data() + rb * static_cast<uint64_t>(r), cols);
+    uploader up(ctx_, 1 << 16);
+    device_weight w = upload_weight(a, up, t, cols, rows, q->data(), piece_rows * rb);
+    up.finish();
+    return w;
+  }
+
+  void multi(runner& run, const std::string& v, dtype t, dtype t1, int64_t cols,
+             const std::vector<int64_t>& rows, int n_tok, matmul_kernel kind) {
+    const size_t n = rows.size();
+    const uint32_t s0 = seed(40 + static_cast<uint32_t>(cols + rows[0] + n_tok + 7 * n));
+    arena a(ctx_, memory_kind::device, 8 << 20);
+    std::vector<std::vector<uint8_t>> q(n);
+    std::vector<device_weight> w;
+    std::vector<std::unique_ptr<host_buffer>> y;
+    for (size_t i = 0; i < n; ++i) {
+      w.push_back(random_weight(a, i == 1 ? t1 : t, cols, rows[i], s0 + 3 * i, &q[i]));
+      const auto y0 = random_floats(static_cast<size_t>(rows[i] * n_tok), s0 + 3 * i + 1);
+      y.push_back(std::make_unique<host_buffer>(ctx_, y0.size() * 4));
+      y.back()->set(y0);  // overwritten: the products do not accumulate
+    }
+    const auto x = random_floats(static_cast<size_t>(cols) * n_tok, s0 + 99);
+    host_buffer bx(ctx_, x.size() * 4);
+    bx.set(x);
+    const int c = static_cast<int>(cols);
+    run.run([&](recorder& r) {
+      if (n == 3)
+        ops::matmul_multi(r,
+                          {{&w[0], *y[0], static_cast<int>(rows[0])},
+                           {&w[1], *y[1], static_cast<int>(rows[1])},
+                           {&w[2], *y[2], static_cast<int>(rows[2])}},
+                          bx, n_tok, c, kind);
+      else
+        ops::matmul_multi(r,
+                          {{&w[0], *y[0], static_cast<int>(rows[0])},
+                           {&w[1], *y[1], static_cast<int>(rows[1])}},
+                          bx, n_tok, c, kind);
+    });
+    std::vector<float> ref, got;
+    std::string rows_s;
+    for (size_t i = 0; i < n; ++i) {
+      std::vector<float> part(static_cast<size_t>(rows[i] * n_tok));
+      cpu::ref::matmul(w[i].type, q[i].data(), cols, rows[i], x.data(), n_tok, part.data(), 0,
+                       rows[i]);
+      ref.insert(ref.end(), part.begin(), part.end());
+      const auto g = y[i]->floats(part.size());
+      got.insert(got.end(), g.begin(), g.end());
+      rows_s += (i ? "+" : "") + std::to_string(rows[i]);
+    }
+    record("matvec", std::string(dtype_name(t)), v,
+           fmt::format("{} cols={} rows={}{} n_tok={}{}", n == 3 ? "fused qkv" : "fused gate_up",
+                       cols, rows_s, t1 != t ? fmt::format(" ({} second)", dtype_name(t1)) : "",
+                       n_tok, kind == matmul_kernel::tiled ? " tiled" : ""),
+           ref, got, 1e-9);
+  }
+
+  void glu(runner& run, const std::string& v, dtype t, int64_t cols, int64_t rows, int n_tok,
+           bool acc, uint64_t piece_rows, matmul_kernel kind) {
+    const uint32_t s0 = seed(60 + static_cast<uint32_t>(cols + rows + n_tok));
+    arena a(ctx_, memory_kind::device, 4 << 20);
+    std::vector<uint8_t> q;
+    const device_weight w = random_weight(a, t, cols, rows, s0, &q, piece_rows);
+    const size_t nx = static_cast<size_t>(cols) * n_tok;
+    const auto g = random_floats(nx, s0 + 1, 2.0f), u = random_floats(nx, s0 + 2);
+    const auto y0 = random_floats(static_cast<size_t>(rows) * n_tok, s0 + 3);
+    host_buffer bg(ctx_, nx * 4), bu(ctx_, nx * 4), by(ctx_, y0.size() * 4);
+    bg.set(g);
+    bu.set(u);
+    by.set(y0);
+    run.run([&](recorder& r) {
+      ops::matmul_swiglu(r, w, bg, bu, by, n_tok, static_cast<int>(cols), static_cast<int>(rows),
+                         acc, kind);
+    });
+    std::vector<float> h(nx), ref(y0.size());
+    cpu::ref::swiglu(h.data(), g.data(), u.data(), static_cast<int>(nx));
+    cpu::ref::matmul(t, q.data(), cols, rows, h.data(), n_tok, ref.data(), 0, rows);
+    if (acc)
+      for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    record("matvec", std::string(dtype_name(t)), v,
+           fmt::format("fused swiglu-down cols={} rows={} n_tok={}{}{}{}", cols, rows, n_tok,
+                       acc ? " acc" : "",
+                       w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : "",
+                       kind == matmul_kernel::tiled ? " tiled" : ""),
+           ref, by.floats(ref.size()), 1e-9);
+    if (piece_rows && w.pieces.size() < 2) out_.back().pass = false;  // the split must happen
   }
 
   // The tiled kernel (no reduction: in the first variant only) and the automatic choice between
