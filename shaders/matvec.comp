@@ -72,6 +72,7 @@ layout(binding = 7) buffer y2_buf { float y2[]; };
 #undef w4
 
 #define NT 4u
+#include "matvec_rows.glsl"
 
 void dequant_part(uint part, uint row, uint g, out float v[8]) {
   if (part == 0u)
@@ -111,62 +112,13 @@ float dot8(const float v[8], vec4 a, vec4 b) {
   return dot(vec4(v[0], v[1], v[2], v[3]), a) + dot(vec4(v[4], v[5], v[6], v[7]), b);
 }
 
-// Sum over the row's row_threads lanes (aligned segments), returned to every lane of the row.
-float row_sum(float v, uint tpr) {
-#if USE_SUBGROUP
-  // Subgroups hold consecutive invocation indices (true of every driver for a 1-D workgroup
-  // whose size is a multiple of the subgroup size).
-  if (tpr >= gl_SubgroupSize && gl_WorkGroupSize.x % gl_SubgroupSize == 0u) {
-    v = subgroupAdd(v);
-    if (tpr == gl_SubgroupSize) return v;
-    const uint tid = gl_LocalInvocationIndex;
-    barrier();
-    if (subgroupElect()) red_buf[tid / gl_SubgroupSize] = v;
-    barrier();
-    const uint n = tpr / gl_SubgroupSize, first = (tid / tpr) * n;
-    float s = 0.0;
-    for (uint i = 0; i < n; ++i) s += red_buf[first + i];
-    return s;
-  }
-#endif
-  return segment_sum(v, tpr);
-}
-
-void store(uint part, uint t, uint row, float s) {
-  if (part == 0u) {
-    const uint i = t * p.ldy0 + p.y_off0 + row;
-    y0[i] = ACC ? y0[i] + s : s;
-  } else if (part == 1u) {
-    const uint i = t * p.ldy1 + p.y_off1 + row;
-    y1[i] = ACC ? y1[i] + s : s;
-  } else {
-    const uint i = t * p.ldy2 + p.y_off2 + row;
-    y2[i] = ACC ? y2[i] + s : s;
-  }
-}
-
 void main() {
   const uint tid = gl_LocalInvocationIndex;
   const uint tpr = p.row_threads;
   const uint lane = tid % tpr;
   const uint rows_per_wg = gl_WorkGroupSize.x / tpr;
-  // The part and the row: workgroups of part 0, then of part 1, then of part 2.
-  uint wg = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
-  const uint wg0 = (p.rows0 + rows_per_wg - 1u) / rows_per_wg;
-  const uint wg1 = (p.rows1 + rows_per_wg - 1u) / rows_per_wg;
-  uint part = 0u, rows = p.rows0;
-  if (p.n_parts > 1u && wg >= wg0) {
-    wg -= wg0;
-    part = 1u;
-    rows = p.rows1;
-    if (p.n_parts > 2u && wg >= wg1) {
-      wg -= wg1;
-      part = 2u;
-      rows = p.rows2;
-    }
-  }
-  const uint row = wg * rows_per_wg + tid / tpr;
-  const bool valid = row < rows;  // no early return: the reductions need every invocation
+  uint part, row;
+  const bool valid = find_row(rows_per_wg, part, row);  // no early return: reductions follow
   const uint t0 = gl_WorkGroupID.z * NT;
   const uint nt = min(NT, p.n_tok - t0);
   const uint n_groups = (p.cols + 7u) / 8u;

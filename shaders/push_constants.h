@@ -61,6 +61,14 @@ struct matvec_push {
   uint y_off2;
 };
 
+// Activations to int8 blocks for the integer-dot matvec (shaders/quantize_q8.comp): n_tok rows of
+// cols (a multiple of 32) at stride ldx.
+struct quantize_push {
+  uint cols;
+  uint n_tok;
+  uint ldx;
+};
+
 // Causal attention with grouped KV heads over an F16 cache (one row of kv_stride halves per
 // position); one workgroup per (head, token).
 struct attention_push {

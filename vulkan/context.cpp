@@ -220,7 +220,20 @@ candidate describe(VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   f2.pNext = &f12;
+  VkPhysicalDeviceShaderIntegerDotProductFeatures idot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  const bool idot_ext = contains(exts, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+  if (idot_ext) f12.pNext = &idot;
   fn.vkGetPhysicalDeviceFeatures2(pd, &f2);
+  caps.integer_dot = idot_ext && idot.shaderIntegerDotProduct;
+  if (caps.integer_dot) {
+    VkPhysicalDeviceShaderIntegerDotProductProperties idp{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES};
+    VkPhysicalDeviceProperties2 ip2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    ip2.pNext = &idp;
+    fn.vkGetPhysicalDeviceProperties2(pd, &ip2);
+    caps.integer_dot_accelerated = idp.integerDotProduct4x8BitPackedSignedAccelerated;
+  }
 
   uint32_t nq = 0;
   fn.vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, nullptr);
@@ -425,11 +438,16 @@ std::unique_ptr<context> context::create(const context_options& opt, std::string
   std::vector<const char*> exts;
   if (c.caps.memory_budget) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   if (c.caps.portability_subset) exts.push_back("VK_KHR_portability_subset");
+  if (c.caps.integer_dot) exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
 
   VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   f12.timelineSemaphore = VK_TRUE;
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   f2.pNext = &f12;
+  VkPhysicalDeviceShaderIntegerDotProductFeatures idot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  idot.shaderIntegerDotProduct = VK_TRUE;
+  if (c.caps.integer_dot) f12.pNext = &idot;
 
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
   dci.pNext = &f2;

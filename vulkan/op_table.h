@@ -32,6 +32,7 @@ enum class op_spec : uint8_t {
   accumulate,  // 1: y += instead of y = (both are built at load)
   rope_style,  // 1: neox (rotate halves) or adjacent pairs (the model's)
   accumulate_glu,  // 1: accumulate, 2: x := silu(x) * u (matvec; built: plain, +=, += with GLU)
+  glu,             // 1: x := silu(x) * u (both are built)
 };
 
 // When warm_up builds the op's pipelines.
@@ -39,6 +40,7 @@ enum class op_use : uint8_t {
   always,  // also for a backend that runs only the output head
   layers,  // when the backend runs layers
   bias,    // when a layer on the backend has q/k/v biases
+  integer_dot,  // where the device has integer dot products (the types with such a kernel)
 };
 
 #define TANDEM_VK_OPS(X)                                                                  \
@@ -49,7 +51,9 @@ enum class op_use : uint8_t {
   X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers)                \
   X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers)              \
   X(matvec, 8, matvec_push, 128, true, op_spec::accumulate_glu, op_use::always)             \
-  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)
+  X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)                \
+  X(quantize_q8, 3, quantize_push, 64, false, op_spec::glu, op_use::integer_dot)          \
+  X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate, op_use::integer_dot)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,

@@ -64,14 +64,63 @@ uint32_t matvec_row_threads(uint32_t wg, int64_t cols, int64_t rows) {
   return t;
 }
 
-// The forced matvec variant: "fused" (the default: Q/K/V and gate/up in one dispatch each,
-// SwiGLU read by the down product) or "separate" (one dispatch per matrix and a swiglu dispatch:
-// what a device runs anyway where the matrices of a group differ in type or are split in pieces).
-bool matvec_fusion() {
+// The matvec variants (TANDEM_VK_VARIANT=matvec=<name>): "fused" (Q/K/V and gate/up in one
+// dispatch each, SwiGLU read by the down product; float kernel), "separate" (one dispatch per
+// matrix and a swiglu dispatch: what a device runs anyway where the matrices of a group differ in
+// type or are split in pieces), "dot" (fused, and the integer-dot kernel on every Q4_0 / Q8_0
+// matrix). Unforced: fused, with the integer-dot kernel where the device runs 4x8-bit dot
+// products in hardware (integerDotProduct4x8BitPackedSignedAccelerated) and the rows are long
+// (k_dot_min_cols): emulated dot products (lavapipe) and short rows lose more to the quantize
+// dispatch and its barrier than they gain.
+struct matvec_variant {
+  bool fuse = true;
+  bool dot_forced = false;
+  bool dot_off = false;
+};
+constexpr int64_t k_dot_min_cols = 1024;
+
+matvec_variant matvec_choice() {
   const std::string v = forced_variant("matvec");
-  if (v.empty() || v == "fused") return true;
-  if (v == "separate") return false;
-  throw error(fmt::format("TANDEM_VK_VARIANT: matvec has no variant '{}' (fused, separate)", v));
+  if (v.empty()) return {};
+  if (v == "fused") return {true, false, true};
+  if (v == "separate") return {false, false, true};
+  if (v == "dot") return {true, true, false};
+  throw error(
+      fmt::format("TANDEM_VK_VARIANT: matvec has no variant '{}' (fused, separate, dot)", v));
+}
+
+bool matvec_fusion() {
+  return matvec_choice().fuse;
+}
+
+// Whether a product of type t with rows of cols takes the integer-dot kernel (scratch xq of
+// enough bytes for n_tok rows given).
+bool use_dot(recorder& rec, dtype t, int64_t cols, int n_tok, const buffer_range& xq) {
+  const matvec_variant v = matvec_choice();
+  if (v.dot_off || !has_dot_kernel(t) || xq.size < quantized_bytes(n_tok, cols)) return false;
+  const auto& caps = rec.ctx().caps();
+  if (v.dot_forced) {
+    if (!caps.integer_dot)
+      throw error(
+          "TANDEM_VK_VARIANT: matvec=dot needs a device with integer dot products "
+          "(shaderIntegerDotProduct); this one has none");
+    return true;
+  }
+  return caps.integer_dot_accelerated && cols >= k_dot_min_cols;
+}
+
+// xq = the quantized n_tok rows of x (silu(x) * u with glu), then a barrier.
+void quantize(recorder& rec, const buffer_range& x, const buffer_range& u, const buffer_range& xq,
+              int64_t cols, int n_tok, int ldx, bool glu) {
+  const auto& p = rec.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
+  const uint64_t blocks = static_cast<uint64_t>(cols / 32) * static_cast<uint64_t>(n_tok);
+  uint32_t gx, gy;
+  rec.split_groups(div_up(blocks, p.wg), &gx, &gy);
+  const uint64_t nx = static_cast<uint64_t>(cols) * static_cast<uint64_t>(n_tok);
+  rec.cost(nx * 4 * (glu ? 2 : 1) + quantized_bytes(n_tok, cols), nx * (glu ? 7 : 3));
+  rec.dispatch(p, gx, gy, 1, quantize_push{u32(cols), u32(n_tok), u32(ldx)},
+               {x, glu ? u : x, xq});
+  rec.barrier();
 }
 
 // One part of a matvec dispatch: a weight piece and where its rows go.
@@ -83,17 +132,19 @@ struct matvec_part {
 
 // One dispatch of the matvec over 1..3 parts of type t (rows of cols), all reading x (and u with
 // glu), n_tok <= 4 tokens per workgroup layer z.
+// dot: x is the quantized activations (xq) and the integer-dot kernel runs (no glu).
 void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* parts, int n_parts,
                      const buffer_range& x, const buffer_range& u, int n_tok, int ldx, bool acc,
-                     bool glu) {
-  const auto& p = rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u});
+                     bool glu, bool dot = false) {
+  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {acc ? 1u : 0u})
+                      : rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u});
   int64_t rows = 0;
   uint64_t w_bytes = 0;
   for (int i = 0; i < n_parts; ++i) {
     rows += parts[i].piece->rows;
     w_bytes += row_bytes(t, static_cast<uint64_t>(cols)) * static_cast<uint64_t>(parts[i].piece->rows);
   }
-  const uint32_t tpr = matvec_row_threads(p.wg, cols, rows);
+  const uint32_t tpr = matvec_row_threads(p.wg, dot ? cols / 4 : cols, rows);  // dot: blocks
   const uint32_t rpw = p.wg / tpr;
   matvec_push push{u32(cols), u32(n_tok), u32(ldx), tpr, u32(n_parts), 0, 0, 0, 0, 0, 0, 0, 0, 0};
   uint32_t* rows_of = &push.rows0;
@@ -113,7 +164,8 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
   rec.split_groups(groups, &gx, &gy);
   const uint64_t nt = static_cast<uint64_t>(n_tok), r = static_cast<uint64_t>(rows);
   const uint64_t k = static_cast<uint64_t>(cols);
-  rec.cost(w_bytes + nt * k * 4 * (glu ? 2 : 1) + nt * r * 4 * (acc ? 2 : 1),
+  const uint64_t x_bytes = dot ? quantized_bytes(n_tok, cols) : nt * k * 4 * (glu ? 2 : 1);
+  rec.cost(w_bytes + x_bytes + nt * r * 4 * (acc ? 2 : 1),
            2 * nt * k * r + (glu ? 4 * nt * k : 0));
   rec.dispatch(p, gx, gy, div_up(nt, 4), push,
                {a.piece->range, b.piece->range, c.piece->range, x, glu ? u : x, a.y, b.y, c.y});
@@ -224,6 +276,14 @@ std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_
   return t;
 }
 
+bool has_dot_kernel(dtype t) {
+  return t == dtype::q4_0 || t == dtype::q8_0;
+}
+
+uint64_t quantized_bytes(int n_tok, int64_t cols) {
+  return static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(cols / 32) * 40;
+}
+
 namespace ops {
 
 void rms_norm(recorder& rec, const buffer_range& x, const buffer_range& w, const buffer_range& y,
@@ -244,15 +304,19 @@ void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n
 }
 
 void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
-            int n_tok, int ldx, int ldy, bool accumulate, matmul_kernel kind) {
+            int n_tok, int ldx, int ldy, bool accumulate, matmul_kernel kind,
+            const buffer_range& xq) {
   if (kind == matmul_kernel::automatic)
     kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
   const kernel k = kind == matmul_kernel::vector ? kernel::matvec : kernel::matmul;
   const bool broken = parity_break(k == kernel::matvec ? "matvec" : "matmul", &w.type);
   if (k == kernel::matvec) {
+    const bool dot = use_dot(rec, w.type, w.cols, n_tok, xq);
+    if (dot) quantize(rec, x, x, xq, w.cols, n_tok, ldx, false);
     for (const auto& piece : w.pieces) {
       const matvec_part part{&piece, y, ldy};
-      matvec_dispatch(rec, w.type, w.cols, &part, 1, x, x, n_tok, ldx, accumulate, false);
+      matvec_dispatch(rec, w.type, w.cols, &part, 1, dot ? xq : x, x, n_tok, ldx, accumulate,
+                      false, dot);
     }
     if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
     return;
@@ -274,7 +338,7 @@ bool matmul_fuses(int n_tok, matmul_kernel kind) {
 }
 
 void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
-                  int n_tok, int ldx, matmul_kernel kind) {
+                  int n_tok, int ldx, matmul_kernel kind, const buffer_range& xq) {
   if (outs.size() < 1 || outs.size() > 3)
     throw std::logic_error("ops::matmul_multi takes 1 to 3 outputs");
   const device_weight& w0 = *outs.begin()->w;
@@ -282,13 +346,17 @@ void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const b
   for (const matmul_out& o : outs)
     fuse &= o.w->type == w0.type && o.w->cols == w0.cols && o.w->pieces.size() == 1;
   if (!fuse) {
-    for (const matmul_out& o : outs) matmul(rec, *o.w, x, o.y, n_tok, ldx, o.ldy, false, kind);
+    for (const matmul_out& o : outs)
+      matmul(rec, *o.w, x, o.y, n_tok, ldx, o.ldy, false, kind, xq);
     return;
   }
   matvec_part parts[3];
   int n = 0;
   for (const matmul_out& o : outs) parts[n++] = {&o.w->pieces[0], o.y, o.ldy};
-  matvec_dispatch(rec, w0.type, w0.cols, parts, n, x, x, n_tok, ldx, false, false);
+  const bool dot = use_dot(rec, w0.type, w0.cols, n_tok, xq);
+  if (dot) quantize(rec, x, x, xq, w0.cols, n_tok, ldx, false);  // once for every part
+  matvec_dispatch(rec, w0.type, w0.cols, parts, n, dot ? xq : x, x, n_tok, ldx, false, false,
+                  dot);
   if (parity_break("matvec", &w0.type))
     for (const matmul_out& o : outs)
       parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
@@ -296,16 +364,19 @@ void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const b
 
 void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
                    const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
-                   bool accumulate, matmul_kernel kind) {
+                   bool accumulate, matmul_kernel kind, const buffer_range& xq) {
   if (!matmul_fuses(n_tok, kind)) {
     swiglu(rec, g, u, g, n_tok * ldx);
     rec.barrier();
     matmul(rec, w, g, y, n_tok, ldx, ldy, accumulate, kind);
     return;
   }
+  const bool dot = use_dot(rec, w.type, w.cols, n_tok, xq);
+  if (dot) quantize(rec, g, u, xq, w.cols, n_tok, ldx, true);  // silu(g) * u, quantized
   for (const auto& piece : w.pieces) {
     const matvec_part part{&piece, y, ldy};
-    matvec_dispatch(rec, w.type, w.cols, &part, 1, g, u, n_tok, ldx, accumulate, true);
+    matvec_dispatch(rec, w.type, w.cols, &part, 1, dot ? xq : g, u, n_tok, ldx, accumulate,
+                    !dot, dot);
   }
   if (parity_break("matvec", &w.type)) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
 }

@@ -58,6 +58,11 @@ std::vector<float> rope_table(int n_pos, int n_rot, float freq_base, float freq_
 
 enum class matmul_kernel { automatic, vector, tiled };
 
+// Whether the integer-dot matvec (shaders/matvec_dot.comp) has a kernel for type t.
+bool has_dot_kernel(dtype t);
+// Bytes of n_tok rows of cols activations quantized for it (the scratch xq of the products).
+uint64_t quantized_bytes(int n_tok, int64_t cols);
+
 namespace ops {
 
 // y[r] = rms_norm(x[x_row0 + r]) * w for n_rows rows of n elements.
@@ -69,9 +74,11 @@ void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n
           int head_dim, int n_rot, int pos0, int ld, rope_style style);
 
 // y[t, r] (+)= W[r, :] . x[t, :] for t < n_tok; vector kernel for small batches, tiled above.
+// With a scratch xq of quantized_bytes(n_tok, cols) or more, the vector kernel may take its
+// integer-dot variant (vulkan/ops.cpp says when): x quantized into xq, a barrier, the product.
 void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
             int n_tok, int ldx, int ldy, bool accumulate,
-            matmul_kernel kind = matmul_kernel::automatic);
+            matmul_kernel kind = matmul_kernel::automatic, const buffer_range& xq = {});
 
 // Whether matmul_multi and matmul_swiglu fuse for n_tok tokens (the vector kernel, fusion not
 // turned off by TANDEM_VK_VARIANT=matvec=separate); matmul_multi also needs its matrices to share a
@@ -85,16 +92,19 @@ struct matmul_out {
   int ldy;
 };
 // Up to three products of the same x (Q, K, V; gate, up), y = (no accumulate): one dispatch of the
-// vector kernel where matmul_fuses, else one ops::matmul each.
+// vector kernel where matmul_fuses (with xq: x quantized once for all of them where the
+// integer-dot kernel is taken), else one ops::matmul each.
 void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
-                  int n_tok, int ldx, matmul_kernel kind = matmul_kernel::automatic);
+                  int n_tok, int ldx, matmul_kernel kind = matmul_kernel::automatic,
+                  const buffer_range& xq = {});
 
 // y[t, :] (+)= W . (silu(g[t, :]) * u[t, :]) (g, u: n_tok rows of stride ldx = W's cols). Where
 // matmul_fuses, the vector kernel reads g and u (SwiGLU fused into the product's input; g is left
 // as it was); otherwise ops::swiglu writes silu(g) * u into g, a barrier, then ops::matmul.
 void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
                    const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
-                   bool accumulate, matmul_kernel kind = matmul_kernel::automatic);
+                   bool accumulate, matmul_kernel kind = matmul_kernel::automatic,
+                   const buffer_range& xq = {});
 
 // Writes n_tok rows of n floats (stride ldx) as F16 into cache positions pos0 .. pos0+n_tok-1.
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,

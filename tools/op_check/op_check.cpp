@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -38,6 +39,7 @@
 #include "vulkan/op_table.h"
 #include "vulkan/ops.h"
 #include "vulkan/pipeline.h"
+#include "shaders/push_constants.h"
 
 namespace tandem::vk {
 namespace {
@@ -98,6 +100,8 @@ class checker {
         {"attention", &checker::attention, true, false},
         {"matvec", &checker::matvec, true, false},
         {"matmul", &checker::matmul, false, true},
+        {"quantize_q8", &checker::quantize_q8, false, false},
+        {"matvec_dot", &checker::matvec_dot, true, false},
     };
     for (const auto& c : all)
       if (op == c.op) return &c;
@@ -345,6 +349,167 @@ class checker {
     glu(run, v, t, 2 * cols, 130, 4, false, 0, vec);
     glu(run, v, t, cols, 67, 3, true, 20, vec);
     glu(run, v, t, cols, 67, 7, true, 0, til);
+  }
+
+  // x (n_tok rows of cols) as the integer-dot kernels see it: blocks of 32 quantized as
+  // shaders/quantize_q8.comp does (d = amax / 127 in F32, round half away from zero), dequantized.
+  static std::vector<float> q8_round(const std::vector<float>& x) {
+    std::vector<float> y(x.size());
+    for (size_t b = 0; b + 32 <= x.size(); b += 32) {
+      float amax = 0;
+      for (size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (size_t j = 0; j < 32; ++j) y[b + j] = std::round(x[b + j] * id) * d;
+    }
+    return y;
+  }
+
+  // TANDEM_VK_VARIANT set for the lifetime of the guard (the ops read it per dispatch).
+  struct variant_guard {
+    std::string old;
+    bool had;
+    explicit variant_guard(const char* value) {
+      const char* o = std::getenv("TANDEM_VK_VARIANT");
+      had = o != nullptr;
+      if (had) old = o;
+      setenv("TANDEM_VK_VARIANT", value, 1);
+    }
+    ~variant_guard() {
+      if (had)
+        setenv("TANDEM_VK_VARIANT", old.c_str(), 1);
+      else
+        unsetenv("TANDEM_VK_VARIANT");
+    }
+  };
+
+  // The activation quantizer of the integer-dot matvec, read back (quants times scale, and the
+  // block sums times scale) against q8_round. Exact but for a rounding tie resolved the other
+  // way after the device's 1/d or exp (one level in one element, NMSE ~1e-6 at the worst):
+  // threshold 1e-6; a wrong scale or packing gives 1e-3 or more.
+  void quantize_q8(runner& run, const std::string& v, bool) {
+    if (!wanted("quantize_q8", "f32") || !ctx_.caps().integer_dot) return;
+    for (const bool glu : {false, true})
+      for (const auto [cols, n_tok] : {std::pair{32, 1}, {96, 3}, {4128, 2}}) {
+        const size_t n = static_cast<size_t>(cols) * n_tok;
+        const auto x = random_floats(n, seed(70 + cols + n_tok), 2.0f), u = random_floats(n, 71);
+        std::vector<float> h = x;
+        if (glu) cpu::ref::swiglu(h.data(), x.data(), u.data(), static_cast<int>(n));
+        const uint64_t qb = quantized_bytes(n_tok, cols);
+        host_buffer bx(ctx_, n * 4), bu(ctx_, n * 4), bq(ctx_, qb);
+        bx.set(x);
+        bu.set(u);
+        run.run([&](recorder& r) {
+          const auto& p = r.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
+          r.dispatch(p, static_cast<uint32_t>((n / 32 + p.wg - 1) / p.wg), 1, 1,
+                     quantize_push{static_cast<uint32_t>(cols), static_cast<uint32_t>(n_tok),
+                                   static_cast<uint32_t>(cols)},
+                     {bx, glu ? bu : bx, bq});
+        });
+        const auto fl = bq.floats(qb / 4);
+        std::vector<uint32_t> words(fl.size());
+        std::memcpy(words.data(), fl.data(), fl.size() * 4);
+        std::vector<float> ref = q8_round(h), got(n), ref_s, got_s;
+        for (size_t b = 0; b < n / 32; ++b) {
+          float d;
+          std::memcpy(&d, &words[b * 10 + 8], 4);
+          int sum = 0;
+          for (size_t j = 0; j < 32; ++j) {
+            const int q = static_cast<int8_t>((words[b * 10 + j / 4] >> (8 * (j % 4))) & 0xff);
+            got[b * 32 + j] = static_cast<float>(q) * d;
+            sum += q;
+          }
+          if (sum != static_cast<int>(words[b * 10 + 9])) got[b * 32] += 1e3f;  // sum mismatch
+        }
+        record("quantize_q8", "f32", v,
+               fmt::format("cols={} n_tok={}{}", cols, n_tok, glu ? " glu" : ""), ref, got, 1e-6);
+      }
+  }
+
+  // The integer-dot matvec (forced: TANDEM_VK_VARIANT=matvec=dot) on every type it has, through
+  // the three entry points (one product, Q/K/V-like parts, SwiGLU-down), against the reference on
+  // the activations rounded as the kernel rounds them (q8_round): integer sums are exact, so only
+  // the order of the float scalings differs, but for a rare rounding tie (see quantize_q8): 1e-6.
+  void matvec_dot(runner& run, const std::string& v, bool) {
+    if (!ctx_.caps().integer_dot) return;
+    variant_guard guard("matvec=dot");
+    const auto vec = matmul_kernel::vector;
+    for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+      const std::string type(dtype_name(t));
+      if (!wanted("matvec_dot", type)) continue;
+      for (int64_t cols : {32, 96, 544}) {
+        struct dcase {
+          int kind;  // 0 one product, 1 three parts, 2 swiglu-down
+          int64_t rows;
+          int n_tok;
+          bool acc;
+          uint64_t piece_rows;
+        };
+        for (const dcase c : {dcase{0, 1, 1, false, 0}, dcase{0, 67, 1, false, 0},
+                              dcase{0, 130, 3, true, 0}, dcase{0, 67, 4, false, 0},
+                              dcase{0, 67, 2, true, 20}, dcase{1, 67, 2, false, 0},
+                              dcase{1, 2100, 1, false, 0}, dcase{2, 67, 3, true, 0},
+                              dcase{2, 130, 4, false, 20}}) {
+          const uint32_t s0 = seed(80 + static_cast<uint32_t>(cols + c.rows + c.n_tok + c.kind));
+          arena a(ctx_, memory_kind::device, 8 << 20);
+          const int np = c.kind == 1 ? 3 : 1;
+          const int64_t prow[3] = {c.rows, 20, 7};
+          std::vector<std::vector<uint8_t>> q(3);
+          std::vector<device_weight> w;
+          for (int i = 0; i < np; ++i)
+            w.push_back(random_weight(a, t, cols, prow[i], s0 + 3 * i, &q[i], c.piece_rows));
+          const size_t nx = static_cast<size_t>(cols) * c.n_tok;
+          const auto x = random_floats(nx, s0 + 10, 2.0f), u = random_floats(nx, s0 + 11);
+          std::vector<std::unique_ptr<host_buffer>> y;
+          std::vector<std::vector<float>> y0;
+          for (int i = 0; i < np; ++i) {
+            y0.push_back(random_floats(static_cast<size_t>(prow[i]) * c.n_tok, s0 + 20 + i));
+            y.push_back(std::make_unique<host_buffer>(ctx_, y0.back().size() * 4));
+            y.back()->set(y0.back());
+          }
+          host_buffer bx(ctx_, nx * 4), bu(ctx_, nx * 4),
+              bq(ctx_, quantized_bytes(c.n_tok, cols));
+          bx.set(x);
+          bu.set(u);
+          const int ci = static_cast<int>(cols);
+          run.run([&](recorder& r) {
+            if (c.kind == 0)
+              ops::matmul(r, w[0], bx, *y[0], c.n_tok, ci, static_cast<int>(c.rows), c.acc, vec,
+                          bq);
+            else if (c.kind == 1)
+              ops::matmul_multi(r,
+                                {{&w[0], *y[0], static_cast<int>(prow[0])},
+                                 {&w[1], *y[1], static_cast<int>(prow[1])},
+                                 {&w[2], *y[2], static_cast<int>(prow[2])}},
+                                bx, c.n_tok, ci, vec, bq);
+            else
+              ops::matmul_swiglu(r, w[0], bx, bu, *y[0], c.n_tok, ci, static_cast<int>(c.rows),
+                                 c.acc, vec, bq);
+          });
+          std::vector<float> h = x;
+          if (c.kind == 2) cpu::ref::swiglu(h.data(), x.data(), u.data(), static_cast<int>(nx));
+          h = q8_round(h);
+          std::vector<float> ref, got;
+          for (int i = 0; i < np; ++i) {
+            std::vector<float> part(y0[static_cast<size_t>(i)].size());
+            cpu::ref::matmul(t, q[i].data(), cols, prow[i], h.data(), c.n_tok, part.data(), 0,
+                             prow[i]);
+            if (c.acc)
+              for (size_t k = 0; k < part.size(); ++k) part[k] += y0[static_cast<size_t>(i)][k];
+            ref.insert(ref.end(), part.begin(), part.end());
+            const auto g = y[static_cast<size_t>(i)]->floats(part.size());
+            got.insert(got.end(), g.begin(), g.end());
+          }
+          const char* what[] = {"", "parts=3 ", "swiglu-down "};
+          record("matvec_dot", type, v,
+                 fmt::format("{}cols={} rows={} n_tok={}{}{}", what[c.kind], cols, c.rows,
+                             c.n_tok, c.acc ? " acc" : "",
+                             w[0].pieces.size() > 1 ? fmt::format(" pieces={}", w[0].pieces.size())
+                                                    : ""),
+                 ref, got, 1e-6);
+          if (c.piece_rows && w[0].pieces.size() < 2) out_.back().pass = false;
+        }
+      }
+    }
   }
 
   device_weight random_weight(arena& a, dtype t, int64_t cols, int64_t rows, uint32_t s,
