@@ -33,6 +33,9 @@ layout(local_size_x_id = 0) in;
 #include "reduce.glsl"
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(constant_id = 2) const bool GLU = false;  // x := silu(x) * u
+// Parts read (p.n_parts <= PARTS): a constant, so that a one-matrix product has no part branches
+// (lavapipe, which runs both sides of every branch, would pay for all three dequantizations).
+layout(constant_id = 3) const uint PARTS = 3u;
 layout(push_constant) uniform push_block { matvec_push p; };
 layout(binding = 0) readonly buffer w0_buf { uint w0[]; };
 layout(binding = 0) readonly buffer w0v_buf { uvec4 w0v[]; };
@@ -75,9 +78,9 @@ layout(binding = 7) buffer y2_buf { float y2[]; };
 #include "matvec_rows.glsl"
 
 void dequant_part(uint part, uint row, uint g, out float v[8]) {
-  if (part == 0u)
+  if (PARTS == 1u || part == 0u)
     dequant8_0(row, g, p.cols, v);
-  else if (part == 1u)
+  else if (PARTS == 2u || part == 1u)
     dequant8_1(row, g, p.cols, v);
   else
     dequant8_2(row, g, p.cols, v);

@@ -17,6 +17,7 @@
 layout(local_size_x_id = 0) in;
 #include "reduce.glsl"
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
+layout(constant_id = 2) const uint PARTS = 3u;   // as in matvec.comp
 layout(push_constant) uniform push_block { matvec_push p; };
 layout(binding = 0) readonly buffer w0_buf { uint w0[]; };
 layout(binding = 1) readonly buffer w1_buf { uint w1[]; };
@@ -55,8 +56,8 @@ int sdot(uint a, uint b, spirv_literal int fmt);
 #include "matvec_rows.glsl"
 
 float dot_part(uint part, uint wb, uint a) {
-  if (part == 0u) return dot_block_0(wb, a);
-  if (part == 1u) return dot_block_1(wb, a);
+  if (PARTS == 1u || part == 0u) return dot_block_0(wb, a);
+  if (PARTS == 2u || part == 1u) return dot_block_1(wb, a);
   return dot_block_2(wb, a);
 }
 

@@ -1,6 +1,6 @@
 // The row bookkeeping shared by the matvec kernels (matvec.comp, matvec_dot.comp): which part and
 // row a lane works on, the sum over a row's lanes, the store. The includer declares p
-// (matvec_push), y0..y2 (bindings 5..7), ACC, and includes reduce.glsl first.
+// (matvec_push), y0..y2 (bindings 5..7), ACC, PARTS, and includes reduce.glsl first.
 #ifndef TANDEM_MATVEC_ROWS_GLSL
 #define TANDEM_MATVEC_ROWS_GLSL
 
@@ -48,7 +48,7 @@ float row_sum(float v, uint tpr) {
 }
 
 void store(uint part, uint t, uint row, float s) {
-  if (part == 0u) {
+  if (PARTS == 1u || part == 0u) {
     const uint i = t * p.ldy0 + p.y_off0 + row;
     y0[i] = ACC ? y0[i] + s : s;
   } else if (part == 1u) {

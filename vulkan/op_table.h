@@ -31,8 +31,11 @@ enum class op_spec : uint8_t {
   none,
   accumulate,  // 1: y += instead of y = (both are built at load)
   rope_style,  // 1: neox (rotate halves) or adjacent pairs (the model's)
-  accumulate_glu,  // 1: accumulate, 2: x := silu(x) * u (matvec; built: plain, +=, += with GLU)
-  glu,             // 1: x := silu(x) * u (both are built)
+  // matvec: 1 accumulate, 2 x := silu(x) * u, 3 parts (built: plain, +=, += with GLU for one
+  // part; plain for 2 and 3 parts)
+  accumulate_glu,
+  glu,               // 1: x := silu(x) * u (both are built)
+  accumulate_parts,  // matvec_dot: 1 accumulate, 2 parts (built: plain, += for one part; 2, 3)
 };
 
 // When warm_up builds the op's pipelines.
@@ -53,7 +56,7 @@ enum class op_use : uint8_t {
   X(matvec, 8, matvec_push, 128, true, op_spec::accumulate_glu, op_use::always)             \
   X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always)                \
   X(quantize_q8, 3, quantize_push, 64, false, op_spec::glu, op_use::integer_dot)          \
-  X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate, op_use::integer_dot)
+  X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate_parts, op_use::integer_dot)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,

@@ -136,8 +136,9 @@ struct matvec_part {
 void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* parts, int n_parts,
                      const buffer_range& x, const buffer_range& u, int n_tok, int ldx, bool acc,
                      bool glu, bool dot = false) {
-  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {acc ? 1u : 0u})
-                      : rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u});
+  const uint32_t np = static_cast<uint32_t>(n_parts);
+  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {acc ? 1u : 0u, np})
+                      : rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u, np});
   int64_t rows = 0;
   uint64_t w_bytes = 0;
   for (int i = 0; i < n_parts; ++i) {

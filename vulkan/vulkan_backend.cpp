@@ -436,8 +436,13 @@ void vulkan_backend::warm_up() {
           break;
         case op_spec::rope_style: pipes_->get(row.k, t, {neox}); break;
         case op_spec::accumulate_glu:
-          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 0u});
-          pipes_->get(row.k, t, {1u, 1u});
+          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 0u, 1u});
+          pipes_->get(row.k, t, {1u, 1u, 1u});
+          for (uint32_t parts : {2u, 3u}) pipes_->get(row.k, t, {0u, 0u, parts});
+          break;
+        case op_spec::accumulate_parts:
+          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 1u});
+          for (uint32_t parts : {2u, 3u}) pipes_->get(row.k, t, {0u, parts});
           break;
         case op_spec::glu:
           for (uint32_t glu : {0u, 1u}) pipes_->get(row.k, t, {glu});
