@@ -88,20 +88,21 @@ void dequant_part(uint part, uint row, uint g, out float v[8]) {
 
 float silu_mul(float g, float up) { return g / (1.0 + exp(-g)) * up; }
 
-// Columns 8g .. 8g+7 of x's row t (0 at or past cols).
+// Columns 8g .. 8g+7 of x's row t as two 16-byte loads (a whole group; ldx a multiple of 4).
+void load_x8_vec(uint t, uint g, out vec4 a, out vec4 b) {
+  const uint i = (t * p.ldx + 8u * g) >> 2;
+  a = x4[i];
+  b = x4[i + 1u];
+  if (GLU) {
+    a = a / (1.0 + exp(-a)) * u4[i];
+    b = b / (1.0 + exp(-b)) * u4[i + 1u];
+  }
+}
+
+// The same, one float at a time, 0 at or past cols (any ldx; the last, partial group).
 void load_x8(uint t, uint g, out vec4 a, out vec4 b) {
   const uint c0 = 8u * g;
   const uint base = t * p.ldx + c0;
-  if ((p.ldx & 3u) == 0u && c0 + 8u <= p.cols) {
-    a = x4[base >> 2];
-    b = x4[(base >> 2) + 1u];
-    if (GLU) {
-      const vec4 ua = u4[base >> 2], ub = u4[(base >> 2) + 1u];
-      a = a / (1.0 + exp(-a)) * ua;
-      b = b / (1.0 + exp(-b)) * ub;
-    }
-    return;
-  }
   float s[8];
   for (uint k = 0; k < 8u; ++k) {
     s[k] = 0.0;
@@ -127,9 +128,14 @@ void main() {
   const uint n_groups = (p.cols + 7u) / 8u;
   float acc[NT];
   for (uint t = 0; t < NT; ++t) acc[t] = 0.0;
+  // Whole groups with 16-byte activation loads, then (or, for an odd x stride, all) groups one
+  // float at a time. Loop conditions rather than branches: a device that runs both sides of a
+  // branch (lavapipe) skips a loop whose condition no lane meets.
+  const bool xv = (p.ldx & 3u) == 0u;
+  const uint n_full = xv ? p.cols / 8u : 0u;
   uint g = lane;
   // Four groups per iteration: their weight loads are independent and issue back to back.
-  for (; valid && g + 3u * tpr < n_groups; g += 4u * tpr) {
+  for (; valid && g + 3u * tpr < n_full; g += 4u * tpr) {
     float v0[8], v1[8], v2[8], v3[8];
     dequant_part(part, row, g, v0);
     dequant_part(part, row, g + tpr, v1);
@@ -138,14 +144,24 @@ void main() {
     for (uint t = 0; t < NT; ++t) {
       if (t >= nt) break;
       vec4 a, b;
-      load_x8(t0 + t, g, a, b);
+      load_x8_vec(t0 + t, g, a, b);
       float s = dot8(v0, a, b);
-      load_x8(t0 + t, g + tpr, a, b);
+      load_x8_vec(t0 + t, g + tpr, a, b);
       s += dot8(v1, a, b);
-      load_x8(t0 + t, g + 2u * tpr, a, b);
+      load_x8_vec(t0 + t, g + 2u * tpr, a, b);
       s += dot8(v2, a, b);
-      load_x8(t0 + t, g + 3u * tpr, a, b);
+      load_x8_vec(t0 + t, g + 3u * tpr, a, b);
       acc[t] += s + dot8(v3, a, b);
+    }
+  }
+  for (; valid && g < n_full; g += tpr) {
+    float v[8];
+    dequant_part(part, row, g, v);
+    for (uint t = 0; t < NT; ++t) {
+      if (t >= nt) break;
+      vec4 a, b;
+      load_x8_vec(t0 + t, g, a, b);
+      acc[t] += dot8(v, a, b);
     }
   }
   for (; valid && g < n_groups; g += tpr) {

@@ -109,9 +109,17 @@ bool use_dot(recorder& rec, dtype t, int64_t cols, int n_tok, const buffer_range
   return caps.integer_dot_accelerated && cols >= k_dot_min_cols;
 }
 
-// xq = the quantized n_tok rows of x (silu(x) * u with glu), then a barrier.
+// ops::quantize_q8, then a barrier.
 void quantize(recorder& rec, const buffer_range& x, const buffer_range& u, const buffer_range& xq,
               int64_t cols, int n_tok, int ldx, bool glu) {
+  ops::quantize_q8(rec, x, u, xq, cols, n_tok, ldx, glu);
+  rec.barrier();
+}
+
+}  // namespace
+
+void ops::quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
+                      const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu) {
   const auto& p = rec.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
   const uint64_t blocks = static_cast<uint64_t>(cols / 32) * static_cast<uint64_t>(n_tok);
   uint32_t gx, gy;
@@ -120,8 +128,10 @@ void quantize(recorder& rec, const buffer_range& x, const buffer_range& u, const
   rec.cost(nx * 4 * (glu ? 2 : 1) + quantized_bytes(n_tok, cols), nx * (glu ? 7 : 3));
   rec.dispatch(p, gx, gy, 1, quantize_push{u32(cols), u32(n_tok), u32(ldx)},
                {x, glu ? u : x, xq});
-  rec.barrier();
+  if (parity_break("quantize_q8")) parity_double(rec, xq, quantized_bytes(n_tok, cols) / 4);
 }
+
+namespace {
 
 // One part of a matvec dispatch: a weight piece and where its rows go.
 struct matvec_part {
@@ -319,7 +329,8 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
       matvec_dispatch(rec, w.type, w.cols, &part, 1, dot ? xq : x, x, n_tok, ldx, accumulate,
                       false, dot);
     }
-    if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+    if (dot ? parity_break("matvec_dot", &w.type) : broken)
+      parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
     return;
   }
   const auto& p = rec.pipes().get(k, w.type, {accumulate ? 1u : 0u});
@@ -358,7 +369,7 @@ void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const b
   if (dot) quantize(rec, x, x, xq, w0.cols, n_tok, ldx, false);  // once for every part
   matvec_dispatch(rec, w0.type, w0.cols, parts, n, dot ? xq : x, x, n_tok, ldx, false, false,
                   dot);
-  if (parity_break("matvec", &w0.type))
+  if (parity_break(dot ? "matvec_dot" : "matvec", &w0.type))
     for (const matmul_out& o : outs)
       parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
 }
@@ -379,7 +390,8 @@ void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
     matvec_dispatch(rec, w.type, w.cols, &part, 1, dot ? xq : g, u, n_tok, ldx, accumulate,
                     !dot, dot);
   }
-  if (parity_break("matvec", &w.type)) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+  if (parity_break(dot ? "matvec_dot" : "matvec", &w.type))
+    parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
 }
 
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,

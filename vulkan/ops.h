@@ -106,6 +106,11 @@ void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
                    bool accumulate, matmul_kernel kind = matmul_kernel::automatic,
                    const buffer_range& xq = {});
 
+// xq = n_tok rows of x (stride ldx; silu(x) * u with glu) quantized for the integer-dot matvec:
+// per block of 32, 8 words of int8, the F32 scale, the sum of the quants (quantize_q8.comp).
+void quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
+                 const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu);
+
 // Writes n_tok rows of n floats (stride ldx) as F16 into cache positions pos0 .. pos0+n_tok-1.
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
               int pos0, int ldx);

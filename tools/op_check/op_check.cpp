@@ -39,7 +39,6 @@
 #include "vulkan/op_table.h"
 #include "vulkan/ops.h"
 #include "vulkan/pipeline.h"
-#include "shaders/push_constants.h"
 
 namespace tandem::vk {
 namespace {
@@ -342,7 +341,7 @@ class checker {
     const dtype other = t == dtype::f32 ? dtype::f16 : dtype::f32;
     multi(run, v, t, t, cols, {67, 20, 20}, 1, vec);
     multi(run, v, t, t, cols, {130, 130}, 3, vec);
-    multi(run, v, t, t, 2 * cols, {2100, 300, 7}, 4, vec);  // 32 lanes per row
+    multi(run, v, t, t, 2 * cols, {2100, 300, 7}, 1, vec);  // 32 lanes per row
     multi(run, v, t, other, cols, {67, 20, 20}, 2, vec);     // two types: one dispatch each
     multi(run, v, t, t, cols, {67, 20}, 6, til);
     glu(run, v, t, cols, 67, 1, true, 0, vec);
@@ -398,13 +397,7 @@ class checker {
         host_buffer bx(ctx_, n * 4), bu(ctx_, n * 4), bq(ctx_, qb);
         bx.set(x);
         bu.set(u);
-        run.run([&](recorder& r) {
-          const auto& p = r.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
-          r.dispatch(p, static_cast<uint32_t>((n / 32 + p.wg - 1) / p.wg), 1, 1,
-                     quantize_push{static_cast<uint32_t>(cols), static_cast<uint32_t>(n_tok),
-                                   static_cast<uint32_t>(cols)},
-                     {bx, glu ? bu : bx, bq});
-        });
+        run.run([&](recorder& r) { ops::quantize_q8(r, bx, bu, bq, cols, n_tok, cols, glu); });
         const auto fl = bq.floats(qb / 4);
         std::vector<uint32_t> words(fl.size());
         std::memcpy(words.data(), fl.data(), fl.size() * 4);
@@ -436,7 +429,7 @@ class checker {
     for (dtype t : {dtype::q8_0, dtype::q4_0}) {
       const std::string type(dtype_name(t));
       if (!wanted("matvec_dot", type)) continue;
-      for (int64_t cols : {32, 96, 544}) {
+      for (int64_t cols : {32, 544}) {
         struct dcase {
           int kind;  // 0 one product, 1 three parts, 2 swiglu-down
           int64_t rows;
@@ -444,11 +437,10 @@ class checker {
           bool acc;
           uint64_t piece_rows;
         };
-        for (const dcase c : {dcase{0, 1, 1, false, 0}, dcase{0, 67, 1, false, 0},
-                              dcase{0, 130, 3, true, 0}, dcase{0, 67, 4, false, 0},
-                              dcase{0, 67, 2, true, 20}, dcase{1, 67, 2, false, 0},
-                              dcase{1, 2100, 1, false, 0}, dcase{2, 67, 3, true, 0},
-                              dcase{2, 130, 4, false, 20}}) {
+        for (const dcase c : {dcase{0, 1, 1, false, 0}, dcase{0, 130, 3, true, 0},
+                              dcase{0, 67, 4, false, 0}, dcase{0, 67, 2, true, 20},
+                              dcase{1, 67, 2, false, 0}, dcase{1, 2100, 1, false, 0},
+                              dcase{2, 67, 3, true, 0}, dcase{2, 130, 4, false, 20}}) {
           const uint32_t s0 = seed(80 + static_cast<uint32_t>(cols + c.rows + c.n_tok + c.kind));
           arena a(ctx_, memory_kind::device, 8 << 20);
           const int np = c.kind == 1 ? 3 : 1;
