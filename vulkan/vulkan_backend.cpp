@@ -599,7 +599,7 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   cap(r, "matmul:ffn_gate", gate_, n, n_ff);
   cap(r, "matmul:ffn_up", up_, n, n_ff);
   r.barrier();
-  if (ops::matmul_fuses(n)) {
+  if (ops::matmul_fuses(r, n)) {
     // SwiGLU is read by the down product; the capture still gets its value, from the swiglu
     // kernel run after the product (capture only), and matmul:ffn_down checks the fused input.
     ops::matmul_swiglu(r, ffn_down, gate_, up_, x_, n, n_ff, n_embd, true,
