@@ -10,6 +10,10 @@
 //   kv_store                     exact  the same round-to-nearest-even to F16, bit for bit
 //   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
 //                                       order of summation differs
+//   quantize_q8, matvec_dot      1e-6   against activations rounded to int8 as the kernel does:
+//                                       exact but for a rounding tie after the device's 1/d or
+//                                       exp (one level of one element); run where the device has
+//                                       integer dot products (lavapipe has)
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
 // so every case is 280x or more under its threshold, while a real bug (a wrong scale, index or
 // block layout) gives 1e-4 or far more.
