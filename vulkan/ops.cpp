@@ -79,11 +79,9 @@ struct matvec_variant {
 };
 constexpr int64_t k_dot_min_cols = 1024;
 
-// Unforced on a CPU device (lavapipe), separate: it runs every side of the fused kernel's part
-// branches (measured there: fused decode at about half the speed of separate).
-matvec_variant matvec_choice(const context& ctx) {
+matvec_variant matvec_choice(const context&) {
   const std::string v = forced_variant("matvec");
-  if (v.empty()) return {!ctx.is_cpu_device(), false, false};
+  if (v.empty()) return {};
   if (v == "fused") return {true, false, true};
   if (v == "separate") return {false, false, true};
   if (v == "dot") return {true, true, false};

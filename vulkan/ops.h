@@ -81,8 +81,8 @@ void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const 
             matmul_kernel kind = matmul_kernel::automatic, const buffer_range& xq = {});
 
 // Whether matmul_multi and matmul_swiglu fuse for n_tok tokens (the vector kernel; fusion not
-// turned off by TANDEM_VK_VARIANT=matvec=separate, and unforced not on a CPU device); matmul_multi
-// also needs its matrices to share a type and row length and to have one piece each.
+// turned off by TANDEM_VK_VARIANT=matvec=separate); matmul_multi also needs its matrices to share
+// a type and row length and to have one piece each.
 bool matmul_fuses(recorder& rec, int n_tok, matmul_kernel kind = matmul_kernel::automatic);
 
 // One output of matmul_multi: y[t, r] = W[r, :] . x[t, :] (row stride ldy).

@@ -338,7 +338,7 @@ class checker {
   void fused(runner& run, const std::string& v, dtype t) {
     const std::string type(dtype_name(t));
     if (!wanted("matvec", type)) return;
-    variant_guard guard("matvec=fused");  // unforced, a CPU device (lavapipe) would not fuse
+    variant_guard guard("matvec=fused");  // whatever TANDEM_VK_VARIANT says outside
     const auto vec = matmul_kernel::vector, til = matmul_kernel::tiled;
     const int64_t cols = t == dtype::f32 || t == dtype::f16                ? 100
                          : t == dtype::q8_0 || t == dtype::q4_0 ? 96
