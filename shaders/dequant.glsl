@@ -3,22 +3,29 @@
 // their GGUF block layout (bit-exact with ggml), read as 32-bit words: blocks of 18, 34 or 210
 // bytes are only 2-byte aligned, so multi-byte loads go through ld_u32_a2. The includer declares
 //   layout(binding = 0) readonly buffer w_buf { uint w[]; };
-// and binds one piece of a weight (whole rows, padded past the end to 16 bytes).
+// and binds one piece of a weight (whole rows, padded past the end to 16 bytes). With W_VEC4
+// defined it also declares `uvec4 w4[]` on the same binding, and F32/F16 rows are read 16 bytes
+// at a time where aligned.
+//
+// Several weights in one shader (the matvec's fused Q/K/V): include this file once per binding,
+// each time with `#define DQ(f) f##_<suffix>` and w / w4 defined to that binding's arrays; every
+// function name goes through DQ (the identity by default).
 //
 // dequant8(row, g, cols, v) decodes elements 8g .. 8g+7 of a row; for F32/F16 elements at or
 // past cols read as 0 (the caller zeroes its x there too). All block sizes are multiples of 8,
 // and 8 aligned elements always share one scale.
-#ifndef TANDEM_DEQUANT_GLSL
-#define TANDEM_DEQUANT_GLSL
+#ifndef DQ
+#define DQ(f) f
+#endif
 
-uint ld_u8(uint b) { return (w[b >> 2] >> ((b & 3u) * 8u)) & 0xffu; }
+uint DQ(ld_u8)(uint b) { return (w[b >> 2] >> ((b & 3u) * 8u)) & 0xffu; }
 // Half at an even byte offset.
-float ld_f16(uint b) {
+float DQ(ld_f16)(uint b) {
   const uint word = w[b >> 2];
   return unpackHalf2x16((b & 2u) != 0u ? word >> 16 : word).x;
 }
 // Four bytes at an even byte offset.
-uint ld_u32_a2(uint b) {
+uint DQ(ld_u32_a2)(uint b) {
   const uint i = b >> 2;
   if ((b & 2u) == 0u) return w[i];
   return (w[i] >> 16) | (w[i + 1] << 16);
@@ -28,9 +35,17 @@ uint ld_u32_a2(uint b) {
 #define WEIGHT_IS_FLOAT 1
 #define QK 1u
 #define BLOCK_BYTES 4u
-void dequant8(uint row, uint g, uint cols, out float v[8]) {
+void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint e0 = 8u * g;
   const uint base = row * cols + e0;
+#ifdef W_VEC4
+  if ((base & 3u) == 0u && e0 + 8u <= cols) {  // two 16-byte loads
+    const vec4 a = uintBitsToFloat(w4[base >> 2]), b = uintBitsToFloat(w4[(base >> 2) + 1u]);
+    v[0] = a[0]; v[1] = a[1]; v[2] = a[2]; v[3] = a[3];
+    v[4] = b[0]; v[5] = b[1]; v[6] = b[2]; v[7] = b[3];
+    return;
+  }
+#endif
   for (uint k = 0; k < 8u; ++k) v[k] = e0 + k < cols ? uintBitsToFloat(w[base + k]) : 0.0;
 }
 
@@ -38,9 +53,20 @@ void dequant8(uint row, uint g, uint cols, out float v[8]) {
 #define WEIGHT_IS_FLOAT 1
 #define QK 1u
 #define BLOCK_BYTES 2u
-void dequant8(uint row, uint g, uint cols, out float v[8]) {
+void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint e0 = 8u * g;
   const uint base = row * cols + e0;  // in halves
+#ifdef W_VEC4
+  if ((base & 7u) == 0u && e0 + 8u <= cols) {  // one 16-byte load
+    const uvec4 q = w4[base >> 3];
+    for (uint k = 0; k < 4u; ++k) {
+      const vec2 f = unpackHalf2x16(q[k]);
+      v[2u * k] = f.x;
+      v[2u * k + 1u] = f.y;
+    }
+    return;
+  }
+#endif
   if ((base & 1u) == 0u && e0 + 8u <= cols) {
     for (uint k = 0; k < 4u; ++k) {
       const vec2 f = unpackHalf2x16(w[base / 2u + k]);
@@ -59,11 +85,11 @@ void dequant8(uint row, uint g, uint cols, out float v[8]) {
 // block_q8_0 { half d; int8 qs[32]; }: x = d * qs[i].
 #define QK 32u
 #define BLOCK_BYTES 34u
-void dequant8(uint row, uint g, uint cols, out float v[8]) {
+void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 2) * BLOCK_BYTES;
-  const float d = ld_f16(b);
+  const float d = DQ(ld_f16)(b);
   const uint q = b + 2u + (g & 3u) * 8u;
-  const int q0 = int(ld_u32_a2(q)), q1 = int(ld_u32_a2(q + 4u));
+  const int q0 = int(DQ(ld_u32_a2)(q)), q1 = int(DQ(ld_u32_a2)(q + 4u));
   for (int k = 0; k < 4; ++k) {
     v[k] = float(bitfieldExtract(q0, 8 * k, 8)) * d;
     v[4 + k] = float(bitfieldExtract(q1, 8 * k, 8)) * d;
@@ -75,13 +101,13 @@ void dequant8(uint row, uint g, uint cols, out float v[8]) {
 // nibble.
 #define QK 32u
 #define BLOCK_BYTES 18u
-void dequant8(uint row, uint g, uint cols, out float v[8]) {
+void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 2) * BLOCK_BYTES;
-  const float d = ld_f16(b);
+  const float d = DQ(ld_f16)(b);
   const uint sub = g & 3u;
   const uint q = b + 2u + (sub & 1u) * 8u;
   const uint shift = (sub >> 1) * 4u;
-  const uint q0 = ld_u32_a2(q), q1 = ld_u32_a2(q + 4u);
+  const uint q0 = DQ(ld_u32_a2)(q), q1 = DQ(ld_u32_a2)(q + 4u);
   for (uint k = 0; k < 4u; ++k) {
     v[k] = float(int((q0 >> (8u * k + shift)) & 15u) - 8) * d;
     v[4u + k] = float(int((q1 >> (8u * k + shift)) & 15u) - 8) * d;
@@ -101,27 +127,27 @@ void dequant8(uint row, uint g, uint cols, out float v[8]) {
 #define BLOCK_BYTES 176u
 #define QS_OFFSET 48u
 #endif
-void scale_min_k4(uint j, uint sb, out uint sc, out uint m) {
+void DQ(scale_min_k4)(uint j, uint sb, out uint sc, out uint m) {
   if (j < 4u) {
-    sc = ld_u8(sb + j) & 63u;
-    m = ld_u8(sb + j + 4u) & 63u;
+    sc = DQ(ld_u8)(sb + j) & 63u;
+    m = DQ(ld_u8)(sb + j + 4u) & 63u;
   } else {
-    sc = (ld_u8(sb + j + 4u) & 15u) | ((ld_u8(sb + j - 4u) >> 6) << 4);
-    m = (ld_u8(sb + j + 4u) >> 4) | ((ld_u8(sb + j) >> 6) << 4);
+    sc = (DQ(ld_u8)(sb + j + 4u) & 15u) | ((DQ(ld_u8)(sb + j - 4u) >> 6) << 4);
+    m = (DQ(ld_u8)(sb + j + 4u) >> 4) | ((DQ(ld_u8)(sb + j) >> 6) << 4);
   }
 }
-void dequant8(uint row, uint g, uint cols, out float v[8]) {
+void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 5) * BLOCK_BYTES;
   const uint gi = g & 31u;
   const uint c = gi >> 3, hi = (gi >> 2) & 1u, l0 = 8u * (gi & 3u);
-  const float d = ld_f16(b), dmin = ld_f16(b + 2u);
+  const float d = DQ(ld_f16)(b), dmin = DQ(ld_f16)(b + 2u);
   uint sc, m;
-  scale_min_k4(2u * c + hi, b + 4u, sc, m);
+  DQ(scale_min_k4)(2u * c + hi, b + 4u, sc, m);
   const float d1 = d * float(sc), m1 = dmin * float(m);
   const uint q = b + QS_OFFSET + 32u * c + l0;
-  const uint q0 = ld_u32_a2(q), q1 = ld_u32_a2(q + 4u);
+  const uint q0 = DQ(ld_u32_a2)(q), q1 = DQ(ld_u32_a2)(q + 4u);
 #if defined(TYPE_Q5_K)
-  const uint h0 = ld_u32_a2(b + 16u + l0), h1 = ld_u32_a2(b + 20u + l0);
+  const uint h0 = DQ(ld_u32_a2)(b + 16u + l0), h1 = DQ(ld_u32_a2)(b + 20u + l0);
   const uint hb = 2u * c + hi;
 #endif
   for (uint k = 0; k < 4u; ++k) {
@@ -142,17 +168,17 @@ void dequant8(uint row, uint g, uint cols, out float v[8]) {
 // ql[64n + 32(k & 1) + l] and bits 2k of qh[32n + l], minus 32, scaled by scales[8n + l/16 + 2k].
 #define QK 256u
 #define BLOCK_BYTES 210u
-void dequant8(uint row, uint g, uint cols, out float v[8]) {
+void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint b = row * (cols / QK) * BLOCK_BYTES + (g >> 5) * BLOCK_BYTES;
   const uint gi = g & 31u;
   const uint n = gi >> 4, k4 = (gi >> 2) & 3u, l0 = 8u * (gi & 3u);
-  const float d = ld_f16(b + 208u);
-  const int sc = bitfieldExtract(int(ld_u8(b + 192u + 8u * n + l0 / 16u + 2u * k4)), 0, 8);
+  const float d = DQ(ld_f16)(b + 208u);
+  const int sc = bitfieldExtract(int(DQ(ld_u8)(b + 192u + 8u * n + l0 / 16u + 2u * k4)), 0, 8);
   const float ds = d * float(sc);
   const uint ql = b + 64u * n + l0 + (k4 & 1u) * 32u;
   const uint qh = b + 128u + 32u * n + l0;
-  const uint l_0 = ld_u32_a2(ql), l_1 = ld_u32_a2(ql + 4u);
-  const uint h_0 = ld_u32_a2(qh), h_1 = ld_u32_a2(qh + 4u);
+  const uint l_0 = DQ(ld_u32_a2)(ql), l_1 = DQ(ld_u32_a2)(ql + 4u);
+  const uint h_0 = DQ(ld_u32_a2)(qh), h_1 = DQ(ld_u32_a2)(qh + 4u);
   const uint ls = 4u * (k4 >> 1), hs = 2u * k4;
   for (uint k = 0; k < 4u; ++k) {
     const uint a0 = ((l_0 >> (8u * k + ls)) & 15u) | (((h_0 >> (8u * k + hs)) & 3u) << 4);
@@ -164,6 +190,4 @@ void dequant8(uint row, uint g, uint cols, out float v[8]) {
 
 #else
 #error "dequant.glsl: define one TYPE_*"
-#endif
-
 #endif

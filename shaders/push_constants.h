@@ -40,6 +40,35 @@ struct matmul_push {
   uint row_threads;  // matvec: invocations per row (a power of two dividing the workgroup)
 };
 
+// Decode matvec (shaders/matvec.comp): y_i[t, y_off_i + r] (+)= sum_c W_i[r, c] x[t, c] for up to
+// three matrices W_0..W_2 (one piece each) reading the same x: Q/K/V or gate/up in one dispatch.
+// The workgroups cover part 0's rows, then part 1's, then part 2's (n_parts of them used). With
+// the GLU specialization x[t, c] is silu(x[t, c]) * u[t, c] (u at binding 4, stride ldx).
+struct matvec_push {
+  uint cols;         // row length of every W_i and of x
+  uint n_tok;
+  uint ldx;          // x (and u) row stride
+  uint row_threads;  // invocations per row (a power of two dividing the workgroup)
+  uint n_parts;      // 1 .. 3
+  uint rows0;        // rows of W_0 (of this piece)
+  uint rows1;
+  uint rows2;
+  uint ldy0;         // y_i row stride
+  uint ldy1;
+  uint ldy2;
+  uint y_off0;       // first output column of part 0 (the piece's first row)
+  uint y_off1;
+  uint y_off2;
+};
+
+// Activations to int8 blocks for the integer-dot matvec (shaders/quantize_q8.comp): n_tok rows of
+// cols (a multiple of 32) at stride ldx.
+struct quantize_push {
+  uint cols;
+  uint n_tok;
+  uint ldx;
+};
+
 // Causal attention with grouped KV heads over an F16 cache (one row of kv_stride halves per
 // position); one workgroup per (head, token).
 struct attention_push {

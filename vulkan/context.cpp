@@ -281,11 +281,30 @@ candidate describe(VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
   const bool has_cm = contains(exts, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
-  if (has_cm) f12.pNext = &fcm;
+  VkPhysicalDeviceShaderIntegerDotProductFeatures idot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  const bool idot_ext = contains(exts, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+  if (has_cm) {
+    fcm.pNext = f12.pNext;
+    f12.pNext = &fcm;
+  }
+  if (idot_ext) {
+    idot.pNext = f12.pNext;
+    f12.pNext = &idot;
+  }
   fn.vkGetPhysicalDeviceFeatures2(pd, &f2);
   if (has_cm && fcm.cooperativeMatrix && f12.shaderFloat16 && f12.vulkanMemoryModel &&
       caps.subgroup_size == 32)
     caps.coopmat_n = coopmat_shape(pd);
+  caps.integer_dot = idot_ext && idot.shaderIntegerDotProduct;
+  if (caps.integer_dot) {
+    VkPhysicalDeviceShaderIntegerDotProductProperties idp{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES};
+    VkPhysicalDeviceProperties2 ip2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    ip2.pNext = &idp;
+    fn.vkGetPhysicalDeviceProperties2(pd, &ip2);
+    caps.integer_dot_accelerated = idp.integerDotProduct4x8BitPackedSignedAccelerated;
+  }
 
   uint32_t nq = 0;
   fn.vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, nullptr);
@@ -493,6 +512,7 @@ std::unique_ptr<context> context::create(const context_options& opt, std::string
   if (c.caps.memory_budget) exts.push_back(VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
   if (c.caps.portability_subset) exts.push_back("VK_KHR_portability_subset");
   if (c.caps.push_descriptor) exts.push_back(VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
+  if (c.caps.integer_dot) exts.push_back(VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
 
   VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   f12.timelineSemaphore = VK_TRUE;
@@ -506,7 +526,16 @@ std::unique_ptr<context> context::create(const context_options& opt, std::string
     fcm.cooperativeMatrix = VK_TRUE;
     f12.shaderFloat16 = VK_TRUE;
     f12.vulkanMemoryModel = VK_TRUE;
+    fcm.pNext = f12.pNext;
     f12.pNext = &fcm;
+  }
+  // The integer-dot matvec (matvec_dot), where the device has the feature.
+  VkPhysicalDeviceShaderIntegerDotProductFeatures idot{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+  idot.shaderIntegerDotProduct = VK_TRUE;
+  if (c.caps.integer_dot) {
+    idot.pNext = f12.pNext;
+    f12.pNext = &idot;
   }
 
   VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};

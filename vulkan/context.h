@@ -53,6 +53,8 @@ struct device_caps {
   bool memory_budget = false;        // VK_EXT_memory_budget
   bool portability_subset = false;
   bool push_descriptor = false;      // VK_KHR_push_descriptor (enabled when present)
+  bool integer_dot = false;              // VK_KHR_shader_integer_dot_product, enabled
+  bool integer_dot_accelerated = false;  // 4x8-bit packed signed dot products run in hardware
   uint64_t max_storage_range = 0;  // maxStorageBufferRange
   uint64_t max_allocation = 0;     // maxMemoryAllocationSize
   uint64_t storage_align = 16;     // minStorageBufferOffsetAlignment

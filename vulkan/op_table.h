@@ -39,6 +39,11 @@ enum class op_spec : uint8_t {
   none,
   accumulate,  // 1: y += instead of y = (both are built at load)
   rope_style,  // 1: neox (rotate halves) or adjacent pairs (the model's)
+  // matvec: 1 accumulate, 2 x := silu(x) * u, 3 parts (built: plain, +=, += with GLU for one
+  // part; plain for 2 and 3 parts)
+  accumulate_glu,
+  glu,               // 1: x := silu(x) * u (both are built)
+  accumulate_parts,  // matvec_dot: 1 accumulate, 2 parts (built: plain, += for one part; 2, 3)
 };
 
 // When warm_up builds the op's pipelines.
@@ -46,6 +51,7 @@ enum class op_use : uint8_t {
   always,  // also for a backend that runs only the output head
   layers,  // when the backend runs layers
   bias,    // when a layer on the backend has q/k/v biases
+  integer_dot,  // where the device has integer dot products (the types with such a kernel)
 };
 
 #define TANDEM_VK_OPS(X)                                                                       \
@@ -55,11 +61,14 @@ enum class op_use : uint8_t {
   X(add, 2, add_push, 256, false, op_spec::none, op_use::bias, 0b01)                           \
   X(kv_store, 2, kv_store_push, 256, false, op_spec::none, op_use::layers, 0b10)               \
   X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers, 0b1000)           \
-  X(matvec, 3, matmul_push, 128, true, op_spec::accumulate, op_use::always, 0b100)             \
+  X(matvec, 8, matvec_push, 128, true, op_spec::accumulate_glu, op_use::always, 0b11100000)   \
   X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always, 0b100)             \
   X(flash_attn, 5, flash_attn_push, 128, false, op_spec::none, op_use::layers, 0b11000)      \
   X(flash_reduce, 2, flash_reduce_push, 128, false, op_spec::none, op_use::layers, 0b10)     \
-  X(rotary_kv, 6, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers, 0b110011)
+  X(rotary_kv, 6, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers, 0b110011)      \
+  X(quantize_q8, 3, quantize_push, 64, false, op_spec::glu, op_use::integer_dot, 0b100)       \
+  X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate_parts, op_use::integer_dot,    \
+    0b11100000)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,

@@ -53,6 +53,141 @@ void parity_double(recorder& rec, const buffer_range& y, uint64_t n) {
   rec.barrier();
 }
 
+// ---- the decode matvec (shaders/matvec.comp) --------------------------------------------------
+
+// Workgroups a matvec should launch at least, so that a matrix with few rows (wk, wv) still puts
+// work on every compute unit of a large GPU (an H100 has 132 SMs, 16 workgroups of 128 each).
+constexpr uint64_t k_matvec_min_groups = 256;
+
+// Lanes per row for rows x cols: enough for one group of 8 columns each (short rows share a
+// workgroup), at most 32 (4 rows per 128-lane workgroup: a row per NVIDIA subgroup, reduced by
+// subgroupAdd alone) unless so few rows would launch under k_matvec_min_groups workgroups; then
+// up to the whole workgroup per row.
+uint32_t matvec_row_threads(uint32_t wg, int64_t cols, int64_t rows) {
+  uint32_t cap = std::min<uint32_t>(32, wg);
+  while (cap < wg && static_cast<uint64_t>(rows) * cap / wg < k_matvec_min_groups) cap *= 2;
+  uint32_t t = 1;
+  while (t < cap && t * 8 < cols) t *= 2;
+  return t;
+}
+
+// The matvec variants (TANDEM_VK_VARIANT=matvec=<name>): "fused" (Q/K/V and gate/up in one
+// dispatch each, SwiGLU read by the down product; float kernel), "separate" (one dispatch per
+// matrix and a swiglu dispatch: what a device runs anyway where the matrices of a group differ in
+// type or are split in pieces), "dot" (fused, and the integer-dot kernel on every Q4_0 / Q8_0
+// matrix). Unforced: fused, with the integer-dot kernel where the device runs 4x8-bit dot
+// products in hardware (integerDotProduct4x8BitPackedSignedAccelerated) and the rows are long
+// (k_dot_min_cols): emulated dot products (lavapipe) and short rows lose more to the quantize
+// dispatch and its barrier than they gain.
+struct matvec_variant {
+  bool fuse = true;
+  bool dot_forced = false;
+  bool dot_off = false;
+};
+constexpr int64_t k_dot_min_cols = 1024;
+
+matvec_variant matvec_choice(const context&) {
+  const std::string v = forced_variant("matvec");
+  if (v.empty()) return {};
+  if (v == "fused") return {true, false, true};
+  if (v == "separate") return {false, false, true};
+  if (v == "dot") return {true, true, false};
+  throw error(
+      fmt::format("TANDEM_VK_VARIANT: matvec has no variant '{}' (fused, separate, dot)", v));
+}
+
+bool matvec_fusion(const context& ctx) {
+  return matvec_choice(ctx).fuse;
+}
+
+// Whether a product of type t with rows of cols takes the integer-dot kernel (scratch xq of
+// enough bytes for n_tok rows given).
+bool use_dot(recorder& rec, dtype t, int64_t cols, int n_tok, const buffer_range& xq) {
+  const matvec_variant v = matvec_choice(rec.ctx());
+  if (v.dot_off || !has_dot_kernel(t) || xq.size < quantized_bytes(n_tok, cols)) return false;
+  const auto& caps = rec.ctx().caps();
+  if (v.dot_forced) {
+    if (!caps.integer_dot)
+      throw error(
+          "TANDEM_VK_VARIANT: matvec=dot needs a device with integer dot products "
+          "(shaderIntegerDotProduct); this one has none");
+    return true;
+  }
+  return caps.integer_dot_accelerated && cols >= k_dot_min_cols;
+}
+
+// ops::quantize_q8 (the hazard tracker puts the barrier before the product that reads it).
+void quantize(recorder& rec, const buffer_range& x, const buffer_range& u, const buffer_range& xq,
+              int64_t cols, int n_tok, int ldx, bool glu) {
+  ops::quantize_q8(rec, x, u, xq, cols, n_tok, ldx, glu);
+}
+
+}  // namespace
+
+void ops::quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
+                      const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu) {
+  const auto& p = rec.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
+  const uint64_t blocks = static_cast<uint64_t>(cols / 32) * static_cast<uint64_t>(n_tok);
+  uint32_t gx, gy;
+  rec.split_groups(div_up(blocks, p.wg), &gx, &gy);
+  const uint64_t nx = static_cast<uint64_t>(cols) * static_cast<uint64_t>(n_tok);
+  rec.cost(nx * 4 * (glu ? 2 : 1) + quantized_bytes(n_tok, cols), nx * (glu ? 7 : 3));
+  rec.dispatch(p, gx, gy, 1, quantize_push{u32(cols), u32(n_tok), u32(ldx)},
+               {x, glu ? u : x, xq});
+  if (parity_break("quantize_q8")) parity_double(rec, xq, quantized_bytes(n_tok, cols) / 4);
+}
+
+namespace {
+
+// One part of a matvec dispatch: a weight piece and where its rows go.
+struct matvec_part {
+  const device_weight::piece* piece;
+  buffer_range y;
+  int ldy;
+};
+
+// One dispatch of the matvec over 1..3 parts of type t (rows of cols), all reading x (and u with
+// glu), n_tok <= 4 tokens per workgroup layer z.
+// dot: x is the quantized activations (xq) and the integer-dot kernel runs (no glu).
+void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* parts, int n_parts,
+                     const buffer_range& x, const buffer_range& u, int n_tok, int ldx, bool acc,
+                     bool glu, bool dot = false) {
+  const uint32_t np = static_cast<uint32_t>(n_parts);
+  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {acc ? 1u : 0u, np})
+                      : rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u, np});
+  int64_t rows = 0;
+  uint64_t w_bytes = 0;
+  for (int i = 0; i < n_parts; ++i) {
+    rows += parts[i].piece->rows;
+    w_bytes += row_bytes(t, static_cast<uint64_t>(cols)) * static_cast<uint64_t>(parts[i].piece->rows);
+  }
+  const uint32_t tpr = matvec_row_threads(p.wg, dot ? cols / 4 : cols, rows);  // dot: blocks
+  const uint32_t rpw = p.wg / tpr;
+  matvec_push push{u32(cols), u32(n_tok), u32(ldx), tpr, u32(n_parts), 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  uint32_t* rows_of = &push.rows0;
+  uint32_t* ldy_of = &push.ldy0;
+  uint32_t* off_of = &push.y_off0;
+  uint64_t groups = 0;
+  for (int i = 0; i < n_parts; ++i) {
+    rows_of[i] = u32(parts[i].piece->rows);
+    ldy_of[i] = u32(parts[i].ldy);
+    off_of[i] = u32(parts[i].piece->row0);
+    groups += div_up(static_cast<uint64_t>(parts[i].piece->rows), rpw);
+  }
+  const matvec_part& a = parts[0];
+  const matvec_part& b = parts[std::min(1, n_parts - 1)];
+  const matvec_part& c = parts[std::min(2, n_parts - 1)];
+  uint32_t gx, gy;
+  rec.split_groups(groups, &gx, &gy);
+  const uint64_t nt = static_cast<uint64_t>(n_tok), r = static_cast<uint64_t>(rows);
+  const uint64_t k = static_cast<uint64_t>(cols);
+  const uint64_t x_bytes = dot ? quantized_bytes(n_tok, cols) : nt * k * 4 * (glu ? 2 : 1);
+  rec.cost(w_bytes + x_bytes + nt * r * 4 * (acc ? 2 : 1),
+           2 * nt * k * r + (glu ? 4 * nt * k : 0));
+  rec.dispatch(p, gx, gy, div_up(nt, 4), push,
+               {a.piece->range, b.piece->range, c.piece->range, x, glu ? u : x, a.y, b.y, c.y});
+}
+
 }  // namespace
 
 std::string weight_unsupported(dtype t, int64_t cols) {
@@ -239,6 +374,14 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
   return pl;
 }
 
+bool has_dot_kernel(dtype t) {
+  return t == dtype::q4_0 || t == dtype::q8_0;
+}
+
+uint64_t quantized_bytes(int n_tok, int64_t cols) {
+  return static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(cols / 32) * 40;
+}
+
 namespace ops {
 namespace {
 
@@ -301,33 +444,73 @@ void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n
 }
 
 void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
-            int n_tok, int ldx, int ldy, bool accumulate, matmul_kernel kind) {
+            int n_tok, int ldx, int ldy, bool accumulate, matmul_kernel kind,
+            const buffer_range& xq) {
   if (kind == matmul_kernel::automatic)
     kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
   if (kind != matmul_kernel::vector) {
     matmul_tiled(rec, w, x, y, n_tok, ldx, ldy, accumulate, kind);
     return;
   }
-  const kernel k = kind == matmul_kernel::vector ? kernel::matvec : kernel::matmul;
-  const bool broken = parity_break(k == kernel::matvec ? "matvec" : "matmul", &w.type);
-  const auto& p = rec.pipes().get(k, w.type, {accumulate ? 1u : 0u});
-  // matvec: invocations per row, enough for the row's groups of 8 columns (short rows share a
-  // workgroup instead of leaving most of it idle).
-  uint32_t row_threads = 1;
-  while (row_threads < p.wg && row_threads * 8 < w.cols) row_threads *= 2;
-  const uint32_t rows_per_wg = p.wg / row_threads;
+  const bool dot = use_dot(rec, w.type, w.cols, n_tok, xq);
+  if (dot) quantize(rec, x, x, xq, w.cols, n_tok, ldx, false);
   for (const auto& piece : w.pieces) {
-    const matmul_push push{u32(w.cols), u32(piece.rows), u32(n_tok), u32(ldx),
-                           u32(ldy),    u32(piece.row0), row_threads};
-    // the piece's weights once, the activations once, the outputs (read too when accumulating)
-    rec.cost(w.row_bytes * u64(piece.rows) + 4 * u64(n_tok) * u64(w.cols) +
-                 4 * u64(n_tok) * u64(piece.rows) * (accumulate ? 2 : 1),
-             2 * u64(n_tok) * u64(w.cols) * u64(piece.rows));
-    uint32_t gx, gy;
-    rec.split_groups(div_up(static_cast<uint64_t>(piece.rows), rows_per_wg), &gx, &gy);
-    rec.dispatch(p, gx, gy, div_up(static_cast<uint64_t>(n_tok), 4), push, {piece.range, x, y});
+    const matvec_part part{&piece, y, ldy};
+    matvec_dispatch(rec, w.type, w.cols, &part, 1, dot ? xq : x, x, n_tok, ldx, accumulate, false,
+                    dot);
   }
-  if (broken) parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+  if (dot ? parity_break("matvec_dot", &w.type) : parity_break("matvec", &w.type))
+    parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
+}
+
+bool matmul_fuses(recorder& rec, int n_tok, matmul_kernel kind) {
+  if (kind == matmul_kernel::automatic)
+    kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
+  return kind == matmul_kernel::vector && matvec_fusion(rec.ctx());
+}
+
+void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
+                  int n_tok, int ldx, matmul_kernel kind, const buffer_range& xq) {
+  if (outs.size() < 1 || outs.size() > 3)
+    throw std::logic_error("ops::matmul_multi takes 1 to 3 outputs");
+  const device_weight& w0 = *outs.begin()->w;
+  bool fuse = matmul_fuses(rec, n_tok, kind);
+  for (const matmul_out& o : outs)
+    fuse &= o.w->type == w0.type && o.w->cols == w0.cols && o.w->pieces.size() == 1;
+  if (!fuse) {
+    for (const matmul_out& o : outs)
+      matmul(rec, *o.w, x, o.y, n_tok, ldx, o.ldy, false, kind, xq);
+    return;
+  }
+  matvec_part parts[3];
+  int n = 0;
+  for (const matmul_out& o : outs) parts[n++] = {&o.w->pieces[0], o.y, o.ldy};
+  const bool dot = use_dot(rec, w0.type, w0.cols, n_tok, xq);
+  if (dot) quantize(rec, x, x, xq, w0.cols, n_tok, ldx, false);  // once for every part
+  matvec_dispatch(rec, w0.type, w0.cols, parts, n, dot ? xq : x, x, n_tok, ldx, false, false,
+                  dot);
+  if (parity_break(dot ? "matvec_dot" : "matvec", &w0.type))
+    for (const matmul_out& o : outs)
+      parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
+}
+
+void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
+                   const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
+                   bool accumulate, matmul_kernel kind, const buffer_range& xq) {
+  if (!matmul_fuses(rec, n_tok, kind)) {
+    swiglu(rec, g, u, g, n_tok * ldx);
+    matmul(rec, w, g, y, n_tok, ldx, ldy, accumulate, kind);
+    return;
+  }
+  const bool dot = use_dot(rec, w.type, w.cols, n_tok, xq);
+  if (dot) quantize(rec, g, u, xq, w.cols, n_tok, ldx, true);  // silu(g) * u, quantized
+  for (const auto& piece : w.pieces) {
+    const matvec_part part{&piece, y, ldy};
+    matvec_dispatch(rec, w.type, w.cols, &part, 1, dot ? xq : g, u, n_tok, ldx, accumulate,
+                    !dot, dot);
+  }
+  if (parity_break(dot ? "matvec_dot" : "matvec", &w.type))
+    parity_double(rec, y, static_cast<uint64_t>(n_tok) * ldy);
 }
 
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,

@@ -4,6 +4,7 @@
 // starts at element r * ld); the KV cache is F16, one row of n_kv halves per position.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -81,6 +82,11 @@ struct attention_plan {
 attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_head, int n_head_kv,
                               int head_dim, uint64_t scratch_bytes, attention_variant v = {});
 
+// Whether the integer-dot matvec (shaders/matvec_dot.comp) has a kernel for type t.
+bool has_dot_kernel(dtype t);
+// Bytes of n_tok rows of cols activations quantized for it (the scratch xq of the products).
+uint64_t quantized_bytes(int n_tok, int64_t cols);
+
 namespace ops {
 
 // y[r] = rms_norm(x[x_row0 + r]) * w for n_rows rows of n elements.
@@ -92,9 +98,42 @@ void rope(recorder& rec, const buffer_range& x, const buffer_range& table, int n
           int head_dim, int n_rot, int pos0, int ld, rope_style style);
 
 // y[t, r] (+)= W[r, :] . x[t, :] for t < n_tok; vector kernel for small batches, tiled above.
+// With a scratch xq of quantized_bytes(n_tok, cols) or more, the vector kernel may take its
+// integer-dot variant (vulkan/ops.cpp says when): x quantized into xq, a barrier, the product.
 void matmul(recorder& rec, const device_weight& w, const buffer_range& x, const buffer_range& y,
             int n_tok, int ldx, int ldy, bool accumulate,
-            matmul_kernel kind = matmul_kernel::automatic);
+            matmul_kernel kind = matmul_kernel::automatic, const buffer_range& xq = {});
+
+// Whether matmul_multi and matmul_swiglu fuse for n_tok tokens (the vector kernel; fusion not
+// turned off by TANDEM_VK_VARIANT=matvec=separate); matmul_multi also needs its matrices to share
+// a type and row length and to have one piece each.
+bool matmul_fuses(recorder& rec, int n_tok, matmul_kernel kind = matmul_kernel::automatic);
+
+// One output of matmul_multi: y[t, r] = W[r, :] . x[t, :] (row stride ldy).
+struct matmul_out {
+  const device_weight* w;
+  buffer_range y;
+  int ldy;
+};
+// Up to three products of the same x (Q, K, V; gate, up), y = (no accumulate): one dispatch of the
+// vector kernel where matmul_fuses (with xq: x quantized once for all of them where the
+// integer-dot kernel is taken), else one ops::matmul each.
+void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
+                  int n_tok, int ldx, matmul_kernel kind = matmul_kernel::automatic,
+                  const buffer_range& xq = {});
+
+// y[t, :] (+)= W . (silu(g[t, :]) * u[t, :]) (g, u: n_tok rows of stride ldx = W's cols). Where
+// matmul_fuses, the vector kernel reads g and u (SwiGLU fused into the product's input; g is left
+// as it was); otherwise ops::swiglu writes silu(g) * u into g, a barrier, then ops::matmul.
+void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
+                   const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
+                   bool accumulate, matmul_kernel kind = matmul_kernel::automatic,
+                   const buffer_range& xq = {});
+
+// xq = n_tok rows of x (stride ldx; silu(x) * u with glu) quantized for the integer-dot matvec:
+// per block of 32, 8 words of int8, the F32 scale, the sum of the quants (quantize_q8.comp).
+void quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
+                 const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu);
 
 // Writes n_tok rows of n floats (stride ldx) as F16 into cache positions pos0 .. pos0+n_tok-1.
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,

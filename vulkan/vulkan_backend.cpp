@@ -148,6 +148,7 @@ class vulkan_backend final : public backend {
   device_weight output_norm_, output_;
   buffer_range rope_table_;
   buffer_range x_, h_, q_, k_, v_, att_, gate_, up_, logits_;  // scratch, n_batch rows
+  buffer_range xq_;  // decode activations quantized for the integer-dot matvec (if the device has it)
 
   // gpu-cpu-parity's per-op capture (backend::set_capture), off unless set: each op's output is
   // copied into a readback buffer as the layer runs and handed over once the layer has finished.
@@ -371,6 +372,9 @@ void vulkan_backend::make_scratch(const load_sizes&) {
   v_ = scratch(rows[2]);
   gate_ = scratch(rows[3]);
   up_ = scratch(rows[3]);
+  if (ctx_->caps().integer_dot)  // decode's activations quantized for the integer-dot matvec
+    xq_ = device_mem_->alloc(
+        quantized_bytes(4, static_cast<int64_t>(std::max({rows[0], rows[1], rows[3]}))));
   const uint64_t logit_bytes = static_cast<uint64_t>(n_logit_rows_) * hp_.n_vocab * f;
   if (opt_.output) logits_ = device_mem_->alloc(logit_bytes);
   upload_staging_ = create_buffer(*ctx_, n_batch * rows[0] * f, memory_kind::upload);
@@ -475,8 +479,11 @@ void vulkan_backend::warm_up() {
     const op_row& row = op_rows[i];
     if ((row.use == op_use::layers && opt_.layers.empty()) || (row.use == op_use::bias && !bias))
       continue;
+    if (row.use == op_use::integer_dot && !ctx_->caps().integer_dot) continue;
     const std::vector<dtype> row_types = row.typed ? types : std::vector<dtype>{dtype::f32};
-    for (dtype t : row_types) switch (row.spec) {
+    for (dtype t : row_types) {
+      if (row.k == kernel::matvec_dot && !has_dot_kernel(t)) continue;
+      switch (row.spec) {
         case op_spec::none: pipes_->get(row.k, t); break;
         case op_spec::accumulate:
           for (uint32_t acc : {0u, 1u})
@@ -488,7 +495,20 @@ void vulkan_backend::warm_up() {
               pipes_->get(row.k, t, {acc});
           break;
         case op_spec::rope_style: pipes_->get(row.k, t, {neox}); break;
+        case op_spec::accumulate_glu:
+          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 0u, 1u});
+          pipes_->get(row.k, t, {1u, 1u, 1u});
+          for (uint32_t parts : {2u, 3u}) pipes_->get(row.k, t, {0u, 0u, parts});
+          break;
+        case op_spec::accumulate_parts:
+          for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 1u});
+          for (uint32_t parts : {2u, 3u}) pipes_->get(row.k, t, {0u, parts});
+          break;
+        case op_spec::glu:
+          for (uint32_t glu : {0u, 1u}) pipes_->get(row.k, t, {glu});
+          break;
       }
+    }
   }
 }
 
@@ -616,9 +636,8 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
   ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:attn_norm", h_, n, n_embd);
-  ops::matmul(r, wq, h_, q_, n, n_embd, n_q, false);
-  ops::matmul(r, wk, h_, k_, n, n_embd, n_kv, false);
-  ops::matmul(r, wv, h_, v_, n, n_embd, n_kv, false);
+  ops::matmul_multi(r, {{&wq, q_, n_q}, {&wk, k_, n_kv}, {&wv, v_, n_kv}}, h_, n, n_embd,
+                    matmul_kernel::automatic, xq_);
   cap(r, "matmul:wq", q_, n, n_q);
   cap(r, "matmul:wk", k_, n, n_kv);
   cap(r, "matmul:wv", v_, n, n_kv);
@@ -647,18 +666,29 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   // gate_ (free until the feed-forward block) holds flash-decoding's partials.
   ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd, gate_);
   cap(r, "attention", att_, n, n_q);
-  ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true);
+  ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true, matmul_kernel::automatic, xq_);
   cap(r, "matmul:wo", x_, n, n_embd);
   // feed-forward block: h = norm(x); x += (silu(h Wg^T) * (h Wu^T)) Wd^T
   ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
   cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
-  ops::matmul(r, ffn_gate, h_, gate_, n, n_embd, n_ff, false);
-  ops::matmul(r, ffn_up, h_, up_, n, n_embd, n_ff, false);
+  ops::matmul_multi(r, {{&ffn_gate, gate_, n_ff}, {&ffn_up, up_, n_ff}}, h_, n, n_embd,
+                    matmul_kernel::automatic, xq_);
   cap(r, "matmul:ffn_gate", gate_, n, n_ff);
   cap(r, "matmul:ffn_up", up_, n, n_ff);
-  ops::swiglu(r, gate_, up_, gate_, n * n_ff);
-  cap(r, "swiglu", gate_, n, n_ff);
-  ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
+  if (ops::matmul_fuses(r, n)) {
+    // SwiGLU is read by the down product; the capture still gets its value, from the swiglu
+    // kernel run after the product (capture only), and matmul:ffn_down checks the fused input.
+    ops::matmul_swiglu(r, ffn_down, gate_, up_, x_, n, n_ff, n_embd, true,
+                       matmul_kernel::automatic, xq_);
+    if (capture_) {
+      ops::swiglu(r, gate_, up_, gate_, n * n_ff);
+      cap(r, "swiglu", gate_, n, n_ff);
+    }
+  } else {
+    ops::swiglu(r, gate_, up_, gate_, n * n_ff);
+    cap(r, "swiglu", gate_, n, n_ff);
+    ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
+  }
   cap(r, "matmul:ffn_down", x_, n, n_embd);
   if (timer_)
     timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),

@@ -13,6 +13,10 @@
 //   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
 //                                       order of summation differs (matmul variants f32, vec4)
 //   matmul coopmat (every type)  1e-5   F16 inputs (x and weights rounded to F16: ~1e-7)
+//   quantize_q8, matvec_dot      1e-6   against activations rounded to int8 as the kernel does:
+//                                       exact but for a rounding tie after the device's 1/d or
+//                                       exp (one level of one element); run where the device has
+//                                       integer dot products (lavapipe has)
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
 // so every case is 280x or more under its threshold, while a real bug (a wrong scale, index or
 // block layout) gives 1e-4 or far more.
@@ -26,6 +30,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -105,6 +110,8 @@ class checker {
         {"flash_attn", &checker::flash_attn, false, false},
         {"flash_reduce", &checker::flash_reduce, false, false},
         {"rotary_kv", &checker::rotary_kv, false, false},
+        {"quantize_q8", &checker::quantize_q8, false, false},
+        {"matvec_dot", &checker::matvec_dot, true, false},
     };
     for (const auto& c : all)
       if (op == c.op) return &c;
@@ -482,6 +489,277 @@ class checker {
                                       {130, 3, true, 0, vec}, {67, 4, false, 0, vec},
                                       {67, 5, false, 0, vec}, {67, 2, true, 20, vec}};
     for (dtype t : k_types) matrix(run, "matvec", v, t, cases);
+    for (dtype t : k_types) fused(run, v, t);
+  }
+
+  // The fused dispatches of the vector kernel: Q/K/V- and gate/up-like groups in one dispatch
+  // (ops::matmul_multi) and the down product reading silu(g) * u (ops::matmul_swiglu); each also
+  // through its fallback (the tiled kernel; a group of two types; a weight in pieces).
+  void fused(runner& run, const std::string& v, dtype t) {
+    const std::string type(dtype_name(t));
+    if (!wanted("matvec", type)) return;
+    variant_guard guard("matvec=fused");  // whatever TANDEM_VK_VARIANT says outside
+    const auto vec = matmul_kernel::vector, til = matmul_kernel::tiled;
+    const int64_t cols = t == dtype::f32 || t == dtype::f16                ? 100
+                         : t == dtype::q8_0 || t == dtype::q4_0 ? 96
+                                                                          : 256;
+    const dtype other = t == dtype::f32 ? dtype::f16 : dtype::f32;
+    multi(run, v, t, t, cols, {67, 20, 20}, 1, vec);
+    multi(run, v, t, t, cols, {130, 130}, 3, vec);
+    multi(run, v, t, t, 2 * cols, {2100, 300, 7}, 1, vec);  // 32 lanes per row
+    multi(run, v, t, other, cols, {67, 20, 20}, 2, vec);     // two types: one dispatch each
+    multi(run, v, t, t, cols, {67, 20}, 6, til);
+    glu(run, v, t, cols, 67, 1, true, 0, vec);
+    glu(run, v, t, 2 * cols, 130, 4, false, 0, vec);
+    glu(run, v, t, cols, 67, 3, true, 20, vec);
+    glu(run, v, t, cols, 67, 7, true, 0, til);
+  }
+
+  // x (n_tok rows of cols) as the integer-dot kernels see it: blocks of 32 quantized as
+  // shaders/quantize_q8.comp does (d = amax / 127 in F32, round half away from zero), dequantized.
+  static std::vector<float> q8_round(const std::vector<float>& x) {
+    std::vector<float> y(x.size());
+    for (size_t b = 0; b + 32 <= x.size(); b += 32) {
+      float amax = 0;
+      for (size_t j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b + j]));
+      const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      for (size_t j = 0; j < 32; ++j) y[b + j] = std::round(x[b + j] * id) * d;
+    }
+    return y;
+  }
+
+  // TANDEM_VK_VARIANT set for the lifetime of the guard (the ops read it per dispatch).
+  struct variant_guard {
+    std::string old;
+    bool had;
+    explicit variant_guard(const char* value) {
+      const char* o = std::getenv("TANDEM_VK_VARIANT");
+      had = o != nullptr;
+      if (had) old = o;
+      setenv("TANDEM_VK_VARIANT", value, 1);
+    }
+    ~variant_guard() {
+      if (had)
+        setenv("TANDEM_VK_VARIANT", old.c_str(), 1);
+      else
+        unsetenv("TANDEM_VK_VARIANT");
+    }
+  };
+
+  // The activation quantizer of the integer-dot matvec, read back (quants times scale, and the
+  // block sums times scale) against q8_round. Exact but for a rounding tie resolved the other
+  // way after the device's 1/d or exp (one level in one element, NMSE ~1e-6 at the worst):
+  // threshold 1e-6; a wrong scale or packing gives 1e-3 or more.
+  void quantize_q8(runner& run, const std::string& v, bool) {
+    if (!wanted("quantize_q8", "f32") || !ctx_.caps().integer_dot) return;
+    for (const bool glu : {false, true})
+      for (const auto [cols, n_tok] : {std::pair{32, 1}, {96, 3}, {4128, 2}}) {
+        const size_t n = static_cast<size_t>(cols) * n_tok;
+        const auto x = random_floats(n, seed(70 + cols + n_tok), 2.0f), u = random_floats(n, 71);
+        std::vector<float> h = x;
+        if (glu) cpu::ref::swiglu(h.data(), x.data(), u.data(), static_cast<int>(n));
+        const uint64_t qb = quantized_bytes(n_tok, cols);
+        host_buffer bx(ctx_, n * 4), bu(ctx_, n * 4), bq(ctx_, qb);
+        bx.set(x);
+        bu.set(u);
+        run.run([&](recorder& r) { ops::quantize_q8(r, bx, bu, bq, cols, n_tok, cols, glu); });
+        const auto fl = bq.floats(qb / 4);
+        std::vector<uint32_t> words(fl.size());
+        std::memcpy(words.data(), fl.data(), fl.size() * 4);
+        std::vector<float> ref = q8_round(h), got(n), ref_s, got_s;
+        for (size_t b = 0; b < n / 32; ++b) {
+          float d;
+          std::memcpy(&d, &words[b * 10 + 8], 4);
+          int sum = 0;
+          for (size_t j = 0; j < 32; ++j) {
+            const int q = static_cast<int8_t>((words[b * 10 + j / 4] >> (8 * (j % 4))) & 0xff);
+            got[b * 32 + j] = static_cast<float>(q) * d;
+            sum += q;
+          }
+          if (sum != static_cast<int>(words[b * 10 + 9])) got[b * 32] += 1e3f;  // sum mismatch
+        }
+        record("quantize_q8", "f32", v,
+               fmt::format("cols={} n_tok={}{}", cols, n_tok, glu ? " glu" : ""), ref, got, 1e-6);
+      }
+  }
+
+  // The integer-dot matvec (forced: TANDEM_VK_VARIANT=matvec=dot) on every type it has, through
+  // the three entry points (one product, Q/K/V-like parts, SwiGLU-down), against the reference on
+  // the activations rounded as the kernel rounds them (q8_round): integer sums are exact, so only
+  // the order of the float scalings differs, but for a rare rounding tie (see quantize_q8): 1e-6.
+  void matvec_dot(runner& run, const std::string& v, bool) {
+    if (!ctx_.caps().integer_dot) return;
+    variant_guard guard("matvec=dot");
+    const auto vec = matmul_kernel::vector;
+    for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+      const std::string type(dtype_name(t));
+      if (!wanted("matvec_dot", type)) continue;
+      for (int64_t cols : {32, 544}) {
+        struct dcase {
+          int kind;  // 0 one product, 1 three parts, 2 swiglu-down
+          int64_t rows;
+          int n_tok;
+          bool acc;
+          uint64_t piece_rows;
+        };
+        for (const dcase c : {dcase{0, 1, 1, false, 0}, dcase{0, 130, 3, true, 0},
+                              dcase{0, 67, 4, false, 0}, dcase{0, 67, 2, true, 20},
+                              dcase{1, 67, 2, false, 0}, dcase{1, 2100, 1, false, 0},
+                              dcase{2, 67, 3, true, 0}, dcase{2, 130, 4, false, 20}}) {
+          const uint32_t s0 = seed(80 + static_cast<uint32_t>(cols + c.rows + c.n_tok + c.kind));
+          arena a(ctx_, memory_kind::device, 8 << 20);
+          const int np = c.kind == 1 ? 3 : 1;
+          const int64_t prow[3] = {c.rows, 20, 7};
+          std::vector<std::vector<uint8_t>> q(3);
+          std::vector<device_weight> w;
+          for (int i = 0; i < np; ++i)
+            w.push_back(random_weight(a, t, cols, prow[i], s0 + 3 * i, &q[i], c.piece_rows));
+          const size_t nx = static_cast<size_t>(cols) * c.n_tok;
+          const auto x = random_floats(nx, s0 + 10, 2.0f), u = random_floats(nx, s0 + 11);
+          std::vector<std::unique_ptr<host_buffer>> y;
+          std::vector<std::vector<float>> y0;
+          for (int i = 0; i < np; ++i) {
+            y0.push_back(random_floats(static_cast<size_t>(prow[i]) * c.n_tok, s0 + 20 + i));
+            y.push_back(std::make_unique<host_buffer>(ctx_, y0.back().size() * 4));
+            y.back()->set(y0.back());
+          }
+          host_buffer bx(ctx_, nx * 4), bu(ctx_, nx * 4),
+              bq(ctx_, quantized_bytes(c.n_tok, cols));
+          bx.set(x);
+          bu.set(u);
+          const int ci = static_cast<int>(cols);
+          run.run([&](recorder& r) {
+            if (c.kind == 0)
+              ops::matmul(r, w[0], bx, *y[0], c.n_tok, ci, static_cast<int>(c.rows), c.acc, vec,
+                          bq);
+            else if (c.kind == 1)
+              ops::matmul_multi(r,
+                                {{&w[0], *y[0], static_cast<int>(prow[0])},
+                                 {&w[1], *y[1], static_cast<int>(prow[1])},
+                                 {&w[2], *y[2], static_cast<int>(prow[2])}},
+                                bx, c.n_tok, ci, vec, bq);
+            else
+              ops::matmul_swiglu(r, w[0], bx, bu, *y[0], c.n_tok, ci, static_cast<int>(c.rows),
+                                 c.acc, vec, bq);
+          });
+          std::vector<float> h = x;
+          if (c.kind == 2) cpu::ref::swiglu(h.data(), x.data(), u.data(), static_cast<int>(nx));
+          h = q8_round(h);
+          std::vector<float> ref, got;
+          for (int i = 0; i < np; ++i) {
+            std::vector<float> part(y0[static_cast<size_t>(i)].size());
+            cpu::ref::matmul(t, q[i].data(), cols, prow[i], h.data(), c.n_tok, part.data(), 0,
+                             prow[i]);
+            if (c.acc)
+              for (size_t k = 0; k < part.size(); ++k) part[k] += y0[static_cast<size_t>(i)][k];
+            ref.insert(ref.end(), part.begin(), part.end());
+            const auto g = y[static_cast<size_t>(i)]->floats(part.size());
+            got.insert(got.end(), g.begin(), g.end());
+          }
+          const char* what[] = {"", "parts=3 ", "swiglu-down "};
+          record("matvec_dot", type, v,
+                 fmt::format("{}cols={} rows={} n_tok={}{}{}", what[c.kind], cols, c.rows,
+                             c.n_tok, c.acc ? " acc" : "",
+                             w[0].pieces.size() > 1 ? fmt::format(" pieces={}", w[0].pieces.size())
+                                                    : ""),
+                 ref, got, 1e-6);
+          if (c.piece_rows && w[0].pieces.size() < 2) out_.back().pass = false;
+        }
+      }
+    }
+  }
+
+  device_weight random_weight(arena& a, dtype t, int64_t cols, int64_t rows, uint32_t s,
+                              std::vector<uint8_t>* q, uint64_t piece_rows = 0) {
+    const uint64_t rb = row_bytes(t, static_cast<uint64_t>(cols));
+    const auto wf = random_floats(static_cast<size_t>(cols * rows), s);
+    q->assign(rb * static_cast<uint64_t>(rows), 0);
+    for (int64_t r = 0; r < rows; ++r)
+      quantize_row(t, wf.data() + r * cols, q->data() + rb * static_cast<uint64_t>(r), cols);
+    uploader up(ctx_, 1 << 16);
+    device_weight w = upload_weight(a, up, t, cols, rows, q->data(), piece_rows * rb);
+    up.finish();
+    return w;
+  }
+
+  void multi(runner& run, const std::string& v, dtype t, dtype t1, int64_t cols,
+             const std::vector<int64_t>& rows, int n_tok, matmul_kernel kind) {
+    const size_t n = rows.size();
+    const uint32_t s0 = seed(40 + static_cast<uint32_t>(cols + rows[0] + n_tok + 7 * n));
+    arena a(ctx_, memory_kind::device, 8 << 20);
+    std::vector<std::vector<uint8_t>> q(n);
+    std::vector<device_weight> w;
+    std::vector<std::unique_ptr<host_buffer>> y;
+    for (size_t i = 0; i < n; ++i) {
+      w.push_back(random_weight(a, i == 1 ? t1 : t, cols, rows[i], s0 + 3 * i, &q[i]));
+      const auto y0 = random_floats(static_cast<size_t>(rows[i] * n_tok), s0 + 3 * i + 1);
+      y.push_back(std::make_unique<host_buffer>(ctx_, y0.size() * 4));
+      y.back()->set(y0);  // overwritten: the products do not accumulate
+    }
+    const auto x = random_floats(static_cast<size_t>(cols) * n_tok, s0 + 99);
+    host_buffer bx(ctx_, x.size() * 4);
+    bx.set(x);
+    const int c = static_cast<int>(cols);
+    run.run([&](recorder& r) {
+      if (n == 3)
+        ops::matmul_multi(r,
+                          {{&w[0], *y[0], static_cast<int>(rows[0])},
+                           {&w[1], *y[1], static_cast<int>(rows[1])},
+                           {&w[2], *y[2], static_cast<int>(rows[2])}},
+                          bx, n_tok, c, kind);
+      else
+        ops::matmul_multi(r,
+                          {{&w[0], *y[0], static_cast<int>(rows[0])},
+                           {&w[1], *y[1], static_cast<int>(rows[1])}},
+                          bx, n_tok, c, kind);
+    });
+    std::vector<float> ref, got;
+    std::string rows_s;
+    for (size_t i = 0; i < n; ++i) {
+      std::vector<float> part(static_cast<size_t>(rows[i] * n_tok));
+      cpu::ref::matmul(w[i].type, q[i].data(), cols, rows[i], x.data(), n_tok, part.data(), 0,
+                       rows[i]);
+      ref.insert(ref.end(), part.begin(), part.end());
+      const auto g = y[i]->floats(part.size());
+      got.insert(got.end(), g.begin(), g.end());
+      rows_s += (i ? "+" : "") + std::to_string(rows[i]);
+    }
+    record("matvec", std::string(dtype_name(t)), v,
+           fmt::format("{} cols={} rows={}{} n_tok={}{}", n == 3 ? "fused qkv" : "fused gate_up",
+                       cols, rows_s, t1 != t ? fmt::format(" ({} second)", dtype_name(t1)) : "",
+                       n_tok, kind == matmul_kernel::tiled ? " tiled" : ""),
+           ref, got, 1e-9);
+  }
+
+  void glu(runner& run, const std::string& v, dtype t, int64_t cols, int64_t rows, int n_tok,
+           bool acc, uint64_t piece_rows, matmul_kernel kind) {
+    const uint32_t s0 = seed(60 + static_cast<uint32_t>(cols + rows + n_tok));
+    arena a(ctx_, memory_kind::device, 4 << 20);
+    std::vector<uint8_t> q;
+    const device_weight w = random_weight(a, t, cols, rows, s0, &q, piece_rows);
+    const size_t nx = static_cast<size_t>(cols) * n_tok;
+    const auto g = random_floats(nx, s0 + 1, 2.0f), u = random_floats(nx, s0 + 2);
+    const auto y0 = random_floats(static_cast<size_t>(rows) * n_tok, s0 + 3);
+    host_buffer bg(ctx_, nx * 4), bu(ctx_, nx * 4), by(ctx_, y0.size() * 4);
+    bg.set(g);
+    bu.set(u);
+    by.set(y0);
+    run.run([&](recorder& r) {
+      ops::matmul_swiglu(r, w, bg, bu, by, n_tok, static_cast<int>(cols), static_cast<int>(rows),
+                         acc, kind);
+    });
+    std::vector<float> h(nx), ref(y0.size());
+    cpu::ref::swiglu(h.data(), g.data(), u.data(), static_cast<int>(nx));
+    cpu::ref::matmul(t, q.data(), cols, rows, h.data(), n_tok, ref.data(), 0, rows);
+    if (acc)
+      for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    record("matvec", std::string(dtype_name(t)), v,
+           fmt::format("fused swiglu-down cols={} rows={} n_tok={}{}{}{}", cols, rows, n_tok,
+                       acc ? " acc" : "",
+                       w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : "",
+                       kind == matmul_kernel::tiled ? " tiled" : ""),
+           ref, by.floats(ref.size()), 1e-9);
+    if (piece_rows && w.pieces.size() < 2) out_.back().pass = false;  // the split must happen
   }
 
   // The automatic choice between the kernels (in every reduction variant, since it may pick the
