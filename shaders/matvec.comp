@@ -2,6 +2,11 @@
 // for up to NT tokens per workgroup (z) and up to three matrices W_0..W_2 reading the same x (Q, K
 // and V, or gate and up, in one dispatch; matvec_push in push_constants.h). With GLU, x[t, c] is
 // silu(g[t, c]) * u[t, c] (g at binding 3, u at binding 4): SwiGLU fused into the down product.
+// With NORM, the product is of rms_norm(x[t, :]) * n (the norm weight n, cols floats, at binding
+// 4; never with GLU): y = (W[r, :] . (x[t, :] * n)) * inv_rms[t], inv_rms[t] = 1 / sqrt(mean over
+// the cols of x[t, c]^2 + p.eps), the math of rms_norm.comp, which every workgroup recomputes for
+// itself from the x it reads anyway (one more pass over x, L1/L2-resident; the norm's dispatch and
+// its barrier are gone).
 //
 // Shape: a row gets row_threads lanes (a power of two chosen by ops.cpp per matrix shape); a
 // 128-lane workgroup holds 128 / row_threads rows, all of one part (the part is uniform per
@@ -36,6 +41,7 @@ layout(constant_id = 2) const bool GLU = false;  // x := silu(x) * u
 // Parts read (p.n_parts <= PARTS): a constant, so that a one-matrix product has no part branches
 // (lavapipe, which runs both sides of every branch, would pay for all three dequantizations).
 layout(constant_id = 3) const uint PARTS = 3u;
+layout(constant_id = 4) const bool NORM = false;  // x := rms_norm(x) * n (n at binding 4)
 layout(push_constant) uniform push_block { matvec_push p; };
 layout(binding = 0) readonly buffer w0_buf { uint w0[]; };
 layout(binding = 0) readonly buffer w0v_buf { uvec4 w0v[]; };
@@ -97,6 +103,11 @@ void load_x8_vec(uint t, uint g, out vec4 a, out vec4 b) {
     a = a / (1.0 + exp(-a)) * u4[i];
     b = b / (1.0 + exp(-b)) * u4[i + 1u];
   }
+  if (NORM) {  // the norm weight: one row of cols floats
+    const uint j = (8u * g) >> 2;
+    a *= u4[j];
+    b *= u4[j + 1u];
+  }
 }
 
 // The same, one float at a time, 0 at or past cols (any ldx; the last, partial group).
@@ -106,7 +117,8 @@ void load_x8(uint t, uint g, out vec4 a, out vec4 b) {
   float s[8];
   for (uint k = 0; k < 8u; ++k) {
     s[k] = 0.0;
-    if (c0 + k < p.cols) s[k] = GLU ? silu_mul(x[base + k], u[base + k]) : x[base + k];
+    if (c0 + k < p.cols)
+      s[k] = GLU ? silu_mul(x[base + k], u[base + k]) : NORM ? x[base + k] * u[c0 + k] : x[base + k];
   }
   a = vec4(s[0], s[1], s[2], s[3]);
   b = vec4(s[4], s[5], s[6], s[7]);
@@ -174,9 +186,21 @@ void main() {
       acc[t] += dot8(v, a, b);
     }
   }
+  float inv_rms[NT];
+  for (uint t = 0; t < NT; ++t) inv_rms[t] = 1.0;
+  if (NORM) {  // the whole workgroup sums x[t, :]^2 (all lanes, valid or not)
+    for (uint t = 0; t < NT; ++t) {
+      if (t >= nt) break;
+      const uint xb = (t0 + t) * p.ldx;
+      float ss = 0.0;
+      for (uint c = tid; c < p.cols; c += gl_WorkGroupSize.x) ss += x[xb + c] * x[xb + c];
+      ss = wg_sum(ss);
+      inv_rms[t] = 1.0 / sqrt(ss / float(p.cols) + p.eps);
+    }
+  }
   for (uint t = 0; t < NT; ++t) {
     if (t >= nt) break;  // nt is uniform: the reductions stay in uniform control flow
-    const float s = row_sum(acc[t], tpr);
+    const float s = row_sum(acc[t], tpr) * inv_rms[t];
     if (lane == 0u && valid) store(part, t0 + t, row, s);
   }
 }

@@ -59,6 +59,7 @@ struct matvec_push {
   uint y_off0;       // first output column of part 0 (the piece's first row)
   uint y_off1;
   uint y_off2;
+  float eps;         // NORM: the rms norm's epsilon (matvec.comp)
 };
 
 // Activations to int8 blocks for the integer-dot matvec (shaders/quantize_q8.comp): n_tok rows of

@@ -40,7 +40,7 @@ enum class op_spec : uint8_t {
   accumulate,  // 1: y += instead of y = (both are built at load)
   rope_style,  // 1: neox (rotate halves) or adjacent pairs (the model's)
   // matvec: 1 accumulate, 2 x := silu(x) * u, 3 parts (built: plain, +=, += with GLU for one
-  // part; plain for 2 and 3 parts)
+  // part; plain for 2 and 3 parts), 4 x := rms_norm(x) * n (built: plain for 2 and 3 parts)
   accumulate_glu,
   glu,               // 1: x := silu(x) * u (both are built)
   accumulate_parts,  // matvec_dot: 1 accumulate, 2 parts (built: plain, += for one part; 2, 3)

@@ -149,12 +149,15 @@ struct matvec_part {
 // One dispatch of the matvec over 1..3 parts of type t (rows of cols), all reading x (and u with
 // glu), n_tok <= 4 tokens per workgroup layer z.
 // dot: x is the quantized activations (xq) and the integer-dot kernel runs (no glu).
+// norm: the product is of rms_norm(x) * u (u: the norm weight, cols floats; eps), not of x.
 void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* parts, int n_parts,
                      const buffer_range& x, const buffer_range& u, int n_tok, int ldx, bool acc,
-                     bool glu, bool dot = false) {
+                     bool glu, bool dot = false, bool norm = false, float eps = 0.0f) {
   const uint32_t np = static_cast<uint32_t>(n_parts);
-  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {acc ? 1u : 0u, np})
-                      : rec.pipes().get(kernel::matvec, t, {acc ? 1u : 0u, glu ? 1u : 0u, np});
+  const uint32_t a1 = acc ? 1u : 0u, g1 = glu ? 1u : 0u;
+  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {a1, np})
+                  : norm ? rec.pipes().get(kernel::matvec, t, {a1, g1, np, 1u})
+                         : rec.pipes().get(kernel::matvec, t, {a1, g1, np});
   int64_t rows = 0;
   uint64_t w_bytes = 0;
   for (int i = 0; i < n_parts; ++i) {
@@ -163,7 +166,8 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
   }
   const uint32_t tpr = matvec_row_threads(p.wg, dot ? cols / 4 : cols, rows);  // dot: blocks
   const uint32_t rpw = p.wg / tpr;
-  matvec_push push{u32(cols), u32(n_tok), u32(ldx), tpr, u32(n_parts), 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  matvec_push push{u32(cols), u32(n_tok), u32(ldx), tpr, u32(n_parts), 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                   eps};
   uint32_t* rows_of = &push.rows0;
   uint32_t* ldy_of = &push.ldy0;
   uint32_t* off_of = &push.y_off0;
@@ -182,10 +186,12 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
   const uint64_t nt = static_cast<uint64_t>(n_tok), r = static_cast<uint64_t>(rows);
   const uint64_t k = static_cast<uint64_t>(cols);
   const uint64_t x_bytes = dot ? quantized_bytes(n_tok, cols) : nt * k * 4 * (glu ? 2 : 1);
-  rec.cost(w_bytes + x_bytes + nt * r * 4 * (acc ? 2 : 1),
-           2 * nt * k * r + (glu ? 4 * nt * k : 0));
+  // norm: the weight read once more, per token a square-add per column and a scale per row
+  rec.cost(w_bytes + x_bytes + nt * r * 4 * (acc ? 2 : 1) + (norm ? 4 * k : 0),
+           2 * nt * k * r + (glu ? 4 * nt * k : 0) + (norm ? 2 * nt * k + nt * r : 0));
   rec.dispatch(p, gx, gy, div_up(nt, 4), push,
-               {a.piece->range, b.piece->range, c.piece->range, x, glu ? u : x, a.y, b.y, c.y});
+               {a.piece->range, b.piece->range, c.piece->range, x, glu || norm ? u : x, a.y, b.y,
+                c.y});
 }
 
 }  // namespace
@@ -469,14 +475,26 @@ bool matmul_fuses(recorder& rec, int n_tok, matmul_kernel kind) {
   return kind == matmul_kernel::vector && matvec_fusion(rec.ctx());
 }
 
-void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
-                  int n_tok, int ldx, matmul_kernel kind, const buffer_range& xq) {
+namespace {
+
+// Whether matmul_multi's outputs take one dispatch of the vector kernel.
+bool multi_fuses(recorder& rec, std::initializer_list<ops::matmul_out> outs, int n_tok,
+                 matmul_kernel kind) {
   if (outs.size() < 1 || outs.size() > 3)
     throw std::logic_error("ops::matmul_multi takes 1 to 3 outputs");
   const device_weight& w0 = *outs.begin()->w;
-  bool fuse = matmul_fuses(rec, n_tok, kind);
-  for (const matmul_out& o : outs)
+  bool fuse = ops::matmul_fuses(rec, n_tok, kind);
+  for (const ops::matmul_out& o : outs)
     fuse &= o.w->type == w0.type && o.w->cols == w0.cols && o.w->pieces.size() == 1;
+  return fuse;
+}
+
+}  // namespace
+
+void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
+                  int n_tok, int ldx, matmul_kernel kind, const buffer_range& xq) {
+  const bool fuse = multi_fuses(rec, outs, n_tok, kind);
+  const device_weight& w0 = *outs.begin()->w;
   if (!fuse) {
     for (const matmul_out& o : outs)
       matmul(rec, *o.w, x, o.y, n_tok, ldx, o.ldy, false, kind, xq);
@@ -490,6 +508,30 @@ void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const b
   matvec_dispatch(rec, w0.type, w0.cols, parts, n, dot ? xq : x, x, n_tok, ldx, false, false,
                   dot);
   if (parity_break(dot ? "matvec_dot" : "matvec", &w0.type))
+    for (const matmul_out& o : outs)
+      parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
+}
+
+void matmul_multi_norm(recorder& rec, std::initializer_list<matmul_out> outs,
+                       const buffer_range& x, const rms_norm_in& norm, int n_tok, int ldx,
+                       matmul_kernel kind, const buffer_range& xq) {
+  const device_weight& w0 = *outs.begin()->w;
+  const int n = static_cast<int>(w0.cols);
+  // The integer-dot kernel reads h quantized: it stays unfused (rms_norm, quantize, product).
+  if (!multi_fuses(rec, outs, n_tok, kind) || use_dot(rec, w0.type, w0.cols, n_tok, xq)) {
+    rms_norm(rec, x, norm.w, norm.h, n, n_tok, 0, ldx, ldx, norm.eps);
+    matmul_multi(rec, outs, norm.h, n_tok, ldx, kind, xq);
+    return;
+  }
+  if (norm.write_h) rms_norm(rec, x, norm.w, norm.h, n, n_tok, 0, ldx, ldx, norm.eps);
+  matvec_part parts[3];
+  int np = 0;
+  for (const matmul_out& o : outs) parts[np++] = {&o.w->pieces[0], o.y, o.ldy};
+  matvec_dispatch(rec, w0.type, w0.cols, parts, np, x, norm.w, n_tok, ldx, false, false, false,
+                  true, norm.eps);
+  // A broken rms_norm doubles h, i.e. (the product being linear) the products' outputs.
+  const bool broken = parity_break("matvec", &w0.type) || parity_break("rms_norm");
+  if (broken)
     for (const matmul_out& o : outs)
       parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
 }

@@ -122,6 +122,22 @@ void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const b
                   int n_tok, int ldx, matmul_kernel kind = matmul_kernel::automatic,
                   const buffer_range& xq = {});
 
+// The rms norm before matmul_multi_norm's products: h = rms_norm(x) * w (ops::rms_norm, eps).
+struct rms_norm_in {
+  buffer_range w;      // the norm weight, W's cols floats
+  float eps;
+  buffer_range h;      // where the unfused path (or write_h) puts the normed rows (stride ldx)
+  bool write_h;        // write h even when fused (a capture reads it)
+};
+// matmul_multi of h = rms_norm(x) * norm.w (n_tok rows of x, stride ldx). Where matmul_multi
+// fuses (and the integer-dot kernel is not taken), its one dispatch reads x and computes each
+// token's norm itself (shaders/matvec.comp, NORM): h is not written unless norm.write_h (then
+// ops::rms_norm writes it first, for the capture; the product still takes the fused path).
+// Otherwise ops::rms_norm writes h, then matmul_multi(h).
+void matmul_multi_norm(recorder& rec, std::initializer_list<matmul_out> outs,
+                       const buffer_range& x, const rms_norm_in& norm, int n_tok, int ldx,
+                       matmul_kernel kind = matmul_kernel::automatic, const buffer_range& xq = {});
+
 // y[t, :] (+)= W . (silu(g[t, :]) * u[t, :]) (g, u: n_tok rows of stride ldx = W's cols). Where
 // matmul_fuses, the vector kernel reads g and u (SwiGLU fused into the product's input; g is left
 // as it was); otherwise ops::swiglu writes silu(g) * u into g, a barrier, then ops::matmul.

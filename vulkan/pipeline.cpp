@@ -21,7 +21,8 @@ namespace {
 // that variant where the device has subgroup arithmetic.
 
 static_assert(sizeof(rms_norm_push) == 20 && sizeof(rope_push) == 24 && sizeof(matmul_push) == 28 &&
-              sizeof(attention_push) == 32 && sizeof(kv_store_push) == 16 && sizeof(add_push) == 8);
+              sizeof(attention_push) == 32 && sizeof(kv_store_push) == 16 && sizeof(add_push) == 8 &&
+              sizeof(matvec_push) == 60);
 
 const op_row& row_of(kernel k) {
   for (int i = 0; i < n_ops; ++i)

@@ -498,7 +498,10 @@ void vulkan_backend::warm_up() {
         case op_spec::accumulate_glu:
           for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 0u, 1u});
           pipes_->get(row.k, t, {1u, 1u, 1u});
-          for (uint32_t parts : {2u, 3u}) pipes_->get(row.k, t, {0u, 0u, parts});
+          for (uint32_t parts : {2u, 3u}) {
+            pipes_->get(row.k, t, {0u, 0u, parts});
+            pipes_->get(row.k, t, {0u, 0u, parts, 1u});  // the rms norm fused (NORM)
+          }
           break;
         case op_spec::accumulate_parts:
           for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 1u});
@@ -634,10 +637,11 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   recorder& r = stream_->open();
   const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
-  ops::rms_norm(r, x_, L.attn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
+  // The norm is fused into the Q/K/V product where it can (h_ written only for the capture).
+  ops::matmul_multi_norm(r, {{&wq, q_, n_q}, {&wk, k_, n_kv}, {&wv, v_, n_kv}}, x_,
+                         {L.attn_norm.pieces[0].range, hp_.rms_eps, h_, capture_ != nullptr}, n,
+                         n_embd, matmul_kernel::automatic, xq_);
   cap(r, "rms_norm:attn_norm", h_, n, n_embd);
-  ops::matmul_multi(r, {{&wq, q_, n_q}, {&wk, k_, n_kv}, {&wv, v_, n_kv}}, h_, n, n_embd,
-                    matmul_kernel::automatic, xq_);
   cap(r, "matmul:wq", q_, n, n_q);
   cap(r, "matmul:wk", k_, n, n_kv);
   cap(r, "matmul:wv", v_, n, n_kv);
@@ -669,10 +673,10 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true, matmul_kernel::automatic, xq_);
   cap(r, "matmul:wo", x_, n, n_embd);
   // feed-forward block: h = norm(x); x += (silu(h Wg^T) * (h Wu^T)) Wd^T
-  ops::rms_norm(r, x_, L.ffn_norm.pieces[0].range, h_, n_embd, n, 0, n_embd, n_embd, hp_.rms_eps);
+  ops::matmul_multi_norm(r, {{&ffn_gate, gate_, n_ff}, {&ffn_up, up_, n_ff}}, x_,
+                         {L.ffn_norm.pieces[0].range, hp_.rms_eps, h_, capture_ != nullptr}, n,
+                         n_embd, matmul_kernel::automatic, xq_);
   cap(r, "rms_norm:ffn_norm", h_, n, n_embd);
-  ops::matmul_multi(r, {{&ffn_gate, gate_, n_ff}, {&ffn_up, up_, n_ff}}, h_, n, n_embd,
-                    matmul_kernel::automatic, xq_);
   cap(r, "matmul:ffn_gate", gate_, n, n_ff);
   cap(r, "matmul:ffn_up", up_, n, n_ff);
   if (ops::matmul_fuses(r, n)) {

@@ -509,6 +509,13 @@ class checker {
     multi(run, v, t, t, 2 * cols, {2100, 300, 7}, 1, vec);  // 32 lanes per row
     multi(run, v, t, other, cols, {67, 20, 20}, 2, vec);     // two types: one dispatch each
     multi(run, v, t, t, cols, {67, 20}, 6, til);
+    // The rms norm fused into the product (ops::matmul_multi_norm): h not written, or written
+    // (the capture's path, checked too), and its fallbacks (two types, tiled; rms_norm first).
+    multi(run, v, t, t, cols, {67, 20, 20}, 1, vec, norm_mode::fused);
+    multi(run, v, t, t, cols, {131, 5}, 4, vec, norm_mode::fused_h);
+    multi(run, v, t, t, 2 * cols, {2100, 300, 7}, 3, vec, norm_mode::fused);
+    multi(run, v, t, other, cols, {67, 20, 20}, 2, vec, norm_mode::fused);
+    multi(run, v, t, t, cols, {67, 20}, 5, til, norm_mode::fused_h);
     glu(run, v, t, cols, 67, 1, true, 0, vec);
     glu(run, v, t, 2 * cols, 130, 4, false, 0, vec);
     glu(run, v, t, cols, 67, 3, true, 20, vec);
@@ -682,8 +689,11 @@ class checker {
     return w;
   }
 
+  enum class norm_mode { none, fused, fused_h };  // fused_h: h written as well (capture)
+
   void multi(runner& run, const std::string& v, dtype t, dtype t1, int64_t cols,
-             const std::vector<int64_t>& rows, int n_tok, matmul_kernel kind) {
+             const std::vector<int64_t>& rows, int n_tok, matmul_kernel kind,
+             norm_mode norm = norm_mode::none) {
     const size_t n = rows.size();
     const uint32_t s0 = seed(40 + static_cast<uint32_t>(cols + rows[0] + n_tok + 7 * n));
     arena a(ctx_, memory_kind::device, 8 << 20);
@@ -696,39 +706,66 @@ class checker {
       y.push_back(std::make_unique<host_buffer>(ctx_, y0.size() * 4));
       y.back()->set(y0);  // overwritten: the products do not accumulate
     }
-    const auto x = random_floats(static_cast<size_t>(cols) * n_tok, s0 + 99);
-    host_buffer bx(ctx_, x.size() * 4);
+    const auto x = random_floats(static_cast<size_t>(cols) * n_tok, s0 + 99,
+                                 norm != norm_mode::none ? 3.0f : 1.0f);
+    const auto nw = random_floats(static_cast<size_t>(cols), s0 + 98);
+    host_buffer bx(ctx_, x.size() * 4), bn(ctx_, nw.size() * 4), bh(ctx_, x.size() * 4);
     bx.set(x);
+    bn.set(nw);
+    bh.set(std::vector<float>(x.size(), 7.0f));
     const int c = static_cast<int>(cols);
+    const float eps = 1e-5f;
+    const ops::rms_norm_in nin{bn, eps, bh, norm == norm_mode::fused_h};
     run.run([&](recorder& r) {
-      if (n == 3)
-        ops::matmul_multi(r,
-                          {{&w[0], *y[0], static_cast<int>(rows[0])},
-                           {&w[1], *y[1], static_cast<int>(rows[1])},
-                           {&w[2], *y[2], static_cast<int>(rows[2])}},
-                          bx, n_tok, c, kind);
+      const auto y_of = [&](size_t i) {
+        return ops::matmul_out{&w[i], *y[i], static_cast<int>(rows[i])};
+      };
+      if (norm != norm_mode::none && n == 3)
+        ops::matmul_multi_norm(r, {y_of(0), y_of(1), y_of(2)}, bx, nin, n_tok, c, kind);
+      else if (norm != norm_mode::none)
+        ops::matmul_multi_norm(r, {y_of(0), y_of(1)}, bx, nin, n_tok, c, kind);
+      else if (n == 3)
+        ops::matmul_multi(r, {y_of(0), y_of(1), y_of(2)}, bx, n_tok, c, kind);
       else
-        ops::matmul_multi(r,
-                          {{&w[0], *y[0], static_cast<int>(rows[0])},
-                           {&w[1], *y[1], static_cast<int>(rows[1])}},
-                          bx, n_tok, c, kind);
+        ops::matmul_multi(r, {y_of(0), y_of(1)}, bx, n_tok, c, kind);
     });
+    std::vector<float> xin = x;  // the products' input: x, or rms_norm(x) * nw
+    if (norm != norm_mode::none)
+      for (int tk = 0; tk < n_tok; ++tk)
+        cpu::ref::rms_norm(&xin[static_cast<size_t>(tk) * cols],
+                           &x[static_cast<size_t>(tk) * cols], nw.data(), c, eps);
     std::vector<float> ref, got;
     std::string rows_s;
     for (size_t i = 0; i < n; ++i) {
       std::vector<float> part(static_cast<size_t>(rows[i] * n_tok));
-      cpu::ref::matmul(w[i].type, q[i].data(), cols, rows[i], x.data(), n_tok, part.data(), 0,
+      cpu::ref::matmul(w[i].type, q[i].data(), cols, rows[i], xin.data(), n_tok, part.data(), 0,
                        rows[i]);
       ref.insert(ref.end(), part.begin(), part.end());
       const auto g = y[i]->floats(part.size());
       got.insert(got.end(), g.begin(), g.end());
       rows_s += (i ? "+" : "") + std::to_string(rows[i]);
     }
+    // h: written by the fallbacks and with fused_h; left as it was (7s) by the fused kernel.
+    const bool h_written = norm == norm_mode::fused_h || t1 != t || kind == matmul_kernel::tiled;
+    if (norm != norm_mode::none) {
+      const auto h = bh.floats(x.size());
+      got.insert(got.end(), h.begin(), h.end());
+      if (h_written) ref.insert(ref.end(), xin.begin(), xin.end());
+      else ref.insert(ref.end(), h.begin(), h.end());
+    }
+    const char* norm_s = norm == norm_mode::none      ? ""
+                         : norm == norm_mode::fused ? " +rms_norm"
+                                                    : " +rms_norm (h written)";
     record("matvec", std::string(dtype_name(t)), v,
-           fmt::format("{} cols={} rows={}{} n_tok={}{}", n == 3 ? "fused qkv" : "fused gate_up",
-                       cols, rows_s, t1 != t ? fmt::format(" ({} second)", dtype_name(t1)) : "",
-                       n_tok, kind == matmul_kernel::tiled ? " tiled" : ""),
+           fmt::format("{}{} cols={} rows={}{} n_tok={}{}", n == 3 ? "fused qkv" : "fused gate_up",
+                       norm_s, cols, rows_s,
+                       t1 != t ? fmt::format(" ({} second)", dtype_name(t1)) : "", n_tok,
+                       kind == matmul_kernel::tiled ? " tiled" : ""),
            ref, got, 1e-9);
+    // The fused kernel leaves h alone (it must not write it when no capture asks).
+    if (norm == norm_mode::fused && !h_written)
+      for (float e : bh.floats(x.size()))
+        if (e != 7.0f) out_.back().pass = false;
   }
 
   void glu(runner& run, const std::string& v, dtype t, int64_t cols, int64_t rows, int n_tok,
