@@ -198,6 +198,25 @@ TEST_F(VulkanRecording, EveryDispatchIsTimedWithItsCost) {
   EXPECT_EQ(c.barriers, 34u) << "timing changed the barrier count";
 }
 
+// The layer spans of --trace (and of `tandem bench`, which traces every run) come from a query
+// pool of 512 spans. A long generation used to fill it and then read queries of a command buffer
+// not submitted yet (VK_NOT_READY, the bench stopped after ~80 tokens of a 5-layer model): the
+// pool is freed at every read, so every token of a long run is timed.
+TEST_F(VulkanRecording, LongTracedRunsKeepTimingEveryToken) {
+  auto m = model::load(path());
+  trace_recorder trace;
+  auto b = gpu_backend(*m, {}, &trace);
+  ASSERT_NE(b, nullptr);
+  size_t last = 0;
+  for (int t = 0; t < 200; ++t) {  // 200 tokens x (5 layers + head) spans, positions wrap at 64
+    ASSERT_NO_THROW(decode_token(*b, *m, t % 64)) << "token " << t;
+    const size_t n = trace.spans().size();
+    if (t == 0 && n == 0) GTEST_SKIP() << "the device writes no timestamps";
+    ASSERT_GE(n, last + 6) << "token " << t << " was not timed";
+    last = n;
+  }
+}
+
 // The same ops bound with push descriptors and with descriptor sets from pools give the same
 // bytes (the pool path is the fallback of devices without VK_KHR_push_descriptor).
 TEST_F(VulkanRecording, PushDescriptorsAndPoolsGiveTheSameResults) {

@@ -83,9 +83,11 @@ void gpu_timer::calibrate() {
 
 int gpu_timer::begin(VkCommandBuffer cb, uint32_t family) {
   if (!pool_ || !supported(family)) return -1;
+  // Full: the queries in use may belong to a command buffer not submitted yet, so reading them
+  // here could never finish (VK_NOT_READY); the span goes untimed until the next collect().
   if (next_ + 2 > capacity_) {
-    collect();
-    next_ = 0;
+    ++dropped_;
+    return -1;
   }
   const uint32_t q = next_;
   next_ += 2;
@@ -122,6 +124,7 @@ void gpu_timer::collect() {
     trace_.add({p.name, p.track, a, b - a, p.layer, "gpu"});
   }
   pending_.clear();
+  next_ = 0;  // every span begun so far has been read
 }
 
 // ---- dispatch_timer -------------------------------------------------------------------------

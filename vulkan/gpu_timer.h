@@ -27,9 +27,11 @@ class gpu_timer {
   int begin(VkCommandBuffer cb, uint32_t family);
   // Records the end and names the span; it is read back by collect().
   void end(VkCommandBuffer cb, int handle, std::string name, trace_track track, int layer);
-  // Reads every recorded span whose command buffer has been submitted (waiting for results that
-  // are not ready yet) and adds it to the trace. Call after the host waited, or it blocks.
+  // Reads every recorded span (waiting for results that are not ready yet), adds it to the trace
+  // and frees the queries. Call only when every command buffer holding a span was submitted.
   void collect();
+  // Spans left untimed because the pool was full (more than capacity/2 spans between collects).
+  uint64_t dropped() const { return dropped_; }
 
  private:
   void calibrate();
@@ -38,6 +40,7 @@ class gpu_timer {
   VkQueryPool pool_ = VK_NULL_HANDLE;
   uint32_t capacity_ = 0;  // queries (pairs x 2)
   uint32_t next_ = 0;
+  uint64_t dropped_ = 0;
   std::vector<uint32_t> valid_bits_;  // per queue family
   double ns_per_tick_ = 1.0;
   double offset_us_ = 0;  // host_us = ticks * ns_per_tick / 1000 + offset_us
