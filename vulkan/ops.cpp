@@ -75,10 +75,10 @@ uint32_t matvec_row_threads(uint32_t wg, int64_t cols, int64_t rows) {
 // dispatch each, SwiGLU read by the down product; float kernel), "separate" (one dispatch per
 // matrix and a swiglu dispatch: what a device runs anyway where the matrices of a group differ in
 // type or are split in pieces), "dot" (fused, and the integer-dot kernel on every Q4_0 / Q8_0 /
-// Q4_K / Q5_K / Q6_K matrix). Unforced: fused, with the integer-dot kernel where the device runs 4x8-bit dot
-// products in hardware (integerDotProduct4x8BitPackedSignedAccelerated) and the rows are long
-// (k_dot_min_cols): emulated dot products (lavapipe) and short rows lose more to the quantize
-// dispatch and its barrier than they gain.
+// Q4_K / Q5_K / Q6_K matrix). Unforced: fused, with the integer-dot kernel where the device runs
+// 4x8-bit dot products in hardware (integerDotProduct4x8BitPackedSignedAccelerated) and the rows
+// are long (k_dot_min_cols): emulated dot products (lavapipe) and short rows lose more to the
+// quantize dispatch and its barrier than they gain.
 struct matvec_variant {
   bool fuse = true;
   bool dot_forced = false;

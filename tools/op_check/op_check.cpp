@@ -16,10 +16,14 @@
 //   quantize_q8, matvec_dot      1e-6   against activations rounded to int8 as the kernel does:
 //                                       exact but for a rounding tie after the device's 1/d or
 //                                       exp (one level of one element); run where the device has
-//                                       integer dot products (lavapipe has)
-// Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
-// so every case is 280x or more under its threshold, while a real bug (a wrong scale, index or
-// block layout) gives 1e-4 or far more.
+//                                       integer dot products (lavapipe has). K-quants: the
+//                                       same (integer sums per 32-element sub-block; the
+//                                       Q4_K/Q5_K min term through the activation block sums)
+// Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks; matvec_dot on K-quants 2.4e-11),
+// most cases 1e-13 or exactly 0, so every case is 280x or more under its threshold, while a real
+// bug (a wrong scale, index or block layout) gives 1e-4 or far more (matvec_dot: a Q4_K/Q5_K min
+// off by one 8.8e-5 at the least, a Q6_K half-block scale swapped 1.1e-2, a Q5_K fifth bit from
+// the wrong plane 2.1).
 #include "tools/op_check/op_check.h"
 
 #include <fmt/format.h>
