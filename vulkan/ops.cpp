@@ -380,6 +380,12 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
   return pl;
 }
 
+bool dot_may_run(const context& ctx) {
+  const matvec_variant v = matvec_choice(ctx);
+  return ctx.caps().integer_dot && !v.dot_off &&
+         (v.dot_forced || ctx.caps().integer_dot_accelerated);
+}
+
 bool has_dot_kernel(dtype t) {
   return t == dtype::q4_0 || t == dtype::q8_0 || t == dtype::q4_k || t == dtype::q5_k ||
          t == dtype::q6_k;
