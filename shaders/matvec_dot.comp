@@ -1,8 +1,10 @@
 // The integer-dot matvec: matvec.comp's rows and parts (Q/K/V, gate/up in one dispatch), with the
 // activations quantized once per token by quantize_q8.comp and each 32-element block of a Q4_0 /
-// Q8_0 row dotted with them by OpSDot (SPV_KHR_integer_dot_product, emitted through
-// GL_EXT_spirv_intrinsics: glslang 12 has no GL_EXT_integer_dot_product). A lane takes whole
-// blocks (18 or 34 bytes of weights, 40 of activations), 2x unrolled. Chosen where the device
+// Q8_0 row (each 32-element sub-block of a Q4_K / Q5_K / Q6_K super-block) dotted with them by
+// OpSDot (SPV_KHR_integer_dot_product, emitted through GL_EXT_spirv_intrinsics: glslang 12 has no
+// GL_EXT_integer_dot_product); dot_block.glsl has the algebra per type. A lane takes whole
+// blocks (18 or 34 bytes of weights, 40 of activations; K-quants: 16, 20 or 24 bytes of quants
+// and the super-block's scales), 2x unrolled. Chosen where the device
 // reports 4x8-bit packed signed dot products as accelerated (vulkan/ops.cpp); forced with
 // TANDEM_VK_VARIANT=matvec=dot. On an H100 (dp4a) this halves the instructions per weight byte
 // against the float kernel, which matters once the float kernel is issue-bound rather than

@@ -74,11 +74,11 @@ uint32_t matvec_row_threads(uint32_t wg, int64_t cols, int64_t rows) {
 // The matvec variants (TANDEM_VK_VARIANT=matvec=<name>): "fused" (Q/K/V and gate/up in one
 // dispatch each, SwiGLU read by the down product; float kernel), "separate" (one dispatch per
 // matrix and a swiglu dispatch: what a device runs anyway where the matrices of a group differ in
-// type or are split in pieces), "dot" (fused, and the integer-dot kernel on every Q4_0 / Q8_0
-// matrix). Unforced: fused, with the integer-dot kernel where the device runs 4x8-bit dot
-// products in hardware (integerDotProduct4x8BitPackedSignedAccelerated) and the rows are long
-// (k_dot_min_cols): emulated dot products (lavapipe) and short rows lose more to the quantize
-// dispatch and its barrier than they gain.
+// type or are split in pieces), "dot" (fused, and the integer-dot kernel on every Q4_0 / Q8_0 /
+// Q4_K / Q5_K / Q6_K matrix). Unforced: fused, with the integer-dot kernel where the device runs
+// 4x8-bit dot products in hardware (integerDotProduct4x8BitPackedSignedAccelerated) and the rows
+// are long (k_dot_min_cols): emulated dot products (lavapipe) and short rows lose more to the
+// quantize dispatch and its barrier than they gain.
 struct matvec_variant {
   bool fuse = true;
   bool dot_forced = false;
@@ -380,8 +380,15 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
   return pl;
 }
 
+bool dot_may_run(const context& ctx) {
+  const matvec_variant v = matvec_choice(ctx);
+  return ctx.caps().integer_dot && !v.dot_off &&
+         (v.dot_forced || ctx.caps().integer_dot_accelerated);
+}
+
 bool has_dot_kernel(dtype t) {
-  return t == dtype::q4_0 || t == dtype::q8_0;
+  return t == dtype::q4_0 || t == dtype::q8_0 || t == dtype::q4_k || t == dtype::q5_k ||
+         t == dtype::q6_k;
 }
 
 uint64_t quantized_bytes(int n_tok, int64_t cols) {
@@ -489,12 +496,39 @@ bool multi_fuses(recorder& rec, std::initializer_list<ops::matmul_out> outs, int
   return fuse;
 }
 
+// Whether every output of an unfused matmul_multi takes the integer-dot vector kernel on rows of
+// one length (then the activations are quantized once for all of them).
+bool multi_dot(recorder& rec, std::initializer_list<ops::matmul_out> outs, int n_tok,
+               matmul_kernel kind, const buffer_range& xq) {
+  if (kind == matmul_kernel::automatic)
+    kind = n_tok <= 4 ? matmul_kernel::vector : matmul_kernel::tiled;
+  if (kind != matmul_kernel::vector) return false;
+  for (const ops::matmul_out& o : outs)
+    if (o.w->cols != outs.begin()->w->cols || !use_dot(rec, o.w->type, o.w->cols, n_tok, xq))
+      return false;
+  return true;
+}
+
 }  // namespace
 
 void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
                   int n_tok, int ldx, matmul_kernel kind, const buffer_range& xq) {
   const bool fuse = multi_fuses(rec, outs, n_tok, kind);
   const device_weight& w0 = *outs.begin()->w;
+  if (!fuse && multi_dot(rec, outs, n_tok, kind, xq)) {
+    // Types differ (Q4_K_M's Q4_K and Q6_K) or pieces: x quantized once for every product.
+    quantize(rec, x, x, xq, w0.cols, n_tok, ldx, false);
+    for (const matmul_out& o : outs) {
+      for (const auto& piece : o.w->pieces) {
+        const matvec_part part{&piece, o.y, o.ldy};
+        matvec_dispatch(rec, o.w->type, o.w->cols, &part, 1, xq, x, n_tok, ldx, false, false,
+                        true);
+      }
+      if (parity_break("matvec_dot", &o.w->type))
+        parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
+    }
+    return;
+  }
   if (!fuse) {
     for (const matmul_out& o : outs)
       matmul(rec, *o.w, x, o.y, n_tok, ldx, o.ldy, false, kind, xq);

@@ -84,6 +84,9 @@ attention_plan plan_attention(const context& ctx, int n_tok, int pos0, int n_hea
 
 // Whether the integer-dot matvec (shaders/matvec_dot.comp) has a kernel for type t.
 bool has_dot_kernel(dtype t);
+// Whether this device may run the integer-dot matvec at all (its pipelines worth building): it has
+// integer dot products and runs them in hardware, or matvec=dot is forced.
+bool dot_may_run(const context& ctx);
 // Bytes of n_tok rows of cols activations quantized for it (the scratch xq of the products).
 uint64_t quantized_bytes(int n_tok, int64_t cols);
 

@@ -479,7 +479,7 @@ void vulkan_backend::warm_up() {
     const op_row& row = op_rows[i];
     if ((row.use == op_use::layers && opt_.layers.empty()) || (row.use == op_use::bias && !bias))
       continue;
-    if (row.use == op_use::integer_dot && !ctx_->caps().integer_dot) continue;
+    if (row.use == op_use::integer_dot && !dot_may_run(*ctx_)) continue;
     const std::vector<dtype> row_types = row.typed ? types : std::vector<dtype>{dtype::f32};
     for (dtype t : row_types) {
       if (row.k == kernel::matvec_dot && !has_dot_kernel(t)) continue;

@@ -16,10 +16,14 @@
 //   quantize_q8, matvec_dot      1e-6   against activations rounded to int8 as the kernel does:
 //                                       exact but for a rounding tie after the device's 1/d or
 //                                       exp (one level of one element); run where the device has
-//                                       integer dot products (lavapipe has)
-// Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks), most cases 1e-13 or exactly 0,
-// so every case is 280x or more under its threshold, while a real bug (a wrong scale, index or
-// block layout) gives 1e-4 or far more.
+//                                       integer dot products (lavapipe has). K-quants: the
+//                                       same (integer sums per 32-element sub-block; the
+//                                       Q4_K/Q5_K min term through the activation block sums)
+// Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks; matvec_dot on K-quants 2.4e-11),
+// most cases 1e-13 or exactly 0, so every case is 280x or more under its threshold, while a real
+// bug (a wrong scale, index or block layout) gives 1e-4 or far more (matvec_dot: a Q4_K/Q5_K min
+// off by one 8.8e-5 at the least, a Q6_K half-block scale swapped 1.1e-2, a Q5_K fifth bit from
+// the wrong plane 2.1).
 #include "tools/op_check/op_check.h"
 
 #include <fmt/format.h>
@@ -594,16 +598,21 @@ class checker {
   // the three entry points (one product, Q/K/V-like parts, SwiGLU-down), against the reference on
   // the activations rounded as the kernel rounds them (q8_round): integer sums are exact, so only
   // the order of the float scalings differs, but for a rare rounding tie (see quantize_q8): 1e-6.
+  // K-quants on 1 and 5 super-blocks; "mixed": Q/K/V-like parts of two types (as Q4_K_M's Q4_K
+  // and Q6_K), which run as separate products, each quantizing the activations.
   void matvec_dot(runner& run, const std::string& v, bool) {
     if (!ctx_.caps().integer_dot) return;
     variant_guard guard("matvec=dot");
     const auto vec = matmul_kernel::vector;
-    for (dtype t : {dtype::q8_0, dtype::q4_0}) {
+    for (dtype t : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q5_k, dtype::q6_k}) {
       const std::string type(dtype_name(t));
       if (!wanted("matvec_dot", type)) continue;
-      for (int64_t cols : {32, 544}) {
+      const bool kq = t == dtype::q4_k || t == dtype::q5_k || t == dtype::q6_k;
+      const dtype t2 = kq ? (t == dtype::q6_k ? dtype::q4_k : dtype::q6_k)
+                          : (t == dtype::q8_0 ? dtype::q4_0 : dtype::q8_0);
+      for (int64_t cols : kq ? std::vector<int64_t>{256, 1280} : std::vector<int64_t>{32, 544}) {
         struct dcase {
-          int kind;  // 0 one product, 1 three parts, 2 swiglu-down
+          int kind;  // 0 one product, 1 three parts, 2 swiglu-down, 3 three parts of two types
           int64_t rows;
           int n_tok;
           bool acc;
@@ -611,16 +620,18 @@ class checker {
         };
         for (const dcase c : {dcase{0, 1, 1, false, 0}, dcase{0, 130, 3, true, 0},
                               dcase{0, 67, 4, false, 0}, dcase{0, 67, 2, true, 20},
-                              dcase{1, 67, 2, false, 0}, dcase{1, 2100, 1, false, 0},
+                              dcase{0, 300, 2, false, 0}, dcase{1, 67, 2, false, 0},
+                              dcase{1, 2100, 1, false, 0}, dcase{3, 45, 3, false, 0},
                               dcase{2, 67, 3, true, 0}, dcase{2, 130, 4, false, 20}}) {
           const uint32_t s0 = seed(80 + static_cast<uint32_t>(cols + c.rows + c.n_tok + c.kind));
           arena a(ctx_, memory_kind::device, 8 << 20);
-          const int np = c.kind == 1 ? 3 : 1;
+          const int np = c.kind == 1 || c.kind == 3 ? 3 : 1;
           const int64_t prow[3] = {c.rows, 20, 7};
+          const dtype pt[3] = {t, t, c.kind == 3 ? t2 : t};
           std::vector<std::vector<uint8_t>> q(3);
           std::vector<device_weight> w;
           for (int i = 0; i < np; ++i)
-            w.push_back(random_weight(a, t, cols, prow[i], s0 + 3 * i, &q[i], c.piece_rows));
+            w.push_back(random_weight(a, pt[i], cols, prow[i], s0 + 3 * i, &q[i], c.piece_rows));
           const size_t nx = static_cast<size_t>(cols) * c.n_tok;
           const auto x = random_floats(nx, s0 + 10, 2.0f), u = random_floats(nx, s0 + 11);
           std::vector<std::unique_ptr<host_buffer>> y;
@@ -639,7 +650,7 @@ class checker {
             if (c.kind == 0)
               ops::matmul(r, w[0], bx, *y[0], c.n_tok, ci, static_cast<int>(c.rows), c.acc, vec,
                           bq);
-            else if (c.kind == 1)
+            else if (c.kind == 1 || c.kind == 3)
               ops::matmul_multi(r,
                                 {{&w[0], *y[0], static_cast<int>(prow[0])},
                                  {&w[1], *y[1], static_cast<int>(prow[1])},
@@ -655,7 +666,7 @@ class checker {
           std::vector<float> ref, got;
           for (int i = 0; i < np; ++i) {
             std::vector<float> part(y0[static_cast<size_t>(i)].size());
-            cpu::ref::matmul(t, q[i].data(), cols, prow[i], h.data(), c.n_tok, part.data(), 0,
+            cpu::ref::matmul(pt[i], q[i].data(), cols, prow[i], h.data(), c.n_tok, part.data(), 0,
                              prow[i]);
             if (c.acc)
               for (size_t k = 0; k < part.size(); ++k) part[k] += y0[static_cast<size_t>(i)][k];
@@ -663,7 +674,8 @@ class checker {
             const auto g = y[static_cast<size_t>(i)]->floats(part.size());
             got.insert(got.end(), g.begin(), g.end());
           }
-          const char* what[] = {"", "parts=3 ", "swiglu-down "};
+          const std::string what[] = {"", "parts=3 ", "swiglu-down ",
+                                      fmt::format("parts=3 mixed={} ", dtype_name(t2))};
           record("matvec_dot", type, v,
                  fmt::format("{}cols={} rows={} n_tok={}{}{}", what[c.kind], cols, c.rows,
                              c.n_tok, c.acc ? " acc" : "",
