@@ -174,7 +174,8 @@ shared float ex[128];  // one value per row slot (at most 128 rows per workgroup
 
 // The epilogue of one token's sum s of row `row` (slot `slot`): bias, rope, stores. Every lane
 // calls it (barriers); lane 0 of a valid row stores.
-void rope_kv_epilogue(uint part, uint t, uint row, uint slot, float s, bool valid, bool first_lane) {
+void rope_kv_epilogue(uint part, uint t, uint row, uint slot, float s, bool valid,
+                      bool first_lane) {
   if (valid && (rk.flags & 1u) != 0u)
     s += part == 0u ? bq[row] : (part == 1u ? bk[row] : bv[row]);
   barrier();  // ex is reused per token

@@ -198,13 +198,15 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
     const bool bias = rk->bq.size > 0;
     const uint64_t pairs = nt * static_cast<uint64_t>(rk->n_head + rk->n_head_kv) * (rk->n_rot / 2);
     const uint64_t kv = static_cast<uint64_t>(parts[1].piece->rows);
-    rec.cost(nt * (static_cast<uint64_t>(rk->n_rot) * 4 + (bias ? r * 4 : 0) + 2 * kv * 2), 6 * pairs);
-    const matvec_rope_push rp{push, {u32(rk->head_dim), u32(rk->n_rot), u32(rk->pos0),
-                                     (bias ? 1u : 0u) | (rk->write_kv ? 2u : 0u)}};
-    rec.dispatch(p, gx, gy, div_up(nt, 4), rp,
-                 {a.piece->range, b.piece->range, c.piece->range, x, u, a.y, b.y, c.y, rk->table,
-                  rk->k_cache, rk->v_cache, bias ? rk->bq : x, bias ? rk->bk : x,
-                  bias ? rk->bv : x});
+    rec.cost(nt * (static_cast<uint64_t>(rk->n_rot) * 4 + (bias ? r * 4 : 0) + 2 * kv * 2),
+             6 * pairs);
+    const matvec_rope_push rp{push,
+                              {u32(rk->head_dim), u32(rk->n_rot), u32(rk->pos0),
+                               (bias ? 1u : 0u) | (rk->write_kv ? 2u : 0u)}};
+    rec.dispatch(
+        p, gx, gy, div_up(nt, 4), rp,
+        {a.piece->range, b.piece->range, c.piece->range, x, u, a.y, b.y, c.y, rk->table,
+         rk->k_cache, rk->v_cache, bias ? rk->bq : x, bias ? rk->bk : x, bias ? rk->bv : x});
     return;
   }
   rec.dispatch(p, gx, gy, div_up(nt, 4), push,
@@ -564,13 +566,15 @@ bool rope_kv_in_matvec() {
 
 bool qkv_rope_fuses(recorder& rec, const matmul_out& q, const matmul_out& k, const matmul_out& v,
                     int n_tok, const rope_kv_in& rk, const buffer_range& xq) {
-  if (!rope_kv_in_matvec() || n_tok != 1 || !multi_fuses(rec, {q, k, v}, n_tok, matmul_kernel::vector))
+  if (!rope_kv_in_matvec() || n_tok != 1 ||
+      !multi_fuses(rec, {q, k, v}, n_tok, matmul_kernel::vector))
     return false;
   const device_weight& w0 = *q.w;
   if (use_dot(rec, w0.type, w0.cols, n_tok, xq)) return false;  // no rope epilogue there
   const int d = rk.head_dim, nr = rk.n_rot;
   const int quad = rk.style == rope_style::neox ? 4 : 2;  // rows a workgroup's unit holds
-  const int64_t n_q = static_cast<int64_t>(rk.n_head) * d, n_kv = static_cast<int64_t>(rk.n_head_kv) * d;
+  const int64_t n_q = static_cast<int64_t>(rk.n_head) * d,
+                n_kv = static_cast<int64_t>(rk.n_head_kv) * d;
   const bool biases = rk.bq.size > 0 && rk.bk.size > 0 && rk.bv.size > 0;
   const bool no_bias = rk.bq.size == 0 && rk.bk.size == 0 && rk.bv.size == 0;
   return d > 0 && d % quad == 0 && nr % quad == 0 && nr <= d && q.w->rows == n_q &&
@@ -582,9 +586,8 @@ void matmul_qkv_rope(recorder& rec, const matmul_out& q, const matmul_out& k, co
                      int n_tok, int ldx, const buffer_range& xq) {
   if (!qkv_rope_fuses(rec, q, k, v, n_tok, rk, xq))
     throw std::logic_error("ops::matmul_qkv_rope where qkv_rope_fuses is false");
-  const matvec_part parts[3] = {{&q.w->pieces[0], q.y, q.ldy},
-                                {&k.w->pieces[0], k.y, k.ldy},
-                                {&v.w->pieces[0], v.y, v.ldy}};
+  const matvec_part parts[3] = {
+      {&q.w->pieces[0], q.y, q.ldy}, {&k.w->pieces[0], k.y, k.ldy}, {&v.w->pieces[0], v.y, v.ldy}};
   matvec_dispatch(rec, q.w->type, q.w->cols, parts, 3, x, norm.w, n_tok, ldx, false, false, false,
                   true, norm.eps, &rk);
   // TANDEM_PARITY_BREAK=matvec_rope doubles q (a model run diverges at rope:q after the prompt).

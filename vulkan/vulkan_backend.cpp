@@ -643,13 +643,16 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   // for the matmul:* and add:* captures, and the fused kernel's own results for the rest.
   const ops::matmul_out oq{&wq, q_, n_q}, ok{&wk, k_, n_kv}, ov{&wv, v_, n_kv};
   const bool bias = !L.bq.pieces.empty() && !L.bk.pieces.empty() && !L.bv.pieces.empty();
-  const auto range0 = [](const device_weight& w) { return w.pieces.empty() ? buffer_range{} : w.pieces[0].range; };
-  const ops::rope_kv_in rk{rope_table_, k_cache, v_cache, bias ? range0(L.bq) : buffer_range{},
-                           bias ? range0(L.bk) : buffer_range{}, bias ? range0(L.bv) : buffer_range{},
-                           hp_.n_head, hp_.n_head_kv, hd, hp_.n_rot, pos0, hp_.rope,
-                           capture_ != nullptr};
-  const bool qkv_rope = (bias || (L.bq.pieces.empty() && L.bk.pieces.empty() && L.bv.pieces.empty())) &&
-                        ops::qkv_rope_fuses(r, oq, ok, ov, n, rk, xq_);
+  const bool no_bias = L.bq.pieces.empty() && L.bk.pieces.empty() && L.bv.pieces.empty();
+  ops::rope_kv_in rk{rope_table_,        k_cache,       v_cache, {},        {},   {},
+                     hp_.n_head,         hp_.n_head_kv, hd,      hp_.n_rot, pos0, hp_.rope,
+                     capture_ != nullptr};
+  if (bias) {
+    rk.bq = L.bq.pieces[0].range;
+    rk.bk = L.bk.pieces[0].range;
+    rk.bv = L.bv.pieces[0].range;
+  }
+  const bool qkv_rope = (bias || no_bias) && ops::qkv_rope_fuses(r, oq, ok, ov, n, rk, xq_);
   if (!qkv_rope || capture_) {
     ops::matmul_multi_norm(r, {oq, ok, ov}, x_,
                            {L.attn_norm.pieces[0].range, hp_.rms_eps, h_, capture_ != nullptr}, n,

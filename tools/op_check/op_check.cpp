@@ -476,10 +476,11 @@ class checker {
   }
 
   // The normed Q/K/V product with the biases, RoPE and the KV-cache append in its epilogue
-  // (ops::matmul_qkv_rope, the op matvec_rope) on every type, both rope styles, odd shapes (head_dim
-  // 6..256, n_rot < head_dim, GQA, positions > 0, with and without biases), against rms_norm,
-  // matmul, the bias and cpu::ref::rope; the caches bit for bit the F16 of the kernel's own k and
-  // v (write_kv; without it, k and v stay untouched and the caches match the reference's F16).
+  // (ops::matmul_qkv_rope, the op matvec_rope) on every type, both rope styles, odd shapes
+  // (head_dim 6..256, n_rot < head_dim, GQA, positions > 0, with and without biases), against
+  // rms_norm, matmul, the bias and cpu::ref::rope; the caches bit for bit the F16 of the kernel's
+  // own k and v (write_kv; without it, k and v stay untouched and the caches match the reference's
+  // F16).
   void matvec_rope(runner& run, const std::string& v, bool) {
     struct shape {
       int n_head, n_head_kv, head_dim, n_rot, pos0;
@@ -488,28 +489,26 @@ class checker {
     variant_guard guard("matvec=fused,rope_kv=matvec");
     for (dtype t : k_types) {
       if (!wanted("matvec_rope", std::string(dtype_name(t)))) continue;
-      const int64_t cols = t == dtype::f32 || t == dtype::f16    ? 100
+      const int64_t cols = t == dtype::f32 || t == dtype::f16     ? 100
                            : t == dtype::q8_0 || t == dtype::q4_0 ? 96
                                                                   : 256;
       // Every shape on F32 and Q4_0 (the epilogue does not depend on the type), two on the rest.
       const bool all = t == dtype::f32 || t == dtype::q4_0;
       for (rope_style style : {rope_style::adjacent, rope_style::neox})
-        for (const shape sh : {shape{2, 1, 20, 12, 7, true, true}, shape{1, 1, 6, 6, 0, false, true},
-                               shape{4, 2, 8, 8, 3, true, false},
-                               shape{3, 1, 12, 8, 17, false, false},
-                               shape{2, 2, 64, 32, 100, true, true},
-                               shape{4, 1, 32, 32, 5, false, true},
-                               shape{1, 1, 256, 256, 1000, true, false}}) {
-          rope_case(run, v, t, cols, style, sh.n_head, sh.n_head_kv, sh.head_dim, sh.n_rot,
-                    sh.pos0, sh.bias, sh.write_kv);
+        for (const shape sh :
+             {shape{2, 1, 20, 12, 7, true, true}, shape{1, 1, 6, 6, 0, false, true},
+              shape{4, 2, 8, 8, 3, true, false}, shape{3, 1, 12, 8, 17, false, false},
+              shape{2, 2, 64, 32, 100, true, true}, shape{4, 1, 32, 32, 5, false, true},
+              shape{1, 1, 256, 256, 1000, true, false}}) {
+          rope_case(run, v, t, cols, style, sh.n_head, sh.n_head_kv, sh.head_dim, sh.n_rot, sh.pos0,
+                    sh.bias, sh.write_kv);
           if (!all && sh.head_dim != 20) break;
         }
     }
   }
 
   void rope_case(runner& run, const std::string& v, dtype t, int64_t cols, rope_style style,
-                 int n_head, int n_head_kv, int hd, int n_rot, int pos0, bool bias,
-                 bool write_kv) {
+                 int n_head, int n_head_kv, int hd, int n_rot, int pos0, bool bias, bool write_kv) {
     const int n_q = n_head * hd, n_kv = n_head_kv * hd, c = static_cast<int>(cols);
     const uint32_t s0 = seed(80 + static_cast<uint32_t>(n_q + 3 * n_kv + n_rot + pos0));
     arena a(ctx_, memory_kind::device, 8 << 20);
@@ -540,8 +539,8 @@ class checker {
     bkc.set(kc);
     bvc.set(vc);
     const ops::matmul_out oq{&w[0], *y[0], n_q}, ok{&w[1], *y[1], n_kv}, ov{&w[2], *y[2], n_kv};
-    ops::rope_kv_in rk{bt, bkc, bvc, {}, {}, {}, n_head, n_head_kv, hd, n_rot, pos0, style,
-                       write_kv};
+    ops::rope_kv_in rk{bt,        bkc, bvc,   {},   {},    {},      n_head,
+                       n_head_kv, hd,  n_rot, pos0, style, write_kv};
     if (bias) {
       rk.bq = *bb[0];
       rk.bk = *bb[1];
