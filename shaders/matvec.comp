@@ -29,13 +29,44 @@
 // 16-byte loads and should reach 70-80%. wk/wv (few rows) get more lanes per row (64 or 128) so
 // that they still launch >= 256 workgroups. 4-byte quant loads (not 16) and the 2-byte block
 // alignment of Q4_0/Q8_0/Q6_K are what keeps the quantized kernels below the F16 one.
-// tandem-variants: types subgroup  (read by vulkan/CMakeLists.txt)
+//
+// The rope_epilogue variant (matvec_rope_<type>, built from this file with ROPE_KV = 1: the op
+// matvec_rope): the normed Q/K/V product of a decode token with RoPE and the KV-cache append in
+// its epilogue (the rotary_kv dispatch and its barrier gone). Parts 0, 1, 2 are Q, K, V. The
+// workgroup's row slots are mapped to rows so that it holds whole rotation pairs and whole F16
+// words (rope_row): adjacent style, rows in order (rows per workgroup even); NEOX, units of four
+// slots (2u, 2u+1, 2u+n_rot/2, 2u+1+n_rot/2 of a head; the dims past n_rot in order), rows per
+// workgroup a multiple of 4. The rows' sums meet in shared memory: the bias added, q and k
+// rotated (angles from the host's cos/sin table at the token's position, rope_pos), q written to
+// y0, k and v as F16 into the caches (one word per pair of dims), and with KV_F32 k and v as F32
+// into y1 and y2 too (a capture reads them).
+// tandem-variants: types subgroup rope_epilogue  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#ifndef ROPE_KV
+#define ROPE_KV 0
+#endif
 
 layout(local_size_x_id = 0) in;
 #include "reduce.glsl"
+#if ROPE_KV
+const bool ACC = false;
+const bool GLU = false;
+const uint PARTS = 3u;
+const bool NORM = true;
+layout(constant_id = 1) const bool NEOX = false;  // rotate halves (else adjacent pairs)
+layout(push_constant) uniform push_block {
+  matvec_push p;
+  rope_epilogue_push rk;
+};
+layout(binding = 8) readonly buffer cs_buf { float cs[]; };
+layout(binding = 9) writeonly buffer kc_buf { uint kc[]; };
+layout(binding = 10) writeonly buffer vc_buf { uint vc[]; };
+layout(binding = 11) readonly buffer bq_buf { float bq[]; };
+layout(binding = 12) readonly buffer bk_buf { float bk[]; };
+layout(binding = 13) readonly buffer bv_buf { float bv[]; };
+#else
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(constant_id = 2) const bool GLU = false;  // x := silu(x) * u
 // Parts read (p.n_parts <= PARTS): a constant, so that a one-matrix product has no part branches
@@ -43,6 +74,7 @@ layout(constant_id = 2) const bool GLU = false;  // x := silu(x) * u
 layout(constant_id = 3) const uint PARTS = 3u;
 layout(constant_id = 4) const bool NORM = false;  // x := rms_norm(x) * n (n at binding 4)
 layout(push_constant) uniform push_block { matvec_push p; };
+#endif
 layout(binding = 0) readonly buffer w0_buf { uint w0[]; };
 layout(binding = 0) readonly buffer w0v_buf { uvec4 w0v[]; };
 layout(binding = 1) readonly buffer w1_buf { uint w1[]; };
@@ -124,6 +156,61 @@ void load_x8(uint t, uint g, out vec4 a, out vec4 b) {
   b = vec4(s[4], s[5], s[6], s[7]);
 }
 
+#if ROPE_KV
+// The position of token t: the one place the epilogue reads it.
+uint rope_pos(uint t) { return rk.pos0 + t; }
+
+// The row of slot L (= workgroup x rows per workgroup + slot, find_row's row) of part 0 or 1:
+// L's unit of four slots holds whole rotation pairs and whole F16 words (see the top).
+uint rope_row(uint L) {
+  if (!NEOX) return L;
+  const uint D = rk.head_dim, h = rk.n_rot / 2u;
+  const uint unit = L / 4u, m = L % 4u, head = unit / (D / 4u), u = unit % (D / 4u);
+  if (u < rk.n_rot / 4u) return head * D + 2u * u + (m < 2u ? m : h + m - 2u);
+  return head * D + rk.n_rot + 4u * (u - rk.n_rot / 4u) + m;
+}
+
+shared float ex[128];  // one value per row slot (at most 128 rows per workgroup)
+
+// The epilogue of one token's sum s of row `row` (slot `slot`): bias, rope, stores. Every lane
+// calls it (barriers); lane 0 of a valid row stores.
+void rope_kv_epilogue(uint part, uint t, uint row, uint slot, float s, bool valid,
+                      bool first_lane) {
+  if (valid && (rk.flags & 1u) != 0u)
+    s += part == 0u ? bq[row] : (part == 1u ? bk[row] : bv[row]);
+  barrier();  // ex is reused per token
+  if (first_lane) ex[slot] = s;
+  barrier();
+  const uint D = rk.head_dim, d = row % D, h = rk.n_rot / 2u;
+  float o = s;
+  if (part < 2u && d < rk.n_rot) {  // x0 c - x1 s, x0 s + x1 c (as rotary_kv.comp)
+    const float other = ex[NEOX ? slot ^ 2u : slot ^ 1u];
+    const bool first = NEOX ? d < h : (d & 1u) == 0u;
+    const uint i = NEOX ? (first ? d : d - h) : d / 2u;
+    const uint ci = 2u * (rope_pos(t) * h + i);
+    const float c = cs[ci], sn = cs[ci + 1u];
+    o = first ? s * c - other * sn : other * sn + s * c;
+  }
+  barrier();
+  if (first_lane) ex[slot] = o;
+  barrier();
+  if (!(first_lane && valid)) return;
+  if (part == 0u) {
+    y0[t * p.ldy0 + row] = o;
+    return;
+  }
+  if ((rk.flags & 2u) != 0u) {
+    if (part == 1u) y1[t * p.ldy1 + row] = o;
+    else y2[t * p.ldy2 + row] = o;
+  }
+  if ((row & 1u) != 0u) return;  // the even row writes the word of (row, row + 1): slot ^ 1
+  const uint word = (rope_pos(t) * p.rows1 + row) / 2u;
+  const uint bits = f32_to_f16(o) | (f32_to_f16(ex[slot ^ 1u]) << 16);
+  if (part == 1u) kc[word] = bits;
+  else vc[word] = bits;
+}
+#endif
+
 float dot8(const float v[8], vec4 a, vec4 b) {
   return dot(vec4(v[0], v[1], v[2], v[3]), a) + dot(vec4(v[4], v[5], v[6], v[7]), b);
 }
@@ -135,6 +222,9 @@ void main() {
   const uint rows_per_wg = gl_WorkGroupSize.x / tpr;
   uint part, row;
   const bool valid = find_row(rows_per_wg, part, row);  // no early return: reductions follow
+#if ROPE_KV
+  if (part < 2u) row = rope_row(row);
+#endif
   const uint t0 = gl_WorkGroupID.z * NT;
   const uint nt = min(NT, p.n_tok - t0);
   const uint n_groups = (p.cols + 7u) / 8u;
@@ -201,6 +291,10 @@ void main() {
   for (uint t = 0; t < NT; ++t) {
     if (t >= nt) break;  // nt is uniform: the reductions stay in uniform control flow
     const float s = row_sum(acc[t], tpr) * inv_rms[t];
+#if ROPE_KV
+    rope_kv_epilogue(part, t0 + t, row, tid / tpr, s, valid, lane == 0u);
+#else
     if (lane == 0u && valid) store(part, t0 + t, row, s);
+#endif
   }
 }

@@ -143,7 +143,22 @@ struct rotary_kv_push {
   uint ldkv;  // k / v row stride (floats)
 };
 
+// The rope epilogue of the fused Q/K/V matvec (matvec.comp built with ROPE_KV; the op
+// matvec_rope): its push constants are matvec_push followed by this.
+struct rope_epilogue_push {
+  uint head_dim;
+  uint n_rot;
+  uint pos0;   // position of token 0
+  uint flags;  // 1: add the biases (bindings 11..13); 2: also write k and v as F32 (y1, y2)
+};
+
 #ifdef __cplusplus
+// The push constants of matvec_rope (vulkan/op_table.h): the block matvec.comp declares with
+// ROPE_KV.
+struct matvec_rope_push {
+  matvec_push mv;
+  rope_epilogue_push rk;
+};
 }  // namespace tandem::vk
 #endif
 

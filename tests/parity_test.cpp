@@ -133,6 +133,8 @@ TEST(ParityTool, BrokenShaderFailsTheOpCheckAndIsNamed) {
 // model first diverges (layer 0, as every layer runs every kernel; the vector kernel only runs
 // for the one-token continuation, so its divergence starts after the prompt). The model runs the
 // fused rope/KV-store kernel by default; the rope and kv_store breaks act on it as on the unfused.
+// Decode runs RoPE and the KV store in the Q/K/V product's epilogue (matvec_rope): its break shows
+// after the prompt.
 TEST(ParityTool, BrokenShaderFailsTheModelCheckAndNamesTheOp) {
   struct expectation {
     const char* kernel;
@@ -145,6 +147,7 @@ TEST(ParityTool, BrokenShaderFailsTheModelCheckAndNamesTheOp) {
                                expectation{"attention", "attention", false},
                                expectation{"flash_attn", "attention", false},
                                expectation{"rotary_kv", "rope:q", false},
+                               expectation{"matvec_rope", "rope:q", true},
                                expectation{"swiglu", "swiglu", false},
                                expectation{"matmul", "matmul:wq", false},
                                expectation{"matvec", "matmul:wq", true}}) {

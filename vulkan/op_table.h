@@ -68,7 +68,9 @@ enum class op_use : uint8_t {
   X(rotary_kv, 6, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers, 0b110011)      \
   X(quantize_q8, 3, quantize_push, 64, false, op_spec::glu, op_use::integer_dot, 0b100)       \
   X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate_parts, op_use::integer_dot,    \
-    0b11100000)
+    0b11100000)                                                                                \
+  X(matvec_rope, 14, matvec_rope_push, 128, true, op_spec::rope_style, op_use::layers,         \
+    0b11011100000)
 
 enum class kernel : uint32_t {
 #define TANDEM_VK_OP_ENUM(name, ...) name,

@@ -41,6 +41,7 @@ bool parity_break(const char* name, const dtype* t = nullptr) {
 }
 static_assert(sizeof(flash_attn_push) == 56 && sizeof(flash_reduce_push) == 24 &&
               sizeof(rotary_kv_push) == 32);
+static_assert(sizeof(matvec_push) == 60 && sizeof(matvec_rope_push) == 76);
 
 void parity_double(recorder& rec, const buffer_range& y, uint64_t n) {
   n = std::min<uint64_t>(n, y.size / sizeof(float));
@@ -152,10 +153,13 @@ struct matvec_part {
 // norm: the product is of rms_norm(x) * u (u: the norm weight, cols floats; eps), not of x.
 void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* parts, int n_parts,
                      const buffer_range& x, const buffer_range& u, int n_tok, int ldx, bool acc,
-                     bool glu, bool dot = false, bool norm = false, float eps = 0.0f) {
+                     bool glu, bool dot = false, bool norm = false, float eps = 0.0f,
+                     const ops::rope_kv_in* rk = nullptr) {
   const uint32_t np = static_cast<uint32_t>(n_parts);
   const uint32_t a1 = acc ? 1u : 0u, g1 = glu ? 1u : 0u;
-  const auto& p = dot ? rec.pipes().get(kernel::matvec_dot, t, {a1, np})
+  const uint32_t neox = rk && rk->style == rope_style::neox ? 1u : 0u;
+  const auto& p = rk     ? rec.pipes().get(kernel::matvec_rope, t, {neox})
+                  : dot  ? rec.pipes().get(kernel::matvec_dot, t, {a1, np})
                   : norm ? rec.pipes().get(kernel::matvec, t, {a1, g1, np, 1u})
                          : rec.pipes().get(kernel::matvec, t, {a1, g1, np});
   int64_t rows = 0;
@@ -164,7 +168,8 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
     rows += parts[i].piece->rows;
     w_bytes += row_bytes(t, static_cast<uint64_t>(cols)) * static_cast<uint64_t>(parts[i].piece->rows);
   }
-  const uint32_t tpr = matvec_row_threads(p.wg, dot ? cols / 4 : cols, rows);  // dot: blocks
+  uint32_t tpr = matvec_row_threads(p.wg, dot ? cols / 4 : cols, rows);  // dot: blocks
+  if (rk) tpr = std::min<uint32_t>(tpr, p.wg / 4);  // the rope epilogue: units of 4 rows
   const uint32_t rpw = p.wg / tpr;
   matvec_push push{u32(cols), u32(n_tok), u32(ldx), tpr, u32(n_parts), 0, 0, 0, 0, 0, 0, 0, 0, 0,
                    eps};
@@ -189,6 +194,21 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
   // norm: the weight read once more, per token a square-add per column and a scale per row
   rec.cost(w_bytes + x_bytes + nt * r * 4 * (acc ? 2 : 1) + (norm ? 4 * k : 0),
            2 * nt * k * r + (glu ? 4 * nt * k : 0) + (norm ? 2 * nt * k + nt * r : 0));
+  if (rk) {  // + the table rows read, the biases, the F16 rows written; 6 flops per pair
+    const bool bias = rk->bq.size > 0;
+    const uint64_t pairs = nt * static_cast<uint64_t>(rk->n_head + rk->n_head_kv) * (rk->n_rot / 2);
+    const uint64_t kv = static_cast<uint64_t>(parts[1].piece->rows);
+    rec.cost(nt * (static_cast<uint64_t>(rk->n_rot) * 4 + (bias ? r * 4 : 0) + 2 * kv * 2),
+             6 * pairs);
+    const matvec_rope_push rp{push,
+                              {u32(rk->head_dim), u32(rk->n_rot), u32(rk->pos0),
+                               (bias ? 1u : 0u) | (rk->write_kv ? 2u : 0u)}};
+    rec.dispatch(
+        p, gx, gy, div_up(nt, 4), rp,
+        {a.piece->range, b.piece->range, c.piece->range, x, u, a.y, b.y, c.y, rk->table,
+         rk->k_cache, rk->v_cache, bias ? rk->bq : x, bias ? rk->bk : x, bias ? rk->bv : x});
+    return;
+  }
   rec.dispatch(p, gx, gy, div_up(nt, 4), push,
                {a.piece->range, b.piece->range, c.piece->range, x, glu || norm ? u : x, a.y, b.y,
                 c.y});
@@ -570,6 +590,45 @@ void matmul_multi_norm(recorder& rec, std::initializer_list<matmul_out> outs,
       parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
 }
 
+bool rope_kv_in_matvec() {
+  const std::string f = forced_variant("rope_kv");
+  if (f.empty() || f == "matvec") return true;
+  if (f == "fused" || f == "separate") return false;
+  throw error(fmt::format(
+      "TANDEM_VK_VARIANT: unknown rope_kv variant '{}' (known: matvec, fused, separate)", f));
+}
+
+bool qkv_rope_fuses(recorder& rec, const matmul_out& q, const matmul_out& k, const matmul_out& v,
+                    int n_tok, const rope_kv_in& rk, const buffer_range& xq) {
+  if (!rope_kv_in_matvec() || n_tok != 1 ||
+      !multi_fuses(rec, {q, k, v}, n_tok, matmul_kernel::vector))
+    return false;
+  const device_weight& w0 = *q.w;
+  if (use_dot(rec, w0.type, w0.cols, n_tok, xq)) return false;  // no rope epilogue there
+  const int d = rk.head_dim, nr = rk.n_rot;
+  const int quad = rk.style == rope_style::neox ? 4 : 2;  // rows a workgroup's unit holds
+  const int64_t n_q = static_cast<int64_t>(rk.n_head) * d,
+                n_kv = static_cast<int64_t>(rk.n_head_kv) * d;
+  const bool biases = rk.bq.size > 0 && rk.bk.size > 0 && rk.bv.size > 0;
+  const bool no_bias = rk.bq.size == 0 && rk.bk.size == 0 && rk.bv.size == 0;
+  return d > 0 && d % quad == 0 && nr % quad == 0 && nr <= d && q.w->rows == n_q &&
+         k.w->rows == n_kv && v.w->rows == n_kv && (biases || no_bias);
+}
+
+void matmul_qkv_rope(recorder& rec, const matmul_out& q, const matmul_out& k, const matmul_out& v,
+                     const buffer_range& x, const rms_norm_in& norm, const rope_kv_in& rk,
+                     int n_tok, int ldx, const buffer_range& xq) {
+  if (!qkv_rope_fuses(rec, q, k, v, n_tok, rk, xq))
+    throw std::logic_error("ops::matmul_qkv_rope where qkv_rope_fuses is false");
+  const matvec_part parts[3] = {
+      {&q.w->pieces[0], q.y, q.ldy}, {&k.w->pieces[0], k.y, k.ldy}, {&v.w->pieces[0], v.y, v.ldy}};
+  matvec_dispatch(rec, q.w->type, q.w->cols, parts, 3, x, norm.w, n_tok, ldx, false, false, false,
+                  true, norm.eps, &rk);
+  // TANDEM_PARITY_BREAK=matvec_rope doubles q (a model run diverges at rope:q after the prompt).
+  if (parity_break("matvec_rope"))
+    parity_double(rec, q.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(q.ldy));
+}
+
 void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
                    const buffer_range& u, const buffer_range& y, int n_tok, int ldx, int ldy,
                    bool accumulate, matmul_kernel kind, const buffer_range& xq) {
@@ -653,10 +712,10 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
 
 bool fused_rope_kv() {
   const std::string f = forced_variant("rope_kv");
-  if (f.empty() || f == "fused") return true;
+  if (f.empty() || f == "fused" || f == "matvec") return true;
   if (f == "separate") return false;
   throw error(fmt::format(
-      "TANDEM_VK_VARIANT: unknown rope_kv variant '{}' (known: fused, separate)", f));
+      "TANDEM_VK_VARIANT: unknown rope_kv variant '{}' (known: matvec, fused, separate)", f));
 }
 
 void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, const buffer_range& v,

@@ -167,8 +167,9 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
                int n_head, int n_head_kv, int head_dim, const buffer_range& scratch = {},
                attention_variant v = {});
 
-// Whether forward passes run RoPE fused with the KV store (rotary_kv): yes unless
-// TANDEM_VK_VARIANT=rope_kv=separate (rope twice, kv_store twice); rope_kv=fused forces it.
+// Whether forward passes run RoPE fused with the KV store (rotary_kv) where the matvec epilogue
+// (rope_kv_in_matvec) does not take it: yes unless TANDEM_VK_VARIANT=rope_kv=separate (rope twice,
+// kv_store twice); rope_kv=fused forces it for every batch.
 bool fused_rope_kv();
 
 // One dispatch for rope + kv_store: rotates q (n_tok rows, stride ldq, n_head heads) and k (stride
@@ -178,6 +179,37 @@ void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, cons
                const buffer_range& table, const buffer_range& k_cache, const buffer_range& v_cache,
                int n_tok, int n_head, int n_head_kv, int head_dim, int n_rot, int pos0, int ldq,
                int ldkv, rope_style style);
+
+// The RoPE and KV-cache append after the Q/K/V product (ops::matmul_qkv_rope).
+struct rope_kv_in {
+  buffer_range table;             // rope_table's cos/sin
+  buffer_range k_cache, v_cache;  // F16, rows of n_head_kv * head_dim halves per position
+  buffer_range bq, bk, bv;        // the Q/K/V biases: all three, or none (size 0)
+  int n_head = 0, n_head_kv = 0, head_dim = 0, n_rot = 0;
+  int pos0 = 0;  // the token's position
+  rope_style style = rope_style::adjacent;
+  bool write_kv = false;  // also write roped k and v as F32 into k.y and v.y (a capture reads them)
+};
+
+// Whether decode runs RoPE and the KV store in the Q/K/V matvec's epilogue where it can: yes
+// unless TANDEM_VK_VARIANT=rope_kv=fused or separate forces another form; rope_kv=matvec forces
+// it (still only where qkv_rope_fuses).
+bool rope_kv_in_matvec();
+
+// Whether ops::matmul_qkv_rope runs for these outputs: rope_kv_in_matvec, one token, Q/K/V fused
+// by matmul_multi_norm without the integer-dot kernel (one type, one piece each, the vector
+// kernel), even head_dim and n_rot (NEOX: multiples of 4), the biases all three or none.
+bool qkv_rope_fuses(recorder& rec, const matmul_out& q, const matmul_out& k, const matmul_out& v,
+                    int n_tok, const rope_kv_in& rk, const buffer_range& xq = {});
+
+// One dispatch (shaders/matvec.comp with ROPE_KV, the op matvec_rope): with h = rms_norm(x) *
+// norm.w (the norm's h is not written), q.y = rope(Wq h + bq); rope(Wk h + bk) and Wv h + bv as F16
+// into the caches at position rk.pos0 (and as F32 into k.y, v.y with rk.write_kv). The results
+// equal matmul_multi_norm, the bias adds and rotary_kv (the same sums where the lanes per row
+// match, <= 32; the same F16 rounding). Only where qkv_rope_fuses (else std::logic_error).
+void matmul_qkv_rope(recorder& rec, const matmul_out& q, const matmul_out& k, const matmul_out& v,
+                     const buffer_range& x, const rms_norm_in& norm, const rope_kv_in& rk,
+                     int n_tok, int ldx, const buffer_range& xq = {});
 
 // y[i] = silu(g[i]) * u[i] for i < n (y may be g).
 void swiglu(recorder& rec, const buffer_range& g, const buffer_range& u, const buffer_range& y,

@@ -213,7 +213,7 @@ void descriptor_allocator::reset() {
 void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_t gz,
                             const void* push, size_t push_size,
                             std::initializer_list<buffer_range> bufs) {
-  if (push_size != p.push_size || bufs.size() != p.bindings)
+  if (push_size != p.push_size || bufs.size() != p.bindings || bufs.size() > 16)
     throw error(
         fmt::format("vulkan: dispatch of {} with {} bytes of push constants and {} "
                     "buffers (expects {} and {})",
@@ -227,9 +227,10 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
         fmt::format("vulkan: dispatch of {} with {}x{}x{} workgroups exceeds the device "
                     "limit",
                     p.name, gx, gy, gz));
-  VkDescriptorBufferInfo infos[8];
-  VkWriteDescriptorSet writes[8];
-  tracked_access access[8];
+  // (the op table's widest row, matvec_rope, binds 14; more is refused above)
+  VkDescriptorBufferInfo infos[16];
+  VkWriteDescriptorSet writes[16];
+  tracked_access access[16];
   uint32_t i = 0;
   for (const auto& b : bufs) {
     if (b.size > caps.max_storage_range)

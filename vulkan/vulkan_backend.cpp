@@ -498,6 +498,7 @@ void vulkan_backend::warm_up() {
         case op_spec::accumulate_glu:
           for (uint32_t acc : {0u, 1u}) pipes_->get(row.k, t, {acc, 0u, 1u});
           pipes_->get(row.k, t, {1u, 1u, 1u});
+          pipes_->get(row.k, t, {0u, 0u, 1u, 1u});  // the output head's norm fused (NORM)
           for (uint32_t parts : {2u, 3u}) {
             pipes_->get(row.k, t, {0u, 0u, parts});
             pipes_->get(row.k, t, {0u, 0u, parts, 1u});  // the rms norm fused (NORM)
@@ -637,24 +638,43 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   recorder& r = stream_->open();
   const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
-  // The norm is fused into the Q/K/V product where it can (h_ written only for the capture).
-  ops::matmul_multi_norm(r, {{&wq, q_, n_q}, {&wk, k_, n_kv}, {&wv, v_, n_kv}}, x_,
-                         {L.attn_norm.pieces[0].range, hp_.rms_eps, h_, capture_ != nullptr}, n,
-                         n_embd, matmul_kernel::automatic, xq_);
-  cap(r, "rms_norm:attn_norm", h_, n, n_embd);
-  cap(r, "matmul:wq", q_, n, n_q);
-  cap(r, "matmul:wk", k_, n, n_kv);
-  cap(r, "matmul:wv", v_, n, n_kv);
-  if (!L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty()) {
-    if (!L.bq.pieces.empty()) ops::add(r, q_, L.bq.pieces[0].range, n * n_q, n_q);
-    if (!L.bk.pieces.empty()) ops::add(r, k_, L.bk.pieces[0].range, n * n_kv, n_kv);
-    if (!L.bv.pieces.empty()) ops::add(r, v_, L.bv.pieces[0].range, n * n_kv, n_kv);
-    if (!L.bq.pieces.empty()) cap(r, "add:bq", q_, n, n_q);
-    if (!L.bk.pieces.empty()) cap(r, "add:bk", k_, n, n_kv);
-    if (!L.bv.pieces.empty()) cap(r, "add:bv", v_, n, n_kv);
+  // On decode the norm, the biases, RoPE and the cache append all go into the Q/K/V product's one
+  // dispatch where it can (ops::matmul_qkv_rope); a capture then runs the unfused product first
+  // for the matmul:* and add:* captures, and the fused kernel's own results for the rest.
+  const ops::matmul_out oq{&wq, q_, n_q}, ok{&wk, k_, n_kv}, ov{&wv, v_, n_kv};
+  const bool bias = !L.bq.pieces.empty() && !L.bk.pieces.empty() && !L.bv.pieces.empty();
+  const bool no_bias = L.bq.pieces.empty() && L.bk.pieces.empty() && L.bv.pieces.empty();
+  ops::rope_kv_in rk{rope_table_,        k_cache,       v_cache, {},        {},   {},
+                     hp_.n_head,         hp_.n_head_kv, hd,      hp_.n_rot, pos0, hp_.rope,
+                     capture_ != nullptr};
+  if (bias) {
+    rk.bq = L.bq.pieces[0].range;
+    rk.bk = L.bk.pieces[0].range;
+    rk.bv = L.bv.pieces[0].range;
   }
-  const bool fused_rope_kv = ops::fused_rope_kv();
-  if (fused_rope_kv) {  // one dispatch; k_ gets the roped rows too, so the captures stay as below
+  const bool qkv_rope = (bias || no_bias) && ops::qkv_rope_fuses(r, oq, ok, ov, n, rk, xq_);
+  if (!qkv_rope || capture_) {
+    ops::matmul_multi_norm(r, {oq, ok, ov}, x_,
+                           {L.attn_norm.pieces[0].range, hp_.rms_eps, h_, capture_ != nullptr}, n,
+                           n_embd, matmul_kernel::automatic, xq_);
+    cap(r, "rms_norm:attn_norm", h_, n, n_embd);
+    cap(r, "matmul:wq", q_, n, n_q);
+    cap(r, "matmul:wk", k_, n, n_kv);
+    cap(r, "matmul:wv", v_, n, n_kv);
+    if (!L.bq.pieces.empty() || !L.bk.pieces.empty() || !L.bv.pieces.empty()) {
+      if (!L.bq.pieces.empty()) ops::add(r, q_, L.bq.pieces[0].range, n * n_q, n_q);
+      if (!L.bk.pieces.empty()) ops::add(r, k_, L.bk.pieces[0].range, n * n_kv, n_kv);
+      if (!L.bv.pieces.empty()) ops::add(r, v_, L.bv.pieces[0].range, n * n_kv, n_kv);
+      if (!L.bq.pieces.empty()) cap(r, "add:bq", q_, n, n_q);
+      if (!L.bk.pieces.empty()) cap(r, "add:bk", k_, n, n_kv);
+      if (!L.bv.pieces.empty()) cap(r, "add:bv", v_, n, n_kv);
+    }
+  }
+  const bool fused_rope_kv = !qkv_rope && ops::fused_rope_kv();
+  if (qkv_rope) {  // q_ roped; k, v into the caches (and k_, v_ as F32 for a capture)
+    ops::matmul_qkv_rope(r, oq, ok, ov, x_, {L.attn_norm.pieces[0].range, hp_.rms_eps, h_, false},
+                         rk, n, n_embd, xq_);
+  } else if (fused_rope_kv) {  // one dispatch; k_ gets the roped rows too, so the captures stay
     ops::rotary_kv(r, q_, k_, v_, rope_table_, k_cache, v_cache, n, hp_.n_head, hp_.n_head_kv, hd,
                    hp_.n_rot, pos0, n_q, n_kv, hp_.rope);
   } else {
@@ -663,9 +683,9 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   }
   cap(r, "rope:q", q_, n, n_q);
   cap(r, "rope:k", k_, n, n_kv);
-  if (!fused_rope_kv) ops::kv_store(r, v_, v_cache, n_kv, n, pos0, n_kv);
+  if (!qkv_rope && !fused_rope_kv) ops::kv_store(r, v_, v_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:v", v_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
-  if (!fused_rope_kv) ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
+  if (!qkv_rope && !fused_rope_kv) ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:k", k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
   // gate_ (free until the feed-forward block) holds flash-decoding's partials.
   ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd, gate_);
@@ -721,9 +741,14 @@ void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits
     const int cnt = std::min(n_logit_rows_, n_tokens - t0);
     recorder& r = stream_->open();  // after the layers recorded last, if not submitted yet
     const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
-    ops::rms_norm(r, x_, output_norm_.pieces[0].range, h_, n_embd, cnt, t0, n_embd, n_embd,
-                  hp_.rms_eps);
-    ops::matmul(r, output_, h_, logits_, cnt, n_embd, n_vocab, false);
+    if (t0 == 0) {  // the norm fused into the head product where it can (matmul_multi_norm)
+      ops::matmul_multi_norm(r, {{&output_, logits_, n_vocab}}, x_,
+                             {output_norm_.pieces[0].range, hp_.rms_eps, h_, false}, cnt, n_embd);
+    } else {
+      ops::rms_norm(r, x_, output_norm_.pieces[0].range, h_, n_embd, cnt, t0, n_embd, n_embd,
+                    hp_.rms_eps);
+      ops::matmul(r, output_, h_, logits_, cnt, n_embd, n_vocab, false);
+    }
     const uint64_t bytes = static_cast<uint64_t>(cnt) * n_vocab * sizeof(float);
     r.copy(logits_, whole(readback_staging_), bytes);
     if (timer_) timer_->end(r.cb(), tq, "output head", trace_track::gpu_compute, hp_.n_layer);

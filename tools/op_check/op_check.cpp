@@ -116,6 +116,7 @@ class checker {
         {"rotary_kv", &checker::rotary_kv, false, false},
         {"quantize_q8", &checker::quantize_q8, false, false},
         {"matvec_dot", &checker::matvec_dot, true, false},
+        {"matvec_rope", &checker::matvec_rope, true, false},
     };
     for (const auto& c : all)
       if (op == c.op) return &c;
@@ -476,6 +477,136 @@ class checker {
         if (!same) out_.back().pass = false;
       }
     }
+  }
+
+  // The normed Q/K/V product with the biases, RoPE and the KV-cache append in its epilogue
+  // (ops::matmul_qkv_rope, the op matvec_rope) on every type, both rope styles, odd shapes
+  // (head_dim 6..256, n_rot < head_dim, GQA, positions > 0, with and without biases), against
+  // rms_norm, matmul, the bias and cpu::ref::rope; the caches bit for bit the F16 of the kernel's
+  // own k and v (write_kv; without it, k and v stay untouched and the caches match the reference's
+  // F16).
+  void matvec_rope(runner& run, const std::string& v, bool) {
+    struct shape {
+      int n_head, n_head_kv, head_dim, n_rot, pos0;
+      bool bias, write_kv;
+    };
+    variant_guard guard("matvec=fused,rope_kv=matvec");
+    for (dtype t : k_types) {
+      if (!wanted("matvec_rope", std::string(dtype_name(t)))) continue;
+      const int64_t cols = t == dtype::f32 || t == dtype::f16     ? 100
+                           : t == dtype::q8_0 || t == dtype::q4_0 ? 96
+                                                                  : 256;
+      // Every shape on F32 and Q4_0 (the epilogue does not depend on the type), two on the rest.
+      const bool all = t == dtype::f32 || t == dtype::q4_0;
+      for (rope_style style : {rope_style::adjacent, rope_style::neox})
+        for (const shape sh :
+             {shape{2, 1, 20, 12, 7, true, true}, shape{1, 1, 6, 6, 0, false, true},
+              shape{4, 2, 8, 8, 3, true, false}, shape{3, 1, 12, 8, 17, false, false},
+              shape{2, 2, 64, 32, 100, true, true}, shape{4, 1, 32, 32, 5, false, true},
+              shape{1, 1, 256, 256, 1000, true, false}}) {
+          rope_case(run, v, t, cols, style, sh.n_head, sh.n_head_kv, sh.head_dim, sh.n_rot, sh.pos0,
+                    sh.bias, sh.write_kv);
+          if (!all && sh.head_dim != 20) break;
+        }
+    }
+  }
+
+  void rope_case(runner& run, const std::string& v, dtype t, int64_t cols, rope_style style,
+                 int n_head, int n_head_kv, int hd, int n_rot, int pos0, bool bias, bool write_kv) {
+    const int n_q = n_head * hd, n_kv = n_head_kv * hd, c = static_cast<int>(cols);
+    const uint32_t s0 = seed(80 + static_cast<uint32_t>(n_q + 3 * n_kv + n_rot + pos0));
+    arena a(ctx_, memory_kind::device, 8 << 20);
+    std::vector<uint8_t> qw[3];
+    const int64_t rows[3] = {n_q, n_kv, n_kv};
+    std::vector<device_weight> w;
+    for (int i = 0; i < 3; ++i) w.push_back(random_weight(a, t, cols, rows[i], s0 + i, &qw[i]));
+    const auto x = random_floats(static_cast<size_t>(cols), s0 + 10, 3.0f);
+    const auto nw = random_floats(static_cast<size_t>(cols), s0 + 11);
+    std::vector<float> b[3];
+    for (int i = 0; i < 3; ++i) b[i] = random_floats(static_cast<size_t>(rows[i]), s0 + 12 + i);
+    const auto table = rope_table(pos0 + 1, n_rot, 10000.f, 1.f);
+    const int n_pos = pos0 + 3;
+    std::vector<uint16_t> kc(static_cast<size_t>(n_pos) * n_kv, 0x3abc), vc(kc);
+    const std::vector<float> sentinel(static_cast<size_t>(n_q), 7.0f);
+    host_buffer bx(ctx_, x.size() * 4), bn(ctx_, nw.size() * 4), bh(ctx_, x.size() * 4),
+        bt(ctx_, table.size() * 4), bkc(ctx_, kc.size() * 2), bvc(ctx_, vc.size() * 2);
+    std::vector<std::unique_ptr<host_buffer>> y, bb;
+    for (int i = 0; i < 3; ++i) {
+      y.push_back(std::make_unique<host_buffer>(ctx_, static_cast<size_t>(rows[i]) * 4));
+      y.back()->set(std::vector<float>(sentinel.begin(), sentinel.begin() + rows[i]));
+      bb.push_back(std::make_unique<host_buffer>(ctx_, static_cast<size_t>(rows[i]) * 4));
+      bb.back()->set(b[i]);
+    }
+    bx.set(x);
+    bn.set(nw);
+    bt.set(table);
+    bkc.set(kc);
+    bvc.set(vc);
+    const ops::matmul_out oq{&w[0], *y[0], n_q}, ok{&w[1], *y[1], n_kv}, ov{&w[2], *y[2], n_kv};
+    ops::rope_kv_in rk{bt,        bkc, bvc,   {},   {},    {},      n_head,
+                       n_head_kv, hd,  n_rot, pos0, style, write_kv};
+    if (bias) {
+      rk.bq = *bb[0];
+      rk.bk = *bb[1];
+      rk.bv = *bb[2];
+    }
+    const std::string name =
+        fmt::format("qkv+rope {} cols={} heads={}/{} head_dim={} n_rot={} pos0={}{}{}",
+                    style == rope_style::neox ? "neox" : "adjacent", cols, n_head, n_head_kv, hd,
+                    n_rot, pos0, bias ? " +bias" : "", write_kv ? " +kv f32" : "");
+    bool fuses = false;
+    run.run([&](recorder& r) {
+      fuses = ops::qkv_rope_fuses(r, oq, ok, ov, 1, rk);
+      if (fuses) ops::matmul_qkv_rope(r, oq, ok, ov, bx, {bn, 1e-5f, bh, false}, rk, 1, c);
+    });
+    // NEOX needs head_dim and n_rot multiples of 4 (the rest falls back, in forward_layer).
+    const bool should = style != rope_style::neox || (hd % 4 == 0 && n_rot % 4 == 0);
+    if (fuses != should) {
+      record("matvec_rope", std::string(dtype_name(t)), v, name + " (fuses?)", {1}, {0}, 0);
+      return;
+    }
+    if (!fuses) return;
+    std::vector<float> h(static_cast<size_t>(cols)), ref[3];
+    cpu::ref::rms_norm(h.data(), x.data(), nw.data(), c, 1e-5f);
+    for (int i = 0; i < 3; ++i) {
+      ref[i].assign(static_cast<size_t>(rows[i]), 0.0f);
+      cpu::ref::matmul(t, qw[i].data(), cols, rows[i], h.data(), 1, ref[i].data(), 0, rows[i]);
+      if (bias)
+        for (size_t j = 0; j < ref[i].size(); ++j) ref[i][j] += b[i][j];
+    }
+    cpu::ref::rope(ref[0].data(), n_head, hd, n_rot, pos0, 10000.f, 1.f, style);
+    cpu::ref::rope(ref[1].data(), n_head_kv, hd, n_rot, pos0, 10000.f, 1.f, style);
+    std::vector<float> g[3];
+    for (int i = 0; i < 3; ++i) g[i] = y[i]->floats(static_cast<size_t>(rows[i]));
+    std::vector<float> r_all = ref[0], g_all = g[0];
+    if (write_kv)
+      for (int i = 1; i < 3; ++i) {
+        r_all.insert(r_all.end(), ref[i].begin(), ref[i].end());
+        g_all.insert(g_all.end(), g[i].begin(), g[i].end());
+      }
+    record("matvec_rope", std::string(dtype_name(t)), v, name + " q,k,v", r_all, g_all, 1e-9);
+    if (!write_kv)  // k and v not written as F32
+      for (int i = 1; i < 3; ++i)
+        for (float e : g[i])
+          if (e != 7.0f) out_.back().pass = false;
+    // The caches: the F16 of the kernel's own k and v (write_kv), else of the reference's.
+    for (int i = 0; i < n_kv; ++i) {
+      const size_t cpos = static_cast<size_t>(pos0) * n_kv + i;
+      kc[cpos] = fp32_to_fp16((write_kv ? g[1] : ref[1])[static_cast<size_t>(i)]);
+      vc[cpos] = fp32_to_fp16((write_kv ? g[2] : ref[2])[static_cast<size_t>(i)]);
+    }
+    const bool same = std::equal(kc.begin(), kc.end(), bkc.halves()) &&
+                      std::equal(vc.begin(), vc.end(), bvc.halves());
+    std::vector<float> cref, cgot;
+    for (size_t i = 0; i < kc.size(); ++i) {
+      cref.push_back(fp16_to_fp32(kc[i]));
+      cgot.push_back(fp16_to_fp32(bkc.halves()[i]));
+      cref.push_back(fp16_to_fp32(vc[i]));
+      cgot.push_back(fp16_to_fp32(bvc.halves()[i]));
+    }
+    record("matvec_rope", "f16", v, name + (same ? " cache bits=" : " cache bits differ"), cref,
+           cgot, write_kv ? 0.0 : 1e-6);
+    if (write_kv && !same) out_.back().pass = false;
   }
 
   struct mcase {
