@@ -695,7 +695,7 @@ class checker {
   void quantize_q8(runner& run, const std::string& v, bool) {
     if (!wanted("quantize_q8", "f32") || !ctx_.caps().integer_dot) return;
     for (const bool glu : {false, true})
-      for (const auto [cols, n_tok] : {std::pair{32, 1}, {96, 3}, {4128, 2}}) {
+      for (const auto& [cols, n_tok] : {std::pair{32, 1}, {96, 3}, {4128, 2}}) {
         const size_t n = static_cast<size_t>(cols) * n_tok;
         const auto x = random_floats(n, seed(70 + cols + n_tok), 2.0f), u = random_floats(n, 71);
         std::vector<float> h = x;
