@@ -1,7 +1,8 @@
 // Weight decoding for the matrix kernels, one variant per type (the build defines one of
 // TYPE_F32, TYPE_F16, TYPE_Q8_0, TYPE_Q4_0, TYPE_Q4_K, TYPE_Q5_K, TYPE_Q6_K). Weights stay in
 // their GGUF block layout (bit-exact with ggml), read as 32-bit words: blocks of 18, 34 or 210
-// bytes are only 2-byte aligned, so multi-byte loads go through ld_u32_a2. The includer declares
+// bytes are only 2-byte aligned, so multi-byte loads go through ld_u32_a2 (or, with LOADS_U16,
+// 16-bit loads; below). The includer declares
 //   layout(binding = 0) readonly buffer w_buf { uint w[]; };
 // and binds one piece of a weight (whole rows, padded past the end to 16 bytes). With W_VEC4
 // defined it also declares `uvec4 w4[]` on the same binding, and F32/F16 rows are read 16 bytes
@@ -11,6 +12,14 @@
 // each time with `#define DQ(f) f##_<suffix>` and w / w4 defined to that binding's arrays; every
 // function name goes through DQ (the identity by default).
 //
+// With LOADS_U16 (the `_u16` builds of Q4_0, Q8_0 and Q6_K; devices with 16- and 8-bit storage
+// access) the includer also declares, on the same binding,
+//   uint16_t w16[];  int8_t w8[];
+// (GL_EXT_shader_16bit_storage / GL_EXT_shader_8bit_storage), and halves and 4-byte runs of a
+// block are read as aligned 16-bit loads (combined into 32 bits), a Q6_K scale as one int8 load:
+// no loads of the neighbouring word and no merge of unaligned halves. The decoded values are
+// bit-identical to the 32-bit loads' (the same bits reach the same arithmetic).
+//
 // dequant8(row, g, cols, v) decodes elements 8g .. 8g+7 of a row; for F32/F16 elements at or
 // past cols read as 0 (the caller zeroes its x there too). All block sizes are multiples of 8,
 // and 8 aligned elements always share one scale.
@@ -19,6 +28,17 @@
 #endif
 
 uint DQ(ld_u8)(uint b) { return (w[b >> 2] >> ((b & 3u) * 8u)) & 0xffu; }
+#ifdef LOADS_U16
+// Half at an even byte offset: one 16-bit load.
+float DQ(ld_f16)(uint b) { return unpackHalf2x16(uint(w16[b >> 1])).x; }
+// Four bytes at an even byte offset: two aligned 16-bit loads.
+uint DQ(ld_u32_a2)(uint b) {
+  const uint i = b >> 1;
+  return uint(w16[i]) | (uint(w16[i + 1u]) << 16);
+}
+// A signed byte.
+int DQ(ld_i8)(uint b) { return int(w8[b]); }
+#else
 // Half at an even byte offset.
 float DQ(ld_f16)(uint b) {
   const uint word = w[b >> 2];
@@ -30,6 +50,8 @@ uint DQ(ld_u32_a2)(uint b) {
   if ((b & 2u) == 0u) return w[i];
   return (w[i] >> 16) | (w[i + 1] << 16);
 }
+int DQ(ld_i8)(uint b) { return bitfieldExtract(int(DQ(ld_u8)(b)), 0, 8); }
+#endif
 
 #if defined(TYPE_F32)
 #define WEIGHT_IS_FLOAT 1
@@ -173,7 +195,7 @@ void DQ(dequant8)(uint row, uint g, uint cols, out float v[8]) {
   const uint gi = g & 31u;
   const uint n = gi >> 4, k4 = (gi >> 2) & 3u, l0 = 8u * (gi & 3u);
   const float d = DQ(ld_f16)(b + 208u);
-  const int sc = bitfieldExtract(int(DQ(ld_u8)(b + 192u + 8u * n + l0 / 16u + 2u * k4)), 0, 8);
+  const int sc = DQ(ld_i8)(b + 192u + 8u * n + l0 / 16u + 2u * k4);
   const float ds = d * float(sc);
   const uint ql = b + 64u * n + l0 + (k4 & 1u) * 32u;
   const uint qh = b + 128u + 32u * n + l0;

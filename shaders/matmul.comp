@@ -3,15 +3,23 @@
 // time: the W tile is decoded once into shared memory and reused by all BN tokens. The `f32`
 // variant of the prompt kernel (vulkan/matmul_variant.h): kept as the reference variant and the
 // last fallback; matmul_vec4.comp (the default) and matmul_coopmat.comp are the fast ones.
-// tandem-variants: types  (read by vulkan/CMakeLists.txt)
+// tandem-variants: types storage16  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#ifdef LOADS_U16  // 16/8-bit loads of the 2-byte-aligned blocks (dequant.glsl)
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_8bit_storage : require
+#endif
 #include "common.glsl"
 
 layout(local_size_x = 256) in;
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(push_constant) uniform push_block { matmul_push p; };
 layout(binding = 0) readonly buffer w_buf { uint w[]; };
+#ifdef LOADS_U16
+layout(binding = 0) readonly buffer w16_buf { uint16_t w16[]; };
+layout(binding = 0) readonly buffer w8_buf { int8_t w8[]; };
+#endif
 layout(binding = 1) readonly buffer x_buf { float x[]; };
 layout(binding = 2) buffer y_buf { float y[]; };
 

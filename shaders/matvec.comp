@@ -40,9 +40,17 @@
 // rotated (angles from the host's cos/sin table at the token's position, rope_pos), q written to
 // y0, k and v as F16 into the caches (one word per pair of dims), and with KV_F32 k and v as F32
 // into y1 and y2 too (a capture reads them).
-// tandem-variants: types subgroup rope_epilogue  (read by vulkan/CMakeLists.txt)
+// Weight loads: Q4_0, Q8_0 and Q6_K blocks (2-byte aligned) are read as 32-bit words with the
+// halves of unaligned runs merged, or in the LOADS_U16 build (`_u16`, where the device has 16- and
+// 8-bit storage access) as aligned 16-bit loads through a uint16_t view of the same binding
+// (dequant.glsl); the same bits, the same math, bit-identical results.
+// tandem-variants: types subgroup rope_epilogue storage16  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
+#ifdef LOADS_U16
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_8bit_storage : require
+#endif
 #include "common.glsl"
 #ifndef ROPE_KV
 #define ROPE_KV 0
@@ -89,28 +97,49 @@ layout(binding = 5) buffer y0_buf { float y0[]; };
 layout(binding = 6) buffer y1_buf { float y1[]; };
 layout(binding = 7) buffer y2_buf { float y2[]; };
 
+#ifdef LOADS_U16  // 16- and 8-bit views of the weights (dequant.glsl's w16, w8)
+layout(binding = 0) readonly buffer w0h_buf { uint16_t w0h[]; };
+layout(binding = 0) readonly buffer w0b_buf { int8_t w0b[]; };
+layout(binding = 1) readonly buffer w1h_buf { uint16_t w1h[]; };
+layout(binding = 1) readonly buffer w1b_buf { int8_t w1b[]; };
+layout(binding = 2) readonly buffer w2h_buf { uint16_t w2h[]; };
+layout(binding = 2) readonly buffer w2b_buf { int8_t w2b[]; };
+#endif
+
 #define W_VEC4 1
 #define DQ(f) f##_0
 #define w w0
 #define w4 w0v
+#define w16 w0h
+#define w8 w0b
 #include "dequant.glsl"
 #undef DQ
 #undef w
 #undef w4
+#undef w16
+#undef w8
 #define DQ(f) f##_1
 #define w w1
 #define w4 w1v
+#define w16 w1h
+#define w8 w1b
 #include "dequant.glsl"
 #undef DQ
 #undef w
 #undef w4
+#undef w16
+#undef w8
 #define DQ(f) f##_2
 #define w w2
 #define w4 w2v
+#define w16 w2h
+#define w8 w2b
 #include "dequant.glsl"
 #undef DQ
 #undef w
 #undef w4
+#undef w16
+#undef w8
 
 #define NT 4u
 #include "matvec_rows.glsl"

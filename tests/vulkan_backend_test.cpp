@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "runtime/blocks.h"
+#include "runtime/error.h"
 #include "runtime/backend_factory.h"
 #include "runtime/gguf.h"
 #include "runtime/model.h"
@@ -346,6 +347,64 @@ TEST_F(VulkanModels, QuantizedWeightsMatchCpu) {
     s.type = t;
     check_random_model(s, 2e-3, false);
   }
+}
+
+// ---- the weight-load variants: 16/8-bit loads give the 32-bit loads' logits, bit for bit -------
+// (pipeline_cache::loads16, TANDEM_VK_VARIANT=loads=u32|u16): llama.cpp's Q4_0 and Q8_0 files,
+// the prompt (tiled kernel) and greedy decode steps (the fused matvec) on the GPU.
+
+// All-token prompt logits, then decode logits of 3 greedy steps, with TANDEM_VK_VARIANT=forced.
+std::vector<float> gpu_logits(const model& m, const char* forced) {
+  const char* old = std::getenv("TANDEM_VK_VARIANT");
+  const std::string saved = old ? old : "";
+  setenv("TANDEM_VK_VARIANT", forced, 1);
+  struct restore {
+    bool had;
+    std::string v;
+    ~restore() {
+      if (had)
+        setenv("TANDEM_VK_VARIANT", v.c_str(), 1);
+      else
+        unsetenv("TANDEM_VK_VARIANT");
+    }
+  } r{old != nullptr, saved};
+  std::string why;
+  auto p = make_backends(m, 0, true, 128, 32, &why);
+  EXPECT_NE(p.gpu, nullptr) << why;
+  if (!p.gpu) return {};
+  std::vector<float> all = forward(p, k_once, 0, true);
+  const int n_vocab = m.hp().n_vocab;
+  int tok = argmax(&all[(k_once.size() - 1) * static_cast<size_t>(n_vocab)], n_vocab);
+  for (int i = 0; i < 3; ++i) {
+    const auto d = forward(p, {tok}, static_cast<int>(k_once.size()) + i, false);
+    all.insert(all.end(), d.begin(), d.end());
+    tok = argmax(d.data(), n_vocab);
+  }
+  return all;
+}
+
+TEST_F(VulkanModels, SixteenBitWeightLoadsGiveTheSameLogitsBitForBit) {
+  if (!ctx().caps().storage16) GTEST_SKIP() << "no 16/8-bit storage access on this device";
+  for (const char* file : {"quant/tiny-Q4_0.gguf", "quant/tiny-Q8_0.gguf"}) {
+    SCOPED_TRACE(file);
+    const std::string path = tandem::test::model_path(file);
+    if (!std::ifstream(path)) GTEST_SKIP() << "no " << path;
+    auto m = model::load(path);
+    const auto a = gpu_logits(*m, "loads=u32"), b = gpu_logits(*m, "loads=u16");
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_FALSE(a.empty());
+    size_t differ = 0;
+    for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], 4) != 0;
+    EXPECT_EQ(differ, 0u) << "of " << a.size() << " logits; NMSE " << nmse(a, b);
+  }
+}
+
+TEST_F(VulkanModels, UnknownWeightLoadVariantIsAnError) {
+  setenv("TANDEM_VK_VARIANT", "loads=u8", 1);
+  pipeline_cache pipes(ctx());
+  EXPECT_THROW(pipes.loads16(dtype::q4_0), error);
+  EXPECT_FALSE(pipes.loads16(dtype::f16));  // only the 2-byte-aligned block types have them
+  unsetenv("TANDEM_VK_VARIANT");
 }
 
 }  // namespace

@@ -278,6 +278,9 @@ candidate describe(VkPhysicalDevice pd, int index) {
   VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
   VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   f2.pNext = &f12;
+  VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
+  f11.pNext = f12.pNext;
+  f12.pNext = &f11;
   VkPhysicalDeviceCooperativeMatrixFeaturesNV fcm{
       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
   const bool has_cm = contains(exts, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
@@ -297,6 +300,7 @@ candidate describe(VkPhysicalDevice pd, int index) {
       caps.subgroup_size == 32)
     caps.coopmat_n = coopmat_shape(pd);
   caps.integer_dot = idot_ext && idot.shaderIntegerDotProduct;
+  caps.storage16 = f11.storageBuffer16BitAccess && f12.storageBuffer8BitAccess;
   if (caps.integer_dot) {
     VkPhysicalDeviceShaderIntegerDotProductProperties idp{
         VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES};
@@ -528,6 +532,14 @@ std::unique_ptr<context> context::create(const context_options& opt, std::string
     f12.vulkanMemoryModel = VK_TRUE;
     fcm.pNext = f12.pNext;
     f12.pNext = &fcm;
+  }
+  // 16/8-bit storage-buffer loads of the weight blocks (the matrix kernels' loads=u16 variant).
+  VkPhysicalDeviceVulkan11Features f11{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES};
+  if (c.caps.storage16) {
+    f11.storageBuffer16BitAccess = VK_TRUE;
+    f12.storageBuffer8BitAccess = VK_TRUE;
+    f11.pNext = f12.pNext;
+    f12.pNext = &f11;
   }
   // The integer-dot matvec (matvec_dot), where the device has the feature.
   VkPhysicalDeviceShaderIntegerDotProductFeatures idot{

@@ -70,6 +70,10 @@ struct device_caps {
   // scope, 32-lane subgroups, shaderFloat16 and the Vulkan memory model (the matmul_coopmat
   // kernel's needs): coopmat_n is 16 or 8, 0 when the device lacks any of them.
   uint32_t coopmat_n = 0;
+  // storageBuffer16BitAccess and storageBuffer8BitAccess (enabled when both are present): the
+  // 16/8-bit loads of the 2-byte-aligned weight blocks (TANDEM_VK_VARIANT=loads=u16, the
+  // default where present; vulkan/pipeline.h).
+  bool storage16 = false;
 };
 
 class context {

@@ -12,6 +12,7 @@
 #include "tandem_shaders.h"  // generated: the SPIR-V of every shader variant
 #include "vulkan/check.h"
 #include "vulkan/gpu_timer.h"
+#include "vulkan/variant.h"
 
 namespace tandem::vk {
 
@@ -55,7 +56,7 @@ const op_row op_rows[] = {
 // ---- pipeline_cache -------------------------------------------------------------------------
 
 pipeline_cache::pipeline_cache(context& ctx, bool allow_subgroups, bool allow_push)
-    : ctx_(ctx), flat_(static_cast<size_t>(n_ops) * k_types * k_specs, nullptr) {
+    : ctx_(ctx), flat_(static_cast<size_t>(n_ops) * k_types * k_specs * 2, nullptr) {
   auto env_on = [](const char* name) {
     const char* v = std::getenv(name);
     return v && std::string(v) == "1";
@@ -81,9 +82,25 @@ const pipeline& pipeline_cache::get(kernel k, dtype t, std::initializer_list<uin
                                                ? *spec.begin() + 1
                                                : k_specs;
   if (ti >= k_types || si >= k_specs) return build(k, std::string(), t, spec);
-  const pipeline*& slot = flat_[(static_cast<size_t>(k) * k_types + ti) * k_specs + si];
+  const size_t u16 = loads16(t) ? 1 : 0;
+  const pipeline*& slot = flat_[((static_cast<size_t>(k) * k_types + ti) * k_specs + si) * 2 + u16];
   if (!slot) slot = &build(k, std::string(), t, spec);
   return *slot;
+}
+
+bool pipeline_cache::loads16(dtype t) const {
+  if (t != dtype::q4_0 && t != dtype::q8_0 && t != dtype::q6_k) return false;
+  const std::string f = forced_variant("loads");
+  if (f.empty()) return ctx_.caps().storage16;
+  if (f == "u32") return false;
+  if (f != "u16")
+    throw error(fmt::format("TANDEM_VK_VARIANT: loads has no variant '{}' (u32, u16)", f));
+  if (!ctx_.caps().storage16)
+    throw error(fmt::format(
+        "TANDEM_VK_VARIANT: loads=u16 needs storageBuffer16BitAccess and storageBuffer8BitAccess, "
+        "which {} lacks; force loads=u32 instead",
+        ctx_.info().name));
+  return true;
 }
 
 const pipeline& pipeline_cache::get(kernel k, const std::string& variant, dtype t,
@@ -95,8 +112,9 @@ const pipeline& pipeline_cache::build(kernel k, const std::string& variant, dtyp
                                       std::initializer_list<uint32_t> spec) {
   const op_row& row = row_of(k);
   const uint32_t type_key = row.typed ? static_cast<uint32_t>(t) : 0;
-  auto key =
-      std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec), variant);
+  const bool u16 = row.typed && loads16(t);
+  auto key = std::make_tuple(static_cast<uint32_t>(k), type_key, std::vector<uint32_t>(spec),
+                             u16 ? variant + "|u16" : variant);
   if (auto it = cache_.find(key); it != cache_.end()) return *it->second;
 
   std::string name = row.name;
@@ -108,8 +126,14 @@ const pipeline& pipeline_cache::build(kernel k, const std::string& variant, dtyp
     name += '_';
     name += dtype_name(t);
   }
-  const spv::blob* blob = subgroups_ ? find_blob(name + "_sg") : nullptr;
-  if (!blob) blob = find_blob(name);
+  // The 16/8-bit-load build (<name>_u16[_sg]) where the shader has one (`storage16` in its
+  // tandem-variants line), else the 32-bit one.
+  const spv::blob* blob = nullptr;
+  for (const std::string& n : u16 ? std::vector<std::string>{name + "_u16", name}
+                                  : std::vector<std::string>{name}) {
+    if (!blob && subgroups_) blob = find_blob(n + "_sg");
+    if (!blob) blob = find_blob(n);
+  }
   op_scope scope("create pipeline " + name);
   if (!blob)
     throw error(fmt::format("vulkan: no shader {} (type {} has no {} kernel)", name, dtype_name(t),

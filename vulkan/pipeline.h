@@ -54,6 +54,11 @@ class pipeline_cache {
   // matmul_vec4_q4_0); an empty variant is get(k, t, spec).
   const pipeline& get(kernel k, const std::string& variant, dtype t,
                       std::initializer_list<uint32_t> spec = {});
+  // Whether the matrix kernels of weight type t read its blocks with 16/8-bit loads (their
+  // `_u16` builds; only Q4_0, Q8_0 and Q6_K, whose blocks are 2-byte aligned): where the device
+  // has 16- and 8-bit storage access, unless TANDEM_VK_VARIANT=loads=u32 (loads=u16 forces them;
+  // an error where the device lacks the features). Read on every call (tests switch it).
+  bool loads16(dtype t) const;
   // Whether the reduction kernels use their subgroup variant on this device.
   bool subgroups() const { return subgroups_; }
   // Whether dispatches bind their buffers with vkCmdPushDescriptorSetKHR (no descriptor sets).

@@ -13,6 +13,9 @@
 //   matvec, matmul (every type)  1e-9   weights decode exactly, activations stay F32; only the
 //                                       order of summation differs (matmul variants f32, vec4)
 //   matmul coopmat (every type)  1e-5   F16 inputs (x and weights rounded to F16: ~1e-7)
+//   matvec, matmul Q4_0/Q8_0/Q6_K loads=u16 vs loads=u32   0   the 16-bit and the 32-bit weight
+//                                       loads (pipeline_cache::loads16), both forced where the
+//                                       device has 16/8-bit storage: bit for bit the same
 //   quantize_q8, matvec_dot      1e-6   against activations rounded to int8 as the kernel does:
 //                                       exact but for a rounding tie after the device's 1/d or
 //                                       exp (one level of one element); run where the device has
@@ -624,7 +627,19 @@ class checker {
                                       {130, 3, true, 0, vec}, {67, 4, false, 0, vec},
                                       {67, 5, false, 0, vec}, {67, 2, true, 20, vec}};
     for (dtype t : k_types) matrix(run, "matvec", v, t, cases);
-    for (dtype t : k_types) fused(run, v, t);
+    for (dtype t : k_types)
+      for (const char* l : loads_of(t)) {  // the fused dispatches in each weight-load variant
+        const variant_guard guard(l);
+        fused(run, *l ? v + " " + l : v, t);
+      }
+  }
+
+  // The weight-load variants to force for type t (pipeline_cache::loads16): loads=u32 and
+  // loads=u16 where the device has both for t, else "" (the one there is).
+  std::vector<const char*> loads_of(dtype t) const {
+    if (ctx_.caps().storage16 && (t == dtype::q4_0 || t == dtype::q8_0 || t == dtype::q6_k))
+      return {"loads=u32", "loads=u16"};
+    return {""};
   }
 
   // The fused dispatches of the vector kernel: Q/K/V- and gate/up-like groups in one dispatch
@@ -670,7 +685,9 @@ class checker {
     return y;
   }
 
-  // TANDEM_VK_VARIANT set for the lifetime of the guard (the ops read it per dispatch).
+  // TANDEM_VK_VARIANT set for the lifetime of the guard (the ops read it per dispatch): value
+  // first (it wins for its ops), what was set outside after it (for the other ops); "" changes
+  // nothing.
   struct variant_guard {
     std::string old;
     bool had;
@@ -678,7 +695,8 @@ class checker {
       const char* o = std::getenv("TANDEM_VK_VARIANT");
       had = o != nullptr;
       if (had) old = o;
-      setenv("TANDEM_VK_VARIANT", value, 1);
+      const std::string v = had && *o ? std::string(value) + "," + old : std::string(value);
+      setenv("TANDEM_VK_VARIANT", v.c_str(), 1);
     }
     ~variant_guard() {
       if (had)
@@ -1008,22 +1026,31 @@ class checker {
         up.finish();
         host_buffer bx(ctx_, x.size() * 4), by(ctx_, y0.size() * 4);
         bx.set(x);
-        by.set(y0);
-        run.run([&](recorder& r) {
-          ops::matmul(r, w, bx, by, c.n_tok, static_cast<int>(cols), static_cast<int>(c.rows),
-                      c.acc, c.kind);
-        });
         std::vector<float> ref(y0.size());
         cpu::ref::matmul(t, wq.data(), cols, c.rows, x.data(), c.n_tok, ref.data(), 0, c.rows);
         if (c.acc)
           for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
         const char* kind = c.kind == matmul_kernel::automatic ? " auto" : "";
-        record(op, type, v,
-               fmt::format("cols={} rows={} n_tok={}{}{}{}", cols, c.rows, c.n_tok,
-                           c.acc ? " acc" : "", kind,
-                           w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : ""),
-               ref, by.floats(ref.size()), threshold);
-        if (c.piece_rows && w.pieces.size() < 2) out_.back().pass = false;  // the split must happen
+        const std::string shape =
+            fmt::format("cols={} rows={} n_tok={}{}{}{}", cols, c.rows, c.n_tok,
+                        c.acc ? " acc" : "", kind,
+                        w.pieces.size() > 1 ? fmt::format(" pieces={}", w.pieces.size()) : "");
+        // Each weight-load variant against the reference; the 16-bit loads also bit for bit
+        // against the 32-bit ones (threshold 0: the same bits reach the same arithmetic).
+        std::vector<float> first;
+        for (const char* l : loads_of(t)) {
+          const variant_guard guard(l);
+          by.set(y0);
+          run.run([&](recorder& r) {
+            ops::matmul(r, w, bx, by, c.n_tok, static_cast<int>(cols), static_cast<int>(c.rows),
+                        c.acc, c.kind);
+          });
+          const std::vector<float> got = by.floats(ref.size());
+          record(op, type, *l ? v + " " + l : v, shape, ref, got, threshold);
+          if (c.piece_rows && w.pieces.size() < 2) out_.back().pass = false;  // must be split
+          if (!first.empty()) record(op, type, v + " loads=u16 vs u32", shape, first, got, 0.0);
+          first = got;
+        }
       }
     }
   }
