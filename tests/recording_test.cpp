@@ -81,6 +81,7 @@ TEST(HazardTracker, AttentionBlockGetsBarriersOnlyBetweenDependentSteps) {
 
 #ifdef TANDEM_HAVE_VULKAN
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -88,6 +89,7 @@ TEST(HazardTracker, AttentionBlockGetsBarriersOnlyBetweenDependentSteps) {
 #include <random>
 
 #include "runtime/backend_factory.h"
+#include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/trace.h"
 #include "tests/test_util.h"
@@ -109,8 +111,9 @@ class VulkanRecording : public vulkan_test {
 };
 
 std::unique_ptr<backend> gpu_backend(const model& m, std::vector<int> streamed = {},
-                                     trace_recorder* trace = nullptr) {
+                                     trace_recorder* trace = nullptr, int n_seq = 1) {
   backend_options o;
+  o.n_seq = n_seq;
   o.trace = trace;
   o.n_ctx = 64;
   o.n_batch = 8;
@@ -136,8 +139,30 @@ backend_counters decode_token(backend& b, const model& m, int pos) {
   }
   b.forward_output(1, false, logits.data());
   const backend_counters c1 = b.counters();
-  return {c1.dispatches - c0.dispatches, c1.barriers - c0.barriers, c1.submits - c0.submits};
+  return {c1.dispatches - c0.dispatches, c1.barriers - c0.barriers, c1.submits - c0.submits,
+          c1.recorded - c0.recorded};
 }
+
+// TANDEM_VK_VARIANT set for a scope (the variants are read at every recording).
+class scoped_variant {
+ public:
+  explicit scoped_variant(const std::string& value) {
+    const char* v = std::getenv("TANDEM_VK_VARIANT");
+    had_ = v != nullptr;
+    if (v) old_ = v;
+    ::setenv("TANDEM_VK_VARIANT", value.c_str(), 1);
+  }
+  ~scoped_variant() {
+    if (had_)
+      ::setenv("TANDEM_VK_VARIANT", old_.c_str(), 1);
+    else
+      ::unsetenv("TANDEM_VK_VARIANT");
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
 
 // stories260K (5 layers, no biases), one decode token, all layers resident, the kernels a device
 // picks by default (fused decode products, fused RoPE + KV store, flash attention in one split at
@@ -149,17 +174,99 @@ backend_counters decode_token(backend& b, const model& m, int pos) {
 //     x, q/k/v, q and the cache, att, x, gate/up); the head: before its norm, its product,
 //     the logits copy, and one for the host to read: 34.
 //   submits: one (5 layers < one frame's 8, uploaded hidden state and head included).
+//   recorded on the host: the first token records every layer once (32, the same dispatches);
+//     later tokens replay the layers (vulkan/replay.h) and record only the head's 2; with
+//     record=fresh, all 32 every token.
 // (Before the kernel work of issue 26 the same token took 77 dispatches and 54 barriers; with
 // the fused products but separate norms, 42 and 44.)
 TEST_F(VulkanRecording, CountsOfADecodeTokenAreExact) {
   auto m = model::load(path());
+  for (const char* mode : {"record=replay", "record=fresh"}) {
+    scoped_variant v(mode);
+    auto b = gpu_backend(*m);
+    ASSERT_NE(b, nullptr);
+    for (int pos = 0; pos < 3; ++pos) {
+      const backend_counters c = decode_token(*b, *m, pos);
+      EXPECT_EQ(c.dispatches, 32u) << mode << ", position " << pos;
+      EXPECT_EQ(c.barriers, 34u) << mode << ", position " << pos;
+      EXPECT_EQ(c.submits, 1u) << mode << ", position " << pos;
+      const bool replayed = std::string(mode) == "record=replay" && pos > 0;
+      EXPECT_EQ(c.recorded, replayed ? 2u : 32u) << mode << ", position " << pos;
+    }
+  }
+}
+
+// Decode tokens through layers recorded once and replayed give the logits of layers recorded
+// afresh for every token, bit for bit: over positions that move the flash-decoding split from one
+// to several (split3: 1, 2, then 3 splits), after switching the KV sequence and back, after
+// rewinding the position (a regenerate: other tokens at positions already used), and with the
+// variants changed in between (the recordings are dropped and made again). Unknown record
+// variants are a clear error.
+TEST_F(VulkanRecording, ReplayedLayersGiveTheLogitsOfFreshOnesBitForBit) {
+  auto m = model::load(path());
+  const auto& hp = m->hp();
+  struct step {
+    int seq, pos;
+    float x;
+    const char* extra;  // more variants forced for this step
+  };
+  const std::vector<step> steps = {
+      {0, 0, 0.3f, "attention=split3"}, {0, 1, -0.2f, "attention=split3"},
+      {0, 2, 0.5f, "attention=split3"}, {0, 3, 0.1f, "attention=split3"},
+      {1, 0, -0.4f, "attention=split3"}, {1, 1, 0.2f, "attention=split3"},
+      {0, 4, 0.7f, "attention=split3"}, {0, 2, -0.6f, "attention=split3"},  // rewound
+      {0, 3, 0.25f, "attention=split3"}, {0, 4, 0.05f, ""}, {0, 5, -0.15f, ""},
+      {1, 2, 0.35f, ""},                {1, 3, -0.05f, "matvec=separate"}};
+  std::vector<std::vector<float>> logits[2];
+  backend_counters counts[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    const std::string record = mode == 0 ? "record=replay" : "record=fresh";
+    auto b = [&] {
+      scoped_variant v(record);
+      return gpu_backend(*m, {}, nullptr, /*n_seq=*/2);
+    }();
+    ASSERT_NE(b, nullptr);
+    for (const step& s : steps) {
+      scoped_variant v(record + (*s.extra ? std::string(",") + s.extra : std::string()));
+      b->select_seq(s.seq);
+      b->truncate_kv(s.pos);
+      std::vector<float> x(static_cast<size_t>(hp.n_embd));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = s.x * std::sin(0.37f * static_cast<float>(i));
+      std::vector<float> out(static_cast<size_t>(hp.n_vocab));
+      b->upload_hidden(x.data(), 1);
+      for (int il = 0; il < hp.n_layer; ++il) b->forward_layer(il, 1, s.pos);
+      b->forward_output(1, false, out.data());
+      logits[mode].push_back(std::move(out));
+    }
+    counts[mode] = b->counters();
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  for (size_t i = 0; i < steps.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(logits[0][i].data(), logits[1][i].data(),
+                             logits[0][i].size() * sizeof(float)))
+        << "step " << i << " (seq " << steps[i].seq << ", position " << steps[i].pos << ")";
+  // The same work ran; the replaying backend recorded only its layers' recordings and the heads:
+  // per (sequence, one split or several) 5 layers of 6 dispatches (7 with the reduce pass):
+  // seq 0 and 1, each 1 then 2 splits: 30 + 35 + 30 + 35; the variants changed at step 9 (the
+  // recordings dropped): seq 0 and 1 in one split, 30 + 30; again at step 12 (matvec=separate:
+  // 12 dispatches a layer), 60; and 13 heads of 2: 276 of the 480 dispatches.
+  EXPECT_EQ(counts[0].dispatches, counts[1].dispatches);
+  EXPECT_EQ(counts[0].barriers, counts[1].barriers);
+  EXPECT_EQ(counts[1].recorded, counts[1].dispatches);
+  EXPECT_EQ(counts[0].recorded, 276u);
+  EXPECT_EQ(counts[0].dispatches, 480u);
+
+  scoped_variant bad("record=sometimes");
   auto b = gpu_backend(*m);
   ASSERT_NE(b, nullptr);
-  for (int pos = 0; pos < 3; ++pos) {
-    const backend_counters c = decode_token(*b, *m, pos);
-    EXPECT_EQ(c.dispatches, 32u) << "position " << pos;
-    EXPECT_EQ(c.barriers, 34u) << "position " << pos;
-    EXPECT_EQ(c.submits, 1u) << "position " << pos;
+  std::vector<float> x(static_cast<size_t>(hp.n_embd), 0.1f);
+  b->upload_hidden(x.data(), 1);
+  try {
+    b->forward_layer(0, 1, 0);
+    ADD_FAILURE() << "an unknown record variant was accepted";
+  } catch (const tandem::error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown record variant 'sometimes'"), std::string::npos)
+        << e.what();
   }
 }
 
