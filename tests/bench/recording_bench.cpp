@@ -3,10 +3,11 @@
 // with TANDEM_VK_VARIANT=record=fresh (every dispatch recorded each token) and record=replay
 // (vulkan/replay.h). The upload and the output head are outside the timing. Needs a Vulkan device
 // (lavapipe will do). TANDEM_BENCH_MODEL=path picks the model (default: stories260K).
-// (A fixed 100 tokens each: the output head waits for the GPU outside the timing.)
-//   TANDEM_BENCH_MODEL=/tmp/tl_q4_0.gguf tandem_recording_bench
+//   TANDEM_BENCH_MODEL=/tmp/tl_q4_0.gguf TANDEM_BENCH_TOKENS=8 tandem_recording_bench
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -16,7 +17,6 @@
 #include "runtime/model.h"
 
 namespace tandem {
-namespace {
 
 void BM_decode_layers_host(benchmark::State& state, const char* mode) {
   const char* env = std::getenv("TANDEM_BENCH_MODEL");
@@ -52,10 +52,21 @@ void BM_decode_layers_host(benchmark::State& state, const char* mode) {
   state.counters["layers"] = hp.n_layer;
   ::unsetenv("TANDEM_VK_VARIANT");
 }
-BENCHMARK_CAPTURE(BM_decode_layers_host, fresh, "record=fresh")->Unit(benchmark::kMicrosecond)->Iterations(100);
-BENCHMARK_CAPTURE(BM_decode_layers_host, replay, "record=replay")->Unit(benchmark::kMicrosecond)->Iterations(100);
 
-}  // namespace
 }  // namespace tandem
 
-BENCHMARK_MAIN();
+// A fixed number of tokens each (TANDEM_BENCH_TOKENS, default 100): the output head waits for the
+// GPU outside the timing, so a time-based run would wait far longer than it measures.
+int main(int argc, char** argv) {
+  const char* n = std::getenv("TANDEM_BENCH_TOKENS");
+  const int64_t tokens = n ? std::max<int64_t>(1, std::atoll(n)) : 100;
+  for (const char* mode : {"record=fresh", "record=replay"})
+    benchmark::RegisterBenchmark((std::string("BM_decode_layers_host/") + (mode + 7)).c_str(),
+                                 tandem::BM_decode_layers_host, mode)
+        ->Unit(benchmark::kMicrosecond)
+        ->Iterations(tokens);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
