@@ -1,7 +1,9 @@
 // Command recording: the hazard tracker that decides where barriers go (vulkan/hazard.h), the
 // counters `tandem bench` reports (exact dispatches, barriers and submits of a recorded token of
-// stories260K, resident and streamed), and the two ways of binding buffers (push descriptors and
-// descriptor sets from pools) giving the same results.
+// stories260K, resident and streamed, and the dispatches recorded on the host), decode layers
+// recorded once and replayed giving the logits of fresh recordings bit for bit (vulkan/replay.h),
+// and the two ways of binding buffers (push descriptors and descriptor sets from pools) giving
+// the same results.
 #include <gtest/gtest.h>
 
 #include <vector>

@@ -5,7 +5,9 @@
 // timeline waits), and every k_layers_per_submit layers so that the GPU starts early and
 // recording the next layers overlaps it running these. Barriers go in where a dispatch's buffers
 // overlap earlier unordered work (the recorder's hazard tracking, vulkan/hazard.h), not after
-// every op.
+// every op. A resident layer's decode is recorded once per KV sequence and replayed on later
+// tokens (vulkan/replay.h: the position from a step buffer the stream updates per token);
+// TANDEM_VK_VARIANT=record=fresh records every dispatch every token.
 //
 // Streamed layers (backend_options::streamed_layers) keep their matrices in pinned host memory,
 // packed into one region per layer, and run from one of two device slots: prepare_layer(i+1)
