@@ -24,6 +24,9 @@ using capture_fn = std::function<void(int layer, const char* op, const float* da
 // queue submits (the fixed costs per token that `tandem bench` reports). Zero on the CPU.
 struct backend_counters {
   uint64_t dispatches = 0, barriers = 0, submits = 0;
+  // Dispatches the host recorded (a layer recorded once and replayed counts its dispatches in
+  // `dispatches` each time it runs, here only when it was recorded).
+  uint64_t recorded = 0;
 };
 
 class backend {

@@ -140,6 +140,7 @@ backend_counters engine::counters() const {
     sum.dispatches += c.dispatches;
     sum.barriers += c.barriers;
     sum.submits += c.submits;
+    sum.recorded += c.recorded;
   }
   return sum;
 }

@@ -22,6 +22,9 @@ layout(binding = 1) readonly buffer k_buf { uint kc[]; };
 layout(binding = 2) readonly buffer v_buf { uint vc[]; };
 layout(binding = 3) writeonly buffer o_buf { float o[]; };  // output, or partials when split
 layout(binding = 4) writeonly buffer part_buf { float part[]; };
+#define STEP_BINDING 5
+#define STEP_ID 1
+#include "step.glsl"  // a replayed decode layer: pos0 and the split from the step buffer
 
 #define MAX_ROWS 32u
 #define POOL_WORDS 7168u  // q rows, the K and V tiles, the scores: 28 KiB, laid out per call
@@ -44,6 +47,9 @@ void main() {
   const uint g = gl_WorkGroupID.x / n_hblk, hblk = gl_WorkGroupID.x % n_hblk;
   const uint t0 = gl_WorkGroupID.y * tb, split = gl_WorkGroupID.z;
   const uint R = hb * tb;
+  const uint pos0 = STEP ? step.pos0 : p.pos0, n_split = STEP ? step.n_split : p.n_split;
+  const uint split_len = STEP ? step.split_len : p.split_len;
+  const uint ml_off = STEP ? step.ml_off : p.ml_off;
   const uint k_off = R * D, v_off = k_off + KT * (D2 + 1u), s_off = v_off + KT * D2, SP = KT + 1u;
 
   // Query rows: row r is token t0 + r / hb, query head g * group + hblk * hb + r % hb.
@@ -57,9 +63,9 @@ void main() {
     row_l[tid] = 0.0;
   }
   // This workgroup's positions: causal up to its last token, within its split.
-  const uint n_pos = p.pos0 + min(t0 + tb, p.n_tok);
-  const uint begin = split * p.split_len;
-  const uint end = min(n_pos, begin + p.split_len);
+  const uint n_pos = pos0 + min(t0 + tb, p.n_tok);
+  const uint begin = split * split_len;
+  const uint end = min(n_pos, begin + split_len);
   const uint kv0 = g * D;
 
   float acc[ACC];
@@ -98,7 +104,7 @@ void main() {
         const uint r = rg + k * rstep;
         if (rg < rstep && k < nr && c < cnt)  // causal: a query sees positions up to its own
           pool[s_off + r * SP + c] = floatBitsToUint(
-              c0 + c <= p.pos0 + t0 + r / hb ? dot[k] * p.scale : MASKED);
+              c0 + c <= pos0 + t0 + r / hb ? dot[k] * p.scale : MASKED);
       }
     }
     barrier();
@@ -138,14 +144,14 @@ void main() {
     const uint r = e / D, d = e % D, t = t0 + r / hb, hh = hblk * hb + r % hb;
     if (t >= p.n_tok || hh >= group) continue;
     const uint h = g * group + hh;
-    if (p.n_split == 1u) {
+    if (n_split == 1u) {
       o[t * p.ldq + h * D + d] = row_l[r] > 0.0 ? acc[i] / row_l[r] : 0.0;
     } else {  // partials: acc[split][t][h][d], then (m, l)[split][t][h]
       const uint slot = (split * p.n_tok + t) * p.n_head + h;
       part[slot * D + d] = acc[i];
       if (d == 0u) {
-        part[p.ml_off + 2u * slot] = row_m[r];
-        part[p.ml_off + 2u * slot + 1u] = row_l[r];
+        part[ml_off + 2u * slot] = row_m[r];
+        part[ml_off + 2u * slot + 1u] = row_l[r];
       }
     }
   }

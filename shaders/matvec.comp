@@ -74,6 +74,10 @@ layout(binding = 10) writeonly buffer vc_buf { uint vc[]; };
 layout(binding = 11) readonly buffer bq_buf { float bq[]; };
 layout(binding = 12) readonly buffer bk_buf { float bk[]; };
 layout(binding = 13) readonly buffer bv_buf { float bv[]; };
+// A replayed decode layer (vulkan/replay.h): the position from the step buffer (STEP).
+#define STEP_BINDING 14
+#define STEP_ID 2
+#include "step.glsl"
 #else
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(constant_id = 2) const bool GLU = false;  // x := silu(x) * u
@@ -187,7 +191,7 @@ void load_x8(uint t, uint g, out vec4 a, out vec4 b) {
 
 #if ROPE_KV
 // The position of token t: the one place the epilogue reads it.
-uint rope_pos(uint t) { return rk.pos0 + t; }
+uint rope_pos(uint t) { return (STEP ? step.pos0 : rk.pos0) + t; }
 
 // The row of slot L (= workgroup x rows per workgroup + slot, find_row's row) of part 0 or 1:
 // L's unit of four slots holds whole rotation pairs and whole F16 words (see the top).

@@ -152,6 +152,21 @@ struct rope_epilogue_push {
   uint flags;  // 1: add the biases (bindings 11..13); 2: also write k and v as F32 (y1, y2)
 };
 
+// The per-token values of a decode step that a layer recorded once and replayed reads from a
+// small device buffer (shaders/step.glsl, vulkan/replay.h) instead of its push constants: the
+// host writes them into the command stream (vkCmdUpdateBuffer) before the token's first replayed
+// layer. Not a push-constant block: a storage buffer of one struct.
+struct step_params {
+  uint pos0;       // position of the step's first token
+  uint n_split;    // flash decoding: KV splits (1: flash_attn writes the output itself)
+  uint split_len;  // flash decoding: KV positions per split
+  uint ml_off;     // flash decoding: offset of the (m, l) partials (floats)
+  uint groups_x;   // flash_attn's indirect dispatch (VkDispatchIndirectCommand): x,
+  uint groups_y;   //   y,
+  uint groups_z;   //   z = n_split
+  uint pad;
+};
+
 #ifdef __cplusplus
 // The push constants of matvec_rope (vulkan/op_table.h): the block matvec.comp declares with
 // ROPE_KV.

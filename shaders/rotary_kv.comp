@@ -20,6 +20,9 @@ layout(binding = 2) readonly buffer v_buf { float v[]; };
 layout(binding = 3) readonly buffer cs_buf { float cs[]; };
 layout(binding = 4) writeonly buffer kc_buf { uint kc[]; };
 layout(binding = 5) writeonly buffer vc_buf { uint vc[]; };
+#define STEP_BINDING 6
+#define STEP_ID 2
+#include "step.glsl"  // a replayed decode layer: pos0 from the step buffer
 
 shared float row[256];
 
@@ -39,7 +42,7 @@ float rotated(uint d, uint pos) {
 void main() {
   const uint hx = gl_WorkGroupID.x, t = gl_WorkGroupID.y, tid = gl_LocalInvocationIndex;
   const uint D = p.head_dim, n_kv = p.n_head_kv * D;
-  const uint pos = p.pos0 + t;
+  const uint pos = (STEP ? step.pos0 : p.pos0) + t;
   const uint kind = hx < p.n_head ? 0u : (hx < p.n_head + p.n_head_kv ? 1u : 2u);  // q, k, v
   const uint h = kind == 0u ? hx : (kind == 1u ? hx - p.n_head : hx - p.n_head - p.n_head_kv);
   const uint src = t * (kind == 0u ? p.ldq : p.ldkv) + h * D;

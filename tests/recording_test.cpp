@@ -1,7 +1,9 @@
 // Command recording: the hazard tracker that decides where barriers go (vulkan/hazard.h), the
 // counters `tandem bench` reports (exact dispatches, barriers and submits of a recorded token of
-// stories260K, resident and streamed), and the two ways of binding buffers (push descriptors and
-// descriptor sets from pools) giving the same results.
+// stories260K, resident and streamed, and the dispatches recorded on the host), decode layers
+// recorded once and replayed giving the logits of fresh recordings bit for bit (vulkan/replay.h),
+// and the two ways of binding buffers (push descriptors and descriptor sets from pools) giving
+// the same results.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -81,6 +83,7 @@ TEST(HazardTracker, AttentionBlockGetsBarriersOnlyBetweenDependentSteps) {
 
 #ifdef TANDEM_HAVE_VULKAN
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -88,6 +91,7 @@ TEST(HazardTracker, AttentionBlockGetsBarriersOnlyBetweenDependentSteps) {
 #include <random>
 
 #include "runtime/backend_factory.h"
+#include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/trace.h"
 #include "tests/test_util.h"
@@ -109,8 +113,9 @@ class VulkanRecording : public vulkan_test {
 };
 
 std::unique_ptr<backend> gpu_backend(const model& m, std::vector<int> streamed = {},
-                                     trace_recorder* trace = nullptr) {
+                                     trace_recorder* trace = nullptr, int n_seq = 1) {
   backend_options o;
+  o.n_seq = n_seq;
   o.trace = trace;
   o.n_ctx = 64;
   o.n_batch = 8;
@@ -136,8 +141,30 @@ backend_counters decode_token(backend& b, const model& m, int pos) {
   }
   b.forward_output(1, false, logits.data());
   const backend_counters c1 = b.counters();
-  return {c1.dispatches - c0.dispatches, c1.barriers - c0.barriers, c1.submits - c0.submits};
+  return {c1.dispatches - c0.dispatches, c1.barriers - c0.barriers, c1.submits - c0.submits,
+          c1.recorded - c0.recorded};
 }
+
+// TANDEM_VK_VARIANT set for a scope (the variants are read at every recording).
+class scoped_variant {
+ public:
+  explicit scoped_variant(const std::string& value) {
+    const char* v = std::getenv("TANDEM_VK_VARIANT");
+    had_ = v != nullptr;
+    if (v) old_ = v;
+    ::setenv("TANDEM_VK_VARIANT", value.c_str(), 1);
+  }
+  ~scoped_variant() {
+    if (had_)
+      ::setenv("TANDEM_VK_VARIANT", old_.c_str(), 1);
+    else
+      ::unsetenv("TANDEM_VK_VARIANT");
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
 
 // stories260K (5 layers, no biases), one decode token, all layers resident, the kernels a device
 // picks by default (fused decode products, RoPE + KV store in the Q/K/V product's epilogue, flash
@@ -154,13 +181,94 @@ backend_counters decode_token(backend& b, const model& m, int pos) {
 // dispatch of its own and the head's norm unfused, 32 and 34.)
 TEST_F(VulkanRecording, CountsOfADecodeTokenAreExact) {
   auto m = model::load(path());
+  for (const char* mode : {"record=replay", "record=fresh"}) {
+    scoped_variant v(mode);
+    auto b = gpu_backend(*m);
+    ASSERT_NE(b, nullptr);
+    for (int pos = 0; pos < 3; ++pos) {
+      const backend_counters c = decode_token(*b, *m, pos);
+      EXPECT_EQ(c.dispatches, 26u) << mode << ", position " << pos;
+      EXPECT_EQ(c.barriers, 28u) << mode << ", position " << pos;
+      EXPECT_EQ(c.submits, 1u) << mode << ", position " << pos;
+      const bool replayed = std::string(mode) == "record=replay" && pos > 0;
+      EXPECT_EQ(c.recorded, replayed ? 1u : 26u) << mode << ", position " << pos;
+    }
+  }
+}
+
+// Decode tokens through layers recorded once and replayed give the logits of layers recorded
+// afresh for every token, bit for bit: over positions that move the flash-decoding split from one
+// to several (split3: 1, 2, then 3 splits), after switching the KV sequence and back, after
+// rewinding the position (a regenerate: other tokens at positions already used), and with the
+// variants changed in between (the recordings are dropped and made again). Unknown record
+// variants are a clear error.
+TEST_F(VulkanRecording, ReplayedLayersGiveTheLogitsOfFreshOnesBitForBit) {
+  auto m = model::load(path());
+  const auto& hp = m->hp();
+  struct step {
+    int seq, pos;
+    float x;
+    const char* extra;  // more variants forced for this step
+  };
+  const std::vector<step> steps = {
+      {0, 0, 0.3f, "attention=split3"}, {0, 1, -0.2f, "attention=split3"},
+      {0, 2, 0.5f, "attention=split3"}, {0, 3, 0.1f, "attention=split3"},
+      {1, 0, -0.4f, "attention=split3"}, {1, 1, 0.2f, "attention=split3"},
+      {0, 4, 0.7f, "attention=split3"}, {0, 2, -0.6f, "attention=split3"},  // rewound
+      {0, 3, 0.25f, "attention=split3"}, {0, 4, 0.05f, ""}, {0, 5, -0.15f, ""},
+      {1, 2, 0.35f, ""},                {1, 3, -0.05f, "matvec=separate"}};
+  std::vector<std::vector<float>> logits[2];
+  backend_counters counts[2];
+  for (int mode = 0; mode < 2; ++mode) {
+    const std::string record = mode == 0 ? "record=replay" : "record=fresh";
+    auto b = [&] {
+      scoped_variant v(record);
+      return gpu_backend(*m, {}, nullptr, /*n_seq=*/2);
+    }();
+    ASSERT_NE(b, nullptr);
+    for (const step& s : steps) {
+      scoped_variant v(record + (*s.extra ? std::string(",") + s.extra : std::string()));
+      b->select_seq(s.seq);
+      b->truncate_kv(s.pos);
+      std::vector<float> x(static_cast<size_t>(hp.n_embd));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = s.x * std::sin(0.37f * static_cast<float>(i));
+      std::vector<float> out(static_cast<size_t>(hp.n_vocab));
+      b->upload_hidden(x.data(), 1);
+      for (int il = 0; il < hp.n_layer; ++il) b->forward_layer(il, 1, s.pos);
+      b->forward_output(1, false, out.data());
+      logits[mode].push_back(std::move(out));
+    }
+    counts[mode] = b->counters();
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  for (size_t i = 0; i < steps.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(logits[0][i].data(), logits[1][i].data(),
+                             logits[0][i].size() * sizeof(float)))
+        << "step " << i << " (seq " << steps[i].seq << ", position " << steps[i].pos << ")";
+  // The same work ran; the replaying backend recorded only its layers' recordings and the heads:
+  // per (sequence, one split or several) 5 layers of 5 dispatches (6 with the reduce pass):
+  // seq 0 and 1, each 1 then 2 splits: 25 + 30 + 25 + 30; the variants changed at step 9 (the
+  // recordings dropped): seq 0 and 1 in one split, 25 + 25; again at step 12 (matvec=separate:
+  // 12 dispatches a layer, the head's norm unfused), 60 + 2; and 12 heads of 1: 234 of the 409
+  // dispatches (13 x 26, 5 reduce passes in each of the 7 steps with several splits, 36 more for
+  // the separate products and norms).
+  EXPECT_EQ(counts[0].dispatches, counts[1].dispatches);
+  EXPECT_EQ(counts[0].barriers, counts[1].barriers);
+  EXPECT_EQ(counts[1].recorded, counts[1].dispatches);
+  EXPECT_EQ(counts[0].recorded, 234u);
+  EXPECT_EQ(counts[0].dispatches, 409u);
+
+  scoped_variant bad("record=sometimes");
   auto b = gpu_backend(*m);
   ASSERT_NE(b, nullptr);
-  for (int pos = 0; pos < 3; ++pos) {
-    const backend_counters c = decode_token(*b, *m, pos);
-    EXPECT_EQ(c.dispatches, 26u) << "position " << pos;
-    EXPECT_EQ(c.barriers, 28u) << "position " << pos;
-    EXPECT_EQ(c.submits, 1u) << "position " << pos;
+  std::vector<float> x(static_cast<size_t>(hp.n_embd), 0.1f);
+  b->upload_hidden(x.data(), 1);
+  try {
+    b->forward_layer(0, 1, 0);
+    ADD_FAILURE() << "an unknown record variant was accepted";
+  } catch (const tandem::error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown record variant 'sometimes'"), std::string::npos)
+        << e.what();
   }
 }
 

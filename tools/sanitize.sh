@@ -14,14 +14,14 @@ launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 
 # Not run under ASan, and why:
-# - parity_model_*, parity_{matvec,attention,matmul,rope_kv}_* (the same with a kernel variant forced):
+# - parity_model_*, parity_{matvec,attention,matmul,rope_kv,record,loads}_* (the same with a kernel variant forced):
 #   gpu-cpu-parity on whole models through lavapipe; under ASan each takes minutes
 #   (lavapipe's LLVM-compiled shaders are not instrumented, but every buffer copy and the CPU
 #   reference are), and the same code paths run in parity_ops and the VulkanModels tests.
 # - c_api_install: builds a program against the installed libtandem with pkg-config; an
 #   ASan-built library needs the ASan runtime loaded first, which a plain program does not do
 #   (c_api, the same C program linked in the build tree, runs under ASan).
-TANDEM_ASAN_EXCLUDE=${TANDEM_ASAN_EXCLUDE:-'^parity_(model|matvec|attention|matmul|rope_kv)_|^c_api_install$'}
+TANDEM_ASAN_EXCLUDE=${TANDEM_ASAN_EXCLUDE:-'^parity_(model|matvec|attention|matmul|rope_kv|record|loads)_|^c_api_install$'}
 # Run under TSan: the layer cache (its loader thread), the engine with prefetch (LayerCacheEndToEnd),
 # the Vulkan staging ring and streamed layers (Streaming, VulkanBackend), the public API's
 # cancellation from another thread and the server's sessions and queue (when they exist).

@@ -47,6 +47,12 @@ class hazard_tracker {
     written_.clear();
     read_.clear();
   }
+  // The accesses noted since the last barrier (written ones first).
+  std::vector<tracked_access> pending() const {
+    std::vector<tracked_access> v(written_);
+    v.insert(v.end(), read_.begin(), read_.end());
+    return v;
+  }
   // Whether nothing was accessed since the last barrier.
   bool empty() const { return written_.empty() && read_.empty(); }
 

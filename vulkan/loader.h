@@ -77,6 +77,9 @@ namespace tandem::vk {
   X(vkCmdPipelineBarrier)                     \
   X(vkCmdCopyBuffer)                          \
   X(vkCmdFillBuffer)                          \
+  X(vkCmdUpdateBuffer)                        \
+  X(vkCmdDispatchIndirect)                    \
+  X(vkCmdExecuteCommands)                     \
   X(vkCreateSemaphore)                        \
   X(vkDestroySemaphore)                       \
   X(vkWaitSemaphores)                         \

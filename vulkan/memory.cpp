@@ -36,7 +36,7 @@ buffer create_buffer(context& ctx, VkDeviceSize size, memory_kind kind) {
   VkBufferCreateInfo bci{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bci.size = size;
   bci.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-              VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+              VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_INDIRECT_BUFFER_BIT;
   const auto& fam = ctx.families();
   // Weights are written by the transfer queue and read by the compute queue: concurrent sharing
   // avoids queue-family ownership transfers, and costs nothing for buffers on current drivers.

@@ -63,13 +63,13 @@ enum class op_use : uint8_t {
   X(attention, 4, attention_push, 128, false, op_spec::none, op_use::layers, 0b1000)           \
   X(matvec, 8, matvec_push, 128, true, op_spec::accumulate_glu, op_use::always, 0b11100000)   \
   X(matmul, 3, matmul_push, 256, true, op_spec::accumulate, op_use::always, 0b100)             \
-  X(flash_attn, 5, flash_attn_push, 128, false, op_spec::none, op_use::layers, 0b11000)      \
-  X(flash_reduce, 2, flash_reduce_push, 128, false, op_spec::none, op_use::layers, 0b10)     \
-  X(rotary_kv, 6, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers, 0b110011)      \
+  X(flash_attn, 6, flash_attn_push, 128, false, op_spec::none, op_use::layers, 0b11000)      \
+  X(flash_reduce, 3, flash_reduce_push, 128, false, op_spec::none, op_use::layers, 0b10)     \
+  X(rotary_kv, 7, rotary_kv_push, 64, false, op_spec::rope_style, op_use::layers, 0b110011)      \
   X(quantize_q8, 3, quantize_push, 64, false, op_spec::glu, op_use::integer_dot, 0b100)       \
   X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate_parts, op_use::integer_dot,    \
     0b11100000)                                                                                \
-  X(matvec_rope, 14, matvec_rope_push, 128, true, op_spec::rope_style, op_use::layers,         \
+  X(matvec_rope, 15, matvec_rope_push, 128, true, op_spec::rope_style, op_use::layers,         \
     0b11011100000)
 
 enum class kernel : uint32_t {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -158,7 +159,11 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
   const uint32_t np = static_cast<uint32_t>(n_parts);
   const uint32_t a1 = acc ? 1u : 0u, g1 = glu ? 1u : 0u;
   const uint32_t neox = rk && rk->style == rope_style::neox ? 1u : 0u;
-  const auto& p = rk     ? rec.pipes().get(kernel::matvec_rope, t, {neox})
+  // The rope epilogue's STEP (constant 2): the position from the step buffer (binding 14; x,
+  // unread, if none).
+  const bool from_step = rk && rk->step.size > 0;
+  const auto& p = rk     ? from_step ? rec.pipes().get(kernel::matvec_rope, t, {neox, 1u})
+                                     : rec.pipes().get(kernel::matvec_rope, t, {neox})
                   : dot  ? rec.pipes().get(kernel::matvec_dot, t, {a1, np})
                   : norm ? rec.pipes().get(kernel::matvec, t, {a1, g1, np, 1u})
                          : rec.pipes().get(kernel::matvec, t, {a1, g1, np});
@@ -206,7 +211,8 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
     rec.dispatch(
         p, gx, gy, div_up(nt, 4), rp,
         {a.piece->range, b.piece->range, c.piece->range, x, u, a.y, b.y, c.y, rk->table,
-         rk->k_cache, rk->v_cache, bias ? rk->bq : x, bias ? rk->bk : x, bias ? rk->bv : x});
+         rk->k_cache, rk->v_cache, bias ? rk->bq : x, bias ? rk->bk : x, bias ? rk->bv : x,
+         from_step ? rk->step : x});
     return;
   }
   rec.dispatch(p, gx, gy, div_up(nt, 4), push,
@@ -664,7 +670,7 @@ void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, i
 void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache,
                const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
                int n_head, int n_head_kv, int head_dim, const buffer_range& scratch,
-               attention_variant v) {
+               attention_variant v, const buffer_range& step) {
   const attention_plan pl =
       plan_attention(rec.ctx(), n_tok, pos0, n_head, n_head_kv, head_dim, scratch.size, v);
   const uint64_t nt = static_cast<uint64_t>(n_tok), hd = static_cast<uint64_t>(head_dim);
@@ -678,7 +684,9 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
   const uint64_t flops = 4 * qk_pairs * static_cast<uint64_t>(n_head) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   bool broken = parity_break("attention");
+  const bool from_step = step.size > 0;
   if (!pl.flash) {
+    if (from_step) throw std::logic_error("ops::attention: the basic kernel reads no step buffer");
     const auto& p = rec.pipes().get(kernel::attention);
     const attention_push push{u32(n_tok),     u32(pos0),          u32(n_head), u32(n_head_kv),
                               u32(head_dim),  u32(n_q),           u32(n_kv),   scale};
@@ -693,18 +701,26 @@ void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache
                                pl.toks_per_wg,   pl.kt,            pl.n_split,
                                pl.split_len,     u32(static_cast<int64_t>(ml_off))};
     const uint64_t part_bytes = pl.n_split > 1 ? (ml_off + 2 * ml_off / hd) * sizeof(float) : 0;
-    const auto& p = rec.pipes().get(kernel::flash_attn);
+    // STEP (1): pos0 and the split from the step buffer, the groups by an indirect dispatch.
+    const auto& p = from_step ? rec.pipes().get(kernel::flash_attn, dtype::f32, {1u})
+                              : rec.pipes().get(kernel::flash_attn);
     rec.cost(kv_bytes + nt * n_q * sizeof(float) + (pl.n_split > 1 ? part_bytes : nt * n_q * 4),
              flops);
-    rec.dispatch(p, pl.groups_x, pl.groups_y, pl.n_split, push,
-                 {q, k_cache, v_cache, out, pl.n_split > 1 ? scratch : out});
+    // Without a step buffer its binding gets q (read-only here, never read by the kernel).
+    const std::initializer_list<buffer_range> bufs = {
+        q, k_cache, v_cache, out, pl.n_split > 1 ? scratch : out, from_step ? step : q};
+    if (from_step)
+      rec.dispatch_indirect(p, step.sub(offsetof(step_params, groups_x), 12), push, bufs);
+    else
+      rec.dispatch(p, pl.groups_x, pl.groups_y, pl.n_split, push, bufs);
     if (pl.n_split > 1) {  // (the hazard tracker puts the barrier before the reduce pass)
-      const auto& r = rec.pipes().get(kernel::flash_reduce);
+      const auto& r = from_step ? rec.pipes().get(kernel::flash_reduce, dtype::f32, {1u})
+                                : rec.pipes().get(kernel::flash_reduce);
       rec.cost(part_bytes + nt * n_q * sizeof(float), 3 * ml_off);
       rec.dispatch(r, u32(n_head), u32(n_tok), 1,
                    flash_reduce_push{u32(n_tok), u32(n_head), u32(head_dim), u32(n_q),
                                      pl.n_split, u32(static_cast<int64_t>(ml_off))},
-                   {scratch, out});
+                   {scratch, out, from_step ? step : scratch});
     }
   }
   if (broken) parity_double(rec, out, nt * n_q);
@@ -721,13 +737,16 @@ bool fused_rope_kv() {
 void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, const buffer_range& v,
                const buffer_range& table, const buffer_range& k_cache, const buffer_range& v_cache,
                int n_tok, int n_head, int n_head_kv, int head_dim, int n_rot, int pos0, int ldq,
-               int ldkv, rope_style style) {
+               int ldkv, rope_style style, const buffer_range& step) {
   if (head_dim % 2 != 0 || head_dim > 256 || n_rot > head_dim || n_rot % 2 != 0)
     throw error(fmt::format("vulkan: rotary_kv needs an even head_dim <= 256 and an even n_rot "
                             "<= head_dim (head_dim {}, n_rot {})",
                             head_dim, n_rot));
-  const auto& p =
-      rec.pipes().get(kernel::rotary_kv, dtype::f32, {style == rope_style::neox ? 1u : 0u});
+  // STEP (constant 2): the position from the step buffer (its binding: the table, unread, if none).
+  const bool from_step = step.size > 0;
+  const uint32_t neox = style == rope_style::neox ? 1u : 0u;
+  const auto& p = from_step ? rec.pipes().get(kernel::rotary_kv, dtype::f32, {neox, 1u})
+                            : rec.pipes().get(kernel::rotary_kv, dtype::f32, {neox});
   const uint64_t nt = static_cast<uint64_t>(n_tok);
   const uint64_t n_q = static_cast<uint64_t>(n_head) * head_dim;
   const uint64_t n_kv = static_cast<uint64_t>(n_head_kv) * head_dim;
@@ -741,7 +760,7 @@ void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, cons
   rec.dispatch(p, u32(n_head + 2 * n_head_kv), u32(n_tok), 1,
                rotary_kv_push{u32(n_tok), u32(n_head), u32(n_head_kv), u32(head_dim), u32(n_rot),
                               u32(pos0), u32(ldq), u32(ldkv)},
-               {q, k, v, table, k_cache, v_cache});
+               {q, k, v, table, k_cache, v_cache, from_step ? step : table});
   // The rope break (and its own) doubles q after, as the unfused rope's: a model run with either
   // kernel broken diverges at rope:q. (The op check's filters keep rope and rotary_kv apart.)
   if (parity_break("rotary_kv") || parity_break("rope"))

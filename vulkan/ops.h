@@ -158,6 +158,12 @@ void quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
               int pos0, int ldx);
 
+// With a step buffer (struct step_params, a layer recorded once and replayed: vulkan/replay.h),
+// attention and rotary_kv read the position (and flash decoding its split count, split length
+// and partials offset; the flash kernel's group counts, by an indirect dispatch) from it when
+// they run, not pos0: the host writes the step's values there before. pos0 then only picks the
+// launch shape, which must be the one the step's values give (one split or several); the basic
+// kernel has no step variant (an error).
 // out = causal attention of q (n_tok x n_head*head_dim, token t at position pos0 + t) over the
 // cache positions 0 .. pos0 + t; query head h reads KV head h / (n_head / n_head_kv). scratch
 // holds flash-decoding's partials (n_split x n_tok x n_head x (head_dim + 2) floats); without
@@ -165,7 +171,7 @@ void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, i
 void attention(recorder& rec, const buffer_range& q, const buffer_range& k_cache,
                const buffer_range& v_cache, const buffer_range& out, int n_tok, int pos0,
                int n_head, int n_head_kv, int head_dim, const buffer_range& scratch = {},
-               attention_variant v = {});
+               attention_variant v = {}, const buffer_range& step = {});
 
 // Whether forward passes run RoPE fused with the KV store (rotary_kv) where the matvec epilogue
 // (rope_kv_in_matvec) does not take it: yes unless TANDEM_VK_VARIANT=rope_kv=separate (rope twice,
@@ -178,7 +184,7 @@ bool fused_rope_kv();
 void rotary_kv(recorder& rec, const buffer_range& q, const buffer_range& k, const buffer_range& v,
                const buffer_range& table, const buffer_range& k_cache, const buffer_range& v_cache,
                int n_tok, int n_head, int n_head_kv, int head_dim, int n_rot, int pos0, int ldq,
-               int ldkv, rope_style style);
+               int ldkv, rope_style style, const buffer_range& step = {});
 
 // The RoPE and KV-cache append after the Q/K/V product (ops::matmul_qkv_rope).
 struct rope_kv_in {
@@ -189,6 +195,7 @@ struct rope_kv_in {
   int pos0 = 0;  // the token's position
   rope_style style = rope_style::adjacent;
   bool write_kv = false;  // also write roped k and v as F32 into k.y and v.y (a capture reads them)
+  buffer_range step;      // a replayed layer's step buffer: the position read from it, not pos0
 };
 
 // Whether decode runs RoPE and the KV store in the Q/K/V matvec's epilogue where it can: yes

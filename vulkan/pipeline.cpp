@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
 #include "runtime/error.h"
@@ -251,10 +252,10 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
         fmt::format("vulkan: dispatch of {} with {}x{}x{} workgroups exceeds the device "
                     "limit",
                     p.name, gx, gy, gz));
-  // (the op table's widest row, matvec_rope, binds 14; more is refused above)
+  // (the op table's widest row, matvec_rope, binds 15; more is refused above)
   VkDescriptorBufferInfo infos[16];
   VkWriteDescriptorSet writes[16];
-  tracked_access access[16];
+  tracked_access access[17];  // and an indirect dispatch's arguments
   uint32_t i = 0;
   for (const auto& b : bufs) {
     if (b.size > caps.max_storage_range)
@@ -272,7 +273,11 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
     writes[i].pBufferInfo = &infos[i];
     ++i;
   }
-  order(access, i);
+  uint32_t n_access = i;
+  if (indirect_)  // the group counts: read by the indirect-command stage
+    access[n_access++] = {handle_id(indirect_->buf), indirect_->offset, indirect_->offset + 12,
+                          false};
+  order(access, n_access);
   const int tq = timer_ ? timer_->begin(cb_) : -1;
   fn.vkCmdBindPipeline(cb_, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipe);
   if (pipes_.push_descriptors()) {
@@ -285,8 +290,11 @@ void recorder::dispatch_raw(const pipeline& p, uint32_t gx, uint32_t gy, uint32_
                                nullptr);
   }
   fn.vkCmdPushConstants(cb_, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.push_size, push);
-  fn.vkCmdDispatch(cb_, gx, gy, gz);
-  if (counts_) ++counts_->dispatches;
+  if (indirect_)
+    fn.vkCmdDispatchIndirect(cb_, indirect_->buf, indirect_->offset);
+  else
+    fn.vkCmdDispatch(cb_, gx, gy, gz);
+  if (counts_) ++counts_->dispatches, ++counts_->recorded;
   if (tq >= 0) timer_->end(cb_, tq, p.name, last_cost_.bytes, last_cost_.flops);
 }
 
@@ -298,18 +306,48 @@ void recorder::order(const tracked_access* a, size_t n) {
     barrier_raw(false);
     if (counts_) ++counts_->barriers;
     if (hazards_) hazards_->clear();
+    if (log_) log_->barrier = true;
   } else if (timer_ && !hazards_->empty()) {
     // Not a barrier the work needs: neither counted nor taken off the tracker, so that the
     // counts of a timed run are those of an untimed one.
     barrier_raw(false);
   }
-  hazards_->add(v);
+  if (log_ && !log_->barrier) log_->head.insert(log_->head.end(), v.begin(), v.end());
+  if (hazards_) hazards_->add(v);
 }
 
 void recorder::barrier() {
   barrier_raw(true);
   if (counts_) ++counts_->barriers;
   if (hazards_) hazards_->clear();
+  if (log_) log_->barrier = true;
+}
+
+void recorder::update(const buffer_range& dst, const void* data, VkDeviceSize n) {
+  if (n == 0 || n % 4 != 0 || n > 65536 || dst.offset % 4 != 0)
+    throw std::logic_error("recorder::update: the size and offset must be multiples of 4");
+  const tracked_access a{handle_id(dst.buf), dst.offset, dst.offset + n, true};
+  order(&a, 1);
+  fn.vkCmdUpdateBuffer(cb_, dst.buf, dst.offset, n, data);
+}
+
+void recorder::execute(const recorded_block& b, bool just_recorded) {
+  if (!hazards_ || hazards_->conflicts(b.head)) {
+    barrier_raw(false);
+    if (counts_) ++counts_->barriers;
+    if (hazards_) hazards_->clear();
+    if (log_) log_->barrier = true;
+  }
+  fn.vkCmdExecuteCommands(cb_, 1, &b.cb);
+  if (counts_) {
+    counts_->dispatches += b.counts.dispatches;
+    counts_->barriers += b.counts.barriers;
+    if (just_recorded) counts_->recorded += b.counts.recorded;
+  }
+  if (hazards_) {
+    if (b.has_barrier) hazards_->clear();
+    hazards_->add(b.tail);
+  }
 }
 
 // Compute and transfer writes before it visible to compute and transfer work after it; with
@@ -317,13 +355,16 @@ void recorder::barrier() {
 void recorder::barrier_raw(bool host) {
   VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER};
   mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+  // (Indirect dispatches read their group counts in the draw-indirect stage.)
   mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
                      VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT |
-                     (host ? VK_ACCESS_HOST_READ_BIT : 0);
+                     VK_ACCESS_INDIRECT_COMMAND_READ_BIT | (host ? VK_ACCESS_HOST_READ_BIT : 0);
   const VkPipelineStageFlags stages =
       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-  fn.vkCmdPipelineBarrier(cb_, stages, stages | (host ? VK_PIPELINE_STAGE_HOST_BIT : 0), 0, 1,
-                          &mb, 0, nullptr, 0, nullptr);
+  fn.vkCmdPipelineBarrier(cb_, stages,
+                          stages | VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT |
+                              (host ? VK_PIPELINE_STAGE_HOST_BIT : 0),
+                          0, 1, &mb, 0, nullptr, 0, nullptr);
 }
 
 void recorder::copy(const buffer_range& src, const buffer_range& dst, VkDeviceSize n) {

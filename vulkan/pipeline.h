@@ -107,6 +107,17 @@ struct dispatch_cost {
   uint64_t flops = 0;
 };
 
+// Work recorded once into a secondary command buffer (vulkan/replay.h: a decode layer) and
+// executed by primaries (recorder::execute), as a primary's hazard tracking sees it: the accesses
+// before its first barrier (ordered against the primary's unordered work by a barrier before it)
+// and those after its last (left unordered for what follows), and its counts.
+struct recorded_block {
+  VkCommandBuffer cb = VK_NULL_HANDLE;
+  backend_counters counts;                // its dispatches and barriers (recorded: dispatches)
+  std::vector<tracked_access> head, tail;
+  bool has_barrier = false;               // tail is only what came after its last barrier
+};
+
 class recorder {
  public:
   // counts (may be null) receives the dispatches and barriers recorded; hazards is the tracker
@@ -120,6 +131,27 @@ class recorder {
                 std::initializer_list<buffer_range> bufs) {
     dispatch_raw(p, gx, gy, gz, &push, sizeof(Push), bufs);
   }
+  // The same with the group counts read by the device from args (a VkDispatchIndirectCommand,
+  // 12 bytes, written before by update() or a shader; ordered like a buffer the dispatch reads).
+  template <class Push>
+  void dispatch_indirect(const pipeline& p, const buffer_range& args, const Push& push,
+                         std::initializer_list<buffer_range> bufs) {
+    indirect_ = &args;
+    dispatch_raw(p, 1, 1, 1, &push, sizeof(Push), bufs);
+    indirect_ = nullptr;
+  }
+  // Writes n bytes (a multiple of 4, at most 65536) of data into dst in the command stream
+  // (vkCmdUpdateBuffer: ordered like a copy into dst).
+  void update(const buffer_range& dst, const void* data, VkDeviceSize n);
+  // Executes a recorded block (a barrier before it where its head overlaps unordered work; its
+  // counts added to this recorder's, and its recorded dispatches where just_recorded).
+  void execute(const recorded_block& b, bool just_recorded);
+  // Recording a block: where the accesses before the first barrier are collected (null: off).
+  struct access_log {
+    std::vector<tracked_access> head;
+    bool barrier = false;
+  };
+  void set_access_log(access_log* log) { log_ = log; }
   // The cost of the next dispatch (consumed by it; a dispatch without one costs {0, 0}).
   void cost(uint64_t bytes, uint64_t flops) { next_cost_ = {bytes, flops}; }
   // The cost of the last dispatch recorded.
@@ -152,6 +184,8 @@ class recorder {
   hazard_tracker* hazards_;
   dispatch_timer* timer_ = nullptr;
   dispatch_cost next_cost_, last_cost_;
+  const buffer_range* indirect_ = nullptr;  // dispatch_indirect's arguments
+  access_log* log_ = nullptr;
 };
 
 // Command buffers on the compute queue, a small ring of frames so that recording the next one

@@ -5,7 +5,9 @@
 // timeline waits), and every k_layers_per_submit layers so that the GPU starts early and
 // recording the next layers overlaps it running these. Barriers go in where a dispatch's buffers
 // overlap earlier unordered work (the recorder's hazard tracking, vulkan/hazard.h), not after
-// every op.
+// every op. A resident layer's decode is recorded once per KV sequence and replayed on later
+// tokens (vulkan/replay.h: the position from a step buffer the stream updates per token);
+// TANDEM_VK_VARIANT=record=fresh records every dispatch every token.
 //
 // Streamed layers (backend_options::streamed_layers) keep their matrices in pinned host memory,
 // packed into one region per layer, and run from one of two device slots: prepare_layer(i+1)
@@ -20,7 +22,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "runtime/fp16.h"
@@ -36,6 +41,9 @@
 #include "runtime/trace.h"
 #include "vulkan/gpu_timer.h"
 #include "vulkan/staging_ring.h"
+#include "vulkan/replay.h"
+#include "vulkan/variant.h"
+#include "shaders/push_constants.h"
 
 namespace tandem::vk {
 
@@ -120,6 +128,12 @@ class vulkan_backend final : public backend {
   // Submits the open frame (see forward_layer); returns its compute timeline value.
   uint64_t submit_frame(std::initializer_list<timeline_wait> waits, bool host_reads);
   void collect_timers();  // after the host waited for every frame submitted
+  void record_layer(recorder& r, const device_layer& L, const device_matrices& M, int n, int pos0,
+                    const buffer_range& step);
+  bool replay_eligible(const device_layer& L, int n, const attention_plan& pl) const;
+  void drop_stale_recordings();
+  void replay_layer(recorder& r, int il, int pos0, const attention_plan& pl,
+                    const std::function<void(recorder&)>& record_fn);
 
   // Destroyed last (declared first): everything below lives on its device.
   std::unique_ptr<context> ctx_;
@@ -145,6 +159,12 @@ class vulkan_backend final : public backend {
   bool upload_in_frame_ = false;  // the open frame copies out of upload_staging_
   int layers_in_frame_ = 0;       // layers recorded into the open frame
   std::unique_ptr<staging_ring> ring_;  // the streaming slots and the copies into them
+  // Decode layers recorded once and replayed (vulkan/replay.h): the blocks, the step buffer they
+  // read the position from, what was last written into it, the forced variants they baked in.
+  std::unique_ptr<replay_cache> replay_;
+  buffer_range step_;
+  step_params step_written_{};
+  std::string replay_variants_;
   device_weight output_norm_, output_;
   buffer_range rope_table_;
   buffer_range x_, h_, q_, k_, v_, att_, gate_, up_, logits_;  // scratch, n_batch rows
@@ -381,6 +401,11 @@ void vulkan_backend::make_scratch(const load_sizes&) {
   readback_staging_ = create_buffer(*ctx_, std::max(n_batch * rows[0] * f, logit_bytes),
                                     memory_kind::readback);
   stream_ = std::make_unique<command_stream>(*pipes_);
+  step_ = device_mem_->alloc(sizeof(step_params));
+  step_written_.n_split = 0;  // (no plan has 0 splits: the first decode step writes it)
+  replay_ = std::make_unique<replay_cache>(*pipes_);
+  const char* env = std::getenv("TANDEM_VK_VARIANT");
+  replay_variants_ = env ? env : "";
 }
 
 // The trace's timers and the slots streamed layers run from.
@@ -514,6 +539,13 @@ void vulkan_backend::warm_up() {
       }
     }
   }
+  // The replayed decode layers' kernels, which read the position from the step buffer (STEP).
+  if (!opt_.layers.empty()) {
+    pipes_->get(kernel::flash_attn, dtype::f32, {1u});
+    pipes_->get(kernel::flash_reduce, dtype::f32, {1u});
+    pipes_->get(kernel::rotary_kv, dtype::f32, {neox, 1u});
+    for (const dtype t : types) pipes_->get(kernel::matvec_rope, t, {neox, 1u});
+  }
 }
 
 vulkan_backend::~vulkan_backend() {
@@ -521,6 +553,7 @@ vulkan_backend::~vulkan_backend() {
     if (stream_) stream_->finish();
   } catch (...) {  // a lost device: nothing left to wait for
   }
+  replay_.reset();  // (its blocks' frames finished above)
   stream_.reset();
   ring_.reset();
   try {
@@ -611,16 +644,72 @@ void vulkan_backend::select_seq(int seq) {
   seq_ = seq;
 }
 
+// How forward_layer records a layer: TANDEM_VK_VARIANT=record=replay (the default) records a
+// decode layer once and replays it where it can (replay_eligible), fresh records every dispatch
+// of every token.
+bool replay_wanted() {
+  const std::string f = forced_variant("record");
+  if (f.empty() || f == "replay") return true;
+  if (f == "fresh") return false;
+  throw error(fmt::format(
+      "TANDEM_VK_VARIANT: unknown record variant '{}' (known: replay, fresh)", f));
+}
+
+// A decode layer may be replayed when it is resident, no capture or per-dispatch timing records
+// into the stream, and its kernels read the position from the step buffer (fused RoPE + KV
+// store, flash attention).
+bool vulkan_backend::replay_eligible(const device_layer& L, int n,
+                                     const attention_plan& pl) const {
+  return n == 1 && !L.streamed && !capture_ && !dispatch_timer_ && pl.flash && replay_wanted() &&
+         ops::fused_rope_kv();
+}
+
+// Frees the recorded layers when the forced variants they were recorded with changed (tests set
+// TANDEM_VK_VARIANT between cases): the frames that execute them are submitted (the open one)
+// and finished first.
+void vulkan_backend::drop_stale_recordings() {
+  const char* env = std::getenv("TANDEM_VK_VARIANT");
+  const std::string variants = env ? env : "";
+  if (variants == replay_variants_) return;
+  if (replay_->size()) {
+    if (stream_->is_open()) submit_frame({}, false);
+    stream_->finish();
+    replay_->clear();
+  }
+  replay_variants_ = variants;
+}
+
+// The step buffer's values for a decode token at pos0 (written when they change) and the
+// recorded layer for (layer, KV sequence, split or not), recorded now if it was not; what the
+// recordings baked in from the environment (the forced variants) invalidates them all.
+void vulkan_backend::replay_layer(recorder& r, int il, int pos0, const attention_plan& pl,
+                                  const std::function<void(recorder&)>& record_fn) {
+  step_params sp{};
+  sp.pos0 = static_cast<uint32_t>(pos0);
+  sp.n_split = pl.n_split;
+  sp.split_len = pl.split_len;
+  sp.ml_off = pl.n_split * static_cast<uint32_t>(hp_.n_embd_q());
+  sp.groups_x = pl.groups_x;
+  sp.groups_y = pl.groups_y;
+  sp.groups_z = pl.n_split;
+  if (std::memcmp(&sp, &step_written_, sizeof sp) != 0) {
+    r.update(step_, &sp, sizeof sp);
+    step_written_ = sp;
+  }
+  const uint64_t key = (static_cast<uint64_t>(il) * static_cast<uint64_t>(opt_.n_seq) +
+                        static_cast<uint64_t>(seq_)) * 2 + (pl.n_split > 1 ? 1 : 0);
+  const recorded_block* b = replay_->find(key);
+  const bool fresh = b == nullptr;
+  if (!b) b = &replay_->record(key, record_fn);
+  r.execute(*b, fresh);
+}
+
 void vulkan_backend::forward_layer(int il, int n, int pos0) {
   op_scope scope(fmt::format("forward_layer {}", il));
   if (il < 0 || il >= hp_.n_layer || !layers_[static_cast<size_t>(il)].present)
     throw error(fmt::format("vulkan: layer {} is not placed on this backend", il));
   check_batch(n, pos0);
   const device_layer& L = layers_[static_cast<size_t>(il)];
-  const buffer_range& k_cache = L.k_cache[static_cast<size_t>(seq_)];
-  const buffer_range& v_cache = L.v_cache[static_cast<size_t>(seq_)];
-  const int n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
-  const int hd = hp_.head_dim;
   // The matrices: resident, or in the slot the layer was streamed into.
   stream_slot* sl = nullptr;
   int slot = -1;
@@ -630,13 +719,48 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
     sl = &slots_[static_cast<size_t>(slot)];
   }
   const device_matrices& M = sl ? static_cast<const device_matrices&>(*sl) : L;
-  const device_weight &wq = M.wq, &wk = M.wk, &wv = M.wv, &wo = M.wo;
-  const device_weight &ffn_gate = M.ffn_gate, &ffn_up = M.ffn_up, &ffn_down = M.ffn_down;
+  const attention_plan pl = plan_attention(*ctx_, n, pos0, hp_.n_head, hp_.n_head_kv,
+                                           hp_.head_dim, gate_.size);
+  const bool replay = replay_eligible(L, n, pl);
+  if (replay) drop_stale_recordings();
 
   // A streamed layer waits for its slot's copy: the layers before it go ahead without that wait.
   if (sl && stream_->is_open()) submit_frame({}, false);
   recorder& r = stream_->open();
   const int tq = timer_ ? timer_->begin(r.cb(), ctx_->compute().family) : -1;
+  if (replay) {
+    replay_layer(r, il, pos0, pl,
+                 [&](recorder& rec) { record_layer(rec, L, M, n, pos0, step_); });
+  } else {
+    record_layer(r, L, M, n, pos0, {});
+  }
+  if (timer_)
+    timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),
+                trace_track::gpu_compute, il);
+  const double t_submit = opt_.trace && tq < 0 ? trace_recorder::now_us() : 0.0;
+  ++layers_in_frame_;
+  if (sl) {
+    ring_->release(slot, submit_frame({ring_->acquire(slot)}, false));
+  } else if (capture_ || layers_in_frame_ >= k_layers_per_submit) {
+    submit_frame({}, capture_ != nullptr);
+  }
+  if (opt_.trace && tq < 0)  // no timestamps on this device: the host-side record time only
+    opt_.trace->add({fmt::format("layer {} (recorded)", il), trace_track::gpu_compute, t_submit,
+                     trace_recorder::now_us() - t_submit, il, "host"});
+  deliver_capture(il);
+  n_past_ = std::max(n_past_, pos0 + n);
+}
+
+// The dispatches of one layer for n tokens at pos0 (with a step buffer: a decode layer recorded
+// once, whose kernels read the position from it; pos0 then only picks the attention's shape).
+void vulkan_backend::record_layer(recorder& r, const device_layer& L, const device_matrices& M,
+                                  int n, int pos0, const buffer_range& step) {
+  const buffer_range& k_cache = L.k_cache[static_cast<size_t>(seq_)];
+  const buffer_range& v_cache = L.v_cache[static_cast<size_t>(seq_)];
+  const int n_embd = hp_.n_embd, n_q = hp_.n_embd_q(), n_kv = hp_.n_embd_kv(), n_ff = hp_.n_ff;
+  const int hd = hp_.head_dim;
+  const device_weight &wq = M.wq, &wk = M.wk, &wv = M.wv, &wo = M.wo;
+  const device_weight &ffn_gate = M.ffn_gate, &ffn_up = M.ffn_up, &ffn_down = M.ffn_down;
   // attention block: h = norm(x); q, k, v; rope; append to the cache; attend; x += o Wo^T
   // On decode the norm, the biases, RoPE and the cache append all go into the Q/K/V product's one
   // dispatch where it can (ops::matmul_qkv_rope); a capture then runs the unfused product first
@@ -652,6 +776,7 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
     rk.bk = L.bk.pieces[0].range;
     rk.bv = L.bv.pieces[0].range;
   }
+  rk.step = step;
   const bool qkv_rope = (bias || no_bias) && ops::qkv_rope_fuses(r, oq, ok, ov, n, rk, xq_);
   if (!qkv_rope || capture_) {
     ops::matmul_multi_norm(r, {oq, ok, ov}, x_,
@@ -676,7 +801,7 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
                          rk, n, n_embd, xq_);
   } else if (fused_rope_kv) {  // one dispatch; k_ gets the roped rows too, so the captures stay
     ops::rotary_kv(r, q_, k_, v_, rope_table_, k_cache, v_cache, n, hp_.n_head, hp_.n_head_kv, hd,
-                   hp_.n_rot, pos0, n_q, n_kv, hp_.rope);
+                   hp_.n_rot, pos0, n_q, n_kv, hp_.rope, step);
   } else {
     ops::rope(r, q_, rope_table_, n, hp_.n_head, hd, hp_.n_rot, pos0, n_q, hp_.rope);
     ops::rope(r, k_, rope_table_, n, hp_.n_head_kv, hd, hp_.n_rot, pos0, n_kv, hp_.rope);
@@ -688,7 +813,8 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
   if (!qkv_rope && !fused_rope_kv) ops::kv_store(r, k_, k_cache, n_kv, n, pos0, n_kv);
   cap(r, "kv_store:k", k_cache.sub(2ull * pos0 * n_kv, 2ull * n * n_kv), n, n_kv, true);
   // gate_ (free until the feed-forward block) holds flash-decoding's partials.
-  ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd, gate_);
+  ops::attention(r, q_, k_cache, v_cache, att_, n, pos0, hp_.n_head, hp_.n_head_kv, hd, gate_, {},
+                 step);
   cap(r, "attention", att_, n, n_q);
   ops::matmul(r, wo, att_, x_, n, n_q, n_embd, true, matmul_kernel::automatic, xq_);
   cap(r, "matmul:wo", x_, n, n_embd);
@@ -714,21 +840,6 @@ void vulkan_backend::forward_layer(int il, int n, int pos0) {
     ops::matmul(r, ffn_down, gate_, x_, n, n_ff, n_embd, true);
   }
   cap(r, "matmul:ffn_down", x_, n, n_embd);
-  if (timer_)
-    timer_->end(r.cb(), tq, fmt::format("layer {}{}", il, sl ? " (streamed)" : ""),
-                trace_track::gpu_compute, il);
-  const double t_submit = opt_.trace && tq < 0 ? trace_recorder::now_us() : 0.0;
-  ++layers_in_frame_;
-  if (sl) {
-    ring_->release(slot, submit_frame({ring_->acquire(slot)}, false));
-  } else if (capture_ || layers_in_frame_ >= k_layers_per_submit) {
-    submit_frame({}, capture_ != nullptr);
-  }
-  if (opt_.trace && tq < 0)  // no timestamps on this device: the host-side record time only
-    opt_.trace->add({fmt::format("layer {} (recorded)", il), trace_track::gpu_compute, t_submit,
-                     trace_recorder::now_us() - t_submit, il, "host"});
-  deliver_capture(il);
-  n_past_ = std::max(n_past_, pos0 + n);
 }
 
 void vulkan_backend::forward_output(int n_tokens, bool all_tokens, float* logits) {

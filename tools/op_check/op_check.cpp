@@ -46,6 +46,7 @@
 #include "cpu/ops_ref.h"
 #include "runtime/blocks.h"
 #include "runtime/fp16.h"
+#include "shaders/push_constants.h"
 #include "vulkan/check.h"
 #include "vulkan/context.h"
 #include "vulkan/host_buffer.h"
@@ -546,8 +547,19 @@ class checker {
     bkc.set(kc);
     bvc.set(vc);
     const ops::matmul_out oq{&w[0], *y[0], n_q}, ok{&w[1], *y[1], n_kv}, ov{&w[2], *y[2], n_kv};
+    // Odd positions read the position from a step buffer as a replayed layer does (STEP), with
+    // a wrong one in the push constants.
+    const bool from_step = pos0 % 2 == 1;
+    host_buffer bstep(ctx_, sizeof(step_params));
+    step_params sp{};
+    sp.pos0 = static_cast<uint32_t>(pos0);
+    bstep.set(std::vector<step_params>{sp});
     ops::rope_kv_in rk{bt,        bkc, bvc,   {},   {},    {},      n_head,
-                       n_head_kv, hd,  n_rot, pos0, style, write_kv};
+                       n_head_kv, hd,  n_rot, pos0, style, write_kv, {}};
+    if (from_step) {
+      rk.pos0 = pos0 + 5;
+      rk.step = bstep;
+    }
     if (bias) {
       rk.bq = *bb[0];
       rk.bk = *bb[1];
@@ -556,7 +568,8 @@ class checker {
     const std::string name =
         fmt::format("qkv+rope {} cols={} heads={}/{} head_dim={} n_rot={} pos0={}{}{}",
                     style == rope_style::neox ? "neox" : "adjacent", cols, n_head, n_head_kv, hd,
-                    n_rot, pos0, bias ? " +bias" : "", write_kv ? " +kv f32" : "");
+                    n_rot, pos0, bias ? " +bias" : "", write_kv ? " +kv f32" : "") +
+        (from_step ? " +step" : "");
     bool fuses = false;
     run.run([&](recorder& r) {
       fuses = ops::qkv_rope_fuses(r, oq, ok, ov, 1, rk);
