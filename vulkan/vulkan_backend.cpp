@@ -485,6 +485,7 @@ void vulkan_backend::warm_up() {
       if ((row.k == kernel::matvec_dot || row.k == kernel::matvec_dot_rope) &&
           !has_dot_kernel(t))
         continue;
+      if (row.k == kernel::matvec_dot_rope && opt_.layers.empty()) continue;  // layers only
       switch (row.spec) {
         case op_spec::none: pipes_->get(row.k, t); break;
         case op_spec::accumulate:

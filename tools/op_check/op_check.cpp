@@ -18,7 +18,9 @@
 //                                       exp (one level of one element); run where the device has
 //                                       integer dot products (lavapipe has). K-quants: the
 //                                       same (integer sums per 32-element sub-block; the
-//                                       Q4_K/Q5_K min term through the activation block sums)
+//                                       Q4_K/Q5_K min term through the activation block sums).
+//                                       quantize_q8 with the norm: the same, on n >= 288 elements
+//   matvec_dot_rope              1e-6   matvec_dot's; the caches bit for bit as matvec_rope's
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks; matvec_dot on K-quants 2.4e-11),
 // most cases 1e-13 or exactly 0, so every case is 280x or more under its threshold, while a real
 // bug (a wrong scale, index or block layout) gives 1e-4 or far more (matvec_dot: a Q4_K/Q5_K min
