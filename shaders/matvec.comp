@@ -39,7 +39,8 @@
 // workgroup a multiple of 4. The rows' sums meet in shared memory: the bias added, q and k
 // rotated (angles from the host's cos/sin table at the token's position, rope_pos), q written to
 // y0, k and v as F16 into the caches (one word per pair of dims), and with KV_F32 k and v as F32
-// into y1 and y2 too (a capture reads them).
+// into y1 and y2 too (a capture reads them). The epilogue is shaders/rope_epilogue.glsl, shared
+// with the integer-dot kernel's (matvec_dot.comp).
 // Weight loads: Q4_0, Q8_0 and Q6_K blocks (2-byte aligned) are read as 32-bit words with the
 // halves of unaligned runs merged, or in the LOADS_U16 build (`_u16`, where the device has 16- and
 // 8-bit storage access) as aligned 16-bit loads through a uint16_t view of the same binding
@@ -68,16 +69,6 @@ layout(push_constant) uniform push_block {
   matvec_push p;
   rope_epilogue_push rk;
 };
-layout(binding = 8) readonly buffer cs_buf { float cs[]; };
-layout(binding = 9) writeonly buffer kc_buf { uint kc[]; };
-layout(binding = 10) writeonly buffer vc_buf { uint vc[]; };
-layout(binding = 11) readonly buffer bq_buf { float bq[]; };
-layout(binding = 12) readonly buffer bk_buf { float bk[]; };
-layout(binding = 13) readonly buffer bv_buf { float bv[]; };
-// A replayed decode layer (vulkan/replay.h): the position from the step buffer (STEP).
-#define STEP_BINDING 14
-#define STEP_ID 2
-#include "step.glsl"
 #else
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(constant_id = 2) const bool GLU = false;  // x := silu(x) * u
@@ -190,58 +181,7 @@ void load_x8(uint t, uint g, out vec4 a, out vec4 b) {
 }
 
 #if ROPE_KV
-// The position of token t: the one place the epilogue reads it.
-uint rope_pos(uint t) { return (STEP ? step.pos0 : rk.pos0) + t; }
-
-// The row of slot L (= workgroup x rows per workgroup + slot, find_row's row) of part 0 or 1:
-// L's unit of four slots holds whole rotation pairs and whole F16 words (see the top).
-uint rope_row(uint L) {
-  if (!NEOX) return L;
-  const uint D = rk.head_dim, h = rk.n_rot / 2u;
-  const uint unit = L / 4u, m = L % 4u, head = unit / (D / 4u), u = unit % (D / 4u);
-  if (u < rk.n_rot / 4u) return head * D + 2u * u + (m < 2u ? m : h + m - 2u);
-  return head * D + rk.n_rot + 4u * (u - rk.n_rot / 4u) + m;
-}
-
-shared float ex[128];  // one value per row slot (at most 128 rows per workgroup)
-
-// The epilogue of one token's sum s of row `row` (slot `slot`): bias, rope, stores. Every lane
-// calls it (barriers); lane 0 of a valid row stores.
-void rope_kv_epilogue(uint part, uint t, uint row, uint slot, float s, bool valid,
-                      bool first_lane) {
-  if (valid && (rk.flags & 1u) != 0u)
-    s += part == 0u ? bq[row] : (part == 1u ? bk[row] : bv[row]);
-  barrier();  // ex is reused per token
-  if (first_lane) ex[slot] = s;
-  barrier();
-  const uint D = rk.head_dim, d = row % D, h = rk.n_rot / 2u;
-  float o = s;
-  if (part < 2u && d < rk.n_rot) {  // x0 c - x1 s, x0 s + x1 c (as rotary_kv.comp)
-    const float other = ex[NEOX ? slot ^ 2u : slot ^ 1u];
-    const bool first = NEOX ? d < h : (d & 1u) == 0u;
-    const uint i = NEOX ? (first ? d : d - h) : d / 2u;
-    const uint ci = 2u * (rope_pos(t) * h + i);
-    const float c = cs[ci], sn = cs[ci + 1u];
-    o = first ? s * c - other * sn : other * sn + s * c;
-  }
-  barrier();
-  if (first_lane) ex[slot] = o;
-  barrier();
-  if (!(first_lane && valid)) return;
-  if (part == 0u) {
-    y0[t * p.ldy0 + row] = o;
-    return;
-  }
-  if ((rk.flags & 2u) != 0u) {
-    if (part == 1u) y1[t * p.ldy1 + row] = o;
-    else y2[t * p.ldy2 + row] = o;
-  }
-  if ((row & 1u) != 0u) return;  // the even row writes the word of (row, row + 1): slot ^ 1
-  const uint word = (rope_pos(t) * p.rows1 + row) / 2u;
-  const uint bits = f32_to_f16(o) | (f32_to_f16(ex[slot ^ 1u]) << 16);
-  if (part == 1u) kc[word] = bits;
-  else vc[word] = bits;
-}
+#include "rope_epilogue.glsl"
 #endif
 
 float dot8(const float v[8], vec4 a, vec4 b) {

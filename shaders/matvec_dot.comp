@@ -10,17 +10,36 @@
 // against the float kernel, which matters once the float kernel is issue-bound rather than
 // bandwidth-bound (Q4_0 at 4 rows per workgroup: ~7 instructions per weight byte in the float
 // kernel, ~3 here).
-// tandem-variants: dot subgroup  (read by vulkan/CMakeLists.txt)
+//
+// The rope_epilogue variant (matvec_dot_rope_<type>, built from this file with ROPE_KV = 1: the
+// op matvec_dot_rope): the decode token's Q/K/V product, its activations normed and quantized by
+// quantize_q8.comp (NORM), with matvec.comp's epilogue (shaders/rope_epilogue.glsl: biases,
+// RoPE, q to y0, k and v as F16 into the caches, with KV_F32 as F32 into y1 and y2 too) and its
+// row layout (rope_row: a workgroup holds whole rotation pairs and F16 words).
+// tandem-variants: dot subgroup rope_epilogue  (read by vulkan/CMakeLists.txt)
 #version 450
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_spirv_intrinsics : require
 #include "common.glsl"
+#ifndef ROPE_KV
+#define ROPE_KV 0
+#endif
 
 layout(local_size_x_id = 0) in;
 #include "reduce.glsl"
+#if ROPE_KV
+const bool ACC = false;
+const uint PARTS = 3u;
+layout(constant_id = 1) const bool NEOX = false;  // rotate halves (else adjacent pairs)
+layout(push_constant) uniform push_block {
+  matvec_push p;
+  rope_epilogue_push rk;
+};
+#else
 layout(constant_id = 1) const bool ACC = false;  // y += instead of y =
 layout(constant_id = 2) const uint PARTS = 3u;   // as in matvec.comp
 layout(push_constant) uniform push_block { matvec_push p; };
+#endif
 layout(binding = 0) readonly buffer w0_buf { uint w0[]; };
 layout(binding = 1) readonly buffer w1_buf { uint w1[]; };
 layout(binding = 2) readonly buffer w2_buf { uint w2[]; };
@@ -56,6 +75,9 @@ int sdot(uint a, uint b, spirv_literal int fmt);
 
 #define NT 4u
 #include "matvec_rows.glsl"
+#if ROPE_KV
+#include "rope_epilogue.glsl"
+#endif
 
 float dot_part(uint part, uint wb, uint a) {
   if (PARTS == 1u || part == 0u) return dot_block_0(wb, a);
@@ -69,6 +91,9 @@ void main() {
   const uint lane = tid % tpr;
   uint part, row;
   const bool valid = find_row(gl_WorkGroupSize.x / tpr, part, row);
+#if ROPE_KV
+  if (part < 2u) row = rope_row(row);
+#endif
   const uint t0 = gl_WorkGroupID.z * NT;
   const uint nt = min(NT, p.n_tok - t0);
   const uint nb = p.cols / 32u;
@@ -89,6 +114,10 @@ void main() {
   for (uint t = 0; t < NT; ++t) {
     if (t >= nt) break;  // nt is uniform: the reductions stay in uniform control flow
     const float s = row_sum(acc[t], tpr);
+#if ROPE_KV
+    rope_kv_epilogue(part, t0 + t, row, tid / tpr, s, valid, lane == 0u);
+#else
     if (lane == 0u && valid) store(part, t0 + t, row, s);
+#endif
   }
 }

@@ -68,6 +68,7 @@ struct quantize_push {
   uint cols;
   uint n_tok;
   uint ldx;
+  float eps;  // NORM: the rms norm's epsilon
 };
 
 // Causal attention with grouped KV heads over an F16 cache (one row of kv_stride halves per

@@ -209,6 +209,30 @@ TEST(ParityTool, BrokenQuantKernelIsTracedToItsLayerAndTensor) {
   EXPECT_EQ(fd["pos"].get<int>(), static_cast<int>(r.json["prompt_tokens"].size()));
 }
 
+// The integer-dot decode's fused forms (forced: matvec=dot) broken in turn on tiny-Q4_0: the
+// Q/K/V product with RoPE + KV store in its epilogue (matvec_dot_rope) and the quantization with
+// the norm fused (quantize_q8) fail the model check after the prompt, at the op that reads them.
+TEST(ParityTool, BrokenIntegerDotFusionFailsTheModelCheck) {
+  const std::string path = model_path("quant/tiny-Q4_0.gguf");
+  for (const auto& [kernel, op] : {std::pair{"matvec_dot_rope", "rope:q"},
+                                   std::pair{"quantize_q8", "matmul:wq"}}) {
+    SCOPED_TRACE(kernel);
+    const tool_run r =
+        run_parity("model -m " + path + " --tokens 2 --json",
+                   std::string("TANDEM_VK_VARIANT=matvec=dot TANDEM_PARITY_BREAK=") + kernel);
+    SKIP_WITHOUT_DEVICE(r);
+    if (r.err.find("needs a device with integer dot products") != std::string::npos)
+      GTEST_SKIP() << r.err;
+    ASSERT_FALSE(r.json.is_discarded()) << r.out << r.err;
+    EXPECT_EQ(r.status, 1);
+    const auto& fd = r.json["first_divergence"];
+    ASSERT_FALSE(fd.is_null());
+    EXPECT_EQ(fd["layer"], 0);
+    EXPECT_EQ(fd["op"], op);
+    EXPECT_EQ(fd["pos"].get<int>(), static_cast<int>(r.json["prompt_tokens"].size()));
+  }
+}
+
 TEST(ParityTool, NoDeviceSkipsOutsideCiAndFailsUnderCi) {
   const tool_run skip = run_parity("ops", "-u CI TANDEM_VK_DEVICE=no-such-gpu-xyz");
   EXPECT_EQ(skip.status, 77) << skip.out << skip.err;

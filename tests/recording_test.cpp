@@ -272,6 +272,34 @@ TEST_F(VulkanRecording, ReplayedLayersGiveTheLogitsOfFreshOnesBitForBit) {
   }
 }
 
+// The integer-dot decode (TANDEM_VK_VARIANT=matvec=dot; a real GPU picks it for long rows) on
+// tiny-Q4_0 (4 layers, no biases): per layer the attention norm fused into the activations'
+// quantization (quantize_q8 NORM), Q/K/V with RoPE + KV store in its epilogue (matvec_dot_rope),
+// attention, quantize, Wo, quantize with the FFN norm, gate/up, quantize with SwiGLU, down = 9
+// dispatches, one barrier before each; the head (a type without the integer-dot kernel: its norm
+// fused into the float product) 1 dispatch, 3 barriers: 37 and 39. (Before these fusions, a
+// separate rms_norm before each quantization and a rotary_kv dispatch: 12 per layer, 49 and 51.)
+TEST_F(VulkanRecording, IntegerDotDecodeFusesNormsAndRope) {
+  const std::string q4 = tandem::test::model_path("quant/tiny-Q4_0.gguf");
+  if (!std::ifstream(q4)) GTEST_SKIP() << "no " << q4;
+  if (!ctx().caps().integer_dot) GTEST_SKIP() << "the device has no integer dot products";
+  const char* old = std::getenv("TANDEM_VK_VARIANT");
+  const std::string saved = old ? old : "";
+  ::setenv("TANDEM_VK_VARIANT", "matvec=dot", 1);
+  auto m = model::load(q4);
+  auto b = gpu_backend(*m);
+  ASSERT_NE(b, nullptr);
+  const backend_counters c = decode_token(*b, *m, 2);
+  if (old)
+    ::setenv("TANDEM_VK_VARIANT", saved.c_str(), 1);
+  else
+    ::unsetenv("TANDEM_VK_VARIANT");
+  EXPECT_EQ(m->hp().n_layer, 4);
+  EXPECT_EQ(c.dispatches, 37u);
+  EXPECT_EQ(c.barriers, 39u);
+  EXPECT_EQ(c.submits, 1u);
+}
+
 // Streamed layers 1, 2 and 4 each run in a submit of their own (their slot's copy is waited
 // for): layer 0 (with the upload) goes before layer 1; layer 3 before layer 4; the head last.
 TEST_F(VulkanRecording, StreamedLayersSubmitAroundTheirSlotWaits) {

@@ -70,6 +70,8 @@ enum class op_use : uint8_t {
   X(matvec_dot, 8, matvec_push, 128, true, op_spec::accumulate_parts, op_use::integer_dot,    \
     0b11100000)                                                                                \
   X(matvec_rope, 15, matvec_rope_push, 128, true, op_spec::rope_style, op_use::layers,         \
+    0b11011100000)                                                                             \
+  X(matvec_dot_rope, 15, matvec_rope_push, 128, true, op_spec::rope_style, op_use::integer_dot, \
     0b11011100000)
 
 enum class kernel : uint32_t {

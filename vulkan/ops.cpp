@@ -127,15 +127,29 @@ void quantize(recorder& rec, const buffer_range& x, const buffer_range& u, const
 }  // namespace
 
 void ops::quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
-                      const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu) {
-  const auto& p = rec.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
-  const uint64_t blocks = static_cast<uint64_t>(cols / 32) * static_cast<uint64_t>(n_tok);
-  uint32_t gx, gy;
-  rec.split_groups(div_up(blocks, p.wg), &gx, &gy);
+                      const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu,
+                      bool norm, float eps) {
+  if (glu && norm) throw std::logic_error("ops::quantize_q8 takes glu or norm, not both");
+  const auto& p = norm ? rec.pipes().get(kernel::quantize_q8, dtype::f32, {0u, 1u})
+                       : rec.pipes().get(kernel::quantize_q8, dtype::f32, {glu ? 1u : 0u});
+  const uint64_t row_blocks = static_cast<uint64_t>(cols / 32);
+  const uint64_t blocks = row_blocks * static_cast<uint64_t>(n_tok);
+  uint32_t gx, gy = 1, gz = 1;
+  if (norm) {  // a workgroup per (blocks of a row, token): each sums its token's squares
+    gx = div_up(row_blocks, p.wg);
+    gz = u32(n_tok);
+  } else {
+    rec.split_groups(div_up(blocks, p.wg), &gx, &gy);
+  }
   const uint64_t nx = static_cast<uint64_t>(cols) * static_cast<uint64_t>(n_tok);
-  rec.cost(nx * 4 * (glu ? 2 : 1) + quantized_bytes(n_tok, cols), nx * (glu ? 7 : 3));
-  rec.dispatch(p, gx, gy, 1, quantize_push{u32(cols), u32(n_tok), u32(ldx)},
-               {x, glu ? u : x, xq});
+  // norm: every workgroup reads its token's row once more for the squares (L2-resident), and the
+  // weight; a square-add and a scale per element
+  const uint64_t norm_bytes = norm ? nx * 4 * gx + static_cast<uint64_t>(cols) * 4 : 0;
+  rec.cost(nx * 4 * (glu ? 2 : 1) + quantized_bytes(n_tok, cols) + norm_bytes,
+           nx * (glu ? 7 : 3) + (norm ? 4 * nx : 0));
+  // reads: x, and u (the GLU's up or the norm weight)
+  rec.dispatch(p, gx, gy, gz, quantize_push{u32(cols), u32(n_tok), u32(ldx), eps},
+               {x, glu || norm ? u : x, xq});
   if (parity_break("quantize_q8")) parity_double(rec, xq, quantized_bytes(n_tok, cols) / 4);
 }
 
@@ -162,8 +176,9 @@ void matvec_dispatch(recorder& rec, dtype t, int64_t cols, const matvec_part* pa
   // The rope epilogue's STEP (constant 2): the position from the step buffer (binding 14; x,
   // unread, if none).
   const bool from_step = rk && rk->step.size > 0;
-  const auto& p = rk     ? from_step ? rec.pipes().get(kernel::matvec_rope, t, {neox, 1u})
-                                     : rec.pipes().get(kernel::matvec_rope, t, {neox})
+  const kernel rope_k = dot ? kernel::matvec_dot_rope : kernel::matvec_rope;
+  const auto& p = rk     ? from_step ? rec.pipes().get(rope_k, t, {neox, 1u})
+                                     : rec.pipes().get(rope_k, t, {neox})
                   : dot  ? rec.pipes().get(kernel::matvec_dot, t, {a1, np})
                   : norm ? rec.pipes().get(kernel::matvec, t, {a1, g1, np, 1u})
                          : rec.pipes().get(kernel::matvec, t, {a1, g1, np});
@@ -535,24 +550,39 @@ bool multi_dot(recorder& rec, std::initializer_list<ops::matmul_out> outs, int n
   return true;
 }
 
+// matmul_multi's products on the integer-dot kernel, x already quantized into xq: one dispatch
+// of every output (fuse: one type, one piece each) or one per output and piece.
+void dot_products(recorder& rec, std::initializer_list<ops::matmul_out> outs,
+                  const buffer_range& xq, const buffer_range& x, int n_tok, int ldx, bool fuse) {
+  const device_weight& w0 = *outs.begin()->w;
+  if (fuse) {
+    matvec_part parts[3];
+    int n = 0;
+    for (const ops::matmul_out& o : outs) parts[n++] = {&o.w->pieces[0], o.y, o.ldy};
+    matvec_dispatch(rec, w0.type, w0.cols, parts, n, xq, x, n_tok, ldx, false, false, true);
+  } else {
+    for (const ops::matmul_out& o : outs)
+      for (const auto& piece : o.w->pieces) {
+        const matvec_part part{&piece, o.y, o.ldy};
+        matvec_dispatch(rec, o.w->type, o.w->cols, &part, 1, xq, x, n_tok, ldx, false, false,
+                        true);
+      }
+  }
+  for (const ops::matmul_out& o : outs)
+    if (parity_break("matvec_dot", &o.w->type))
+      parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
+}
+
 }  // namespace
 
 void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const buffer_range& x,
                   int n_tok, int ldx, matmul_kernel kind, const buffer_range& xq) {
   const bool fuse = multi_fuses(rec, outs, n_tok, kind);
   const device_weight& w0 = *outs.begin()->w;
-  if (!fuse && multi_dot(rec, outs, n_tok, kind, xq)) {
-    // Types differ (Q4_K_M's Q4_K and Q6_K) or pieces: x quantized once for every product.
+  // Fused, or types differ (Q4_K_M's Q4_K and Q6_K) or pieces: x quantized once for every product.
+  if (fuse ? use_dot(rec, w0.type, w0.cols, n_tok, xq) : multi_dot(rec, outs, n_tok, kind, xq)) {
     quantize(rec, x, x, xq, w0.cols, n_tok, ldx, false);
-    for (const matmul_out& o : outs) {
-      for (const auto& piece : o.w->pieces) {
-        const matvec_part part{&piece, o.y, o.ldy};
-        matvec_dispatch(rec, o.w->type, o.w->cols, &part, 1, xq, x, n_tok, ldx, false, false,
-                        true);
-      }
-      if (parity_break("matvec_dot", &o.w->type))
-        parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
-    }
+    dot_products(rec, outs, xq, x, n_tok, ldx, fuse);
     return;
   }
   if (!fuse) {
@@ -563,11 +593,8 @@ void matmul_multi(recorder& rec, std::initializer_list<matmul_out> outs, const b
   matvec_part parts[3];
   int n = 0;
   for (const matmul_out& o : outs) parts[n++] = {&o.w->pieces[0], o.y, o.ldy};
-  const bool dot = use_dot(rec, w0.type, w0.cols, n_tok, xq);
-  if (dot) quantize(rec, x, x, xq, w0.cols, n_tok, ldx, false);  // once for every part
-  matvec_dispatch(rec, w0.type, w0.cols, parts, n, dot ? xq : x, x, n_tok, ldx, false, false,
-                  dot);
-  if (parity_break(dot ? "matvec_dot" : "matvec", &w0.type))
+  matvec_dispatch(rec, w0.type, w0.cols, parts, n, x, x, n_tok, ldx, false, false);
+  if (parity_break("matvec", &w0.type))
     for (const matmul_out& o : outs)
       parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
 }
@@ -577,8 +604,20 @@ void matmul_multi_norm(recorder& rec, std::initializer_list<matmul_out> outs,
                        matmul_kernel kind, const buffer_range& xq) {
   const device_weight& w0 = *outs.begin()->w;
   const int n = static_cast<int>(w0.cols);
-  // The integer-dot kernel reads h quantized: it stays unfused (rms_norm, quantize, product).
-  if (!multi_fuses(rec, outs, n_tok, kind) || use_dot(rec, w0.type, w0.cols, n_tok, xq)) {
+  const bool fuse = multi_fuses(rec, outs, n_tok, kind);
+  // The integer-dot kernel: the norm fused into the activations' quantization (quantize_q8's
+  // NORM), whether the products then take one dispatch or one each.
+  if (fuse ? use_dot(rec, w0.type, w0.cols, n_tok, xq) : multi_dot(rec, outs, n_tok, kind, xq)) {
+    if (norm.write_h) rms_norm(rec, x, norm.w, norm.h, n, n_tok, 0, ldx, ldx, norm.eps);
+    ops::quantize_q8(rec, x, norm.w, xq, w0.cols, n_tok, ldx, false, true, norm.eps);
+    dot_products(rec, outs, xq, x, n_tok, ldx, fuse);
+    // A broken rms_norm doubles h, i.e. (the products being linear) the products' outputs.
+    if (parity_break("rms_norm"))
+      for (const matmul_out& o : outs)
+        parity_double(rec, o.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(o.ldy));
+    return;
+  }
+  if (!fuse) {
     rms_norm(rec, x, norm.w, norm.h, n, n_tok, 0, ldx, ldx, norm.eps);
     matmul_multi(rec, outs, norm.h, n_tok, ldx, kind, xq);
     return;
@@ -609,8 +648,6 @@ bool qkv_rope_fuses(recorder& rec, const matmul_out& q, const matmul_out& k, con
   if (!rope_kv_in_matvec() || n_tok != 1 ||
       !multi_fuses(rec, {q, k, v}, n_tok, matmul_kernel::vector))
     return false;
-  const device_weight& w0 = *q.w;
-  if (use_dot(rec, w0.type, w0.cols, n_tok, xq)) return false;  // no rope epilogue there
   const int d = rk.head_dim, nr = rk.n_rot;
   const int quad = rk.style == rope_style::neox ? 4 : 2;  // rows a workgroup's unit holds
   const int64_t n_q = static_cast<int64_t>(rk.n_head) * d,
@@ -628,10 +665,14 @@ void matmul_qkv_rope(recorder& rec, const matmul_out& q, const matmul_out& k, co
     throw std::logic_error("ops::matmul_qkv_rope where qkv_rope_fuses is false");
   const matvec_part parts[3] = {
       {&q.w->pieces[0], q.y, q.ldy}, {&k.w->pieces[0], k.y, k.ldy}, {&v.w->pieces[0], v.y, v.ldy}};
-  matvec_dispatch(rec, q.w->type, q.w->cols, parts, 3, x, norm.w, n_tok, ldx, false, false, false,
-                  true, norm.eps, &rk);
-  // TANDEM_PARITY_BREAK=matvec_rope doubles q (a model run diverges at rope:q after the prompt).
-  if (parity_break("matvec_rope"))
+  // The integer-dot kernel (matvec_dot_rope): the norm goes into the activations' quantization.
+  const bool dot = use_dot(rec, q.w->type, q.w->cols, n_tok, xq);
+  if (dot) ops::quantize_q8(rec, x, norm.w, xq, q.w->cols, n_tok, ldx, false, true, norm.eps);
+  matvec_dispatch(rec, q.w->type, q.w->cols, parts, 3, dot ? xq : x, norm.w, n_tok, ldx, false,
+                  false, dot, !dot, norm.eps, &rk);
+  // TANDEM_PARITY_BREAK=matvec_rope (matvec_dot_rope) doubles q (a model run diverges at rope:q
+  // after the prompt).
+  if (parity_break(dot ? "matvec_dot_rope" : "matvec_rope"))
     parity_double(rec, q.y, static_cast<uint64_t>(n_tok) * static_cast<uint64_t>(q.ldy));
 }
 

@@ -133,9 +133,10 @@ struct rms_norm_in {
   bool write_h;        // write h even when fused (a capture reads it)
 };
 // matmul_multi of h = rms_norm(x) * norm.w (n_tok rows of x, stride ldx). Where matmul_multi
-// fuses (and the integer-dot kernel is not taken), its one dispatch reads x and computes each
-// token's norm itself (shaders/matvec.comp, NORM): h is not written unless norm.write_h (then
-// ops::rms_norm writes it first, for the capture; the product still takes the fused path).
+// fuses, its one dispatch reads x and computes each token's norm itself (shaders/matvec.comp,
+// NORM); where the integer-dot kernel is taken (one dispatch or one per output), the activations'
+// quantization does (quantize_q8.comp, NORM). Either way h is not written unless norm.write_h
+// (then ops::rms_norm writes it first, for the capture; the product still takes the fused path).
 // Otherwise ops::rms_norm writes h, then matmul_multi(h).
 void matmul_multi_norm(recorder& rec, std::initializer_list<matmul_out> outs,
                        const buffer_range& x, const rms_norm_in& norm, int n_tok, int ldx,
@@ -149,10 +150,12 @@ void matmul_swiglu(recorder& rec, const device_weight& w, const buffer_range& g,
                    bool accumulate, matmul_kernel kind = matmul_kernel::automatic,
                    const buffer_range& xq = {});
 
-// xq = n_tok rows of x (stride ldx; silu(x) * u with glu) quantized for the integer-dot matvec:
-// per block of 32, 8 words of int8, the F32 scale, the sum of the quants (quantize_q8.comp).
+// xq = n_tok rows of x (stride ldx; silu(x) * u with glu; with norm, rms_norm(x) * u, u the norm
+// weight of cols floats, eps its epsilon) quantized for the integer-dot matvec: per block of 32,
+// 8 words of int8, the F32 scale, the sum of the quants (quantize_q8.comp).
 void quantize_q8(recorder& rec, const buffer_range& x, const buffer_range& u,
-                 const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu);
+                 const buffer_range& xq, int64_t cols, int n_tok, int ldx, bool glu,
+                 bool norm = false, float eps = 0.0f);
 
 // Writes n_tok rows of n floats (stride ldx) as F16 into cache positions pos0 .. pos0+n_tok-1.
 void kv_store(recorder& rec, const buffer_range& x, const buffer_range& cache, int n, int n_tok,
@@ -204,12 +207,15 @@ struct rope_kv_in {
 bool rope_kv_in_matvec();
 
 // Whether ops::matmul_qkv_rope runs for these outputs: rope_kv_in_matvec, one token, Q/K/V fused
-// by matmul_multi_norm without the integer-dot kernel (one type, one piece each, the vector
-// kernel), even head_dim and n_rot (NEOX: multiples of 4), the biases all three or none.
+// by matmul_multi_norm (one type, one piece each, the vector kernel, with or without the
+// integer-dot kernel), even head_dim and n_rot (NEOX: multiples of 4), the biases all three or
+// none.
 bool qkv_rope_fuses(recorder& rec, const matmul_out& q, const matmul_out& k, const matmul_out& v,
                     int n_tok, const rope_kv_in& rk, const buffer_range& xq = {});
 
-// One dispatch (shaders/matvec.comp with ROPE_KV, the op matvec_rope): with h = rms_norm(x) *
+// One dispatch (shaders/matvec.comp with ROPE_KV, the op matvec_rope; where the integer-dot
+// kernel is taken, ops::quantize_q8 with the norm, then matvec_dot.comp with ROPE_KV, the op
+// matvec_dot_rope, which reads xq): with h = rms_norm(x) *
 // norm.w (the norm's h is not written), q.y = rope(Wq h + bq); rope(Wk h + bk) and Wv h + bv as F16
 // into the caches at position rk.pos0 (and as F32 into k.y, v.y with rk.write_kv). The results
 // equal matmul_multi_norm, the bias adds and rotary_kv (the same sums where the lanes per row

@@ -507,7 +507,10 @@ void vulkan_backend::warm_up() {
     if (row.use == op_use::integer_dot && !dot_may_run(*ctx_)) continue;
     const std::vector<dtype> row_types = row.typed ? types : std::vector<dtype>{dtype::f32};
     for (dtype t : row_types) {
-      if (row.k == kernel::matvec_dot && !has_dot_kernel(t)) continue;
+      if ((row.k == kernel::matvec_dot || row.k == kernel::matvec_dot_rope) &&
+          !has_dot_kernel(t))
+        continue;
+      if (row.k == kernel::matvec_dot_rope && opt_.layers.empty()) continue;  // layers only
       switch (row.spec) {
         case op_spec::none: pipes_->get(row.k, t); break;
         case op_spec::accumulate:
@@ -535,6 +538,7 @@ void vulkan_backend::warm_up() {
           break;
         case op_spec::glu:
           for (uint32_t glu : {0u, 1u}) pipes_->get(row.k, t, {glu});
+          if (row.k == kernel::quantize_q8) pipes_->get(row.k, t, {0u, 1u});  // the norm (NORM)
           break;
       }
     }
@@ -545,6 +549,9 @@ void vulkan_backend::warm_up() {
     pipes_->get(kernel::flash_reduce, dtype::f32, {1u});
     pipes_->get(kernel::rotary_kv, dtype::f32, {neox, 1u});
     for (const dtype t : types) pipes_->get(kernel::matvec_rope, t, {neox, 1u});
+    if (dot_may_run(*ctx_))
+      for (const dtype t : types)
+        if (has_dot_kernel(t)) pipes_->get(kernel::matvec_dot_rope, t, {neox, 1u});
   }
 }
 

@@ -21,7 +21,9 @@
 //                                       exp (one level of one element); run where the device has
 //                                       integer dot products (lavapipe has). K-quants: the
 //                                       same (integer sums per 32-element sub-block; the
-//                                       Q4_K/Q5_K min term through the activation block sums)
+//                                       Q4_K/Q5_K min term through the activation block sums).
+//                                       quantize_q8 with the norm: the same, on n >= 288 elements
+//   matvec_dot_rope              1e-6   matvec_dot's; the caches bit for bit as matvec_rope's
 // Measured on lavapipe: at most 3.5e-12 (matvec on K-quant blocks; matvec_dot on K-quants 2.4e-11),
 // most cases 1e-13 or exactly 0, so every case is 280x or more under its threshold, while a real
 // bug (a wrong scale, index or block layout) gives 1e-4 or far more (matvec_dot: a Q4_K/Q5_K min
@@ -121,6 +123,7 @@ class checker {
         {"quantize_q8", &checker::quantize_q8, false, false},
         {"matvec_dot", &checker::matvec_dot, true, false},
         {"matvec_rope", &checker::matvec_rope, true, false},
+        {"matvec_dot_rope", &checker::matvec_dot_rope, true, false},
     };
     for (const auto& c : all)
       if (op == c.op) return &c;
@@ -515,8 +518,37 @@ class checker {
     }
   }
 
+  // The same on the integer-dot kernel (forced: matvec=dot; ops::matmul_qkv_rope quantizes the
+  // normed activations, quantize_q8 with NORM, then the op matvec_dot_rope) for every type it
+  // has: the reference's h rounded as the kernel rounds it (q8_round), threshold 1e-6 as
+  // matvec_dot's (a rounding tie of one element; the epilogue itself is matvec_rope's, 1e-9).
+  void matvec_dot_rope(runner& run, const std::string& v, bool) {
+    if (!ctx_.caps().integer_dot) return;
+    struct shape {
+      int n_head, n_head_kv, head_dim, n_rot, pos0;
+      bool bias, write_kv;
+    };
+    variant_guard guard("matvec=dot,rope_kv=matvec");
+    for (dtype t : {dtype::q8_0, dtype::q4_0, dtype::q4_k, dtype::q5_k, dtype::q6_k}) {
+      if (!wanted("matvec_dot_rope", std::string(dtype_name(t)))) continue;
+      const int64_t cols = t == dtype::q8_0 || t == dtype::q4_0 ? 96 : 256;
+      const bool all = t == dtype::q4_0 || t == dtype::q4_k;  // the rest: the first shape
+      for (rope_style style : {rope_style::adjacent, rope_style::neox})
+        for (const shape sh :
+             {shape{2, 1, 20, 12, 7, true, true}, shape{4, 2, 8, 8, 3, true, false},
+              shape{3, 1, 12, 8, 17, false, false}, shape{2, 2, 64, 32, 100, true, true},
+              shape{1, 1, 256, 256, 1000, false, true}}) {
+          rope_case(run, v, t, cols, style, sh.n_head, sh.n_head_kv, sh.head_dim, sh.n_rot, sh.pos0,
+                    sh.bias, sh.write_kv, true);
+          if (!all) break;
+        }
+    }
+  }
+
   void rope_case(runner& run, const std::string& v, dtype t, int64_t cols, rope_style style,
-                 int n_head, int n_head_kv, int hd, int n_rot, int pos0, bool bias, bool write_kv) {
+                 int n_head, int n_head_kv, int hd, int n_rot, int pos0, bool bias, bool write_kv,
+                 bool dot = false) {
+    const std::string op = dot ? "matvec_dot_rope" : "matvec_rope";
     const int n_q = n_head * hd, n_kv = n_head_kv * hd, c = static_cast<int>(cols);
     const uint32_t s0 = seed(80 + static_cast<uint32_t>(n_q + 3 * n_kv + n_rot + pos0));
     arena a(ctx_, memory_kind::device, 8 << 20);
@@ -571,19 +603,22 @@ class checker {
                     n_rot, pos0, bias ? " +bias" : "", write_kv ? " +kv f32" : "") +
         (from_step ? " +step" : "");
     bool fuses = false;
+    host_buffer bq(ctx_, quantized_bytes(1, cols));
+    const buffer_range xq = dot ? static_cast<buffer_range>(bq) : buffer_range{};
     run.run([&](recorder& r) {
-      fuses = ops::qkv_rope_fuses(r, oq, ok, ov, 1, rk);
-      if (fuses) ops::matmul_qkv_rope(r, oq, ok, ov, bx, {bn, 1e-5f, bh, false}, rk, 1, c);
+      fuses = ops::qkv_rope_fuses(r, oq, ok, ov, 1, rk, xq);
+      if (fuses) ops::matmul_qkv_rope(r, oq, ok, ov, bx, {bn, 1e-5f, bh, false}, rk, 1, c, xq);
     });
     // NEOX needs head_dim and n_rot multiples of 4 (the rest falls back, in forward_layer).
     const bool should = style != rope_style::neox || (hd % 4 == 0 && n_rot % 4 == 0);
     if (fuses != should) {
-      record("matvec_rope", std::string(dtype_name(t)), v, name + " (fuses?)", {1}, {0}, 0);
+      record(op, std::string(dtype_name(t)), v, name + " (fuses?)", {1}, {0}, 0);
       return;
     }
     if (!fuses) return;
     std::vector<float> h(static_cast<size_t>(cols)), ref[3];
     cpu::ref::rms_norm(h.data(), x.data(), nw.data(), c, 1e-5f);
+    if (dot) h = q8_round(h);
     for (int i = 0; i < 3; ++i) {
       ref[i].assign(static_cast<size_t>(rows[i]), 0.0f);
       cpu::ref::matmul(t, qw[i].data(), cols, rows[i], h.data(), 1, ref[i].data(), 0, rows[i]);
@@ -600,7 +635,7 @@ class checker {
         r_all.insert(r_all.end(), ref[i].begin(), ref[i].end());
         g_all.insert(g_all.end(), g[i].begin(), g[i].end());
       }
-    record("matvec_rope", std::string(dtype_name(t)), v, name + " q,k,v", r_all, g_all, 1e-9);
+    record(op, std::string(dtype_name(t)), v, name + " q,k,v", r_all, g_all, dot ? 1e-6 : 1e-9);
     if (!write_kv)  // k and v not written as F32
       for (int i = 1; i < 3; ++i)
         for (float e : g[i])
@@ -620,7 +655,7 @@ class checker {
       cref.push_back(fp16_to_fp32(vc[i]));
       cgot.push_back(fp16_to_fp32(bvc.halves()[i]));
     }
-    record("matvec_rope", "f16", v, name + (same ? " cache bits=" : " cache bits differ"), cref,
+    record(op, "f16", v, name + (same ? " cache bits=" : " cache bits differ"), cref,
            cgot, write_kv ? 0.0 : 1e-6);
     if (write_kv && !same) out_.back().pass = false;
   }
@@ -723,19 +758,34 @@ class checker {
   // block sums times scale) against q8_round. Exact but for a rounding tie resolved the other
   // way after the device's 1/d or exp (one level in one element, NMSE ~1e-6 at the worst):
   // threshold 1e-6; a wrong scale or packing gives 1e-3 or more.
+  // NORM (x := rms_norm(x) * w, the row's squares summed by the kernel): the normed values differ
+  // from the reference's by float rounding (~1e-7 relative), which moves an element across a
+  // rounding boundary rarely; one level of one element is NMSE ~3 / (127^2 n) for n elements,
+  // under 1e-6 from n = 190: the norm cases have n >= 288 (cols 96 x 3 tokens, 4128 x 2 with a
+  // row of 65 workgroups' blocks). eps 0.25 (a material share of the mean square, which is ~1.3)
+  // and 1e-5, so that a dropped or wrong eps fails; a wrong weight or sum of squares gives 1e-3+.
   void quantize_q8(runner& run, const std::string& v, bool) {
     if (!wanted("quantize_q8", "f32") || !ctx_.caps().integer_dot) return;
-    for (const bool glu : {false, true})
+    for (const int mode : {0, 1, 2})  // plain, glu, norm
       for (const auto& [cols, n_tok] : {std::pair{32, 1}, {96, 3}, {4128, 2}}) {
+        const bool glu = mode == 1, norm = mode == 2;
+        if (norm && cols == 32) continue;  // too few elements for the threshold (above)
         const size_t n = static_cast<size_t>(cols) * n_tok;
         const auto x = random_floats(n, seed(70 + cols + n_tok), 2.0f), u = random_floats(n, 71);
+        const float eps = cols == 96 ? 0.25f : 1e-5f;
         std::vector<float> h = x;
         if (glu) cpu::ref::swiglu(h.data(), x.data(), u.data(), static_cast<int>(n));
+        if (norm)
+          for (int t = 0; t < n_tok; ++t)
+            cpu::ref::rms_norm(h.data() + static_cast<size_t>(t) * cols,
+                               x.data() + static_cast<size_t>(t) * cols, u.data(), cols, eps);
         const uint64_t qb = quantized_bytes(n_tok, cols);
         host_buffer bx(ctx_, n * 4), bu(ctx_, n * 4), bq(ctx_, qb);
         bx.set(x);
         bu.set(u);
-        run.run([&](recorder& r) { ops::quantize_q8(r, bx, bu, bq, cols, n_tok, cols, glu); });
+        run.run([&](recorder& r) {
+          ops::quantize_q8(r, bx, bu, bq, cols, n_tok, cols, glu, norm, eps);
+        });
         const auto fl = bq.floats(qb / 4);
         std::vector<uint32_t> words(fl.size());
         std::memcpy(words.data(), fl.data(), fl.size() * 4);
@@ -752,7 +802,9 @@ class checker {
           if (sum != static_cast<int>(words[b * 10 + 9])) got[b * 32] += 1e3f;  // sum mismatch
         }
         record("quantize_q8", "f32", v,
-               fmt::format("cols={} n_tok={}{}", cols, n_tok, glu ? " glu" : ""), ref, got, 1e-6);
+               fmt::format("cols={} n_tok={}{}", cols, n_tok,
+                           glu ? " glu" : norm ? fmt::format(" norm eps={}", eps) : ""),
+               ref, got, 1e-6);
       }
   }
 
@@ -774,7 +826,10 @@ class checker {
                           : (t == dtype::q8_0 ? dtype::q4_0 : dtype::q8_0);
       for (int64_t cols : kq ? std::vector<int64_t>{256, 1280} : std::vector<int64_t>{32, 544}) {
         struct dcase {
-          int kind;  // 0 one product, 1 three parts, 2 swiglu-down, 3 three parts of two types
+          // 0 one product, 1 three parts, 2 swiglu-down, 3 three parts of two types; 4 and 5:
+          // 1 and 3 with the rms norm fused into the quantization (ops::matmul_multi_norm; 4
+          // also writes h, as a capture asks, checked against the reference's h)
+          int kind;
           int64_t rows;
           int n_tok;
           bool acc;
@@ -784,12 +839,15 @@ class checker {
                               dcase{0, 67, 4, false, 0}, dcase{0, 67, 2, true, 20},
                               dcase{0, 300, 2, false, 0}, dcase{1, 67, 2, false, 0},
                               dcase{1, 2100, 1, false, 0}, dcase{3, 45, 3, false, 0},
-                              dcase{2, 67, 3, true, 0}, dcase{2, 130, 4, false, 20}}) {
+                              dcase{2, 67, 3, true, 0}, dcase{2, 130, 4, false, 20},
+                              dcase{4, 67, 2, false, 0}, dcase{4, 2100, 1, false, 0},
+                              dcase{5, 45, 3, false, 0}}) {
           const uint32_t s0 = seed(80 + static_cast<uint32_t>(cols + c.rows + c.n_tok + c.kind));
           arena a(ctx_, memory_kind::device, 8 << 20);
-          const int np = c.kind == 1 || c.kind == 3 ? 3 : 1;
+          const bool norm = c.kind >= 4, mixed = c.kind == 3 || c.kind == 5;
+          const int np = c.kind == 0 || c.kind == 2 ? 1 : 3;
           const int64_t prow[3] = {c.rows, 20, 7};
-          const dtype pt[3] = {t, t, c.kind == 3 ? t2 : t};
+          const dtype pt[3] = {t, t, mixed ? t2 : t};
           std::vector<std::vector<uint8_t>> q(3);
           std::vector<device_weight> w;
           for (int i = 0; i < np; ++i)
@@ -803,13 +861,21 @@ class checker {
             y.push_back(std::make_unique<host_buffer>(ctx_, y0.back().size() * 4));
             y.back()->set(y0.back());
           }
-          host_buffer bx(ctx_, nx * 4), bu(ctx_, nx * 4),
+          host_buffer bx(ctx_, nx * 4), bu(ctx_, nx * 4), bh(ctx_, nx * 4),
               bq(ctx_, quantized_bytes(c.n_tok, cols));
           bx.set(x);
           bu.set(u);
+          bh.set(std::vector<float>(nx, 7.0f));
           const int ci = static_cast<int>(cols);
+          const float eps = 1e-5f;
           run.run([&](recorder& r) {
-            if (c.kind == 0)
+            if (norm)  // the norm weight: u's first row
+              ops::matmul_multi_norm(r,
+                                     {{&w[0], *y[0], static_cast<int>(prow[0])},
+                                      {&w[1], *y[1], static_cast<int>(prow[1])},
+                                      {&w[2], *y[2], static_cast<int>(prow[2])}},
+                                     bx, {bu, eps, bh, c.kind == 4}, c.n_tok, ci, vec, bq);
+            else if (c.kind == 0)
               ops::matmul(r, w[0], bx, *y[0], c.n_tok, ci, static_cast<int>(c.rows), c.acc, vec,
                           bq);
             else if (c.kind == 1 || c.kind == 3)
@@ -824,6 +890,11 @@ class checker {
           });
           std::vector<float> h = x;
           if (c.kind == 2) cpu::ref::swiglu(h.data(), x.data(), u.data(), static_cast<int>(nx));
+          if (norm)
+            for (int k = 0; k < c.n_tok; ++k)
+              cpu::ref::rms_norm(h.data() + static_cast<size_t>(k) * cols,
+                                 x.data() + static_cast<size_t>(k) * cols, u.data(), ci, eps);
+          const std::vector<float> h_ref = h;
           h = q8_round(h);
           std::vector<float> ref, got;
           for (int i = 0; i < np; ++i) {
@@ -836,8 +907,12 @@ class checker {
             const auto g = y[static_cast<size_t>(i)]->floats(part.size());
             got.insert(got.end(), g.begin(), g.end());
           }
-          const std::string what[] = {"", "parts=3 ", "swiglu-down ",
-                                      fmt::format("parts=3 mixed={} ", dtype_name(t2))};
+          const std::string what[] = {"",
+                                      "parts=3 ",
+                                      "swiglu-down ",
+                                      fmt::format("parts=3 mixed={} ", dtype_name(t2)),
+                                      "norm+parts=3 +h ",
+                                      fmt::format("norm+parts=3 mixed={} ", dtype_name(t2))};
           record("matvec_dot", type, v,
                  fmt::format("{}cols={} rows={} n_tok={}{}{}", what[c.kind], cols, c.rows,
                              c.n_tok, c.acc ? " acc" : "",
@@ -845,6 +920,11 @@ class checker {
                                                     : ""),
                  ref, got, 1e-6);
           if (c.piece_rows && w[0].pieces.size() < 2) out_.back().pass = false;
+          if (c.kind == 4)  // h as a capture reads it (rms_norm: 1e-10, as its own check)
+            record("matvec_dot", type, v,
+                   fmt::format("norm h cols={} n_tok={}", cols, c.n_tok), h_ref, bh.floats(nx),
+                   1e-10);
+          if (c.kind == 5 && bh.floats(1)[0] != 7.0f) out_.back().pass = false;  // h untouched
         }
       }
     }
