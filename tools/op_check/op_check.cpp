@@ -140,6 +140,21 @@ class checker {
   }
   uint32_t seed(uint32_t k) const { return opt_.seed * 7919u + k; }
 
+  // The expected F16 K/V caches against the device's: whether every bit matches, and both as
+  // floats (k and v interleaved) for record().
+  static bool compare_caches(const std::vector<uint16_t>& kc, const std::vector<uint16_t>& vc,
+                             const host_buffer& bkc, const host_buffer& bvc,
+                             std::vector<float>* cref, std::vector<float>* cgot) {
+    for (size_t i = 0; i < kc.size(); ++i) {
+      cref->push_back(fp16_to_fp32(kc[i]));
+      cgot->push_back(fp16_to_fp32(bkc.halves()[i]));
+      cref->push_back(fp16_to_fp32(vc[i]));
+      cgot->push_back(fp16_to_fp32(bvc.halves()[i]));
+    }
+    return std::equal(kc.begin(), kc.end(), bkc.halves()) &&
+           std::equal(vc.begin(), vc.end(), bvc.halves());
+  }
+
   void record(std::string op, std::string type, std::string variant, std::string shape,
               const std::vector<float>& ref, const std::vector<float>& got, double threshold) {
     double num = 0, den = 0, max_abs = 0;
@@ -470,15 +485,8 @@ class checker {
                         style == rope_style::neox ? "neox" : "adjacent", s.n_tok, s.n_head,
                         s.n_head_kv, s.head_dim, s.n_rot, s.pos0);
         record("rotary_kv", "f32", "-", name + " q,k", ref, got, 1e-12);
-        const bool same = std::equal(kc.begin(), kc.end(), bkc.halves()) &&
-                          std::equal(vc.begin(), vc.end(), bvc.halves());
         std::vector<float> cref, cgot;
-        for (size_t i = 0; i < kc.size(); ++i) {
-          cref.push_back(fp16_to_fp32(kc[i]));
-          cgot.push_back(fp16_to_fp32(bkc.halves()[i]));
-          cref.push_back(fp16_to_fp32(vc[i]));
-          cgot.push_back(fp16_to_fp32(bvc.halves()[i]));
-        }
+        const bool same = compare_caches(kc, vc, bkc, bvc, &cref, &cgot);
         record("rotary_kv", "f16", "-", name + (same ? " cache bits=" : " cache bits differ"),
                cref, cgot, 0);
         if (!same) out_.back().pass = false;
@@ -646,15 +654,8 @@ class checker {
       kc[cpos] = fp32_to_fp16((write_kv ? g[1] : ref[1])[static_cast<size_t>(i)]);
       vc[cpos] = fp32_to_fp16((write_kv ? g[2] : ref[2])[static_cast<size_t>(i)]);
     }
-    const bool same = std::equal(kc.begin(), kc.end(), bkc.halves()) &&
-                      std::equal(vc.begin(), vc.end(), bvc.halves());
     std::vector<float> cref, cgot;
-    for (size_t i = 0; i < kc.size(); ++i) {
-      cref.push_back(fp16_to_fp32(kc[i]));
-      cgot.push_back(fp16_to_fp32(bkc.halves()[i]));
-      cref.push_back(fp16_to_fp32(vc[i]));
-      cgot.push_back(fp16_to_fp32(bvc.halves()[i]));
-    }
+    const bool same = compare_caches(kc, vc, bkc, bvc, &cref, &cgot);
     record(op, "f16", v, name + (same ? " cache bits=" : " cache bits differ"), cref,
            cgot, write_kv ? 0.0 : 1e-6);
     if (write_kv && !same) out_.back().pass = false;
